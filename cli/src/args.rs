@@ -1,0 +1,215 @@
+//! The command line. Only clap definitions live here; `commands` does the work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stack",
+    version,
+    about = "now's deploy workflow on one machine: immutable deployments, path aliases, shared sessions",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The project directory (where `services/` and `.stack/` live).
+    #[arg(long, global = true, value_name = "DIR", default_value = ".")]
+    pub cwd: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build and start every service (or those named), Redis and the proxy; watch and redeploy.
+    Up(UpArgs),
+    /// Point a hostname at a rules file, a service or a deployment; list or remove aliases.
+    Alias(AliasArgs),
+    /// Explain which rule of an alias serves a request, and where it goes.
+    Route(RouteArgs),
+    /// Run N instances of a service or deployment (0 stops it).
+    Scale(ScaleArgs),
+    /// List deployments: url, instances, state, age.
+    Ls(LsArgs),
+    /// Show stored and live logs of a service or deployment.
+    Logs(LogsArgs),
+    /// Point a service back at an earlier deployment, without rebuilding.
+    Rollback(RollbackArgs),
+    /// Remove a deployment.
+    Rm(RmArgs),
+    /// Stop everything that `stack up` started.
+    Down,
+    /// Inspect the session store: ids, TTLs, decoded contents.
+    Redis(RedisArgs),
+    /// Write a new project from a template.
+    Init(InitArgs),
+    /// Render an alias as a production config.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Services to start, by name (`writer`) or by path (`./writer`); all under `services/` when none.
+    pub services: Vec<String>,
+    /// Read environment variables from a dotenv file (`.env` when given without a value).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = ".env")]
+    pub dotenv: Option<PathBuf>,
+    /// Set an environment variable for every service (repeatable; later wins).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// The proxy's port (0 picks a free one).
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
+    /// Do not watch for changes.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Build with the release profile.
+    #[arg(long)]
+    pub release: bool,
+    /// How many deployments' artifacts to keep per service.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub keep: usize,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AliasArgs {
+    #[command(subcommand)]
+    pub command: Option<AliasCommand>,
+    /// The hostname to point (e.g. `counter-demo.localhost`).
+    pub host: Option<String>,
+    /// A service or deployment to point the host at (a plain alias).
+    pub target: Option<String>,
+    /// A now-compatible rules file (a path alias).
+    #[arg(long, value_name = "FILE", conflicts_with = "target")]
+    pub rules: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// List aliases, or one alias's rules as a table.
+    Ls {
+        host: Option<String>,
+        /// Print JSON (for one host: a rules file `stack alias --rules` takes back).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an alias.
+    Rm { host: String },
+}
+
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    pub host: String,
+    pub method: String,
+    pub path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// A service or a deployment id.
+    pub target: String,
+    pub instances: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// A service or a deployment id.
+    pub target: String,
+    /// Keep printing new lines.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many stored lines to print first.
+    #[arg(short = 'n', long, default_value_t = 100)]
+    pub lines: usize,
+    /// Only lines newer than this (`10m`, `2h`, or an RFC 3339 time).
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    pub service: String,
+    /// The deployment to go back to (the previous one when omitted).
+    pub deployment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    pub deployment: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RedisArgs {
+    /// Read `REDIS_SESSION_URL` and `SESSION_SECRET` from a dotenv file.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = ".env", global = true)]
+    pub dotenv: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: RedisCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RedisCommand {
+    /// List sessions (SCAN, never KEYS).
+    Keys {
+        #[arg(default_value = "sess:*")]
+        pattern: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session, by id, signed cookie value or `connect.sid=...` header.
+    Get {
+        what: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete sessions (log users out).
+    Del {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete every `sess:*` key.
+    Flush {
+        #[arg(long)]
+        yes: bool,
+    },
+    /// A live feed of session writes, deletes and expiries.
+    Watch,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    #[arg(long, default_value = "rust", value_parser = ["rust", "node"])]
+    pub template: String,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    pub format: ExportFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportFormat {
+    /// An nginx config that routes like the alias.
+    Nginx {
+        alias: String,
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Run `nginx -t` on the result.
+        #[arg(long)]
+        check: bool,
+    },
+}

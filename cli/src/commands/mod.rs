@@ -1,0 +1,30 @@
+//! One file per command. Each takes its parsed arguments and returns an exit code or a
+//! [`CliError`]; printing the error is left to [`crate::run`].
+
+use std::process::ExitCode;
+
+use crate::args::{Cli, Command};
+use crate::output::{CliError, CliResult};
+
+pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
+    match cli.command {
+        Command::Alias(_) | Command::Route(_) => Err(not_built("alias")),
+        Command::Up(_)
+        | Command::Scale(_)
+        | Command::Ls(_)
+        | Command::Logs(_)
+        | Command::Rollback(_)
+        | Command::Rm(_)
+        | Command::Down => Err(not_built("up")),
+        Command::Redis(_) => Err(not_built("redis")),
+        Command::Init(_) | Command::Export(_) => Err(not_built("init")),
+    }
+}
+
+/// Commands whose issue has not landed yet say so plainly instead of pretending.
+fn not_built(command: &str) -> CliError {
+    CliError::new(format!(
+        "`stack {command}` is not built yet in this version."
+    ))
+    .hint("See the open issues for its status.")
+}

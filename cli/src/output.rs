@@ -1,0 +1,70 @@
+//! now's voice: `> Success! ...`, `> Ready! ...`, `Error! ...` with a second line saying what to
+//! do. Colour only when the stream is a terminal and `NO_COLOR` is unset (console decides).
+
+use std::fmt;
+
+use console::style;
+
+/// An error a person can act on: what went wrong (values in backticks) and what to do next.
+/// Every command returns this (or converts into it); it is printed once, by [`crate::run`].
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n{hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CliError {}
+
+pub type CliResult<T> = Result<T, CliError>;
+
+/// Prints `Error! <message>` (and the hint on its own line) to stderr.
+pub fn print_error(error: &CliError) {
+    eprintln!("{} {}", style("Error!").red().bold(), error.message);
+    if let Some(hint) = &error.hint {
+        eprintln!("{hint}");
+    }
+}
+
+/// Prints `> Success! <message>` to stdout.
+pub fn success(message: impl fmt::Display) {
+    println!("{} {message}", style("> Success!").cyan());
+}
+
+/// Prints `> Ready! <message>` to stdout.
+pub fn ready(message: impl fmt::Display) {
+    println!("{} {message}", style("> Ready!").cyan());
+}
+
+/// Prints `> <message>` to stdout: progress and notes.
+pub fn info(message: impl fmt::Display) {
+    println!("{} {message}", style(">").dim());
+}
+
+/// Prints `> Warning! <message>` to stderr.
+pub fn warn(message: impl fmt::Display) {
+    eprintln!("{} {message}", style("> Warning!").yellow());
+}

@@ -1,0 +1,121 @@
+//! What persists in `.stack/`: aliases, scale and deployment history in `.stack/state.json`.
+//!
+//! The file is written atomically (a temp file in the same directory, fsync, rename), so a crash
+//! never leaves half a file, and read leniently (missing file or section = empty). This module
+//! owns the file format; it never starts processes and never talks to the running `stack up`.
+
+pub mod aliases;
+pub mod deployments;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use aliases::Alias;
+pub use deployments::ServiceHistory;
+
+/// The directory under the project root where stack keeps everything it owns.
+pub const STATE_DIR: &str = ".stack";
+const STATE_FILE: &str = "state.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read `{path}`: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("`{path}` is not valid state ({source}); move it aside and run the command again")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot write `{path}`: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// Everything `.stack/state.json` holds. Each section belongs to one module; unknown sections
+/// written by a newer stack are kept on save.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Alias host (lower case) to what it points at.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Alias>,
+    /// Wanted instance count per service, when it differs from 1.
+    #[serde(default)]
+    pub scale: BTreeMap<String, usize>,
+    /// Deployment history per service.
+    #[serde(default)]
+    pub deployments: BTreeMap<String, ServiceHistory>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+impl State {
+    /// `<project>/.stack/state.json`.
+    pub fn path(project_dir: &Path) -> PathBuf {
+        project_dir.join(STATE_DIR).join(STATE_FILE)
+    }
+
+    /// Reads the state of a project; a missing file is an empty state.
+    pub fn load(project_dir: &Path) -> Result<State, StateError> {
+        let path = Self::path(project_dir);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        serde_json::from_str(&text).map_err(|source| StateError::Parse { path, source })
+    }
+
+    /// Writes the state atomically: readers see the old file or the new one, never a mix.
+    pub fn save(&self, project_dir: &Path) -> Result<(), StateError> {
+        let path = Self::path(project_dir);
+        let mut text =
+            serde_json::to_string_pretty(self).expect("state is plain data and always serialises");
+        text.push('\n');
+        write_atomically(&path, text.as_bytes())
+            .map_err(|source| StateError::Write { path, source })
+    }
+}
+
+/// Writes `bytes` to `path` through a temp file in the same directory and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let file_name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("state");
+    let temp_path = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = fs::File::create(&temp_path)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&temp_path, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp_path);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_is_empty_state_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::load(dir.path()).unwrap();
+        assert!(state.aliases.is_empty());
+        state.scale.insert("reader".into(), 2);
+        state
+            .other
+            .insert("future".into(), serde_json::json!({"kept": true}));
+        state.save(dir.path()).unwrap();
+        let again = State::load(dir.path()).unwrap();
+        assert_eq!(again.scale.get("reader"), Some(&2));
+        assert_eq!(again.other["future"], serde_json::json!({"kept": true}));
+    }
+}
