@@ -4,12 +4,14 @@
 //!
 //! - [`args`]: the command line (clap); nothing here does work.
 //! - [`commands`]: one file per command; each turns parsed arguments into calls on the modules below.
+//! - [`env`]: `.env` files and `-e` pairs, checked and merged; never prints a value.
 //! - [`output`]: now's voice on a terminal (`> Success!`, `Error! ...`), colour only on a tty.
 //! - [`rules`]: the alias rules file: parse, validate, normalise paths, match. No I/O.
 //! - [`state`]: what persists in `.stack/` (aliases, scale, deployment history), written atomically.
 
 pub mod args;
 pub mod commands;
+pub mod env;
 pub mod output;
 pub mod rules;
 pub mod state;
