@@ -8,6 +8,7 @@
 //! - [`output`]: now's voice on a terminal (`> Success!`, `Error! ...`), colour only on a tty.
 //! - [`rules`]: the alias rules file: parse, validate, normalise paths, match. No I/O.
 //! - [`state`]: what persists in `.stack/` (aliases, scale, deployment history), written atomically.
+//! - [`supervisor`]: deployments, instances, child processes, restarts, readiness; the only spawner.
 
 pub mod args;
 pub mod commands;
@@ -15,6 +16,7 @@ pub mod env;
 pub mod output;
 pub mod rules;
 pub mod state;
+pub mod supervisor;
 
 use std::process::ExitCode;
 
