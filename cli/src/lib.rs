@@ -6,6 +6,7 @@
 //! - [`commands`]: one file per command; each turns parsed arguments into calls on the modules below.
 //! - [`env`]: `.env` files and `-e` pairs, checked and merged; never prints a value.
 //! - [`output`]: now's voice on a terminal (`> Success!`, `Error! ...`), colour only on a tty.
+//! - [`redis`]: the managed `redis-server` (described here, run by the supervisor's process layer).
 //! - [`rules`]: the alias rules file: parse, validate, normalise paths, match. No I/O.
 //! - [`state`]: what persists in `.stack/` (aliases, scale, deployment history), written atomically.
 //! - [`supervisor`]: deployments, instances, child processes, restarts, readiness; the only spawner.
@@ -14,6 +15,7 @@ pub mod args;
 pub mod commands;
 pub mod env;
 pub mod output;
+pub mod redis;
 pub mod rules;
 pub mod state;
 pub mod supervisor;

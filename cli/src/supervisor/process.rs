@@ -100,6 +100,15 @@ impl RunningChild {
         status
     }
 
+    /// `Some(status)` when the leader has exited (it is reaped then), without waiting.
+    pub fn try_exited(&mut self) -> io::Result<Option<ExitStatus>> {
+        let status = self.child.try_wait()?;
+        if status.is_some() {
+            self.finish();
+        }
+        Ok(status)
+    }
+
     /// Stops the group: SIGTERM to every process in it, SIGKILL once `grace` has passed.
     pub async fn stop(&mut self, grace: Duration) -> io::Result<ExitStatus> {
         signal_group(self.pid, Signal::SIGTERM);
