@@ -232,6 +232,69 @@ pub fn caller_environment() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Values that must never be printed or logged: every variable whose name says it is a secret
+/// (`SESSION_SECRET`, `*PASSWORD*`, `*TOKEN*`, ...), each part of a comma-separated
+/// `SESSION_SECRET` (a rotation list), and the password inside `REDIS_SESSION_URL`.
+pub fn secret_values(env: &BTreeMap<String, String>) -> Vec<String> {
+    const SECRET_WORDS: [&str; 5] = ["SECRET", "PASSWORD", "PASSWD", "TOKEN", "PRIVATE"];
+    let mut secrets = Vec::new();
+    for (key, value) in env {
+        let upper = key.to_ascii_uppercase();
+        if SECRET_WORDS.iter().any(|word| upper.contains(word)) {
+            secrets.push(value.clone());
+            secrets.extend(value.split(',').map(|part| part.trim().to_string()));
+        }
+    }
+    if let Some(url) = env.get(REDIS_SESSION_URL) {
+        secrets.extend(redis_url_password(url));
+    }
+    secrets.retain(|secret| !secret.is_empty());
+    secrets
+}
+
+/// The password in a Redis URL, in any form users bring: `redis://:pass@host`,
+/// `redis://user:pass@host`, or the 2017 `redis://host:port?password=pass`. Both the raw and the
+/// percent-decoded spelling are returned (either may end up in a log line).
+pub fn redis_url_password(url: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        if let Some((_, password)) = userinfo.split_once(':') {
+            found.push(password.to_string());
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split('&') {
+            if let Some(("password", password)) = pair.split_once('=') {
+                found.push(password.to_string());
+            }
+        }
+    }
+    let decoded: Vec<String> = found
+        .iter()
+        .map(|password| {
+            percent_encoding::percent_decode_str(password)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    found.extend(decoded);
+    found.retain(|password| !password.is_empty());
+    found.dedup();
+    found
+}
+
+/// A Redis URL with its password replaced by `***`, safe to print.
+pub fn mask_redis_url(url: &str) -> String {
+    let mut masked = url.to_string();
+    for password in redis_url_password(url) {
+        masked = masked.replace(&format!(":{password}@"), ":***@");
+        masked = masked.replace(&format!("password={password}"), "password=***");
+    }
+    masked
+}
+
 fn check_key(key: &str, place: Place) -> Result<(), EnvError> {
     if key.is_empty() {
         return Err(EnvError::EmptyKey { place });
@@ -346,6 +409,36 @@ mod tests {
             "X\nOK=1\n1A=2\n",
             Err(".env:1:1: expected `KEY=VALUE`\n.env:3:1: `1A` is not a valid variable name (use letters, digits and `_`, not starting with a digit)"),
         );
+    }
+
+    #[test]
+    fn secrets_and_redis_passwords_are_found_and_masked() {
+        let env: BTreeMap<String, String> = [
+            ("SESSION_SECRET", "new-secret,old-secret"),
+            ("REDIS_SESSION_URL", "redis://:p%40ss@h:6379/0"),
+            ("HOME", "/home/me"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let secrets = secret_values(&env);
+        for expected in [
+            "new-secret,old-secret",
+            "new-secret",
+            "old-secret",
+            "p%40ss",
+            "p@ss",
+        ] {
+            assert!(secrets.contains(&expected.to_string()), "{expected}");
+        }
+        assert!(!secrets.contains(&"/home/me".to_string()));
+        assert_eq!(mask_redis_url("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(mask_redis_url("redis://u:pw@h:1"), "redis://u:***@h:1");
+        assert_eq!(
+            mask_redis_url("redis://h:1?password=pw&db=2"),
+            "redis://h:1?password=***&db=2"
+        );
+        assert_eq!(mask_redis_url("redis://h:1"), "redis://h:1");
     }
 
     #[test]

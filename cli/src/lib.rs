@@ -4,6 +4,7 @@
 //!
 //! - [`args`]: the command line (clap); nothing here does work.
 //! - [`commands`]: one file per command; each turns parsed arguments into calls on the modules below.
+//! - [`control`]: the HTTP+JSON API on `.stack/stack.sock` that `stack up` serves and other commands call.
 //! - [`env`]: `.env` files and `-e` pairs, checked and merged; never prints a value.
 //! - [`output`]: now's voice on a terminal (`> Success!`, `Error! ...`), colour only on a tty.
 //! - [`redis`]: the managed `redis-server` (described here, run by the supervisor's process layer).
@@ -13,6 +14,7 @@
 
 pub mod args;
 pub mod commands;
+pub mod control;
 pub mod env;
 pub mod output;
 pub mod redis;
