@@ -28,6 +28,11 @@ pub use dest::Dest;
 pub use error::{Position, RuleError, RuleErrorKind, RuleFileErrors, RuleWarning, RuleWarningKind};
 pub use path::{normalize_path, PathError};
 
+/// Whether `name` is in the IANA method registry, exactly as written (upper case).
+pub fn is_known_method(name: &str) -> bool {
+    method::KNOWN_METHODS.binary_search(&name).is_ok()
+}
+
 use matcher::Matcher;
 use method::MethodSet;
 
