@@ -55,7 +55,7 @@ pub enum RuleErrorKind {
     NotAnObject(&'static str),
     #[error("no `rules` key: the file must look like {{\"rules\": [...]}}")]
     MissingRules,
-    #[error("unknown key `{0}`: the file's only key is `rules`")]
+    #[error("unknown key `{0}`{hint}", hint = file_key_hint(.0))]
     UnknownFileKey(String),
     #[error("`rules` must be an array of rules, found {0}")]
     RulesNotAnArray(&'static str),
@@ -97,6 +97,14 @@ pub enum RuleErrorKind {
     /// Raised when the rules are applied to a running stack, not by parsing.
     #[error("`dest` `{dest}` resolves to nothing; this stack has: {}", if existing.is_empty() { "nothing yet".to_string() } else { existing.join(", ") })]
     UnresolvedDest { dest: String, existing: Vec<String> },
+}
+
+fn file_key_hint(key: &str) -> &'static str {
+    if key.eq_ignore_ascii_case("rule") || key.eq_ignore_ascii_case("rules") {
+        ", did you mean `rules`?"
+    } else {
+        ": the file's only key is `rules`"
+    }
 }
 
 /// Something legal but probably not what the author meant; the file is still used.

@@ -116,9 +116,10 @@ fn syntax_error(error: &serde_json::Error) -> RuleError {
     let tail = format!(" at line {} column {}", error.line(), error.column());
     let message = message.strip_suffix(&tail).unwrap_or(&message).to_string();
     RuleError {
+        // serde_json says column 0 for "before the first character" (an empty file).
         position: Position {
             line: error.line(),
-            column: error.column(),
+            column: error.column().max(1),
         },
         rule: None,
         kind: RuleErrorKind::InvalidJson(message),
