@@ -36,7 +36,9 @@ pub fn check_request(
         )),
         (Some(host), None) => {
             if host.to_str().is_err() || host.is_empty() {
-                return Err(ProxyError::BadRequest("the `Host` header is not a valid host"));
+                return Err(ProxyError::BadRequest(
+                    "the `Host` header is not a valid host",
+                ));
             }
             Ok(Some(host.clone()))
         }
@@ -51,9 +53,8 @@ pub fn check_request(
 /// will receive them.
 pub fn normalized_path_and_query(uri: &Uri) -> Result<PathAndQuery, ProxyError> {
     let path = uri.path();
-    let normalized = crate::rules::normalize_path(path).map_err(|_| {
-        ProxyError::BadRequest("the request path is not a valid absolute path")
-    })?;
+    let normalized = crate::rules::normalize_path(path)
+        .map_err(|_| ProxyError::BadRequest("the request path is not a valid absolute path"))?;
     let unchanged = normalized.as_ref() == path;
     match (uri.path_and_query(), uri.query()) {
         // The common case: nothing to rebuild, no allocation.
@@ -115,7 +116,10 @@ mod tests {
     fn request_checks() {
         const HTTP_10: Version = Version::HTTP_10;
         const HTTP_11: Version = Version::HTTP_11;
-        assert_eq!(check(Method::GET, HTTP_11, &[("host", "a.localhost")]), Ok(()));
+        assert_eq!(
+            check(Method::GET, HTTP_11, &[("host", "a.localhost")]),
+            Ok(())
+        );
         assert_eq!(check(Method::GET, HTTP_10, &[]), Ok(()));
         assert_eq!(check(Method::GET, HTTP_11, &[]), Err("bad_request"));
         assert_eq!(
@@ -130,7 +134,11 @@ mod tests {
             check(
                 Method::POST,
                 HTTP_11,
-                &[("host", "a"), ("content-length", "5"), ("transfer-encoding", "chunked")]
+                &[
+                    ("host", "a"),
+                    ("content-length", "5"),
+                    ("transfer-encoding", "chunked")
+                ]
             ),
             Err("bad_request")
         );

@@ -4,7 +4,7 @@
 //! Stopping drains first: the instance leaves the routing table, in-flight requests finish
 //! (bounded by the grace period), then its process group is stopped.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const DETECT_AFTER: Duration = Duration::from_millis(300);
 
 /// What the proxy and `stack ls` see of an instance. Shared: the instance task writes, the
-/// routing table and the proxy read (the proxy counts its in-flight requests here).
-#[derive(Debug)]
+/// routing table and the proxy read (the proxy counts its in-flight requests in `upstream`).
 pub struct Instance {
     pub number: usize,
     /// 0 until a process has a port.
@@ -38,10 +37,24 @@ pub struct Instance {
     /// Gave up after five fast failures.
     pub crashed: AtomicBool,
     pub restarts: AtomicU32,
-    /// Requests being served right now (incremented and decremented by the proxy).
-    pub in_flight: AtomicUsize,
+    /// What the proxy balances over while this process is ready: one per process (a restart
+    /// gets a new one), so its in-flight count is the one used for draining.
+    pub upstream: Mutex<Option<Arc<crate::proxy::Instance>>>,
     /// Why the last start failed (a readiness timeout with the last log lines, an exit status).
     pub last_error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("number", &self.number)
+            .field("port", &self.port)
+            .field("pid", &self.pid)
+            .field("ready", &self.ready)
+            .field("draining", &self.draining)
+            .field("crashed", &self.crashed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Instance {
@@ -54,7 +67,7 @@ impl Instance {
             draining: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
             restarts: AtomicU32::new(0),
-            in_flight: AtomicUsize::new(0),
+            upstream: Mutex::new(None),
             last_error: Mutex::new(None),
         }
     }
@@ -62,6 +75,32 @@ impl Instance {
     /// Ready and not draining: the proxy may send it requests.
     pub fn takes_traffic(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// The proxy's view of the running process, when it is ready.
+    pub fn upstream(&self) -> Option<Arc<crate::proxy::Instance>> {
+        self.upstream
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .clone()
+    }
+
+    fn set_upstream(&self, port: Option<u16>) {
+        let upstream = port.map(|port| {
+            let number = u32::try_from(self.number).unwrap_or(u32::MAX);
+            Arc::new(crate::proxy::Instance::new(
+                number,
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            ))
+        });
+        *self
+            .upstream
+            .lock()
+            .expect("never poisoned: no panics while held") = upstream;
+    }
+
+    fn in_flight(&self) -> usize {
+        self.upstream().map_or(0, |upstream| upstream.in_flight())
     }
 
     fn set_error(&self, error: Option<String>) {
@@ -106,6 +145,8 @@ impl InstanceTask {
                 Started::Stopped => return,
                 Started::Failed(reason) => reason,
                 Started::Ready(mut child) => {
+                    self.instance
+                        .set_upstream(Some(self.instance.port.load(Ordering::Acquire)));
                     self.instance.ready.store(true, Ordering::Release);
                     self.instance.set_error(None);
                     self.changed();
@@ -122,6 +163,7 @@ impl InstanceTask {
                 }
             };
             self.instance.ready.store(false, Ordering::Release);
+            self.instance.set_upstream(None);
             self.instance.port.store(0, Ordering::Release);
             self.instance.pid.store(0, Ordering::Release);
             if started_at.elapsed() < FAST_FAILURE {
@@ -285,7 +327,7 @@ impl InstanceTask {
         // instance just before it still counts itself in, so wait for two quiet reads in a row.
         let mut quiet_reads = 0;
         while Instant::now() < deadline && quiet_reads < 2 && !self.config.shutdown_now() {
-            if self.instance.in_flight.load(Ordering::Acquire) == 0 {
+            if self.instance.in_flight() == 0 {
                 quiet_reads += 1;
             } else {
                 quiet_reads = 0;
@@ -294,6 +336,7 @@ impl InstanceTask {
         }
         let _ = child.stop(self.config.grace).await;
         self.instance.ready.store(false, Ordering::Release);
+        self.instance.set_upstream(None);
         self.changed();
     }
 }

@@ -10,11 +10,13 @@
 //! - [`process`]: spawn one process group, stop it, find the ports it listens on, clean leftovers.
 //! - [`instance`]: one instance's life: port, readiness, restarts with backoff, draining.
 //! - [`logs`]: instance output to files, a ring of recent lines, followers and the terminal.
+//! - [`routes`]: a snapshot plus the aliases as a proxy routing table (RULES.md "dest").
 
 pub mod build;
 pub mod instance;
 pub mod logs;
 pub mod process;
+pub mod routes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
