@@ -1,8 +1,8 @@
 //! Test harness: a real `redis-server` on a free loopback port in a temp dir (feature `testing`).
 //!
 //! Owns starting, stopping, killing, restarting (same port), pausing (SIGSTOP) and resuming a
-//! throwaway server, and stopping it on drop. It never persists anything (`--save ''
-//! --appendonly no`) and never skips: without `redis-server` on PATH it panics with an install
+//! throwaway server, and stopping it on drop. It persists nothing unless asked (`--save '' --appendonly
+//! no`; `start_persistent` keeps an fsynced append-only file in the temp dir) and never skips: without `redis-server` on PATH it panics with an install
 //! hint, so a test that needs Redis fails loudly.
 
 use nix::sys::signal::{kill, Signal};
@@ -20,30 +20,37 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     port: u16,
     password: Option<String>,
+    persistent: bool,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port.
     pub fn start() -> Self {
-        Self::start_inner(None)
+        Self::start_inner(None, false)
     }
 
     /// Starts a server that requires `password` (`requirepass`).
     pub fn start_with_password(password: &str) -> Self {
-        Self::start_inner(Some(password.to_owned()))
+        Self::start_inner(Some(password.to_owned()), false)
     }
 
-    fn start_inner(password: Option<String>) -> Self {
-        let dir = tempfile::tempdir().expect("a temp dir can be created for redis-server");
+    /// Starts a server that keeps its data across `kill()` + `restart()` (append-only file,
+    /// fsync on every write), for tests where sessions must outlive a crash.
+    pub fn start_persistent() -> Self {
+        Self::start_inner(None, true)
+    }
+
+    fn start_inner(password: Option<String>, persistent: bool) -> Self {
         // The port is free when probed; another process could take it before redis-server
         // binds, so a failed start retries on a new port.
         for _ in 0..5 {
             let port = free_port();
             let mut server = Self {
-                dir: tempfile::tempdir_in(dir.path()).expect("a temp dir can be created"),
+                dir: tempfile::tempdir().expect("a temp dir can be created for redis-server"),
                 port,
                 password: password.clone(),
+                persistent,
                 child: None,
             };
             if server.spawn() {
@@ -154,7 +161,12 @@ impl RedisServer {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--logfile", ""])
