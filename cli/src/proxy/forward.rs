@@ -212,11 +212,7 @@ mod tests {
             ("host", "app.localhost:3000"),
         ]);
         let host = map.get(HOST).cloned();
-        set_forwarding_headers(
-            &mut map,
-            "127.0.0.1".parse().unwrap(),
-            host.as_ref(),
-        );
+        set_forwarding_headers(&mut map, "127.0.0.1".parse().unwrap(), host.as_ref());
         assert_eq!(map["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 127.0.0.1");
         assert_eq!(map["x-real-ip"], "127.0.0.1");
         assert_eq!(map["x-forwarded-proto"], "http");

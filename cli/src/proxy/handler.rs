@@ -114,7 +114,13 @@ async fn proxy(
                     body,
                 )
                 .await?;
-                return Ok(respond(shared, answered, None, upgrade_protocol, client_upgrade));
+                return Ok(respond(
+                    shared,
+                    answered,
+                    None,
+                    upgrade_protocol,
+                    client_upgrade,
+                ));
             }
             Target::Deployment(deployment) => Arc::clone(deployment),
         };

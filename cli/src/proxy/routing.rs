@@ -176,7 +176,10 @@ pub enum Target {
     /// A deployment of this stack, balanced over its instances.
     Deployment(Arc<Deployment>),
     /// A URL outside the stack, proxied as is (`http` only).
-    External { scheme: Scheme, authority: Authority },
+    External {
+        scheme: Scheme,
+        authority: Authority,
+    },
     /// Known but not serving: answered with `status` and `message` (503 for a CRASHED service,
     /// 502 for a deployment that disappeared), so one rule can fail while the others serve.
     Unavailable { status: StatusCode, message: String },
@@ -221,7 +224,9 @@ impl Deployment {
 
     /// Whether some instance is in rotation.
     pub fn has_ready_instance(&self) -> bool {
-        self.instances.iter().any(|instance| !instance.is_out_of_rotation())
+        self.instances
+            .iter()
+            .any(|instance| !instance.is_out_of_rotation())
     }
 }
 

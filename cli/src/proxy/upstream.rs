@@ -232,7 +232,9 @@ fn request_failed(
     if error.is_connect() {
         ProxyError::BadGateway(format!("`{upstream}` could not be reached"))
     } else {
-        ProxyError::BadGateway(format!("`{upstream}` closed the connection before answering"))
+        ProxyError::BadGateway(format!(
+            "`{upstream}` closed the connection before answering"
+        ))
     }
 }
 
