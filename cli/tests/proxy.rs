@@ -703,3 +703,116 @@ async fn graceful_shutdown_lets_requests_in_flight_finish() {
         "still accepting after shutdown"
     );
 }
+
+/// `counter-demo.localhost` with the rules of the demo: writer paths, `/api/**` to an external
+/// URL, `/broken` to a crashed service, everything else to the reader.
+fn path_alias_table(writer: SocketAddr, reader: SocketAddr, external: SocketAddr) -> RoutingTable {
+    let text = format!(
+        r#"{{"rules": [
+            {{"pathname": "/login", "method": ["GET", "POST"], "dest": "writer"}},
+            {{"pathname": "/increment", "dest": "writer"}},
+            {{"pathname": "/api/**", "method": "GET", "dest": "http://{external}"}},
+            {{"pathname": "/broken", "dest": "crashed"}},
+            {{"pathname": "/only-post", "method": "POST", "dest": "reader"}},
+            {{"pathname": "/**", "method": ["GET", "HEAD"], "dest": "reader"}}
+        ]}}"#
+    );
+    let loaded = stack::rules::RuleSet::parse("aliases.json", &text).expect("valid rules");
+    let writer = Target::Deployment(deployment("writer-abc", &[writer], 0));
+    let reader = Target::Deployment(deployment("reader-def", &[reader], 0));
+    let crashed = Target::Unavailable {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "service `crashed` is CRASHED".into(),
+    };
+    let external = Target::External {
+        scheme: http::uri::Scheme::HTTP,
+        authority: external.to_string().parse().unwrap(),
+    };
+    let targets = vec![
+        writer.clone(),
+        writer,
+        external,
+        crashed,
+        reader.clone(),
+        reader,
+    ];
+    let mut table = RoutingTable::new();
+    table.insert(
+        "counter-demo.localhost",
+        HostRoute::rules(Arc::new(loaded.rules), targets).expect("one target per rule"),
+    );
+    table
+}
+
+#[tokio::test]
+async fn path_rules_route_each_path_to_its_target() {
+    let writer = echo_upstream().await;
+    let reader = echo_upstream().await;
+    let external = echo_upstream().await;
+    let table = path_alias_table(writer.addr, reader.addr, external.addr);
+    let proxy = TestProxy::start(table, test_config()).await;
+    let host = "counter-demo.localhost:3000";
+
+    let login = get(proxy.addr, host, "/login?next=/").await;
+    assert_eq!(login.header("x-stack-deployment"), Some("writer-abc"));
+    assert_eq!(login.json()["uri"], "/login?next=/");
+
+    // Matched after normalisation, and forwarded with exactly the path that matched.
+    let dotted = get(proxy.addr, host, "/static/../lo%67in").await;
+    assert_eq!(dotted.header("x-stack-deployment"), Some("writer-abc"));
+    assert_eq!(dotted.json()["uri"], "/login");
+
+    let page = get(proxy.addr, host, "/").await;
+    assert_eq!(page.header("x-stack-deployment"), Some("reader-def"));
+
+    let api = get(proxy.addr, host, "/api/users?id=1").await;
+    assert_eq!(api.status, 200);
+    assert_eq!(api.header("x-stack-deployment"), None);
+    assert_eq!(api.json()["uri"], "/api/users?id=1");
+    assert_eq!(api.echoed("host"), [external.addr.to_string()]);
+
+    // One rule failing does not take the others down.
+    let broken = get(proxy.addr, host, "/broken").await;
+    assert_eq!(broken.status, 503);
+    assert_eq!(broken.json()["error"], "service_unavailable");
+    assert_eq!(get(proxy.addr, host, "/increment").await.status, 200);
+
+    // No rule for DELETE /: 404 no_route naming the method and path.
+    let delete = send(
+        proxy.addr,
+        Request::delete("/")
+            .header("host", host)
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(delete.status, 404);
+    assert_eq!(delete.json()["error"], "no_route");
+
+    // A path the rules module refuses: 400, never forwarded.
+    let encoded_slash = get(proxy.addr, host, "/login%2F..%2Fadmin").await;
+    assert_eq!(encoded_slash.status, 400);
+    assert_eq!(encoded_slash.json()["error"], "bad_request");
+}
+
+#[tokio::test]
+async fn swapping_rules_is_atomic_for_requests_in_flight() {
+    let writer = echo_upstream().await;
+    let reader = echo_upstream().await;
+    let table = path_alias_table(writer.addr, reader.addr, reader.addr);
+    let proxy = TestProxy::start(table, test_config()).await;
+    let host = "counter-demo.localhost";
+    for n in 0..50 {
+        // Alternate between the rules and a plain alias to the reader.
+        let table = if n % 2 == 0 {
+            let (table, _) = one_deployment(host, "reader-def", &[reader.addr]);
+            table
+        } else {
+            path_alias_table(writer.addr, reader.addr, reader.addr)
+        };
+        proxy.routing.swap(table);
+        let answer = get(proxy.addr, host, "/").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("x-stack-deployment"), Some("reader-def"));
+    }
+}
