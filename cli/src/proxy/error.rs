@@ -23,10 +23,6 @@ pub enum ProxyError {
     },
     #[error("{0}")]
     BadRequest(&'static str),
-    /// A request the proxy refuses and after which it closes the connection (framing it
-    /// cannot trust, such as `Content-Length` with `Transfer-Encoding`).
-    #[error("{0}")]
-    BadFraming(&'static str),
     #[error("`CONNECT` is not supported: stack is a reverse proxy, not a forward proxy")]
     MethodNotAllowed,
     #[error("the request body is larger than the limit of {limit} bytes")]
@@ -43,7 +39,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute { .. } | Self::NoRuleMatches { .. } => StatusCode::NOT_FOUND,
-            Self::BadRequest(_) | Self::BadFraming(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -56,7 +52,7 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NoRoute { .. } | Self::NoRuleMatches { .. } => "no_route",
-            Self::BadRequest(_) | Self::BadFraming(_) => "bad_request",
+            Self::BadRequest(_) => "bad_request",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::BadGateway(_) => "bad_gateway",
@@ -88,10 +84,9 @@ impl ProxyError {
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if matches!(self, Self::BadFraming(_)) {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        }
         if matches!(self, Self::MethodNotAllowed) {
+            // A CONNECT client expects a tunnel on this connection; it gets none.
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
             headers.insert(
                 http::header::ALLOW,
                 HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE"),
