@@ -329,7 +329,7 @@ async fn cargo_build(
 }
 
 async fn npm_install(dir: &Path) -> Result<(), BuildError> {
-    if dir.join("node_modules").is_dir() {
+    if dir.join("node_modules").is_dir() || !has_dependencies(dir) {
         return Ok(());
     }
     let subcommand = if dir.join("package-lock.json").is_file() {
@@ -359,6 +359,21 @@ async fn npm_install(dir: &Path) -> Result<(), BuildError> {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         ),
+    })
+}
+
+/// Whether package.json lists any (dev) dependency; without one there is nothing to install.
+fn has_dependencies(dir: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(dir.join("package.json")) else {
+        return true;
+    };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return true;
+    };
+    ["dependencies", "devDependencies"].iter().any(|key| {
+        value[key]
+            .as_object()
+            .is_some_and(|dependencies| !dependencies.is_empty())
     })
 }
 
