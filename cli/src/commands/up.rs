@@ -131,6 +131,12 @@ async fn up(
     let logs_dir = stack_dir.join("logs");
     let pids_dir = stack_dir.join("pids");
     let root = CancellationToken::new();
+    std::fs::create_dir_all(&pids_dir).map_err(|error| {
+        CliError::new(format!("cannot create `{}`: {error}", pids_dir.display()))
+    })?;
+    // Lives as long as this process; if it is killed, the guard stops what it started.
+    let _guard =
+        process::start_guard(&pids_dir).map_err(|error| CliError::new(error.to_string()))?;
 
     // Signals first: a Ctrl-C during the build must still clean up.
     let mut interrupt = signal(SignalKind::interrupt())

@@ -438,6 +438,8 @@ impl SupervisorTask {
         }
     }
 
+    /// Applies a command and publishes the new snapshot BEFORE answering, so whoever waits on
+    /// the answer sees the change.
     fn handle(&mut self, command: Control) {
         match command {
             Control::Deploy {
@@ -446,6 +448,7 @@ impl SupervisorTask {
                 reply,
             } => {
                 self.deploy(spec, instances);
+                self.publish();
                 let _ = reply.send(());
             }
             Control::Scale {
@@ -453,13 +456,17 @@ impl SupervisorTask {
                 instances,
                 reply,
             } => {
-                let _ = reply.send(self.scale(&target, instances));
+                let result = self.scale(&target, instances);
+                self.publish();
+                let _ = reply.send(result);
             }
             Control::Remove {
                 deployment_id,
                 reply,
             } => {
-                let _ = reply.send(self.remove(&deployment_id));
+                let result = self.remove(&deployment_id);
+                self.publish();
+                let _ = reply.send(result);
             }
             Control::Stop { .. } => unreachable!("Stop is handled by the loop"),
         }
