@@ -191,7 +191,9 @@ impl InstanceTask {
                 () = tokio::time::sleep(delay) => {}
                 () = self.stop.cancelled() => return,
             }
-            self.instance.restarts.fetch_add(1, Ordering::AcqRel);
+            let restarts = self.instance.restarts.fetch_add(1, Ordering::AcqRel) + 1;
+            self.log
+                .push(&source, &format!("[stack] restarting (restart {restarts})"));
         }
     }
 
