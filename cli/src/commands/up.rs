@@ -406,6 +406,7 @@ fn record_deployments(
                 program,
                 args: record.args.clone(),
                 created_ms: record.created_ms,
+                health: record.health.clone(),
             },
             instances,
         ));
