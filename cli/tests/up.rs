@@ -760,3 +760,32 @@ fn a_bad_env_line_names_the_line_hides_the_value_and_starts_nothing() {
     );
     assert!(!project.path().join(".stack/logs").exists());
 }
+
+#[test]
+fn without_redis_server_on_path_up_says_how_to_install_it() {
+    require_tools();
+    let project = Project::fixture("node-pair");
+    // `hello` needs no build tool; with an empty PATH only redis-server is missing.
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(STACK)
+        .arg("--cwd")
+        .arg(project.path())
+        .args(["up", "hello", "--port", "0"])
+        .env("PATH", empty.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Error! `redis-server` is not installed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sudo apt-get install redis-server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("brew install redis"), "{stderr}");
+    assert!(stderr.contains("REDIS_SESSION_URL"), "{stderr}");
+    assert!(!project.path().join(".stack/stack.sock").exists());
+}
