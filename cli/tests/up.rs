@@ -706,6 +706,31 @@ async fn one_up_per_project_external_redis_masked_and_sigkill_leaves_nothing() {
     follow.kill().unwrap();
     follow.wait().unwrap();
 
+    // Scaling down drains: slow requests in flight on the stopped instance still succeed.
+    let hello = up.client("hello.localhost");
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let hello = hello.clone();
+            let url = up.url("hello.localhost", "/slow");
+            tokio::spawn(async move {
+                hello
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    project.stack_ok(&["scale", "hello", "1"]);
+    for request in slow {
+        assert_eq!(
+            request.await.unwrap().map_err(|error| error.to_string()),
+            Ok(200)
+        );
+    }
+    project.stack_ok(&["scale", "hello", "2"]);
+
     // `stack up` killed with SIGKILL: its services are gone 2 s later (npm's node child too).
     up.wait_for("hello: listening", DEADLINE);
     let hello_ports: Vec<u64> = instances(&project.ls())
