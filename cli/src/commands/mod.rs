@@ -1,6 +1,9 @@
 //! One file per command. Each takes its parsed arguments and returns an exit code or a
 //! [`CliError`]; printing the error is left to [`crate::run`].
 
+pub mod alias;
+pub mod route;
+
 use std::process::ExitCode;
 
 use crate::args::{Cli, Command};
@@ -8,7 +11,8 @@ use crate::output::{CliError, CliResult};
 
 pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
     match cli.command {
-        Command::Alias(_) | Command::Route(_) => Err(not_built("alias")),
+        Command::Alias(args) => alias::run(&cli.cwd, args),
+        Command::Route(args) => route::run(&cli.cwd, args),
         Command::Up(_)
         | Command::Scale(_)
         | Command::Ls(_)

@@ -1,11 +1,178 @@
-//! The `aliases` section of the state file: alias host to what it points at.
-//! (Owned by the alias rules work; see issue 3.)
+//! The `aliases` section of the state file: alias host to what it points at. This module owns
+//! the record's shape and the rules for a valid alias host; it never reads the rules file from
+//! disk (the record carries its text) and never talks to a running `stack up`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::rules::{RuleFileErrors, RuleSet};
+
 /// What an alias points at, and when it was set.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alias {
     #[serde(flatten)]
-    pub other: serde_json::Map<String, serde_json::Value>,
+    pub target: AliasTarget,
+    /// When the alias was set, in milliseconds since the Unix epoch.
+    pub created: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AliasTarget {
+    /// A plain alias: a service, a deployment id or another alias, as the user wrote it.
+    Plain { target: String },
+    /// A path alias. The file's text is kept verbatim, so `stack up` rebuilds the rules
+    /// without the original file and positions in later messages still point into it.
+    Rules { file: String, text: String },
+}
+
+impl Alias {
+    pub fn new(target: AliasTarget) -> Alias {
+        Alias {
+            target,
+            created: now_millis(),
+        }
+    }
+
+    /// The alias as rules: its file, or one fallthrough rule for a plain alias.
+    pub fn rule_set(&self) -> Result<RuleSet, RuleFileErrors> {
+        match &self.target {
+            AliasTarget::Plain { target } => {
+                let text = serde_json::json!({ "rules": [{ "dest": target }] }).to_string();
+                RuleSet::parse("(plain alias)", &text).map(|loaded| loaded.rules)
+            }
+            AliasTarget::Rules { file, text } => {
+                RuleSet::parse(file, text).map(|loaded| loaded.rules)
+            }
+        }
+    }
+
+    /// The `source` column of `stack alias ls`: the target, or `[N rules]`.
+    pub fn source(&self) -> String {
+        match &self.target {
+            AliasTarget::Plain { target } => target.clone(),
+            AliasTarget::Rules { .. } => match self.rule_set() {
+                Ok(rules) => format!("[{}]", plural(rules.rules().len(), "rule")),
+                Err(_) => "[invalid rules]".into(),
+            },
+        }
+    }
+}
+
+/// `1 rule`, `4 rules`.
+pub fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("`{0}` is a URL; an alias is a host name")]
+    Url(String),
+    #[error("`{0}` has a port; an alias is a host name (the port is the proxy's)")]
+    Port(String),
+    #[error(
+        "`{0}` is not a valid host name (labels of letters, digits and `-`, separated by `.`)"
+    )]
+    Invalid(String),
+}
+
+/// The key an alias is stored under: lower case, and a single label gets `.localhost`
+/// (`counter-demo` is `counter-demo.localhost`, as now made `my-app` into `my-app.now.sh`).
+pub fn normalize_host(host: &str) -> Result<String, HostError> {
+    if host.contains("://") {
+        return Err(HostError::Url(host.into()));
+    }
+    if host.contains(':') {
+        return Err(HostError::Port(host.into()));
+    }
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if !valid {
+        return Err(HostError::Invalid(host));
+    }
+    Ok(if host.contains('.') {
+        host
+    } else {
+        format!("{host}.localhost")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            normalize_host("Counter-Demo.LocalHost").as_deref(),
+            Ok("counter-demo.localhost")
+        );
+        assert_eq!(
+            normalize_host("counter-demo").as_deref(),
+            Ok("counter-demo.localhost")
+        );
+        assert_eq!(normalize_host("a.test.").as_deref(), Ok("a.test"));
+        assert!(matches!(
+            normalize_host("http://a.localhost"),
+            Err(HostError::Url(_))
+        ));
+        assert!(matches!(
+            normalize_host("a.localhost:3000"),
+            Err(HostError::Port(_))
+        ));
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a..b",
+            "a_b.localhost",
+            "a/b",
+            "é.localhost",
+        ] {
+            assert!(
+                matches!(normalize_host(bad), Err(HostError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn record_round_trips_through_json() {
+        let alias = Alias::new(AliasTarget::Rules {
+            file: "aliases.json".into(),
+            text: "{\"rules\": [{\"dest\": \"reader\"}]}".into(),
+        });
+        let json = serde_json::to_value(&alias).unwrap();
+        assert_eq!(json["kind"], "rules");
+        assert_eq!(serde_json::from_value::<Alias>(json).unwrap(), alias);
+        assert_eq!(alias.source(), "[1 rule]");
+        let plain = Alias::new(AliasTarget::Plain {
+            target: "writer".into(),
+        });
+        assert_eq!(
+            plain.rule_set().unwrap().rules()[0].dest.to_string(),
+            "writer"
+        );
+    }
 }

@@ -1,0 +1,284 @@
+//! `stack alias`: point a host at a rules file (a path alias) or at a service or deployment (a
+//! plain alias), list aliases, show one alias's rules, remove one.
+//!
+//! Validation happens here, before anything is stored: a bad rules file is reported whole and
+//! changes nothing. Storing goes through [`apply`], the one step a running `stack up` will take
+//! over (through its control socket) in a later issue.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::args::{AliasArgs, AliasCommand};
+use crate::output::{self, CliError, CliResult};
+use crate::rules::{Dest, RuleFileErrors, RuleSet};
+use crate::state::aliases::{normalize_host, now_millis, plural, AliasTarget};
+use crate::state::{Alias, State};
+
+pub fn run(project_dir: &Path, args: AliasArgs) -> CliResult<ExitCode> {
+    match (args.command, args.host, args.target, args.rules) {
+        (Some(AliasCommand::Ls { host: None, json }), ..) => list(project_dir, json),
+        (Some(AliasCommand::Ls { host: Some(host), json }), ..) => show(project_dir, &host, json),
+        (Some(AliasCommand::Rm { host }), ..) => remove(project_dir, &host),
+        (None, Some(host), None, Some(file)) => set_rules(project_dir, &host, &file),
+        (None, Some(host), Some(target), None) => set_plain(project_dir, &host, &target),
+        (None, Some(host), None, None) => Err(CliError::new(format!(
+            "`stack alias {host}` needs to know what `{host}` points at"
+        ))
+        .hint(format!(
+            "Run `stack alias {host} --rules aliases.json` or `stack alias {host} <service or deployment>`."
+        ))),
+        (None, None, ..) => Err(CliError::new("`stack alias` needs a host")
+            .hint("Run `stack alias <host> --rules <file>`, `stack alias ls` or `stack alias --help`.")),
+        (None, Some(_), Some(_), Some(_)) => {
+            unreachable!("clap rejects a target together with --rules")
+        }
+    }
+}
+
+fn host_arg(host: &str) -> CliResult<String> {
+    normalize_host(host).map_err(|error| {
+        CliError::new(error.to_string()).hint("Use a host name such as `counter-demo.localhost`.")
+    })
+}
+
+fn set_rules(project_dir: &Path, host: &str, file: &Path) -> CliResult<ExitCode> {
+    let host = host_arg(host)?;
+    let name = file.display().to_string();
+    let text = match fs::read_to_string(project_dir.join(file)) {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return Err(
+                CliError::new(format!("`{name}`: file not found")).hint(format!(
+                    "Check the path; it is read relative to the project directory `{}`.",
+                    project_dir.display()
+                )),
+            )
+        }
+        Err(error) => return Err(CliError::new(format!("cannot read `{name}`: {error}"))),
+    };
+    let loaded =
+        RuleSet::parse(&name, &text).map_err(|errors| file_errors(&host, &name, &errors))?;
+    for warning in &loaded.warnings {
+        output::warn(warning);
+    }
+    let n_rules = loaded.rules.rules().len();
+    apply(
+        project_dir,
+        &host,
+        Alias::new(AliasTarget::Rules { file: name, text }),
+    )?;
+    output::success(format!("{} configured for {host}", plural(n_rules, "rule")));
+    applies_later();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every error of the file, one per line, and the promise that nothing changed.
+fn file_errors(host: &str, name: &str, errors: &RuleFileErrors) -> CliError {
+    let message = if errors.errors.len() == 1 {
+        errors.to_string()
+    } else {
+        let mut message = format!("`{name}` has {} errors:", errors.errors.len());
+        for line in errors.to_string().lines() {
+            let _ = write!(message, "\n  {line}");
+        }
+        message
+    };
+    CliError::new(message).hint(format!(
+        "Nothing was changed. Fix the file and run `stack alias {host} --rules {name}` again."
+    ))
+}
+
+fn set_plain(project_dir: &Path, host: &str, target: &str) -> CliResult<ExitCode> {
+    let host = host_arg(host)?;
+    match Dest::parse(target) {
+        Ok(Dest::Local(_)) => {}
+        Ok(_) => {
+            return Err(CliError::new(format!(
+                "`{target}` is not a service or deployment of this stack"
+            ))
+            .hint(format!(
+                "A plain alias points inside the stack; to send `{host}` elsewhere, use a rules file: {{\"rules\": [{{\"dest\": \"{target}\"}}]}}"
+            )))
+        }
+        Err(reason) => {
+            return Err(CliError::new(format!("`{target}` {reason}"))
+                .hint("Name a service (`writer`) or a deployment (`writer-gkdldldejq`)."))
+        }
+    }
+    apply(
+        project_dir,
+        &host,
+        Alias::new(AliasTarget::Plain {
+            target: target.to_string(),
+        }),
+    )?;
+    output::success(format!("{host} now points to {target}"));
+    applies_later();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Records the alias. The one step a running `stack up` takes over in a later issue (the
+/// control socket); until then the state file is the whole story.
+fn apply(project_dir: &Path, host: &str, alias: Alias) -> CliResult<()> {
+    let mut state = load(project_dir)?;
+    state.aliases.insert(host.to_string(), alias);
+    save(project_dir, &state)
+}
+
+fn applies_later() {
+    output::info("The alias applies when `stack up` runs.");
+}
+
+fn load(project_dir: &Path) -> CliResult<State> {
+    State::load(project_dir).map_err(|error| CliError::new(error.to_string()))
+}
+
+fn save(project_dir: &Path, state: &State) -> CliResult<()> {
+    state
+        .save(project_dir)
+        .map_err(|error| CliError::new(error.to_string()))
+}
+
+fn list(project_dir: &Path, json: bool) -> CliResult<ExitCode> {
+    let state = load(project_dir)?;
+    if json {
+        let aliases: Vec<serde_json::Value> = state
+            .aliases
+            .iter()
+            .map(|(host, alias)| {
+                let mut entry = serde_json::json!({
+                    "host": host,
+                    "source": alias.source(),
+                    "created": alias.created,
+                });
+                match &alias.target {
+                    AliasTarget::Plain { target } => entry["target"] = target.clone().into(),
+                    AliasTarget::Rules { file, .. } => entry["file"] = file.clone().into(),
+                }
+                entry
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&aliases).expect("plain JSON values always serialise")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match state.aliases.len() {
+        1 => output::info("1 alias found"),
+        n_aliases => output::info(format!("{n_aliases} aliases found")),
+    }
+    if state.aliases.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = now_millis();
+    let mut rows = vec![["source".to_string(), "url".into(), "age".into()]];
+    for (host, alias) in &state.aliases {
+        rows.push([
+            alias.source(),
+            host.clone(),
+            age(now.saturating_sub(alias.created)),
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(project_dir: &Path, host: &str, json: bool) -> CliResult<ExitCode> {
+    let host = host_arg(host)?;
+    let state = load(project_dir)?;
+    let alias = find(&state, &host)?;
+    let rules = alias.rule_set().map_err(|errors| {
+        CliError::new(format!(
+            "the stored rules of `{host}` no longer load:\n{errors}"
+        ))
+        .hint(format!(
+            "Set them again with `stack alias {host} --rules <file>`."
+        ))
+    })?;
+    if json {
+        print!("{}", rules.to_json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let from = match &alias.target {
+        AliasTarget::Rules { file, .. } => format!(" (from {file})"),
+        AliasTarget::Plain { .. } => " (a plain alias)".into(),
+    };
+    output::info(format!(
+        "{} for {host}{from}",
+        plural(rules.rules().len(), "rule")
+    ));
+    let mut rows = vec![["pathname".to_string(), "method".into(), "dest".into()]];
+    for rule in rules.rules() {
+        rows.push([
+            rule.pathname_display().to_string(),
+            rule.methods_display(),
+            rule.dest.to_string(),
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove(project_dir: &Path, host: &str) -> CliResult<ExitCode> {
+    let host = host_arg(host)?;
+    let mut state = load(project_dir)?;
+    find(&state, &host)?;
+    state.aliases.remove(&host);
+    save(project_dir, &state)?;
+    output::success(format!("Alias {host} removed"));
+    applies_later();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The alias stored under `host`, or an error that lists the ones that exist.
+pub(crate) fn find<'a>(state: &'a State, host: &str) -> CliResult<&'a Alias> {
+    state.aliases.get(host).ok_or_else(|| {
+        let known: Vec<&str> = state.aliases.keys().map(String::as_str).collect();
+        let hint = if known.is_empty() {
+            "There are no aliases yet; set one with `stack alias <host> --rules <file>`."
+                .to_string()
+        } else {
+            format!("Aliases: {}.", known.join(", "))
+        };
+        CliError::new(format!("no alias `{host}`")).hint(hint)
+    })
+}
+
+/// `3s`, `5m`, `2h`, `4d`, as `now alias ls` showed ages.
+fn age(millis: u64) -> String {
+    let seconds = millis / 1000;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        3600..86400 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86400),
+    }
+}
+
+/// Left-aligned columns two spaces apart, indented two spaces, no trailing spaces.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::from("  ");
+        for (i, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if i + 1 < N {
+                let pad = widths[i] - cell.chars().count() + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
