@@ -38,14 +38,15 @@ pub async fn handle(
     client_addr: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    // Cheap clones (a method, a refcounted URI), kept only to log an error.
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let uri = request.uri().clone();
     match proxy(&shared, client_addr, request).await {
         Ok(response) => Ok(response),
         Err(error) => {
             tracing::debug!(
                 %method,
-                path,
+                %uri,
                 client = %client_addr,
                 error = error.code(),
                 message = %error,
@@ -88,8 +89,9 @@ async fn proxy(
     }
 
     let (mut parts, mut body) = request.into_parts();
-    // Subscribe before the first load, so a swap in between still wakes a waiting request.
-    let mut changes = shared.routing.subscribe();
+    // Subscribed to swaps only once a request has to wait (most never do); the table is loaded
+    // again right after subscribing, so a swap in between is not missed.
+    let mut changes: Option<tokio::sync::watch::Receiver<u64>> = None;
     let wait_deadline = Instant::now() + shared.config.starting_wait;
     loop {
         let table = shared.routing.load();
@@ -170,6 +172,10 @@ async fn proxy(
             }
         }
         // Instances are starting: wait for the supervisor's next swap, then route again.
+        let Some(changes) = changes.as_mut() else {
+            changes = Some(shared.routing.subscribe());
+            continue;
+        };
         tracing::debug!(deployment = %deployment.id, "waiting for a starting instance");
         match tokio::time::timeout_at(wait_deadline, changes.changed()).await {
             Ok(Ok(())) => continue,

@@ -75,7 +75,8 @@ fn attempt_order(deployment: &Deployment) -> Vec<usize> {
 }
 
 fn upstream_request(
-    parts: &Parts,
+    parts: &mut Parts,
+    reuse_parts: bool,
     scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
@@ -92,7 +93,13 @@ fn upstream_request(
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
-    let mut headers = parts.headers.clone();
+    // The last attempt takes the headers instead of copying them (the common, single-attempt
+    // case); parts that may be sent again keep theirs.
+    let mut headers = if reuse_parts {
+        parts.headers.clone()
+    } else {
+        std::mem::take(&mut parts.headers)
+    };
     headers.insert(http::header::HOST, host);
     *request.headers_mut() = headers;
     request
@@ -103,16 +110,21 @@ pub async fn send_to_deployment(
     client: &UpstreamClient,
     config: &ProxyConfig,
     deployment: &Deployment,
-    parts: Parts,
+    mut parts: Parts,
     path_and_query: &PathAndQuery,
     body: Incoming,
 ) -> Result<Answered, SendError> {
     let mut body = body;
-    for index in attempt_order(deployment) {
+    let order = attempt_order(deployment);
+    let n_attempts = order.len();
+    for (attempt, index) in order.into_iter().enumerate() {
         let instance = &deployment.instances[index];
         let (request_body, handle) = RequestBody::new(body, config.max_body_size);
+        // Parts handed back on failure are only used again when instances are starting.
+        let reuse_parts = attempt + 1 < n_attempts || deployment.n_starting > 0;
         let request = upstream_request(
-            &parts,
+            &mut parts,
+            reuse_parts,
             Scheme::HTTP,
             instance.authority.clone(),
             instance.host_header.clone(),
@@ -182,7 +194,7 @@ pub async fn send_to_external(
     config: &ProxyConfig,
     scheme: &Scheme,
     authority: &Authority,
-    parts: Parts,
+    mut parts: Parts,
     path_and_query: &PathAndQuery,
     body: Incoming,
 ) -> Result<Answered, ProxyError> {
@@ -195,7 +207,8 @@ pub async fn send_to_external(
         .expect("an authority is always a valid header value");
     let (request_body, handle) = RequestBody::new(body, config.max_body_size);
     let request = upstream_request(
-        &parts,
+        &mut parts,
+        false,
         Scheme::HTTP,
         authority.clone(),
         host,
