@@ -33,21 +33,34 @@ pub struct Shared {
     pub cut_off: CancellationToken,
 }
 
+/// The client end of a connection, computed once per connection rather than per request.
+pub struct Client {
+    pub addr: SocketAddr,
+    /// The client's IP as a header value, for `X-Forwarded-For` and `X-Real-IP`.
+    pub ip_header: HeaderValue,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip_header = HeaderValue::from_str(&addr.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Self { addr, ip_header }
+    }
+}
+
 pub async fn handle(
     shared: Arc<Shared>,
-    client_addr: SocketAddr,
+    client: Arc<Client>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    // Cheap clones (a method, a refcounted URI), kept only to log an error.
+    // A method is a plain copy for the standard ones; kept only to log an error.
     let method = request.method().clone();
-    let uri = request.uri().clone();
-    match proxy(&shared, client_addr, request).await {
+    match proxy(&shared, &client, request).await {
         Ok(response) => Ok(response),
         Err(error) => {
             tracing::debug!(
                 %method,
-                %uri,
-                client = %client_addr,
+                client = %client.addr,
                 error = error.code(),
                 message = %error,
                 "proxy answered itself"
@@ -59,7 +72,7 @@ pub async fn handle(
 
 async fn proxy(
     shared: &Shared,
-    client_addr: SocketAddr,
+    client: &Client,
     mut request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let requested_host =
@@ -81,7 +94,7 @@ async fn proxy(
         .map(|_| hyper::upgrade::on(&mut request));
     forward::set_forwarding_headers(
         request.headers_mut(),
-        client_addr.ip(),
+        &client.ip_header,
         requested_host.as_ref(),
     );
     if let Some(protocol) = &upgrade_protocol {

@@ -60,18 +60,52 @@ pub enum SendError {
 
 /// The order in which to try a deployment's instances: round robin over those in rotation,
 /// then, as a last resort, those out of rotation (a connect to a dead loopback port fails at
-/// once, and one that succeeds puts the instance back).
-fn attempt_order(deployment: &Deployment) -> Vec<usize> {
-    let n_instances = deployment.instances.len();
-    if n_instances == 0 {
-        return Vec::new();
+/// once, and one that succeeds puts the instance back). Each instance is tried at most once
+/// (beyond 64 instances, at most twice); no allocation.
+struct AttemptOrder {
+    start: usize,
+    n_instances: usize,
+    offset: usize,
+    last_resort: bool,
+    tried: u64,
+}
+
+impl AttemptOrder {
+    fn new(deployment: &Deployment) -> Self {
+        let n_instances = deployment.instances.len();
+        let start = if n_instances > 1 {
+            deployment.next.fetch_add(1, Ordering::Relaxed) % n_instances
+        } else {
+            0
+        };
+        Self {
+            start,
+            n_instances,
+            offset: 0,
+            last_resort: false,
+            tried: 0,
+        }
     }
-    let start = deployment.next.fetch_add(1, Ordering::Relaxed) % n_instances;
-    let rotation = (0..n_instances).map(|offset| (start + offset) % n_instances);
-    let (mut in_rotation, out_of_rotation): (Vec<usize>, Vec<usize>) =
-        rotation.partition(|&index| !deployment.instances[index].is_out_of_rotation());
-    in_rotation.extend(out_of_rotation);
-    in_rotation
+
+    fn next(&mut self, deployment: &Deployment) -> Option<usize> {
+        loop {
+            if self.offset == self.n_instances {
+                if self.last_resort {
+                    return None;
+                }
+                self.last_resort = true;
+                self.offset = 0;
+            }
+            let index = (self.start + self.offset) % self.n_instances;
+            self.offset += 1;
+            let bit = if index < 64 { 1u64 << index } else { 0 };
+            let wanted = deployment.instances[index].is_out_of_rotation() == self.last_resort;
+            if wanted && self.tried & bit == 0 {
+                self.tried |= bit;
+                return Some(index);
+            }
+        }
+    }
 }
 
 fn upstream_request(
@@ -115,13 +149,13 @@ pub async fn send_to_deployment(
     body: Incoming,
 ) -> Result<Answered, SendError> {
     let mut body = body;
-    let order = attempt_order(deployment);
-    let n_attempts = order.len();
-    for (attempt, index) in order.into_iter().enumerate() {
+    let mut order = AttemptOrder::new(deployment);
+    // Parts handed back on failure are only used again when another instance or a starting one
+    // may take the request; a lone instance takes them without a copy.
+    let reuse_parts = deployment.instances.len() > 1 || deployment.n_starting > 0;
+    while let Some(index) = order.next(deployment) {
         let instance = &deployment.instances[index];
         let (request_body, handle) = RequestBody::new(body, config.max_body_size);
-        // Parts handed back on failure are only used again when instances are starting.
-        let reuse_parts = attempt + 1 < n_attempts || deployment.n_starting > 0;
         let request = upstream_request(
             &mut parts,
             reuse_parts,
