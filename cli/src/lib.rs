@@ -5,12 +5,14 @@
 //! - [`args`]: the command line (clap); nothing here does work.
 //! - [`commands`]: one file per command; each turns parsed arguments into calls on the modules below.
 //! - [`output`]: now's voice on a terminal (`> Success!`, `Error! ...`), colour only on a tty.
+//! - [`proxy`]: the in-process reverse proxy: host and path routing, forwarding, pooling.
 //! - [`rules`]: the alias rules file: parse, validate, normalise paths, match. No I/O.
 //! - [`state`]: what persists in `.stack/` (aliases, scale, deployment history), written atomically.
 
 pub mod args;
 pub mod commands;
 pub mod output;
+pub mod proxy;
 pub mod rules;
 pub mod state;
 
