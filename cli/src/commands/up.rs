@@ -256,7 +256,12 @@ async fn up(
         let supervisor = supervisor.clone();
         tokio::spawn(async move {
             match supervisor
-                .wait_ready(&id, supervisor::DEFAULT_READY_TIMEOUT)
+                // A little longer than an instance's own readiness timeout, so its error
+                // (with the last log lines) is what gets printed.
+                .wait_ready(
+                    &id,
+                    supervisor::DEFAULT_READY_TIMEOUT + Duration::from_secs(2),
+                )
                 .await
             {
                 Ok(()) => output::ready(format!(
