@@ -5,6 +5,7 @@
 //! Printed on stdout, in this order (tests and scripts may rely on the `Proxy listening` line):
 //!
 //! ```text
+//! > Built writer, reader [0.4s]
 //! > Redis ready at redis://127.0.0.1:PORT (managed, data in .stack/redis)
 //! > Proxy listening on http://127.0.0.1:PORT
 //! > Ready! http://writer-abcdefghij.localhost:PORT [1.2s]
@@ -164,6 +165,15 @@ async fn up(
         built = build_with_spinner(&project_dir, &services, args.release) => built?,
         _ = interrupt.recv() => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
     };
+    let names: Vec<&str> = services
+        .iter()
+        .map(|service| service.name.as_str())
+        .collect();
+    output::info(format!(
+        "Built {} [{:.1}s]",
+        names.join(", "),
+        started.elapsed().as_secs_f64()
+    ));
 
     let mut state = State::load(&project_dir).map_err(|error| CliError::new(error.to_string()))?;
     let specs = record_deployments(&project_dir, &mut state, &built, &args)?;
