@@ -198,13 +198,20 @@ impl Session {
         .into())
     }
 
-    /// Deletes the session from the store (logout). The request then has no session.
+    /// Deletes the session from the store (logout). The request then has no session. Without
+    /// a loaded session this is one `DEL` of the cookie's id, with no read first.
     pub async fn destroy(&self) -> Result<(), SessionError> {
         let mut state = self.inner.state.lock().await;
-        self.ensure_loaded(&mut state).await?;
-        if let Some((id, _)) = state.current.take() {
+        let id = if state.loaded {
+            state.current.take().map(|(id, _)| id)
+        } else {
+            self.inner.cookie_id.clone()
+        };
+        if let Some(id) = id {
             self.inner.store.destroy(&id).await?;
         }
+        state.loaded = true;
+        state.current = None;
         Ok(())
     }
 

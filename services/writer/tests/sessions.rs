@@ -193,8 +193,17 @@ async fn a_reader_request_is_one_round_trip_and_writes_nothing() {
     assert!(ttl > 86_000, "reading extends the TTL, got {ttl}");
     assert_eq!(stored(&redis, &key[5..]), before, "reading changes nothing");
 
+    // Logout is one DEL, with no read first.
+    reset_command_stats(&redis);
+    assert_eq!(
+        get(&http, &writer.url("/logout"), Some(&cookie))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(command_calls(&redis), vec![("del".to_owned(), 1)]);
+
     // Requests that change nothing create nothing.
-    redis.connection().del::<_, ()>(&key).expect("DEL works");
     reset_command_stats(&redis);
     assert_eq!(get(&http, &writer.url("/logout"), None).await.status, 200);
     assert_eq!(get(&http, &reader.url("/"), None).await.status, 403);
