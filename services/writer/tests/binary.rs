@@ -192,3 +192,34 @@ async fn sigint_stops_an_idle_writer_with_exit_0() {
         writer.output()
     );
 }
+
+/// The harness starts a real server (and `without_redis_server_the_harness_fails_with_a_hint`
+/// runs this same test again with no `redis-server` on PATH).
+#[test]
+fn the_harness_starts_a_real_redis_server() {
+    let redis = RedisServer::start();
+    let pong: String = redis::cmd("PING")
+        .query(&mut redis.connection())
+        .expect("the test server answers");
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn without_redis_server_the_harness_fails_with_a_hint() {
+    let this_test_binary = std::env::current_exe().expect("a test knows its own binary");
+    let output = std::process::Command::new(this_test_binary)
+        .args([
+            "--exact",
+            "the_harness_starts_a_real_redis_server",
+            "--nocapture",
+        ])
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("the test binary runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("redis-server is not on PATH"), "{text}");
+    assert!(text.contains("apt-get install redis-server"), "{text}");
+    assert!(text.contains("brew install redis"), "{text}");
+}
