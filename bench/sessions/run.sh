@@ -187,7 +187,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 section=$(cat <<MD
 ## Issue 2: sessions
 
-Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), load average at the end
+Run $(date -u '+%Y-%m-%d %H:%M UTC') at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- services 2>/dev/null || echo ' (with uncommitted changes)') on $(nproc) cores ($cpu), load average at the end
 $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared: figures are indicative).
 Command: \`bench/sessions/run.sh\` (wrk -t$threads -c$connections -d$duration --latency, after a 2 s
 warm-up, $rounds rounds with Rust and Node interleaved, best round shown; one redis-server $(redis-server --version | grep -oE 'v=[0-9.]+' | cut -d= -f2) on loopback;
