@@ -1,0 +1,159 @@
+//! A session service's configuration from the environment: `HOST`, `PORT`, `REDIS_SESSION_URL`
+//! and `SESSION_SECRET`.
+//!
+//! Owns reading and checking those variables, with errors that name the variable and say what
+//! to do. It never shows a secret: errors name variables, never their values (a bad Redis URL is
+//! described, not echoed).
+
+use crate::cookie::{Secrets, SecretsError};
+use crate::redis_url::{RedisUrl, RedisUrlError, DEFAULT_URL};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("`SESSION_SECRET` is not set")]
+    MissingSecret,
+    #[error("{0}")]
+    BadSecret(#[from] SecretsError),
+    #[error("`REDIS_SESSION_URL` is invalid: {0}")]
+    BadRedisUrl(#[from] RedisUrlError),
+    #[error("`REDIS_SESSION_URL` asks for TLS (rediss://), which this build does not support")]
+    TlsUnsupported,
+    #[error("`PORT` is `{value}`, not a port number")]
+    BadPort { value: String },
+    #[error("`HOST` is `{value}`, not an IP address")]
+    BadHost { value: String },
+}
+
+impl ConfigError {
+    /// The line that tells the user what to do.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Self::MissingSecret | Self::BadSecret(_) => {
+                "Set SESSION_SECRET to a long random string (a comma-separated list rotates secrets: the first signs, all verify)."
+            }
+            Self::BadRedisUrl(_) => {
+                "Use a form such as redis://host:6379, redis://:password@host:6379/0, unix:///path/to/redis.sock, or unset it for redis://127.0.0.1:6379."
+            }
+            Self::TlsUnsupported => {
+                "Reach Redis over redis:// or a Unix socket (for example through a local TLS tunnel)."
+            }
+            Self::BadPort { .. } => "Set PORT to a number from 0 to 65535, or unset it.",
+            Self::BadHost { .. } => "Set HOST to an IP address such as 127.0.0.1 or 0.0.0.0, or unset it.",
+        }
+    }
+}
+
+/// Everything a session service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub listen: SocketAddr,
+    pub redis_url: RedisUrl,
+    pub secrets: Secrets,
+}
+
+impl ServiceConfig {
+    /// Reads the process environment; `default_port` applies when `PORT` is unset.
+    pub fn from_env(default_port: u16) -> Result<Self, ConfigError> {
+        Self::from_lookup(default_port, |name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (tests pass a map).
+    pub fn from_lookup(
+        default_port: u16,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let secrets = match lookup("SESSION_SECRET") {
+            None => return Err(ConfigError::MissingSecret),
+            Some(value) if value.is_empty() => return Err(ConfigError::MissingSecret),
+            Some(value) => Secrets::parse(&value)?,
+        };
+        let redis_url = match lookup("REDIS_SESSION_URL").filter(|value| !value.trim().is_empty()) {
+            Some(value) => RedisUrl::parse(&value)?,
+            None => RedisUrl::parse(DEFAULT_URL)?,
+        };
+        if redis_url.is_tls() {
+            return Err(ConfigError::TlsUnsupported);
+        }
+        let port = match lookup("PORT").filter(|value| !value.is_empty()) {
+            Some(value) => value
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| ConfigError::BadPort { value })?,
+            None => default_port,
+        };
+        let host = match lookup("HOST").filter(|value| !value.is_empty()) {
+            Some(value) => value
+                .trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ConfigError::BadHost { value })?,
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        Ok(Self {
+            listen: SocketAddr::new(host, port),
+            redis_url,
+            secrets,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<ServiceConfig, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ServiceConfig::from_lookup(8090, |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn reads_defaults_and_overrides() {
+        let defaults = config(&[("SESSION_SECRET", "s")]).expect("only the secret is required");
+        assert_eq!(defaults.listen.to_string(), "127.0.0.1:8090");
+        assert_eq!(defaults.redis_url.to_string(), "redis://127.0.0.1:6379");
+        let set = config(&[
+            ("SESSION_SECRET", "new,old"),
+            ("PORT", "9000"),
+            ("HOST", "0.0.0.0"),
+            ("REDIS_SESSION_URL", "redis://cache:6380?password=canary-pw"),
+        ])
+        .expect("valid values");
+        assert_eq!(set.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(set.secrets.len(), 2);
+        assert_eq!(set.redis_url.to_string(), "redis://:***@cache:6380");
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_never_the_secret() {
+        let cases: [(&[(&str, &str)], &str); 6] = [
+            (&[], "`SESSION_SECRET` is not set"),
+            (&[("SESSION_SECRET", "")], "`SESSION_SECRET` is not set"),
+            (
+                &[("SESSION_SECRET", "canary,")],
+                "`SESSION_SECRET` holds an empty secret at position 2 of its comma-separated list",
+            ),
+            (
+                &[("SESSION_SECRET", "canary"), ("PORT", "http")],
+                "`PORT` is `http`, not a port number",
+            ),
+            (
+                &[("SESSION_SECRET", "canary"), ("REDIS_SESSION_URL", "rediss://:canary@h")],
+                "`REDIS_SESSION_URL` asks for TLS (rediss://), which this build does not support",
+            ),
+            (
+                &[("SESSION_SECRET", "canary"), ("REDIS_SESSION_URL", "redis://:canary@h/x")],
+                "`REDIS_SESSION_URL` is invalid: the Redis URL names database `x`, which is not a number from 0 up",
+            ),
+        ];
+        for (vars, message) in cases {
+            let error = config(vars).expect_err(message);
+            assert_eq!(error.to_string(), message);
+            assert!(!error.to_string().contains("canary"));
+            assert!(!error.hint().is_empty());
+        }
+    }
+}
