@@ -4,12 +4,16 @@
 //!
 //! - [`args`]: the command line (clap); nothing here does work.
 //! - [`commands`]: one file per command; each turns parsed arguments into calls on the modules below.
+//! - [`export`]: an alias rendered as a production config (nginx). No process is started.
+//! - [`init`]: the embedded project templates, written by `stack init`; the `.env` git check.
 //! - [`output`]: now's voice on a terminal (`> Success!`, `Error! ...`), colour only on a tty.
 //! - [`rules`]: the alias rules file: parse, validate, normalise paths, match. No I/O.
 //! - [`state`]: what persists in `.stack/` (aliases, scale, deployment history), written atomically.
 
 pub mod args;
 pub mod commands;
+pub mod export;
+pub mod init;
 pub mod output;
 pub mod rules;
 pub mod state;

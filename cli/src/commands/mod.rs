@@ -2,6 +2,8 @@
 //! [`CliError`]; printing the error is left to [`crate::run`].
 
 pub mod alias;
+pub mod export;
+pub mod init;
 pub mod route;
 
 use std::process::ExitCode;
@@ -21,7 +23,8 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         | Command::Rm(_)
         | Command::Down => Err(not_built("up")),
         Command::Redis(_) => Err(not_built("redis")),
-        Command::Init(_) | Command::Export(_) => Err(not_built("init")),
+        Command::Init(args) => init::run(&cli.cwd, args),
+        Command::Export(args) => export::run(&cli.cwd, args),
     }
 }
 
