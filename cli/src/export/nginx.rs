@@ -196,8 +196,9 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> String {
          \x20   if ($request_uri ~ \"^[^?]*%(2[fF]|00)\") {\n\
          \x20       return 400 '{\"error\":\"bad_request\",\"message\":\"an encoded `/` (`%2F`) or NUL (`%00`) is not allowed in a path\"}';\n\
          \x20   }\n\
-         \x20   # A path with dot segments or `//` goes upstream as it was matched, as stack sends it.\n\
-         \x20   if ($request_uri ~ \"^[^?]*(//|/\\.|%2[eE])\") {\n\
+         \x20   # A path with dot segments, `//` or an escaped unreserved character (`%41` is `A`) goes\n\
+         \x20   # upstream as it was matched (normalised), as stack sends it.\n\
+         \x20   if ($request_uri ~ \"^[^?]*(//|/\\.|%(2[dDeE]|3[0-9]|[46][1-9a-fA-F]|[57][0-9aA]|5[fF]|7[eE]))\") {\n\
          \x20       rewrite ^ $uri;\n\
          \x20   }\n\
          \n\
