@@ -14,7 +14,11 @@ const DEMO_HOST: &str = "counter-demo.localhost";
 pub fn run(project_dir: &Path, args: InitArgs) -> CliResult<ExitCode> {
     let template = Template::from_name(&args.template)
         .expect("clap only accepts the template names Template knows");
-    let dir = project_dir.join(&args.dir);
+    let dir = if project_dir == Path::new(".") {
+        args.dir.clone()
+    } else {
+        project_dir.join(&args.dir)
+    };
     let written = init::write_project(&dir, template, args.force).map_err(|error| {
         let hint = match &error {
             InitError::Conflicts { .. } => {

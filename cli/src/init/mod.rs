@@ -75,7 +75,7 @@ pub enum InitError {
     #[error("`{}` exists and is not a directory", .0.display())]
     NotADirectory(PathBuf),
     /// Paths relative to the target directory, sorted.
-    #[error("{} already exist{} in `{}`: {}", plural_files(.paths.len()), if .paths.len() == 1 { "s" } else { "" }, .dir.display(), list(.paths))]
+    #[error("{} already exist{} in `{}`:\n{}", plural_files(.paths.len()), if .paths.len() == 1 { "s" } else { "" }, .dir.display(), list(.paths))]
     Conflicts { dir: PathBuf, paths: Vec<String> },
     /// A path the template needs as a file is a directory (or the other way round); `--force`
     /// replaces files, never directories.
@@ -93,12 +93,13 @@ fn plural_files(count: usize) -> String {
     }
 }
 
+/// One path a line, indented.
 fn list(paths: &[String]) -> String {
     paths
         .iter()
-        .map(|path| format!("`{path}`"))
+        .map(|path| format!("  {path}"))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join("\n")
 }
 
 /// What [`write_project`] did.
