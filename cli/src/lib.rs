@@ -4,19 +4,29 @@
 //!
 //! - [`args`]: the command line (clap); nothing here does work.
 //! - [`commands`]: one file per command; each turns parsed arguments into calls on the modules below.
+//! - [`control`]: the HTTP+JSON API on `.stack/stack.sock` that `stack up` serves and other commands call.
+//! - [`env`]: `.env` files and `-e` pairs, checked and merged; never prints a value.
 //! - [`export`]: an alias rendered as a production config (nginx). No process is started.
 //! - [`init`]: the embedded project templates, written by `stack init`; the `.env` git check.
 //! - [`output`]: now's voice on a terminal (`> Success!`, `Error! ...`), colour only on a tty.
+//! - [`proxy`]: the in-process reverse proxy: host and path routing, forwarding, pooling.
+//! - [`redis`]: the managed `redis-server` (described here, run by the supervisor's process layer).
 //! - [`rules`]: the alias rules file: parse, validate, normalise paths, match. No I/O.
 //! - [`state`]: what persists in `.stack/` (aliases, scale, deployment history), written atomically.
+//! - [`supervisor`]: deployments, instances, child processes, restarts, readiness; the only spawner.
 
 pub mod args;
 pub mod commands;
+pub mod control;
+pub mod env;
 pub mod export;
 pub mod init;
 pub mod output;
+pub mod proxy;
+pub mod redis;
 pub mod rules;
 pub mod state;
+pub mod supervisor;
 
 use std::process::ExitCode;
 

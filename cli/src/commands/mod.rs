@@ -2,9 +2,15 @@
 //! [`CliError`]; printing the error is left to [`crate::run`].
 
 pub mod alias;
+pub mod down;
 pub mod export;
 pub mod init;
+pub mod logs;
+pub mod ls;
+pub mod rm;
 pub mod route;
+pub mod scale;
+pub mod up;
 
 use std::process::ExitCode;
 
@@ -15,13 +21,13 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
     match cli.command {
         Command::Alias(args) => alias::run(&cli.cwd, args),
         Command::Route(args) => route::run(&cli.cwd, args),
-        Command::Up(_)
-        | Command::Scale(_)
-        | Command::Ls(_)
-        | Command::Logs(_)
-        | Command::Rollback(_)
-        | Command::Rm(_)
-        | Command::Down => Err(not_built("up")),
+        Command::Up(args) => up::run(&cli.cwd, args),
+        Command::Scale(args) => scale::run(&cli.cwd, args),
+        Command::Ls(args) => ls::run(&cli.cwd, args),
+        Command::Logs(args) => logs::run(&cli.cwd, args),
+        Command::Rm(args) => rm::run(&cli.cwd, args),
+        Command::Down => down::run(&cli.cwd),
+        Command::Rollback(_) => Err(not_built("rollback")),
         Command::Redis(_) => Err(not_built("redis")),
         Command::Init(args) => init::run(&cli.cwd, args),
         Command::Export(args) => export::run(&cli.cwd, args),

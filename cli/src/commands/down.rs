@@ -1,0 +1,53 @@
+//! `stack down`: ask the running `stack up` to stop everything, and wait until it has (its lock
+//! is released). With none running, clean up what a killed one may have left.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::control::{self, Client, ControlError};
+use crate::output::{self, CliError, CliResult};
+use crate::state;
+use crate::supervisor::{self, process};
+
+pub fn run(project_dir: &Path) -> CliResult<ExitCode> {
+    let stack_dir = project_dir.join(state::STATE_DIR);
+    let started = Instant::now();
+    match Client::new(project_dir).blocking_json::<(), serde_json::Value>("POST", "/v1/down", None)
+    {
+        Ok(_) => {}
+        Err(ControlError::NotRunning { .. }) => {
+            if control::lock::is_held(&stack_dir) {
+                return Err(CliError::new(
+                    "a `stack up` holds the lock but does not answer on its socket",
+                )
+                .hint("Stop it with Ctrl-C in its terminal."));
+            }
+            let leftovers = process::kill_leftovers(&stack_dir.join("pids"));
+            if leftovers.is_empty() {
+                output::info("Nothing is running here");
+            } else {
+                output::success(format!(
+                    "Stopped {} process(es) left by a `stack up` that did not exit cleanly",
+                    leftovers.len()
+                ));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(error) => return Err(error.into()),
+    }
+    // Instances get the grace period each (in parallel), then Redis gets its own.
+    let deadline = started + supervisor::DEFAULT_GRACE * 2 + Duration::from_secs(10);
+    while control::lock::is_held(&stack_dir) {
+        if Instant::now() >= deadline {
+            return Err(CliError::new("`stack up` is still stopping")
+                .hint("Check its terminal; it stops each process within the grace period."));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    output::success(format!(
+        "Stopped everything `stack up` started [{:.1}s]",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(ExitCode::SUCCESS)
+}

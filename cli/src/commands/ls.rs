@@ -1,0 +1,83 @@
+//! `stack ls [--json]`: deployments with url, instances (ready/wanted), state and age; from the
+//! running `stack up`, else from `.stack/state.json` (everything STOPPED).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::args::LsArgs;
+use crate::control::{self, Client, ControlError, DeploymentStatus};
+use crate::output::{self, CliError, CliResult};
+use crate::state::State;
+use crate::supervisor::logs::now_ms;
+
+/// The port shown in URLs when no `stack up` runs (the default of `--port`).
+const DEFAULT_PORT: u16 = 3000;
+
+pub fn run(project_dir: &Path, args: LsArgs) -> CliResult<ExitCode> {
+    let client = Client::new(project_dir);
+    let (deployments, running) =
+        match client.blocking_json::<(), Vec<DeploymentStatus>>("GET", "/v1/deployments", None) {
+            Ok(deployments) => (deployments, true),
+            Err(ControlError::NotRunning { .. }) => {
+                let state =
+                    State::load(project_dir).map_err(|error| CliError::new(error.to_string()))?;
+                (DeploymentStatus::all_stored(&state, DEFAULT_PORT), false)
+            }
+            Err(error) => return Err(error.into()),
+        };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&deployments)
+                .expect("statuses are plain data and serialise")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let noun = if deployments.len() == 1 {
+        "deployment"
+    } else {
+        "deployments"
+    };
+    let note = if running {
+        ""
+    } else {
+        " (no `stack up` running)"
+    };
+    output::info(format!("{} {noun}{note}", deployments.len()));
+    if deployments.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = now_ms();
+    let mut rows = vec![[
+        "deployment".to_string(),
+        "url".to_string(),
+        "instances".to_string(),
+        "state".to_string(),
+        "age".to_string(),
+    ]];
+    for deployment in &deployments {
+        rows.push([
+            format!(
+                "{}{}",
+                deployment.id,
+                if deployment.current { "" } else { " (old)" }
+            ),
+            deployment.url.clone(),
+            format!("{}/{}", deployment.ready, deployment.wanted),
+            deployment.state.to_string(),
+            control::format_age(deployment.created_ms, now),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("  {}", cells.join("  ").trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}

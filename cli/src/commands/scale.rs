@@ -1,0 +1,89 @@
+//! `stack scale <service|deployment> <N>`: through the running `stack up` (answers once the new
+//! instances are ready); without one, recorded in `.stack/state.json` for the next `stack up`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+
+use crate::args::ScaleArgs;
+use crate::control::{Client, ControlError, ScaleAnswer, ScaleRequest};
+use crate::output::{self, CliError, CliResult};
+use crate::state::State;
+
+pub fn run(project_dir: &Path, args: ScaleArgs) -> CliResult<ExitCode> {
+    let started = Instant::now();
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message(format!("Scaling {} to {}", args.target, args.instances));
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let request = ScaleRequest {
+        target: args.target.clone(),
+        instances: args.instances,
+    };
+    let answer = Client::new(project_dir).blocking_json::<_, ScaleAnswer>(
+        "POST",
+        "/v1/scale",
+        Some(&request),
+    );
+    spinner.finish_and_clear();
+    match answer {
+        Ok(answer) => {
+            output::success(format!(
+                "{} scaled to {} [{:.1}s]",
+                answer.deployment,
+                plural_instances(answer.wanted),
+                started.elapsed().as_secs_f64()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ControlError::NotRunning { .. }) => record(project_dir, &args),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// No `stack up`: remember the count for the service (a deployment id counts for its service).
+fn record(project_dir: &Path, args: &ScaleArgs) -> CliResult<ExitCode> {
+    let mut state = State::load(project_dir).map_err(|error| CliError::new(error.to_string()))?;
+    let target = args
+        .target
+        .strip_suffix(".localhost")
+        .unwrap_or(&args.target);
+    let service = if state.deployments.contains_key(target)
+        || project_dir.join("services").join(target).is_dir()
+    {
+        target.to_string()
+    } else if let Some((service, _)) = state
+        .deployments
+        .iter()
+        .find(|(_, history)| history.find(target).is_some())
+    {
+        service.clone()
+    } else {
+        return Err(
+            CliError::new(format!("no service or deployment named `{target}`"))
+                .hint("See `stack ls` for the deployments, or the directories under `services/`."),
+        );
+    };
+    if args.instances == 1 {
+        state.scale.remove(&service);
+    } else {
+        state.scale.insert(service.clone(), args.instances);
+    }
+    state
+        .save(project_dir)
+        .map_err(|error| CliError::new(error.to_string()))?;
+    output::success(format!(
+        "`{service}` will run {}; no `stack up` is running, so this applies at the next `stack up`",
+        plural_instances(args.instances)
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plural_instances(n: usize) -> String {
+    if n == 1 {
+        "1 instance".into()
+    } else {
+        format!("{n} instances")
+    }
+}

@@ -1,0 +1,569 @@
+//! `stack up`: lock the project, check the environment, build every service, start the managed
+//! Redis, the proxy, the control socket and the deployments, print `> Ready!` per service, stream
+//! logs, and stop everything (in reverse order, Redis last) on Ctrl-C or `stack down`.
+//!
+//! Printed on stdout, in this order (tests and scripts may rely on the `Proxy listening` line):
+//!
+//! ```text
+//! > Redis ready at redis://127.0.0.1:PORT (managed, data in .stack/redis)
+//! > Proxy listening on http://127.0.0.1:PORT
+//! > Ready! http://writer-abcdefghij.localhost:PORT [1.2s]
+//! writer.0 | ...
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::UpArgs;
+use crate::control::{self, AliasChange, ControlContext, ErrorBody};
+use crate::env;
+use crate::output::{self, CliError, CliResult};
+use crate::proxy::{self, Routing, RoutingTable};
+use crate::redis::managed::{self, ManagedRedis};
+use crate::state::deployments::{ServiceHistory, DEPLOYMENTS_DIR};
+use crate::state::{self, Alias, State};
+use crate::supervisor::build::{self, BuildError, Built};
+use crate::supervisor::logs::{self, DeploymentLog, Redactor};
+use crate::supervisor::{
+    self, process, routes, Config, DeploymentSpec, Supervisor, SupervisorError,
+};
+
+/// Exit code after Ctrl-C (128 + SIGINT), as shells expect.
+const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code after SIGTERM (128 + SIGTERM).
+const EXIT_TERMINATED: u8 = 143;
+
+pub fn run(cwd: &Path, args: UpArgs) -> CliResult<ExitCode> {
+    let started = Instant::now();
+    let project_dir = cwd.canonicalize().map_err(|error| {
+        CliError::new(format!(
+            "cannot open the project directory `{}`: {error}",
+            cwd.display()
+        ))
+        .hint("Pass an existing directory with `--cwd`.")
+    })?;
+    let stack_dir = project_dir.join(state::STATE_DIR);
+    std::fs::create_dir_all(&stack_dir).map_err(|error| {
+        CliError::new(format!("cannot create `{}`: {error}", stack_dir.display()))
+    })?;
+    let _lock = control::lock::acquire(&project_dir, &stack_dir).map_err(|error| {
+        CliError::new(error.to_string())
+            .hint("Use that one (`stack ls`, `stack logs`), or stop it with `stack down` first.")
+    })?;
+    // Everything below is checked before anything starts.
+    let service_env = load_environment(&project_dir, &args)?;
+    let leftovers = process::kill_leftovers(&stack_dir.join("pids"));
+    if !leftovers.is_empty() {
+        output::warn(format!(
+            "stopped {} process(es) left running by an earlier `stack up` that did not exit cleanly",
+            leftovers.len()
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| CliError::new(format!("cannot start the async runtime: {error}")))?;
+    let code = runtime.block_on(up(project_dir, args, service_env, started));
+    // Instance output pumps may still hold pipes; do not wait on them.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+/// Caller environment < `.env` < `-e`; every bad line at once, never a value.
+fn load_environment(project_dir: &Path, args: &UpArgs) -> CliResult<BTreeMap<String, String>> {
+    let mut errors = Vec::new();
+    let dotenv = match &args.dotenv {
+        Some(file) => {
+            let path = if file.is_absolute() {
+                file.clone()
+            } else {
+                project_dir.join(file)
+            };
+            match env::read_dotenv(&path) {
+                Ok(pairs) => pairs,
+                Err(env::EnvErrors(found)) => {
+                    errors.extend(found);
+                    Vec::new()
+                }
+            }
+        }
+        None => Vec::new(),
+    };
+    let assignments = match env::parse_assignments(&args.env) {
+        Ok(pairs) => pairs,
+        Err(env::EnvErrors(found)) => {
+            errors.extend(found);
+            Vec::new()
+        }
+    };
+    if !errors.is_empty() {
+        let n_errors = errors.len();
+        let message = env::EnvErrors(errors).to_string();
+        return Err(CliError::new(format!(
+            "the environment has {} ({} shown; values are never printed):\n{message}",
+            if n_errors == 1 { "an error".to_string() } else { format!("{n_errors} errors") },
+            n_errors
+        ))
+        .hint("Fix the lines above (`KEY=VALUE`, keys of letters, digits and `_`). Nothing was started."));
+    }
+    Ok(env::merge(
+        env::caller_environment(),
+        [&dotenv, &assignments],
+    ))
+}
+
+async fn up(
+    project_dir: PathBuf,
+    args: UpArgs,
+    mut service_env: BTreeMap<String, String>,
+    started: Instant,
+) -> CliResult<ExitCode> {
+    let stack_dir = project_dir.join(state::STATE_DIR);
+    let logs_dir = stack_dir.join("logs");
+    let pids_dir = stack_dir.join("pids");
+    let root = CancellationToken::new();
+
+    // Signals first: a Ctrl-C during the build must still clean up.
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|error| CliError::new(format!("cannot watch for Ctrl-C: {error}")))?;
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|error| CliError::new(format!("cannot watch for SIGTERM: {error}")))?;
+
+    // The proxy's port is taken before the build, so a busy port fails fast.
+    let listener = TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .map_err(|error| {
+            CliError::new(format!("cannot listen on 127.0.0.1:{}: {error}", args.port)).hint(
+                "Another program uses that port: pick another with `--port` (0 picks a free one).",
+            )
+        })?;
+    let proxy_port = listener
+        .local_addr()
+        .map_err(|error| CliError::new(format!("cannot read the proxy's address: {error}")))?
+        .port();
+
+    let services = build::discover(&project_dir, &args.services).map_err(build_error)?;
+    let built = tokio::select! {
+        built = build_with_spinner(&project_dir, &services, args.release) => built?,
+        _ = interrupt.recv() => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
+    };
+
+    let mut state = State::load(&project_dir).map_err(|error| CliError::new(error.to_string()))?;
+    let specs = record_deployments(&project_dir, &mut state, &built, &args)?;
+
+    // Redis before the services: they get its URL.
+    let redis_log =
+        DeploymentLog::open(&logs_dir, "redis", None, Redactor::default()).map_err(|error| {
+            CliError::new(format!("cannot write `{}`: {error}", logs_dir.display()))
+        })?;
+    let redis = match service_env.get(env::REDIS_SESSION_URL) {
+        Some(url) => {
+            check_external_redis(url).await;
+            None
+        }
+        None => {
+            let redis = ManagedRedis::start(&stack_dir, &pids_dir, service_env.clone(), redis_log)
+                .await
+                .map_err(|error| CliError::new(error.to_string()).hint(error.hint()))?;
+            service_env.insert(env::REDIS_SESSION_URL.into(), redis.url());
+            output::info(format!(
+                "Redis ready at {} (managed, data in .stack/{})",
+                redis.url(),
+                managed::DATA_DIR
+            ));
+            Some(redis)
+        }
+    };
+
+    let redactor = Redactor::new(env::secret_values(&service_env));
+    let (supervisor, supervisor_task) = Supervisor::start(Config {
+        pids_dir,
+        logs_dir,
+        env: service_env,
+        redactor,
+        grace: supervisor::DEFAULT_GRACE,
+        ready_timeout: supervisor::DEFAULT_READY_TIMEOUT,
+        echo_logs: true,
+        shutdown: root.child_token(),
+    });
+
+    // Routing: rebuilt whole after every change of the supervisor or of the aliases.
+    let aliases = Arc::new(Mutex::new(state.aliases.clone()));
+    let routing = Routing::new(RoutingTable::new());
+    let proxy_task = tokio::spawn(proxy::run(
+        listener,
+        routing.clone(),
+        root.child_token().cancelled_owned(),
+    ));
+    output::info(format!("Proxy listening on http://127.0.0.1:{proxy_port}"));
+    let routes_task = tokio::spawn(keep_routes_fresh(
+        supervisor.clone(),
+        routing.clone(),
+        aliases.clone(),
+        root.child_token(),
+    ));
+
+    let down = CancellationToken::new();
+    let state_lock = Arc::new(Mutex::new(()));
+    let control_context = ControlContext {
+        supervisor: supervisor.clone(),
+        project_dir: project_dir.clone(),
+        proxy_port,
+        ready_timeout: supervisor::DEFAULT_READY_TIMEOUT,
+        down: down.clone(),
+        aliases: alias_applier(
+            project_dir.clone(),
+            supervisor.clone(),
+            routing.clone(),
+            aliases.clone(),
+            state_lock.clone(),
+        ),
+        state_lock,
+    };
+    let socket = control::socket_path(&project_dir);
+    let control_listener = control::server::bind(&socket).map_err(|error| {
+        CliError::new(format!("cannot listen on `{}`: {error}", socket.display()))
+    })?;
+    let control_task = tokio::spawn(control::server::serve(
+        control_listener,
+        control_context,
+        root.child_token(),
+    ));
+
+    for (spec, instances) in specs {
+        let id = spec.id.clone();
+        let service = spec.service.clone();
+        if supervisor.deploy(spec, instances).await.is_err() {
+            break;
+        }
+        let supervisor = supervisor.clone();
+        tokio::spawn(async move {
+            match supervisor
+                .wait_ready(&id, supervisor::DEFAULT_READY_TIMEOUT)
+                .await
+            {
+                Ok(()) => output::ready(format!(
+                    "{} [{:.1}s]",
+                    control::deployment_url(&id, proxy_port),
+                    started.elapsed().as_secs_f64()
+                )),
+                Err(SupervisorError::Stopped) => {}
+                Err(error) => {
+                    output::print_error(&CliError::new(format!("{service}: {error}")).hint(
+                        format!("The other services keep running. See `stack logs {service}`."),
+                    ))
+                }
+            }
+        });
+    }
+    for (host, alias) in aliases
+        .lock()
+        .expect("never poisoned: no panics while held")
+        .iter()
+    {
+        output::info(format!(
+            "Alias http://{host}{} -> {}",
+            port_suffix(proxy_port),
+            alias.source()
+        ));
+    }
+
+    let code = tokio::select! {
+        _ = interrupt.recv() => EXIT_INTERRUPTED,
+        _ = terminate.recv() => EXIT_TERMINATED,
+        () = down.cancelled() => 0,
+    };
+    output::info("Stopping...");
+    let stopping = Instant::now();
+    root.cancel();
+    supervisor.stop().await;
+    let _ = supervisor_task.await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), routes_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(12), proxy_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), control_task).await;
+    if let Some(redis) = redis {
+        redis.stop(supervisor::DEFAULT_GRACE).await;
+    }
+    let _ = std::fs::remove_file(&socket);
+    output::info(format!(
+        "Stopped everything [{:.1}s]",
+        stopping.elapsed().as_secs_f64()
+    ));
+    Ok(ExitCode::from(code))
+}
+
+fn port_suffix(port: u16) -> String {
+    if port == 80 {
+        String::new()
+    } else {
+        format!(":{port}")
+    }
+}
+
+/// Builds with a spinner that shows cargo's latest line; prints the compiler's output on failure.
+async fn build_with_spinner(
+    project_dir: &Path,
+    services: &[build::Service],
+    release: bool,
+) -> CliResult<Vec<Built>> {
+    let names: Vec<&str> = services
+        .iter()
+        .map(|service| service.name.as_str())
+        .collect();
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} Building {prefix} {wide_msg}")
+            .expect("the template is a fixed, valid string"),
+    );
+    spinner.set_prefix(names.join(", "));
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let progress = {
+        let spinner = spinner.clone();
+        move |line: &str| spinner.set_message(line.to_string())
+    };
+    let result = build::build(project_dir, services, release, &progress).await;
+    spinner.finish_and_clear();
+    result.map_err(build_error)
+}
+
+fn build_error(error: BuildError) -> CliError {
+    match error {
+        BuildError::CargoFailed { output } => {
+            eprint!("{output}");
+            CliError::new("the build failed (the compiler's output is above)")
+                .hint("Fix the errors and run `stack up` again. Nothing was started.")
+        }
+        BuildError::NpmFailed { ref output, .. } => {
+            eprint!("{output}");
+            CliError::new(error.to_string()).hint("Fix the install and run `stack up` again.")
+        }
+        BuildError::UnknownService { ref available, .. } => {
+            let hint = if available.is_empty() {
+                "There are no services: add a directory under `services/`.".to_string()
+            } else {
+                format!("Services: {}.", available.join(", "))
+            };
+            CliError::new(error.to_string()).hint(hint)
+        }
+        BuildError::NoServices { .. } => CliError::new(error.to_string()).hint(
+            "A service is a directory under `services/` with a Cargo package that has a binary, or a package.json with a `start` script.",
+        ),
+        other => CliError::new(other.to_string())
+            .hint("A service is a Cargo package with a binary, or a package.json with a `start` script."),
+    }
+}
+
+/// Turns builds into deployments (reusing the current one when nothing changed), records them
+/// in the state with the service's current deployment, prunes old artifacts (`--keep`), and
+/// returns what to start with how many instances.
+fn record_deployments(
+    project_dir: &Path,
+    state: &mut State,
+    built: &[Built],
+    args: &UpArgs,
+) -> CliResult<Vec<(DeploymentSpec, usize)>> {
+    let deployments_dir = project_dir.join(state::STATE_DIR).join(DEPLOYMENTS_DIR);
+    let now = logs::now_ms();
+    let mut specs = Vec::new();
+    for build in built {
+        let name = build.service.name.clone();
+        let history = state.deployments.entry(name.clone()).or_default();
+        let (record, is_new) =
+            build::prepare_deployment(&deployments_dir, build, history, args.release, now)
+                .map_err(build_error)?;
+        if is_new {
+            history.deployments.push(record.clone());
+        }
+        history.current = Some(record.id.clone());
+        prune(&deployments_dir, history, args.keep.max(1));
+        let dir = deployments_dir.join(&record.id);
+        let program = if record.kind == "cargo" {
+            dir.join(&record.program)
+        } else {
+            PathBuf::from(&record.program)
+        };
+        let instances = state.scale.get(&name).copied().unwrap_or(1);
+        specs.push((
+            DeploymentSpec {
+                id: record.id.clone(),
+                service: name,
+                dir,
+                program,
+                args: record.args.clone(),
+                created_ms: record.created_ms,
+            },
+            instances,
+        ));
+    }
+    state
+        .save(project_dir)
+        .map_err(|error| CliError::new(error.to_string()))?;
+    Ok(specs)
+}
+
+/// Keeps the newest `keep` deployments of a service (the current one always), removing the
+/// artifacts of the others.
+fn prune(deployments_dir: &Path, history: &mut ServiceHistory, keep: usize) {
+    while history.deployments.len() > keep {
+        let Some(index) = history
+            .deployments
+            .iter()
+            .position(|record| Some(&record.id) != history.current.as_ref())
+        else {
+            break;
+        };
+        let record = history.deployments.remove(index);
+        let _ = std::fs::remove_dir_all(deployments_dir.join(&record.id));
+    }
+}
+
+/// PINGs a Redis the user brought; a warning (masked URL) when it does not answer.
+async fn check_external_redis(url: &str) {
+    let masked = env::mask_redis_url(url);
+    match ping_url(url).await {
+        Ok(()) => output::info(format!("Redis at {masked} (REDIS_SESSION_URL) answers")),
+        Err(reason) => output::warn(format!(
+            "Redis at {masked} (REDIS_SESSION_URL) does not answer ({reason}); services answer 503 until it does"
+        )),
+    }
+}
+
+/// A plain-TCP PING to the URL's host and port (`rediss://` and Unix sockets are not probed).
+async fn ping_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return Ok(());
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((host, port)) => (
+            host.to_string(),
+            port.parse::<u16>().map_err(|_| "bad port".to_string())?,
+        ),
+        None => (host_port.to_string(), 6379),
+    };
+    let host = if host.is_empty() {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(Ok(mut stream)) => {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream
+                .write_all(b"PING\r\n")
+                .await
+                .map_err(|error| error.to_string())?;
+            let mut answer = [0u8; 32];
+            let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut answer))
+                .await
+                .map_err(|_| "no answer".to_string())?
+                .map_err(|error| error.to_string())?;
+            if answer[..read].starts_with(b"+PONG") || answer[..read].starts_with(b"-NOAUTH") {
+                Ok(())
+            } else {
+                Err("not a Redis answer".into())
+            }
+        }
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("connection timed out".into()),
+    }
+}
+
+/// Rebuilds and swaps the routing table after every supervisor change.
+async fn keep_routes_fresh(
+    supervisor: Supervisor,
+    routing: Routing,
+    aliases: Arc<Mutex<BTreeMap<String, Alias>>>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = supervisor.subscribe();
+    let mut warned: Vec<String> = Vec::new();
+    loop {
+        let snapshot = changes.borrow_and_update().clone();
+        let built = {
+            let aliases = aliases
+                .lock()
+                .expect("never poisoned: no panics while held");
+            routes::build(&snapshot, &aliases)
+        };
+        routing.swap(built.table);
+        for note in built.notes {
+            if !warned.contains(&note) {
+                output::warn(&note);
+                warned.push(note);
+            }
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Live alias changes: validated against what runs, saved, and swapped in, all or nothing.
+fn alias_applier(
+    project_dir: PathBuf,
+    supervisor: Supervisor,
+    routing: Routing,
+    aliases: Arc<Mutex<BTreeMap<String, Alias>>>,
+    state_lock: Arc<Mutex<()>>,
+) -> control::AliasApplier {
+    Arc::new(move |change: &AliasChange| {
+        let _guard = state_lock
+            .lock()
+            .expect("never poisoned: no panics while held");
+        let mut aliases = aliases
+            .lock()
+            .expect("never poisoned: no panics while held");
+        let mut candidate = aliases.clone();
+        match change {
+            AliasChange::Set { host, alias } => {
+                candidate.insert(host.clone(), alias.clone());
+            }
+            AliasChange::Remove { host } => {
+                candidate.remove(host);
+            }
+        }
+        let built = routes::build(&supervisor.snapshot(), &candidate);
+        let mine: Vec<_> = built
+            .unresolved
+            .iter()
+            .filter(|unresolved| unresolved.host == change.host())
+            .collect();
+        if !mine.is_empty() {
+            let lines: Vec<String> = mine
+                .iter()
+                .map(|unresolved| unresolved.to_string())
+                .collect();
+            return Err(ErrorBody {
+                error: lines.join("\n"),
+                hint: Some("Point each `dest` at a running service or deployment, an alias, or a URL. Nothing was changed.".into()),
+            });
+        }
+        let mut state = State::load(&project_dir).map_err(|error| ErrorBody {
+            error: error.to_string(),
+            hint: None,
+        })?;
+        change.apply_to(&mut state);
+        state.save(&project_dir).map_err(|error| ErrorBody {
+            error: error.to_string(),
+            hint: None,
+        })?;
+        routing.swap(built.table);
+        *aliases = candidate;
+        Ok(format!("{} applied live", change.host()))
+    })
+}

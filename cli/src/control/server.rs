@@ -1,0 +1,379 @@
+//! The control routes, served by `stack up` on `.stack/stack.sock`:
+//!
+//! | route | does |
+//! |---|---|
+//! | `GET /v1/deployments` | every running deployment (`stack ls`) |
+//! | `POST /v1/scale` | run N instances; answers once they are ready (or failed) |
+//! | `DELETE /v1/deployments/<id>` | stop a deployment and remove it (`stack rm`) |
+//! | `GET /v1/logs?target=T&lines=N&follow=1` | stored lines, then live ones as NDJSON |
+//! | `POST /v1/aliases` | an [`AliasChange`], applied atomically or refused |
+//! | `POST /v1/down` | stop everything (`stack down`) |
+//!
+//! Errors are JSON [`ErrorBody`]s with a 4xx/5xx status; the connection loop logs and goes on.
+
+use std::convert::Infallible;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
+use tokio::net::UnixListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::{AliasChange, DeploymentStatus, ErrorBody, ScaleAnswer, ScaleRequest};
+use crate::state::{self, State};
+use crate::supervisor::logs::{self, LogLine};
+use crate::supervisor::{Supervisor, SupervisorError};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// Applies an alias change to the running stack (validate every `dest` against the running
+/// deployments, save the state, swap the routing table), or says why not. Provided by `stack up`,
+/// which owns the proxy; the `Ok` string is a summary for the client.
+pub type AliasApplier = Arc<dyn Fn(&AliasChange) -> Result<String, ErrorBody> + Send + Sync>;
+
+/// What the routes work on.
+#[derive(Clone)]
+pub struct ControlContext {
+    pub supervisor: Supervisor,
+    pub project_dir: PathBuf,
+    pub proxy_port: u16,
+    pub ready_timeout: Duration,
+    /// Cancelled by `POST /v1/down`: `stack up` then stops everything.
+    pub down: CancellationToken,
+    pub aliases: AliasApplier,
+    /// Serialises read-modify-write of `.stack/state.json` within this process.
+    pub state_lock: Arc<Mutex<()>>,
+}
+
+/// Binds the socket (replacing a stale one; the caller holds the project lock) with mode 0600.
+pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let listener = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves until `shutdown`, then lets open requests finish (follows end at shutdown).
+pub async fn serve(listener: UnixListener, context: ControlContext, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "control socket accept failed");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let context = context.clone();
+        let shutdown = shutdown.clone();
+        let service = service_fn(move |request| {
+            let context = context.clone();
+            let shutdown = shutdown.clone();
+            async move { Ok::<_, Infallible>(route(request, context, shutdown).await) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "control connection ended with an error");
+            }
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}
+
+async fn route(
+    request: Request<Incoming>,
+    context: ControlContext,
+    shutdown: CancellationToken,
+) -> Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
+    match (method, path.as_str()) {
+        (Method::GET, "/v1/deployments") => {
+            let snapshot = context.supervisor.snapshot();
+            json(
+                StatusCode::OK,
+                &DeploymentStatus::all_live(&snapshot, context.proxy_port),
+            )
+        }
+        (Method::POST, "/v1/scale") => match read_json::<ScaleRequest>(request).await {
+            Ok(scale) => scale_route(&context, scale).await,
+            Err(response) => response,
+        },
+        (Method::DELETE, path) if path.starts_with("/v1/deployments/") => {
+            let id = path.trim_start_matches("/v1/deployments/").to_string();
+            remove_route(&context, &id).await
+        }
+        (Method::GET, "/v1/logs") => logs_route(&context, &query, shutdown),
+        (Method::POST, "/v1/aliases") => match read_json::<AliasChange>(request).await {
+            Ok(change) => match (context.aliases)(&change) {
+                Ok(summary) => json(StatusCode::OK, &serde_json::json!({ "summary": summary })),
+                Err(body) => json(StatusCode::UNPROCESSABLE_ENTITY, &body),
+            },
+            Err(response) => response,
+        },
+        (Method::POST, "/v1/down") => {
+            context.down.cancel();
+            json(StatusCode::OK, &serde_json::json!({ "stopping": true }))
+        }
+        _ => error(StatusCode::NOT_FOUND, format!("no route `{path}`"), None),
+    }
+}
+
+async fn scale_route(context: &ControlContext, scale: ScaleRequest) -> Response<Body> {
+    let deployment = match context
+        .supervisor
+        .scale(&scale.target, scale.instances)
+        .await
+    {
+        Ok(deployment) => deployment,
+        Err(failure) => return supervisor_error(failure),
+    };
+    // Remembered for the next `stack up` (per service).
+    if let Some(live) = context.supervisor.snapshot().resolve(&deployment) {
+        let service = live.spec.service.clone();
+        let _guard = context
+            .state_lock
+            .lock()
+            .expect("never poisoned: no panics while held");
+        let saved = State::load(&context.project_dir).and_then(|mut state| {
+            if scale.instances == 1 {
+                state.scale.remove(&service);
+            } else {
+                state.scale.insert(service, scale.instances);
+            }
+            state.save(&context.project_dir)
+        });
+        if let Err(failure) = saved {
+            tracing::warn!(error = %failure, "cannot record the scale");
+        }
+    }
+    if let Err(failure) = context
+        .supervisor
+        .wait_ready(&deployment, context.ready_timeout)
+        .await
+    {
+        return supervisor_error(failure);
+    }
+    let snapshot = context.supervisor.snapshot();
+    let ready = snapshot
+        .resolve(&deployment)
+        .map_or(0, |live| live.n_ready());
+    json(
+        StatusCode::OK,
+        &ScaleAnswer {
+            deployment,
+            ready,
+            wanted: scale.instances,
+        },
+    )
+}
+
+async fn remove_route(context: &ControlContext, id: &str) -> Response<Body> {
+    let snapshot = context.supervisor.snapshot();
+    if let Some(live) = snapshot.resolve(id).filter(|live| live.spec.id == id) {
+        if live.current && live.wanted > 0 {
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "`{id}` is the current deployment of `{}` and is running",
+                    live.spec.service
+                ),
+                Some(format!(
+                    "Stop it first with `stack scale {id} 0`, then run `stack rm {id}` again."
+                )),
+            );
+        }
+        if let Err(failure) = context.supervisor.remove(id).await {
+            return supervisor_error(failure);
+        }
+    }
+    let _guard = context
+        .state_lock
+        .lock()
+        .expect("never poisoned: no panics while held");
+    match state::deployments::forget(&context.project_dir, id) {
+        Ok(true) => json(StatusCode::OK, &serde_json::json!({ "removed": id })),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("no deployment `{id}`"),
+            Some("See `stack ls` for the deployments.".into()),
+        ),
+        Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string(), None),
+    }
+}
+
+fn logs_route(
+    context: &ControlContext,
+    query: &str,
+    shutdown: CancellationToken,
+) -> Response<Body> {
+    let mut target = None;
+    let mut lines = 100usize;
+    let mut follow = false;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("target", value)) => target = Some(value.to_string()),
+            Some(("lines", value)) => lines = value.parse().unwrap_or(100),
+            Some(("follow", value)) => follow = value == "1" || value == "true",
+            _ => {}
+        }
+    }
+    let Some(target) = target else {
+        return error(StatusCode::BAD_REQUEST, "`target` is missing".into(), None);
+    };
+    let snapshot = context.supervisor.snapshot();
+    let (deployment_id, live_log) = match snapshot.resolve(&target) {
+        Some(live) => (live.spec.id.clone(), Some(live.log.clone())),
+        None => match stored_deployment(&context.project_dir, &target) {
+            Some(id) => (id, None),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no service or deployment named `{target}`"),
+                    Some("See `stack ls` for the deployments.".into()),
+                )
+            }
+        },
+    };
+    // Subscribe before reading the file, so no line falls between the two.
+    let receiver = live_log.filter(|_| follow).map(|log| log.follow());
+    let logs_dir = context.project_dir.join(state::STATE_DIR).join("logs");
+    let stored = logs::read_stored(&logs_dir, &deployment_id, lines).unwrap_or_default();
+    let last_stored_ms = stored.last().map_or(0, |line| line.time_ms);
+    let stored_frames = stream::iter(
+        stored
+            .into_iter()
+            .map(|line| Ok::<_, Infallible>(Frame::data(ndjson(&line)))),
+    );
+    let live_frames = stream::unfold(
+        (receiver, shutdown),
+        move |(receiver, shutdown)| async move {
+            let mut receiver = receiver?;
+            loop {
+                let next = tokio::select! {
+                    next = receiver.recv() => next,
+                    () = shutdown.cancelled() => return None,
+                };
+                match next {
+                    Ok(line) if line.time_ms < last_stored_ms => continue,
+                    Ok(line) => {
+                        return Some((Ok(Frame::data(ndjson(&line))), (Some(receiver), shutdown)))
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    use futures_util::StreamExt;
+    let body = StreamBody::new(stored_frames.chain(live_frames));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+        .body(BodyExt::boxed(body))
+        .expect("a fixed status and header make a valid response")
+}
+
+/// A service's current deployment or a deployment id, from the state on disk.
+pub fn stored_deployment(project_dir: &Path, target: &str) -> Option<String> {
+    let state = State::load(project_dir).ok()?;
+    let target = target.strip_suffix(".localhost").unwrap_or(target);
+    if let Some(history) = state.deployments.get(target) {
+        return history.current.clone();
+    }
+    state
+        .deployments
+        .values()
+        .flat_map(|history| &history.deployments)
+        .find(|record| record.id == target)
+        .map(|record| record.id.clone())
+}
+
+fn ndjson(line: &LogLine) -> Bytes {
+    let mut bytes = serde_json::to_vec(line).expect("a log line is plain data and serialises");
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+) -> Result<T, Response<Body>> {
+    let bytes = match request.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(failure) => return Err(error(StatusCode::BAD_REQUEST, failure.to_string(), None)),
+    };
+    serde_json::from_slice(&bytes).map_err(|failure| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("bad request body: {failure}"),
+            None,
+        )
+    })
+}
+
+fn supervisor_error(failure: SupervisorError) -> Response<Body> {
+    let (status, hint) = match &failure {
+        SupervisorError::UnknownTarget { running, .. } => (
+            StatusCode::NOT_FOUND,
+            Some(if running.is_empty() {
+                "Nothing is running.".to_string()
+            } else {
+                format!("Running: {}.", running.join(", "))
+            }),
+        ),
+        SupervisorError::FixedPort { port, .. } => (
+            StatusCode::CONFLICT,
+            Some(format!(
+                "Two processes cannot listen on port {port}. Make the service listen on `process.env.PORT` (or `PORT`) to run more than one instance."
+            )),
+        ),
+        SupervisorError::Crashed { .. } | SupervisorError::NotReady { .. } => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Some("See `stack logs` for its output.".to_string()),
+        ),
+        SupervisorError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, None),
+    };
+    error(status, failure.to_string(), hint)
+}
+
+fn error(status: StatusCode, message: String, hint: Option<String>) -> Response<Body> {
+    json(
+        status,
+        &ErrorBody {
+            error: message,
+            hint,
+        },
+    )
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).expect("control answers are plain data and serialise");
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(bytes)).boxed())
+        .expect("a fixed status and header make a valid response")
+}

@@ -1,0 +1,222 @@
+//! Header surgery between client and upstream, and the tunnel behind an `Upgrade`.
+//!
+//! Owns hop-by-hop removal (both directions), the `X-Forwarded-*` / `X-Real-IP` headers, the
+//! upstream `Host`, the `x-stack-*` response headers, and joining two upgraded streams. Hop-by-hop
+//! headers go first, and only then are the forwarding headers set, so a client cannot delete or
+//! forge them by naming them in `Connection`. It never chooses where a request goes.
+
+use std::net::IpAddr;
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+
+use super::routing::InFlightGuard;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub(crate) static X_STACK_DEPLOYMENT: HeaderName = HeaderName::from_static("x-stack-deployment");
+pub(crate) static X_STACK_INSTANCE: HeaderName = HeaderName::from_static("x-stack-instance");
+
+/// Removes the hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
+/// `Proxy-Connection`, `TE` (unless it is just `trailers`), `Trailer`, `Transfer-Encoding` and
+/// `Upgrade`. Returns the `Upgrade` value when `Connection` asked for an upgrade, so the caller
+/// can pass the handshake on deliberately.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut wants_upgrade = false;
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|token| {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("upgrade") {
+                    // Kept until the end: its value is the protocol to pass on.
+                    wants_upgrade = true;
+                    return None;
+                }
+                HeaderName::from_bytes(token.as_bytes()).ok()
+            })
+            .collect();
+        for name in named {
+            headers.remove(&name);
+        }
+        headers.remove(CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    let te_is_trailers = {
+        let mut values = headers.get_all(TE).iter();
+        matches!((values.next(), values.next()), (Some(value), None) if value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    };
+    if !te_is_trailers {
+        headers.remove(TE);
+    }
+    headers.remove(TRAILER);
+    headers.remove(TRANSFER_ENCODING);
+    let upgrade = headers.remove(UPGRADE);
+    if wants_upgrade {
+        upgrade
+    } else {
+        None
+    }
+}
+
+/// Puts an upgrade handshake back after [`strip_hop_by_hop`].
+pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, protocol);
+}
+
+/// Sets the headers an upstream uses to see the real client: `X-Forwarded-For` (the client's
+/// address appended to any value it sent), `X-Forwarded-Host` (the `Host` it asked for),
+/// `X-Forwarded-Proto`, `X-Real-IP`. `Host` is removed here; the upstream request sets the
+/// upstream's own.
+pub fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    client_ip: IpAddr,
+    requested_host: Option<&HeaderValue>,
+) {
+    let client_ip_text = client_ip.to_string();
+    let forwarded_for = {
+        let mut earlier = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+        if earlier.peek().is_none() {
+            HeaderValue::from_str(&client_ip_text)
+        } else {
+            let mut joined = Vec::new();
+            for value in earlier {
+                joined.extend_from_slice(value.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(client_ip_text.as_bytes());
+            HeaderValue::from_bytes(&joined)
+        }
+    };
+    let client_ip_value =
+        HeaderValue::from_str(&client_ip_text).expect("an IP address is a valid header value");
+    headers.insert(
+        &X_FORWARDED_FOR,
+        forwarded_for.unwrap_or_else(|_| client_ip_value.clone()),
+    );
+    match requested_host {
+        Some(host) => {
+            headers.insert(&X_FORWARDED_HOST, host.clone());
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(&X_REAL_IP, client_ip_value);
+    headers.remove(HOST);
+}
+
+/// Joins the client's and the upstream's upgraded connections until either side closes (or
+/// the proxy shuts down). The in-flight guard keeps the instance busy while the tunnel lives.
+pub fn spawn_tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    guard: Option<InFlightGuard>,
+    shutdown: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) {
+    tracker.spawn(async move {
+        let _guard = guard;
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%error, "upgrade did not complete");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Err(error) = copied {
+                    tracing::debug!(%error, "upgraded connection ended with an error");
+                }
+            }
+            () = shutdown.cancelled() => {
+                tracing::debug!("upgraded connection closed by shutdown");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn strips_connection_and_the_headers_it_names() {
+        let mut map = headers(&[
+            ("connection", "close, X-Forwarded-For, x-secret"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        assert_eq!(strip_hop_by_hop(&mut map), None);
+        let left: Vec<&str> = map.keys().map(|name| name.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn keeps_te_trailers_and_reports_an_upgrade() {
+        let mut map = headers(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+        ]);
+        assert_eq!(
+            strip_hop_by_hop(&mut map),
+            Some(HeaderValue::from_static("websocket"))
+        );
+        assert!(map.get(UPGRADE).is_none());
+        assert_eq!(map.get(TE).unwrap(), "trailers");
+    }
+
+    #[test]
+    fn appends_the_client_to_forwarded_for_and_replaces_the_rest() {
+        let mut map = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("host", "app.localhost:3000"),
+        ]);
+        let host = map.get(HOST).cloned();
+        set_forwarding_headers(&mut map, "127.0.0.1".parse().unwrap(), host.as_ref());
+        assert_eq!(map["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 127.0.0.1");
+        assert_eq!(map["x-real-ip"], "127.0.0.1");
+        assert_eq!(map["x-forwarded-proto"], "http");
+        assert_eq!(map["x-forwarded-host"], "app.localhost:3000");
+        assert!(map.get(HOST).is_none());
+    }
+}

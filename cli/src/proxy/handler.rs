@@ -1,0 +1,244 @@
+//! One request through the proxy: check, route, rewrite headers, send, and shape the answer.
+//!
+//! Owns the order of the steps and the wait for a starting deployment. Each step lives in its
+//! own module (`host`, `forward`, `upstream`, `error`); this file only strings them together.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::CONTENT_LENGTH;
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::body::ResponseBody;
+use super::error::ProxyError;
+use super::forward::{self, X_STACK_DEPLOYMENT, X_STACK_INSTANCE};
+use super::host;
+use super::limits::ProxyConfig;
+use super::routing::{Routing, Target};
+use super::upstream::{self, Answered, SendError, UpstreamClient};
+
+/// What every request of one proxy shares.
+pub struct Shared {
+    pub routing: Routing,
+    pub client: UpstreamClient,
+    pub config: ProxyConfig,
+    /// Upgraded (WebSocket) tunnels, which outlive their HTTP connection.
+    pub tunnels: TaskTracker,
+    /// Cancelled when the shutdown grace period is over: ends tunnels and connections left.
+    pub cut_off: CancellationToken,
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    client_addr: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    match proxy(&shared, client_addr, request).await {
+        Ok(response) => Ok(response),
+        Err(error) => {
+            tracing::debug!(
+                %method,
+                path,
+                client = %client_addr,
+                error = error.code(),
+                message = %error,
+                "proxy answered itself"
+            );
+            Ok(error.into_response())
+        }
+    }
+}
+
+async fn proxy(
+    shared: &Shared,
+    client_addr: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let requested_host =
+        host::check_request(request.method(), request.version(), request.headers())?;
+    if let (Some(limit), Some(length)) = (
+        shared.config.max_body_size,
+        content_length(request.headers()),
+    ) {
+        if length > limit {
+            return Err(ProxyError::PayloadTooLarge { limit });
+        }
+    }
+    let path_and_query = host::normalized_path_and_query(request.uri())?;
+    keep_one_content_length(request.headers_mut());
+
+    let upgrade_protocol = forward::strip_hop_by_hop(request.headers_mut());
+    let client_upgrade = upgrade_protocol
+        .as_ref()
+        .map(|_| hyper::upgrade::on(&mut request));
+    forward::set_forwarding_headers(
+        request.headers_mut(),
+        client_addr.ip(),
+        requested_host.as_ref(),
+    );
+    if let Some(protocol) = &upgrade_protocol {
+        forward::set_upgrade(request.headers_mut(), protocol.clone());
+    }
+
+    let (mut parts, mut body) = request.into_parts();
+    // Subscribe before the first load, so a swap in between still wakes a waiting request.
+    let mut changes = shared.routing.subscribe();
+    let wait_deadline = Instant::now() + shared.config.starting_wait;
+    loop {
+        let table = shared.routing.load();
+        let target = host::resolve(
+            &table,
+            requested_host.as_ref(),
+            &parts.method,
+            path_and_query.path(),
+        )?;
+        let deployment = match target {
+            Target::Unavailable { status, message } => {
+                return Err(ProxyError::unavailable(*status, message));
+            }
+            Target::External { scheme, authority } => {
+                let answered = upstream::send_to_external(
+                    &shared.client,
+                    &shared.config,
+                    scheme,
+                    authority,
+                    parts,
+                    &path_and_query,
+                    body,
+                )
+                .await?;
+                return Ok(respond(
+                    shared,
+                    answered,
+                    None,
+                    upgrade_protocol,
+                    client_upgrade,
+                ));
+            }
+            Target::Deployment(deployment) => Arc::clone(deployment),
+        };
+        drop(table);
+        if deployment.instances.is_empty() && deployment.n_starting == 0 {
+            return Err(ProxyError::ServiceUnavailable(format!(
+                "`{}` has no running instance",
+                deployment.id
+            )));
+        }
+        let must_wait = deployment.n_starting > 0 && !deployment.has_ready_instance();
+        if !must_wait {
+            match upstream::send_to_deployment(
+                &shared.client,
+                &shared.config,
+                &deployment,
+                parts,
+                &path_and_query,
+                body,
+            )
+            .await
+            {
+                Ok(answered) => {
+                    let deployment_header = Some(deployment.deployment_header.clone());
+                    return Ok(respond(
+                        shared,
+                        answered,
+                        deployment_header,
+                        upgrade_protocol,
+                        client_upgrade,
+                    ));
+                }
+                Err(SendError::Failed(error)) => return Err(error),
+                Err(SendError::NoInstanceAccepted {
+                    parts: unsent_parts,
+                    body: unsent_body,
+                }) => {
+                    if deployment.n_starting == 0 {
+                        return Err(ProxyError::BadGateway(format!(
+                            "no instance of `{}` accepted the connection",
+                            deployment.id
+                        )));
+                    }
+                    parts = unsent_parts;
+                    body = unsent_body;
+                }
+            }
+        }
+        // Instances are starting: wait for the supervisor's next swap, then route again.
+        tracing::debug!(deployment = %deployment.id, "waiting for a starting instance");
+        match tokio::time::timeout_at(wait_deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => {
+                return Err(ProxyError::ServiceUnavailable(format!(
+                    "`{}` is starting and did not become ready in time",
+                    deployment.id
+                )))
+            }
+        }
+    }
+}
+
+/// Turns an upstream's response into the client's: hop-by-hop headers out, `x-stack-*` in,
+/// and for a `101 Switching Protocols` the two upgraded streams joined.
+fn respond(
+    shared: &Shared,
+    answered: Answered,
+    deployment_header: Option<HeaderValue>,
+    upgrade_protocol: Option<HeaderValue>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<ResponseBody> {
+    let Answered {
+        mut response,
+        instance,
+        mut guard,
+    } = answered;
+    let upstream_upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| hyper::upgrade::on(&mut response));
+    let (mut parts, body) = response.into_parts();
+    let answered_protocol = forward::strip_hop_by_hop(&mut parts.headers);
+    if let (Some(upstream_upgrade), Some(client_upgrade)) = (upstream_upgrade, client_upgrade) {
+        if let Some(protocol) = answered_protocol.or(upgrade_protocol) {
+            forward::set_upgrade(&mut parts.headers, protocol);
+        }
+        forward::spawn_tunnel(
+            client_upgrade,
+            upstream_upgrade,
+            guard.take(),
+            shared.cut_off.clone(),
+            &shared.tunnels,
+        );
+    }
+    if let Some(deployment_header) = deployment_header {
+        parts
+            .headers
+            .insert(X_STACK_DEPLOYMENT.clone(), deployment_header);
+    }
+    if let Some(instance) = &instance {
+        parts
+            .headers
+            .insert(X_STACK_INSTANCE.clone(), instance.number_header.clone());
+    }
+    Response::from_parts(parts, ResponseBody::Upstream { body, guard })
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse().ok())
+}
+
+/// hyper refuses differing `Content-Length`s; identical repeats are legal but some upstreams
+/// reject them, so one goes upstream.
+fn keep_one_content_length(headers: &mut http::HeaderMap) {
+    if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() {
+        if let Some(first) = headers.get(CONTENT_LENGTH).cloned() {
+            headers.insert(CONTENT_LENGTH, first);
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Every timeout and size limit of the proxy, in one [`ProxyConfig`] with production defaults,
+//! so tests can set short ones.
+//!
+//! Owns the numbers only; the server (`server.rs`), the upstream client (`upstream.rs`) and the
+//! request body (`body.rs`) apply them.
+
+use std::time::Duration;
+
+/// Timeouts and limits. `ProxyConfig::default()` is what `stack up` uses.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// A client must send a whole request head within this time, or its connection is closed
+    /// (also bounds how long a keep-alive connection may sit idle before its next request).
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes; above it: 431.
+    pub max_header_size: usize,
+    /// Most header fields in one request; above it: 431.
+    pub max_headers: usize,
+    /// Largest request body in bytes; `None` = no limit. Above it: 413.
+    pub max_body_size: Option<u64>,
+    /// A client connection with no request in flight and no bytes moving for this long is
+    /// closed.
+    pub idle_timeout: Duration,
+    /// Time to establish a TCP connection to an upstream before trying the next instance.
+    pub connect_timeout: Duration,
+    /// Time for an upstream to send its response headers after the request went out: 504.
+    pub response_timeout: Duration,
+    /// How long a request for a deployment with instances starting but none ready waits for a
+    /// routing swap that makes one ready.
+    pub starting_wait: Duration,
+    /// On shutdown, how long in-flight requests get to finish.
+    pub shutdown_grace: Duration,
+    /// Idle upstream connections kept per instance.
+    pub pool_max_idle_per_host: usize,
+    /// How long an idle pooled upstream connection is kept.
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_size: 64 * 1024,
+            max_headers: 100,
+            max_body_size: None,
+            idle_timeout: Duration::from_secs(75),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(30),
+            starting_wait: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            pool_max_idle_per_host: 256,
+            pool_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The in-process reverse proxy: one origin (`:3000`) in front of every alias and deployment.
+//!
+//! Owns client connections, host and path routing through a swappable [`RoutingTable`],
+//! forwarding (hop-by-hop headers, `X-Forwarded-*`, WebSocket tunnels), the pooled upstream
+//! client with round robin and its single safe retry, and the proxy's own JSON errors. It never
+//! starts, stops or probes processes and never waits on the supervisor while serving a request:
+//! all it knows is the table it was last handed.
+//!
+//! # Layout
+//!
+//! - `routing`: [`Routing`], [`RoutingTable`], [`HostRoute`], [`Target`], [`Deployment`],
+//!   [`Instance`]; the contract with the supervisor.
+//! - `host`: request checks (`Host`, `CONNECT`, framing) and host → rule → target.
+//! - `forward`: hop-by-hop removal, `X-Forwarded-*`, `x-stack-*`, upgrade tunnels.
+//! - `upstream`: the pooled client, round robin, connect-failure retry, timeouts.
+//! - `body`: request and response bodies, streamed frame by frame.
+//! - `limits`: [`ProxyConfig`], every timeout and size limit.
+//! - `error`: [`ProxyError`] and its JSON body.
+//! - `handler`, `server`: one request end to end; the accept loop and graceful shutdown.
+//!
+//! # For the supervisor: building and swapping tables
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use stack::proxy::{self, Deployment, HostRoute, Instance, Routing, RoutingTable, Target};
+//! # async fn example(rules: Arc<stack::rules::RuleSet>) {
+//! // Keep one Arc<Instance> per running process for as long as it lives.
+//! let writer_1 = Arc::new(Instance::new(1, "127.0.0.1:41001".parse().unwrap()));
+//! let writer = Target::Deployment(Arc::new(Deployment::new(
+//!     "writer-gkdldldejq", // id, sent back in `x-stack-deployment`
+//!     "writer",            // service
+//!     vec![Arc::clone(&writer_1)], // ready instances only
+//!     0,                   // instances starting, not ready yet
+//! )));
+//!
+//! let mut table = RoutingTable::new();
+//! table.insert("writer-gkdldldejq.localhost", HostRoute::Target(writer.clone()));
+//! table.insert("writer.localhost", HostRoute::Target(writer.clone()));
+//! // A path alias: one target per rule, in rule order.
+//! let targets = vec![writer.clone(); rules.rules().len()];
+//! table.insert("counter-demo.localhost", HostRoute::rules(rules, targets).unwrap());
+//!
+//! let routing = Routing::new(table);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! tokio::spawn(proxy::run(listener, routing.clone(), shutdown.clone().cancelled_owned()));
+//!
+//! // Later: build a complete new table and swap it in. Requests in flight finish on the old
+//! // table; new requests see the new one; requests waiting for a starting deployment wake up.
+//! routing.swap(RoutingTable::new());
+//! # }
+//! ```
+//!
+//! Rules of the contract:
+//!
+//! - Tables are immutable once swapped in; build a new one for every change (deployment
+//!   ready, instance up or down, scale, alias set or removed). Hosts are matched lower-case
+//!   without port.
+//! - A [`Deployment`] lists its *ready* instances; `n_starting` counts those not ready yet.
+//!   While no listed instance is in rotation and `n_starting > 0`, requests wait up to
+//!   [`ProxyConfig::starting_wait`] for the next swap instead of failing. With no instance at
+//!   all and nothing starting, requests get 503.
+//! - [`Target::Unavailable`] answers with its status: 503 `service_unavailable` for a CRASHED
+//!   service (name it in the message), 502 `bad_gateway` for a deployment that disappeared.
+//!   In a path alias it fails only its own rule.
+//! - **Out of rotation**: when a connect to an instance fails, the proxy calls it out of
+//!   rotation ([`Instance::is_out_of_rotation`]) and skips it while another instance is in
+//!   rotation. Call [`Instance::put_back_in_rotation`] when the readiness check passes again.
+//! - **Draining** an instance before stopping it: swap in a table without it (new requests
+//!   stop going there), then poll [`Instance::in_flight`] until it is 0 or the grace period is
+//!   over, then stop the process. `in_flight` counts requests sent whose response body has not
+//!   ended or been dropped, WebSocket tunnels included.
+//!
+//! # Errors
+//!
+//! Every answer of the proxy itself is JSON, `{"error": "<code>", "message": "..."}`, with a
+//! stable code: `no_route` (404; unknown host, with a `hosts` list, or no matching rule),
+//! `bad_request` (400), `method_not_allowed` (405, `CONNECT`), `payload_too_large` (413),
+//! `bad_gateway` (502), `service_unavailable` (503), `gateway_timeout` (504). Request heads
+//! over the size caps get hyper's 431; a client too slow to send its head is disconnected.
+
+mod body;
+mod error;
+mod forward;
+mod handler;
+mod host;
+mod limits;
+mod routing;
+mod server;
+mod upstream;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+
+pub use error::ProxyError;
+pub use limits::ProxyConfig;
+pub use routing::{
+    host_key, Deployment, HostRoute, Instance, PathRules, Routing, RoutingError, RoutingTable,
+    Target,
+};
+
+/// Serves `listener` with the default [`ProxyConfig`] until `shutdown` completes, then stops
+/// accepting and gives requests in flight up to 10 s to finish.
+pub async fn run(
+    listener: TcpListener,
+    routing: Routing,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    server::serve(listener, routing, ProxyConfig::default(), shutdown).await;
+}
+
+/// [`run`] with explicit timeouts and limits.
+pub async fn run_with_config(
+    listener: TcpListener,
+    routing: Routing,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    server::serve(listener, routing, config, shutdown).await;
+}

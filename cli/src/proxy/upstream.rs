@@ -1,0 +1,251 @@
+//! Talking to upstreams: the pooled keep-alive client, round robin over a deployment's
+//! instances, and the one retry the proxy allows.
+//!
+//! Owns [`UpstreamClient`] and [`send_to_deployment`] / [`send_to_external`]. A connect failure
+//! (nothing sent yet) takes the instance out of rotation and moves the request to the next one;
+//! once any byte of a request may have gone out, it is never sent again, whatever happens. It
+//! never decides which host or rule a request belongs to.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::body::{BodyHandle, RequestBody};
+use super::error::ProxyError;
+use super::limits::ProxyConfig;
+use super::routing::{Deployment, InFlightGuard, Instance};
+
+/// The pooled HTTP/1.1 client shared by every request of one proxy.
+pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+pub fn build_client(config: &ProxyConfig) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_host)
+        // A pooled connection the upstream closed before we wrote anything is retried on a
+        // fresh one; hyper only does this when nothing was sent, so it is not a replay.
+        .retry_canceled_requests(true)
+        .build(connector)
+}
+
+/// A response from an upstream, with the instance that answered.
+pub struct Answered {
+    pub response: Response<Incoming>,
+    pub instance: Option<Arc<Instance>>,
+    pub guard: Option<InFlightGuard>,
+}
+
+/// Why a request to a deployment got no response.
+pub enum SendError {
+    /// Every instance refused the connection; nothing was sent, so the request is handed
+    /// back (a caller may wait for a starting instance and try again).
+    NoInstanceAccepted { parts: Parts, body: Incoming },
+    /// Anything else: answered with this error, never retried.
+    Failed(ProxyError),
+}
+
+/// The order in which to try a deployment's instances: round robin over those in rotation,
+/// then, as a last resort, those out of rotation (a connect to a dead loopback port fails at
+/// once, and one that succeeds puts the instance back).
+fn attempt_order(deployment: &Deployment) -> Vec<usize> {
+    let n_instances = deployment.instances.len();
+    if n_instances == 0 {
+        return Vec::new();
+    }
+    let start = deployment.next.fetch_add(1, Ordering::Relaxed) % n_instances;
+    let rotation = (0..n_instances).map(|offset| (start + offset) % n_instances);
+    let (mut in_rotation, out_of_rotation): (Vec<usize>, Vec<usize>) =
+        rotation.partition(|&index| !deployment.instances[index].is_out_of_rotation());
+    in_rotation.extend(out_of_rotation);
+    in_rotation
+}
+
+fn upstream_request(
+    parts: &Parts,
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
+    path_and_query: &PathAndQuery,
+    body: RequestBody,
+) -> Request<RequestBody> {
+    let uri = Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path_and_query.clone())
+        .build()
+        .expect("scheme, authority and path were each validated already");
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    let mut headers = parts.headers.clone();
+    headers.insert(http::header::HOST, host);
+    *request.headers_mut() = headers;
+    request
+}
+
+/// Sends a request to one of `deployment`'s instances.
+pub async fn send_to_deployment(
+    client: &UpstreamClient,
+    config: &ProxyConfig,
+    deployment: &Deployment,
+    parts: Parts,
+    path_and_query: &PathAndQuery,
+    body: Incoming,
+) -> Result<Answered, SendError> {
+    let mut body = body;
+    for index in attempt_order(deployment) {
+        let instance = &deployment.instances[index];
+        let (request_body, handle) = RequestBody::new(body, config.max_body_size);
+        let request = upstream_request(
+            &parts,
+            Scheme::HTTP,
+            instance.authority.clone(),
+            instance.host_header.clone(),
+            path_and_query,
+            request_body,
+        );
+        let guard = instance.start_request();
+        match tokio::time::timeout(config.response_timeout, client.request(request)).await {
+            Ok(Ok(response)) => {
+                instance.record_response();
+                if instance.is_out_of_rotation() {
+                    instance.put_back_in_rotation();
+                }
+                return Ok(Answered {
+                    response,
+                    instance: Some(Arc::clone(instance)),
+                    guard: Some(guard),
+                });
+            }
+            Ok(Err(error)) if error.is_connect() => {
+                drop(guard);
+                instance.take_out_of_rotation();
+                tracing::warn!(
+                    deployment = %deployment.id,
+                    instance = instance.number,
+                    addr = %instance.addr,
+                    error = %error_chain(&error),
+                    "connect to instance failed; out of rotation until ready again"
+                );
+                body = match handle.reclaim() {
+                    Some(body) => body,
+                    None => {
+                        return Err(SendError::Failed(ProxyError::BadGateway(format!(
+                            "`{}` could not be reached",
+                            deployment.id
+                        ))))
+                    }
+                };
+            }
+            Ok(Err(error)) => {
+                return Err(SendError::Failed(request_failed(
+                    &deployment.id,
+                    Some(instance),
+                    &handle,
+                    &error,
+                )))
+            }
+            Err(_elapsed) => {
+                tracing::warn!(
+                    deployment = %deployment.id,
+                    instance = instance.number,
+                    timeout_ms = config.response_timeout.as_millis() as u64,
+                    "instance sent no response headers in time"
+                );
+                return Err(SendError::Failed(ProxyError::GatewayTimeout(
+                    deployment.id.clone(),
+                )));
+            }
+        }
+    }
+    Err(SendError::NoInstanceAccepted { parts, body })
+}
+
+/// Sends a request to a URL outside the stack (`http` only).
+pub async fn send_to_external(
+    client: &UpstreamClient,
+    config: &ProxyConfig,
+    scheme: &Scheme,
+    authority: &Authority,
+    parts: Parts,
+    path_and_query: &PathAndQuery,
+    body: Incoming,
+) -> Result<Answered, ProxyError> {
+    if *scheme != Scheme::HTTP {
+        return Err(ProxyError::BadGateway(format!(
+            "`{scheme}://{authority}` is not supported: stack proxies to http upstreams only"
+        )));
+    }
+    let host = HeaderValue::from_str(authority.as_str())
+        .expect("an authority is always a valid header value");
+    let (request_body, handle) = RequestBody::new(body, config.max_body_size);
+    let request = upstream_request(
+        &parts,
+        Scheme::HTTP,
+        authority.clone(),
+        host,
+        path_and_query,
+        request_body,
+    );
+    match tokio::time::timeout(config.response_timeout, client.request(request)).await {
+        Ok(Ok(response)) => Ok(Answered {
+            response,
+            instance: None,
+            guard: None,
+        }),
+        Ok(Err(error)) => Err(request_failed(authority.as_str(), None, &handle, &error)),
+        Err(_elapsed) => Err(ProxyError::GatewayTimeout(authority.to_string())),
+    }
+}
+
+fn request_failed(
+    upstream: &str,
+    instance: Option<&Arc<Instance>>,
+    handle: &BodyHandle,
+    error: &hyper_util::client::legacy::Error,
+) -> ProxyError {
+    if let Some(limit) = handle.too_large_limit() {
+        return ProxyError::PayloadTooLarge { limit };
+    }
+    tracing::warn!(
+        upstream,
+        instance = instance.map(|instance| instance.number),
+        connect = error.is_connect(),
+        error = %error_chain(error),
+        "upstream request failed; not retried"
+    );
+    if error.is_connect() {
+        ProxyError::BadGateway(format!("`{upstream}` could not be reached"))
+    } else {
+        ProxyError::BadGateway(format!(
+            "`{upstream}` closed the connection before answering"
+        ))
+    }
+}
+
+/// The whole `source()` chain, for logs.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

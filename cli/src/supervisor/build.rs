@@ -1,0 +1,583 @@
+//! From source directories to deployments: find the services of a project, build every Cargo
+//! service with ONE cargo invocation (artifact paths from `--message-format=json`), install npm
+//! dependencies when `node_modules` is missing, and copy each artifact into
+//! `.stack/deployments/<id>/` so that a later build never changes a running deployment.
+//!
+//! Builds run cargo and npm as plain commands (not services): they are not process groups to
+//! supervise, they finish. Starting deployments is the supervisor's job, not this module's.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::UNIX_EPOCH;
+
+use rand::Rng;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::state::deployments::{DeploymentRecord, ServiceHistory};
+
+/// Where services live in a project.
+pub const SERVICES_DIR: &str = "services";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("no service named `{name}` in `{dir}`")]
+    UnknownService {
+        name: String,
+        dir: String,
+        available: Vec<String>,
+    },
+    #[error("`{path}` is not a service (no Cargo package with a binary, no package.json with a `start` script)")]
+    NotAService { path: String },
+    #[error("no services found under `{dir}`")]
+    NoServices { dir: String },
+    #[error("two services are named `{name}`")]
+    DuplicateName { name: String },
+    #[error("cannot run `{program}`: {source}")]
+    Run { program: String, source: io::Error },
+    #[error("the build failed")]
+    CargoFailed { output: String },
+    #[error("cargo built no binary for `{service}`")]
+    NoBinary { service: String },
+    #[error("`{command}` failed in `{dir}`")]
+    NpmFailed {
+        command: String,
+        dir: String,
+        output: String,
+    },
+    #[error("cannot prepare `{path}`: {source}")]
+    Copy { path: String, source: io::Error },
+}
+
+/// How a service is built and run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// A Cargo package with a binary; `package` is its name in Cargo.toml.
+    Cargo { package: String },
+    /// A directory with `package.json` and a `start` script.
+    Npm,
+}
+
+/// A directory that can run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// The directory name: `writer`.
+    pub name: String,
+    pub dir: PathBuf,
+    pub kind: ServiceKind,
+}
+
+/// Finds the services to start: those named (by name under `services/`, or by path), or
+/// every runnable directory under `services/` when none is named.
+pub fn discover(project: &Path, requested: &[String]) -> Result<Vec<Service>, BuildError> {
+    let services_dir = project.join(SERVICES_DIR);
+    let mut services = Vec::new();
+    if requested.is_empty() {
+        let mut entries: Vec<PathBuf> = fs::read_dir(&services_dir)
+            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        services.extend(entries.iter().filter_map(|dir| inspect(dir)));
+        if services.is_empty() {
+            return Err(BuildError::NoServices {
+                dir: services_dir.display().to_string(),
+            });
+        }
+    } else {
+        for wanted in requested {
+            let looks_like_path = wanted.contains('/') || wanted.starts_with('.');
+            let dir = if looks_like_path {
+                project.join(wanted)
+            } else {
+                services_dir.join(wanted)
+            };
+            match inspect(&dir) {
+                Some(service) => services.push(service),
+                None if looks_like_path => {
+                    return Err(BuildError::NotAService {
+                        path: wanted.clone(),
+                    })
+                }
+                None => {
+                    let available = discover(project, &[])
+                        .map(|all| all.into_iter().map(|service| service.name).collect())
+                        .unwrap_or_default();
+                    return Err(BuildError::UnknownService {
+                        name: wanted.clone(),
+                        dir: services_dir.display().to_string(),
+                        available,
+                    });
+                }
+            }
+        }
+    }
+    for (index, service) in services.iter().enumerate() {
+        if services[..index]
+            .iter()
+            .any(|other| other.name == service.name)
+        {
+            return Err(BuildError::DuplicateName {
+                name: service.name.clone(),
+            });
+        }
+    }
+    Ok(services)
+}
+
+/// What kind of service `dir` is, if any.
+fn inspect(dir: &Path) -> Option<Service> {
+    let name = dir.canonicalize().ok()?.file_name()?.to_str()?.to_string();
+    if let Ok(manifest) = fs::read_to_string(dir.join("Cargo.toml")) {
+        let has_binary = dir.join("src/main.rs").is_file()
+            || dir.join("src/bin").is_dir()
+            || manifest.contains("[[bin]]");
+        let package = package_name(&manifest)?;
+        return has_binary.then(|| Service {
+            name,
+            dir: dir.to_path_buf(),
+            kind: ServiceKind::Cargo { package },
+        });
+    }
+    let package_json = fs::read_to_string(dir.join("package.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&package_json).ok()?;
+    value["scripts"]["start"].as_str()?;
+    Some(Service {
+        name,
+        dir: dir.to_path_buf(),
+        kind: ServiceKind::Npm,
+    })
+}
+
+/// `name = "..."` inside `[package]` (a full TOML parser is not needed for this one key).
+fn package_name(manifest: &str) -> Option<String> {
+    let mut in_package = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+            continue;
+        }
+        if !in_package {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("name") else {
+            continue;
+        };
+        let value = rest.trim_start().strip_prefix('=')?.trim();
+        return Some(value.trim_matches(['"', '\'']).to_string());
+    }
+    None
+}
+
+/// A built service, ready to become a deployment.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub service: Service,
+    /// The cargo executable, or the service directory for npm.
+    pub artifact: PathBuf,
+    pub fingerprint: String,
+}
+
+/// Builds every service: one cargo invocation for all Cargo services, `npm ci`/`npm install`
+/// where `node_modules` is missing. `progress` gets cargo's latest status line.
+pub async fn build(
+    project: &Path,
+    services: &[Service],
+    release: bool,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<Built>, BuildError> {
+    let cargo_services: Vec<&Service> = services
+        .iter()
+        .filter(|service| matches!(service.kind, ServiceKind::Cargo { .. }))
+        .collect();
+    let mut executables = Vec::new();
+    if !cargo_services.is_empty() {
+        executables = cargo_build(project, &cargo_services, release, progress).await?;
+    }
+    let mut built = Vec::new();
+    for service in services {
+        match &service.kind {
+            ServiceKind::Cargo { .. } => {
+                let manifest_dir = service.dir.canonicalize().unwrap_or(service.dir.clone());
+                let executable = executables
+                    .iter()
+                    .find(|(dir, _)| *dir == manifest_dir)
+                    .map(|(_, executable)| executable.clone())
+                    .ok_or_else(|| BuildError::NoBinary {
+                        service: service.name.clone(),
+                    })?;
+                let fingerprint =
+                    file_fingerprint(&executable).map_err(|source| BuildError::Copy {
+                        path: executable.display().to_string(),
+                        source,
+                    })?;
+                built.push(Built {
+                    service: service.clone(),
+                    artifact: executable,
+                    fingerprint,
+                });
+            }
+            ServiceKind::Npm => {
+                progress(&format!("npm install ({})", service.name));
+                npm_install(&service.dir).await?;
+                built.push(Built {
+                    service: service.clone(),
+                    artifact: service.dir.clone(),
+                    fingerprint: tree_fingerprint(&service.dir),
+                });
+            }
+        }
+    }
+    Ok(built)
+}
+
+/// Runs cargo once for all packages and returns (package directory, executable) pairs.
+async fn cargo_build(
+    project: &Path,
+    services: &[&Service],
+    release: bool,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<(PathBuf, PathBuf)>, BuildError> {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command
+        .arg("build")
+        .arg("--message-format=json-render-diagnostics");
+    if release {
+        command.arg("--release");
+    }
+    // One workspace at the project root builds every package in one go; otherwise (a 2017-style
+    // repository with `./writer` and `./reader`) cargo is pointed at the first manifest and the
+    // others are named, which works when they share a workspace.
+    if !project.join("Cargo.toml").is_file() {
+        command
+            .arg("--manifest-path")
+            .arg(services[0].dir.join("Cargo.toml"));
+    }
+    for service in services {
+        if let ServiceKind::Cargo { package } = &service.kind {
+            command.arg("-p").arg(package);
+        }
+    }
+    command
+        .current_dir(project)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().map_err(|source| BuildError::Run {
+        program: "cargo".into(),
+        source,
+    })?;
+    let stdout = child.stdout.take().expect("stdout was piped");
+    let stderr = child.stderr.take().expect("stderr was piped");
+    let read_messages = async {
+        let mut executables = Vec::new();
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if message["reason"] != "compiler-artifact" {
+                continue;
+            }
+            let (Some(executable), Some(manifest)) = (
+                message["executable"].as_str(),
+                message["manifest_path"].as_str(),
+            ) else {
+                continue;
+            };
+            let is_bin = message["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"));
+            if !is_bin {
+                continue;
+            }
+            let dir = Path::new(manifest)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            executables.push((dir, PathBuf::from(executable)));
+        }
+        executables
+    };
+    let read_errors = async {
+        let mut output = String::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let status = line.trim();
+            if !status.is_empty() {
+                progress(status);
+            }
+            output.push_str(&line);
+            output.push('\n');
+        }
+        output
+    };
+    let (executables, output) = tokio::join!(read_messages, read_errors);
+    let status = child.wait().await.map_err(|source| BuildError::Run {
+        program: "cargo".into(),
+        source,
+    })?;
+    if !status.success() {
+        return Err(BuildError::CargoFailed { output });
+    }
+    Ok(executables)
+}
+
+async fn npm_install(dir: &Path) -> Result<(), BuildError> {
+    if dir.join("node_modules").is_dir() || !has_dependencies(dir) {
+        return Ok(());
+    }
+    let subcommand = if dir.join("package-lock.json").is_file() {
+        "ci"
+    } else {
+        "install"
+    };
+    let output = Command::new("npm")
+        .arg(subcommand)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| BuildError::Run {
+            program: "npm".into(),
+            source,
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(BuildError::NpmFailed {
+        command: format!("npm {subcommand}"),
+        dir: dir.display().to_string(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    })
+}
+
+/// Whether package.json lists any (dev) dependency; without one there is nothing to install.
+fn has_dependencies(dir: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(dir.join("package.json")) else {
+        return true;
+    };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return true;
+    };
+    ["dependencies", "devDependencies"].iter().any(|key| {
+        value[key]
+            .as_object()
+            .is_some_and(|dependencies| !dependencies.is_empty())
+    })
+}
+
+/// Size and modification time: cargo rewrites the file on every real rebuild.
+fn file_fingerprint(path: &Path) -> io::Result<String> {
+    let metadata = fs::metadata(path)?;
+    let modified = metadata
+        .modified()?
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    Ok(format!("{}-{modified}", metadata.len()))
+}
+
+/// A hash of every file's path, size and mtime, `node_modules` and `.git` left out.
+fn tree_fingerprint(dir: &Path) -> String {
+    let mut hasher = DefaultHasher::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(current) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if name == "node_modules" || name == ".git" {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(fingerprint) = file_fingerprint(&path) {
+                files.push((path, fingerprint));
+            }
+        }
+    }
+    files.sort();
+    files.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// `<service>-<10 random lowercase letters>`.
+pub fn new_deployment_id(service: &str) -> String {
+    let mut rng = rand::thread_rng();
+    let letters: String = (0..10)
+        .map(|_| char::from(b'a' + rng.gen_range(0..26u8)))
+        .collect();
+    format!("{service}-{letters}")
+}
+
+/// Turns a build into a deployment: the current one when the build output did not change
+/// (same fingerprint, artifact still on disk), else a new id with the artifact copied into
+/// `<deployments_dir>/<id>/`. Returns the record and whether it is new.
+pub fn prepare_deployment(
+    deployments_dir: &Path,
+    built: &Built,
+    history: &ServiceHistory,
+    release: bool,
+    created_ms: u64,
+) -> Result<(DeploymentRecord, bool), BuildError> {
+    if let Some(current) = history.current_record() {
+        let reusable = current.fingerprint == built.fingerprint
+            && current.release == release
+            && deployments_dir.join(&current.id).is_dir();
+        if reusable {
+            return Ok((current.clone(), false));
+        }
+    }
+    let id = new_deployment_id(&built.service.name);
+    let target = deployments_dir.join(&id);
+    let copy_error = |source| BuildError::Copy {
+        path: target.display().to_string(),
+        source,
+    };
+    fs::create_dir_all(&target).map_err(copy_error)?;
+    let (kind, program, args) = match &built.service.kind {
+        ServiceKind::Cargo { .. } => {
+            let file_name = built
+                .artifact
+                .file_name()
+                .expect("a cargo executable path ends in a file name");
+            fs::copy(&built.artifact, target.join(file_name)).map_err(copy_error)?;
+            (
+                "cargo",
+                file_name.to_string_lossy().into_owned(),
+                Vec::new(),
+            )
+        }
+        ServiceKind::Npm => {
+            copy_tree(&built.artifact, &target).map_err(copy_error)?;
+            let modules = built.artifact.join("node_modules");
+            if modules.is_dir() {
+                let absolute = modules.canonicalize().map_err(copy_error)?;
+                std::os::unix::fs::symlink(absolute, target.join("node_modules"))
+                    .map_err(copy_error)?;
+            }
+            ("npm", "npm".to_string(), vec!["start".to_string()])
+        }
+    };
+    let record = DeploymentRecord {
+        id,
+        service: built.service.name.clone(),
+        created_ms,
+        kind: kind.into(),
+        program,
+        args,
+        fingerprint: built.fingerprint.clone(),
+        release,
+    };
+    Ok((record, true))
+}
+
+/// Copies a source tree, leaving out `node_modules` (linked instead) and `.git`.
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == "node_modules" || name == ".git" {
+            continue;
+        }
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            copy_tree(&entry.path(), &to.join(&name))?;
+        } else if file_type.is_file() {
+            fs::copy(entry.path(), to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cargo_binaries_and_npm_starts_but_not_libraries() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = dir.path().join("services");
+        for (name, files) in [
+            (
+                "writer",
+                vec![
+                    ("Cargo.toml", "[package]\nname = \"writer-bin\"\n"),
+                    ("src/main.rs", ""),
+                ],
+            ),
+            (
+                "session",
+                vec![
+                    ("Cargo.toml", "[package]\nname = \"session\"\n"),
+                    ("src/lib.rs", ""),
+                ],
+            ),
+            (
+                "web",
+                vec![("package.json", r#"{"scripts":{"start":"node index.js"}}"#)],
+            ),
+            ("notes", vec![("README", "")]),
+        ] {
+            for (file, text) in files {
+                let path = services.join(name).join(file);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(path, text).unwrap();
+            }
+        }
+        let found = discover(dir.path(), &[]).unwrap();
+        let names: Vec<(&str, &ServiceKind)> =
+            found.iter().map(|s| (s.name.as_str(), &s.kind)).collect();
+        assert_eq!(
+            names,
+            [
+                ("web", &ServiceKind::Npm),
+                (
+                    "writer",
+                    &ServiceKind::Cargo {
+                        package: "writer-bin".into()
+                    }
+                )
+            ]
+        );
+        assert_eq!(
+            discover(dir.path(), &["./services/web".into()])
+                .unwrap()
+                .len(),
+            1
+        );
+        match discover(dir.path(), &["reader".into()]).unwrap_err() {
+            BuildError::UnknownService { available, .. } => {
+                assert_eq!(available, ["web", "writer"])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            discover(dir.path(), &["./services/session".into()]).unwrap_err(),
+            BuildError::NotAService { .. }
+        ));
+    }
+
+    #[test]
+    fn deployment_ids_are_the_service_and_ten_letters() {
+        let id = new_deployment_id("writer");
+        let letters = id.strip_prefix("writer-").unwrap();
+        assert_eq!(letters.len(), 10);
+        assert!(letters.chars().all(|c| c.is_ascii_lowercase()));
+    }
+}

@@ -1,0 +1,359 @@
+//! One instance's life: pick a free port, start the process with `PORT`, wait until it accepts
+//! TCP connections (or find the port it listens on instead), run until it exits or is stopped,
+//! restart it with backoff (1, 2, 4, 8 .. 30 s), and give up after five fast failures in a row.
+//! Stopping drains first: the instance leaves the routing table, in-flight requests finish
+//! (bounded by the grace period), then its process group is stopped.
+
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::logs::DeploymentLog;
+use super::process::{self, ChildSpec, RunningChild};
+use super::{Config, DeploymentSpec, Event};
+
+/// Five failures in a row, each sooner than this after its start, mark the instance crashed.
+const FAST_FAILURE: Duration = Duration::from_secs(10);
+const FAILURES_BEFORE_CRASHED: u32 = 5;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// After this long without an answer on `PORT`, look for a port of the program's own choosing.
+const DETECT_AFTER: Duration = Duration::from_millis(300);
+
+/// What the proxy and `stack ls` see of an instance. Shared: the instance task writes, the
+/// routing table and the proxy read (the proxy counts its in-flight requests in `upstream`).
+pub struct Instance {
+    pub number: usize,
+    /// 0 until a process has a port.
+    pub port: AtomicU16,
+    pub pid: AtomicU32,
+    /// Accepting connections; takes traffic unless draining.
+    pub ready: AtomicBool,
+    /// Being stopped: takes no new requests.
+    pub draining: AtomicBool,
+    /// Gave up after five fast failures.
+    pub crashed: AtomicBool,
+    pub restarts: AtomicU32,
+    /// What the proxy balances over while this process is ready: one per process (a restart
+    /// gets a new one), so its in-flight count is the one used for draining.
+    pub upstream: Mutex<Option<Arc<crate::proxy::Instance>>>,
+    /// Why the last start failed (a readiness timeout with the last log lines, an exit status).
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("number", &self.number)
+            .field("port", &self.port)
+            .field("pid", &self.pid)
+            .field("ready", &self.ready)
+            .field("draining", &self.draining)
+            .field("crashed", &self.crashed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    pub fn new(number: usize) -> Self {
+        Instance {
+            number,
+            port: AtomicU16::new(0),
+            pid: AtomicU32::new(0),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            crashed: AtomicBool::new(false),
+            restarts: AtomicU32::new(0),
+            upstream: Mutex::new(None),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Ready and not draining: the proxy may send it requests.
+    pub fn takes_traffic(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// The proxy's view of the running process, when it is ready.
+    pub fn upstream(&self) -> Option<Arc<crate::proxy::Instance>> {
+        self.upstream
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .clone()
+    }
+
+    fn set_upstream(&self, port: Option<u16>) {
+        let upstream = port.map(|port| {
+            let number = u32::try_from(self.number).unwrap_or(u32::MAX);
+            Arc::new(crate::proxy::Instance::new(
+                number,
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            ))
+        });
+        *self
+            .upstream
+            .lock()
+            .expect("never poisoned: no panics while held") = upstream;
+    }
+
+    fn in_flight(&self) -> usize {
+        self.upstream().map_or(0, |upstream| upstream.in_flight())
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        *self
+            .last_error
+            .lock()
+            .expect("never poisoned: no panics while held") = error;
+    }
+}
+
+/// The restart delay after the `failures`-th failure in a row: 1, 2, 4, 8, 16, 30, 30 .. s.
+pub fn backoff(failures: u32) -> Duration {
+    let seconds = 1u64 << failures.saturating_sub(1).min(5);
+    Duration::from_secs(seconds).min(MAX_BACKOFF)
+}
+
+/// Everything an instance task needs.
+pub(super) struct InstanceTask {
+    pub instance: Arc<Instance>,
+    pub deployment: Arc<DeploymentSpec>,
+    pub config: Arc<Config>,
+    pub log: DeploymentLog,
+    /// The port the program chose itself, shared by the deployment's instances once detected.
+    pub fixed_port: Arc<Mutex<Option<u16>>>,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub stop: CancellationToken,
+}
+
+enum Started {
+    Ready(Box<RunningChild>),
+    Failed(String),
+    Stopped,
+}
+
+impl InstanceTask {
+    pub async fn run(self) {
+        let source = format!("{}.{}", self.deployment.service, self.instance.number);
+        let mut failures = 0u32;
+        loop {
+            let started_at = Instant::now();
+            let reason = match self.start(&source).await {
+                Started::Stopped => return,
+                Started::Failed(reason) => reason,
+                Started::Ready(mut child) => {
+                    self.instance
+                        .set_upstream(Some(self.instance.port.load(Ordering::Acquire)));
+                    self.instance.ready.store(true, Ordering::Release);
+                    self.instance.set_error(None);
+                    self.changed();
+                    tokio::select! {
+                        status = child.wait() => match status {
+                            Ok(status) => format!("exited ({status})"),
+                            Err(error) => format!("could not be waited on: {error}"),
+                        },
+                        () = self.stop.cancelled() => {
+                            self.drain_and_stop(*child).await;
+                            return;
+                        }
+                    }
+                }
+            };
+            self.instance.ready.store(false, Ordering::Release);
+            self.instance.set_upstream(None);
+            self.instance.port.store(0, Ordering::Release);
+            self.instance.pid.store(0, Ordering::Release);
+            if started_at.elapsed() < FAST_FAILURE {
+                failures += 1;
+            } else {
+                failures = 1;
+            }
+            self.instance.set_error(Some(reason.clone()));
+            if failures >= FAILURES_BEFORE_CRASHED {
+                self.log.push(
+                    &source,
+                    &format!("[stack] {reason}; {failures} fast failures in a row: CRASHED, not restarting"),
+                );
+                self.instance.crashed.store(true, Ordering::Release);
+                self.changed();
+                return;
+            }
+            let delay = backoff(failures);
+            self.log.push(
+                &source,
+                &format!("[stack] {reason}; restarting in {}s", delay.as_secs()),
+            );
+            self.changed();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.stop.cancelled() => return,
+            }
+            self.instance.restarts.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn changed(&self) {
+        // The supervisor loop only ends after every instance task; a send error means shutdown.
+        let _ = self.events.send(Event::InstanceChanged);
+    }
+
+    /// Starts the process and waits until it is ready, fails, or the instance is stopped.
+    async fn start(&self, source: &str) -> Started {
+        let Some(port) = free_port() else {
+            return Started::Failed("no free port on 127.0.0.1".into());
+        };
+        let mut env = self.config.env.clone();
+        env.insert("PORT".into(), port.to_string());
+        let spec = ChildSpec {
+            program: self.deployment.program.clone(),
+            args: self.deployment.args.iter().map(Into::into).collect(),
+            cwd: self.deployment.dir.clone(),
+            env,
+            label: format!("{}.{}", self.deployment.id, self.instance.number),
+        };
+        let mut child = match process::spawn(&spec, &self.config.pids_dir) {
+            Ok(child) => child,
+            Err(error) => return Started::Failed(error.to_string()),
+        };
+        self.instance.pid.store(child.pid, Ordering::Release);
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(self.log.clone().pump(source.to_string(), stdout));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(self.log.clone().pump(source.to_string(), stderr));
+        }
+        let deadline = Instant::now() + self.config.ready_timeout;
+        let ready = tokio::select! {
+            ready = self.wait_ready(port, child.pid, deadline, source) => ready,
+            status = child.wait() => {
+                return Started::Failed(match status {
+                    Ok(status) => format!("exited before it was ready ({status})"),
+                    Err(error) => format!("could not be waited on: {error}"),
+                });
+            }
+            () = self.stop.cancelled() => {
+                let _ = child.stop(self.config.grace).await;
+                return Started::Stopped;
+            }
+        };
+        match ready {
+            Some(actual_port) => {
+                self.instance.port.store(actual_port, Ordering::Release);
+                Started::Ready(Box::new(child))
+            }
+            None => {
+                let _ = child.stop(self.config.grace).await;
+                let last_lines: Vec<String> = self
+                    .log
+                    .recent(10, Some(source))
+                    .into_iter()
+                    .map(|line| format!("  {}", line.text))
+                    .collect();
+                let mut reason = format!(
+                    "not ready after {}s (nothing accepted connections on PORT={port})",
+                    self.config.ready_timeout.as_secs()
+                );
+                if !last_lines.is_empty() {
+                    reason.push_str("; last lines:\n");
+                    reason.push_str(&last_lines.join("\n"));
+                }
+                Started::Failed(reason)
+            }
+        }
+    }
+
+    /// Polls until something accepts connections on `port`, or, when the program ignores
+    /// `PORT`, until its process group listens on a port of its own. `None` at the deadline.
+    async fn wait_ready(
+        &self,
+        port: u16,
+        pgid: u32,
+        deadline: Instant,
+        source: &str,
+    ) -> Option<u16> {
+        let started = Instant::now();
+        let fixed = *self
+            .fixed_port
+            .lock()
+            .expect("never poisoned: no panics while held");
+        let mut checked_proc_at = started;
+        loop {
+            let target = fixed.unwrap_or(port);
+            if TcpStream::connect(("127.0.0.1", target)).await.is_ok() {
+                if fixed.is_some() {
+                    return Some(target);
+                }
+                // Ours only if the group is what listens there (another program may hold it).
+                return Some(port);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            if fixed.is_none()
+                && now.duration_since(started) >= DETECT_AFTER
+                && now.duration_since(checked_proc_at) >= Duration::from_millis(200)
+            {
+                checked_proc_at = now;
+                let ports = process::listening_ports(pgid);
+                if let Some(&own_port) = ports.iter().find(|&&listening| listening != port) {
+                    if TcpStream::connect(("127.0.0.1", own_port)).await.is_ok() {
+                        *self
+                            .fixed_port
+                            .lock()
+                            .expect("never poisoned: no panics while held") = Some(own_port);
+                        let note = format!(
+                            "[stack] {source} ignores PORT={port} and listens on {own_port}; using {own_port} (this service can run one instance only)"
+                        );
+                        self.log.push(source, &note);
+                        return Some(own_port);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+
+    /// Takes the instance out of the routing table, lets in-flight requests finish (at most the
+    /// grace period), then stops the process group.
+    async fn drain_and_stop(&self, mut child: RunningChild) {
+        self.instance.draining.store(true, Ordering::Release);
+        self.changed();
+        let deadline = Instant::now() + self.config.grace;
+        // The table swap reaches the proxy right after the event; a request that picked this
+        // instance just before it still counts itself in, so wait for two quiet reads in a row.
+        let mut quiet_reads = 0;
+        while Instant::now() < deadline && quiet_reads < 2 && !self.config.shutdown_now() {
+            if self.instance.in_flight() == 0 {
+                quiet_reads += 1;
+            } else {
+                quiet_reads = 0;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.stop(self.config.grace).await;
+        self.instance.ready.store(false, Ordering::Release);
+        self.instance.set_upstream(None);
+        self.changed();
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (the OS picks it).
+pub fn free_port() -> Option<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).ok()?;
+    Some(listener.local_addr().ok()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_thirty_seconds() {
+        let delays: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+}

@@ -1,0 +1,269 @@
+//! Instance output: every line a service prints goes to its deployment's log file
+//! (`.stack/logs/<deployment>.log`), to a ring of recent lines (for readiness errors and
+//! `stack logs`), to live followers (`stack logs -f`) and, when asked, to the terminal with a
+//! coloured `writer.0 | ` prefix. Known secret values are replaced by `***` before a line goes
+//! anywhere. This module never starts or stops processes.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use console::Style;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::broadcast;
+
+/// How many recent lines each deployment keeps in memory.
+const RING_LINES: usize = 1000;
+
+/// One line of output of one instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogLine {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// `writer.0`: service and instance number.
+    pub source: String,
+    pub text: String,
+}
+
+impl LogLine {
+    /// The stored form: `<time_ms> <source> | <text>`.
+    fn to_stored(&self) -> String {
+        format!("{} {} | {}", self.time_ms, self.source, self.text)
+    }
+
+    /// Reads a stored line back; `None` for a line that is not in the stored form.
+    pub fn from_stored(line: &str) -> Option<LogLine> {
+        let (time, rest) = line.split_once(' ')?;
+        let (source, text) = rest.split_once(" | ")?;
+        Some(LogLine {
+            time_ms: time.parse().ok()?,
+            source: source.to_string(),
+            text: text.to_string(),
+        })
+    }
+}
+
+/// Where the log file of a deployment lives.
+pub fn log_path(logs_dir: &Path, deployment_id: &str) -> PathBuf {
+    logs_dir.join(format!("{deployment_id}.log"))
+}
+
+/// Values that must never be written anywhere (secrets from the environment).
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Arc<Vec<String>>,
+}
+
+impl Redactor {
+    /// Values shorter than 4 characters are skipped: masking `1` everywhere would help nobody.
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 4).collect();
+        // Longest first, so a secret that contains another is masked whole.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        secrets.dedup();
+        Redactor {
+            secrets: Arc::new(secrets),
+        }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for secret in self.secrets.iter() {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "***");
+            }
+        }
+        text
+    }
+}
+
+/// The log of one deployment: file, ring and followers. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DeploymentLog {
+    inner: Arc<LogInner>,
+}
+
+#[derive(Debug)]
+struct LogInner {
+    file: Mutex<Option<File>>,
+    recent: Mutex<VecDeque<LogLine>>,
+    followers: broadcast::Sender<LogLine>,
+    terminal: Option<Style>,
+    redactor: Redactor,
+}
+
+impl DeploymentLog {
+    /// Opens (appends to) the deployment's log file. `terminal` is the prefix style when lines
+    /// should also be printed on stdout.
+    pub fn open(
+        logs_dir: &Path,
+        deployment_id: &str,
+        terminal: Option<Style>,
+        redactor: Redactor,
+    ) -> io::Result<Self> {
+        fs::create_dir_all(logs_dir)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path(logs_dir, deployment_id))?;
+        let (followers, _) = broadcast::channel(256);
+        Ok(DeploymentLog {
+            inner: Arc::new(LogInner {
+                file: Mutex::new(Some(file)),
+                recent: Mutex::new(VecDeque::with_capacity(64)),
+                followers,
+                terminal,
+                redactor,
+            }),
+        })
+    }
+
+    /// Records one line from `source` (`writer.0`).
+    pub fn push(&self, source: &str, text: &str) {
+        let line = LogLine {
+            time_ms: now_ms(),
+            source: source.to_string(),
+            text: self.inner.redactor.redact(text),
+        };
+        if let Some(style) = &self.inner.terminal {
+            println!("{} {}", style.apply_to(format!("{source} |")), line.text);
+        }
+        {
+            let mut file = self
+                .inner
+                .file
+                .lock()
+                .expect("log file lock is never poisoned");
+            if let Some(open) = file.as_mut() {
+                if let Err(error) = writeln!(open, "{}", line.to_stored()) {
+                    tracing::warn!(%error, "cannot write the log file; lines go to the terminal only");
+                    *file = None;
+                }
+            }
+        }
+        {
+            let mut recent = self
+                .inner
+                .recent
+                .lock()
+                .expect("log ring lock is never poisoned");
+            if recent.len() == RING_LINES {
+                recent.pop_front();
+            }
+            recent.push_back(line.clone());
+        }
+        // No follower is the usual case; the error only says so.
+        let _ = self.inner.followers.send(line);
+    }
+
+    /// The last `n` lines, oldest first, optionally only those of one source.
+    pub fn recent(&self, n: usize, source: Option<&str>) -> Vec<LogLine> {
+        let recent = self
+            .inner
+            .recent
+            .lock()
+            .expect("log ring lock is never poisoned");
+        let mut lines: Vec<LogLine> = recent
+            .iter()
+            .rev()
+            .filter(|line| source.is_none_or(|wanted| line.source == wanted))
+            .take(n)
+            .cloned()
+            .collect();
+        lines.reverse();
+        lines
+    }
+
+    /// New lines from now on.
+    pub fn follow(&self) -> broadcast::Receiver<LogLine> {
+        self.inner.followers.subscribe()
+    }
+
+    /// Reads `reader` line by line into the log until it ends (the process closed it).
+    pub async fn pump(self, source: String, reader: impl AsyncRead + Unpin) {
+        let mut lines = BufReader::new(reader);
+        let mut buffer = Vec::new();
+        loop {
+            buffer.clear();
+            match lines.read_until(b'\n', &mut buffer).await {
+                Ok(0) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&buffer);
+                    self.push(&source, text.trim_end_matches(['\n', '\r']));
+                }
+                Err(error) => {
+                    tracing::debug!(%error, source, "output stream ended");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The last `n` lines stored on disk for a deployment (for `stack logs` without `stack up`).
+pub fn read_stored(logs_dir: &Path, deployment_id: &str, n: usize) -> io::Result<Vec<LogLine>> {
+    let text = match fs::read_to_string(log_path(logs_dir, deployment_id)) {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let mut lines: Vec<LogLine> = text
+        .lines()
+        .rev()
+        .filter_map(LogLine::from_stored)
+        .take(n)
+        .collect();
+    lines.reverse();
+    Ok(lines)
+}
+
+/// A prefix colour per service, stable across runs; `None` when colour is off
+/// (not a terminal, or `NO_COLOR` set).
+pub fn prefix_style(service: &str) -> Style {
+    const COLOURS: [u8; 6] = [6, 5, 3, 2, 4, 1];
+    let index = service
+        .bytes()
+        .fold(0usize, |hash, byte| hash * 31 + usize::from(byte));
+    let style = Style::new().color256(COLOURS[index % COLOURS.len()]);
+    if colours_on() {
+        style.force_styling(true)
+    } else {
+        style.force_styling(false)
+    }
+}
+
+fn colours_on() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+        && console::Term::stdout().is_term()
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_redacted_stored_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let redactor = Redactor::new(["canary-secret-value".to_string(), "ab".to_string()]);
+        let log = DeploymentLog::open(dir.path(), "writer-abcdefghij", None, redactor).unwrap();
+        log.push("writer.0", "secret is canary-secret-value!");
+        log.push("writer.1", "ab stays");
+        let stored = read_stored(dir.path(), "writer-abcdefghij", 10).unwrap();
+        let texts: Vec<&str> = stored.iter().map(|line| line.text.as_str()).collect();
+        assert_eq!(texts, ["secret is ***!", "ab stays"]);
+        assert_eq!(log.recent(5, Some("writer.1")).len(), 1);
+        let file = fs::read_to_string(log_path(dir.path(), "writer-abcdefghij")).unwrap();
+        assert!(!file.contains("canary"));
+    }
+}

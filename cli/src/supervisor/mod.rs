@@ -1,0 +1,777 @@
+//! Deployments and their instances: the only part of stack that starts processes.
+//!
+//! [`Supervisor`] is a cloneable handle in front of one task, driven by a small [`Control`]
+//! enum whose commands answer through oneshots. The task owns every deployment that runs and
+//! one task per instance (see [`instance`]); after every change it publishes a [`Snapshot`]
+//! on a watch channel, which is what the routing table, `stack ls` and readiness waits read.
+//! It never routes requests, never parses rules and never writes `.stack/state.json`.
+//!
+//! - [`build`]: find services, build them (one cargo run), copy artifacts into deployments.
+//! - [`process`]: spawn one process group, stop it, find the ports it listens on, clean leftovers.
+//! - [`instance`]: one instance's life: port, readiness, restarts with backoff, draining.
+//! - [`logs`]: instance output to files, a ring of recent lines, followers and the terminal.
+//! - [`routes`]: a snapshot plus the aliases as a proxy routing table (RULES.md "dest").
+
+pub mod build;
+pub mod instance;
+pub mod logs;
+pub mod process;
+pub mod routes;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use instance::Instance;
+use instance::InstanceTask;
+use logs::{DeploymentLog, Redactor};
+
+/// The default time a process gets between SIGTERM and SIGKILL.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// The default time an instance gets to accept connections.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SupervisorError {
+    #[error("no running service or deployment named `{target}`")]
+    UnknownTarget {
+        target: String,
+        running: Vec<String>,
+    },
+    #[error(
+        "`{deployment}` listens on port {port} whatever PORT says, so it can run one instance only"
+    )]
+    FixedPort { deployment: String, port: u16 },
+    #[error("`{deployment}` crashed: {reason}")]
+    Crashed { deployment: String, reason: String },
+    #[error("`{deployment}` is not ready after {seconds}s: {reason}")]
+    NotReady {
+        deployment: String,
+        seconds: u64,
+        reason: String,
+    },
+    #[error("the supervisor has stopped")]
+    Stopped,
+}
+
+/// What every instance shares: where things go, the environment, the timeouts.
+#[derive(Debug)]
+pub struct Config {
+    /// `.stack/pids`: one record per running process group.
+    pub pids_dir: PathBuf,
+    /// `.stack/logs`: one file per deployment.
+    pub logs_dir: PathBuf,
+    /// The merged environment every instance gets (`PORT` is added per instance).
+    pub env: BTreeMap<String, String>,
+    pub redactor: Redactor,
+    pub grace: Duration,
+    pub ready_timeout: Duration,
+    /// Print instance output on stdout with a `writer.0 |` prefix.
+    pub echo_logs: bool,
+    /// Cancelled when everything stops (Ctrl-C, `stack down`): instances skip draining then.
+    pub shutdown: CancellationToken,
+}
+
+impl Config {
+    fn shutdown_now(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}
+
+/// A deployment as the supervisor runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentSpec {
+    pub id: String,
+    pub service: String,
+    /// `.stack/deployments/<id>`: the working directory of its instances.
+    pub dir: PathBuf,
+    /// Absolute path of the program, or a name found on PATH (`npm`).
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub created_ms: u64,
+}
+
+/// Commands to the supervisor task.
+#[derive(Debug)]
+pub enum Control {
+    /// Start a deployment with this many instances; it becomes its service's current one.
+    Deploy {
+        spec: DeploymentSpec,
+        instances: usize,
+        reply: oneshot::Sender<()>,
+    },
+    /// Run N instances of a service's current deployment, or of a deployment. Answers with the
+    /// deployment id.
+    Scale {
+        target: String,
+        instances: usize,
+        reply: oneshot::Sender<Result<String, SupervisorError>>,
+    },
+    /// Stop a deployment's instances and forget it.
+    Remove {
+        deployment_id: String,
+        reply: oneshot::Sender<Result<(), SupervisorError>>,
+    },
+    /// Stop everything; answers once every process group is gone.
+    Stop { reply: oneshot::Sender<()> },
+}
+
+/// Sent by instance tasks; any change makes the supervisor publish a new snapshot.
+#[derive(Debug)]
+pub(crate) enum Event {
+    InstanceChanged,
+}
+
+/// The state a deployment is in, as `stack ls` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeploymentState {
+    Building,
+    Starting,
+    Ready,
+    Crashed,
+    Stopped,
+}
+
+impl std::fmt::Display for DeploymentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            DeploymentState::Building => "BUILDING",
+            DeploymentState::Starting => "STARTING",
+            DeploymentState::Ready => "READY",
+            DeploymentState::Crashed => "CRASHED",
+            DeploymentState::Stopped => "STOPPED",
+        };
+        f.write_str(text)
+    }
+}
+
+/// One running deployment in a snapshot.
+#[derive(Debug, Clone)]
+pub struct LiveDeployment {
+    pub spec: Arc<DeploymentSpec>,
+    pub wanted: usize,
+    /// The service's current deployment (what `<service>.localhost` reaches).
+    pub current: bool,
+    /// Every instance, draining ones included (they take no traffic).
+    pub instances: Vec<Arc<Instance>>,
+    pub log: DeploymentLog,
+}
+
+impl LiveDeployment {
+    pub fn n_ready(&self) -> usize {
+        self.instances
+            .iter()
+            .filter(|instance| instance.takes_traffic())
+            .count()
+    }
+
+    pub fn state(&self) -> DeploymentState {
+        let active: Vec<&Arc<Instance>> = self
+            .instances
+            .iter()
+            .filter(|instance| !instance.draining.load(Ordering::Acquire))
+            .collect();
+        if self.wanted == 0 || active.is_empty() {
+            DeploymentState::Stopped
+        } else if self.n_ready() > 0 {
+            DeploymentState::Ready
+        } else if active
+            .iter()
+            .all(|instance| instance.crashed.load(Ordering::Acquire))
+        {
+            DeploymentState::Crashed
+        } else {
+            DeploymentState::Starting
+        }
+    }
+
+    /// The last start failure of any instance, for error messages.
+    pub fn last_error(&self) -> Option<String> {
+        self.instances.iter().find_map(|instance| {
+            instance
+                .last_error
+                .lock()
+                .expect("never poisoned: no panics while held")
+                .clone()
+        })
+    }
+}
+
+/// Everything that runs, at one moment.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub deployments: Vec<LiveDeployment>,
+}
+
+impl Snapshot {
+    /// A deployment id, or a service name (its current deployment).
+    pub fn resolve(&self, target: &str) -> Option<&LiveDeployment> {
+        let target = target.strip_suffix(".localhost").unwrap_or(target);
+        self.deployments
+            .iter()
+            .find(|deployment| deployment.spec.id == target)
+            .or_else(|| {
+                self.deployments
+                    .iter()
+                    .find(|deployment| deployment.current && deployment.spec.service == target)
+            })
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .deployments
+            .iter()
+            .flat_map(|deployment| [deployment.spec.service.clone(), deployment.spec.id.clone()])
+            .collect();
+        names.dedup();
+        names
+    }
+}
+
+/// The handle: clone it freely; every method talks to the one supervisor task.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    control: mpsc::Sender<Control>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl Supervisor {
+    /// Starts the supervisor task. It runs until [`Supervisor::stop`] or until every handle is
+    /// dropped (which stops everything too).
+    pub fn start(config: Config) -> (Supervisor, JoinHandle<()>) {
+        let (control_tx, control_rx) = mpsc::channel(32);
+        let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let task = SupervisorTask {
+            config: Arc::new(config),
+            deployments: Vec::new(),
+            removed: Vec::new(),
+            snapshot: snapshot_tx,
+            events: event_tx,
+        };
+        let handle = tokio::spawn(task.run(control_rx, event_rx));
+        (
+            Supervisor {
+                control: control_tx,
+                snapshot: snapshot_rx,
+            },
+            handle,
+        )
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver that wakes on every change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    pub async fn deploy(
+        &self,
+        spec: DeploymentSpec,
+        instances: usize,
+    ) -> Result<(), SupervisorError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Control::Deploy {
+            spec,
+            instances,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| SupervisorError::Stopped)
+    }
+
+    pub async fn scale(&self, target: &str, instances: usize) -> Result<String, SupervisorError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Control::Scale {
+            target: target.to_string(),
+            instances,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| SupervisorError::Stopped)?
+    }
+
+    pub async fn remove(&self, deployment_id: &str) -> Result<(), SupervisorError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Control::Remove {
+            deployment_id: deployment_id.to_string(),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| SupervisorError::Stopped)?
+    }
+
+    /// Stops every instance (in parallel, each within the grace period) and waits for it.
+    pub async fn stop(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self.send(Control::Stop { reply }).await.is_ok() {
+            let _ = answer.await;
+        }
+    }
+
+    async fn send(&self, control: Control) -> Result<(), SupervisorError> {
+        self.control
+            .send(control)
+            .await
+            .map_err(|_| SupervisorError::Stopped)
+    }
+
+    /// Waits until every wanted instance of `deployment_id` takes traffic. Fails when the
+    /// deployment crashes or `timeout` passes first.
+    pub async fn wait_ready(
+        &self,
+        deployment_id: &str,
+        timeout: Duration,
+    ) -> Result<(), SupervisorError> {
+        let mut receiver = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let snapshot = receiver.borrow_and_update().clone();
+                let Some(deployment) = snapshot
+                    .deployments
+                    .iter()
+                    .find(|deployment| deployment.spec.id == deployment_id)
+                else {
+                    return Err(SupervisorError::UnknownTarget {
+                        target: deployment_id.to_string(),
+                        running: snapshot.names(),
+                    });
+                };
+                let active = deployment
+                    .instances
+                    .iter()
+                    .filter(|instance| !instance.draining.load(Ordering::Acquire))
+                    .count();
+                if deployment.n_ready() >= deployment.wanted && active == deployment.wanted {
+                    return Ok(());
+                }
+                if deployment.state() == DeploymentState::Crashed {
+                    return Err(SupervisorError::Crashed {
+                        deployment: deployment_id.to_string(),
+                        reason: deployment.last_error().unwrap_or_default(),
+                    });
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(SupervisorError::NotReady {
+                        deployment: deployment_id.to_string(),
+                        seconds: timeout.as_secs(),
+                        reason: deployment
+                            .last_error()
+                            .unwrap_or_else(|| "still starting".into()),
+                    });
+                }
+            }
+            if tokio::time::timeout_at(deadline, receiver.changed())
+                .await
+                .is_ok_and(|changed| changed.is_err())
+            {
+                return Err(SupervisorError::Stopped);
+            }
+        }
+    }
+}
+
+struct Slot {
+    instance: Arc<Instance>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Running {
+    spec: Arc<DeploymentSpec>,
+    log: DeploymentLog,
+    wanted: usize,
+    current: bool,
+    /// Instances that run or start, by number.
+    slots: Vec<Slot>,
+    /// Instances being drained and stopped; kept in snapshots until their task ends.
+    stopping: Vec<Slot>,
+    fixed_port: Arc<Mutex<Option<u16>>>,
+}
+
+struct SupervisorTask {
+    config: Arc<Config>,
+    deployments: Vec<Running>,
+    /// Instances of removed deployments, still draining; awaited by a full stop.
+    removed: Vec<Slot>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl SupervisorTask {
+    async fn run(
+        mut self,
+        mut control: mpsc::Receiver<Control>,
+        mut events: mpsc::UnboundedReceiver<Event>,
+    ) {
+        loop {
+            tokio::select! {
+                command = control.recv() => match command {
+                    Some(Control::Stop { reply }) => {
+                        self.stop_all().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(command) => self.handle(command),
+                    None => {
+                        self.stop_all().await;
+                        return;
+                    }
+                },
+                Some(Event::InstanceChanged) = events.recv() => {}
+            }
+            // Coalesce a burst of events into one snapshot.
+            while events.try_recv().is_ok() {}
+            self.publish();
+        }
+    }
+
+    fn handle(&mut self, command: Control) {
+        match command {
+            Control::Deploy {
+                spec,
+                instances,
+                reply,
+            } => {
+                self.deploy(spec, instances);
+                let _ = reply.send(());
+            }
+            Control::Scale {
+                target,
+                instances,
+                reply,
+            } => {
+                let _ = reply.send(self.scale(&target, instances));
+            }
+            Control::Remove {
+                deployment_id,
+                reply,
+            } => {
+                let _ = reply.send(self.remove(&deployment_id));
+            }
+            Control::Stop { .. } => unreachable!("Stop is handled by the loop"),
+        }
+    }
+
+    fn deploy(&mut self, spec: DeploymentSpec, instances: usize) {
+        for running in &mut self.deployments {
+            if running.spec.service == spec.service {
+                running.current = false;
+            }
+        }
+        let style = self
+            .config
+            .echo_logs
+            .then(|| logs::prefix_style(&spec.service));
+        let log = match DeploymentLog::open(
+            &self.config.logs_dir,
+            &spec.id,
+            style.clone(),
+            self.config.redactor.clone(),
+        ) {
+            Ok(log) => log,
+            Err(error) => {
+                tracing::warn!(%error, deployment = spec.id, "cannot open the log file");
+                DeploymentLog::open(
+                    &std::env::temp_dir(),
+                    &spec.id,
+                    style,
+                    self.config.redactor.clone(),
+                )
+                .expect("the temp dir is writable")
+            }
+        };
+        let mut running = Running {
+            spec: Arc::new(spec),
+            log,
+            wanted: 0,
+            current: true,
+            slots: Vec::new(),
+            stopping: Vec::new(),
+            fixed_port: Arc::new(Mutex::new(None)),
+        };
+        self.set_instances(&mut running, instances);
+        self.deployments.push(running);
+    }
+
+    fn scale(&mut self, target: &str, instances: usize) -> Result<String, SupervisorError> {
+        let target = target.strip_suffix(".localhost").unwrap_or(target);
+        let index = self
+            .deployments
+            .iter()
+            .position(|running| running.spec.id == target)
+            .or_else(|| {
+                self.deployments
+                    .iter()
+                    .position(|running| running.current && running.spec.service == target)
+            })
+            .ok_or_else(|| SupervisorError::UnknownTarget {
+                target: target.to_string(),
+                running: self.snapshot.borrow().names(),
+            })?;
+        let mut running = self.deployments.swap_remove(index);
+        let fixed = *running
+            .fixed_port
+            .lock()
+            .expect("never poisoned: no panics while held");
+        let result = match fixed {
+            Some(port) if instances > 1 => Err(SupervisorError::FixedPort {
+                deployment: running.spec.id.clone(),
+                port,
+            }),
+            _ => {
+                self.set_instances(&mut running, instances);
+                Ok(running.spec.id.clone())
+            }
+        };
+        self.deployments.push(running);
+        self.deployments.sort_by(|a, b| {
+            a.spec
+                .created_ms
+                .cmp(&b.spec.created_ms)
+                .then(a.spec.id.cmp(&b.spec.id))
+        });
+        result
+    }
+
+    fn remove(&mut self, deployment_id: &str) -> Result<(), SupervisorError> {
+        let index = self
+            .deployments
+            .iter()
+            .position(|running| running.spec.id == deployment_id)
+            .ok_or_else(|| SupervisorError::UnknownTarget {
+                target: deployment_id.to_string(),
+                running: self.snapshot.borrow().names(),
+            })?;
+        let mut running = self.deployments.remove(index);
+        self.set_instances(&mut running, 0);
+        // Its instances drain and stop in their own tasks; nothing routes to it any more.
+        self.removed.retain(|slot| !slot.task.is_finished());
+        self.removed.append(&mut running.stopping);
+        Ok(())
+    }
+
+    /// Starts or stops instances until `n_instances` run. New ones take the lowest free numbers;
+    /// the highest numbers stop first (they drain before their process group is stopped).
+    fn set_instances(&self, running: &mut Running, n_instances: usize) {
+        running.wanted = n_instances;
+        running.stopping.retain(|slot| !slot.task.is_finished());
+        while running.slots.len() > n_instances {
+            let slot = running
+                .slots
+                .pop()
+                .expect("more slots than wanted, so not empty");
+            slot.stop.cancel();
+            running.stopping.push(slot);
+        }
+        while running.slots.len() < n_instances {
+            let number = (0..)
+                .find(|number| {
+                    !running
+                        .slots
+                        .iter()
+                        .chain(&running.stopping)
+                        .any(|slot| slot.instance.number == *number)
+                })
+                .expect("some number is free");
+            let instance = Arc::new(Instance::new(number));
+            let stop = self.config.shutdown.child_token();
+            let task = InstanceTask {
+                instance: instance.clone(),
+                deployment: running.spec.clone(),
+                config: self.config.clone(),
+                log: running.log.clone(),
+                fixed_port: running.fixed_port.clone(),
+                events: self.events.clone(),
+                stop: stop.clone(),
+            };
+            let task = tokio::spawn(task.run());
+            running.slots.push(Slot {
+                instance,
+                stop,
+                task,
+            });
+        }
+        running.slots.sort_by_key(|slot| slot.instance.number);
+    }
+
+    async fn stop_all(&mut self) {
+        let mut tasks: Vec<JoinHandle<()>> = self.removed.drain(..).map(|slot| slot.task).collect();
+        for running in &mut self.deployments {
+            for slot in running.slots.drain(..).chain(running.stopping.drain(..)) {
+                slot.stop.cancel();
+                tasks.push(slot.task);
+            }
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.deployments.clear();
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        for running in &mut self.deployments {
+            running.stopping.retain(|slot| !slot.task.is_finished());
+        }
+        let deployments = self
+            .deployments
+            .iter()
+            .map(|running| LiveDeployment {
+                spec: running.spec.clone(),
+                wanted: running.wanted,
+                current: running.current,
+                instances: running
+                    .slots
+                    .iter()
+                    .chain(&running.stopping)
+                    .map(|slot| slot.instance.clone())
+                    .collect(),
+                log: running.log.clone(),
+            })
+            .collect();
+        self.snapshot
+            .send_replace(Arc::new(Snapshot { deployments }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node one-liner as a deployment: `script` sees `PORT` in `process.env`.
+    fn node_deployment(dir: &std::path::Path, id: &str, script: &str) -> DeploymentSpec {
+        std::fs::write(dir.join(format!("{id}.js")), script).unwrap();
+        DeploymentSpec {
+            id: id.into(),
+            service: id.split('-').next().unwrap().into(),
+            dir: dir.to_path_buf(),
+            program: "node".into(),
+            args: vec![format!("{id}.js")],
+            created_ms: 0,
+        }
+    }
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config {
+            pids_dir: dir.join("pids"),
+            logs_dir: dir.join("logs"),
+            env: [("PATH".to_string(), std::env::var("PATH").unwrap())].into(),
+            redactor: Redactor::default(),
+            grace: Duration::from_secs(2),
+            ready_timeout: Duration::from_secs(10),
+            echo_logs: false,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    const LISTEN_ON_PORT: &str =
+        "require('http').createServer((q, s) => s.end('ok')).listen(+process.env.PORT, '127.0.0.1')";
+
+    #[tokio::test]
+    async fn deploys_scales_and_stops_real_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (supervisor, task) = Supervisor::start(config(dir.path()));
+        let spec = node_deployment(dir.path(), "web-abcdefghij", LISTEN_ON_PORT);
+        supervisor.deploy(spec, 1).await.unwrap();
+        supervisor
+            .wait_ready("web-abcdefghij", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(supervisor.scale("web", 3).await.unwrap(), "web-abcdefghij");
+        supervisor
+            .wait_ready("web-abcdefghij", Duration::from_secs(10))
+            .await
+            .unwrap();
+        let snapshot = supervisor.snapshot();
+        let deployment = snapshot.resolve("web").unwrap();
+        let mut ports: Vec<u16> = deployment
+            .instances
+            .iter()
+            .map(|instance| instance.port.load(Ordering::Acquire))
+            .collect();
+        let pids: Vec<u32> = deployment
+            .instances
+            .iter()
+            .map(|instance| instance.pid.load(Ordering::Acquire))
+            .collect();
+        ports.dedup();
+        assert_eq!(ports.len(), 3);
+        supervisor.scale("web-abcdefghij", 1).await.unwrap();
+        supervisor
+            .wait_ready("web-abcdefghij", Duration::from_secs(10))
+            .await
+            .unwrap();
+        // Scaling down drains, then stops the highest numbers.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !process::group_members(pids[2]).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "instance 2 never stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(matches!(
+            supervisor.scale("nothing", 1).await,
+            Err(SupervisorError::UnknownTarget { .. })
+        ));
+        supervisor.stop().await;
+        task.await.unwrap();
+        for pid in pids {
+            assert!(process::group_members(pid).is_empty(), "{pid} survived");
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("pids")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn finds_the_port_of_a_program_that_ignores_port_and_refuses_to_scale_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixed_port = instance::free_port().unwrap();
+        let script = format!(
+            "console.log('starting'); require('http').createServer((q, s) => s.end('ok')).listen({fixed_port}, '127.0.0.1')"
+        );
+        let (supervisor, task) = Supervisor::start(config(dir.path()));
+        let spec = node_deployment(dir.path(), "old-abcdefghij", &script);
+        supervisor.deploy(spec, 1).await.unwrap();
+        supervisor
+            .wait_ready("old-abcdefghij", Duration::from_secs(10))
+            .await
+            .unwrap();
+        let snapshot = supervisor.snapshot();
+        let deployment = snapshot.resolve("old").unwrap();
+        assert_eq!(
+            deployment.instances[0].port.load(Ordering::Acquire),
+            fixed_port
+        );
+        let note = deployment.log.recent(10, None);
+        assert!(
+            note.iter()
+                .any(|line| line.text.contains(&format!("listens on {fixed_port}"))),
+            "{note:?}"
+        );
+        assert_eq!(
+            supervisor.scale("old", 2).await,
+            Err(SupervisorError::FixedPort {
+                deployment: "old-abcdefghij".into(),
+                port: fixed_port
+            })
+        );
+        supervisor.stop().await;
+        task.await.unwrap();
+    }
+}

@@ -1,0 +1,363 @@
+//! The only place in stack that starts processes. A child runs as the leader of its own process
+//! group, gets SIGKILL when `stack up` dies (Linux parent-death signal), and is stopped with
+//! SIGTERM to the whole group then SIGKILL after a grace period. Every group is recorded in
+//! `.stack/pids/` while it runs, so a `stack up` that was killed can be cleaned up by the next.
+//!
+//! This module knows nothing about deployments, readiness or restarts; it runs one command.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot start `{program}`: {source}")]
+    Spawn { program: String, source: io::Error },
+}
+
+/// What to run: the program, its arguments, its directory and its whole environment (the
+/// caller's environment is NOT inherited implicitly; `env` already holds every layer).
+#[derive(Debug, Clone)]
+pub struct ChildSpec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
+    /// Who this is, for the pid record and logs (`writer-abcdefghij.0`, `redis`).
+    pub label: String,
+}
+
+/// A running process group; its stdout and stderr are piped for the caller to read.
+#[derive(Debug)]
+pub struct RunningChild {
+    pub pid: u32,
+    child: Child,
+    pub stdout: Option<ChildStdout>,
+    pub stderr: Option<ChildStderr>,
+    record: Option<PathBuf>,
+}
+
+/// Starts `spec` in a new process group and records it under `pids_dir`.
+pub fn spawn(spec: &ChildSpec, pids_dir: &Path) -> Result<RunningChild, ProcessError> {
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A new group, so a stop reaches the program's own children too (npm -> sh -> node).
+        .process_group(0)
+        .kill_on_drop(false);
+    set_parent_death_signal(&mut command);
+    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
+        program: spec.program.display().to_string(),
+        source,
+    })?;
+    let pid = child
+        .id()
+        .expect("a child that was just spawned and not yet awaited has a pid");
+    let record = record_group(pids_dir, pid, &spec.label)
+        .map_err(|error| tracing::warn!(%error, pid, "cannot record the process group"))
+        .ok();
+    Ok(RunningChild {
+        pid,
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+        child,
+        record,
+    })
+}
+
+#[allow(unsafe_code)]
+fn set_parent_death_signal(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec. It only calls prctl(2), which is
+    // async-signal-safe, allocates nothing and touches no lock held by another thread.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            Ok(())
+        });
+    }
+}
+
+impl RunningChild {
+    /// Waits for the group leader to exit (reaping it), then kills whatever is left of its group.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let status = self.child.wait().await;
+        self.finish();
+        status
+    }
+
+    /// `Some(status)` when the leader has exited (it is reaped then), without waiting.
+    pub fn try_exited(&mut self) -> io::Result<Option<ExitStatus>> {
+        let status = self.child.try_wait()?;
+        if status.is_some() {
+            self.finish();
+        }
+        Ok(status)
+    }
+
+    /// Stops the group: SIGTERM to every process in it, SIGKILL once `grace` has passed.
+    pub async fn stop(&mut self, grace: Duration) -> io::Result<ExitStatus> {
+        signal_group(self.pid, Signal::SIGTERM);
+        let status = match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                tracing::warn!(
+                    pid = self.pid,
+                    ?grace,
+                    "still running after SIGTERM; SIGKILL"
+                );
+                signal_group(self.pid, Signal::SIGKILL);
+                self.child.wait().await
+            }
+        };
+        self.finish();
+        status
+    }
+
+    /// The leader is gone: stragglers of its group get SIGKILL and the record goes.
+    fn finish(&mut self) {
+        signal_group(self.pid, Signal::SIGKILL);
+        if let Some(record) = self.record.take() {
+            let _ = fs::remove_file(record);
+        }
+    }
+}
+
+fn signal_group(pgid: u32, signal: Signal) {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return;
+    };
+    // ESRCH (the group is already gone) is the normal case after the leader exited.
+    let _ = killpg(Pid::from_raw(raw), signal);
+}
+
+/// `.stack/pids/<pgid>` holds the leader's start time (to tell a reused pid apart) and a label.
+fn record_group(pids_dir: &Path, pid: u32, label: &str) -> io::Result<PathBuf> {
+    fs::create_dir_all(pids_dir)?;
+    let start_time = process_start_time(pid).unwrap_or_default();
+    let path = pids_dir.join(pid.to_string());
+    fs::write(&path, format!("{start_time}\n{label}\n"))?;
+    Ok(path)
+}
+
+/// Kills every process group recorded under `pids_dir` by an earlier `stack up` that did not
+/// stop them (it was killed), and removes the records. Returns the labels of what was killed.
+///
+/// A record is trusted only when its leader still has the recorded start time, or when the
+/// leader is gone but members of its group remain (Linux never reuses a pid that is still some
+/// group's id, so those members are ours).
+pub fn kill_leftovers(pids_dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(pids_dir) else {
+        return Vec::new();
+    };
+    let mut killed = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(pgid) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let mut lines = text.lines();
+        let recorded_start = lines.next().unwrap_or_default();
+        let label = lines.next().unwrap_or("process").to_string();
+        let ours = match process_start_time(pgid) {
+            Some(start) => start.to_string() == recorded_start,
+            None => !group_members(pgid).is_empty(),
+        };
+        if ours {
+            signal_group(pgid, Signal::SIGKILL);
+            killed.push(label);
+        }
+        let _ = fs::remove_file(&path);
+    }
+    killed
+}
+
+/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks since boot.
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields(&stat).get(19)?.parse().ok()
+}
+
+/// The fields of a `/proc/<pid>/stat` line after the `(comm)` one (which may hold spaces):
+/// index 0 is the state, 2 the process group, 19 the start time.
+fn stat_fields(stat: &str) -> Vec<&str> {
+    match stat.rfind(')') {
+        Some(end) => stat[end + 1..].split_whitespace().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Pids of the live processes whose process group is `pgid` (zombies excluded).
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let pgid_text = pgid.to_string();
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let fields = stat_fields(&stat);
+            fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid_text.as_str())
+        })
+        .collect()
+}
+
+/// TCP ports that processes of group `pgid` listen on (Linux `/proc`): the socket inodes among
+/// their open files, looked up in their `net/tcp` and `net/tcp6` tables in LISTEN state.
+pub fn listening_ports(pgid: u32) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for pid in group_members(pgid) {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let inodes: Vec<String> = fds
+            .flatten()
+            .filter_map(|fd| {
+                let target = fs::read_link(fd.path()).ok()?;
+                let target = target.to_str()?;
+                Some(
+                    target
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .to_string(),
+                )
+            })
+            .collect();
+        if inodes.is_empty() {
+            continue;
+        }
+        for table in ["tcp", "tcp6"] {
+            let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+                continue;
+            };
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // local_address is field 1 (`ADDR:PORT` in hex), st is 3 (`0A` = LISTEN), inode 9.
+                let (Some(local), Some(state), Some(inode)) =
+                    (fields.get(1), fields.get(3), fields.get(9))
+                else {
+                    continue;
+                };
+                if *state != "0A" || !inodes.iter().any(|known| known == inode) {
+                    continue;
+                }
+                if let Some(port) = local
+                    .rsplit(':')
+                    .next()
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+                {
+                    if !ports.contains(&port) {
+                        ports.push(port);
+                    }
+                }
+            }
+        }
+    }
+    ports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell(script: &str, dir: &Path) -> ChildSpec {
+        ChildSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            cwd: dir.to_path_buf(),
+            env: [(
+                "PATH".to_string(),
+                std::env::var("PATH").unwrap_or_default(),
+            )]
+            .into(),
+            label: "test".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn stop_reaches_the_whole_group_and_removes_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        // The shell ignores SIGTERM and starts a grandchild; both must be gone after stop().
+        let mut child = spawn(
+            &shell("trap '' TERM; sleep 30 & sleep 30; wait", dir.path()),
+            &pids,
+        )
+        .unwrap();
+        assert!(pids.join(child.pid.to_string()).exists());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while group_members(child.pid).len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "group never grew");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let started = std::time::Instant::now();
+        child.stop(Duration::from_millis(300)).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(3));
+        // SIGKILL is delivered at once but the grandchild dies a moment later.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !group_members(child.pid).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "group survived the stop"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!pids.join(child.pid.to_string()).exists());
+    }
+
+    #[tokio::test]
+    async fn finds_the_port_a_process_listens_on_and_kills_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let script = format!(
+            "require('net').createServer().listen({port}, '127.0.0.1'); setInterval(() => {{}}, 1000)"
+        );
+        let mut spec = shell("", dir.path());
+        spec.program = "node".into();
+        spec.args = vec!["-e".into(), script.into()];
+        let child = spawn(&spec, &pids).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if listening_ports(child.pid) == vec![port] {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "port never found");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Pretend stack up died: a new one finds the record and kills the group.
+        let pid = child.pid;
+        std::mem::forget(child);
+        assert_eq!(kill_leftovers(&pids), vec!["test".to_string()]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !group_members(pid).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "leftover survived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}

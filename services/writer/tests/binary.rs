@@ -1,0 +1,216 @@
+//! The real `writer` binary: configuration errors, secrets kept out of its output, and a
+//! graceful stop on SIGTERM/SIGINT that finishes in-flight requests.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use std::time::Duration;
+
+const WRITER: &str = env!("CARGO_BIN_EXE_writer");
+
+fn run_to_exit(vars: &[(&str, &str)]) -> (i32, String) {
+    let output = rust_binary(WRITER, vars)
+        .output()
+        .expect("the writer binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().expect("exited, not killed"), text)
+}
+
+#[test]
+fn refuses_to_start_without_a_secret_naming_the_variable() {
+    let (code, output) = run_to_exit(&[]);
+    assert_eq!(code, 1, "{output}");
+    assert_eq!(
+        output.trim_end(),
+        "Error! `SESSION_SECRET` is not set\n\
+         Set SESSION_SECRET to a long random string (a comma-separated list rotates secrets: the first signs, all verify)."
+    );
+}
+
+#[test]
+fn bad_settings_are_named_without_echoing_secrets() {
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[("SESSION_SECRET", "canary-secret-x1"), ("PORT", "eighty")],
+            "Error! `PORT` is `eighty`, not a port number",
+        ),
+        (
+            &[
+                ("SESSION_SECRET", "canary-secret-x1"),
+                ("REDIS_SESSION_URL", "http://:canary-pw-x1@h:1"),
+            ],
+            "Error! `REDIS_SESSION_URL` is invalid: the Redis URL has the scheme `http`",
+        ),
+        (
+            &[
+                ("SESSION_SECRET", "canary-secret-x1"),
+                ("HOST", "localhost"),
+            ],
+            "Error! `HOST` is `localhost`, not an IP address",
+        ),
+    ];
+    for (vars, expected) in cases {
+        let (code, output) = run_to_exit(vars);
+        assert_eq!(code, 1, "{output}");
+        assert!(output.starts_with(expected), "{output}");
+        assert!(!output.contains("canary"), "{output}");
+    }
+}
+
+#[test]
+fn a_taken_port_is_an_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
+    let port = taken.local_addr().expect("bound").port().to_string();
+    let (code, output) = run_to_exit(&[("SESSION_SECRET", "s"), ("PORT", &port)]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains(&format!("Error! writer cannot listen on 127.0.0.1:{port}")),
+        "{output}"
+    );
+}
+
+/// Canary secret and canary Redis password: the binary is exercised (logins, counts, Redis
+/// going away, a stop) with verbose logs, and neither canary ever appears in its output.
+#[tokio::test]
+async fn secrets_never_reach_the_output() {
+    const SECRET_CANARY: &str = "CANARY-session-secret-7f3a";
+    const PASSWORD_CANARY: &str = "CANARY-redis-password-91bc";
+    let mut redis = RedisServer::start_with_password(PASSWORD_CANARY);
+    let secrets = format!("{SECRET_CANARY},{SECRET_CANARY}-old");
+    let mut writer = ChildService::start(rust_binary(
+        WRITER,
+        &[
+            ("SESSION_SECRET", &secrets),
+            ("REDIS_SESSION_URL", &redis.url()),
+            ("RUST_LOG", "trace"),
+        ],
+    ));
+    let http = client();
+    let cookie = get(&http, &writer.url("/login"), None).await.cookie();
+    assert_eq!(
+        get(&http, &writer.url("/increment"), Some(&cookie))
+            .await
+            .status,
+        200
+    );
+    let forged = get(
+        &http,
+        &writer.url("/increment"),
+        Some(&cookie_for("x", "wrong")),
+    )
+    .await;
+    assert_eq!(forged.status, 200);
+    redis.stop();
+    assert_eq!(
+        get(&http, &writer.url("/increment"), Some(&cookie))
+            .await
+            .status,
+        503
+    );
+    assert_eq!(
+        get(&http, &writer.url("/logout"), Some(&cookie))
+            .await
+            .status,
+        503
+    );
+    let wrong_password = ChildService::start(rust_binary(
+        WRITER,
+        &[
+            ("SESSION_SECRET", SECRET_CANARY),
+            (
+                "REDIS_SESSION_URL",
+                &format!(
+                    "redis://127.0.0.1:{}?password={PASSWORD_CANARY}",
+                    redis.port()
+                ),
+            ),
+            ("RUST_LOG", "trace"),
+        ],
+    ));
+    assert_eq!(
+        get(&http, &wrong_password.url("/login"), None).await.status,
+        503
+    );
+    let status = writer.signal_and_wait(Signal::SIGTERM, Duration::from_secs(5));
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+
+    for output in [writer.output(), wrong_password.output()] {
+        assert!(
+            output.contains(&format!("redis=redis://:***@127.0.0.1:{}", redis.port())),
+            "{output}"
+        );
+        assert!(
+            output.contains("503") || output.contains("session store"),
+            "{output}"
+        );
+        assert!(!output.contains("CANARY"), "a canary leaked:\n{output}");
+    }
+}
+
+/// SIGTERM while a request waits on a frozen Redis: the request still gets its answer, then
+/// the process exits 0.
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_exits_0() {
+    let redis = RedisServer::start();
+    let mut writer = ChildService::start(rust_binary(
+        WRITER,
+        &[("SESSION_SECRET", "s"), ("REDIS_SESSION_URL", &redis.url())],
+    ));
+    let http = client();
+    assert_eq!(
+        get(&http, &writer.url("/increment"), None).await.status,
+        200
+    );
+    redis.pause();
+    let url = writer.url("/increment");
+    let in_flight = tokio::spawn(async move { get(&client(), &url, None).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = writer.signal_and_wait(Signal::SIGTERM, Duration::from_secs(5));
+        (status, writer)
+    });
+    let answer = in_flight.await.expect("the request task does not panic");
+    assert_eq!(
+        answer.status, 503,
+        "the in-flight request was answered: {answer:?}"
+    );
+    let (status, writer) = status.await.expect("the wait does not panic");
+    redis.resume();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        writer.output()
+    );
+    assert!(
+        std::net::TcpStream::connect(writer.addr).is_err(),
+        "the port is closed"
+    );
+}
+
+#[tokio::test]
+async fn sigint_stops_an_idle_writer_with_exit_0() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    // Starts even though Redis is down.
+    let mut writer = ChildService::start(rust_binary(
+        WRITER,
+        &[("SESSION_SECRET", "s"), ("REDIS_SESSION_URL", &redis.url())],
+    ));
+    assert_eq!(
+        get(&client(), &writer.url("/login"), None).await.status,
+        503
+    );
+    let status = writer.signal_and_wait(Signal::SIGINT, Duration::from_secs(5));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        writer.output()
+    );
+}
