@@ -1,12 +1,14 @@
 //! `stack export nginx <alias> [-o FILE] [--check]`: render a stored alias as an nginx config,
 //! print it or write it to a file, optionally after `nginx -t` accepted it.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::args::{ExportArgs, ExportFormat};
+use crate::control::{Client, ControlError, DeploymentStatus};
 use crate::export::nginx::{self, RenderOptions};
-use crate::export::{ExportError, Plan, Project};
+use crate::export::{ExportError, Plan, Project, Running};
 use crate::output::{self, CliError, CliResult};
 use crate::state::aliases::normalize_host;
 use crate::state::{write_atomically, State};
@@ -21,12 +23,11 @@ pub fn run(project_dir: &Path, args: ExportArgs) -> CliResult<ExitCode> {
         CliError::new(error.to_string()).hint("Use a host name such as `counter-demo.localhost`.")
     })?;
     let state = State::load(project_dir).map_err(|error| CliError::new(error.to_string()))?;
+    let running = running_instances(project_dir)?;
     let project = Project {
         state: &state,
         services: Project::find_services(project_dir),
-        // The running `stack up`'s addresses come through its control socket (issue 5); until
-        // that API is merged here, every service gets its default port.
-        running: None,
+        running: running.as_ref(),
     };
     let plan = Plan::new(&project, &host).map_err(|error| export_error(&host, error))?;
     for warning in &plan.warnings {
@@ -59,6 +60,36 @@ pub fn run(project_dir: &Path, args: ExportArgs) -> CliResult<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ready instances of the running `stack up`, from its control socket; `None` when no
+/// `stack up` runs here.
+fn running_instances(project_dir: &Path) -> CliResult<Option<Running>> {
+    let client = Client::new(project_dir);
+    let deployments =
+        match client.blocking_json::<(), Vec<DeploymentStatus>>("GET", "/v1/deployments", None) {
+            Ok(deployments) => deployments,
+            Err(ControlError::NotRunning { .. }) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+    let mut running = Running::default();
+    for deployment in deployments {
+        // Instances listen on the loopback address (the supervisor binds them there).
+        let addresses: Vec<SocketAddr> = deployment
+            .instances
+            .iter()
+            .filter(|instance| instance.state == "READY")
+            .filter_map(|instance| instance.port)
+            .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .collect();
+        if deployment.current {
+            running
+                .services
+                .insert(deployment.service.clone(), addresses.clone());
+        }
+        running.deployments.insert(deployment.id, addresses);
+    }
+    Ok(Some(running))
 }
 
 fn export_error(host: &str, error: ExportError) -> CliError {
