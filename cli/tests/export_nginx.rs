@@ -191,6 +191,79 @@ impl Drop for Nginx {
     }
 }
 
+/// The real stack proxy (`stack::proxy::run`) serving the same alias, with each rule's target
+/// the same echo upstream nginx uses; stopped on drop.
+struct StackProxy {
+    port: u16,
+    shutdown: tokio_util::sync::CancellationToken,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl StackProxy {
+    fn start(plan: &Plan) -> StackProxy {
+        use stack::proxy::{Deployment, HostRoute, Instance, Routing, RoutingTable, Target};
+        let upstream_targets: Vec<Target> = plan
+            .upstreams
+            .iter()
+            .map(|upstream| {
+                let addr = upstream.servers[0]
+                    .parse()
+                    .expect("echo addresses are ip:port");
+                Target::Deployment(Arc::new(Deployment::new(
+                    upstream.name.clone(),
+                    upstream.name.clone(),
+                    vec![Arc::new(Instance::new(1, addr))],
+                    0,
+                )))
+            })
+            .collect();
+        let alias = &plan.aliases[0];
+        let targets = alias
+            .targets
+            .iter()
+            .map(|target| match target {
+                RouteTarget::Upstream(index) => upstream_targets[*index].clone(),
+                RouteTarget::Alias(_) => unreachable!("these tests have no nested aliases"),
+            })
+            .collect();
+        let mut table = RoutingTable::new();
+        table.insert(
+            &alias.host,
+            HostRoute::rules(Arc::new(alias.rules.clone()), targets).unwrap(),
+        );
+        let routing = Routing::new(table);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stopping = shutdown.clone();
+        let thread = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                stack::proxy::run(listener, routing, stopping.cancelled_owned()).await;
+            });
+        });
+        StackProxy {
+            port,
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for StackProxy {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -307,35 +380,39 @@ fn plan_with_echoes(text: &str, services: &[&str]) -> (Plan, Vec<Echo>) {
 
 /// Sends every (method, target) through nginx and compares with stack's answer. Returns how
 /// many requests were compared.
+/// Does the same through the real stack proxy: both must agree with `stack::rules` routing.
 fn compare(plan: &Plan, nginx: &Nginx, methods: &[&str], targets: &[&str]) -> usize {
+    let proxy = StackProxy::start(plan);
     let mut failures = Vec::new();
     let mut compared = 0;
     for method in methods {
         for target in targets {
-            let want = expected(plan, method, target);
-            let got = send(nginx.port, method, target);
-            compared += 1;
-            let agrees = match &want {
-                Expected::Upstream(name, forwarded) => {
-                    got.status == 200
-                        && got.headers.get("x-upstream") == Some(name)
-                        && got.headers.get("x-method").map(String::as_str) == Some(*method)
-                        && got.headers.get("x-target") == Some(forwarded)
-                        && (*method == "HEAD" || got.body == *name)
+            for (server, port) in [("nginx", nginx.port), ("stack proxy", proxy.port)] {
+                let want = expected(plan, method, target);
+                let got = send(port, method, target);
+                compared += 1;
+                let agrees = match &want {
+                    Expected::Upstream(name, forwarded) => {
+                        got.status == 200
+                            && got.headers.get("x-upstream") == Some(name)
+                            && got.headers.get("x-method").map(String::as_str) == Some(*method)
+                            && got.headers.get("x-target") == Some(forwarded)
+                            && (*method == "HEAD" || got.body == *name)
+                    }
+                    Expected::NotFound => {
+                        got.status == 404
+                            && (*method == "HEAD" || got.body.contains("\"error\":\"no_route\""))
+                    }
+                    Expected::BadRequest => got.status == 400,
+                };
+                if !agrees {
+                    failures.push(format!(
+                        "{method} {target}: stack::rules {want:?}, {server} {} {:?} {:?}",
+                        got.status,
+                        got.headers.get("x-upstream"),
+                        got.headers.get("x-target")
+                    ));
                 }
-                Expected::NotFound => {
-                    got.status == 404
-                        && (*method == "HEAD" || got.body.contains("\"error\":\"no_route\""))
-                }
-                Expected::BadRequest => got.status == 400,
-            };
-            if !agrees {
-                failures.push(format!(
-                    "{method} {target}: stack {want:?}, nginx {} {:?} {:?}",
-                    got.status,
-                    got.headers.get("x-upstream"),
-                    got.headers.get("x-target")
-                ));
             }
         }
     }
@@ -481,6 +558,7 @@ fn what_nginx_refuses_and_stack_routes() {
         ],
     );
     let nginx = Nginx::start(&plan);
+    let proxy = StackProxy::start(&plan);
     for (method, target, stack_routes_to) in [
         ("get", "/x", Some("stack-xexact")),
         ("get", "/login", None),
@@ -499,6 +577,16 @@ fn what_nginx_refuses_and_stack_routes() {
         }
         let got = send(nginx.port, method, target);
         assert_eq!(got.status, 400, "nginx on {method} {target}: {got:?}");
+        // The stack proxy routes it where `stack::rules` says.
+        let got = send(proxy.port, method, target);
+        match stack_routes_to {
+            Some(name) => {
+                assert_eq!(got.status, 200, "stack proxy on {method} {target}: {got:?}");
+                assert_eq!(got.headers["x-upstream"], name);
+                assert_eq!(got.headers["x-method"], method);
+            }
+            None => assert_eq!(got.status, 404, "stack proxy on {method} {target}: {got:?}"),
+        }
     }
 }
 
