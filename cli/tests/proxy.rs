@@ -877,3 +877,27 @@ async fn oversized_heads_are_refused_and_http10_without_host_gets_no_route() {
     );
     assert!(old.contains(r#""hosts":["app.localhost"]"#), "{old}");
 }
+
+#[tokio::test]
+async fn run_on_threads_serves_and_stops() {
+    let echo = echo_upstream().await;
+    let (table, deployment) = one_deployment("app.localhost", "app-abc", &[echo.addr]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    let routing = stack::proxy::Routing::new(table);
+    let threads = std::thread::spawn(move || {
+        stack::proxy::run_on_threads(listener, routing, test_config(), 2, stop)
+    });
+    for _ in 0..10 {
+        assert_eq!(get(addr, "app.localhost", "/").await.status, 200);
+    }
+    assert_eq!(deployment.instances[0].served(), 10);
+    shutdown.cancel();
+    let stopped = tokio::task::spawn_blocking(move || threads.join())
+        .await
+        .unwrap();
+    stopped.expect("no panic").expect("clean stop");
+    assert!(TcpStream::connect(addr).await.is_err());
+}
