@@ -51,6 +51,10 @@
 //! # }
 //! ```
 //!
+//! For throughput, `stack up` should prefer [`run_on_threads`] (a single-threaded runtime per
+//! core on one listening socket) over [`run`] on a multi-threaded runtime: same behaviour,
+//! about a third less CPU per request (`bench/RESULTS.md`, issue 4).
+//!
 //! Rules of the contract:
 //!
 //! - Tables are immutable once swapped in; build a new one for every change (deployment
