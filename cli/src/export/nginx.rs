@@ -185,6 +185,7 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> String {
     }
 
     out.push_str("\nserver {\n");
+    out.push_str("    # The alias's host: put the production name (and TLS) here.\n");
     line(&mut out, format_args!("    listen {};", options.listen));
     line(&mut out, format_args!("    server_name {host};"));
     out.push_str(
