@@ -18,9 +18,11 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 export NO_COLOR=1
 
-cargo build --release -q -p stack
+# STACK_PROFILE=debug measures the dev build of stack instead (to try the script quickly).
+PROFILE=${STACK_PROFILE:-release}
+if [ "$PROFILE" = release ]; then cargo build --release -q -p stack; else cargo build -q -p stack; fi
 cargo build -q -p writer -p reader
-STACK="$ROOT/target/release/stack"
+STACK="$ROOT/target/$PROFILE/stack"
 WRITER="$ROOT/target/debug/writer"
 READER="$ROOT/target/debug/reader"
 
@@ -40,7 +42,7 @@ wait_port() {
   done
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Waits until file $1 has $2 lines matching $3 (30 s at most).
 wait_lines() {
@@ -121,9 +123,9 @@ r=$!; wait_port "$rp"
 base_scale=()
 for _ in $(seq "$RUNS"); do
   pids=(); ports=()
+  for _ in 1 2 3 4 5 6 7; do ports+=( "$(free_port)" ); done
   t0=$(now_ms)
-  for _ in 1 2 3 4 5 6 7; do
-    p=$(free_port); ports+=( "$p" )
+  for p in "${ports[@]}"; do
     REDIS_SESSION_URL="redis://127.0.0.1:$rp" SESSION_SECRET=bench PORT=$p "$READER" > /dev/null 2>&1 &
     pids+=( $! )
   done
@@ -138,7 +140,7 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1
 cat <<EOF
 ## Issue 5: stack up
 
-- Command: \`bench/up/run.sh $RUNS\` (release \`stack\`, dev-profile writer and reader already built)
+- Command: \`bench/up/run.sh $RUNS\` ($PROFILE \`stack\`, dev-profile writer and reader already built)
 - Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), shared with other jobs
 - Date: $(date -u +%Y-%m-%dT%H:%MZ)
 

@@ -706,6 +706,31 @@ async fn one_up_per_project_external_redis_masked_and_sigkill_leaves_nothing() {
     follow.kill().unwrap();
     follow.wait().unwrap();
 
+    // Scaling down drains: slow requests in flight on the stopped instance still succeed.
+    let hello = up.client("hello.localhost");
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let hello = hello.clone();
+            let url = up.url("hello.localhost", "/slow");
+            tokio::spawn(async move {
+                hello
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    project.stack_ok(&["scale", "hello", "1"]);
+    for request in slow {
+        assert_eq!(
+            request.await.unwrap().map_err(|error| error.to_string()),
+            Ok(200)
+        );
+    }
+    project.stack_ok(&["scale", "hello", "2"]);
+
     // `stack up` killed with SIGKILL: its services are gone 2 s later (npm's node child too).
     up.wait_for("hello: listening", DEADLINE);
     let hello_ports: Vec<u64> = instances(&project.ls())
@@ -759,4 +784,33 @@ fn a_bad_env_line_names_the_line_hides_the_value_and_starts_nothing() {
         "nothing was built or recorded"
     );
     assert!(!project.path().join(".stack/logs").exists());
+}
+
+#[test]
+fn without_redis_server_on_path_up_says_how_to_install_it() {
+    require_tools();
+    let project = Project::fixture("node-pair");
+    // `hello` needs no build tool; with an empty PATH only redis-server is missing.
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(STACK)
+        .arg("--cwd")
+        .arg(project.path())
+        .args(["up", "hello", "--port", "0"])
+        .env("PATH", empty.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Error! `redis-server` is not installed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sudo apt-get install redis-server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("brew install redis"), "{stderr}");
+    assert!(stderr.contains("REDIS_SESSION_URL"), "{stderr}");
+    assert!(!project.path().join(".stack/stack.sock").exists());
 }
