@@ -859,9 +859,18 @@ async fn oversized_heads_are_refused_and_http10_without_host_gets_no_route() {
     let (table, _) = one_deployment("app.localhost", "app-abc", &[echo.addr]);
     let config = ProxyConfig {
         max_header_size: 8 * 1024,
+        max_headers: 10,
         ..test_config()
     };
     let proxy = TestProxy::start(table, config).await;
+
+    let many: String = (0..20).map(|n| format!("X-H{n}: v\r\n")).collect();
+    let answer = raw_exchange(
+        proxy.addr,
+        format!("GET / HTTP/1.1\r\nHost: app.localhost\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 
     let huge = format!(
         "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-Big: {}\r\n\r\n",
