@@ -353,6 +353,39 @@ mod property {
         }
     }
 
+    proptest! {
+        /// A normalised path is a fixed point (returned borrowed), has no empty, `.` or `..`
+        /// segment inside, and only encoded `/` or NUL make a path of these pieces fail.
+        #[test]
+        fn normalised_paths_are_fixed_points(
+            pieces in proptest::collection::vec(
+                prop_oneof![
+                    Just("/"), Just("."), Just(".."), Just("a"), Just("%2e"), Just("%2E"),
+                    Just("%41"), Just("%3a"), Just("%2F"), Just("%00"), Just("~")
+                ],
+                0..10,
+            )
+        ) {
+            let path = format!("/{}", pieces.concat());
+            match normalize_path(&path) {
+                Ok(normalized) => {
+                    let again = normalize_path(&normalized).unwrap();
+                    prop_assert!(matches!(again, std::borrow::Cow::Borrowed(_)), "{} -> {}", path, normalized);
+                    let inner = normalized[1..].trim_end_matches('/');
+                    prop_assert!(!normalized.contains("//"), "{}", normalized);
+                    prop_assert!(
+                        inner.is_empty() || inner.split('/').all(|s| !s.is_empty() && s != "." && s != ".."),
+                        "{} -> {}", path, normalized
+                    );
+                }
+                Err(_) => {
+                    let upper = path.to_ascii_uppercase();
+                    prop_assert!(upper.contains("%2F") || upper.contains("%00"), "{}", path);
+                }
+            }
+        }
+    }
+
     fn rules_from(text: &str) -> RuleSet {
         super::rules(text)
     }
