@@ -138,7 +138,10 @@ impl Matcher {
             Check::Filters => true,
             Check::Segments(segments) => {
                 // Walk the path's segments by hand: `str::split` costs more than the checks.
-                let mut rest = &path[1..];
+                // A path that does not start with `/` (not normalised) matches no pattern.
+                let Some(mut rest) = path.strip_prefix('/') else {
+                    return false;
+                };
                 let last = segments.len() - 1;
                 for (i, segment) in segments.iter().enumerate() {
                     let end = rest.bytes().position(|b| b == b'/');

@@ -178,6 +178,22 @@ fn first_match_wins_across_literal_and_wildcard_rules() {
 }
 
 #[test]
+fn paths_that_were_not_normalised_never_panic() {
+    let set = rules(
+        r#"{"rules": [
+            { "pathname": "/a/*", "dest": "one" },
+            { "pathname": "/**/b*/c", "dest": "two" },
+            { "pathname": "/x/**", "dest": "three" }
+        ]}"#,
+    );
+    for path in ["", "a", "*", "\u{e9}", "a/b/c"] {
+        assert_eq!(set.route(&Method::GET, path), None, "{path:?}");
+    }
+    assert_eq!(set.route(&Method::GET, "/a/\u{e9}"), Some(0));
+    assert_eq!(set.route(&Method::GET, "//b\u{e9}/c"), Some(1));
+}
+
+#[test]
 fn query_string_and_host_take_no_part() {
     let set = rules(include_str!("../../../aliases.json"));
     let uri: http::Uri = "http://login.localhost/about?next=/login".parse().unwrap();
