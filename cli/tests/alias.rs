@@ -85,7 +85,7 @@ fn rules_alias_prints_success_and_is_stored() {
     assert_eq!(
         run.stdout,
         "> Success! 4 rules configured for counter-demo.localhost\n\
-         > The alias applies when `stack up` runs.\n"
+         > No `stack up` is running: the alias applies at the next `stack up`.\n"
     );
     assert_eq!(run.stderr, "");
     let state: serde_json::Value = serde_json::from_str(&project.state().unwrap()).unwrap();
@@ -155,7 +155,7 @@ fn plain_alias_points_at_a_service_or_deployment() {
     assert_eq!(
         run.stdout,
         "> Success! w.localhost now points to writer-gkdldldejq\n\
-         > The alias applies when `stack up` runs.\n"
+         > No `stack up` is running: the alias applies at the next `stack up`.\n"
     );
     let table = project.ok(&["alias", "ls", "w.localhost"]);
     assert_eq!(
@@ -273,7 +273,7 @@ fn alias_rm_removes_and_unknown_is_an_error() {
     project.ok(&["alias", "r.localhost", "reader"]);
     assert_eq!(
         project.ok(&["alias", "rm", "W.localhost"]),
-        "> Success! Alias w.localhost removed\n> The alias applies when `stack up` runs.\n"
+        "> Success! Alias w.localhost removed\n> No `stack up` is running: the alias applies at the next `stack up`.\n"
     );
     let listed = project.ok(&["alias", "ls"]);
     assert!(listed.starts_with("> 1 alias found\n"), "{listed}");

@@ -645,7 +645,10 @@ async fn one_up_per_project_external_redis_masked_and_sigkill_leaves_nothing() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 
-    // Aliases apply live through the control socket, all or nothing.
+    // Aliases apply live through the control socket, all or nothing: the real command...
+    let said = project.stack_ok(&["alias", "hi.localhost", "hello"]);
+    assert!(said.contains("Applied live"), "{said}");
+    // ...and the library call it makes, with a `dest` that resolves to nothing.
     let project_dir = project.path().to_path_buf();
     let applied = tokio::task::spawn_blocking(move || {
         let good = AliasChange::Set {

@@ -2,8 +2,8 @@
 //! plain alias), list aliases, show one alias's rules, remove one.
 //!
 //! Validation happens here, before anything is stored: a bad rules file is reported whole and
-//! changes nothing. Storing goes through [`apply`], the one step a running `stack up` will take
-//! over (through its control socket) in a later issue.
+//! changes nothing. Storing goes through [`apply`]: live through the running `stack up`'s control
+//! socket, or recorded in `.stack/state.json` for the next one.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::args::{AliasArgs, AliasCommand};
+use crate::control::{self, AliasChange, Applied};
 use crate::output::{self, CliError, CliResult};
 use crate::rules::{Dest, RuleFileErrors, RuleSet};
 use crate::state::aliases::{normalize_host, now_millis, plural, AliasTarget};
@@ -65,13 +66,16 @@ fn set_rules(project_dir: &Path, host: &str, file: &Path) -> CliResult<ExitCode>
         output::warn(warning);
     }
     let n_rules = loaded.rules.rules().len();
-    apply(
+    let alias = Alias::new(AliasTarget::Rules { file: name, text });
+    let applied = apply(
         project_dir,
-        &host,
-        Alias::new(AliasTarget::Rules { file: name, text }),
+        AliasChange::Set {
+            host: host.clone(),
+            alias,
+        },
     )?;
     output::success(format!("{} configured for {host}", plural(n_rules, "rule")));
-    applies_later();
+    say_where(applied);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -108,41 +112,41 @@ fn set_plain(project_dir: &Path, host: &str, target: &str) -> CliResult<ExitCode
                 .hint("Name a service (`writer`) or a deployment (`writer-gkdldldejq`)."))
         }
     }
-    apply(
+    let alias = Alias::new(AliasTarget::Plain {
+        target: target.to_string(),
+    });
+    let applied = apply(
         project_dir,
-        &host,
-        Alias::new(AliasTarget::Plain {
-            target: target.to_string(),
-        }),
+        AliasChange::Set {
+            host: host.clone(),
+            alias,
+        },
     )?;
     output::success(format!("{host} now points to {target}"));
-    applies_later();
+    say_where(applied);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Records the alias. The one step a running `stack up` takes over in a later issue (the
-/// control socket); until then the state file is the whole story.
-fn apply(project_dir: &Path, host: &str, alias: Alias) -> CliResult<()> {
-    let mut state = load(project_dir)?;
-    let source = alias.source();
-    state.aliases.insert(host.to_string(), alias);
-    save(project_dir, &state)?;
-    tracing::info!(host, source, "alias stored in the state file");
-    Ok(())
+/// Sends the change to the running `stack up` (which checks every `dest` against what runs and
+/// swaps its routing table, all or nothing), or records it for the next `stack up`; then says
+/// which of the two happened, after the caller's success line.
+fn apply(project_dir: &Path, change: AliasChange) -> CliResult<Applied> {
+    let applied = control::apply_alias_change(project_dir, &change)?;
+    tracing::info!(host = change.host(), ?applied, "alias change applied");
+    Ok(applied)
 }
 
-fn applies_later() {
-    output::info("The alias applies when `stack up` runs.");
+fn say_where(applied: Applied) {
+    match applied {
+        Applied::Live => output::info("Applied live to the running `stack up`."),
+        Applied::Recorded => {
+            output::info("No `stack up` is running: the alias applies at the next `stack up`.")
+        }
+    }
 }
 
 fn load(project_dir: &Path) -> CliResult<State> {
     State::load(project_dir).map_err(|error| CliError::new(error.to_string()))
-}
-
-fn save(project_dir: &Path, state: &State) -> CliResult<()> {
-    state
-        .save(project_dir)
-        .map_err(|error| CliError::new(error.to_string()))
 }
 
 fn list(project_dir: &Path, json: bool) -> CliResult<ExitCode> {
@@ -228,12 +232,10 @@ fn show(project_dir: &Path, host: &str, json: bool) -> CliResult<ExitCode> {
 
 fn remove(project_dir: &Path, host: &str) -> CliResult<ExitCode> {
     let host = host_arg(host)?;
-    let mut state = load(project_dir)?;
-    find(&state, &host)?;
-    state.aliases.remove(&host);
-    save(project_dir, &state)?;
+    find(&load(project_dir)?, &host)?;
+    let applied = apply(project_dir, AliasChange::Remove { host: host.clone() })?;
     output::success(format!("Alias {host} removed"));
-    applies_later();
+    say_where(applied);
     Ok(ExitCode::SUCCESS)
 }
 
