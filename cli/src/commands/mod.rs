@@ -5,6 +5,7 @@ pub mod alias;
 pub mod down;
 pub mod logs;
 pub mod ls;
+pub mod redis;
 pub mod rm;
 pub mod route;
 pub mod scale;
@@ -26,7 +27,7 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Rm(args) => rm::run(&cli.cwd, args),
         Command::Down => down::run(&cli.cwd),
         Command::Rollback(_) => Err(not_built("rollback")),
-        Command::Redis(_) => Err(not_built("redis")),
+        Command::Redis(args) => redis::run(&cli.cwd, args),
         Command::Init(_) | Command::Export(_) => Err(not_built("init")),
     }
 }
