@@ -61,6 +61,9 @@ fn inspect_error(located: &Located, error: InspectError) -> CliError {
             "Reach Redis over redis:// or a Unix socket (for example through a local TLS tunnel)."
                 .to_owned()
         }
+        (InspectError::Auth { .. }, _) => {
+            "Put the right password in REDIS_SESSION_URL (`redis://:PASSWORD@host:port`, or `?password=`), in the environment or a file given with `--dotenv FILE`.".to_owned()
+        }
         (_, locate::UrlSource::StackUp) => {
             "The running `stack up` manages this Redis: check `stack logs`, or restart `stack up`."
                 .to_owned()

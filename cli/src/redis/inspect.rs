@@ -30,6 +30,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum InspectError {
     #[error("cannot reach Redis at `{url}`: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("Redis at `{url}` refused the credentials: {reason}")]
+    Auth { url: String, reason: String },
     #[error("Redis at `{url}` failed during {operation}: {reason}")]
     Command {
         url: String,
@@ -155,9 +157,18 @@ impl Inspector {
                 url: url.to_string(),
             });
         }
-        let unreachable = |error: redis::RedisError| InspectError::Unreachable {
-            url: url.to_string(),
-            reason: redact(url, &error.to_string()),
+        let unreachable = |error: redis::RedisError| {
+            let reason = redact(url, &error.to_string());
+            let url = url.to_string();
+            let auth = error.kind() == redis::ErrorKind::AuthenticationFailed
+                || ["NOAUTH", "WRONGPASS", "invalid password"]
+                    .iter()
+                    .any(|word| reason.contains(word));
+            if auth {
+                InspectError::Auth { url, reason }
+            } else {
+                InspectError::Unreachable { url, reason }
+            }
         };
         let client = redis::Client::open(url.connection_info()).map_err(unreachable)?;
         let config = AsyncConnectionConfig::new()
