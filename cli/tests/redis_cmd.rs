@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -705,4 +706,99 @@ fn watch_shows_a_login_an_increment_and_a_logout_made_through_the_writer() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// A project with one tiny Node service, enough for `stack up` to run its managed Redis.
+fn node_project() -> TempDir {
+    let status = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
+    assert!(
+        matches!(status, Ok(status) if status.success()),
+        "`node` is needed to run `stack up` with a service: install Node.js 20 (`apt-get install nodejs`)"
+    );
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let service = dir.path().join("services/hello");
+    std::fs::create_dir_all(service.join("node_modules")).expect("service dir");
+    std::fs::write(
+        service.join("package.json"),
+        r#"{"name":"hello","version":"1.0.0","private":true,"scripts":{"start":"node server.js"}}"#,
+    )
+    .expect("package.json");
+    std::fs::write(
+        service.join("server.js"),
+        "require('http').createServer((q, s) => s.end('ok')).listen(+process.env.PORT, '127.0.0.1')\n",
+    )
+    .expect("server.js");
+    dir
+}
+
+#[test]
+fn the_managed_redis_is_found_through_a_running_stack_up() {
+    let project_dir = node_project();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_stack"));
+    up.arg("--cwd")
+        .arg(project_dir.path())
+        .args(["up", "--port", "0", "--no-watch"])
+        .env("NO_COLOR", "1")
+        .env_remove("REDIS_SESSION_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut up = Guard(up.spawn().expect("start stack up"));
+    let mut lines = Lines::new(up.0.stdout.take().expect("piped stdout"));
+    let line = lines.wait_for(&["> Redis ready at redis://127.0.0.1:"]);
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("redis://"))
+        .expect("the managed URL")
+        .to_owned();
+
+    let mut redis = redis::Client::open(url.as_str())
+        .and_then(|client| client.get_connection())
+        .expect("connect to the managed Redis");
+    redis::cmd("SET")
+        .arg("sess:from-managed")
+        .arg(session_json(None, Some(41)))
+        .arg("EX")
+        .arg(600)
+        .exec(&mut redis)
+        .expect("SET");
+
+    // The running stack up wins over REDIS_SESSION_URL (here a dead one, with a canary password).
+    let canary = "canary-pw-managed";
+    let project = Project {
+        dir: project_dir,
+        env: [(
+            "REDIS_SESSION_URL".to_owned(),
+            format!("redis://:{canary}@127.0.0.1:{}", free_port()),
+        )]
+        .into(),
+    };
+    let run = project.stack(&["get", "from-managed"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains(&format!("in {url}")), "{}", run.stdout);
+    assert!(run.stdout.contains(r#""count": 41"#), "{}", run.stdout);
+    let run = project.stack(&["keys", "--json"]);
+    assert_eq!(json(&run.stdout)["redis"], url.as_str());
+    assert_eq!(json(&run.stdout)["total"], 1);
+
+    // Once stack up has stopped, the environment's URL is used (and shown masked).
+    kill(Pid::from_raw(up.0.id() as i32), Signal::SIGINT).expect("SIGINT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while up.0.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "stack up did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = project.stack(&["keys"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("redis://:***@127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all().contains(canary));
+    drop(project);
 }
