@@ -802,3 +802,77 @@ fn the_managed_redis_is_found_through_a_running_stack_up() {
     assert!(!run.all().contains(canary));
     drop(project);
 }
+
+/// Runs `stack redis flush` on a pseudo-terminal (util-linux `script`), answering `answer`.
+fn flush_on_a_terminal(project: &Project, answer: &str) -> Run {
+    let command = format!(
+        "{} --cwd {} redis flush",
+        env!("CARGO_BIN_EXE_stack"),
+        project.dir.path().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .env_remove("SESSION_SECRET")
+        .envs(&project.env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "`script` (util-linux) is needed for the terminal test: apt-get install util-linux",
+        );
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    // Answer only once the question is on the terminal.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + LINE_DEADLINE;
+    while !String::from_utf8_lossy(&seen).contains("[y/N]") {
+        assert!(
+            Instant::now() < deadline,
+            "no prompt: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        let mut chunk = [0_u8; 256];
+        let n = stdout.read(&mut chunk).expect("read the terminal");
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    stdin.write_all(answer.as_bytes()).expect("answer");
+    stdout.read_to_end(&mut seen).expect("read the rest");
+    drop(stdin);
+    let status = child.wait().expect("script exits");
+    Run {
+        code: status.code().expect("an exit code"),
+        stdout: String::from_utf8_lossy(&seen).into_owned(),
+        stderr: String::new(),
+    }
+}
+
+#[test]
+fn flush_asks_on_a_terminal() {
+    let server = RedisServer::start();
+    let mut redis = server.connection();
+    put_other_keys(&mut redis);
+    populate(&mut redis, 3);
+    let project = Project::new(&server.url());
+
+    let run = flush_on_a_terminal(&project, "n\n");
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("Delete 3 sessions (every `sess:*` key)"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Nothing was deleted"), "{}", run.stdout);
+    let size: u64 = redis::cmd("DBSIZE").query(&mut redis).expect("DBSIZE");
+    assert_eq!(size, 3 + OTHER_KEYS.len() as u64);
+
+    let run = flush_on_a_terminal(&project, "y\n");
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.contains("Deleted 3 sessions"), "{}", run.stdout);
+    let size: u64 = redis::cmd("DBSIZE").query(&mut redis).expect("DBSIZE");
+    assert_eq!(size, OTHER_KEYS.len() as u64);
+    assert_other_keys_intact(&mut redis);
+}

@@ -387,15 +387,19 @@ fn flush(runtime: &tokio::runtime::Runtime, located: &Located, yes: bool) -> Cli
 }
 
 async fn watch(located: Located) -> CliResult<ExitCode> {
-    let inspector = connect(&located).await?;
-    let stop = async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered before anything else, so a Ctrl-C at any point ends the feed cleanly.
+    let signal_error =
+        |error: std::io::Error| CliError::new(format!("cannot watch for Ctrl-C: {error}"));
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let stop = async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            Some(()) = async { match terminate.as_mut() { Some(signal) => signal.recv().await, None => None } } => {}
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
     };
+    let inspector = connect(&located).await?;
     let url = located.url.to_string();
     let result = watch::run(
         inspector,
