@@ -89,7 +89,9 @@ async fn keys(located: &Located, pattern: &str, as_json: bool) -> CliResult<Exit
         })
         .await
         .map_err(|error| inspect_error(located, error))?;
-    summaries.sort_by(|a, b| a.id.cmp(&b.id));
+    summaries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    // SCAN may hand a key over twice; sorted, the copies are neighbours.
+    summaries.dedup_by(|a, b| a.id == b.id);
     let pattern = inspect::session_pattern(pattern);
     let total_bytes: u64 = summaries.iter().map(|s| s.size as u64).sum();
     let stdout = std::io::stdout();
@@ -102,10 +104,11 @@ async fn keys(located: &Located, pattern: &str, as_json: bool) -> CliResult<Exit
             "bytes": total_bytes,
             "sessions": summaries,
         });
-        serde_json::to_writer_pretty(&mut out, &document)
-            .map_err(|error| CliError::new(format!("cannot write the listing: {error}")))?;
-        writeln!(out).map_err(write_error)?;
-        out.flush().map_err(write_error)?;
+        let written = serde_json::to_writer_pretty(&mut out, &document)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+            .and_then(|()| out.flush());
+        stdout_written(written)?;
         return Ok(ExitCode::SUCCESS);
     }
     if summaries.is_empty() {
@@ -122,7 +125,7 @@ async fn keys(located: &Located, pattern: &str, as_json: bool) -> CliResult<Exit
         .map(|summary| {
             let user = match (&summary.user, summary.problem) {
                 (_, Some(problem)) => format!("({problem})"),
-                (Some(user), None) => pretty::shorten(&user.to_string(), CELL_WIDTH),
+                (Some(user), None) => pretty::shorten(user.get(), CELL_WIDTH),
                 (None, None) => "-".into(),
             };
             let fields = if summary.fields.is_empty() {
@@ -160,12 +163,16 @@ async fn keys(located: &Located, pattern: &str, as_json: bool) -> CliResult<Exit
         text
     };
     let header_line = line(&header.map(str::to_owned));
-    writeln!(out, "{}", style(header_line).dim()).map_err(write_error)?;
-    for row in &rows {
-        writeln!(out, "{}", line(row)).map_err(write_error)?;
-    }
-    out.flush().map_err(write_error)?;
+    let written = writeln!(out, "{}", style(header_line).dim())
+        .and_then(|()| {
+            rows.iter()
+                .try_for_each(|row| writeln!(out, "{}", line(row)))
+        })
+        .and_then(|()| out.flush());
     drop(out);
+    if !stdout_written(written)? {
+        return Ok(ExitCode::SUCCESS);
+    }
     let n_users = summaries.iter().filter(|s| s.user.is_some()).count();
     output::info(format!(
         "{} in {} ({} with a user, {}) [{}ms]",
@@ -503,8 +510,14 @@ fn quoted_list(items: &[&String]) -> String {
         .join(", ")
 }
 
-fn write_error(error: std::io::Error) -> CliError {
-    CliError::new(format!("cannot write to stdout: {error}"))
+/// True when the output went out; false when the reader left early (`stack redis keys | head`),
+/// which is not an error.
+fn stdout_written(result: std::io::Result<()>) -> CliResult<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(error) => Err(CliError::new(format!("cannot write to stdout: {error}"))),
+    }
 }
 
 #[cfg(test)]

@@ -7,12 +7,16 @@
 //! session for listings. It never prints, and its errors carry the masked URL, never the
 //! password (a password that shows up in a driver message is replaced by `***`).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::fmt;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
-use serde::Serialize;
+use serde::de::{Deserializer as _, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use session::id::KEY_PREFIX;
 use session::redis_url::RedisUrl;
@@ -79,13 +83,13 @@ pub struct Entry {
 }
 
 /// A session as a listing shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub id: String,
     /// Seconds to live; `null` for no expiry.
     pub ttl: Option<i64>,
-    /// The `user` field as stored, when there is one.
-    pub user: Option<Value>,
+    /// The `user` field as stored (exact JSON text), when there is one.
+    pub user: Option<Box<RawValue>>,
     /// The other fields' names, in stored order (`cookie` and `user` left out).
     pub fields: Vec<String>,
     /// Bytes of the stored value.
@@ -108,16 +112,26 @@ impl Entry {
         }
     }
 
+    /// The listing's view. Reads only the top level of the value (fields stay raw text), so a
+    /// listing of 100,000 sessions does not build 100,000 JSON trees.
     pub fn summary(&self) -> Summary {
         let size = self.value.as_ref().map_or(0, String::len);
-        let (user, fields, problem) = match self.parse() {
-            Ok(map) => {
-                let fields = map
-                    .keys()
-                    .filter(|name| *name != "cookie" && *name != "user")
-                    .cloned()
-                    .collect();
-                (map.get("user").cloned(), fields, None)
+        let top_level = match &self.value {
+            Some(text) => top_level_fields(text),
+            None => Err("not a string key"),
+        };
+        let (user, fields, problem) = match top_level {
+            Ok(pairs) => {
+                let mut user = None;
+                let mut fields = Vec::new();
+                for (name, value) in pairs {
+                    match name.as_ref() {
+                        "user" => user = Some(value.to_owned()),
+                        "cookie" => {}
+                        _ => fields.push(name.into_owned()),
+                    }
+                }
+                (user, fields, None)
             }
             Err(problem) => (None, Vec::new(), Some(problem)),
         };
@@ -129,6 +143,62 @@ impl Entry {
             size,
             problem,
         }
+    }
+}
+
+/// A JSON object's top-level fields in stored order, values as raw text borrowed from `text`.
+fn top_level_fields(text: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, &'static str> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let pairs = deserializer
+        .deserialize_map(FieldsVisitor)
+        .and_then(|pairs| deserializer.end().map(|()| pairs))
+        .map_err(|error| match error.classify() {
+            serde_json::error::Category::Data => "not a JSON object",
+            _ => "not JSON",
+        })?;
+    Ok(pairs
+        .into_iter()
+        .map(|(name, value)| (name.0, value))
+        .collect())
+}
+
+/// A key, borrowed from the text unless it holds escapes.
+struct FieldName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = FieldName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+                Ok(FieldName(Cow::Borrowed(name)))
+            }
+            fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+                Ok(FieldName(Cow::Owned(name.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Vec<(FieldName<'de>, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut pairs = Vec::new();
+        while let Some(pair) = map.next_entry::<FieldName<'de>, &'de RawValue>()? {
+            pairs.push(pair);
+        }
+        Ok(pairs)
     }
 }
 
@@ -207,15 +277,14 @@ impl Inspector {
     }
 
     /// Every key matching `pattern` (see [`session_pattern`]), batch by batch: each batch is
-    /// handed to `each` as soon as it is read. Keys that vanish meanwhile are skipped, and a
-    /// key that `SCAN` returns twice is handed over once.
+    /// handed to `each` as soon as it is read. Keys that vanish meanwhile are skipped. `SCAN`
+    /// may return a key twice (when the table is resized meanwhile): callers that care dedupe.
     pub async fn scan(
         &mut self,
         pattern: &str,
         mut each: impl FnMut(Vec<Entry>),
     ) -> Result<(), InspectError> {
         let pattern = session_pattern(pattern);
-        let mut seen: HashSet<String> = HashSet::new();
         let (mut cursor, mut keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(0)
             .arg("MATCH")
@@ -226,7 +295,6 @@ impl Inspector {
             .await
             .map_err(|error| self.failed("SCAN", &error))?;
         loop {
-            keys.retain(|key| seen.insert(key.clone()));
             // One round trip reads this batch and asks for the next one.
             let mut pipe = redis::pipe();
             if !keys.is_empty() {
@@ -409,8 +477,8 @@ mod tests {
         ))
         .summary();
         assert_eq!(
-            summary.user,
-            Some(serde_json::json!({"id": 0.36535326065695717}))
+            summary.user.as_ref().map(|user| user.get()),
+            Some(r#"{"id":0.36535326065695717}"#)
         );
         assert_eq!(summary.fields, ["count", "theme"]);
         assert_eq!(summary.ttl, Some(60));
