@@ -85,6 +85,9 @@ idle() {
 }
 
 echo "> measuring ($RUNS runs each)" >&2
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+# The CPU the command itself uses (what an idle machine's wall time would be close to).
+CPU_TIME=$( { /usr/bin/time -f "%U s user, %S s sys, %M KB max RSS" "$STACK" --cwd "$CWD" redis keys >/dev/null; } 2>&1 | tail -1)
 ROWS=()
 ROWS+=("$(idle)")
 ROWS+=("$(measure "\`stack redis keys\` (table)" "$STACK" --cwd "$CWD" redis keys)")
@@ -105,7 +108,7 @@ SECTION="$WORK/section.md"
     echo "\`bench/redis/run.sh\` (N=$N, RUNS=$RUNS), $DATE, commit $COMMIT, binary \`${STACK#"$ROOT/"}\`."
     echo "Machine: $(nproc) cores ($CPU), shared with other jobs; redis-server $REDIS_VERSION on loopback,"
     echo "persistence off. $COUNT sessions listed (writer-shaped values, ~120 bytes, TTLs 1-24 h) plus 100"
-    echo "non-session keys. PING = round trip seen by another client (back-to-back PINGs on its own"
+    echo "non-session keys. Load average (1, 5, 15 min) when measuring began: $LOAD_BEFORE. PING = round trip seen by another client (back-to-back PINGs on its own"
     echo "connection) while the command runs; wall = whole process, output to /dev/null. Longest server"
     echo "command = the slowest command Redis itself ran meanwhile (SLOWLOG, threshold 0.1 ms): what"
     echo "every other client waited behind, without the client-side scheduling noise of a busy machine."
@@ -115,6 +118,8 @@ SECTION="$WORK/section.md"
     for row in "${ROWS[@]}"; do
         echo "| ${row//|/ | } |"
     done
+    echo
+    echo "CPU of one \`stack redis keys\` (table): $CPU_TIME."
     echo
     echo "Targets: \`stack redis keys\` under 3 s, PING under 10 ms."
 } >"$SECTION"
