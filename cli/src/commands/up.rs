@@ -5,6 +5,7 @@
 //! Printed on stdout, in this order (tests and scripts may rely on the `Proxy listening` line):
 //!
 //! ```text
+//! > Built writer, reader [0.4s]
 //! > Redis ready at redis://127.0.0.1:PORT (managed, data in .stack/redis)
 //! > Proxy listening on http://127.0.0.1:PORT
 //! > Ready! http://writer-abcdefghij.localhost:PORT [1.2s]
@@ -28,6 +29,7 @@ use crate::env;
 use crate::output::{self, CliError, CliResult};
 use crate::proxy::{self, Routing, RoutingTable};
 use crate::redis::managed::{self, ManagedRedis};
+use crate::redis::ping::{ping, PingOutcome};
 use crate::state::deployments::{ServiceHistory, DEPLOYMENTS_DIR};
 use crate::state::{self, Alias, State};
 use crate::supervisor::build::{self, BuildError, Built};
@@ -35,6 +37,7 @@ use crate::supervisor::logs::{self, DeploymentLog, Redactor};
 use crate::supervisor::{
     self, process, routes, Config, DeploymentSpec, Supervisor, SupervisorError,
 };
+use session::redis_url::RedisUrl;
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells expect.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -131,6 +134,12 @@ async fn up(
     let logs_dir = stack_dir.join("logs");
     let pids_dir = stack_dir.join("pids");
     let root = CancellationToken::new();
+    std::fs::create_dir_all(&pids_dir).map_err(|error| {
+        CliError::new(format!("cannot create `{}`: {error}", pids_dir.display()))
+    })?;
+    // Lives as long as this process; if it is killed, the guard stops what it started.
+    let _guard =
+        process::start_guard(&pids_dir).map_err(|error| CliError::new(error.to_string()))?;
 
     // Signals first: a Ctrl-C during the build must still clean up.
     let mut interrupt = signal(SignalKind::interrupt())
@@ -152,37 +161,51 @@ async fn up(
         .port();
 
     let services = build::discover(&project_dir, &args.services).map_err(build_error)?;
-    let built = tokio::select! {
-        built = build_with_spinner(&project_dir, &services, args.release) => built?,
-        _ = interrupt.recv() => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
-    };
-
-    let mut state = State::load(&project_dir).map_err(|error| CliError::new(error.to_string()))?;
-    let specs = record_deployments(&project_dir, &mut state, &built, &args)?;
-
-    // Redis before the services: they get its URL.
     let redis_log =
         DeploymentLog::open(&logs_dir, "redis", None, Redactor::default()).map_err(|error| {
             CliError::new(format!("cannot write `{}`: {error}", logs_dir.display()))
         })?;
-    let redis = match service_env.get(env::REDIS_SESSION_URL) {
-        Some(url) => {
-            check_external_redis(url).await;
-            None
-        }
-        None => {
-            let redis = ManagedRedis::start(&stack_dir, &pids_dir, service_env.clone(), redis_log)
-                .await
-                .map_err(|error| CliError::new(error.to_string()).hint(error.hint()))?;
-            service_env.insert(env::REDIS_SESSION_URL.into(), redis.url());
+    // Redis starts while cargo checks the build: neither waits for the other.
+    let redis_start = start_redis(&stack_dir, &pids_dir, &service_env, redis_log);
+    let build = async {
+        let built = build_with_spinner(&project_dir, &services, args.release).await;
+        if built.is_ok() {
+            let names: Vec<&str> = services
+                .iter()
+                .map(|service| service.name.as_str())
+                .collect();
             output::info(format!(
-                "Redis ready at {} (managed, data in .stack/{})",
-                redis.url(),
-                managed::DATA_DIR
+                "Built {} [{:.1}s]",
+                names.join(", "),
+                started.elapsed().as_secs_f64()
             ));
-            Some(redis)
         }
+        built
     };
+    let (built, redis) = tokio::select! {
+        both = async { tokio::join!(build, redis_start) } => both,
+        _ = interrupt.recv() => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
+    };
+    let (built, redis) = match (built, redis) {
+        (Ok(built), Ok(redis)) => (built, redis),
+        // Nothing of the stack may run after a failed start: stop Redis if it came up.
+        (Err(error), Ok(Some(redis))) => {
+            redis.stop(supervisor::DEFAULT_GRACE).await;
+            return Err(error);
+        }
+        (Err(error), _) | (Ok(_), Err(error)) => return Err(error),
+    };
+    if let Some(redis) = &redis {
+        service_env.insert(env::REDIS_SESSION_URL.into(), redis.url());
+        output::info(format!(
+            "Redis ready at {} (managed, data in .stack/{})",
+            redis.url(),
+            managed::DATA_DIR
+        ));
+    }
+
+    let mut state = State::load(&project_dir).map_err(|error| CliError::new(error.to_string()))?;
+    let specs = record_deployments(&project_dir, &mut state, &built, &args)?;
 
     let redis_url = service_env
         .get(env::REDIS_SESSION_URL)
@@ -253,7 +276,12 @@ async fn up(
         let supervisor = supervisor.clone();
         tokio::spawn(async move {
             match supervisor
-                .wait_ready(&id, supervisor::DEFAULT_READY_TIMEOUT)
+                // A little longer than an instance's own readiness timeout, so its error
+                // (with the last log lines) is what gets printed.
+                .wait_ready(
+                    &id,
+                    supervisor::DEFAULT_READY_TIMEOUT + Duration::from_secs(2),
+                )
                 .await
             {
                 Ok(()) => output::ready(format!(
@@ -311,6 +339,25 @@ fn port_suffix(port: u16) -> String {
         String::new()
     } else {
         format!(":{port}")
+    }
+}
+
+/// The managed Redis when `REDIS_SESSION_URL` is unset (else a PING of the user's one).
+async fn start_redis(
+    stack_dir: &Path,
+    pids_dir: &Path,
+    service_env: &BTreeMap<String, String>,
+    log: DeploymentLog,
+) -> CliResult<Option<ManagedRedis>> {
+    match service_env.get(env::REDIS_SESSION_URL) {
+        Some(url) => {
+            check_external_redis(url).await?;
+            Ok(None)
+        }
+        None => ManagedRedis::start(stack_dir, pids_dir, service_env.clone(), log)
+            .await
+            .map(Some)
+            .map_err(|error| CliError::new(error.to_string()).hint(error.hint())),
     }
 }
 
@@ -405,6 +452,7 @@ fn record_deployments(
                 program,
                 args: record.args.clone(),
                 created_ms: record.created_ms,
+                health: record.health.clone(),
             },
             instances,
         ));
@@ -431,60 +479,24 @@ fn prune(deployments_dir: &Path, history: &mut ServiceHistory, keep: usize) {
     }
 }
 
-/// PINGs a Redis the user brought; a warning (masked URL) when it does not answer.
-async fn check_external_redis(url: &str) {
-    let masked = env::mask_redis_url(url);
-    match ping_url(url).await {
-        Ok(()) => output::info(format!("Redis at {masked} (REDIS_SESSION_URL) answers")),
-        Err(reason) => output::warn(format!(
-            "Redis at {masked} (REDIS_SESSION_URL) does not answer ({reason}); services answer 503 until it does"
+/// PINGs a Redis the user brought; a warning (masked URL) when it does not answer. A URL that
+/// does not parse is an error (described, never echoed).
+async fn check_external_redis(url: &str) -> CliResult<()> {
+    let url = RedisUrl::parse(url).map_err(|error| {
+        CliError::new(format!("`REDIS_SESSION_URL` is invalid: {error}")).hint(
+            "Use redis://host:6379, redis://:password@host:6379/0, unix:///path/to/redis.sock, or unset it for a managed Redis.",
+        )
+    })?;
+    match ping(&url, Duration::from_secs(2)).await {
+        PingOutcome::Answers => output::info(format!("Redis at {url} (REDIS_SESSION_URL) answers")),
+        PingOutcome::NotProbed => output::info(format!(
+            "Redis at {url} (REDIS_SESSION_URL) uses TLS; not probed"
+        )),
+        PingOutcome::Fails(reason) => output::warn(format!(
+            "Redis at {url} (REDIS_SESSION_URL) does not answer ({reason}); the services answer 503 until it does"
         )),
     }
-}
-
-/// A plain-TCP PING to the URL's host and port (`rediss://` and Unix sockets are not probed).
-async fn ping_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("redis://") else {
-        return Ok(());
-    };
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) => (
-            host.to_string(),
-            port.parse::<u16>().map_err(|_| "bad port".to_string())?,
-        ),
-        None => (host_port.to_string(), 6379),
-    };
-    let host = if host.is_empty() {
-        "127.0.0.1".to_string()
-    } else {
-        host
-    };
-    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
-    match tokio::time::timeout(Duration::from_secs(2), connect).await {
-        Ok(Ok(mut stream)) => {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            stream
-                .write_all(b"PING\r\n")
-                .await
-                .map_err(|error| error.to_string())?;
-            let mut answer = [0u8; 32];
-            let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut answer))
-                .await
-                .map_err(|_| "no answer".to_string())?
-                .map_err(|error| error.to_string())?;
-            if answer[..read].starts_with(b"+PONG") || answer[..read].starts_with(b"-NOAUTH") {
-                Ok(())
-            } else {
-                Err("not a Redis answer".into())
-            }
-        }
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("connection timed out".into()),
-    }
+    Ok(())
 }
 
 /// Rebuilds and swaps the routing table after every supervisor change.

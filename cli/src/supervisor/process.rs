@@ -145,6 +145,36 @@ fn signal_group(pgid: u32, signal: Signal) {
     let _ = killpg(Pid::from_raw(raw), signal);
 }
 
+/// A watchdog for when `stack up` dies without stopping its children (SIGKILL, a crash): a tiny
+/// shell in its own process group that blocks reading a pipe only `stack up` holds. When that
+/// pipe closes, however `stack up` ended, it kills every process group still recorded in
+/// `.stack/pids/` (a clean stop has removed them all by then). The parent-death signal alone
+/// only reaches direct children; this reaches their children too (npm -> sh -> node).
+#[derive(Debug)]
+pub struct Guard {
+    _child: Child,
+}
+
+/// Starts the watchdog for `pids_dir`.
+pub fn start_guard(pids_dir: &Path) -> Result<Guard, ProcessError> {
+    const SCRIPT: &str = r#"read _; cd "$0" || exit 0; for f in *; do [ -f "$f" ] && kill -9 "-$f" 2>/dev/null; done; exit 0"#;
+    let child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(pids_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|source| ProcessError::Spawn {
+            program: "/bin/sh".into(),
+            source,
+        })?;
+    Ok(Guard { _child: child })
+}
+
 /// `.stack/pids/<pgid>` holds the leader's start time (to tell a reused pid apart) and a label.
 fn record_group(pids_dir: &Path, pid: u32, label: &str) -> io::Result<PathBuf> {
     fs::create_dir_all(pids_dir)?;
@@ -326,6 +356,32 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(!pids.join(child.pid.to_string()).exists());
+    }
+
+    #[tokio::test]
+    async fn the_guard_kills_recorded_groups_when_its_pipe_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        // A grandchild, which the parent-death signal would not reach.
+        let child = spawn(&shell("sleep 30 & wait", dir.path()), &pids).unwrap();
+        let pid = child.pid;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while group_members(pid).len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "group never grew");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let guard = start_guard(&pids).unwrap();
+        std::mem::forget(child);
+        // What happens when `stack up` dies: the write end of the pipe closes.
+        drop(guard);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !group_members(pid).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the guard did not kill the group"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]

@@ -1,0 +1,820 @@
+//! `stack up` end to end: the real `stack` binary, real services (the workspace's writer and
+//! reader, and tiny Node services under `tests/fixtures/node-pair`), a real redis-server, real
+//! sockets, `--port 0` everywhere. Every wait is deadline-bounded polling.
+//!
+//! The demo's services are named by path (`stack up <workspace>/services/writer ...`), so cargo
+//! builds them in this workspace and its target dir: nothing is rebuilt per test.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use stack::control::{apply_alias_change, AliasChange, Applied};
+use stack::state::aliases::{Alias, AliasTarget};
+
+const STACK: &str = env!("CARGO_BIN_EXE_stack");
+/// The first `stack up` of a run may build the demo's services.
+const BUILD_DEADLINE: Duration = Duration::from_secs(600);
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
+}
+
+/// The tools these tests run for real; a missing one fails with how to install it.
+fn require_tools() {
+    for (tool, hint) in [
+        (
+            "redis-server",
+            "sudo apt-get install redis-server (macOS: brew install redis)",
+        ),
+        (
+            "node",
+            "install Node.js 20 (sudo apt-get install nodejs npm)",
+        ),
+        ("npm", "install npm (sudo apt-get install npm)"),
+    ] {
+        let found = std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+            .unwrap_or(false);
+        assert!(found, "`{tool}` is needed by these tests: {hint}");
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A project directory in a temp dir.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// The demo: `aliases.json` and a `.env` with the given `SESSION_SECRET`.
+    fn demo(secret: &str) -> Project {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        fs::copy(
+            workspace().join("aliases.json"),
+            dir.path().join("aliases.json"),
+        )
+        .expect("the workspace has aliases.json");
+        fs::write(
+            dir.path().join(".env"),
+            format!("SESSION_SECRET={secret}\n"),
+        )
+        .unwrap();
+        Project { dir }
+    }
+
+    /// A copy of `tests/fixtures/<name>`.
+    fn fixture(name: &str) -> Project {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        copy_tree(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(name),
+            dir.path(),
+        );
+        Project { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs a short `stack` command in this project, bounded in time.
+    fn stack(&self, args: &[&str]) -> Output {
+        let mut child = Command::new(STACK)
+            .arg("--cwd")
+            .arg(self.path())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the stack binary runs");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return child.wait_with_output().unwrap();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("`stack {}` did not finish", args.join(" "));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stack_ok(&self, args: &[&str]) -> String {
+        let output = self.stack(args);
+        assert!(
+            output.status.success(),
+            "`stack {}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn ls(&self) -> Vec<Value> {
+        serde_json::from_str(&self.stack_ok(&["ls", "--json"])).expect("`stack ls --json` is JSON")
+    }
+
+    fn deployment(&self, service: &str) -> Value {
+        self.ls()
+            .into_iter()
+            .find(|deployment| deployment["service"] == service && deployment["current"] == true)
+            .unwrap_or_else(|| panic!("no deployment of {service}"))
+    }
+
+    /// Every log file `stack up` wrote, concatenated.
+    fn all_logs(&self) -> String {
+        let mut text = String::new();
+        if let Ok(entries) = fs::read_dir(self.path().join(".stack/logs")) {
+            for entry in entries.flatten() {
+                text.push_str(&fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        text
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A running `stack up`, its output collected line by line.
+struct Up {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    port: u16,
+}
+
+impl Up {
+    fn start(project: &Project, args: &[&str]) -> Up {
+        let mut child = Command::new(STACK)
+            .arg("--cwd")
+            .arg(project.path())
+            .arg("up")
+            .args(["--port", "0"])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the stack binary runs");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut up = Up {
+            child,
+            lines,
+            port: 0,
+        };
+        let line = up.wait_for("Proxy listening on http://127.0.0.1:", BUILD_DEADLINE);
+        up.port = line
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.trim().parse().ok())
+            .expect("the proxy line ends with the port");
+        up
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits for a line containing `needle`; fails early if `stack up` exits.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|line| line.contains(needle))
+            {
+                return line.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "stack up exited ({status}) before `{needle}`:\n{}",
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` from stack up:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_ready(&mut self, service: &str) {
+        self.wait_for(&format!("> Ready! http://{service}-"), DEADLINE);
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stack up did not exit:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn client(&self, host: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .resolve(host, SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.port)
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(self.pid(), Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie is dead for our purposes (its parent reaps it).
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn listening(port: u64) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port as u16)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+/// Pids and ports of every instance in `stack ls --json`.
+fn instances(deployments: &[Value]) -> Vec<(u64, u64)> {
+    deployments
+        .iter()
+        .flat_map(|deployment| {
+            deployment["instances"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|instance| Some((instance["pid"].as_u64()?, instance["port"].as_u64()?)))
+        .collect()
+}
+
+fn demo_services() -> [String; 2] {
+    [
+        workspace().join("services/writer").display().to_string(),
+        workspace().join("services/reader").display().to_string(),
+    ]
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (u16, Value, reqwest::header::HeaderMap) {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{url}: {error}"));
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        headers,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_flow_scale_kill_down_and_sessions_that_survive() {
+    require_tools();
+    let secret = "canary-session-secret-3f9a71";
+    let project = Project::demo(secret);
+    // Recorded now, restored by `stack up` from the state file.
+    project.stack_ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
+    let [writer, reader] = demo_services();
+    let mut up = Up::start(&project, &[&writer, &reader, "--dotenv"]);
+    up.wait_ready("writer");
+    up.wait_ready("reader");
+
+    // The 2017 demo, through the alias, with a cookie jar.
+    let host = "counter-demo.localhost";
+    let browser = up.client(host);
+    assert_eq!(get(&browser, &up.url(host, "/")).await.0, 403);
+    assert_eq!(get(&browser, &up.url(host, "/login")).await.0, 200);
+    assert_eq!(get(&browser, &up.url(host, "/increment")).await.0, 200);
+    assert_eq!(get(&browser, &up.url(host, "/increment")).await.0, 200);
+    let (status, home, _) = get(&browser, &up.url(host, "/")).await;
+    assert_eq!(status, 200, "{home}");
+    assert_eq!(home["count"], 2, "{home}");
+    assert_eq!(get(&browser, &up.url(host, "/logout")).await.0, 200);
+    assert_eq!(get(&browser, &up.url(host, "/")).await.0, 403);
+
+    // Two readers: both answer.
+    let scaled = project.stack_ok(&["scale", "reader", "2"]);
+    assert!(scaled.contains("scaled to 2 instances"), "{scaled}");
+    let reader_id = project.deployment("reader")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let (_, _, headers) = get(&browser, &up.url(host, "/")).await;
+        assert_eq!(headers["x-stack-deployment"], reader_id.as_str());
+        seen.insert(headers["x-stack-instance"].to_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 2, "instances seen: {seen:?}");
+
+    // kill -9 of one reader under continuous requests: no request fails, and it comes back.
+    let before = project.deployment("reader");
+    let victim = before["instances"][1]["pid"].as_u64().unwrap();
+    let load = {
+        let browser = browser.clone();
+        let url = up.url(host, "/");
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            let deadline = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < deadline {
+                match browser.get(&url).send().await {
+                    Ok(response) if response.status() == 403 => ok += 1,
+                    Ok(response) => failed.push(response.status().to_string()),
+                    Err(error) => failed.push(error.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    let (ok, failed) = load.await.unwrap();
+    // The supervisor sees the exit within milliseconds and the proxy retries connect failures
+    // on the other instance, so requests do not fail. The one exception: a request already
+    // written to the killed process's keep-alive connection, which the proxy does not replay
+    // (it never replays a request whose bytes went out), so at most that one gets a 502.
+    assert!(
+        failed.len() <= 1 && failed.iter().all(|failure| failure.starts_with("502")),
+        "{} failed requests: {failed:?}",
+        failed.len()
+    );
+    assert!(ok > 20, "only {ok} requests");
+    wait_until("the killed reader to come back", DEADLINE, || {
+        let reader = project.deployment("reader");
+        let instance = &reader["instances"][1];
+        reader["ready"] == 2
+            && instance["restarts"].as_u64() >= Some(1)
+            && instance["pid"] != victim
+    });
+
+    // A session to find again after `down` + `up`.
+    assert_eq!(get(&browser, &up.url(host, "/login")).await.0, 200);
+    assert_eq!(get(&browser, &up.url(host, "/increment")).await.0, 200);
+
+    // `stack down`: no process of the stack, no listening port.
+    let running = project.ls();
+    let processes = instances(&running);
+    assert_eq!(processes.len(), 3);
+    let redis_port: u64 = up
+        .wait_for("Redis ready at redis://127.0.0.1:", DEADLINE)
+        .split(':')
+        .nth(2)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|port| port.parse().ok())
+        .expect("the Redis line has a port");
+    let down = project.stack_ok(&["down"]);
+    assert!(down.contains("Stopped everything"), "{down}");
+    assert!(up.wait_exit(Duration::from_secs(15)).success());
+    for (pid, port) in &processes {
+        assert!(!alive(*pid), "instance {pid} survived `stack down`");
+        assert!(!listening(*port), "port {port} still listens");
+    }
+    assert!(!listening(redis_port), "Redis still listens");
+    assert!(!listening(u64::from(up.port)), "the proxy still listens");
+    assert!(!project.path().join(".stack/stack.sock").exists());
+    let mut outputs = up.output();
+    drop(up);
+
+    // `stack up` again: same deployments (nothing changed), and the session is still there.
+    let mut up = Up::start(&project, &[&writer, &reader, "--dotenv"]);
+    up.wait_ready("writer");
+    up.wait_ready("reader");
+    assert!(
+        up.output().contains(&reader_id),
+        "an unchanged build keeps its deployment"
+    );
+    let browser_again = up.client(host);
+    // Carry the cookie over to the new port.
+    let cookie = {
+        let response = browser.get(up.url(host, "/")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "the session survived down + up");
+        response.json::<Value>().await.unwrap()
+    };
+    assert_eq!(cookie["count"], 1, "{cookie}");
+    assert_eq!(get(&browser_again, &up.url(host, "/")).await.0, 403);
+    project.stack_ok(&["down"]);
+    assert!(up.wait_exit(Duration::from_secs(15)).success());
+    outputs.push_str(&up.output());
+
+    // The canary secret is in no output and no log file.
+    for (what, text) in [("stack up output", outputs), ("logs", project.all_logs())] {
+        assert!(!text.contains(secret), "the secret leaked into the {what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_service_backs_off_then_is_crashed_while_the_other_serves() {
+    require_tools();
+    let secret = "canary-e-secret-77c1";
+    let project = Project::fixture("node-pair");
+    project.stack_ok(&["alias", "pair.localhost", "--rules", "aliases.json"]);
+    let env = format!("SESSION_SECRET={secret}");
+    let mut up = Up::start(&project, &["-e", &env]);
+    up.wait_ready("hello");
+    let started = Instant::now();
+    wait_until("crasher to be CRASHED", Duration::from_secs(40), || {
+        project.deployment("crasher")["state"] == "CRASHED"
+    });
+    let crashed_after = started.elapsed();
+    // 1 + 2 + 4 + 8 s of backoff between five starts.
+    assert!(
+        crashed_after >= Duration::from_secs(13),
+        "{crashed_after:?}"
+    );
+
+    // From the stored log: five runs, and each restart waits the backoff (1, 2, 4, 8 s).
+    let crasher_id = project.deployment("crasher")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log =
+        fs::read_to_string(project.path().join(format!(".stack/logs/{crasher_id}.log"))).unwrap();
+    let time_of = |line: &str| -> u64 { line.split(' ').next().unwrap().parse().unwrap() };
+    let runs = log
+        .lines()
+        .filter(|line| line.contains("exiting at once"))
+        .count();
+    assert_eq!(runs, 5, "{log}");
+    let waits: Vec<u64> = log
+        .lines()
+        .filter(|line| line.contains("restarting in"))
+        .map(time_of)
+        .collect();
+    let restarts: Vec<u64> = log
+        .lines()
+        .filter(|line| line.contains("[stack] restarting (restart"))
+        .map(time_of)
+        .collect();
+    assert_eq!((waits.len(), restarts.len()), (4, 4), "{log}");
+    for (index, expected) in [1000u64, 2000, 4000, 8000].iter().enumerate() {
+        let gap = restarts[index] - waits[index];
+        assert!(
+            gap >= *expected && gap < expected + 500,
+            "restart {index} came {gap} ms after the failure, expected {expected} ms:\n{log}"
+        );
+    }
+    assert!(log.contains("CRASHED"), "{log}");
+    let listing = project.stack_ok(&["ls"]);
+    assert!(
+        listing.contains("CRASHED") && listing.contains("READY"),
+        "{listing}"
+    );
+
+    // The crashed service answers 503 JSON naming it, on its own host and on its rule only.
+    let client = up.client("crasher.localhost");
+    let (status, body, _) = get(&client, &up.url("crasher.localhost", "/")).await;
+    assert_eq!(status, 503);
+    assert!(body.to_string().contains("crasher"), "{body}");
+    let pair = up.client("pair.localhost");
+    let (status, body, _) = get(&pair, &up.url("pair.localhost", "/boom/x")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("crasher"), "{body}");
+    let (status, body, _) = get(&pair, &up.url("pair.localhost", "/")).await;
+    assert_eq!((status, &body["service"]), (200, &Value::from("hello")));
+
+    // The service printed its secret; stack masked it everywhere.
+    up.wait_for("hello: starting with SESSION_SECRET=***", DEADLINE);
+    let logs_output = project.stack_ok(&["logs", "hello", "-n", "10"]);
+    assert!(logs_output.contains("SESSION_SECRET=***"), "{logs_output}");
+    for text in [up.output(), project.all_logs(), logs_output] {
+        assert!(!text.contains(secret), "the secret leaked:\n{text}");
+    }
+
+    // `stack rm` refuses the current, running deployment; scaled to 0 it goes.
+    let refused = project.stack(&["rm", &crasher_id]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("stack scale"));
+    project.stack_ok(&["scale", "crasher", "0"]);
+    project.stack_ok(&["rm", &crasher_id]);
+    assert!(project
+        .ls()
+        .iter()
+        .all(|deployment| deployment["service"] != "crasher"));
+    assert!(!project
+        .path()
+        .join(".stack/deployments")
+        .join(&crasher_id)
+        .exists());
+
+    // Ctrl-C stops everything within the grace period and exits 130.
+    let processes = instances(&project.ls());
+    let interrupted = Instant::now();
+    kill(up.pid(), Signal::SIGINT).unwrap();
+    let status = up.wait_exit(Duration::from_secs(12));
+    assert_eq!(status.code(), Some(130));
+    assert!(interrupted.elapsed() < Duration::from_secs(10));
+    for (pid, _) in processes {
+        assert!(!alive(pid), "{pid} survived Ctrl-C");
+    }
+
+    // Without a running `stack up`, scale is recorded for the next one and logs read the disk.
+    let recorded = project.stack_ok(&["scale", "hello", "3"]);
+    assert!(
+        recorded.contains("applies at the next `stack up`"),
+        "{recorded}"
+    );
+    let state: Value = serde_json::from_str(
+        &fs::read_to_string(project.path().join(".stack/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["scale"]["hello"], 3);
+    let stored = project.stack_ok(&["logs", "hello", "-n", "50"]);
+    assert!(stored.contains("hello.0 | hello: listening"), "{stored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_up_per_project_external_redis_masked_and_sigkill_leaves_nothing() {
+    require_tools();
+    let password = "canary-redis-pw-9d2e";
+    let redis = session::testing::RedisServer::start_with_password(password);
+    let project = Project::fixture("node-pair");
+    let url = format!("redis://:{password}@127.0.0.1:{}/0", redis.port());
+    let env = format!("REDIS_SESSION_URL={url}");
+    let mut up = Up::start(&project, &["hello", "-e", &env]);
+    up.wait_ready("hello");
+    let redis_line = up.wait_for("(REDIS_SESSION_URL) answers", DEADLINE);
+    assert!(redis_line.contains(":***@127.0.0.1"), "{redis_line}");
+    assert!(
+        !project.path().join(".stack/redis").exists(),
+        "no managed Redis when the URL is set"
+    );
+
+    // A second `stack up` in the same directory is refused and starts nothing.
+    let second = project.stack(&["up", "hello", "--port", "0"]);
+    assert_eq!(second.status.code(), Some(1));
+    let refusal = String::from_utf8_lossy(&second.stderr);
+    assert!(refusal.contains("already running"), "{refusal}");
+    assert_eq!(project.ls()[0]["instances"].as_array().unwrap().len(), 1);
+
+    // The control socket is for this user only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(project.path().join(".stack/stack.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Aliases apply live through the control socket, all or nothing.
+    let project_dir = project.path().to_path_buf();
+    let applied = tokio::task::spawn_blocking(move || {
+        let good = AliasChange::Set {
+            host: "hi.localhost".into(),
+            alias: Alias::new(AliasTarget::Plain {
+                target: "hello".into(),
+            }),
+        };
+        let bad = AliasChange::Set {
+            host: "bad.localhost".into(),
+            alias: Alias::new(AliasTarget::Plain {
+                target: "nothing-here".into(),
+            }),
+        };
+        (
+            apply_alias_change(&project_dir, &good).map_err(|error| error.to_string()),
+            apply_alias_change(&project_dir, &bad).map_err(|error| error.to_string()),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(applied.0, Ok(Applied::Live));
+    let refusal = applied.1.unwrap_err();
+    assert!(
+        refusal.contains("rule 1") && refusal.contains("nothing-here"),
+        "{refusal}"
+    );
+    let (status, body, _) = get(&up.client("hi.localhost"), &up.url("hi.localhost", "/")).await;
+    assert_eq!((status, &body["service"]), (200, &Value::from("hello")));
+    let state = fs::read_to_string(project.path().join(".stack/state.json")).unwrap();
+    assert!(
+        state.contains("hi.localhost") && !state.contains("bad.localhost"),
+        "{state}"
+    );
+
+    // `stack logs -f` shows the lines of an instance that starts later.
+    let mut follow = Command::new(STACK)
+        .arg("--cwd")
+        .arg(project.path())
+        .args(["logs", "hello", "-f", "-n", "1"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let followed = Arc::new(Mutex::new(String::new()));
+    {
+        let followed = followed.clone();
+        let stdout = follow.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                followed.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+    }
+    project.stack_ok(&["scale", "hello", "2"]);
+    wait_until("`stack logs -f` to show the new instance", DEADLINE, || {
+        followed
+            .lock()
+            .unwrap()
+            .contains("hello.1 | hello: listening")
+    });
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
+    // Scaling down drains: slow requests in flight on the stopped instance still succeed.
+    let hello = up.client("hello.localhost");
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let hello = hello.clone();
+            let url = up.url("hello.localhost", "/slow");
+            tokio::spawn(async move {
+                hello
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    project.stack_ok(&["scale", "hello", "1"]);
+    for request in slow {
+        assert_eq!(
+            request.await.unwrap().map_err(|error| error.to_string()),
+            Ok(200)
+        );
+    }
+    project.stack_ok(&["scale", "hello", "2"]);
+
+    // `stack up` killed with SIGKILL: its services are gone 2 s later (npm's node child too).
+    up.wait_for("hello: listening", DEADLINE);
+    let hello_ports: Vec<u64> = instances(&project.ls())
+        .iter()
+        .map(|(_, port)| *port)
+        .collect();
+    assert_eq!(hello_ports.len(), 2);
+    kill(up.pid(), Signal::SIGKILL).unwrap();
+    up.wait_exit(Duration::from_secs(5));
+    wait_until(
+        "the services to die with stack up",
+        Duration::from_secs(2),
+        || hello_ports.iter().all(|port| !listening(*port)),
+    );
+    for text in [up.output(), project.all_logs()] {
+        assert!(
+            !text.contains(password),
+            "the Redis password leaked:\n{text}"
+        );
+    }
+    // The stale socket does not make the next commands think a stack runs.
+    let listing = project.stack_ok(&["ls"]);
+    assert!(listing.contains("no `stack up` running"), "{listing}");
+}
+
+#[test]
+fn a_bad_env_line_names_the_line_hides_the_value_and_starts_nothing() {
+    require_tools();
+    let project = Project::fixture("node-pair");
+    fs::write(
+        project.path().join(".env"),
+        "SESSION_SECRET=canary-bad-env-1\nTHIS LINE canary-bad-env-2\nGOOD=1\nBAD-KEY=canary-bad-env-3\n",
+    )
+    .unwrap();
+    let output = project.stack(&["up", "--dotenv", "--port", "0"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains(".env:2:1: expected `KEY=VALUE`"), "{text}");
+    assert!(
+        text.contains(".env:4:1: `BAD-KEY` is not a valid variable name"),
+        "{text}"
+    );
+    assert!(!text.contains("canary"), "a value was printed:\n{text}");
+    assert!(text.contains("Nothing was started"), "{text}");
+    assert!(
+        !project.path().join(".stack/state.json").exists(),
+        "nothing was built or recorded"
+    );
+    assert!(!project.path().join(".stack/logs").exists());
+}
+
+#[test]
+fn without_redis_server_on_path_up_says_how_to_install_it() {
+    require_tools();
+    let project = Project::fixture("node-pair");
+    // `hello` needs no build tool; with an empty PATH only redis-server is missing.
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(STACK)
+        .arg("--cwd")
+        .arg(project.path())
+        .args(["up", "hello", "--port", "0"])
+        .env("PATH", empty.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Error! `redis-server` is not installed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sudo apt-get install redis-server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("brew install redis"), "{stderr}");
+    assert!(stderr.contains("REDIS_SESSION_URL"), "{stderr}");
+    assert!(!project.path().join(".stack/stack.sock").exists());
+}
