@@ -10,7 +10,8 @@
 //! - [`init`]: the embedded project templates, written by `stack init`; the `.env` git check.
 //! - [`output`]: now's voice on a terminal (`> Success!`, `Error! ...`), colour only on a tty.
 //! - [`proxy`]: the in-process reverse proxy: host and path routing, forwarding, pooling.
-//! - [`redis`]: the managed `redis-server` (described here, run by the supervisor's process layer).
+//! - [`redis`]: the managed `redis-server` (described here, run by the supervisor's process layer),
+//!   and what `stack redis` uses to look inside the session store (SCAN reads, cookies, watch).
 //! - [`rules`]: the alias rules file: parse, validate, normalise paths, match. No I/O.
 //! - [`state`]: what persists in `.stack/` (aliases, scale, deployment history), written atomically.
 //! - [`supervisor`]: deployments, instances, child processes, restarts, readiness; the only spawner.

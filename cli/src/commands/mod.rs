@@ -7,6 +7,7 @@ pub mod export;
 pub mod init;
 pub mod logs;
 pub mod ls;
+pub mod redis;
 pub mod rm;
 pub mod route;
 pub mod scale;
@@ -28,7 +29,7 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Rm(args) => rm::run(&cli.cwd, args),
         Command::Down => down::run(&cli.cwd),
         Command::Rollback(_) => Err(not_built("rollback")),
-        Command::Redis(_) => Err(not_built("redis")),
+        Command::Redis(args) => redis::run(&cli.cwd, args),
         Command::Init(args) => init::run(&cli.cwd, args),
         Command::Export(args) => export::run(&cli.cwd, args),
     }

@@ -207,6 +207,10 @@ async fn up(
     let mut state = State::load(&project_dir).map_err(|error| CliError::new(error.to_string()))?;
     let specs = record_deployments(&project_dir, &mut state, &built, &args)?;
 
+    let redis_url = service_env
+        .get(env::REDIS_SESSION_URL)
+        .cloned()
+        .unwrap_or_default();
     let redactor = Redactor::new(env::secret_values(&service_env));
     let (supervisor, supervisor_task) = Supervisor::start(Config {
         pids_dir,
@@ -251,6 +255,7 @@ async fn up(
             state_lock.clone(),
         ),
         state_lock,
+        redis_url,
     };
     let socket = control::socket_path(&project_dir);
     let control_listener = control::server::bind(&socket).map_err(|error| {

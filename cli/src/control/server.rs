@@ -8,6 +8,7 @@
 //! | `GET /v1/logs?target=T&lines=N&follow=1` | stored lines, then live ones as NDJSON |
 //! | `POST /v1/aliases` | an [`AliasChange`], applied atomically or refused |
 //! | `POST /v1/down` | stop everything (`stack down`) |
+//! | `GET /v1/redis` | `{"url": ...}`: the Redis URL the services get (`stack redis`) |
 //!
 //! Errors are JSON [`ErrorBody`]s with a 4xx/5xx status; the connection loop logs and goes on.
 
@@ -55,6 +56,9 @@ pub struct ControlContext {
     pub aliases: AliasApplier,
     /// Serialises read-modify-write of `.stack/state.json` within this process.
     pub state_lock: Arc<Mutex<()>>,
+    /// The Redis URL the services get (managed, or `REDIS_SESSION_URL`), for `stack redis`.
+    /// It may carry a password: answered only over the 0600 socket, never logged.
+    pub redis_url: String,
 }
 
 /// Binds the socket (replacing a stale one; the caller holds the project lock) with mode 0600.
@@ -134,6 +138,10 @@ async fn route(
             },
             Err(response) => response,
         },
+        (Method::GET, "/v1/redis") => json(
+            StatusCode::OK,
+            &serde_json::json!({ "url": context.redis_url }),
+        ),
         (Method::POST, "/v1/down") => {
             context.down.cancel();
             json(StatusCode::OK, &serde_json::json!({ "stopping": true }))

@@ -1,0 +1,502 @@
+//! Reading and deleting sessions in the store without blocking it: `SCAN` (never `KEYS`) in
+//! batches of [`SCAN_COUNT`], each batch read with one pipelined round trip (`MGET` of the batch,
+//! a `TTL` per key, and the next `SCAN`), deletes with `UNLINK` (freed in the background).
+//!
+//! Owns the connection to the inspected Redis, the `sess:` namespace rule (every key it reads,
+//! lists or deletes starts with `sess:`; nothing else is ever touched) and the summary of a
+//! session for listings. It never prints, and its errors carry the masked URL, never the
+//! password (a password that shows up in a driver message is replaced by `***`).
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use serde::de::{Deserializer as _, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use session::id::KEY_PREFIX;
+use session::redis_url::RedisUrl;
+
+/// How many keys one `SCAN` step asks for: big enough for few round trips, small enough that
+/// no single command holds the server for long (an `MGET` of 1,000 small values is well under a
+/// millisecond).
+pub const SCAN_COUNT: usize = 1000;
+/// The pattern of every session key.
+pub const SESSION_PATTERN: &str = "sess:*";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("cannot reach Redis at `{url}`: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("Redis at `{url}` refused the credentials: {reason}")]
+    Auth { url: String, reason: String },
+    #[error("Redis at `{url}` failed during {operation}: {reason}")]
+    Command {
+        url: String,
+        operation: &'static str,
+        reason: String,
+    },
+    #[error("`{url}` uses TLS (rediss://), which this build of stack does not support")]
+    TlsUnsupported { url: String },
+}
+
+/// A key's time to live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    Seconds(i64),
+    /// No expiry set (connect-redis never writes such a key; another writer did).
+    Persistent,
+}
+
+impl Ttl {
+    fn from_reply(seconds: i64) -> Option<Ttl> {
+        match seconds {
+            -2 => None,
+            -1 => Some(Ttl::Persistent),
+            seconds => Some(Ttl::Seconds(seconds.max(0))),
+        }
+    }
+
+    /// Seconds, `None` for no expiry (the JSON form).
+    pub fn seconds(self) -> Option<i64> {
+        match self {
+            Ttl::Seconds(seconds) => Some(seconds),
+            Ttl::Persistent => None,
+        }
+    }
+}
+
+/// One `sess:` key as read.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The key without `sess:`.
+    pub id: String,
+    pub ttl: Ttl,
+    /// The stored text; `None` when the key holds another type than a string.
+    pub value: Option<String>,
+}
+
+/// A session as a listing shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub id: String,
+    /// Seconds to live; `null` for no expiry.
+    pub ttl: Option<i64>,
+    /// The `user` field as stored (exact JSON text), when there is one.
+    pub user: Option<Box<RawValue>>,
+    /// The other fields' names, in stored order (`cookie` and `user` left out).
+    pub fields: Vec<String>,
+    /// Bytes of the stored value.
+    pub size: usize,
+    /// Why the value is not a session object, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<&'static str>,
+}
+
+impl Entry {
+    /// The stored value parsed, or why it cannot be.
+    pub fn parse(&self) -> Result<serde_json::Map<String, Value>, &'static str> {
+        let Some(text) = &self.value else {
+            return Err("not a string key");
+        };
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(_) => Err("not a JSON object"),
+            Err(_) => Err("not JSON"),
+        }
+    }
+
+    /// The listing's view. Reads only the top level of the value (fields stay raw text), so a
+    /// listing of 100,000 sessions does not build 100,000 JSON trees.
+    pub fn summary(&self) -> Summary {
+        let size = self.value.as_ref().map_or(0, String::len);
+        let top_level = match &self.value {
+            Some(text) => top_level_fields(text),
+            None => Err("not a string key"),
+        };
+        let (user, fields, problem) = match top_level {
+            Ok(pairs) => {
+                let mut user = None;
+                let mut fields = Vec::new();
+                for (name, value) in pairs {
+                    match name.as_ref() {
+                        "user" => user = Some(value.to_owned()),
+                        "cookie" => {}
+                        _ => fields.push(name.into_owned()),
+                    }
+                }
+                (user, fields, None)
+            }
+            Err(problem) => (None, Vec::new(), Some(problem)),
+        };
+        Summary {
+            id: self.id.clone(),
+            ttl: self.ttl.seconds(),
+            user,
+            fields,
+            size,
+            problem,
+        }
+    }
+}
+
+/// A JSON object's top-level fields in stored order, values as raw text borrowed from `text`.
+fn top_level_fields(text: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, &'static str> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let pairs = deserializer
+        .deserialize_map(FieldsVisitor)
+        .and_then(|pairs| deserializer.end().map(|()| pairs))
+        .map_err(|error| match error.classify() {
+            serde_json::error::Category::Data => "not a JSON object",
+            _ => "not JSON",
+        })?;
+    Ok(pairs
+        .into_iter()
+        .map(|(name, value)| (name.0, value))
+        .collect())
+}
+
+/// A key, borrowed from the text unless it holds escapes.
+struct FieldName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = FieldName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+                Ok(FieldName(Cow::Borrowed(name)))
+            }
+            fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+                Ok(FieldName(Cow::Owned(name.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Vec<(FieldName<'de>, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut pairs = Vec::new();
+        while let Some(pair) = map.next_entry::<FieldName<'de>, &'de RawValue>()? {
+            pairs.push(pair);
+        }
+        Ok(pairs)
+    }
+}
+
+/// The `SCAN` pattern for a user's pattern: always inside `sess:` (`abc*` means `sess:abc*`),
+/// so a listing can never reach another application's keys.
+pub fn session_pattern(pattern: &str) -> String {
+    if pattern.starts_with(KEY_PREFIX) {
+        pattern.to_owned()
+    } else {
+        format!("{KEY_PREFIX}{pattern}")
+    }
+}
+
+/// A connection to the inspected Redis.
+pub struct Inspector {
+    client: redis::Client,
+    connection: MultiplexedConnection,
+    url: RedisUrl,
+}
+
+impl Inspector {
+    /// Connects (authenticating and selecting the database) and checks with a `PING`.
+    pub async fn connect(url: &RedisUrl) -> Result<Inspector, InspectError> {
+        if url.is_tls() {
+            return Err(InspectError::TlsUnsupported {
+                url: url.to_string(),
+            });
+        }
+        let unreachable = |error: redis::RedisError| {
+            let reason = redact(url, &error.to_string());
+            let url = url.to_string();
+            let auth = error.kind() == redis::ErrorKind::AuthenticationFailed
+                || ["NOAUTH", "WRONGPASS", "invalid password"]
+                    .iter()
+                    .any(|word| reason.contains(word));
+            if auth {
+                InspectError::Auth { url, reason }
+            } else {
+                InspectError::Unreachable { url, reason }
+            }
+        };
+        let client = redis::Client::open(url.connection_info()).map_err(unreachable)?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT);
+        let mut connection = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(unreachable)?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unreachable)?;
+        Ok(Inspector {
+            client,
+            connection,
+            url: url.clone(),
+        })
+    }
+
+    pub fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// A command failure, with the masked URL.
+    pub fn failed(&self, operation: &'static str, error: &redis::RedisError) -> InspectError {
+        InspectError::Command {
+            url: self.url.to_string(),
+            operation,
+            reason: redact(&self.url, &error.to_string()),
+        }
+    }
+
+    /// Every key matching `pattern` (see [`session_pattern`]), batch by batch: each batch is
+    /// handed to `each` as soon as it is read. Keys that vanish meanwhile are skipped. `SCAN`
+    /// may return a key twice (when the table is resized meanwhile): callers that care dedupe.
+    pub async fn scan(
+        &mut self,
+        pattern: &str,
+        mut each: impl FnMut(Vec<Entry>),
+    ) -> Result<(), InspectError> {
+        let pattern = session_pattern(pattern);
+        let (mut cursor, mut keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(0)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut self.connection)
+            .await
+            .map_err(|error| self.failed("SCAN", &error))?;
+        loop {
+            // One round trip reads this batch and asks for the next one.
+            let mut pipe = redis::pipe();
+            if !keys.is_empty() {
+                pipe.cmd("MGET").arg(&keys);
+                for key in &keys {
+                    pipe.cmd("TTL").arg(key);
+                }
+            }
+            if cursor != 0 {
+                pipe.cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT);
+            }
+            if keys.is_empty() && cursor == 0 {
+                return Ok(());
+            }
+            let mut replies: Vec<redis::Value> = pipe
+                .query_async(&mut self.connection)
+                .await
+                .map_err(|error| self.failed("SCAN", &error))?;
+            let next = if cursor != 0 {
+                let reply = replies.pop().expect("the pipeline ends with its SCAN");
+                Some(
+                    redis::from_redis_value::<(u64, Vec<String>)>(&reply)
+                        .map_err(|error| self.failed("SCAN", &error))?,
+                )
+            } else {
+                None
+            };
+            if !keys.is_empty() {
+                let mut replies = replies.into_iter();
+                let values: Vec<Option<String>> = redis::from_redis_value(
+                    &replies.next().expect("the pipeline starts with its MGET"),
+                )
+                .map_err(|error| self.failed("MGET", &error))?;
+                let mut batch = Vec::with_capacity(keys.len());
+                for ((key, value), ttl) in keys.iter().zip(values).zip(replies) {
+                    let ttl: i64 = redis::from_redis_value(&ttl)
+                        .map_err(|error| self.failed("TTL", &error))?;
+                    if let Some(ttl) = Ttl::from_reply(ttl) {
+                        batch.push(Entry {
+                            id: key[KEY_PREFIX.len()..].to_owned(),
+                            ttl,
+                            value,
+                        });
+                    }
+                }
+                each(batch);
+            }
+            match next {
+                Some((next_cursor, next_keys)) => {
+                    cursor = next_cursor;
+                    keys = next_keys;
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// One session by id, `None` when there is no such key.
+    pub async fn get(&mut self, id: &str) -> Result<Option<Entry>, InspectError> {
+        let key = format!("{KEY_PREFIX}{id}");
+        let (values, ttl): (Vec<Option<String>>, i64) = redis::pipe()
+            .cmd("MGET")
+            .arg(&key)
+            .cmd("TTL")
+            .arg(&key)
+            .query_async(&mut self.connection)
+            .await
+            .map_err(|error| self.failed("GET", &error))?;
+        Ok(Ttl::from_reply(ttl).map(|ttl| Entry {
+            id: id.to_owned(),
+            ttl,
+            value: values.into_iter().next().flatten(),
+        }))
+    }
+
+    /// Deletes sessions by id; for each id, whether it existed.
+    pub async fn delete(&mut self, ids: &[String]) -> Result<Vec<bool>, InspectError> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("UNLINK").arg(format!("{KEY_PREFIX}{id}"));
+        }
+        let removed: Vec<i64> = pipe
+            .query_async(&mut self.connection)
+            .await
+            .map_err(|error| self.failed("UNLINK", &error))?;
+        Ok(removed.into_iter().map(|n| n > 0).collect())
+    }
+
+    /// How many `sess:` keys there are (a `SCAN` pass; no values read).
+    pub async fn count(&mut self) -> Result<usize, InspectError> {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut cursor = 0_u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self.scan_step(cursor).await?;
+            seen.extend(keys);
+            if next == 0 {
+                return Ok(seen.len());
+            }
+            cursor = next;
+        }
+    }
+
+    /// Deletes every `sess:` key, a `SCAN` batch at a time; how many were deleted.
+    pub async fn flush(&mut self) -> Result<u64, InspectError> {
+        let mut deleted = 0_u64;
+        let mut cursor = 0_u64;
+        loop {
+            let (next, keys) = self.scan_step(cursor).await?;
+            if !keys.is_empty() {
+                let n: u64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut self.connection)
+                    .await
+                    .map_err(|error| self.failed("UNLINK", &error))?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn scan_step(&mut self, cursor: u64) -> Result<(u64, Vec<String>), InspectError> {
+        redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(SESSION_PATTERN)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut self.connection)
+            .await
+            .map_err(|error| self.failed("SCAN", &error))
+    }
+
+    /// The connection, for the watch feed's reads.
+    pub fn connection(&mut self) -> &mut MultiplexedConnection {
+        &mut self.connection
+    }
+}
+
+/// `text` with the URL's password (raw and percent-encoded) replaced by `***`: driver messages
+/// are not ours, so they are scrubbed before they reach a person.
+pub fn redact(url: &RedisUrl, text: &str) -> String {
+    match url.password() {
+        Some(password) if !password.is_empty() => {
+            let encoded = session::cookie::encode_uri_component(password);
+            text.replace(password, "***").replace(&encoded, "***")
+        }
+        _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_stay_inside_the_session_namespace() {
+        assert_eq!(session_pattern("sess:*"), "sess:*");
+        assert_eq!(session_pattern("*"), "sess:*");
+        assert_eq!(session_pattern("abc*"), "sess:abc*");
+        assert_eq!(session_pattern("sess:ab?"), "sess:ab?");
+    }
+
+    #[test]
+    fn summaries_name_the_user_and_the_other_fields() {
+        let entry = |value: Option<&str>| Entry {
+            id: "abc".into(),
+            ttl: Ttl::Seconds(60),
+            value: value.map(str::to_owned),
+        };
+        let summary = entry(Some(
+            r#"{"cookie":{"path":"/"},"user":{"id":0.36535326065695717},"count":2,"theme":"dark"}"#,
+        ))
+        .summary();
+        assert_eq!(
+            summary.user.as_ref().map(|user| user.get()),
+            Some(r#"{"id":0.36535326065695717}"#)
+        );
+        assert_eq!(summary.fields, ["count", "theme"]);
+        assert_eq!(summary.ttl, Some(60));
+        assert_eq!(summary.problem, None);
+        assert_eq!(
+            entry(Some("[1]")).summary().problem,
+            Some("not a JSON object")
+        );
+        assert_eq!(entry(Some("{oops")).summary().problem, Some("not JSON"));
+        assert_eq!(entry(None).summary().problem, Some("not a string key"));
+    }
+
+    #[test]
+    fn redacts_the_password_from_driver_messages() {
+        let url = RedisUrl::parse("redis://:can%40ary@h:1").expect("valid");
+        assert_eq!(
+            redact(&url, "auth can@ary failed, can%40ary"),
+            "auth *** failed, ***"
+        );
+    }
+}

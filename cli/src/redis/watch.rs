@@ -1,0 +1,336 @@
+//! The live feed of `stack redis watch`: keyspace notifications for `sess:*`
+//! (`PSUBSCRIBE __keyspace@<db>__:sess:*` on a dedicated connection), turned into changes
+//! (created, changed, deleted, expired) with the fields that changed, against a cache of the
+//! last value seen of every session.
+//!
+//! Owns checking `notify-keyspace-events` (an external Redis often has them off; the error says
+//! how to turn them on), the cache (filled by one pipelined scan at start) and the field diff.
+//! It never writes to Redis and never prints: changes go to the caller's callback.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use session::id::KEY_PREFIX;
+
+use super::inspect::{redact, Entry, InspectError, Inspector, SESSION_PATTERN};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+    #[error("keyspace notifications are off in Redis at `{url}` (`notify-keyspace-events` is `{current}`), so session changes cannot be seen")]
+    NotificationsOff { url: String, current: String },
+    #[error("lost the notification connection to Redis at `{url}`")]
+    Lost { url: String },
+}
+
+impl WatchError {
+    /// What to do, in now's voice.
+    pub fn hint(&self) -> String {
+        match self {
+            WatchError::NotificationsOff { .. } => "Enable them: `redis-cli CONFIG SET notify-keyspace-events KEA` (add `-u <url>` for your server), or the line `notify-keyspace-events KEA` in redis.conf. The managed Redis of `stack up` has them on.".into(),
+            WatchError::Lost { .. } => "Check that Redis is still running, then run `stack redis watch` again.".into(),
+            WatchError::Inspect(_) => "Start it with `stack up`, or set REDIS_SESSION_URL (environment or `--dotenv`) to your Redis.".into(),
+        }
+    }
+}
+
+/// What happened to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Written, not seen before.
+    Created,
+    /// Written over a value seen before.
+    Changed,
+    Deleted,
+    Expired,
+    /// Removed by `maxmemory` eviction.
+    Evicted,
+}
+
+impl ChangeKind {
+    pub fn word(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Changed => "changed",
+            ChangeKind::Deleted => "deleted",
+            ChangeKind::Expired => "expired",
+            ChangeKind::Evicted => "evicted",
+        }
+    }
+}
+
+/// One field's change. Values are compact JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldChange {
+    Added {
+        name: String,
+        value: String,
+    },
+    Removed {
+        name: String,
+        value: String,
+    },
+    Changed {
+        name: String,
+        old: String,
+        new: String,
+    },
+}
+
+/// One line of the feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub id: String,
+    pub kind: ChangeKind,
+    pub fields: Vec<FieldChange>,
+}
+
+/// Field-by-field difference between two stored sessions. The `cookie` object is compared
+/// one level down (`cookie.expires`), since a rolling expiry changes it on every save.
+pub fn diff(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<FieldChange> {
+    let mut changes = Vec::new();
+    diff_into("", old, new, &mut changes);
+    changes
+}
+
+fn diff_into(
+    prefix: &str,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+    changes: &mut Vec<FieldChange>,
+) {
+    for (name, new_value) in new {
+        let full = format!("{prefix}{name}");
+        match old.get(name) {
+            None => changes.push(FieldChange::Added {
+                name: full,
+                value: compact(new_value),
+            }),
+            Some(old_value) if old_value == new_value => {}
+            Some(old_value @ Value::Object(old_map)) if prefix.is_empty() && name == "cookie" => {
+                if let Value::Object(new_map) = new_value {
+                    diff_into("cookie.", old_map, new_map, changes);
+                } else {
+                    changes.push(changed(full, old_value, new_value));
+                }
+            }
+            Some(old_value) => changes.push(changed(full, old_value, new_value)),
+        }
+    }
+    for (name, old_value) in old {
+        if !new.contains_key(name) {
+            changes.push(FieldChange::Removed {
+                name: format!("{prefix}{name}"),
+                value: compact(old_value),
+            });
+        }
+    }
+}
+
+fn changed(name: String, old: &Value, new: &Value) -> FieldChange {
+    FieldChange::Changed {
+        name,
+        old: compact(old),
+        new: compact(new),
+    }
+}
+
+fn compact(value: &Value) -> String {
+    serde_json::to_string(value).expect("a JSON value always serialises")
+}
+
+/// Checks that Redis sends keyspace events for what the feed needs: `K` (keyspace channel)
+/// and the classes of `set` (`$`), `del` (`g`) and `expired` (`x`), or `A` for all. A server
+/// that refuses `CONFIG` (managed services often do) is given the benefit of the doubt.
+pub async fn check_notifications(inspector: &mut Inspector) -> Result<(), WatchError> {
+    let reply: redis::RedisResult<(String, String)> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query_async(inspector.connection())
+        .await;
+    let current = match reply {
+        Ok((_, current)) => current,
+        Err(error) => {
+            tracing::warn!(error = %redact(inspector.url(), &error.to_string()), "cannot read notify-keyspace-events; assuming it is on");
+            return Ok(());
+        }
+    };
+    let has = |class: char| current.contains(class);
+    let classes_on = has('A') || (has('$') && has('g') && has('x'));
+    if has('K') && classes_on {
+        Ok(())
+    } else {
+        Err(WatchError::NotificationsOff {
+            url: inspector.url().to_string(),
+            current,
+        })
+    }
+}
+
+/// The feed: fills the cache, subscribes, calls `ready` once the subscription is confirmed,
+/// then `on_change` for every session write, delete and expiry until `stop` resolves.
+pub async fn run(
+    mut inspector: Inspector,
+    ready: impl FnOnce(usize),
+    mut on_change: impl FnMut(Change),
+    stop: impl Future<Output = ()>,
+) -> Result<(), WatchError> {
+    check_notifications(&mut inspector).await?;
+    let url = inspector.url().clone();
+    let lost = || WatchError::Lost {
+        url: url.to_string(),
+    };
+    // Subscribe before filling the cache, so no write falls between the two.
+    let mut pubsub = inspector
+        .client()
+        .get_async_pubsub()
+        .await
+        .map_err(|error| InspectError::Unreachable {
+            url: url.to_string(),
+            reason: redact(&url, &error.to_string()),
+        })?;
+    let channel_prefix = format!("__keyspace@{}__:", url.db);
+    pubsub
+        .psubscribe(format!("{channel_prefix}{SESSION_PATTERN}"))
+        .await
+        .map_err(|error| inspector.failed("PSUBSCRIBE", &error))?;
+    let mut cache: HashMap<String, Map<String, Value>> = HashMap::new();
+    inspector
+        .scan(SESSION_PATTERN, |batch| {
+            for entry in batch {
+                if let Ok(map) = entry.parse() {
+                    cache.insert(entry.id, map);
+                }
+            }
+        })
+        .await?;
+    ready(cache.len());
+    let mut messages = pubsub.on_message();
+    tokio::pin!(stop);
+    loop {
+        let message = tokio::select! {
+            message = messages.next() => message.ok_or_else(lost)?,
+            () = &mut stop => return Ok(()),
+        };
+        let channel = message.get_channel_name();
+        let Some(key) = channel.strip_prefix(&channel_prefix) else {
+            continue;
+        };
+        let Some(id) = key.strip_prefix(KEY_PREFIX) else {
+            continue;
+        };
+        let event: String = message.get_payload().unwrap_or_default();
+        let removed = match event.as_str() {
+            "del" | "rename_from" => Some(ChangeKind::Deleted),
+            "expired" => Some(ChangeKind::Expired),
+            "evicted" => Some(ChangeKind::Evicted),
+            "set" | "rename_to" => None,
+            // `expire` (a touch, or the EX of a SET) and the rest change no field.
+            _ => continue,
+        };
+        if let Some(kind) = removed {
+            let fields = cache
+                .remove(id)
+                .map(|old| diff(&old, &Map::new()))
+                .unwrap_or_default();
+            on_change(Change {
+                id: id.to_owned(),
+                kind,
+                fields,
+            });
+            continue;
+        }
+        let Some(entry): Option<Entry> = inspector.get(id).await? else {
+            // Gone again already: its `del` or `expired` event follows.
+            continue;
+        };
+        let Ok(new) = entry.parse() else {
+            continue;
+        };
+        let change = match cache.get(id) {
+            Some(old) => Change {
+                id: id.to_owned(),
+                kind: ChangeKind::Changed,
+                fields: diff(old, &new),
+            },
+            None => Change {
+                id: id.to_owned(),
+                kind: ChangeKind::Created,
+                fields: diff(&Map::new(), &new),
+            },
+        };
+        cache.insert(id.to_owned(), new);
+        on_change(change);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(json: &str) -> Map<String, Value> {
+        match serde_json::from_str(json).expect("test JSON") {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn check(old: &str, new: &str, expected: &[FieldChange]) {
+        assert_eq!(diff(&map(old), &map(new)), expected, "{old} -> {new}");
+    }
+
+    fn added(name: &str, value: &str) -> FieldChange {
+        FieldChange::Added {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn diffs_fields_and_the_cookie_one_level_down() {
+        check(r#"{"count":1}"#, r#"{"count":1}"#, &[]);
+        check(
+            r#"{"count":1}"#,
+            r#"{"count":2}"#,
+            &[FieldChange::Changed {
+                name: "count".into(),
+                old: "1".into(),
+                new: "2".into(),
+            }],
+        );
+        check(
+            r#"{"cookie":{"path":"/"}}"#,
+            r#"{"cookie":{"path":"/"},"user":{"id":0.36535326065695717}}"#,
+            &[added("user", r#"{"id":0.36535326065695717}"#)],
+        );
+        check(
+            r#"{"user":{"id":1},"count":3}"#,
+            "{}",
+            &[
+                FieldChange::Removed {
+                    name: "user".into(),
+                    value: r#"{"id":1}"#.into(),
+                },
+                FieldChange::Removed {
+                    name: "count".into(),
+                    value: "3".into(),
+                },
+            ],
+        );
+        check(
+            r#"{"cookie":{"expires":null,"path":"/"}}"#,
+            r#"{"cookie":{"expires":"2026-11-29T03:00:00.000Z","path":"/","secure":true}}"#,
+            &[
+                FieldChange::Changed {
+                    name: "cookie.expires".into(),
+                    old: "null".into(),
+                    new: r#""2026-11-29T03:00:00.000Z""#.into(),
+                },
+                added("cookie.secure", "true"),
+            ],
+        );
+    }
+}

@@ -1,0 +1,878 @@
+//! `stack redis keys|get|del|flush|watch`, run as the real binary against a real `redis-server`
+//! (started per test on a free port by `session::testing::RedisServer`), with
+//! `REDIS_SESSION_URL` set and `--cwd` a temp dir. `watch` is checked against the real `writer`
+//! binary (`cargo build --workspace --bins` puts it beside `stack`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use session::cookie::{encode_uri_component, sign};
+use session::testing::RedisServer;
+use tempfile::TempDir;
+
+const SECRET: &str = "canary-secret-7f3a";
+const LINE_DEADLINE: Duration = Duration::from_secs(10);
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// A temp project directory and the variables `stack redis` sees.
+struct Project {
+    dir: TempDir,
+    env: BTreeMap<String, String>,
+}
+
+impl Project {
+    fn new(redis_url: &str) -> Project {
+        let mut env = BTreeMap::new();
+        env.insert("REDIS_SESSION_URL".to_owned(), redis_url.to_owned());
+        Project {
+            dir: tempfile::tempdir().expect("a temp dir"),
+            env,
+        }
+    }
+
+    fn with(mut self, name: &str, value: &str) -> Project {
+        self.env.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stack"));
+        command
+            .arg("--cwd")
+            .arg(self.dir.path())
+            .arg("redis")
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("CLICOLOR_FORCE")
+            .env_remove("REDIS_SESSION_URL")
+            .env_remove("SESSION_SECRET")
+            .envs(&self.env)
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn stack(&self, args: &[&str]) -> Run {
+        let output = self.command(args).output().expect("run the stack binary");
+        Run {
+            code: output.status.code().expect("stack exits, not killed"),
+            stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
+            stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
+        }
+    }
+}
+
+fn session_json(user: Option<f64>, count: Option<u32>) -> String {
+    let mut text =
+        r#"{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}"#.to_owned();
+    if let Some(user) = user {
+        text.push_str(&format!(r#","user":{{"id":{user}}}"#));
+    }
+    if let Some(count) = count {
+        text.push_str(&format!(r#","count":{count}"#));
+    }
+    text.push('}');
+    text
+}
+
+/// Keys that are not sessions; nothing may ever touch them.
+const OTHER_KEYS: [&str; 5] = [
+    "user:1",
+    "sessions:7",
+    "sess",
+    "xsess:abc",
+    "cache:sess:abc",
+];
+
+fn put_other_keys(redis: &mut redis::Connection) {
+    for key in OTHER_KEYS {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(format!("value of {key}"))
+            .exec(redis)
+            .expect("SET");
+    }
+}
+
+fn assert_other_keys_intact(redis: &mut redis::Connection) {
+    for key in OTHER_KEYS {
+        let value: Option<String> = redis::cmd("GET").arg(key).query(redis).expect("GET");
+        assert_eq!(
+            value.as_deref(),
+            Some(format!("value of {key}").as_str()),
+            "{key}"
+        );
+    }
+}
+
+/// Writes `n` sessions in one pipeline; returns their ids.
+fn populate(redis: &mut redis::Connection, n: usize) -> BTreeSet<String> {
+    let mut pipe = redis::pipe();
+    let mut ids = BTreeSet::new();
+    for index in 0..n {
+        let id = format!("id{index:06}-abcdefghijklmnopqrstuv");
+        pipe.cmd("SET")
+            .arg(format!("sess:{id}"))
+            .arg(session_json(Some(index as f64 / 1e4), Some(index as u32)))
+            .arg("EX")
+            .arg(3600)
+            .ignore();
+        ids.insert(id);
+    }
+    pipe.exec(redis).expect("pipelined SETs");
+    ids
+}
+
+/// How many times each command ran since the last `CONFIG RESETSTAT`.
+fn command_calls(redis: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(redis)
+        .expect("INFO");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().expect("a number of calls"))
+}
+
+fn reset_stats(redis: &mut redis::Connection) {
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec(redis)
+        .expect("RESETSTAT");
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|error| panic!("not JSON ({error}): {text}"))
+}
+
+#[test]
+fn keys_lists_zero_one_and_ten_thousand_sessions_with_scan_only() {
+    let server = RedisServer::start();
+    let mut redis = server.connection();
+    put_other_keys(&mut redis);
+    let project = Project::new(&server.url());
+
+    let run = project.stack(&["keys"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains("No sessions matching `sess:*`"),
+        "{}",
+        run.stdout
+    );
+    let listed = json(&project.stack(&["keys", "--json"]).stdout);
+    assert_eq!(listed["total"], 0);
+
+    redis::cmd("SET")
+        .arg("sess:only-one")
+        .arg(session_json(Some(0.36535326065695717), Some(3)))
+        .arg("EX")
+        .arg(600)
+        .exec(&mut redis)
+        .expect("SET");
+    let run = project.stack(&["keys"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert!(lines[0].starts_with("ID"), "{}", lines[0]);
+    for column in ["only-one", r#"{"id":0.36535326065695717}"#, "count"] {
+        assert!(lines[1].contains(column), "{column} in {}", lines[1]);
+    }
+    assert!(
+        lines[1].contains("9m") || lines[1].contains("10m"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].starts_with("> 1 session in "), "{}", lines[2]);
+
+    let mut ids = populate(&mut redis, 10_000);
+    ids.insert("only-one".to_owned());
+    reset_stats(&mut redis);
+    let started = Instant::now();
+    let run = project.stack(&["keys", "--json"]);
+    let elapsed = started.elapsed();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let listed = json(&run.stdout);
+    assert_eq!(listed["total"], 10_001);
+    let sessions = listed["sessions"].as_array().expect("an array");
+    let listed_ids: BTreeSet<String> = sessions
+        .iter()
+        .map(|s| s["id"].as_str().expect("an id").to_owned())
+        .collect();
+    assert_eq!(listed_ids, ids);
+    let first = &sessions[0];
+    assert_eq!(first["fields"], serde_json::json!(["count"]));
+    assert_eq!(first["user"], serde_json::json!({"id": 0}));
+    assert!(first["ttl"].as_i64().expect("a ttl") > 3500, "{first}");
+    assert_eq!(command_calls(&mut redis, "keys"), 0, "KEYS was used");
+    assert!(
+        command_calls(&mut redis, "scan") >= 10,
+        "SCAN was not used in batches"
+    );
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "10,000 sessions took {elapsed:?}"
+    );
+
+    // A pattern stays inside `sess:`.
+    let run = project.stack(&["keys", "id00000*", "--json"]);
+    assert_eq!(json(&run.stdout)["total"], 10, "{}", run.stdout);
+    let run = project.stack(&["keys", "*", "--json"]);
+    assert_eq!(json(&run.stdout)["total"], 10_001);
+    assert_other_keys_intact(&mut redis);
+}
+
+#[test]
+fn del_and_flush_touch_only_sessions() {
+    let server = RedisServer::start();
+    let mut redis = server.connection();
+    put_other_keys(&mut redis);
+    populate(&mut redis, 2_500);
+    let project = Project::new(&server.url());
+
+    let run = project.stack(&[
+        "del",
+        "id000001-abcdefghijklmnopqrstuv",
+        "sess:id000002-abcdefghijklmnopqrstuv",
+        "nope",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains("Deleted 2 sessions"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("no such session: `nope`"),
+        "{}",
+        run.stderr
+    );
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg("sess:id000001-abcdefghijklmnopqrstuv")
+        .arg("sess:id000002-abcdefghijklmnopqrstuv")
+        .arg("sess:id000003-abcdefghijklmnopqrstuv")
+        .query(&mut redis)
+        .expect("EXISTS");
+    assert_eq!(exists, 1);
+
+    let run = project.stack(&["del", "user:1", "nope"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("Error! no such session"),
+        "{}",
+        run.stderr
+    );
+    assert_other_keys_intact(&mut redis);
+
+    // No terminal and no --yes: refused, nothing deleted.
+    let run = project.stack(&["flush"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("needs a confirmation"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("--yes"), "{}", run.stderr);
+    let size: u64 = redis::cmd("DBSIZE").query(&mut redis).expect("DBSIZE");
+    assert_eq!(size, 2_498 + OTHER_KEYS.len() as u64);
+
+    reset_stats(&mut redis);
+    let run = project.stack(&["flush", "--yes"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains("Deleted 2498 sessions"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(command_calls(&mut redis, "keys"), 0, "KEYS was used");
+    assert!(
+        command_calls(&mut redis, "unlink") >= 2,
+        "UNLINK in batches"
+    );
+    let size: u64 = redis::cmd("DBSIZE").query(&mut redis).expect("DBSIZE");
+    assert_eq!(size, OTHER_KEYS.len() as u64);
+    assert_other_keys_intact(&mut redis);
+
+    let run = project.stack(&["flush", "--yes"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains("nothing to delete"), "{}", run.stdout);
+}
+
+#[test]
+fn get_by_id_cookie_value_and_header_verifies_signatures() {
+    let server = RedisServer::start();
+    let mut redis = server.connection();
+    let id = "q5t7q67lzOsCJDca-kvT63Yk6n6kVvpL";
+    redis::cmd("SET")
+        .arg(format!("sess:{id}"))
+        .arg(session_json(Some(0.36535326065695717), Some(7)))
+        .arg("EX")
+        .arg(86_000)
+        .exec(&mut redis)
+        .expect("SET");
+    let plain = Project::new(&server.url());
+    let project = Project::new(&server.url()).with("SESSION_SECRET", SECRET);
+
+    // By id: no secret needed.
+    let run = plain.stack(&["get", id]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains(&format!("Session `{id}`")),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("TTL 23h 53m"), "{}", run.stdout);
+    assert!(run.stdout.contains(r#""count": 7"#), "{}", run.stdout);
+    assert!(run.stdout.contains("0.36535326065695717"), "{}", run.stdout);
+
+    let signed = sign(id, SECRET);
+    let encoded = encode_uri_component(&signed);
+    let forms = [
+        signed.clone(),
+        encoded.clone(),
+        format!("connect.sid={encoded}"),
+        format!("Cookie: theme=dark; connect.sid={encoded}; lang=en"),
+    ];
+    for form in &forms {
+        let run = project.stack(&["get", form]);
+        assert_eq!(run.code, 0, "{form}: {}", run.all());
+        assert!(
+            run.stdout.contains(&format!(
+                "Cookie verifies (valid, signed with secret 1 of 1): it names session `{id}`"
+            )),
+            "{form}: {}",
+            run.stdout
+        );
+        assert!(run.stdout.contains(r#""count": 7"#), "{}", run.stdout);
+        assert!(!run.all().contains(SECRET), "secret shown: {}", run.all());
+    }
+    let run = project.stack(&["get", &forms[2], "--json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let got = json(&run.stdout);
+    assert_eq!(got["id"], id);
+    assert_eq!(got["cookie"]["valid"], true);
+    assert_eq!(got["session"]["count"], 7);
+    assert!(got["ttl"].as_i64().expect("ttl") > 85_000);
+
+    // Rotation: a cookie signed with the old secret verifies, and the output says which.
+    let rotated =
+        Project::new(&server.url()).with("SESSION_SECRET", &format!("new-{SECRET},{SECRET}"));
+    let run = rotated.stack(&["get", &forms[2]]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains("signed with secret 2 of 2"),
+        "{}",
+        run.stdout
+    );
+
+    // Tampered and wrong-secret cookies: refused, and the store is not read.
+    let tampered_id = format!("{}X", &id[..id.len() - 1]);
+    let tampered = encoded.replacen(id, &tampered_id, 1);
+    let wrong = encode_uri_component(&sign(id, "another-secret"));
+    for (cookie, claimed) in [(&tampered, tampered_id.as_str()), (&wrong, id)] {
+        reset_stats(&mut redis);
+        for form in [cookie.clone(), format!("connect.sid={cookie}")] {
+            let run = project.stack(&["get", &form]);
+            assert_eq!(run.code, 1, "{form}: {}", run.all());
+            assert!(
+                run.stderr.contains(&format!("Error! the cookie does NOT verify against SESSION_SECRET (1 secret tried); it claims session `{claimed}`, which was not looked up")),
+                "{}",
+                run.stderr
+            );
+            assert!(!run.stdout.contains("count"), "{}", run.stdout);
+            assert!(!run.all().contains(SECRET), "secret shown: {}", run.all());
+        }
+        assert_eq!(
+            command_calls(&mut redis, "mget"),
+            0,
+            "a bad cookie was looked up"
+        );
+        assert_eq!(
+            command_calls(&mut redis, "get"),
+            0,
+            "a bad cookie was looked up"
+        );
+    }
+    let run = project.stack(&["get", &format!("connect.sid={tampered}"), "--json"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(json(&run.stdout)["cookie"]["valid"], false);
+
+    // A signed cookie without SESSION_SECRET: a clear error.
+    let run = plain.stack(&["get", &forms[2]]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("`SESSION_SECRET` is not set"),
+        "{}",
+        run.stderr
+    );
+
+    // SESSION_SECRET from --dotenv.
+    std::fs::write(
+        plain.dir.path().join("local.env"),
+        format!("SESSION_SECRET={SECRET}\n"),
+    )
+    .expect("write .env");
+    let run = plain.stack(&["--dotenv", "local.env", "get", &forms[2]]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(!run.all().contains(SECRET));
+
+    let run = plain.stack(&["get", "missing-id"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("no session `missing-id`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn every_error_shows_the_masked_url_never_the_password() {
+    let canary = "canary-pw-51d2";
+    let closed = free_port();
+    let server = RedisServer::start_with_password("the-right-one");
+    let urls = [
+        format!("redis://:{canary}@127.0.0.1:{closed}"),
+        format!("redis://127.0.0.1:{closed}?password={canary}"),
+        format!("redis://:{canary}@127.0.0.1:{}", server.port()),
+    ];
+    let masked = [
+        format!("redis://:***@127.0.0.1:{closed}"),
+        format!("redis://:***@127.0.0.1:{closed}"),
+        format!("redis://:***@127.0.0.1:{}", server.port()),
+    ];
+    let commands: [&[&str]; 5] = [
+        &["keys"],
+        &["get", "some-id"],
+        &["del", "some-id"],
+        &["flush", "--yes"],
+        &["watch"],
+    ];
+    for (url, masked) in urls.iter().zip(&masked) {
+        let project = Project::new(url);
+        for args in commands {
+            let run = project.stack(args);
+            assert_eq!(run.code, 1, "{args:?} {masked}: {}", run.all());
+            let first_line = run.stderr.lines().next().unwrap_or_default();
+            assert!(
+                first_line.starts_with(&format!("Error! cannot reach Redis at `{masked}`"))
+                    || first_line.starts_with(&format!(
+                        "Error! Redis at `{masked}` refused the credentials"
+                    )),
+                "{args:?}: {}",
+                run.stderr
+            );
+            assert!(run.stderr.contains("REDIS_SESSION_URL"), "{}", run.stderr);
+            assert!(
+                !run.all().contains(canary),
+                "{args:?}: password shown: {}",
+                run.all()
+            );
+        }
+    }
+    // The same through --dotenv.
+    let project = Project::new("");
+    std::fs::write(
+        project.dir.path().join(".env"),
+        format!("REDIS_SESSION_URL={}\n", urls[0]),
+    )
+    .expect("write .env");
+    let run = project.stack(&["--dotenv", ".env", "keys"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains(&masked[0]), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("from REDIS_SESSION_URL in `"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all().contains(canary));
+}
+
+/// Lines of a child's stdout, read on a thread so the test can wait with a deadline.
+struct Lines {
+    receiver: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn new(stdout: impl Read + Send + 'static) -> Lines {
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            receiver,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line containing every one of `parts`, within the deadline.
+    fn wait_for(&mut self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + LINE_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.receiver.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if parts.iter().all(|part| line.contains(part)) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {parts:?} within {LINE_DEADLINE:?}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+/// A child killed (SIGTERM, then SIGKILL) when the test ends, pass or fail.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let pid = Pid::from_raw(self.0.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+fn writer_binary() -> PathBuf {
+    let stack = Path::new(env!("CARGO_BIN_EXE_stack"));
+    let writer = stack
+        .parent()
+        .expect("the binary has a directory")
+        .join("writer");
+    assert!(
+        writer.is_file(),
+        "the writer binary is missing at {}; build it first with `cargo build --workspace --bins`",
+        writer.display()
+    );
+    writer
+}
+
+/// One HTTP/1.1 GET; returns the body and the `connect.sid` cookie it set, if any.
+fn http_get(port: u16, path: &str, cookie: Option<&str>) -> (String, Option<String>) {
+    let mut stream =
+        TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect to the writer");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let cookie = cookie
+        .map(|value| format!("Cookie: connect.sid={value}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}Connection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let set_cookie = head.lines().find_map(|line| {
+        let value = line
+            .strip_prefix("set-cookie: ")
+            .or_else(|| line.strip_prefix("Set-Cookie: "))?;
+        value
+            .strip_prefix("connect.sid=")?
+            .split(';')
+            .next()
+            .map(str::to_owned)
+    });
+    (body.to_owned(), set_cookie)
+}
+
+#[test]
+fn watch_shows_a_login_an_increment_and_a_logout_made_through_the_writer() {
+    let writer = writer_binary();
+    let server = RedisServer::start();
+    let mut redis = server.connection();
+    let project = Project::new(&server.url());
+
+    // Notifications off (redis-server's default): say how to turn them on, do not wait.
+    let run = project.stack(&["watch"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("keyspace notifications are off"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("CONFIG SET notify-keyspace-events KEA"),
+        "{}",
+        run.stderr
+    );
+
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("KEA")
+        .exec(&mut redis)
+        .expect("CONFIG SET");
+    let mut watch = project.command(&["watch"]);
+    watch.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut watch = Guard(watch.spawn().expect("start stack redis watch"));
+    let mut lines = Lines::new(watch.0.stdout.take().expect("piped stdout"));
+    lines.wait_for(&["> Watching sessions in ", "0 known"]);
+
+    let port = free_port();
+    let _writer = Guard(
+        Command::new(&writer)
+            .env("REDIS_SESSION_URL", server.url())
+            .env("SESSION_SECRET", SECRET)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the writer"),
+    );
+    let deadline = Instant::now() + LINE_DEADLINE;
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the writer did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let (body, cookie) = http_get(port, "/login", None);
+    assert!(body.contains("you are now logged in"), "{body}");
+    let cookie = cookie.expect("login sets the session cookie");
+    let signed = session::cookie::decode_uri_component(&cookie);
+    let id = signed
+        .strip_prefix("s:")
+        .and_then(|body| body.rsplit_once('.'))
+        .map(|(id, _)| id.to_owned())
+        .expect("a signed cookie");
+    let line = lines.wait_for(&["created", &id]);
+    assert!(line.contains(r#"user {"id":"#), "{line}");
+
+    http_get(port, "/increment", Some(&cookie));
+    let line = lines.wait_for(&["changed", &id]);
+    assert!(line.contains("count added 1"), "{line}");
+    http_get(port, "/increment", Some(&cookie));
+    let line = lines.wait_for(&["changed", &id]);
+    assert!(line.contains("count 1 → 2"), "{line}");
+
+    http_get(port, "/logout", Some(&cookie));
+    let line = lines.wait_for(&["deleted", &id]);
+    assert!(line.contains("had user, count"), "{line}");
+
+    // Ctrl-C ends it cleanly and quickly.
+    kill(Pid::from_raw(watch.0.id() as i32), Signal::SIGINT).expect("SIGINT");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = watch.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "watch did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// A project with one tiny Node service, enough for `stack up` to run its managed Redis.
+fn node_project() -> TempDir {
+    let status = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
+    assert!(
+        matches!(status, Ok(status) if status.success()),
+        "`node` is needed to run `stack up` with a service: install Node.js 20 (`apt-get install nodejs`)"
+    );
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let service = dir.path().join("services/hello");
+    std::fs::create_dir_all(service.join("node_modules")).expect("service dir");
+    std::fs::write(
+        service.join("package.json"),
+        r#"{"name":"hello","version":"1.0.0","private":true,"scripts":{"start":"node server.js"}}"#,
+    )
+    .expect("package.json");
+    std::fs::write(
+        service.join("server.js"),
+        "require('http').createServer((q, s) => s.end('ok')).listen(+process.env.PORT, '127.0.0.1')\n",
+    )
+    .expect("server.js");
+    dir
+}
+
+#[test]
+fn the_managed_redis_is_found_through_a_running_stack_up() {
+    let project_dir = node_project();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_stack"));
+    up.arg("--cwd")
+        .arg(project_dir.path())
+        .args(["up", "--port", "0", "--no-watch"])
+        .env("NO_COLOR", "1")
+        .env_remove("REDIS_SESSION_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let mut up = Guard(up.spawn().expect("start stack up"));
+    let mut lines = Lines::new(up.0.stdout.take().expect("piped stdout"));
+    let line = lines.wait_for(&["> Redis ready at redis://127.0.0.1:"]);
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("redis://"))
+        .expect("the managed URL")
+        .to_owned();
+
+    let mut redis = redis::Client::open(url.as_str())
+        .and_then(|client| client.get_connection())
+        .expect("connect to the managed Redis");
+    redis::cmd("SET")
+        .arg("sess:from-managed")
+        .arg(session_json(None, Some(41)))
+        .arg("EX")
+        .arg(600)
+        .exec(&mut redis)
+        .expect("SET");
+
+    // The running stack up wins over REDIS_SESSION_URL (here a dead one, with a canary password).
+    let canary = "canary-pw-managed";
+    let project = Project {
+        dir: project_dir,
+        env: [(
+            "REDIS_SESSION_URL".to_owned(),
+            format!("redis://:{canary}@127.0.0.1:{}", free_port()),
+        )]
+        .into(),
+    };
+    let run = project.stack(&["get", "from-managed"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains(&format!("in {url}")), "{}", run.stdout);
+    assert!(run.stdout.contains(r#""count": 41"#), "{}", run.stdout);
+    let run = project.stack(&["keys", "--json"]);
+    assert_eq!(json(&run.stdout)["redis"], url.as_str());
+    assert_eq!(json(&run.stdout)["total"], 1);
+
+    // Once stack up has stopped, the environment's URL is used (and shown masked).
+    kill(Pid::from_raw(up.0.id() as i32), Signal::SIGINT).expect("SIGINT");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while up.0.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "stack up did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = project.stack(&["keys"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("redis://:***@127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all().contains(canary));
+    drop(project);
+}
+
+/// Runs `stack redis flush` on a pseudo-terminal (util-linux `script`), answering `answer`.
+fn flush_on_a_terminal(project: &Project, answer: &str) -> Run {
+    let command = format!(
+        "{} --cwd {} redis flush",
+        env!("CARGO_BIN_EXE_stack"),
+        project.dir.path().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .env_remove("SESSION_SECRET")
+        .envs(&project.env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "`script` (util-linux) is needed for the terminal test: apt-get install util-linux",
+        );
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    // Answer only once the question is on the terminal.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + LINE_DEADLINE;
+    while !String::from_utf8_lossy(&seen).contains("[y/N]") {
+        assert!(
+            Instant::now() < deadline,
+            "no prompt: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        let mut chunk = [0_u8; 256];
+        let n = stdout.read(&mut chunk).expect("read the terminal");
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    stdin.write_all(answer.as_bytes()).expect("answer");
+    stdout.read_to_end(&mut seen).expect("read the rest");
+    drop(stdin);
+    let status = child.wait().expect("script exits");
+    Run {
+        code: status.code().expect("an exit code"),
+        stdout: String::from_utf8_lossy(&seen).into_owned(),
+        stderr: String::new(),
+    }
+}
+
+#[test]
+fn flush_asks_on_a_terminal() {
+    let server = RedisServer::start();
+    let mut redis = server.connection();
+    put_other_keys(&mut redis);
+    populate(&mut redis, 3);
+    let project = Project::new(&server.url());
+
+    let run = flush_on_a_terminal(&project, "n\n");
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("Delete 3 sessions (every `sess:*` key)"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Nothing was deleted"), "{}", run.stdout);
+    let size: u64 = redis::cmd("DBSIZE").query(&mut redis).expect("DBSIZE");
+    assert_eq!(size, 3 + OTHER_KEYS.len() as u64);
+
+    let run = flush_on_a_terminal(&project, "y\n");
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.stdout.contains("Deleted 3 sessions"), "{}", run.stdout);
+    let size: u64 = redis::cmd("DBSIZE").query(&mut redis).expect("DBSIZE");
+    assert_eq!(size, OTHER_KEYS.len() as u64);
+    assert_other_keys_intact(&mut redis);
+}
