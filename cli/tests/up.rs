@@ -185,6 +185,9 @@ impl Up {
             .args(["--port", "0"])
             .args(args)
             .env("NO_COLOR", "1")
+            // Each test says what the services get; nothing leaks in from the caller.
+            .env_remove("SESSION_SECRET")
+            .env_remove("REDIS_SESSION_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -490,6 +493,68 @@ async fn demo_flow_scale_kill_down_and_sessions_that_survive() {
     // The canary secret is in no output and no log file.
     for (what, text) in [("stack up output", outputs), ("logs", project.all_logs())] {
         assert!(!text.contains(secret), "the secret leaked into the {what}");
+    }
+}
+
+/// The README's first command: `stack up` with no `.env` at all runs the demo on a managed
+/// Redis and a per-project generated secret, which it never prints and keeps for the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_with_no_env_file_on_a_generated_secret() {
+    require_tools();
+    let project = Project::demo("unused");
+    fs::remove_file(project.path().join(".env")).unwrap();
+    let [writer, reader] = demo_services();
+    let mut up = Up::start(&project, &[&writer, &reader]);
+    up.wait_ready("writer");
+    up.wait_ready("reader");
+    let secret = fs::read_to_string(project.path().join(".stack/session-secret")).unwrap();
+    assert_eq!(secret.len(), 64, "32 random bytes, hex");
+
+    // A login and an increment: the secret signs, the managed Redis stores.
+    let writer_host = "writer.localhost";
+    let login = up
+        .client(writer_host)
+        .get(up.url(writer_host, "/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let increment = |up: &Up| {
+        up.client(writer_host)
+            .get(up.url(writer_host, "/increment"))
+            .header("cookie", cookie.clone())
+            .send()
+    };
+    let body: Value = increment(&up).await.unwrap().json().await.unwrap();
+    assert_eq!(body["count"], 1);
+    drop(up);
+
+    // The same secret next time, so the session outlives the restart.
+    let mut again = Up::start(&project, &[&writer, &reader]);
+    again.wait_ready("writer");
+    let line = again.wait_for("SESSION_SECRET is not set", DEADLINE);
+    assert!(line.contains("generated secret"), "{line}");
+    assert_eq!(
+        fs::read_to_string(project.path().join(".stack/session-secret")).unwrap(),
+        secret
+    );
+    let body: Value = increment(&again).await.unwrap().json().await.unwrap();
+    assert_eq!(body["count"], 2);
+    let output = again.output();
+    assert!(
+        !output.contains(&secret),
+        "the secret was printed:\n{output}"
+    );
+    for entry in fs::read_dir(project.path().join(".stack/logs")).unwrap() {
+        let log = fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        assert!(!log.contains(&secret), "the secret is in a log file");
     }
 }
 

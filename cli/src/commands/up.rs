@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::args::UpArgs;
 use crate::control::{self, AliasChange, ControlContext, ErrorBody};
 use crate::env;
+use crate::init;
 use crate::output::{self, CliError, CliResult};
 use crate::proxy::{self, Routing, RoutingTable};
 use crate::redis::managed::{self, ManagedRedis};
@@ -38,6 +39,9 @@ use crate::supervisor::{
     self, process, routes, Config, DeploymentSpec, Supervisor, SupervisorError,
 };
 use session::redis_url::RedisUrl;
+
+/// The variable the services sign cookies with; generated per project when unset.
+const SESSION_SECRET: &str = "SESSION_SECRET";
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells expect.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -86,6 +90,9 @@ fn load_environment(project_dir: &Path, args: &UpArgs) -> CliResult<BTreeMap<Str
     let mut errors = Vec::new();
     let dotenv = match &args.dotenv {
         Some(file) => {
+            if let Some(warning) = init::dotenv_warning(project_dir, file) {
+                output::warn(warning);
+            }
             let path = if file.is_absolute() {
                 file.clone()
             } else {
@@ -118,10 +125,34 @@ fn load_environment(project_dir: &Path, args: &UpArgs) -> CliResult<BTreeMap<Str
         ))
         .hint("Fix the lines above (`KEY=VALUE`, keys of letters, digits and `_`). Nothing was started."));
     }
-    Ok(env::merge(
-        env::caller_environment(),
-        [&dotenv, &assignments],
-    ))
+    let mut merged = env::merge(env::caller_environment(), [&dotenv, &assignments]);
+    // `REDIS_SESSION_URL=` copied from `.env.example` means "manage one for me", not "no Redis".
+    if merged
+        .get(env::REDIS_SESSION_URL)
+        .is_some_and(|url| url.trim().is_empty())
+    {
+        merged.remove(env::REDIS_SESSION_URL);
+    }
+    if merged
+        .get(SESSION_SECRET)
+        .is_none_or(|secret| secret.trim().is_empty())
+    {
+        let stack_dir = project_dir.join(state::STATE_DIR);
+        let (secret, created) = state::secret::load_or_create(&stack_dir).map_err(|error| {
+            CliError::new(format!(
+                "`SESSION_SECRET` is not set and `{}` cannot be written: {error}",
+                state::secret::path(&stack_dir).display()
+            ))
+            .hint("Set SESSION_SECRET in `.env` (with `--dotenv`) or with `-e SESSION_SECRET=...`.")
+        })?;
+        output::info(format!(
+            "SESSION_SECRET is not set: using the project's {} secret in `{}` (set it in .env to choose your own)",
+            if created { "new" } else { "generated" },
+            state::secret::path(Path::new(state::STATE_DIR)).display()
+        ));
+        merged.insert(SESSION_SECRET.to_string(), secret);
+    }
+    Ok(merged)
 }
 
 async fn up(

@@ -6,6 +6,7 @@
 
 pub mod aliases;
 pub mod deployments;
+pub mod secret;
 
 use std::collections::BTreeMap;
 use std::fs;
