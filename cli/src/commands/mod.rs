@@ -6,6 +6,7 @@ pub mod down;
 pub mod logs;
 pub mod ls;
 pub mod rm;
+pub mod rollback;
 pub mod route;
 pub mod scale;
 pub mod up;
@@ -25,7 +26,7 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Logs(args) => logs::run(&cli.cwd, args),
         Command::Rm(args) => rm::run(&cli.cwd, args),
         Command::Down => down::run(&cli.cwd),
-        Command::Rollback(_) => Err(not_built("rollback")),
+        Command::Rollback(args) => rollback::run(&cli.cwd, args),
         Command::Redis(_) => Err(not_built("redis")),
         Command::Init(_) | Command::Export(_) => Err(not_built("init")),
     }
