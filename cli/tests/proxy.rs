@@ -816,3 +816,64 @@ async fn swapping_rules_is_atomic_for_requests_in_flight() {
         assert_eq!(answer.header("x-stack-deployment"), Some("reader-def"));
     }
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
+    let echo = echo_upstream().await;
+    let (table, _) = one_deployment("app.localhost", "app-abc", &[echo.addr]);
+    let config = ProxyConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..test_config()
+    };
+    let proxy = TestProxy::start(table, config).await;
+
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut buffer).await.unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    let idle_since = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection stayed open");
+    let idle_for = idle_since.elapsed();
+    assert!(
+        idle_for >= Duration::from_millis(250),
+        "closed too early: {idle_for:?}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_heads_are_refused_and_http10_without_host_gets_no_route() {
+    let echo = echo_upstream().await;
+    let (table, _) = one_deployment("app.localhost", "app-abc", &[echo.addr]);
+    let config = ProxyConfig {
+        max_header_size: 8 * 1024,
+        ..test_config()
+    };
+    let proxy = TestProxy::start(table, config).await;
+
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(16 * 1024)
+    );
+    let answer = raw_exchange(proxy.addr, huge.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    let old = raw_exchange(proxy.addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        old.starts_with("HTTP/1.0 404") || old.starts_with("HTTP/1.1 404"),
+        "{old}"
+    );
+    assert!(old.contains(r#""hosts":["app.localhost"]"#), "{old}");
+}

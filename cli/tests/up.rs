@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
+use stack::control::{apply_alias_change, AliasChange, Applied};
+use stack::state::aliases::{Alias, AliasTarget};
 
 const STACK: &str = env!("CARGO_BIN_EXE_stack");
 /// The first `stack up` of a run may build the demo's services.
@@ -507,24 +509,35 @@ async fn a_crashing_service_backs_off_then_is_crashed_while_the_other_serves() {
         "{crashed_after:?}"
     );
 
-    // The starts, from the stored log: gaps follow the backoff.
+    // From the stored log: five runs, and each restart waits the backoff (1, 2, 4, 8 s).
     let crasher_id = project.deployment("crasher")["id"]
         .as_str()
         .unwrap()
         .to_string();
     let log =
         fs::read_to_string(project.path().join(format!(".stack/logs/{crasher_id}.log"))).unwrap();
-    let starts: Vec<u64> = log
+    let time_of = |line: &str| -> u64 { line.split(' ').next().unwrap().parse().unwrap() };
+    let runs = log
         .lines()
         .filter(|line| line.contains("exiting at once"))
-        .map(|line| line.split(' ').next().unwrap().parse().unwrap())
+        .count();
+    assert_eq!(runs, 5, "{log}");
+    let waits: Vec<u64> = log
+        .lines()
+        .filter(|line| line.contains("restarting in"))
+        .map(time_of)
         .collect();
-    assert_eq!(starts.len(), 5, "{log}");
+    let restarts: Vec<u64> = log
+        .lines()
+        .filter(|line| line.contains("[stack] restarting (restart"))
+        .map(time_of)
+        .collect();
+    assert_eq!((waits.len(), restarts.len()), (4, 4), "{log}");
     for (index, expected) in [1000u64, 2000, 4000, 8000].iter().enumerate() {
-        let gap = starts[index + 1] - starts[index];
+        let gap = restarts[index] - waits[index];
         assert!(
-            gap >= *expected && gap < expected + 2500,
-            "gap {index} is {gap} ms, expected {expected} ms plus start-up:\n{log}"
+            gap >= *expected && gap < expected + 500,
+            "restart {index} came {gap} ms after the failure, expected {expected} ms:\n{log}"
         );
     }
     assert!(log.contains("CRASHED"), "{log}");
@@ -554,6 +567,22 @@ async fn a_crashing_service_backs_off_then_is_crashed_while_the_other_serves() {
         assert!(!text.contains(secret), "the secret leaked:\n{text}");
     }
 
+    // `stack rm` refuses the current, running deployment; scaled to 0 it goes.
+    let refused = project.stack(&["rm", &crasher_id]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("stack scale"));
+    project.stack_ok(&["scale", "crasher", "0"]);
+    project.stack_ok(&["rm", &crasher_id]);
+    assert!(project
+        .ls()
+        .iter()
+        .all(|deployment| deployment["service"] != "crasher"));
+    assert!(!project
+        .path()
+        .join(".stack/deployments")
+        .join(&crasher_id)
+        .exists());
+
     // Ctrl-C stops everything within the grace period and exits 130.
     let processes = instances(&project.ls());
     let interrupted = Instant::now();
@@ -564,6 +593,20 @@ async fn a_crashing_service_backs_off_then_is_crashed_while_the_other_serves() {
     for (pid, _) in processes {
         assert!(!alive(pid), "{pid} survived Ctrl-C");
     }
+
+    // Without a running `stack up`, scale is recorded for the next one and logs read the disk.
+    let recorded = project.stack_ok(&["scale", "hello", "3"]);
+    assert!(
+        recorded.contains("applies at the next `stack up`"),
+        "{recorded}"
+    );
+    let state: Value = serde_json::from_str(
+        &fs::read_to_string(project.path().join(".stack/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["scale"]["hello"], 3);
+    let stored = project.stack_ok(&["logs", "hello", "-n", "50"]);
+    assert!(stored.contains("hello.0 | hello: listening"), "{stored}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -598,15 +641,109 @@ async fn one_up_per_project_external_redis_masked_and_sigkill_leaves_nothing() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 
+    // Aliases apply live through the control socket, all or nothing.
+    let project_dir = project.path().to_path_buf();
+    let applied = tokio::task::spawn_blocking(move || {
+        let good = AliasChange::Set {
+            host: "hi.localhost".into(),
+            alias: Alias::new(AliasTarget::Plain {
+                target: "hello".into(),
+            }),
+        };
+        let bad = AliasChange::Set {
+            host: "bad.localhost".into(),
+            alias: Alias::new(AliasTarget::Plain {
+                target: "nothing-here".into(),
+            }),
+        };
+        (
+            apply_alias_change(&project_dir, &good).map_err(|error| error.to_string()),
+            apply_alias_change(&project_dir, &bad).map_err(|error| error.to_string()),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(applied.0, Ok(Applied::Live));
+    let refusal = applied.1.unwrap_err();
+    assert!(
+        refusal.contains("rule 1") && refusal.contains("nothing-here"),
+        "{refusal}"
+    );
+    let (status, body, _) = get(&up.client("hi.localhost"), &up.url("hi.localhost", "/")).await;
+    assert_eq!((status, &body["service"]), (200, &Value::from("hello")));
+    let state = fs::read_to_string(project.path().join(".stack/state.json")).unwrap();
+    assert!(
+        state.contains("hi.localhost") && !state.contains("bad.localhost"),
+        "{state}"
+    );
+
+    // `stack logs -f` shows the lines of an instance that starts later.
+    let mut follow = Command::new(STACK)
+        .arg("--cwd")
+        .arg(project.path())
+        .args(["logs", "hello", "-f", "-n", "1"])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let followed = Arc::new(Mutex::new(String::new()));
+    {
+        let followed = followed.clone();
+        let stdout = follow.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                followed.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+    }
+    project.stack_ok(&["scale", "hello", "2"]);
+    wait_until("`stack logs -f` to show the new instance", DEADLINE, || {
+        followed
+            .lock()
+            .unwrap()
+            .contains("hello.1 | hello: listening")
+    });
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
+    // Scaling down drains: slow requests in flight on the stopped instance still succeed.
+    let hello = up.client("hello.localhost");
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let hello = hello.clone();
+            let url = up.url("hello.localhost", "/slow");
+            tokio::spawn(async move {
+                hello
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    project.stack_ok(&["scale", "hello", "1"]);
+    for request in slow {
+        assert_eq!(
+            request.await.unwrap().map_err(|error| error.to_string()),
+            Ok(200)
+        );
+    }
+    project.stack_ok(&["scale", "hello", "2"]);
+
     // `stack up` killed with SIGKILL: its services are gone 2 s later (npm's node child too).
     up.wait_for("hello: listening", DEADLINE);
-    let hello_port = instances(&project.ls())[0].1;
+    let hello_ports: Vec<u64> = instances(&project.ls())
+        .iter()
+        .map(|(_, port)| *port)
+        .collect();
+    assert_eq!(hello_ports.len(), 2);
     kill(up.pid(), Signal::SIGKILL).unwrap();
     up.wait_exit(Duration::from_secs(5));
     wait_until(
-        "the service to die with stack up",
+        "the services to die with stack up",
         Duration::from_secs(2),
-        || !listening(hello_port),
+        || hello_ports.iter().all(|port| !listening(*port)),
     );
     for text in [up.output(), project.all_logs()] {
         assert!(
@@ -647,4 +784,33 @@ fn a_bad_env_line_names_the_line_hides_the_value_and_starts_nothing() {
         "nothing was built or recorded"
     );
     assert!(!project.path().join(".stack/logs").exists());
+}
+
+#[test]
+fn without_redis_server_on_path_up_says_how_to_install_it() {
+    require_tools();
+    let project = Project::fixture("node-pair");
+    // `hello` needs no build tool; with an empty PATH only redis-server is missing.
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(STACK)
+        .arg("--cwd")
+        .arg(project.path())
+        .args(["up", "hello", "--port", "0"])
+        .env("PATH", empty.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Error! `redis-server` is not installed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sudo apt-get install redis-server"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("brew install redis"), "{stderr}");
+    assert!(stderr.contains("REDIS_SESSION_URL"), "{stderr}");
+    assert!(!project.path().join(".stack/stack.sock").exists());
 }

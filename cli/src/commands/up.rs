@@ -28,6 +28,7 @@ use crate::env;
 use crate::output::{self, CliError, CliResult};
 use crate::proxy::{self, Routing, RoutingTable};
 use crate::redis::managed::{self, ManagedRedis};
+use crate::redis::ping::{ping, PingOutcome};
 use crate::state::deployments::{ServiceHistory, DEPLOYMENTS_DIR};
 use crate::state::{self, Alias, State};
 use crate::supervisor::build::{self, BuildError, Built};
@@ -35,6 +36,7 @@ use crate::supervisor::logs::{self, DeploymentLog, Redactor};
 use crate::supervisor::{
     self, process, redeploy, routes, Config, DeploymentSpec, Supervisor, SupervisorError,
 };
+use session::redis_url::RedisUrl;
 
 /// Exit code after Ctrl-C (128 + SIGINT), as shells expect.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -173,7 +175,7 @@ async fn up(
         })?;
     let redis = match service_env.get(env::REDIS_SESSION_URL) {
         Some(url) => {
-            check_external_redis(url).await;
+            check_external_redis(url).await?;
             None
         }
         None => {
@@ -467,6 +469,7 @@ fn record_deployments(
                 program,
                 args: record.args.clone(),
                 created_ms: record.created_ms,
+                health: record.health.clone(),
             },
             instances,
         ));
@@ -493,60 +496,24 @@ fn prune(deployments_dir: &Path, history: &mut ServiceHistory, keep: usize) {
     }
 }
 
-/// PINGs a Redis the user brought; a warning (masked URL) when it does not answer.
-async fn check_external_redis(url: &str) {
-    let masked = env::mask_redis_url(url);
-    match ping_url(url).await {
-        Ok(()) => output::info(format!("Redis at {masked} (REDIS_SESSION_URL) answers")),
-        Err(reason) => output::warn(format!(
-            "Redis at {masked} (REDIS_SESSION_URL) does not answer ({reason}); services answer 503 until it does"
+/// PINGs a Redis the user brought; a warning (masked URL) when it does not answer. A URL that
+/// does not parse is an error (described, never echoed).
+async fn check_external_redis(url: &str) -> CliResult<()> {
+    let url = RedisUrl::parse(url).map_err(|error| {
+        CliError::new(format!("`REDIS_SESSION_URL` is invalid: {error}")).hint(
+            "Use redis://host:6379, redis://:password@host:6379/0, unix:///path/to/redis.sock, or unset it for a managed Redis.",
+        )
+    })?;
+    match ping(&url, Duration::from_secs(2)).await {
+        PingOutcome::Answers => output::info(format!("Redis at {url} (REDIS_SESSION_URL) answers")),
+        PingOutcome::NotProbed => output::info(format!(
+            "Redis at {url} (REDIS_SESSION_URL) uses TLS; not probed"
+        )),
+        PingOutcome::Fails(reason) => output::warn(format!(
+            "Redis at {url} (REDIS_SESSION_URL) does not answer ({reason}); the services answer 503 until it does"
         )),
     }
-}
-
-/// A plain-TCP PING to the URL's host and port (`rediss://` and Unix sockets are not probed).
-async fn ping_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("redis://") else {
-        return Ok(());
-    };
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) => (
-            host.to_string(),
-            port.parse::<u16>().map_err(|_| "bad port".to_string())?,
-        ),
-        None => (host_port.to_string(), 6379),
-    };
-    let host = if host.is_empty() {
-        "127.0.0.1".to_string()
-    } else {
-        host
-    };
-    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
-    match tokio::time::timeout(Duration::from_secs(2), connect).await {
-        Ok(Ok(mut stream)) => {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            stream
-                .write_all(b"PING\r\n")
-                .await
-                .map_err(|error| error.to_string())?;
-            let mut answer = [0u8; 32];
-            let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut answer))
-                .await
-                .map_err(|_| "no answer".to_string())?
-                .map_err(|error| error.to_string())?;
-            if answer[..read].starts_with(b"+PONG") || answer[..read].starts_with(b"-NOAUTH") {
-                Ok(())
-            } else {
-                Err("not a Redis answer".into())
-            }
-        }
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("connection timed out".into()),
-    }
+    Ok(())
 }
 
 /// Rebuilds and swaps the routing table after every supervisor change.

@@ -5,8 +5,6 @@
 //! headers go first, and only then are the forwarding headers set, so a client cannot delete or
 //! forge them by naming them in `Connection`. It never chooses where a request goes.
 
-use std::net::IpAddr;
-
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
@@ -83,30 +81,24 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// upstream's own.
 pub fn set_forwarding_headers(
     headers: &mut HeaderMap,
-    client_ip: IpAddr,
+    client_ip: &HeaderValue,
     requested_host: Option<&HeaderValue>,
 ) {
-    let client_ip_text = client_ip.to_string();
     let forwarded_for = {
         let mut earlier = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
         if earlier.peek().is_none() {
-            HeaderValue::from_str(&client_ip_text)
+            client_ip.clone()
         } else {
             let mut joined = Vec::new();
             for value in earlier {
                 joined.extend_from_slice(value.as_bytes());
                 joined.extend_from_slice(b", ");
             }
-            joined.extend_from_slice(client_ip_text.as_bytes());
-            HeaderValue::from_bytes(&joined)
+            joined.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
         }
     };
-    let client_ip_value =
-        HeaderValue::from_str(&client_ip_text).expect("an IP address is a valid header value");
-    headers.insert(
-        &X_FORWARDED_FOR,
-        forwarded_for.unwrap_or_else(|_| client_ip_value.clone()),
-    );
+    headers.insert(&X_FORWARDED_FOR, forwarded_for);
     match requested_host {
         Some(host) => {
             headers.insert(&X_FORWARDED_HOST, host.clone());
@@ -116,7 +108,7 @@ pub fn set_forwarding_headers(
         }
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    headers.insert(&X_REAL_IP, client_ip_value);
+    headers.insert(&X_REAL_IP, client_ip.clone());
     headers.remove(HOST);
 }
 
@@ -212,7 +204,11 @@ mod tests {
             ("host", "app.localhost:3000"),
         ]);
         let host = map.get(HOST).cloned();
-        set_forwarding_headers(&mut map, "127.0.0.1".parse().unwrap(), host.as_ref());
+        set_forwarding_headers(
+            &mut map,
+            &HeaderValue::from_static("127.0.0.1"),
+            host.as_ref(),
+        );
         assert_eq!(map["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 127.0.0.1");
         assert_eq!(map["x-real-ip"], "127.0.0.1");
         assert_eq!(map["x-forwarded-proto"], "http");

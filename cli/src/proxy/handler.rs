@@ -33,20 +33,34 @@ pub struct Shared {
     pub cut_off: CancellationToken,
 }
 
+/// The client end of a connection, computed once per connection rather than per request.
+pub struct Client {
+    pub addr: SocketAddr,
+    /// The client's IP as a header value, for `X-Forwarded-For` and `X-Real-IP`.
+    pub ip_header: HeaderValue,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip_header = HeaderValue::from_str(&addr.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Self { addr, ip_header }
+    }
+}
+
 pub async fn handle(
     shared: Arc<Shared>,
-    client_addr: SocketAddr,
+    client: Arc<Client>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    // A method is a plain copy for the standard ones; kept only to log an error.
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    match proxy(&shared, client_addr, request).await {
+    match proxy(&shared, &client, request).await {
         Ok(response) => Ok(response),
         Err(error) => {
             tracing::debug!(
                 %method,
-                path,
-                client = %client_addr,
+                client = %client.addr,
                 error = error.code(),
                 message = %error,
                 "proxy answered itself"
@@ -58,7 +72,7 @@ pub async fn handle(
 
 async fn proxy(
     shared: &Shared,
-    client_addr: SocketAddr,
+    client: &Client,
     mut request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let requested_host =
@@ -80,7 +94,7 @@ async fn proxy(
         .map(|_| hyper::upgrade::on(&mut request));
     forward::set_forwarding_headers(
         request.headers_mut(),
-        client_addr.ip(),
+        &client.ip_header,
         requested_host.as_ref(),
     );
     if let Some(protocol) = &upgrade_protocol {
@@ -88,8 +102,9 @@ async fn proxy(
     }
 
     let (mut parts, mut body) = request.into_parts();
-    // Subscribe before the first load, so a swap in between still wakes a waiting request.
-    let mut changes = shared.routing.subscribe();
+    // Subscribed to swaps only once a request has to wait (most never do); the table is loaded
+    // again right after subscribing, so a swap in between is not missed.
+    let mut changes: Option<tokio::sync::watch::Receiver<u64>> = None;
     let wait_deadline = Instant::now() + shared.config.starting_wait;
     loop {
         let table = shared.routing.load();
@@ -170,6 +185,10 @@ async fn proxy(
             }
         }
         // Instances are starting: wait for the supervisor's next swap, then route again.
+        let Some(changes) = changes.as_mut() else {
+            changes = Some(shared.routing.subscribe());
+            continue;
+        };
         tracing::debug!(deployment = %deployment.id, "waiting for a starting instance");
         match tokio::time::timeout_at(wait_deadline, changes.changed()).await {
             Ok(Ok(())) => continue,

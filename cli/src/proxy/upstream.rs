@@ -60,22 +60,57 @@ pub enum SendError {
 
 /// The order in which to try a deployment's instances: round robin over those in rotation,
 /// then, as a last resort, those out of rotation (a connect to a dead loopback port fails at
-/// once, and one that succeeds puts the instance back).
-fn attempt_order(deployment: &Deployment) -> Vec<usize> {
-    let n_instances = deployment.instances.len();
-    if n_instances == 0 {
-        return Vec::new();
+/// once, and one that succeeds puts the instance back). Each instance is tried at most once
+/// (beyond 64 instances, at most twice); no allocation.
+struct AttemptOrder {
+    start: usize,
+    n_instances: usize,
+    offset: usize,
+    last_resort: bool,
+    tried: u64,
+}
+
+impl AttemptOrder {
+    fn new(deployment: &Deployment) -> Self {
+        let n_instances = deployment.instances.len();
+        let start = if n_instances > 1 {
+            deployment.next.fetch_add(1, Ordering::Relaxed) % n_instances
+        } else {
+            0
+        };
+        Self {
+            start,
+            n_instances,
+            offset: 0,
+            last_resort: false,
+            tried: 0,
+        }
     }
-    let start = deployment.next.fetch_add(1, Ordering::Relaxed) % n_instances;
-    let rotation = (0..n_instances).map(|offset| (start + offset) % n_instances);
-    let (mut in_rotation, out_of_rotation): (Vec<usize>, Vec<usize>) =
-        rotation.partition(|&index| !deployment.instances[index].is_out_of_rotation());
-    in_rotation.extend(out_of_rotation);
-    in_rotation
+
+    fn next(&mut self, deployment: &Deployment) -> Option<usize> {
+        loop {
+            if self.offset == self.n_instances {
+                if self.last_resort {
+                    return None;
+                }
+                self.last_resort = true;
+                self.offset = 0;
+            }
+            let index = (self.start + self.offset) % self.n_instances;
+            self.offset += 1;
+            let bit = if index < 64 { 1u64 << index } else { 0 };
+            let wanted = deployment.instances[index].is_out_of_rotation() == self.last_resort;
+            if wanted && self.tried & bit == 0 {
+                self.tried |= bit;
+                return Some(index);
+            }
+        }
+    }
 }
 
 fn upstream_request(
-    parts: &Parts,
+    parts: &mut Parts,
+    reuse_parts: bool,
     scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
@@ -92,7 +127,13 @@ fn upstream_request(
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
-    let mut headers = parts.headers.clone();
+    // The last attempt takes the headers instead of copying them (the common, single-attempt
+    // case); parts that may be sent again keep theirs.
+    let mut headers = if reuse_parts {
+        parts.headers.clone()
+    } else {
+        std::mem::take(&mut parts.headers)
+    };
     headers.insert(http::header::HOST, host);
     *request.headers_mut() = headers;
     request
@@ -103,16 +144,21 @@ pub async fn send_to_deployment(
     client: &UpstreamClient,
     config: &ProxyConfig,
     deployment: &Deployment,
-    parts: Parts,
+    mut parts: Parts,
     path_and_query: &PathAndQuery,
     body: Incoming,
 ) -> Result<Answered, SendError> {
     let mut body = body;
-    for index in attempt_order(deployment) {
+    let mut order = AttemptOrder::new(deployment);
+    // Parts handed back on failure are only used again when another instance or a starting one
+    // may take the request; a lone instance takes them without a copy.
+    let reuse_parts = deployment.instances.len() > 1 || deployment.n_starting > 0;
+    while let Some(index) = order.next(deployment) {
         let instance = &deployment.instances[index];
         let (request_body, handle) = RequestBody::new(body, config.max_body_size);
         let request = upstream_request(
-            &parts,
+            &mut parts,
+            reuse_parts,
             Scheme::HTTP,
             instance.authority.clone(),
             instance.host_header.clone(),
@@ -182,7 +228,7 @@ pub async fn send_to_external(
     config: &ProxyConfig,
     scheme: &Scheme,
     authority: &Authority,
-    parts: Parts,
+    mut parts: Parts,
     path_and_query: &PathAndQuery,
     body: Incoming,
 ) -> Result<Answered, ProxyError> {
@@ -195,7 +241,8 @@ pub async fn send_to_external(
         .expect("an authority is always a valid header value");
     let (request_body, handle) = RequestBody::new(body, config.max_body_size);
     let request = upstream_request(
-        &parts,
+        &mut parts,
+        false,
         Scheme::HTTP,
         authority.clone(),
         host,

@@ -15,9 +15,18 @@ use super::Rule;
 pub(crate) fn lint(file: &str, rules: &[Rule], matcher: &Matcher) -> Vec<RuleWarning> {
     let mut warnings = Vec::new();
     for later in rules {
+        // A literal pathname is one path: which rules match it is one question to the matcher.
+        let matching_later = later
+            .pathname
+            .as_deref()
+            .filter(|pattern| pattern::is_literal(pattern))
+            .map(|path| matcher.pathnames_matching(path));
         let shadowing = rules[..later.index].iter().find(|earlier| {
             earlier.method_set.is_superset_of(later.method_set)
-                && pathname_covers(matcher, earlier, later)
+                && match &matching_later {
+                    Some(matching) => matching[earlier.index],
+                    None => pathname_covers(earlier, later),
+                }
         });
         if let Some(earlier) = shadowing {
             let kind =
@@ -47,10 +56,11 @@ pub(crate) fn lint(file: &str, rules: &[Rule], matcher: &Matcher) -> Vec<RuleWar
         {
             let covered = base.is_empty()
                 || !pattern::is_literal(base)
-                || rules.iter().any(|rule| {
-                    rule.pathname.is_some()
-                        && matcher.pathname_matches(rule.index, rule.pathname.as_deref(), base)
-                });
+                || matcher
+                    .pathnames_matching(base)
+                    .iter()
+                    .zip(rules)
+                    .any(|(&matches, rule)| matches && rule.pathname.is_some());
             if !covered {
                 warnings.push(RuleWarning {
                     file: file.into(),
@@ -67,8 +77,9 @@ pub(crate) fn lint(file: &str, rules: &[Rule], matcher: &Matcher) -> Vec<RuleWar
     warnings
 }
 
-/// Whether every path `later`'s pathname matches is certainly matched by `earlier`'s.
-fn pathname_covers(matcher: &Matcher, earlier: &Rule, later: &Rule) -> bool {
+/// Whether every path `later`'s (wildcard or absent) pathname matches is certainly matched by
+/// `earlier`'s. Literal `later` pathnames are asked of the matcher instead.
+fn pathname_covers(earlier: &Rule, later: &Rule) -> bool {
     let Some(earlier_pattern) = earlier.pathname.as_deref() else {
         return true;
     };
@@ -80,9 +91,6 @@ fn pathname_covers(matcher: &Matcher, earlier: &Rule, later: &Rule) -> bool {
     };
     if earlier_pattern == later_pattern {
         return true;
-    }
-    if pattern::is_literal(later_pattern) {
-        return matcher.pathname_matches(earlier.index, Some(earlier_pattern), later_pattern);
     }
     match pattern::tokens(earlier_pattern).as_slice() {
         [Token::Literal(prefix), Token::DoubleStar] => {

@@ -33,6 +33,9 @@ pub struct DeploymentRecord {
     pub fingerprint: String,
     #[serde(default)]
     pub release: bool,
+    /// The HTTP path that must answer before an instance is ready (see `supervisor::build`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 impl ServiceHistory {

@@ -69,6 +69,10 @@ pub struct Service {
     pub name: String,
     pub dir: PathBuf,
     pub kind: ServiceKind,
+    /// An HTTP path that must answer 2xx or 3xx before an instance takes traffic:
+    /// `[package.metadata.stack] health = "/healthz"` in Cargo.toml, or
+    /// `"stack": {"health": "/healthz"}` in package.json. `None`: a TCP connect is enough.
+    pub health: Option<String>,
 }
 
 /// Finds the services to start: those named (by name under `services/`, or by path), or
@@ -140,6 +144,7 @@ fn inspect(dir: &Path) -> Option<Service> {
             name,
             dir: dir.to_path_buf(),
             kind: ServiceKind::Cargo { package },
+            health: toml_string(&manifest, "[package.metadata.stack]", "health"),
         });
     }
     let package_json = fs::read_to_string(dir.join("package.json")).ok()?;
@@ -149,26 +154,34 @@ fn inspect(dir: &Path) -> Option<Service> {
         name,
         dir: dir.to_path_buf(),
         kind: ServiceKind::Npm,
+        health: value["stack"]["health"].as_str().map(str::to_string),
     })
 }
 
-/// `name = "..."` inside `[package]` (a full TOML parser is not needed for this one key).
+/// `name = "..."` inside `[package]`.
 fn package_name(manifest: &str) -> Option<String> {
-    let mut in_package = false;
+    toml_string(manifest, "[package]", "name")
+}
+
+/// A `key = "value"` line inside `section` (a full TOML parser is not needed for two keys).
+fn toml_string(manifest: &str, section: &str, key: &str) -> Option<String> {
+    let mut in_section = false;
     for line in manifest.lines() {
         let line = line.trim();
         if line.starts_with('[') {
-            in_package = line == "[package]";
+            in_section = line == section;
             continue;
         }
-        if !in_package {
+        if !in_section {
             continue;
         }
-        let Some(rest) = line.strip_prefix("name") else {
+        let Some(rest) = line.strip_prefix(key) else {
             continue;
         };
-        let value = rest.trim_start().strip_prefix('=')?.trim();
-        return Some(value.trim_matches(['"', '\'']).to_string());
+        let Some(value) = rest.trim_start().strip_prefix('=') else {
+            continue;
+        };
+        return Some(value.trim().trim_matches(['"', '\'']).to_string());
     }
     None
 }
@@ -437,6 +450,7 @@ pub fn prepare_deployment(
     if let Some(current) = history.current_record() {
         let reusable = current.fingerprint == built.fingerprint
             && current.release == release
+            && current.health == built.service.health
             && deployments_dir.join(&current.id).is_dir();
         if reusable {
             return Ok((current.clone(), false));
@@ -482,6 +496,7 @@ pub fn prepare_deployment(
         args,
         fingerprint: built.fingerprint.clone(),
         release,
+        health: built.service.health.clone(),
     };
     Ok((record, true))
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -191,7 +192,9 @@ impl InstanceTask {
                 () = tokio::time::sleep(delay) => {}
                 () = self.stop.cancelled() => return,
             }
-            self.instance.restarts.fetch_add(1, Ordering::AcqRel);
+            let restarts = self.instance.restarts.fetch_add(1, Ordering::AcqRel) + 1;
+            self.log
+                .push(&source, &format!("[stack] restarting (restart {restarts})"));
         }
     }
 
@@ -282,12 +285,9 @@ impl InstanceTask {
         let mut checked_proc_at = started;
         loop {
             let target = fixed.unwrap_or(port);
-            if TcpStream::connect(("127.0.0.1", target)).await.is_ok() {
-                if fixed.is_some() {
-                    return Some(target);
-                }
-                // Ours only if the group is what listens there (another program may hold it).
-                return Some(port);
+            if TcpStream::connect(("127.0.0.1", target)).await.is_ok() && self.healthy(target).await
+            {
+                return Some(target);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -315,6 +315,31 @@ impl InstanceTask {
             }
             tokio::time::sleep(Duration::from_millis(15)).await;
         }
+    }
+
+    /// With a health path: `GET` it and accept 2xx or 3xx. Without one: always.
+    async fn healthy(&self, port: u16) -> bool {
+        let Some(path) = &self.deployment.health else {
+            return true;
+        };
+        let check = async {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nUser-Agent: stack-health\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut head = [0u8; 16];
+            let read = stream.read(&mut head).await.ok()?;
+            // `HTTP/1.1 200 ...`: the status is the 3 digits after the first space.
+            let text = std::str::from_utf8(&head[..read]).ok()?;
+            let status: u16 = text.split(' ').nth(1)?.get(..3)?.parse().ok()?;
+            Some((200..400).contains(&status))
+        };
+        tokio::time::timeout(Duration::from_secs(2), check)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
     }
 
     /// Takes the instance out of the routing table, lets in-flight requests finish (at most the

@@ -13,11 +13,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use console::Style;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::broadcast;
 
 /// How many recent lines each deployment keeps in memory.
 const RING_LINES: usize = 1000;
+/// The longest line kept whole; longer output is split into lines of this size.
+const MAX_LINE: u64 = 64 * 1024;
 
 /// One line of output of one instance.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -130,7 +132,13 @@ impl DeploymentLog {
             text: self.inner.redactor.redact(text),
         };
         if let Some(style) = &self.inner.terminal {
-            println!("{} {}", style.apply_to(format!("{source} |")), line.text);
+            // Not println!: a closed stdout (`stack up | head`) must not bring the stack down.
+            let _ = writeln!(
+                io::stdout().lock(),
+                "{} {}",
+                style.apply_to(format!("{source} |")),
+                line.text
+            );
         }
         {
             let mut file = self
@@ -189,7 +197,12 @@ impl DeploymentLog {
         let mut buffer = Vec::new();
         loop {
             buffer.clear();
-            match lines.read_until(b'\n', &mut buffer).await {
+            // A line is cut at MAX_LINE bytes, so output without newlines cannot grow memory.
+            match (&mut lines)
+                .take(MAX_LINE)
+                .read_until(b'\n', &mut buffer)
+                .await
+            {
                 Ok(0) => break,
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&buffer);

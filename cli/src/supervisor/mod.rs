@@ -100,6 +100,8 @@ pub struct DeploymentSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub created_ms: u64,
+    /// When set, ready means `GET <health>` answers 2xx or 3xx, not just a TCP connect.
+    pub health: Option<String>,
 }
 
 /// Commands to the supervisor task.
@@ -710,6 +712,7 @@ mod tests {
             program: "node".into(),
             args: vec![format!("{id}.js")],
             created_ms: 0,
+            health: None,
         }
     }
 
@@ -785,6 +788,28 @@ mod tests {
             std::fs::read_dir(dir.path().join("pids")).unwrap().count(),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn with_a_health_path_ready_waits_for_a_good_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "const fs = require('fs'); require('http').createServer((q, s) => { s.statusCode = fs.existsSync('healthy') ? 200 : 503; s.end(); }).listen(+process.env.PORT, '127.0.0.1')";
+        let mut spec = node_deployment(dir.path(), "web-healthzzzz", script);
+        spec.health = Some("/healthz".into());
+        let (supervisor, task) = Supervisor::start(config(dir.path()));
+        supervisor.deploy(spec, 1).await.unwrap();
+        // It listens at once but answers 503: not ready.
+        assert!(supervisor
+            .wait_ready("web-healthzzzz", Duration::from_millis(800))
+            .await
+            .is_err());
+        std::fs::write(dir.path().join("healthy"), "").unwrap();
+        supervisor
+            .wait_ready("web-healthzzzz", Duration::from_secs(10))
+            .await
+            .unwrap();
+        supervisor.stop().await;
+        task.await.unwrap();
     }
 
     #[tokio::test]

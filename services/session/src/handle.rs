@@ -61,7 +61,7 @@ pub struct Session {
 struct Inner {
     store: RedisStore,
     locks: Arc<SessionLocks>,
-    new_session_cookie: String,
+    new_session_cookie: Arc<str>,
     /// The id of a cookie whose signature verified, if any.
     cookie_id: Option<SessionId>,
     state: tokio::sync::Mutex<State>,
@@ -78,7 +78,7 @@ impl Session {
     pub(crate) fn new(
         store: RedisStore,
         locks: Arc<SessionLocks>,
-        new_session_cookie: String,
+        new_session_cookie: Arc<str>,
         cookie_id: Option<SessionId>,
     ) -> Self {
         Self {

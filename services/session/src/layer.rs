@@ -24,6 +24,8 @@ pub struct Sessions {
     store: RedisStore,
     secrets: Secrets,
     cookie: CookieOptions,
+    /// `cookie.stored_json()`, rendered once: every new session starts with it.
+    new_session_cookie: Arc<str>,
     locks: Arc<SessionLocks>,
 }
 
@@ -32,6 +34,7 @@ impl Sessions {
         Self {
             store,
             secrets,
+            new_session_cookie: cookie.stored_json().into(),
             cookie,
             locks: Arc::default(),
         }
@@ -58,7 +61,7 @@ impl Sessions {
         Session::new(
             self.store.clone(),
             Arc::clone(&self.locks),
-            self.cookie.stored_json(),
+            Arc::clone(&self.new_session_cookie),
             self.verified_id(headers),
         )
     }

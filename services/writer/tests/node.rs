@@ -10,12 +10,12 @@ const NODE_SECRET: &str = "shared secret between node and rust";
 #[tokio::test]
 async fn node_login_then_rust_reader_sees_the_user() {
     let redis = RedisServer::start();
-    let node_writer = node_service("writer", &redis.url(), NODE_SECRET);
+    let node_writer = node_service("writer", &redis.url(), NODE_SECRET, true);
     let rust_reader = InProcess::start(reader::app, &redis.url(), NODE_SECRET).await;
     let http = client();
     let login = get(&http, &node_writer.url("/login"), None).await;
     assert_eq!(login.status, 200, "{login:?}");
-    let user = login.json()["user"].clone();
+    let user = login.raw("user");
     let home = get(&http, &rust_reader.url("/"), Some(&login.cookie())).await;
     assert_eq!(
         (home.status, home.body.clone()),
@@ -35,7 +35,7 @@ async fn node_login_then_rust_reader_sees_the_user() {
 #[tokio::test]
 async fn rust_login_then_node_reader_sees_the_user() {
     let redis = RedisServer::start();
-    let node_reader = node_service("reader", &redis.url(), NODE_SECRET);
+    let node_reader = node_service("reader", &redis.url(), NODE_SECRET, true);
     let rust_writer = InProcess::start(writer::app, &redis.url(), NODE_SECRET).await;
     let http = client();
     let login = get(&http, &rust_writer.url("/login"), None).await;
@@ -46,7 +46,7 @@ async fn rust_login_then_node_reader_sees_the_user() {
         (home.status, home.body.clone()),
         (
             200,
-            format!(r#"{{"user":{},"count":1}}"#, login.json()["user"])
+            format!(r#"{{"user":{},"count":1}}"#, login.raw("user"))
         )
     );
     assert!(home.set_cookie.is_none());
@@ -61,9 +61,11 @@ async fn rust_login_then_node_reader_sees_the_user() {
 
 #[tokio::test]
 async fn increments_alternating_between_node_and_rust_count_up() {
-    let redis = RedisServer::start();
-    let node_writer = node_service("writer", &redis.url(), NODE_SECRET);
-    let rust_writer = InProcess::start(writer::app, &redis.url(), NODE_SECRET).await;
+    // Both sides also read the 2017 form of a password-protected URL.
+    let redis = RedisServer::start_with_password("pw-2017");
+    let url = format!("redis://127.0.0.1:{}?password=pw-2017", redis.port());
+    let node_writer = node_service("writer", &url, NODE_SECRET, true);
+    let rust_writer = InProcess::start(writer::app, &url, NODE_SECRET).await;
     let http = client();
     let first = get(&http, &node_writer.url("/increment"), None).await;
     assert_eq!(first.body, r#"{"message":"Incremented Count","count":1}"#);
@@ -87,8 +89,8 @@ async fn increments_alternating_between_node_and_rust_count_up() {
 #[tokio::test]
 async fn a_node_session_keeps_its_fields_after_a_rust_save() {
     let redis = RedisServer::start();
-    let node_writer = node_service("writer", &redis.url(), NODE_SECRET);
-    let node_reader = node_service("reader", &redis.url(), NODE_SECRET);
+    let node_writer = node_service("writer", &redis.url(), NODE_SECRET, true);
+    let node_reader = node_service("reader", &redis.url(), NODE_SECRET, true);
     let rust_writer = InProcess::start(writer::app, &redis.url(), NODE_SECRET).await;
     let http = client();
     let login = get(&http, &node_writer.url("/login"), None).await;
@@ -111,7 +113,7 @@ async fn a_node_session_keeps_its_fields_after_a_rust_save() {
     let home = get(&http, &node_reader.url("/"), Some(&cookie)).await;
     assert_eq!(
         home.body,
-        format!(r#"{{"user":{},"count":1}}"#, login.json()["user"])
+        format!(r#"{{"user":{},"count":1}}"#, login.raw("user"))
     );
     // Node saves on top of Rust's save, and Rust reads Node's save back.
     let node_count = get(&http, &node_writer.url("/increment"), Some(&cookie)).await;
@@ -124,4 +126,22 @@ async fn a_node_session_keeps_its_fields_after_a_rust_save() {
         rust_count.body,
         r#"{"message":"Incremented Count","count":3}"#
     );
+}
+
+#[tokio::test]
+async fn the_node_peer_answers_503_when_redis_is_down() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let node_writer = node_service("writer", &redis.url(), NODE_SECRET, false);
+    let node_reader = node_service("reader", &redis.url(), NODE_SECRET, false);
+    let http = client();
+    for url in [node_writer.url("/increment"), node_reader.url("/")] {
+        let answer = get(&http, &url, None).await;
+        assert_eq!(
+            (answer.status, answer.retry_after.as_deref()),
+            (503, Some("1")),
+            "{url}: {answer:?}"
+        );
+        assert!(answer.set_cookie.is_none());
+    }
 }

@@ -79,6 +79,18 @@ impl Answer {
             .to_owned()
     }
 
+    /// A top-level field's exact JSON text (a parsed `Value` could reprint a float differently).
+    pub fn raw(&self, field: &str) -> String {
+        let fields: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+            serde_json::from_str(&self.body)
+                .unwrap_or_else(|e| panic!("not a JSON object ({e}): {self:?}"));
+        fields
+            .get(field)
+            .unwrap_or_else(|| panic!("no `{field}` in {}", self.body))
+            .get()
+            .to_owned()
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
     }
@@ -297,6 +309,19 @@ impl ChildService {
         None
     }
 
+    /// Waits until `text` appears in the output; panics with the output after `deadline`.
+    pub fn wait_for_output(&self, text: &str, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        while !self.output().contains(text) {
+            assert!(
+                Instant::now() < until,
+                "no `{text}` within {deadline:?}; output:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn output(&self) -> String {
         self.output
             .lock()
@@ -349,7 +374,13 @@ pub fn node_template() -> PathBuf {
 
 /// A Node peer service (`writer` or `reader`) on a free port. Fails with a hint when the peer
 /// is not installed.
-pub fn node_service(name: &str, redis_url: &str, secret: &str) -> ChildService {
+/// With `wait_for_store`, returns once the peer's Redis client is ready (it answers 503 before).
+pub fn node_service(
+    name: &str,
+    redis_url: &str,
+    secret: &str,
+    wait_for_store: bool,
+) -> ChildService {
     let template = node_template();
     assert!(
         template.join("node_modules/express-session").is_dir(),
@@ -362,5 +393,9 @@ pub fn node_service(name: &str, redis_url: &str, secret: &str) -> ChildService {
         .env("PORT", "0")
         .env("REDIS_SESSION_URL", redis_url)
         .env("SESSION_SECRET", secret);
-    ChildService::start(command)
+    let service = ChildService::start(command);
+    if wait_for_store {
+        service.wait_for_output("session store ready", Duration::from_secs(10));
+    }
+    service
 }

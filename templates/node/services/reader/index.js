@@ -16,12 +16,6 @@ app.get("/", (req, res) => {
   res.json({ user: req.session.user, count: req.session.count });
 });
 
-app.use((req, res) => {
-  res
-    .status(403)
-    .json({ message: 'Please go "log in!" (set up your session)', login: "/login" });
-});
-
 // eslint-disable-next-line no-unused-vars
 app.use((err, req, res, next) => {
   console.error("session store error:", err.message);

@@ -24,6 +24,15 @@ function redisOptions(raw) {
   return { ...common, url: parsed.toString(), ...(password ? { password } : {}), socket };
 }
 
+// Longest a request may wait on the session store before answering 503 (a frozen Redis holds
+// commands forever; node-redis has no per-command timeout of its own).
+const STORE_DEADLINE_MS = 600;
+
+const UNAVAILABLE = {
+  error: "session store unavailable",
+  message: "The session store (Redis) cannot be reached; try again shortly.",
+};
+
 function sessionMiddleware() {
   const secret = process.env.SESSION_SECRET;
   if (!secret) {
@@ -32,20 +41,41 @@ function sessionMiddleware() {
   }
   const client = createClient(redisOptions(process.env.REDIS_SESSION_URL));
   client.on("error", (err) => console.error("redis:", err.message));
+  client.on("ready", () => console.log("session store ready"));
   client.connect().catch(() => {});
-  return session({
+  const middleware = session({
     secret: secret.split(","),
     store: new RedisStore({ client }),
     resave: false,
     saveUninitialized: false,
   });
+  return (req, res, next) => {
+    // express-session answers 200 even when the save at the end fails: refuse up front instead.
+    if (!client.isReady) return storeUnavailable(res);
+    // express-session wraps res.end to save first; keep the raw one to answer past a stuck save.
+    const rawEnd = res.end;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      if (res.headersSent || res.writableEnded) return;
+      timedOut = true;
+      req.session = null; // no Set-Cookie on a 503
+      res.statusCode = 503;
+      res.setHeader("Retry-After", "1");
+      res.setHeader("Content-Type", "application/json; charset=utf-8");
+      rawEnd.call(res, JSON.stringify(UNAVAILABLE));
+    }, STORE_DEADLINE_MS);
+    const clear = () => clearTimeout(timer);
+    res.on("finish", clear);
+    res.on("close", clear);
+    middleware(req, res, (err) => {
+      if (!timedOut) next(err);
+    });
+  };
 }
 
 function storeUnavailable(res) {
-  res
-    .status(503)
-    .set("Retry-After", "1")
-    .json({ error: "session store unavailable", message: "The session store (Redis) cannot be reached; try again shortly." });
+  if (res.headersSent) return;
+  res.status(503).set("Retry-After", "1").json(UNAVAILABLE);
 }
 
 module.exports = { sessionMiddleware, storeUnavailable };

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Issue 4 benchmark: wrk straight to a small upstream, through the stack proxy, and through
+# nginx configured the same way (keepalive upstream pool, one worker per core, the same
+# forwarding headers). One run, loopback only. Not run by CI.
+#
+#   bench/proxy/run.sh            # 64 connections, 3 rounds of 5 s per target
+#   CONNECTIONS=64 DURATION=5s ROUNDS=3 THREADS=2 bench/proxy/run.sh
+#
+# The targets are measured in interleaved rounds (direct, stack, stack per-core, nginx, again)
+# and the median round is reported, so load from other processes hits every target alike. Besides
+# wrk's figures it reports the proxy's CPU time per request (utime+stime of the proxy's
+# processes / requests served), which other load on the machine disturbs much less.
+#
+# Prints a markdown section for bench/RESULTS.md on stdout; logs go to stderr.
+set -euo pipefail
+
+CONNECTIONS=${CONNECTIONS:-64}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
+THREADS=${THREADS:-2}
+HOST_HEADER="bench.localhost"
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d)
+PIDS=()
+
+for tool in wrk nginx; do
+    command -v "$tool" >/dev/null || { echo "Error! \`$tool\` is not installed (apt-get install $tool)" >&2; exit 1; }
+done
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+    sleep 0.5
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "Error! nothing listens on 127.0.0.1:$1" >&2
+    exit 1
+}
+
+echo "building release examples..." >&2
+(cd "$ROOT" && cargo build --release -p stack --example bench_upstream --example proxy_bench >&2)
+BIN="$ROOT/target/release/examples"
+
+UPSTREAM_PORT=$(free_port)
+STACK_PORT=$(free_port)
+PERCORE_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+
+"$BIN/bench_upstream" "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_port "$UPSTREAM_PORT"
+
+"$BIN/proxy_bench" "127.0.0.1:$STACK_PORT" "127.0.0.1:$UPSTREAM_PORT" multi >"$WORK/stack.log" 2>&1 &
+STACK_PID=$!
+PIDS+=($STACK_PID)
+wait_port "$STACK_PORT"
+
+"$BIN/proxy_bench" "127.0.0.1:$PERCORE_PORT" "127.0.0.1:$UPSTREAM_PORT" per-core >"$WORK/percore.log" 2>&1 &
+PERCORE_PID=$!
+PIDS+=($PERCORE_PID)
+wait_port "$PERCORE_PORT"
+
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    upstream app {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        server_name $HOST_HEADER;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$proxy_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Real-IP \$remote_addr;
+        }
+    }
+}
+NGINX
+nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+NGINX_PID=$!
+PIDS+=($NGINX_PID)
+wait_port "$NGINX_PORT"
+
+# One request each, to check the wiring before measuring.
+for port in "$UPSTREAM_PORT" "$STACK_PORT" "$PERCORE_PORT" "$NGINX_PORT"; do
+    body=$(curl -sf -H "Host: $HOST_HEADER" "http://127.0.0.1:$port/")
+    [ "$body" = "hello world" ] || { echo "Error! 127.0.0.1:$port answered \`$body\`" >&2; exit 1; }
+done
+
+# wrk --latency prints "50%  123.00us" lines; normalise every latency to milliseconds.
+to_ms() {
+    awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); printf "%.3f", v/1000 }
+           else if (v ~ /ms$/) { sub(/ms$/,"",v); printf "%.3f", v }
+           else if (v ~ /s$/)  { sub(/s$/,"",v);  printf "%.3f", v*1000 } }'
+}
+
+# Total CPU ticks (utime + stime, all threads) of the given processes.
+cpu_ticks() { local total=0; for pid in "$@"; do total=$(( total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat") )); done; echo "$total"; }
+TICKS_PER_SECOND=$(getconf CLK_TCK)
+NGINX_WORKER_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
+NGINX_WORKERS=$(echo $NGINX_WORKER_PIDS | wc -w)
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# run NAME PORT ROUND [PID..]: one wrk run; appends figures to $WORK/NAME.figures
+run() {
+    local name=$1 port=$2 round=$3; shift 3
+    echo "round $round: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -H 'Host: $HOST_HEADER' http://127.0.0.1:$port/  ($name)" >&2
+    local before=0 after=0
+    [ $# -gt 0 ] && before=$(cpu_ticks "$@")
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Host: $HOST_HEADER" "http://127.0.0.1:$port/" >"$WORK/$name.wrk"
+    [ $# -gt 0 ] && after=$(cpu_ticks "$@")
+    grep -q "Non-2xx\|Socket errors" "$WORK/$name.wrk" && { cat "$WORK/$name.wrk" >&2; echo "Error! $name had errors" >&2; exit 1; }
+    local rps p50 p99 n_requests cpu_us
+    rps=$(awk '/^Requests\/sec/ { printf "%.0f", $2 }' "$WORK/$name.wrk")
+    p50=$(awk '$1=="50%" { print $2 }' "$WORK/$name.wrk" | to_ms)
+    p99=$(awk '$1=="99%" { print $2 }' "$WORK/$name.wrk" | to_ms)
+    n_requests=$(awk '/requests in/ { print $1 }' "$WORK/$name.wrk")
+    cpu_us=$(awk -v ticks=$(( after - before )) -v hz="$TICKS_PER_SECOND" -v n="$n_requests" 'BEGIN { printf "%.1f", ticks * 1000000 / hz / n }')
+    echo "  $rps req/s, p50 $p50 ms, p99 $p99 ms, proxy CPU $cpu_us us/request" >&2
+    echo "$rps $p50 $p99 $cpu_us" >>"$WORK/$name.figures"
+}
+
+echo "warm-up (2 s each)..." >&2
+for port in "$UPSTREAM_PORT" "$STACK_PORT" "$PERCORE_PORT" "$NGINX_PORT"; do
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -H "Host: $HOST_HEADER" "http://127.0.0.1:$port/" >/dev/null
+done
+for round in $(seq 1 "$ROUNDS"); do
+    run direct "$UPSTREAM_PORT" "$round"
+    run stack "$STACK_PORT" "$round" "$STACK_PID"
+    run percore "$PERCORE_PORT" "$round" "$PERCORE_PID"
+    # shellcheck disable=SC2086 # a list of pids
+    run nginx "$NGINX_PORT" "$round" $NGINX_WORKER_PIDS
+done
+
+declare -A RPS P50 P99 CPU ALL_RPS
+for name in direct stack percore nginx; do
+    RPS[$name]=$(awk '{ print $1 }' "$WORK/$name.figures" | median)
+    P50[$name]=$(awk '{ print $2 }' "$WORK/$name.figures" | median)
+    P99[$name]=$(awk '{ print $3 }' "$WORK/$name.figures" | median)
+    CPU[$name]=$(awk '{ print $4 }' "$WORK/$name.figures" | median)
+    ALL_RPS[$name]=$(awk '{ print $1 }' "$WORK/$name.figures" | paste -sd/ -)
+done
+
+hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
+STACK_HWM=$(hwm_kb "$STACK_PID")
+PERCORE_HWM=$(hwm_kb "$PERCORE_PID")
+NGINX_HWM=0
+for pid in $NGINX_WORKER_PIDS; do
+    NGINX_HWM=$(( NGINX_HWM + $(hwm_kb "$pid") ))
+done
+NGINX_MASTER_HWM=$(hwm_kb "$NGINX_PID")
+
+added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
+
+cat <<MD
+## Issue 4: proxy
+
+- Command: \`bench/proxy/run.sh\` (CONNECTIONS=$CONNECTIONS DURATION=$DURATION ROUNDS=$ROUNDS THREADS=$THREADS);
+  each target: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -H 'Host: $HOST_HEADER'\`, $ROUNDS interleaved
+  rounds after a 2 s warm-up; the table shows the median round (req/s of every round in the last column).
+- Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ { printf "%.1f GB", $2/1048576 }' /proc/meminfo);
+  wrk, the proxy and the upstream share these cores; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg).
+- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nginx -v 2>&1); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2).
+- Upstream: \`cli/examples/bench_upstream.rs\` (hyper, 12-byte body). Stack: \`cli/examples/proxy_bench.rs\`
+  (release, \`proxy::run\`, default \`ProxyConfig\`): \`multi\` = one tokio multi-thread runtime (a worker per core),
+  \`per-core\` = one current-thread runtime per core on the same socket (nginx's model). nginx: keepalive upstream
+  pool (128), \`worker_processes auto\` ($NGINX_WORKERS workers), same X-Forwarded-* headers, access log off.
+- CPU/request: utime+stime of the proxy's processes during the round / requests served.
+
+| target | req/s | p50 (ms) | p99 (ms) | p99 added (ms) | CPU/request (us) | peak RSS (VmHWM) | req/s per round |
+|---|---:|---:|---:|---:|---:|---:|---|
+| direct to upstream | ${RPS[direct]} | ${P50[direct]} | ${P99[direct]} | - | - | - | ${ALL_RPS[direct]} |
+| stack proxy (multi) | ${RPS[stack]} | ${P50[stack]} | ${P99[stack]} | $(added "${P99[stack]}" "${P99[direct]}") | ${CPU[stack]} | $((STACK_HWM / 1024)) MB | ${ALL_RPS[stack]} |
+| stack proxy (per-core) | ${RPS[percore]} | ${P50[percore]} | ${P99[percore]} | $(added "${P99[percore]}" "${P99[direct]}") | ${CPU[percore]} | $((PERCORE_HWM / 1024)) MB | ${ALL_RPS[percore]} |
+| nginx | ${RPS[nginx]} | ${P50[nginx]} | ${P99[nginx]} | $(added "${P99[nginx]}" "${P99[direct]}") | ${CPU[nginx]} | $((NGINX_HWM / 1024)) MB workers + $((NGINX_MASTER_HWM / 1024)) MB master | ${ALL_RPS[nginx]} |
+MD
