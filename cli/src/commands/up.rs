@@ -345,7 +345,7 @@ fn start_watching(
     let reload_env = dotenv.clone().map(|dotenv| {
         Box::new(move || {
             redeploy::reload_environment(&dotenv, &assignments, managed_redis_url.as_deref())
-        }) as Box<dyn Fn() -> Result<BTreeMap<String, String>, String> + Send + Sync>
+        }) as redeploy::ReloadEnv
     });
     let redeployer = redeploy::Redeployer {
         project_dir: project_dir.to_path_buf(),

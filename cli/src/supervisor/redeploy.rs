@@ -120,6 +120,7 @@ pub fn spec_for(deployments_dir: &Path, record: &DeploymentRecord) -> Deployment
         program,
         args: record.args.clone(),
         created_ms: record.created_ms,
+        health: record.health.clone(),
     }
 }
 
@@ -176,6 +177,9 @@ pub fn reload_environment(
     Ok(merged)
 }
 
+/// Reads the environment again after a dotenv change: the new one, or why it cannot be used.
+pub type ReloadEnv = Box<dyn Fn() -> Result<BTreeMap<String, String>, String> + Send + Sync>;
+
 /// What a running `stack up` redeploys with.
 pub struct Redeployer {
     pub project_dir: PathBuf,
@@ -190,7 +194,7 @@ pub struct Redeployer {
     /// Serialises read-modify-write of `.stack/state.json` within this process.
     pub state_lock: Arc<Mutex<()>>,
     /// The environment after a dotenv change, or why it cannot be used (`None`: no dotenv).
-    pub reload_env: Option<Box<dyn Fn() -> Result<BTreeMap<String, String>, String> + Send + Sync>>,
+    pub reload_env: Option<ReloadEnv>,
 }
 
 /// Watches the services (and the dotenv file) and redeploys on change until `shutdown`.
@@ -551,6 +555,7 @@ mod tests {
             args: Vec::new(),
             fingerprint: id.into(),
             release: false,
+            health: None,
         }
     }
 

@@ -115,9 +115,8 @@ impl Supervisor {
                     });
                 }
             }
-            match tokio::time::timeout_at(deadline, receiver.changed()).await {
-                Ok(Err(_)) => return Err(SupervisorError::Stopped),
-                Ok(Ok(())) | Err(_) => {}
+            if let Ok(Err(_)) = tokio::time::timeout_at(deadline, receiver.changed()).await {
+                return Err(SupervisorError::Stopped);
             }
         }
     }
