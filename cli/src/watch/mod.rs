@@ -30,7 +30,7 @@ pub use deps::{watched_dirs, DepsError};
 pub use filter::Filter;
 
 /// The default quiet period: a burst of saves closer together than this is one change.
-pub const DEFAULT_QUIET: Duration = Duration::from_millis(150);
+pub const DEFAULT_QUIET: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -117,7 +117,7 @@ impl Watcher {
 
         let (raw_tx, raw_rx) = std_mpsc::channel::<DebounceEventResult>();
         // The debouncer only stitches renames and groups per path; bursts are merged below.
-        let debounce = (config.quiet / 2).max(Duration::from_millis(20));
+        let debounce = (config.quiet / 5).max(Duration::from_millis(10));
         let mut debouncer = new_debouncer(debounce, None, raw_tx).map_err(WatchError::Start)?;
         for root in &roots {
             debouncer
