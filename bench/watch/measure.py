@@ -7,7 +7,8 @@ For each run: a one-line change to the demo reader (its 403 message), saved, the
   - debounce: save -> `> Building reader` line appears
   - build:    as stack measured it (the Ready line's `build`)
   - swap:     build done -> new deployment promoted (the Ready line's `swap`)
-  - lag:      Ready line appears -> first request answered by the new deployment
+  - lag:      Ready line seen -> first request answered by the new deployment (0 when the
+              new deployment answered first: the table swaps at promote, before the line)
   - save_to_first: save -> first request answered by the new deployment (wall)
   - overhead: save_to_first minus the build = debounce + swap + lag
 Baseline in the same run: a stop-then-start restart of the same reader binary (what
@@ -178,8 +179,7 @@ print(json.dumps({"runs": rows, "baseline": baseline}), file=sys.stderr)
 print(f"| save -> first request by the new deployment, minus the build (ms) | {span('overhead_ms', rows)} |")
 print(f"| of which: save -> build starts (debounce) (ms) | {span('debounce_ms', rows)} |")
 print(f"| of which: build done -> swapped (start, ready, promote) (ms) | {span('swap_ms', rows)} |")
-print(f"| of which: Ready printed -> first new answer (ms) | {span('lag_ms', rows)} |")
 print(f"| incremental build of the reader, as stack measured it (s) | {statistics.median(r['build_s'] for r in rows):.1f} (min {min(r['build_s'] for r in rows):.1f}, max {max(r['build_s'] for r in rows):.1f}) |")
 print(f"| save -> first request by the new deployment, wall (ms) | {span('save_to_first_ms', rows)} |")
 print(f"| baseline: stop-then-start restart, downtime (ms) | {span('downtime_ms', baseline)} |")
-print(f"| baseline: failed requests of one polling client per restart | {span('failed', baseline)} |")
+print(f"| baseline: failed attempts of one client polling without pause, per restart | {span('failed', baseline)} |")
