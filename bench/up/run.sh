@@ -18,9 +18,11 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 export NO_COLOR=1
 
-cargo build --release -q -p stack
+# STACK_PROFILE=debug measures the dev build of stack instead (to try the script quickly).
+PROFILE=${STACK_PROFILE:-release}
+if [ "$PROFILE" = release ]; then cargo build --release -q -p stack; else cargo build -q -p stack; fi
 cargo build -q -p writer -p reader
-STACK="$ROOT/target/release/stack"
+STACK="$ROOT/target/$PROFILE/stack"
 WRITER="$ROOT/target/debug/writer"
 READER="$ROOT/target/debug/reader"
 
@@ -40,7 +42,7 @@ wait_port() {
   done
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Waits until file $1 has $2 lines matching $3 (30 s at most).
 wait_lines() {
@@ -65,12 +67,16 @@ stop_up() {
 # Warm-up: the first run records the deployments; later runs reuse them (nothing rebuilt).
 start_up; wait_lines "$PROJECT/up.log" 2 "> Ready!"; stop_up
 
-up_wall=(); up_printed=()
+up_wall=(); up_printed=(); after_build=(); cargo_check=()
 for _ in $(seq "$RUNS"); do
   t0=$(now_ms); start_up
   wait_lines "$PROJECT/up.log" 2 "> Ready!"
   up_wall+=( $(( $(now_ms) - t0 )) )
-  up_printed+=( "$(grep '> Ready!' "$PROJECT/up.log" | sed -E 's/.*\[([0-9.]+)s\]/\1/' | sort -n | tail -1)" )
+  ready_s=$(grep '> Ready!' "$PROJECT/up.log" | sed -E 's/.*\[([0-9.]+)s\]/\1/' | sort -n | tail -1)
+  built_s=$(grep '> Built' "$PROJECT/up.log" | sed -E 's/.*\[([0-9.]+)s\]/\1/')
+  up_printed+=( "$ready_s" )
+  after_build+=( "$(awk -v r="$ready_s" -v b="$built_s" 'BEGIN {printf "%d", (r - b) * 1000}')" )
+  cargo_check+=( "$(awk -v b="$built_s" 'BEGIN {printf "%d", b * 1000}')" )
   stop_up
 done
 
@@ -121,9 +127,9 @@ r=$!; wait_port "$rp"
 base_scale=()
 for _ in $(seq "$RUNS"); do
   pids=(); ports=()
+  for _ in 1 2 3 4 5 6 7; do ports+=( "$(free_port)" ); done
   t0=$(now_ms)
-  for _ in 1 2 3 4 5 6 7; do
-    p=$(free_port); ports+=( "$p" )
+  for p in "${ports[@]}"; do
     REDIS_SESSION_URL="redis://127.0.0.1:$rp" SESSION_SECRET=bench PORT=$p "$READER" > /dev/null 2>&1 &
     pids+=( $! )
   done
@@ -138,14 +144,15 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1
 cat <<EOF
 ## Issue 5: stack up
 
-- Command: \`bench/up/run.sh $RUNS\` (release \`stack\`, dev-profile writer and reader already built)
+- Command: \`bench/up/run.sh $RUNS\` ($PROFILE \`stack\`, dev-profile writer and reader already built)
 - Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), shared with other jobs
 - Date: $(date -u +%Y-%m-%dT%H:%MZ)
 
 | measure | stack (median of $RUNS) | baseline, same run | target |
 |---|---|---|---|
 | \`stack up\` to both \`> Ready!\` (wall, incl. cargo no-op check and Redis) | $(median "${up_wall[@]}") ms (runs: ${up_wall[*]}) | $(median "${base_up[@]}") ms: shell starts redis-server, writer, reader and waits for their ports | < 1000 ms |
-| time \`stack up\` prints in \`[..s]\` | $(median "${up_printed[@]}") s | | |
+| of which cargo's no-op check (\`> Built ... [..s]\`) | $(median "${cargo_check[@]}") ms (runs: ${cargo_check[*]}) | | |
+| of which Redis + proxy + instances, build done to both ready | $(median "${after_build[@]}") ms (runs: ${after_build[*]}) | | |
 | \`stack scale reader 8\` until all ready (1 -> 8) | $(median "${scale_ms[@]}") ms (runs: ${scale_ms[*]}) | $(median "${base_scale[@]}") ms: shell starts 7 readers and waits for their ports | < 1000 ms |
 | RSS of \`stack up\`, demo running (1 writer, 1 reader) | $(( rss_idle / 1024 )) MB | | < 30 MB |
 | RSS with 8 readers | $(( rss_scaled / 1024 )) MB | | < 30 MB |

@@ -420,8 +420,12 @@ async fn demo_flow_scale_kill_down_and_sessions_that_survive() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     let (ok, failed) = load.await.unwrap();
+    // The supervisor sees the exit within milliseconds and the proxy retries connect failures
+    // on the other instance, so requests do not fail. The one exception: a request already
+    // written to the killed process's keep-alive connection, which the proxy does not replay
+    // (it never replays a request whose bytes went out), so at most that one gets a 502.
     assert!(
-        failed.is_empty(),
+        failed.len() <= 1 && failed.iter().all(|failure| failure.starts_with("502")),
         "{} failed requests: {failed:?}",
         failed.len()
     );

@@ -5,6 +5,7 @@
 //! Printed on stdout, in this order (tests and scripts may rely on the `Proxy listening` line):
 //!
 //! ```text
+//! > Built writer, reader [0.4s]
 //! > Redis ready at redis://127.0.0.1:PORT (managed, data in .stack/redis)
 //! > Proxy listening on http://127.0.0.1:PORT
 //! > Ready! http://writer-abcdefghij.localhost:PORT [1.2s]
@@ -160,37 +161,46 @@ async fn up(
         .port();
 
     let services = build::discover(&project_dir, &args.services).map_err(build_error)?;
-    let built = tokio::select! {
-        built = build_with_spinner(&project_dir, &services, args.release) => built?,
-        _ = interrupt.recv() => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
-    };
-
-    let mut state = State::load(&project_dir).map_err(|error| CliError::new(error.to_string()))?;
-    let specs = record_deployments(&project_dir, &mut state, &built, &args)?;
-
-    // Redis before the services: they get its URL.
     let redis_log =
         DeploymentLog::open(&logs_dir, "redis", None, Redactor::default()).map_err(|error| {
             CliError::new(format!("cannot write `{}`: {error}", logs_dir.display()))
         })?;
-    let redis = match service_env.get(env::REDIS_SESSION_URL) {
-        Some(url) => {
-            check_external_redis(url).await?;
-            None
-        }
-        None => {
-            let redis = ManagedRedis::start(&stack_dir, &pids_dir, service_env.clone(), redis_log)
-                .await
-                .map_err(|error| CliError::new(error.to_string()).hint(error.hint()))?;
-            service_env.insert(env::REDIS_SESSION_URL.into(), redis.url());
-            output::info(format!(
-                "Redis ready at {} (managed, data in .stack/{})",
-                redis.url(),
-                managed::DATA_DIR
-            ));
-            Some(redis)
-        }
+    // Redis starts while cargo checks the build: neither waits for the other.
+    let redis_start = start_redis(&stack_dir, &pids_dir, &service_env, redis_log);
+    let build = build_with_spinner(&project_dir, &services, args.release);
+    let (built, redis) = tokio::select! {
+        both = async { tokio::join!(build, redis_start) } => both,
+        _ = interrupt.recv() => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
     };
+    let (built, redis) = match (built, redis) {
+        (Ok(built), Ok(redis)) => (built, redis),
+        // Nothing of the stack may run after a failed start: stop Redis if it came up.
+        (Err(error), Ok(Some(redis))) => {
+            redis.stop(supervisor::DEFAULT_GRACE).await;
+            return Err(error);
+        }
+        (Err(error), _) | (Ok(_), Err(error)) => return Err(error),
+    };
+    let names: Vec<&str> = services
+        .iter()
+        .map(|service| service.name.as_str())
+        .collect();
+    output::info(format!(
+        "Built {} [{:.1}s]",
+        names.join(", "),
+        started.elapsed().as_secs_f64()
+    ));
+    if let Some(redis) = &redis {
+        service_env.insert(env::REDIS_SESSION_URL.into(), redis.url());
+        output::info(format!(
+            "Redis ready at {} (managed, data in .stack/{})",
+            redis.url(),
+            managed::DATA_DIR
+        ));
+    }
+
+    let mut state = State::load(&project_dir).map_err(|error| CliError::new(error.to_string()))?;
+    let specs = record_deployments(&project_dir, &mut state, &built, &args)?;
 
     let redactor = Redactor::new(env::secret_values(&service_env));
     let (supervisor, supervisor_task) = Supervisor::start(Config {
@@ -256,7 +266,12 @@ async fn up(
         let supervisor = supervisor.clone();
         tokio::spawn(async move {
             match supervisor
-                .wait_ready(&id, supervisor::DEFAULT_READY_TIMEOUT)
+                // A little longer than an instance's own readiness timeout, so its error
+                // (with the last log lines) is what gets printed.
+                .wait_ready(
+                    &id,
+                    supervisor::DEFAULT_READY_TIMEOUT + Duration::from_secs(2),
+                )
                 .await
             {
                 Ok(()) => output::ready(format!(
@@ -375,6 +390,25 @@ fn port_suffix(port: u16) -> String {
         String::new()
     } else {
         format!(":{port}")
+    }
+}
+
+/// The managed Redis when `REDIS_SESSION_URL` is unset (else a PING of the user's one).
+async fn start_redis(
+    stack_dir: &Path,
+    pids_dir: &Path,
+    service_env: &BTreeMap<String, String>,
+    log: DeploymentLog,
+) -> CliResult<Option<ManagedRedis>> {
+    match service_env.get(env::REDIS_SESSION_URL) {
+        Some(url) => {
+            check_external_redis(url).await?;
+            Ok(None)
+        }
+        None => ManagedRedis::start(stack_dir, pids_dir, service_env.clone(), log)
+            .await
+            .map(Some)
+            .map_err(|error| CliError::new(error.to_string()).hint(error.hint())),
     }
 }
 

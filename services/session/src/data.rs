@@ -227,6 +227,21 @@ mod tests {
             .to_json()
             .contains(r#""n":1.50,"big":12345678901234567890"#));
         assert_eq!(data.get::<i64>("missing"), None);
+        let falsy = ["null", "false", "0", "0.0", r#""""#];
+        let truthy = ["{}", r#""0""#, "0.5", "[]"];
+        for (value, is_truthy) in falsy
+            .iter()
+            .map(|v| (v, false))
+            .chain(truthy.iter().map(|v| (v, true)))
+        {
+            let raw = RawValue::from_string((*value).to_owned()).expect("valid JSON");
+            data.set("user", &raw);
+            assert_eq!(
+                data.get_truthy("user").is_some(),
+                is_truthy,
+                "user = {value}"
+            );
+        }
         assert!(SessionData::parse("[1]").is_err());
         assert!(SessionData::parse("not json").is_err());
     }

@@ -22,14 +22,26 @@ const MAX_ATTEMPTS: u32 = 64;
 /// each session in use (so a waiting change starts from it instead of a stale read).
 #[derive(Default)]
 pub(crate) struct SessionLocks {
-    by_id: Mutex<HashMap<String, Weak<tokio::sync::Mutex<Option<String>>>>>,
+    by_id: Mutex<HashMap<String, Weak<Turn>>>,
+}
+
+/// One session's turn: held while a change is saved; holds what the last holder learnt.
+type Turn = tokio::sync::Mutex<Option<Newest>>;
+
+/// The newest state of a session that this process knows.
+enum Newest {
+    /// Stored with this value.
+    Saved(String),
+    /// Moved to a new id by a login (rotation), with this value: a change waiting on the old
+    /// id follows it there instead of finding the old key gone and starting a new session.
+    MovedTo(SessionId, String),
 }
 
 /// Entries above this count trigger a sweep of those no request holds any more.
 const LOCK_SWEEP_THRESHOLD: usize = 1024;
 
 impl SessionLocks {
-    fn for_id(&self, id: &SessionId) -> Arc<tokio::sync::Mutex<Option<String>>> {
+    fn for_id(&self, id: &SessionId) -> Arc<Turn> {
         let mut by_id = self
             .by_id
             .lock()
@@ -129,20 +141,39 @@ impl Session {
             Some(turn) => Some(turn.lock().await),
             None => None,
         };
-        if let (Some(Some(newest)), Some((id, stored))) =
-            (newest_known.as_deref(), &mut state.current)
-        {
+        let turn_id = state.current.as_ref().map(|(id, _)| id.clone());
+        match (newest_known.as_deref(), &mut state.current) {
             // Another request of this process saved after our read: start from its value.
-            if *newest != stored.raw {
+            (Some(Some(Newest::Saved(newest))), Some((_, stored))) if *newest != stored.raw => {
                 if let Ok(data) = SessionData::parse(newest) {
-                    tracing::trace!(session = ?id, "starting from this process's newest save");
                     *stored = StoredSession {
                         raw: newest.clone(),
                         data,
                     };
                 }
             }
+            (Some(Some(Newest::MovedTo(new_id, newest))), Some(current)) => {
+                if let Ok(data) = SessionData::parse(newest) {
+                    self.set_new_cookie_id(new_id);
+                    *current = (
+                        new_id.clone(),
+                        StoredSession {
+                            raw: newest.clone(),
+                            data,
+                        },
+                    );
+                }
+            }
+            _ => {}
         }
+        // What this request learns goes back to its turn, for the next one waiting on that id.
+        let mut remember = |id: &SessionId, newest: Option<Newest>| {
+            if let Some(slot) = newest_known.as_deref_mut() {
+                if turn_id.as_ref() == Some(id) {
+                    *slot = newest;
+                }
+            }
+        };
         for _ in 0..MAX_ATTEMPTS {
             let Some((id, stored)) = &state.current else {
                 let mut data = SessionData::new(&self.inner.new_session_cookie);
@@ -166,6 +197,7 @@ impl Session {
             if rotate {
                 if let Some((new_id, raw)) = self.inner.store.rotate(&id, &expected, &data).await? {
                     self.set_new_cookie_id(&new_id);
+                    remember(&id, Some(Newest::MovedTo(new_id.clone(), raw.clone())));
                     state.current = Some((new_id, StoredSession { raw, data }));
                     return Ok(output);
                 }
@@ -176,9 +208,7 @@ impl Session {
                     .compare_and_set(&id, &expected, &data)
                     .await?;
                 if saved == Saved::Done {
-                    if let Some(newest) = newest_known.as_deref_mut() {
-                        *newest = Some(raw.clone());
-                    }
+                    remember(&id, Some(Newest::Saved(raw.clone())));
                     state.current = Some((id, StoredSession { raw, data }));
                     return Ok(output);
                 }
@@ -186,9 +216,12 @@ impl Session {
             // Someone else wrote or destroyed it meanwhile: re-run the change on what is there.
             tracing::debug!(session = ?id, "session changed under a save; retrying on fresh data");
             let fresh = self.inner.store.get(&id).await?;
-            if let Some(newest) = newest_known.as_deref_mut() {
-                *newest = fresh.as_ref().map(|stored| stored.raw.clone());
-            }
+            remember(
+                &id,
+                fresh
+                    .as_ref()
+                    .map(|stored| Newest::Saved(stored.raw.clone())),
+            );
             state.current = fresh.map(|stored| (id, stored));
         }
         Err(StoreError::Contention {
@@ -198,13 +231,20 @@ impl Session {
         .into())
     }
 
-    /// Deletes the session from the store (logout). The request then has no session.
+    /// Deletes the session from the store (logout). The request then has no session. Without
+    /// a loaded session this is one `DEL` of the cookie's id, with no read first.
     pub async fn destroy(&self) -> Result<(), SessionError> {
         let mut state = self.inner.state.lock().await;
-        self.ensure_loaded(&mut state).await?;
-        if let Some((id, _)) = state.current.take() {
+        let id = if state.loaded {
+            state.current.take().map(|(id, _)| id)
+        } else {
+            self.inner.cookie_id.clone()
+        };
+        if let Some(id) = id {
             self.inner.store.destroy(&id).await?;
         }
+        state.loaded = true;
+        state.current = None;
         Ok(())
     }
 

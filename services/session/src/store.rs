@@ -149,7 +149,7 @@ impl RedisStore {
     ) -> Result<Option<StoredSession>, StoreError> {
         let key = id.store_key();
         let raw: Option<String> = self
-            .run("read", |mut connection| {
+            .run("read", Retry::Idempotent, |mut connection| {
                 let key = key.clone();
                 async move {
                     redis::cmd("GETEX")
@@ -172,7 +172,7 @@ impl RedisStore {
             self.destroy(id).await?;
             return Ok(None);
         }
-        self.run("touch", |mut connection| {
+        self.run("touch", Retry::Idempotent, |mut connection| {
             let key = key.clone();
             async move {
                 redis::cmd("EXPIRE")
@@ -190,7 +190,7 @@ impl RedisStore {
     pub async fn get(&self, id: &SessionId) -> Result<Option<StoredSession>, StoreError> {
         let key = id.store_key();
         let raw: Option<String> = self
-            .run("read", |mut connection| {
+            .run("read", Retry::Idempotent, |mut connection| {
                 let key = key.clone();
                 async move {
                     redis::cmd("GET")
@@ -212,7 +212,7 @@ impl RedisStore {
             let id = SessionId::generate();
             let key = id.store_key();
             let written: Option<String> = self
-                .run("create", |mut connection| {
+                .run("create", Retry::Idempotent, |mut connection| {
                     let (key, json) = (key.clone(), json.clone());
                     async move {
                         redis::cmd("SET")
@@ -247,7 +247,7 @@ impl RedisStore {
         let ttl = new.ttl_seconds(SystemTime::now());
         let key = id.store_key();
         let outcome: i64 = self
-            .run("save", |mut connection| {
+            .run("save", Retry::Never, |mut connection| {
                 let script = Arc::clone(&self.compare_and_set);
                 let (key, expected, json) = (key.clone(), expected.to_owned(), json.clone());
                 async move {
@@ -284,7 +284,7 @@ impl RedisStore {
             let new_id = SessionId::generate();
             let new_key = new_id.store_key();
             let outcome: i64 = self
-                .run("rotate", |mut connection| {
+                .run("rotate", Retry::Never, |mut connection| {
                     let script = Arc::clone(&self.rotate);
                     let (old_key, new_key) = (old_key.clone(), new_key.clone());
                     let (expected, json) = (expected.to_owned(), json.clone());
@@ -315,7 +315,7 @@ impl RedisStore {
     /// Deletes a session.
     pub async fn destroy(&self, id: &SessionId) -> Result<(), StoreError> {
         let key = id.store_key();
-        self.run("destroy", |mut connection| {
+        self.run("destroy", Retry::Idempotent, |mut connection| {
             let key = key.clone();
             async move {
                 redis::cmd("DEL")
@@ -329,10 +329,16 @@ impl RedisStore {
     }
 
     /// Runs one command within `COMMAND_TIMEOUT`, connecting first when needed. A connection
-    /// that breaks or stalls is dropped so the next command makes a new one; a command that
-    /// failed because a connection made earlier had died meanwhile (Redis restarted) is retried
-    /// once on a new connection, since nothing reached the server.
-    async fn run<T, F, Fut>(&self, operation: &'static str, command: F) -> Result<T, StoreError>
+    /// that breaks or stalls is dropped so the next command makes a new one. When a connection
+    /// made earlier turns out dead (Redis restarted meanwhile), an `Idempotent` command is
+    /// retried once on a new connection; a compare-and-set is not, because it may have landed
+    /// before the connection broke and running it twice could apply a change twice.
+    async fn run<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        retry: Retry,
+        command: F,
+    ) -> Result<T, StoreError>
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -349,7 +355,7 @@ impl RedisStore {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(source)) if is_connection_failure(&source) => {
                     self.connector.forget(generation);
-                    if fresh || attempt == 1 {
+                    if fresh || attempt == 1 || retry == Retry::Never {
                         return Err(StoreError::Redis { operation, source });
                     }
                     tracing::debug!(operation, error = %source, "the Redis connection had died; retrying on a new one");
@@ -363,6 +369,15 @@ impl RedisStore {
         }
         unreachable!("the loop returns on its second attempt")
     }
+}
+
+/// Whether a command may run again after its connection broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Running it twice is the same as once (reads, touch, delete, `SET NX` of a fresh id).
+    Idempotent,
+    /// It may have landed already (compare-and-set, rotate).
+    Never,
 }
 
 fn is_connection_failure(error: &redis::RedisError) -> bool {

@@ -74,80 +74,58 @@ fn a_taken_port_is_an_error() {
     );
 }
 
-/// Canary secret and canary Redis password: the binary is exercised (logins, counts, Redis
-/// going away, a stop) with verbose logs, and neither canary ever appears in its output.
+/// Canary secret and canary Redis passwords: the binary is exercised (logins, counts, a forged
+/// cookie, Redis refusing a wrong password, Redis going away, a stop) with trace logs, and no
+/// canary ever appears in its output.
 #[tokio::test]
 async fn secrets_never_reach_the_output() {
     const SECRET_CANARY: &str = "CANARY-session-secret-7f3a";
     const PASSWORD_CANARY: &str = "CANARY-redis-password-91bc";
     let mut redis = RedisServer::start_with_password(PASSWORD_CANARY);
     let secrets = format!("{SECRET_CANARY},{SECRET_CANARY}-old");
-    let mut writer = ChildService::start(rust_binary(
-        WRITER,
-        &[
-            ("SESSION_SECRET", &secrets),
-            ("REDIS_SESSION_URL", &redis.url()),
-            ("RUST_LOG", "trace"),
-        ],
-    ));
+    let start = |secrets: &str, url: &str| {
+        ChildService::start(rust_binary(
+            WRITER,
+            &[
+                ("SESSION_SECRET", secrets),
+                ("REDIS_SESSION_URL", url),
+                ("RUST_LOG", "trace"),
+            ],
+        ))
+    };
+    let mut writer = start(&secrets, &redis.url());
+    // The 2017 URL form, with a wrong (canary) password: Redis refuses.
+    let wrong_url = format!(
+        "redis://127.0.0.1:{}?password=CANARY-wrong-password",
+        redis.port()
+    );
+    let wrong_password = start(SECRET_CANARY, &wrong_url);
     let http = client();
+    let status = |url: String, cookie: Option<String>| {
+        let http = http.clone();
+        async move { get(&http, &url, cookie.as_deref()).await.status }
+    };
     let cookie = get(&http, &writer.url("/login"), None).await.cookie();
     assert_eq!(
-        get(&http, &writer.url("/increment"), Some(&cookie))
-            .await
-            .status,
+        status(writer.url("/increment"), Some(cookie.clone())).await,
         200
     );
-    let forged = get(
-        &http,
-        &writer.url("/increment"),
-        Some(&cookie_for("x", "wrong")),
-    )
-    .await;
-    assert_eq!(forged.status, 200);
+    let forged = Some(cookie_for("x", "wrong"));
+    assert_eq!(status(writer.url("/increment"), forged).await, 200);
+    assert_eq!(status(wrong_password.url("/login"), None).await, 503);
     redis.stop();
     assert_eq!(
-        get(&http, &writer.url("/increment"), Some(&cookie))
-            .await
-            .status,
+        status(writer.url("/increment"), Some(cookie.clone())).await,
         503
     );
-    assert_eq!(
-        get(&http, &writer.url("/logout"), Some(&cookie))
-            .await
-            .status,
-        503
-    );
-    let wrong_password = ChildService::start(rust_binary(
-        WRITER,
-        &[
-            ("SESSION_SECRET", SECRET_CANARY),
-            (
-                "REDIS_SESSION_URL",
-                &format!(
-                    "redis://127.0.0.1:{}?password={PASSWORD_CANARY}",
-                    redis.port()
-                ),
-            ),
-            ("RUST_LOG", "trace"),
-        ],
-    ));
-    assert_eq!(
-        get(&http, &wrong_password.url("/login"), None).await.status,
-        503
-    );
-    let status = writer.signal_and_wait(Signal::SIGTERM, Duration::from_secs(5));
-    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    assert_eq!(status(writer.url("/logout"), Some(cookie)).await, 503);
+    let exit = writer.signal_and_wait(Signal::SIGTERM, Duration::from_secs(5));
+    assert_eq!(exit.and_then(|s| s.code()), Some(0));
 
     for output in [writer.output(), wrong_password.output()] {
-        assert!(
-            output.contains(&format!("redis=redis://:***@127.0.0.1:{}", redis.port())),
-            "{output}"
-        );
-        assert!(
-            output.contains("503") || output.contains("session store"),
-            "{output}"
-        );
+        let masked = format!("redis=redis://:***@127.0.0.1:{}", redis.port());
+        assert!(output.contains(&masked), "{output}");
+        assert!(output.contains("session store unavailable"), "{output}");
         assert!(!output.contains("CANARY"), "a canary leaked:\n{output}");
     }
 }
@@ -213,4 +191,35 @@ async fn sigint_stops_an_idle_writer_with_exit_0() {
         "{}",
         writer.output()
     );
+}
+
+/// The harness starts a real server (and `without_redis_server_the_harness_fails_with_a_hint`
+/// runs this same test again with no `redis-server` on PATH).
+#[test]
+fn the_harness_starts_a_real_redis_server() {
+    let redis = RedisServer::start();
+    let pong: String = redis::cmd("PING")
+        .query(&mut redis.connection())
+        .expect("the test server answers");
+    assert_eq!(pong, "PONG");
+}
+
+#[test]
+fn without_redis_server_the_harness_fails_with_a_hint() {
+    let this_test_binary = std::env::current_exe().expect("a test knows its own binary");
+    let output = std::process::Command::new(this_test_binary)
+        .args([
+            "--exact",
+            "the_harness_starts_a_real_redis_server",
+            "--nocapture",
+        ])
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("the test binary runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("redis-server is not on PATH"), "{text}");
+    assert!(text.contains("apt-get install redis-server"), "{text}");
+    assert!(text.contains("brew install redis"), "{text}");
 }

@@ -193,8 +193,17 @@ async fn a_reader_request_is_one_round_trip_and_writes_nothing() {
     assert!(ttl > 86_000, "reading extends the TTL, got {ttl}");
     assert_eq!(stored(&redis, &key[5..]), before, "reading changes nothing");
 
+    // Logout is one DEL, with no read first.
+    reset_command_stats(&redis);
+    assert_eq!(
+        get(&http, &writer.url("/logout"), Some(&cookie))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(command_calls(&redis), vec![("del".to_owned(), 1)]);
+
     // Requests that change nothing create nothing.
-    redis.connection().del::<_, ()>(&key).expect("DEL works");
     reset_command_stats(&redis);
     assert_eq!(get(&http, &writer.url("/logout"), None).await.status, 200);
     assert_eq!(get(&http, &reader.url("/"), None).await.status, 403);
@@ -435,4 +444,62 @@ async fn a_save_never_resurrects_a_destroyed_session() {
         None
     );
     assert_eq!(session_keys(&redis), Vec::<String>::new());
+}
+
+/// A login racing with increments on the same session: every increment lands exactly once
+/// (counts over all sessions add up), and every cookie handed out names a live session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_racing_with_increments_loses_nothing() {
+    let redis = RedisServer::start();
+    let (writer, reader) = demo(&redis).await;
+    let http = client();
+    let cookie = get(&http, &writer.url("/increment"), None).await.cookie();
+    let requests = (0..21).map(|n| {
+        let (http, cookie) = (http.clone(), cookie.clone());
+        let url = writer.url(if n == 10 { "/login" } else { "/increment" });
+        tokio::spawn(async move { get(&http, &url, Some(&cookie)).await })
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let mut handed_out = Vec::new();
+    for answer in answers {
+        let answer = answer.expect("the request task does not panic");
+        assert_eq!(answer.status, 200, "{answer:?}");
+        if answer.set_cookie.is_some() {
+            handed_out.push(answer.cookie());
+        }
+    }
+    assert!(!handed_out.is_empty(), "the login hands out a new id");
+    for cookie in &handed_out {
+        let id = session_id(cookie, SECRET);
+        assert!(
+            stored(&redis, &id).is_some(),
+            "cookie {cookie} names a live session"
+        );
+    }
+    let total: i64 = session_keys(&redis)
+        .iter()
+        .map(|key| {
+            let value = stored(&redis, &key["sess:".len()..]).expect("listed keys exist");
+            let data: serde_json::Value = serde_json::from_str(&value).expect("sessions are JSON");
+            data["count"].as_i64().expect("every session here counted")
+        })
+        .sum();
+    assert_eq!(
+        total, 21,
+        "1 before the race + 20 increments, each applied once"
+    );
+    assert_eq!(
+        stored(&redis, &session_id(&cookie, SECRET)),
+        None,
+        "the pre-login id is dead"
+    );
+    let logged_in = handed_out.iter().find(|cookie| {
+        let id = session_id(cookie, SECRET);
+        stored(&redis, &id).is_some_and(|value| value.contains(r#""user":"#))
+    });
+    let logged_in = logged_in.expect("one handed-out cookie is the logged-in session");
+    assert_eq!(
+        get(&http, &reader.url("/"), Some(logged_in)).await.status,
+        200
+    );
 }
