@@ -3,7 +3,7 @@
 //!
 //! Two projects: `tests/fixtures/watch-hello` (one std-only Rust service that rebuilds in about
 //! a second, built into `target/watch-fixture` through CARGO_TARGET_DIR so rebuilds are
-//! incremental) for code changes, and the demo's writer and reader (named by path, built in
+//! incremental; one target dir per test) for code changes, and the demo's writer and reader (named by path, built in
 //! this workspace) for redeploys under load with real sessions; those redeploys are triggered
 //! by `.env` saves, which redeploy every service with the new environment through the same
 //! build-and-swap path as a code change (ten full rebuilds of the demo would not fit the
@@ -68,16 +68,24 @@ fn copy_tree(from: &Path, to: &Path) {
 
 struct Project {
     dir: tempfile::TempDir,
+    /// CARGO_TARGET_DIR for `stack up`; `None`: the workspace's (the demo named by path).
+    target_dir: Option<PathBuf>,
 }
 
 impl Project {
-    fn hello() -> Project {
+    /// A copy of the hello fixture with a target dir of its own (`name`): cargo gives copies
+    /// of one package in different directories the same unit hash, so tests running in
+    /// parallel would otherwise build over each other's binaries.
+    fn hello(name: &str) -> Project {
         let dir = tempfile::tempdir().expect("a temp dir");
         copy_tree(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/watch-hello"),
             dir.path(),
         );
-        Project { dir }
+        Project {
+            dir,
+            target_dir: Some(workspace().join("target/watch-fixture").join(name)),
+        }
     }
 
     fn demo(secret: &str) -> Project {
@@ -92,7 +100,10 @@ impl Project {
             format!("SESSION_SECRET={secret}\n"),
         )
         .unwrap();
-        Project { dir }
+        Project {
+            dir,
+            target_dir: None,
+        }
     }
 
     fn path(&self) -> &Path {
@@ -183,7 +194,12 @@ impl Up {
             .args(["--port", "0"])
             .args(args)
             .env("NO_COLOR", "1")
-            .env("CARGO_TARGET_DIR", workspace().join("target/watch-fixture"))
+            .envs(
+                project
+                    .target_dir
+                    .iter()
+                    .map(|dir| ("CARGO_TARGET_DIR", dir.as_os_str())),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -411,7 +427,7 @@ impl Load {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_change_is_served_by_a_new_deployment_and_the_old_one_stops() {
     require_redis();
-    let project = Project::hello();
+    let project = Project::hello("saved-change");
     let mut up = Up::start(&project, &[]);
     up.wait_watching(&["hello"]);
     let host = "hello.localhost";
@@ -457,7 +473,7 @@ async fn a_saved_change_is_served_by_a_new_deployment_and_the_old_one_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_syntax_error_is_shown_the_old_deployment_keeps_answering_and_the_fix_deploys() {
     require_redis();
-    let project = Project::hello();
+    let project = Project::hello("syntax-error");
     let mut up = Up::start(&project, &[]);
     up.wait_watching(&["hello"]);
     let host = "hello.localhost";
@@ -488,15 +504,29 @@ async fn a_syntax_error_is_shown_the_old_deployment_keeps_answering_and_the_fix_
 
     fs::write(project.main_rs(), text.replace("hello v1", "hello fixed")).unwrap();
     up.wait_for_nth("> Ready! http://hello-", 2, DEADLINE);
-    let (status, body, id) = get(&client, &up.url(host, "/")).await;
+    let (status, body, fixed_id) = get(&client, &up.url(host, "/")).await;
     assert_eq!((status, body.as_str()), (200, "hello fixed\n"));
-    assert_ne!(id, first_id);
+    assert_ne!(fixed_id, first_id);
+
+    // It compiles but dies at start: reported, and the live deployment keeps serving.
+    fs::write(
+        project.main_rs(),
+        text.replace("fn main() {", "fn main() {\n    std::process::exit(3);"),
+    )
+    .unwrap();
+    up.wait_for("hello: the new deployment did not start", DEADLINE);
+    let (status, body, id) = get(&client, &up.url(host, "/")).await;
+    assert_eq!(
+        (status, body.as_str(), id.as_str()),
+        (200, "hello fixed\n", fixed_id.as_str())
+    );
+    assert_eq!(project.live("hello")["id"], fixed_id.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_brings_the_old_behaviour_back_in_under_a_second_with_no_failed_request() {
     require_redis();
-    let project = Project::hello();
+    let project = Project::hello("rollback");
     let mut up = Up::start(&project, &[]);
     up.wait_watching(&["hello"]);
     let host = "hello.localhost";
@@ -561,7 +591,7 @@ async fn rollback_brings_the_old_behaviour_back_in_under_a_second_with_no_failed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_build_once_noise_never_and_rename_saves_every_time() {
     require_redis();
-    let project = Project::hello();
+    let project = Project::hello("bursts");
     let mut up = Up::start(&project, &["--keep", "2"]);
     up.wait_watching(&["hello"]);
     const BUILDING: &str = "> Building hello";
@@ -624,7 +654,7 @@ async fn bursts_build_once_noise_never_and_rename_saves_every_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_watch_means_no_redeploy() {
     require_redis();
-    let project = Project::hello();
+    let project = Project::hello("no-watch");
     let mut up = Up::start(&project, &["--no-watch"]);
     up.wait_for("> Ready! http://hello-", BUILD_DEADLINE);
     project.set_message("not deployed");

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::logs::Redactor;
-use super::{Config, Control, DeploymentSpec, Supervisor, SupervisorError, SupervisorTask};
+use super::{
+    Config, Control, DeploymentSpec, DeploymentState, Supervisor, SupervisorError, SupervisorTask,
+};
 use crate::env;
 
 impl Supervisor {
@@ -71,8 +73,8 @@ impl Supervisor {
         self.promote(&deployment_id).await
     }
 
-    /// Like [`Supervisor::wait_ready`], but fails at the first instance that exits before it
-    /// is ready: a new deployment that crashes is not worth waiting through backoffs for.
+    /// Like [`Supervisor::wait_ready`], but gives up on an instance that failed to start twice
+    /// in a row: a new deployment that crashes is not worth waiting through long backoffs for.
     async fn wait_started(
         &self,
         deployment_id: &str,
@@ -101,10 +103,20 @@ impl Supervisor {
                 {
                     return Ok(());
                 }
-                if let Some(reason) = deployment.last_error() {
+                // One failed start can be bad luck (a port taken between pick and bind); an
+                // instance that failed twice in a row, or a CRASHED deployment, will not come up.
+                let failed_twice = active.iter().any(|instance| {
+                    instance.restarts.load(Ordering::Acquire) >= 2
+                        && instance
+                            .last_error
+                            .lock()
+                            .expect("never poisoned: no panics while held")
+                            .is_some()
+                });
+                if failed_twice || deployment.state() == DeploymentState::Crashed {
                     return Err(SupervisorError::Crashed {
                         deployment: deployment_id.to_string(),
-                        reason,
+                        reason: deployment.last_error().unwrap_or_default(),
                     });
                 }
                 if tokio::time::Instant::now() >= deadline {
