@@ -187,6 +187,10 @@ struct Up {
 
 impl Up {
     fn start(project: &Project, args: &[&str]) -> Up {
+        Up::start_with_env(project, args, &[])
+    }
+
+    fn start_with_env(project: &Project, args: &[&str], env: &[(&str, &str)]) -> Up {
         let mut child = Command::new(STACK)
             .arg("--cwd")
             .arg(project.path())
@@ -200,6 +204,7 @@ impl Up {
                     .iter()
                     .map(|dir| ("CARGO_TARGET_DIR", dir.as_os_str())),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -649,6 +654,32 @@ async fn bursts_build_once_noise_never_and_rename_saves_every_time() {
         .collect();
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(kept.contains(&live), "{kept:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_during_a_build_queue_exactly_one_follow_up_build() {
+    require_redis();
+    let project = Project::hello("during-build");
+    // Every build of the fixture takes 2 s more, so the saves below land during one.
+    let mut up = Up::start_with_env(&project, &[], &[("HELLO_SLOW_BUILD_MS", "2000")]);
+    up.wait_watching(&["hello"]);
+    const BUILDING: &str = "> Building hello";
+    project.set_message("first");
+    up.wait_for(BUILDING, DEADLINE);
+    // Three separate changes (each longer apart than the quiet period) during that build.
+    for message in ["second", "third", "fourth"] {
+        std::thread::sleep(Duration::from_millis(250));
+        project.set_message(message);
+    }
+    assert_eq!(up.count("> Ready! http://hello-"), 1, "{}", up.output());
+    up.wait_for_nth("> Ready! http://hello-", 3, DEADLINE);
+    up.assert_no_more(BUILDING, 2);
+    let (_, body, _) = get(
+        &up.client("hello.localhost"),
+        &up.url("hello.localhost", "/"),
+    )
+    .await;
+    assert_eq!(body, "fourth\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
