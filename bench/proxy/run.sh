@@ -7,7 +7,7 @@
 #   CONNECTIONS=64 DURATION=5s ROUNDS=3 THREADS=2 bench/proxy/run.sh
 #
 # The targets are measured in interleaved rounds (direct, stack, stack per-core, nginx, again)
-# and the median round is reported, so load from other processes hits every target alike. Besides
+# and the median over the rounds is reported, so load from other processes hits every target alike. Besides
 # wrk's figures it reports the proxy's CPU time per request (utime+stime of the proxy's
 # processes / requests served), which other load on the machine disturbs much less.
 #
@@ -187,13 +187,13 @@ cat <<MD
 
 - Command: \`bench/proxy/run.sh\` (CONNECTIONS=$CONNECTIONS DURATION=$DURATION ROUNDS=$ROUNDS THREADS=$THREADS);
   each target: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -H 'Host: $HOST_HEADER'\`, $ROUNDS interleaved
-  rounds after a 2 s warm-up; the table shows the median round (req/s of every round in the last column).
+  rounds after a 2 s warm-up; each figure is the median over the rounds (req/s of every round in the last column).
 - Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ { printf "%.1f GB", $2/1048576 }' /proc/meminfo);
   wrk, the proxy and the upstream share these cores; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg).
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nginx -v 2>&1); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2).
 - Upstream: \`cli/examples/bench_upstream.rs\` (hyper, 12-byte body). Stack: \`cli/examples/proxy_bench.rs\`
-  (release, \`proxy::run\`, default \`ProxyConfig\`): \`multi\` = one tokio multi-thread runtime (a worker per core),
-  \`per-core\` = one current-thread runtime per core on the same socket (nginx's model). nginx: keepalive upstream
+  (release, default \`ProxyConfig\`): \`multi\` = \`proxy::run\` on one tokio multi-thread runtime (a worker per core),
+  \`per-core\` = \`proxy::run_on_threads\`, a current-thread runtime per core on the same socket (nginx's model). nginx: keepalive upstream
   pool (128), \`worker_processes auto\` ($NGINX_WORKERS workers), same X-Forwarded-* headers, access log off.
 - CPU/request: utime+stime of the proxy's processes during the round / requests served.
 

@@ -3,14 +3,15 @@
 //!
 //! `cargo run --release --example proxy_bench -- 127.0.0.1:9002 127.0.0.1:9001 [per-core|multi]`
 //!
-//! `per-core` (default) runs one single-threaded tokio runtime per core, each calling
-//! `proxy::run` on a clone of the same listening socket (nginx's worker model: no cross-thread
-//! wake-ups on a request's path); `multi` runs `proxy::run` once on tokio's multi-threaded
-//! runtime (one worker per core).
+//! `per-core` (default) is `proxy::run_on_threads` with a thread per core; `multi` is
+//! `proxy::run` on tokio's multi-threaded runtime (a worker per core). SIGINT stops it.
 
 use std::sync::Arc;
 
-use stack::proxy::{self, Deployment, HostRoute, Instance, Routing, RoutingTable, Target};
+use stack::proxy::{
+    self, Deployment, HostRoute, Instance, ProxyConfig, Routing, RoutingTable, Target,
+};
+use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -27,43 +28,36 @@ fn main() -> anyhow::Result<()> {
     );
     let routing = Routing::new(table);
     let listener = std::net::TcpListener::bind(&listen)?;
-    listener.set_nonblocking(true)?;
     println!("listening on {} ({mode})", listener.local_addr()?);
 
-    let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if mode == "multi" {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
         return runtime.block_on(async {
+            listener.set_nonblocking(true)?;
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            proxy::run(listener, routing, ctrl_c()).await;
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            proxy::run(listener, routing, shutdown).await;
             Ok(())
         });
     }
-    let mut workers = Vec::new();
-    for _ in 0..n_cores {
-        let listener = listener.try_clone()?;
-        let routing = routing.clone();
-        workers.push(std::thread::spawn(move || -> anyhow::Result<()> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                proxy::run(listener, routing, ctrl_c()).await;
-                Ok(())
-            })
-        }));
-    }
-    for worker in workers {
-        worker
-            .join()
-            .map_err(|_| anyhow::anyhow!("a proxy worker panicked"))??;
-    }
-    Ok(())
-}
 
-async fn ctrl_c() {
-    let _ = tokio::signal::ctrl_c().await;
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a signal-handling runtime");
+        runtime.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        on_signal.cancel();
+    });
+    let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    proxy::run_on_threads(listener, routing, ProxyConfig::default(), n_cores, shutdown)?;
+    Ok(())
 }

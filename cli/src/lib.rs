@@ -6,6 +6,8 @@
 //! - [`commands`]: one file per command; each turns parsed arguments into calls on the modules below.
 //! - [`control`]: the HTTP+JSON API on `.stack/stack.sock` that `stack up` serves and other commands call.
 //! - [`env`]: `.env` files and `-e` pairs, checked and merged; never prints a value.
+//! - [`export`]: an alias rendered as a production config (nginx), checked with `nginx -t`.
+//! - [`init`]: the embedded project templates, written by `stack init`; the `.env` git check.
 //! - [`output`]: now's voice on a terminal (`> Success!`, `Error! ...`), colour only on a tty.
 //! - [`proxy`]: the in-process reverse proxy: host and path routing, forwarding, pooling.
 //! - [`redis`]: the managed `redis-server` (described here, run by the supervisor's process layer).
@@ -18,6 +20,8 @@ pub mod args;
 pub mod commands;
 pub mod control;
 pub mod env;
+pub mod export;
+pub mod init;
 pub mod output;
 pub mod proxy;
 pub mod redis;

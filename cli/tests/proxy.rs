@@ -859,9 +859,18 @@ async fn oversized_heads_are_refused_and_http10_without_host_gets_no_route() {
     let (table, _) = one_deployment("app.localhost", "app-abc", &[echo.addr]);
     let config = ProxyConfig {
         max_header_size: 8 * 1024,
+        max_headers: 10,
         ..test_config()
     };
     let proxy = TestProxy::start(table, config).await;
+
+    let many: String = (0..20).map(|n| format!("X-H{n}: v\r\n")).collect();
+    let answer = raw_exchange(
+        proxy.addr,
+        format!("GET / HTTP/1.1\r\nHost: app.localhost\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 
     let huge = format!(
         "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-Big: {}\r\n\r\n",
@@ -876,4 +885,97 @@ async fn oversized_heads_are_refused_and_http10_without_host_gets_no_route() {
         "{old}"
     );
     assert!(old.contains(r#""hosts":["app.localhost"]"#), "{old}");
+}
+
+#[tokio::test]
+async fn run_on_threads_serves_and_stops() {
+    let echo = echo_upstream().await;
+    let (table, deployment) = one_deployment("app.localhost", "app-abc", &[echo.addr]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    let routing = stack::proxy::Routing::new(table);
+    let threads = std::thread::spawn(move || {
+        stack::proxy::run_on_threads(listener, routing, test_config(), 2, stop)
+    });
+    for _ in 0..10 {
+        assert_eq!(get(addr, "app.localhost", "/").await.status, 200);
+    }
+    assert_eq!(deployment.instances[0].served(), 10);
+    shutdown.cancel();
+    let stopped = tokio::task::spawn_blocking(move || threads.join())
+        .await
+        .unwrap();
+    stopped.expect("no panic").expect("clean stop");
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn framing_of_chunked_uploads_head_204_and_304_survives_the_proxy() {
+    let upstream = upstream(|request: Request<Incoming>| async move {
+        match request.uri().path() {
+            "/204" => Response::builder().status(204).body(full("")).unwrap(),
+            "/304" => Response::builder()
+                .status(304)
+                .header("etag", "\"v1\"")
+                .body(full(""))
+                .unwrap(),
+            _ => {
+                let method = request.method().clone();
+                let body = http_body_util::BodyExt::collect(request.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                let text = format!("{method} {} bytes", body.len());
+                Response::builder()
+                    .header("content-length", text.len())
+                    .body(full(text))
+                    .unwrap()
+            }
+        }
+    })
+    .await;
+    let (table, _) = one_deployment("app.localhost", "app-abc", &[upstream.addr]);
+    let proxy = TestProxy::start(table, test_config()).await;
+
+    // A chunked upload, then a second request on the same keep-alive connection.
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n\
+              HEAD /page HTTP/1.1\r\nHost: app.localhost\r\n\r\n\
+              GET /204 HTTP/1.1\r\nHost: app.localhost\r\n\r\n\
+              GET /304 HTTP/1.1\r\nHost: app.localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received))
+        .await
+        .expect("the proxy answers all four and closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&received);
+    // Status lines wherever they start (a body without a line break runs into the next one).
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(start, _)| text[start..].split("\r\n").next().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 204 No Content",
+            "HTTP/1.1 304 Not Modified"
+        ],
+        "{text}"
+    );
+    assert!(text.contains("POST 11 bytes"), "{text}");
+    assert!(
+        !text.contains("HEAD 0 bytes"),
+        "a HEAD response carried a body: {text}"
+    );
+    assert!(text.contains("etag: \"v1\""), "{text}");
 }

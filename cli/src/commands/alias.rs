@@ -124,8 +124,11 @@ fn set_plain(project_dir: &Path, host: &str, target: &str) -> CliResult<ExitCode
 /// control socket); until then the state file is the whole story.
 fn apply(project_dir: &Path, host: &str, alias: Alias) -> CliResult<()> {
     let mut state = load(project_dir)?;
+    let source = alias.source();
     state.aliases.insert(host.to_string(), alias);
-    save(project_dir, &state)
+    save(project_dir, &state)?;
+    tracing::info!(host, source, "alias stored in the state file");
+    Ok(())
 }
 
 fn applies_later() {

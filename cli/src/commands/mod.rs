@@ -3,6 +3,8 @@
 
 pub mod alias;
 pub mod down;
+pub mod export;
+pub mod init;
 pub mod logs;
 pub mod ls;
 pub mod rm;
@@ -28,7 +30,8 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Down => down::run(&cli.cwd),
         Command::Rollback(args) => rollback::run(&cli.cwd, args),
         Command::Redis(_) => Err(not_built("redis")),
-        Command::Init(_) | Command::Export(_) => Err(not_built("init")),
+        Command::Init(args) => init::run(&cli.cwd, args),
+        Command::Export(args) => export::run(&cli.cwd, args),
     }
 }
 

@@ -167,7 +167,21 @@ async fn up(
         })?;
     // Redis starts while cargo checks the build: neither waits for the other.
     let redis_start = start_redis(&stack_dir, &pids_dir, &service_env, redis_log);
-    let build = build_with_spinner(&project_dir, &services, args.release);
+    let build = async {
+        let built = build_with_spinner(&project_dir, &services, args.release).await;
+        if built.is_ok() {
+            let names: Vec<&str> = services
+                .iter()
+                .map(|service| service.name.as_str())
+                .collect();
+            output::info(format!(
+                "Built {} [{:.1}s]",
+                names.join(", "),
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        built
+    };
     let (built, redis) = tokio::select! {
         both = async { tokio::join!(build, redis_start) } => both,
         _ = interrupt.recv() => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
@@ -181,15 +195,6 @@ async fn up(
         }
         (Err(error), _) | (Ok(_), Err(error)) => return Err(error),
     };
-    let names: Vec<&str> = services
-        .iter()
-        .map(|service| service.name.as_str())
-        .collect();
-    output::info(format!(
-        "Built {} [{:.1}s]",
-        names.join(", "),
-        started.elapsed().as_secs_f64()
-    ));
     if let Some(redis) = &redis {
         service_env.insert(env::REDIS_SESSION_URL.into(), redis.url());
         output::info(format!(

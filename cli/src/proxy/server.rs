@@ -27,6 +27,8 @@ use super::limits::ProxyConfig;
 use super::routing::Routing;
 use super::upstream;
 
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 /// Serves `listener` until `shutdown` completes, then shuts down gracefully.
 pub async fn serve(
     listener: TcpListener,
@@ -45,8 +47,12 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .max_header_size(config.max_header_size)
-        .max_headers(config.max_headers)
         .keep_alive(true);
+    // hyper's default is 100 headers on the stack; setting any value, even 100, makes it fill
+    // a fresh header array for every request, so only set it when it differs.
+    if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        http.max_headers(config.max_headers);
+    }
     // Connections are tracked, and told to finish up through `stopping` (hyper-util's
     // GracefulShutdown does the same, but does not take hyper's upgradeable http1 connection).
     let connections = TaskTracker::new();

@@ -14,6 +14,16 @@ use super::Rule;
 
 pub(crate) fn lint(file: &str, rules: &[Rule], matcher: &Matcher) -> Vec<RuleWarning> {
     let mut warnings = Vec::new();
+    // For each rule of the `P**` shape (one trailing `**`), its `P`; worked out once, not per pair.
+    let subtree_prefixes: Vec<Option<&str>> = rules
+        .iter()
+        .map(
+            |rule| match pattern::tokens(rule.pathname.as_deref()?).as_slice() {
+                [Token::Literal(prefix), Token::DoubleStar] => Some(*prefix),
+                _ => None,
+            },
+        )
+        .collect();
     for later in rules {
         // A literal pathname is one path: which rules match it is one question to the matcher.
         let matching_later = later
@@ -25,7 +35,7 @@ pub(crate) fn lint(file: &str, rules: &[Rule], matcher: &Matcher) -> Vec<RuleWar
             earlier.method_set.is_superset_of(later.method_set)
                 && match &matching_later {
                     Some(matching) => matching[earlier.index],
-                    None => pathname_covers(earlier, later),
+                    None => pathname_covers(earlier, subtree_prefixes[earlier.index], later),
                 }
         });
         if let Some(earlier) = shadowing {
@@ -79,7 +89,8 @@ pub(crate) fn lint(file: &str, rules: &[Rule], matcher: &Matcher) -> Vec<RuleWar
 
 /// Whether every path `later`'s (wildcard or absent) pathname matches is certainly matched by
 /// `earlier`'s. Literal `later` pathnames are asked of the matcher instead.
-fn pathname_covers(earlier: &Rule, later: &Rule) -> bool {
+/// `earlier_subtree_prefix` is `P` when `earlier`'s pattern is `P**`.
+fn pathname_covers(earlier: &Rule, earlier_subtree_prefix: Option<&str>, later: &Rule) -> bool {
     let Some(earlier_pattern) = earlier.pathname.as_deref() else {
         return true;
     };
@@ -92,10 +103,6 @@ fn pathname_covers(earlier: &Rule, later: &Rule) -> bool {
     if earlier_pattern == later_pattern {
         return true;
     }
-    match pattern::tokens(earlier_pattern).as_slice() {
-        [Token::Literal(prefix), Token::DoubleStar] => {
-            pattern::literal_prefix(later_pattern).starts_with(prefix)
-        }
-        _ => false,
-    }
+    earlier_subtree_prefix
+        .is_some_and(|prefix| pattern::literal_prefix(later_pattern).starts_with(prefix))
 }

@@ -46,31 +46,33 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    // One pass over the bytes: refuse what is never valid, and notice whether anything needs
+    // rewriting (an escape, an empty, `.` or `..` segment); most paths need nothing.
+    let bytes = path.as_bytes();
     let mut needs_rewrite = false;
-    for byte in path.bytes() {
+    let mut segment_start = 1;
+    for i in 1..=bytes.len() {
+        // A virtual `/` after the last byte closes the last segment.
+        let byte = bytes.get(i).copied().unwrap_or(b'/');
         match byte {
+            b'/' => {
+                let segment = &bytes[segment_start..i];
+                // An empty last segment is a trailing slash, which is kept.
+                let empty_inside = segment.is_empty() && i < bytes.len();
+                if empty_inside || matches!(segment, [b'.'] | [b'.', b'.']) {
+                    needs_rewrite = true;
+                }
+                segment_start = i + 1;
+            }
             b'?' | b'#' => return Err(PathError::NotAPath(byte as char)),
             b'%' => needs_rewrite = true,
             0x21..=0x7e => {}
             _ => {
-                let bad = path[path.find(|c: char| !c.is_ascii_graphic()).unwrap_or(0)..]
-                    .chars()
-                    .next()
-                    .unwrap_or(byte as char);
+                // Every byte before `i` is ASCII, so `i` is a character boundary.
+                let bad = path[i..].chars().next().unwrap_or(byte as char);
                 return Err(PathError::InvalidCharacter(bad));
             }
         }
-    }
-    if !needs_rewrite {
-        needs_rewrite = path[1..]
-            .split('/')
-            .enumerate()
-            .any(|(i, segment)| match segment {
-                // An empty last segment is a trailing slash, which is kept.
-                "" => i + 1 < path[1..].split('/').count(),
-                "." | ".." => true,
-                _ => false,
-            });
     }
     if !needs_rewrite {
         return Ok(Cow::Borrowed(path));
@@ -99,6 +101,10 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     }
     if trailing_slash || kept.is_empty() {
         out.push('/');
+    }
+    // A path whose only escapes are already upper-case hex comes out as it went in.
+    if out == path {
+        return Ok(Cow::Borrowed(path));
     }
     Ok(Cow::Owned(out))
 }

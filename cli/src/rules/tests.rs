@@ -178,6 +178,22 @@ fn first_match_wins_across_literal_and_wildcard_rules() {
 }
 
 #[test]
+fn paths_that_were_not_normalised_never_panic() {
+    let set = rules(
+        r#"{"rules": [
+            { "pathname": "/a/*", "dest": "one" },
+            { "pathname": "/**/b*/c", "dest": "two" },
+            { "pathname": "/x/**", "dest": "three" }
+        ]}"#,
+    );
+    for path in ["", "a", "*", "\u{e9}", "a/b/c"] {
+        assert_eq!(set.route(&Method::GET, path), None, "{path:?}");
+    }
+    assert_eq!(set.route(&Method::GET, "/a/\u{e9}"), Some(0));
+    assert_eq!(set.route(&Method::GET, "//b\u{e9}/c"), Some(1));
+}
+
+#[test]
 fn query_string_and_host_take_no_part() {
     let set = rules(include_str!("../../../aliases.json"));
     let uri: http::Uri = "http://login.localhost/about?next=/login".parse().unwrap();
@@ -349,6 +365,39 @@ mod property {
                         && rule.methods.as_ref().is_none_or(|m| m.contains(&method))
                 });
                 prop_assert_eq!(set.route(&method, &path), expected, "{} {}", method, path);
+            }
+        }
+    }
+
+    proptest! {
+        /// A normalised path is a fixed point (returned borrowed), has no empty, `.` or `..`
+        /// segment inside, and only encoded `/` or NUL make a path of these pieces fail.
+        #[test]
+        fn normalised_paths_are_fixed_points(
+            pieces in proptest::collection::vec(
+                prop_oneof![
+                    Just("/"), Just("."), Just(".."), Just("a"), Just("%2e"), Just("%2E"),
+                    Just("%41"), Just("%3a"), Just("%2F"), Just("%00"), Just("~")
+                ],
+                0..10,
+            )
+        ) {
+            let path = format!("/{}", pieces.concat());
+            match normalize_path(&path) {
+                Ok(normalized) => {
+                    let again = normalize_path(&normalized).unwrap();
+                    prop_assert!(matches!(again, std::borrow::Cow::Borrowed(_)), "{} -> {}", path, normalized);
+                    let inner = normalized[1..].trim_end_matches('/');
+                    prop_assert!(!normalized.contains("//"), "{}", normalized);
+                    prop_assert!(
+                        inner.is_empty() || inner.split('/').all(|s| !s.is_empty() && s != "." && s != ".."),
+                        "{} -> {}", path, normalized
+                    );
+                }
+                Err(_) => {
+                    let upper = path.to_ascii_uppercase();
+                    prop_assert!(upper.contains("%2F") || upper.contains("%00"), "{}", path);
+                }
             }
         }
     }
