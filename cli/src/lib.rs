@@ -15,6 +15,7 @@
 //! - [`rules`]: the alias rules file: parse, validate, normalise paths, match. No I/O.
 //! - [`state`]: what persists in `.stack/` (aliases, scale, deployment history), written atomically.
 //! - [`supervisor`]: deployments, instances, child processes, restarts, readiness; the only spawner.
+//! - [`watch`]: file changes to change sets (which services to redeploy); never builds.
 
 pub mod args;
 pub mod commands;
@@ -28,6 +29,7 @@ pub mod redis;
 pub mod rules;
 pub mod state;
 pub mod supervisor;
+pub mod watch;
 
 use std::process::ExitCode;
 

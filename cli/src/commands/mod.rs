@@ -9,6 +9,7 @@ pub mod logs;
 pub mod ls;
 pub mod redis;
 pub mod rm;
+pub mod rollback;
 pub mod route;
 pub mod scale;
 pub mod up;
@@ -16,7 +17,7 @@ pub mod up;
 use std::process::ExitCode;
 
 use crate::args::{Cli, Command};
-use crate::output::{CliError, CliResult};
+use crate::output::CliResult;
 
 pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
     match cli.command {
@@ -28,17 +29,9 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Logs(args) => logs::run(&cli.cwd, args),
         Command::Rm(args) => rm::run(&cli.cwd, args),
         Command::Down => down::run(&cli.cwd),
-        Command::Rollback(_) => Err(not_built("rollback")),
+        Command::Rollback(args) => rollback::run(&cli.cwd, args),
         Command::Redis(args) => redis::run(&cli.cwd, args),
         Command::Init(args) => init::run(&cli.cwd, args),
         Command::Export(args) => export::run(&cli.cwd, args),
     }
-}
-
-/// Commands whose issue has not landed yet say so plainly instead of pretending.
-fn not_built(command: &str) -> CliError {
-    CliError::new(format!(
-        "`stack {command}` is not built yet in this version."
-    ))
-    .hint("See the open issues for its status.")
 }

@@ -36,7 +36,7 @@ use crate::state::{self, Alias, State};
 use crate::supervisor::build::{self, BuildError, Built};
 use crate::supervisor::logs::{self, DeploymentLog, Redactor};
 use crate::supervisor::{
-    self, process, routes, Config, DeploymentSpec, Supervisor, SupervisorError,
+    self, process, redeploy, routes, Config, DeploymentSpec, Supervisor, SupervisorError,
 };
 use session::redis_url::RedisUrl;
 
@@ -285,7 +285,7 @@ async fn up(
             aliases.clone(),
             state_lock.clone(),
         ),
-        state_lock,
+        state_lock: state_lock.clone(),
         redis_url,
     };
     let socket = control::socket_path(&project_dir);
@@ -341,6 +341,21 @@ async fn up(
         ));
     }
 
+    let watching = if args.no_watch {
+        None
+    } else {
+        start_watching(
+            &project_dir,
+            &args,
+            &services,
+            &supervisor,
+            proxy_port,
+            state_lock,
+            redis.as_ref().map(ManagedRedis::url),
+            &root,
+        )
+    };
+
     let code = tokio::select! {
         _ = interrupt.recv() => EXIT_INTERRUPTED,
         _ = terminate.recv() => EXIT_TERMINATED,
@@ -349,6 +364,10 @@ async fn up(
     output::info("Stopping...");
     let stopping = Instant::now();
     root.cancel();
+    if let Some((watcher, redeploy_task)) = watching {
+        drop(watcher);
+        let _ = tokio::time::timeout(Duration::from_secs(2), redeploy_task).await;
+    }
     supervisor.stop().await;
     let _ = supervisor_task.await;
     let _ = tokio::time::timeout(Duration::from_secs(2), routes_task).await;
@@ -363,6 +382,48 @@ async fn up(
         stopping.elapsed().as_secs_f64()
     ));
     Ok(ExitCode::from(code))
+}
+
+/// Every save becomes a deployment (`--no-watch` turns it off); see `supervisor::redeploy`.
+#[allow(clippy::too_many_arguments)]
+fn start_watching(
+    project_dir: &Path,
+    args: &UpArgs,
+    services: &[build::Service],
+    supervisor: &Supervisor,
+    proxy_port: u16,
+    state_lock: Arc<Mutex<()>>,
+    managed_redis_url: Option<String>,
+    root: &CancellationToken,
+) -> Option<(crate::watch::Watcher, tokio::task::JoinHandle<()>)> {
+    let dotenv = args.dotenv.as_ref().map(|file| project_dir.join(file));
+    let assignments = args.env.clone();
+    let reload_env = dotenv.clone().map(|dotenv| {
+        Box::new(move || {
+            redeploy::reload_environment(&dotenv, &assignments, managed_redis_url.as_deref())
+        }) as redeploy::ReloadEnv
+    });
+    let redeployer = redeploy::Redeployer {
+        project_dir: project_dir.to_path_buf(),
+        services: services.to_vec(),
+        supervisor: supervisor.clone(),
+        release: args.release,
+        keep: args.keep,
+        proxy_port,
+        ready_timeout: supervisor::DEFAULT_READY_TIMEOUT,
+        state_lock,
+        reload_env,
+    };
+    match redeploy::start_watching(redeployer, dotenv, root.child_token()) {
+        Ok(watching) => {
+            output::info("Watching for changes (every save becomes a new deployment)");
+            Some(watching)
+        }
+        Err(error) => {
+            output::print_error(&error);
+            None
+        }
+    }
 }
 
 fn port_suffix(port: u16) -> String {

@@ -9,6 +9,7 @@
 //! | `POST /v1/aliases` | an [`AliasChange`], applied atomically or refused |
 //! | `POST /v1/down` | stop everything (`stack down`) |
 //! | `GET /v1/redis` | `{"url": ...}`: the Redis URL the services get (`stack redis`) |
+//! | `POST /v1/rollback` | swap a kept deployment back in (`stack rollback`) |
 //!
 //! Errors are JSON [`ErrorBody`]s with a 4xx/5xx status; the connection loop logs and goes on.
 
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use super::{AliasChange, DeploymentStatus, ErrorBody, ScaleAnswer, ScaleRequest};
 use crate::state::{self, State};
 use crate::supervisor::logs::{self, LogLine};
+use crate::supervisor::redeploy::{self, RedeployError, RollbackRequest};
 use crate::supervisor::{Supervisor, SupervisorError};
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -142,11 +144,42 @@ async fn route(
             StatusCode::OK,
             &serde_json::json!({ "url": context.redis_url }),
         ),
+        (Method::POST, "/v1/rollback") => match read_json::<RollbackRequest>(request).await {
+            Ok(rollback) => rollback_route(&context, rollback).await,
+            Err(response) => response,
+        },
         (Method::POST, "/v1/down") => {
             context.down.cancel();
             json(StatusCode::OK, &serde_json::json!({ "stopping": true }))
         }
         _ => error(StatusCode::NOT_FOUND, format!("no route `{path}`"), None),
+    }
+}
+
+async fn rollback_route(context: &ControlContext, request: RollbackRequest) -> Response<Body> {
+    match redeploy::rollback(
+        &context.supervisor,
+        &context.project_dir,
+        &context.state_lock,
+        &request,
+        context.ready_timeout,
+        context.proxy_port,
+    )
+    .await
+    {
+        Ok(answer) => json(StatusCode::OK, &answer),
+        Err(failure) => {
+            let status = match failure {
+                RedeployError::NoHistory { .. } | RedeployError::UnknownDeployment { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                RedeployError::NothingBefore { .. }
+                | RedeployError::AlreadyLive { .. }
+                | RedeployError::ArtifactGone { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, failure.to_string(), Some(failure.hint()))
+        }
     }
 }
 

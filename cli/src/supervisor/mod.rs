@@ -11,12 +11,16 @@
 //! - [`instance`]: one instance's life: port, readiness, restarts with backoff, draining.
 //! - [`logs`]: instance output to files, a ring of recent lines, followers and the terminal.
 //! - [`routes`]: a snapshot plus the aliases as a proxy routing table (RULES.md "dest").
+//! - [`swap`]: stage a deployment beside the live one, promote it when ready, retire the old.
+//! - [`redeploy`]: change sets to builds and swaps; rollback; artifact retention (`--keep`).
 
 pub mod build;
 pub mod instance;
 pub mod logs;
 pub mod process;
+pub mod redeploy;
 pub mod routes;
+pub mod swap;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -120,6 +124,23 @@ pub enum Control {
     Remove {
         deployment_id: String,
         reply: oneshot::Sender<Result<(), SupervisorError>>,
+    },
+    /// Start a deployment that does not take its service's traffic yet (see [`swap`]).
+    Stage {
+        spec: DeploymentSpec,
+        instances: usize,
+        reply: oneshot::Sender<()>,
+    },
+    /// Make a deployment its service's current one and retire the others; answers with the
+    /// retired ids.
+    Promote {
+        deployment_id: String,
+        reply: oneshot::Sender<Result<Vec<String>, SupervisorError>>,
+    },
+    /// The environment for instances started from now on.
+    SetEnv {
+        env: BTreeMap<String, String>,
+        reply: oneshot::Sender<()>,
     },
     /// Stop everything; answers once every process group is gone.
     Stop { reply: oneshot::Sender<()> },
@@ -469,6 +490,27 @@ impl SupervisorTask {
                 let result = self.remove(&deployment_id);
                 self.publish();
                 let _ = reply.send(result);
+            }
+            Control::Stage {
+                spec,
+                instances,
+                reply,
+            } => {
+                self.stage(spec, instances);
+                self.publish();
+                let _ = reply.send(());
+            }
+            Control::Promote {
+                deployment_id,
+                reply,
+            } => {
+                let result = self.promote(&deployment_id);
+                self.publish();
+                let _ = reply.send(result);
+            }
+            Control::SetEnv { env, reply } => {
+                self.set_env(env);
+                let _ = reply.send(());
             }
             Control::Stop { .. } => unreachable!("Stop is handled by the loop"),
         }

@@ -1,0 +1,200 @@
+//! Hot swaps: start a deployment beside the live one of its service without routing to it
+//! (*stage*), wait until every instance is ready, then make it the service's current
+//! deployment and retire the others in one supervisor step (*promote*): the next snapshot, and
+//! so the next routing table, sends `<service>.localhost` and every alias rule whose `dest` is
+//! the service to the new instances, while the old ones drain their in-flight requests (the
+//! proxy's counters, see [`instance`](super::instance)) and stop. Also swaps the environment
+//! new instances get (a dotenv change). Never builds and never writes state.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::logs::Redactor;
+use super::{
+    Config, Control, DeploymentSpec, DeploymentState, Supervisor, SupervisorError, SupervisorTask,
+};
+use crate::env;
+
+impl Supervisor {
+    /// Starts a deployment that takes no traffic under its service's name yet (its own
+    /// `<id>.localhost` works once it is ready).
+    pub async fn stage(
+        &self,
+        spec: DeploymentSpec,
+        instances: usize,
+    ) -> Result<(), SupervisorError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Control::Stage {
+            spec,
+            instances,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| SupervisorError::Stopped)
+    }
+
+    /// Makes a running deployment its service's current one and retires every other
+    /// deployment of that service (drained, then stopped). Answers with the retired ids.
+    pub async fn promote(&self, deployment_id: &str) -> Result<Vec<String>, SupervisorError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Control::Promote {
+            deployment_id: deployment_id.to_string(),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| SupervisorError::Stopped)?
+    }
+
+    /// The environment for instances started from now on (running ones keep theirs).
+    pub async fn set_env(&self, env: BTreeMap<String, String>) -> Result<(), SupervisorError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Control::SetEnv { env, reply }).await?;
+        answer.await.map_err(|_| SupervisorError::Stopped)
+    }
+
+    /// Stage, wait until every instance is ready, promote. A deployment that fails to start
+    /// is removed again and the live one keeps serving. Answers with the retired ids.
+    pub async fn swap_in(
+        &self,
+        spec: DeploymentSpec,
+        instances: usize,
+        timeout: Duration,
+    ) -> Result<Vec<String>, SupervisorError> {
+        let deployment_id = spec.id.clone();
+        self.stage(spec, instances).await?;
+        if let Err(error) = self.wait_started(&deployment_id, timeout).await {
+            let _ = self.remove(&deployment_id).await;
+            return Err(error);
+        }
+        self.promote(&deployment_id).await
+    }
+
+    /// Like [`Supervisor::wait_ready`], but gives up on an instance that failed to start twice
+    /// in a row: a new deployment that crashes is not worth waiting through long backoffs for.
+    async fn wait_started(
+        &self,
+        deployment_id: &str,
+        timeout: Duration,
+    ) -> Result<(), SupervisorError> {
+        let mut receiver = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let started = Instant::now();
+        loop {
+            {
+                let snapshot = receiver.borrow_and_update().clone();
+                let Some(deployment) = snapshot
+                    .deployments
+                    .iter()
+                    .find(|deployment| deployment.spec.id == deployment_id)
+                else {
+                    return Err(SupervisorError::Stopped);
+                };
+                let active: Vec<_> = deployment
+                    .instances
+                    .iter()
+                    .filter(|instance| !instance.draining.load(Ordering::Acquire))
+                    .collect();
+                if active.len() == deployment.wanted
+                    && active.iter().all(|instance| instance.takes_traffic())
+                {
+                    return Ok(());
+                }
+                // One failed start can be bad luck (a port taken between pick and bind); an
+                // instance that failed twice in a row, or a CRASHED deployment, will not come up.
+                let failed_twice = active.iter().any(|instance| {
+                    instance.restarts.load(Ordering::Acquire) >= 2
+                        && instance
+                            .last_error
+                            .lock()
+                            .expect("never poisoned: no panics while held")
+                            .is_some()
+                });
+                if failed_twice || deployment.state() == DeploymentState::Crashed {
+                    return Err(SupervisorError::Crashed {
+                        deployment: deployment_id.to_string(),
+                        reason: deployment.last_error().unwrap_or_default(),
+                    });
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(SupervisorError::NotReady {
+                        deployment: deployment_id.to_string(),
+                        seconds: started.elapsed().as_secs(),
+                        reason: "still starting".into(),
+                    });
+                }
+            }
+            if let Ok(Err(_)) = tokio::time::timeout_at(deadline, receiver.changed()).await {
+                return Err(SupervisorError::Stopped);
+            }
+        }
+    }
+}
+
+impl SupervisorTask {
+    /// [`SupervisorTask::deploy`] without taking the service's name from the live one.
+    pub(super) fn stage(&mut self, spec: DeploymentSpec, instances: usize) {
+        let service = spec.service.clone();
+        let live: Option<String> = self
+            .deployments
+            .iter()
+            .find(|running| running.current && running.spec.service == service)
+            .map(|running| running.spec.id.clone());
+        let deployment_id = spec.id.clone();
+        self.deploy(spec, instances);
+        for running in &mut self.deployments {
+            if running.spec.service == service {
+                running.current = Some(&running.spec.id) == live.as_ref();
+            }
+        }
+        tracing::info!(deployment = deployment_id, instances, "staged");
+    }
+
+    pub(super) fn promote(&mut self, deployment_id: &str) -> Result<Vec<String>, SupervisorError> {
+        let service = self
+            .deployments
+            .iter()
+            .find(|running| running.spec.id == deployment_id)
+            .map(|running| running.spec.service.clone())
+            .ok_or_else(|| SupervisorError::UnknownTarget {
+                target: deployment_id.to_string(),
+                running: self.snapshot.borrow().names(),
+            })?;
+        let retired: Vec<String> = self
+            .deployments
+            .iter()
+            .filter(|running| running.spec.service == service && running.spec.id != deployment_id)
+            .map(|running| running.spec.id.clone())
+            .collect();
+        for running in &mut self.deployments {
+            if running.spec.service == service {
+                running.current = running.spec.id == deployment_id;
+            }
+        }
+        for old in &retired {
+            // Drains in its instance tasks: they leave the table with the next snapshot.
+            self.remove(old)?;
+        }
+        tracing::info!(deployment = deployment_id, ?retired, "promoted");
+        Ok(retired)
+    }
+
+    pub(super) fn set_env(&mut self, env: BTreeMap<String, String>) {
+        let old = &self.config;
+        let mut secrets = env::secret_values(&env);
+        secrets.extend(env::secret_values(&old.env));
+        self.config = Arc::new(Config {
+            pids_dir: old.pids_dir.clone(),
+            logs_dir: old.logs_dir.clone(),
+            redactor: Redactor::new(secrets),
+            env,
+            grace: old.grace,
+            ready_timeout: old.ready_timeout,
+            echo_logs: old.echo_logs,
+            shutdown: old.shutdown.clone(),
+        });
+    }
+}

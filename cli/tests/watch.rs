@@ -1,0 +1,769 @@
+//! Watch and hot swap end to end: the real `stack` binary on a temp copy of a project, real
+//! file saves, real cargo builds, real processes, a real redis-server, `--port 0`.
+//!
+//! Two projects: `tests/fixtures/watch-hello` (one std-only Rust service that rebuilds in about
+//! a second, built into `target/watch-fixture` through CARGO_TARGET_DIR so rebuilds are
+//! incremental; one target dir per test) for code changes, and the demo's writer and reader (named by path, built in
+//! this workspace) for redeploys under load with real sessions; those redeploys are triggered
+//! by `.env` saves, which redeploy every service with the new environment through the same
+//! build-and-swap path as a code change (ten full rebuilds of the demo would not fit the
+//! suite's time budget on a 2-core machine).
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const STACK: &str = env!("CARGO_BIN_EXE_stack");
+const BUILD_DEADLINE: Duration = Duration::from_secs(600);
+/// Rebuilds of the fixture take a second alone, much longer while other builds share the cores.
+const DEADLINE: Duration = Duration::from_secs(180);
+/// How long to watch for a build that must not happen.
+const QUIET_WINDOW: Duration = Duration::from_millis(1500);
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
+}
+
+fn require_redis() {
+    let found = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join("redis-server").is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`redis-server` is needed by these tests: sudo apt-get install redis-server (macOS: brew install redis)"
+    );
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+struct Project {
+    dir: tempfile::TempDir,
+    /// CARGO_TARGET_DIR for `stack up`; `None`: the workspace's (the demo named by path).
+    target_dir: Option<PathBuf>,
+}
+
+impl Project {
+    /// A copy of the hello fixture with a target dir of its own (`name`): cargo gives copies
+    /// of one package in different directories the same unit hash, so tests running in
+    /// parallel would otherwise build over each other's binaries.
+    fn hello(name: &str) -> Project {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        copy_tree(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/watch-hello"),
+            dir.path(),
+        );
+        Project {
+            dir,
+            target_dir: Some(workspace().join("target/watch-fixture").join(name)),
+        }
+    }
+
+    fn demo(secret: &str) -> Project {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        fs::copy(
+            workspace().join("aliases.json"),
+            dir.path().join("aliases.json"),
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join(".env"),
+            format!("SESSION_SECRET={secret}\n"),
+        )
+        .unwrap();
+        Project {
+            dir,
+            target_dir: None,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn main_rs(&self) -> PathBuf {
+        self.path().join("services/hello/src/main.rs")
+    }
+
+    /// The hello service's source with another answer.
+    fn source_with(&self, message: &str) -> String {
+        let text = fs::read_to_string(self.main_rs()).unwrap();
+        let start = text.find("const MESSAGE").unwrap();
+        let end = start + text[start..].find('\n').unwrap();
+        format!(
+            "{}const MESSAGE: &str = \"{message}\";{}",
+            &text[..start],
+            &text[end..]
+        )
+    }
+
+    /// Rewrites the answer of the hello service in place.
+    fn set_message(&self, message: &str) {
+        fs::write(self.main_rs(), self.source_with(message)).unwrap();
+    }
+
+    fn stack(&self, args: &[&str]) -> Output {
+        let mut child = Command::new(STACK)
+            .arg("--cwd")
+            .arg(self.path())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the stack binary runs");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return child.wait_with_output().unwrap();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("`stack {}` did not finish", args.join(" "));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stack_ok(&self, args: &[&str]) -> String {
+        let output = self.stack(args);
+        assert!(
+            output.status.success(),
+            "`stack {}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn ls(&self) -> Vec<Value> {
+        serde_json::from_str(&self.stack_ok(&["ls", "--json"])).expect("`stack ls --json` is JSON")
+    }
+
+    fn live(&self, service: &str) -> Value {
+        self.ls()
+            .into_iter()
+            .find(|deployment| deployment["service"] == service && deployment["current"] == true)
+            .unwrap_or_else(|| panic!("no live deployment of {service}"))
+    }
+}
+
+struct Up {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    port: u16,
+}
+
+impl Up {
+    fn start(project: &Project, args: &[&str]) -> Up {
+        Up::start_with_env(project, args, &[])
+    }
+
+    fn start_with_env(project: &Project, args: &[&str], env: &[(&str, &str)]) -> Up {
+        let mut child = Command::new(STACK)
+            .arg("--cwd")
+            .arg(project.path())
+            .arg("up")
+            .args(["--port", "0"])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .envs(
+                project
+                    .target_dir
+                    .iter()
+                    .map(|dir| ("CARGO_TARGET_DIR", dir.as_os_str())),
+            )
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the stack binary runs");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut up = Up {
+            child,
+            lines,
+            port: 0,
+        };
+        let line = up.wait_for("Proxy listening on http://127.0.0.1:", BUILD_DEADLINE);
+        up.port = line
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.trim().parse().ok())
+            .expect("the proxy line ends with the port");
+        up
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_nth(needle, 1, timeout)
+    }
+
+    /// Waits until `n` lines contain `needle`; returns the n-th.
+    fn wait_for_nth(&mut self, needle: &str, n: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|line| line.contains(needle))
+                .nth(n - 1)
+            {
+                return line.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "stack up exited ({status}) before `{needle}`:\n{}",
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {n}x `{needle}` from stack up:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts that no further line contains `needle` during the quiet window.
+    fn assert_no_more(&self, needle: &str, seen: usize) {
+        let deadline = Instant::now() + QUIET_WINDOW;
+        while Instant::now() < deadline {
+            assert_eq!(
+                self.count(needle),
+                seen,
+                "unexpected `{needle}`:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the first `stack up` to be serving and watching.
+    fn wait_watching(&mut self, services: &[&str]) {
+        for service in services {
+            self.wait_for(&format!("> Ready! http://{service}-"), BUILD_DEADLINE);
+        }
+        self.wait_for("Watching for changes", DEADLINE);
+    }
+
+    fn client(&self, host: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .resolve(host, SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.port)
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn pids(deployment: &Value) -> Vec<u64> {
+    deployment["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|instance| instance["pid"].as_u64())
+        .collect()
+}
+
+/// GET: status, body, the `x-stack-deployment` that answered.
+async fn get(client: &reqwest::Client, url: &str) -> (u16, String, String) {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{url}: {error}"));
+    let status = response.status().as_u16();
+    let deployment = response
+        .headers()
+        .get("x-stack-deployment")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, response.text().await.unwrap(), deployment)
+}
+
+/// Clients that GET `path` in a loop until stopped, counting answers that are not `expect`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(clients: Vec<reqwest::Client>, url: String, expect: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let tasks = clients
+            .into_iter()
+            .map(|client| {
+                let (stop, ok, failures, url) =
+                    (stop.clone(), ok.clone(), failures.clone(), url.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        match client.get(&url).send().await {
+                            Ok(response) if response.status().as_u16() == expect => {
+                                if response.bytes().await.is_ok() {
+                                    ok.fetch_add(1, Ordering::Relaxed);
+                                } else {
+                                    failures.lock().unwrap().push("body cut".into());
+                                }
+                            }
+                            Ok(response) => {
+                                let status = response.status();
+                                let body = response.text().await.unwrap_or_default();
+                                failures.lock().unwrap().push(format!("{status}: {body}"));
+                            }
+                            Err(error) => failures.lock().unwrap().push(error.to_string()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            tasks,
+        }
+    }
+
+    /// Stops the clients; answers (successes, failures).
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_change_is_served_by_a_new_deployment_and_the_old_one_stops() {
+    require_redis();
+    let project = Project::hello("saved-change");
+    let mut up = Up::start(&project, &[]);
+    up.wait_watching(&["hello"]);
+    let host = "hello.localhost";
+    let client = up.client(host);
+    let (status, body, first_id) = get(&client, &up.url(host, "/")).await;
+    assert_eq!((status, body.as_str()), (200, "hello v1\n"));
+    let first_pids = pids(&project.live("hello"));
+
+    project.set_message("hello v2");
+    let ready = up.wait_for_nth("> Ready! http://hello-", 2, DEADLINE);
+    assert!(
+        ready.contains("[build ") && ready.contains("s, swap "),
+        "{ready}"
+    );
+    let (status, body, second_id) = get(&client, &up.url(host, "/")).await;
+    assert_eq!((status, body.as_str()), (200, "hello v2\n"));
+    assert_ne!(first_id, second_id, "a new deployment id");
+    assert!(ready.contains(&second_id), "{ready}");
+    wait_until("the old deployment's process to stop", DEADLINE, || {
+        first_pids.iter().all(|pid| !alive(*pid))
+    });
+    // Its artifact is kept (rollback), and `stack ls` lists it as stopped beside the live one.
+    assert!(project
+        .path()
+        .join(".stack/deployments")
+        .join(&first_id)
+        .is_dir());
+    let listed = project.ls();
+    let old = listed
+        .iter()
+        .find(|d| d["id"] == first_id.as_str())
+        .unwrap();
+    assert_eq!(old["state"], "STOPPED");
+    assert_eq!(old["current"], false);
+    let table = project.stack_ok(&["ls"]);
+    assert!(table.contains(&format!("{second_id} (live)")), "{table}");
+    // The old id no longer routes.
+    let old_client = up.client(&format!("{first_id}.localhost"));
+    let (status, _, _) = get(&old_client, &up.url(&format!("{first_id}.localhost"), "/")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_syntax_error_is_shown_the_old_deployment_keeps_answering_and_the_fix_deploys() {
+    require_redis();
+    let project = Project::hello("syntax-error");
+    let mut up = Up::start(&project, &[]);
+    up.wait_watching(&["hello"]);
+    let host = "hello.localhost";
+    let client = up.client(host);
+    let (_, _, first_id) = get(&client, &up.url(host, "/")).await;
+
+    let text = fs::read_to_string(project.main_rs()).unwrap();
+    fs::write(
+        project.main_rs(),
+        text.replace("fn main() {", "fn main() { let broken = ;"),
+    )
+    .unwrap();
+    up.wait_for(
+        "the build failed (the compiler's output is above)",
+        DEADLINE,
+    );
+    let output = up.output();
+    assert!(output.contains("error: expected expression"), "{output}");
+    assert!(
+        output.contains(&format!("`{first_id}` keeps serving")),
+        "{output}"
+    );
+    let (status, body, id) = get(&client, &up.url(host, "/")).await;
+    assert_eq!(
+        (status, body.as_str(), id.as_str()),
+        (200, "hello v1\n", first_id.as_str())
+    );
+
+    fs::write(project.main_rs(), text.replace("hello v1", "hello fixed")).unwrap();
+    up.wait_for_nth("> Ready! http://hello-", 2, DEADLINE);
+    let (status, body, fixed_id) = get(&client, &up.url(host, "/")).await;
+    assert_eq!((status, body.as_str()), (200, "hello fixed\n"));
+    assert_ne!(fixed_id, first_id);
+
+    // It compiles but dies at start: reported, and the live deployment keeps serving.
+    fs::write(
+        project.main_rs(),
+        text.replace("fn main() {", "fn main() {\n    std::process::exit(3);"),
+    )
+    .unwrap();
+    up.wait_for("hello: the new deployment did not start", DEADLINE);
+    let (status, body, id) = get(&client, &up.url(host, "/")).await;
+    assert_eq!(
+        (status, body.as_str(), id.as_str()),
+        (200, "hello fixed\n", fixed_id.as_str())
+    );
+    assert_eq!(project.live("hello")["id"], fixed_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_brings_the_old_behaviour_back_in_under_a_second_with_no_failed_request() {
+    require_redis();
+    let project = Project::hello("rollback");
+    let mut up = Up::start(&project, &[]);
+    up.wait_watching(&["hello"]);
+    let host = "hello.localhost";
+    let (_, _, first_id) = get(&up.client(host), &up.url(host, "/")).await;
+    project.set_message("hello v2");
+    up.wait_for_nth("> Ready! http://hello-", 2, DEADLINE);
+    let (_, body, second_id) = get(&up.client(host), &up.url(host, "/")).await;
+    assert_eq!(body, "hello v2\n");
+
+    let load = Load::start(
+        (0..20).map(|_| up.client(host)).collect(),
+        up.url(host, "/"),
+        200,
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let answer = project.stack_ok(&["rollback", "hello"]);
+    let took = started.elapsed();
+    let (_, body, id) = get(&up.client(host), &up.url(host, "/")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, failures) = load.finish().await;
+    assert!(
+        took < Duration::from_secs(1),
+        "rollback took {took:?}: {answer}"
+    );
+    assert!(
+        answer.contains(&format!("hello now serves {first_id} (was {second_id})")),
+        "{answer}"
+    );
+    assert_eq!(
+        (body.as_str(), id.as_str()),
+        ("hello v1\n", first_id.as_str())
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 20, "only {ok} requests");
+    assert_eq!(project.live("hello")["id"], first_id.as_str());
+
+    // Named: forward again to the second one; a wrong name is a clear error.
+    let answer = project.stack_ok(&["rollback", "hello", &second_id]);
+    assert!(
+        answer.contains(&format!("now serves {second_id}")),
+        "{answer}"
+    );
+    let wrong = project.stack(&["rollback", "hello", "hello-nosuchthing"]);
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains("Error! `hello-nosuchthing` is not a kept deployment of `hello`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&first_id),
+        "the hint lists the kept ones: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_build_once_noise_never_and_rename_saves_every_time() {
+    require_redis();
+    let project = Project::hello("bursts");
+    let mut up = Up::start(&project, &["--keep", "2"]);
+    up.wait_watching(&["hello"]);
+    const BUILDING: &str = "> Building hello";
+
+    // Twenty saves within 200 ms: one build.
+    for round in 0..20 {
+        project.set_message(&format!("burst {round}"));
+        std::thread::sleep(Duration::from_millis(9));
+    }
+    up.wait_for_nth("> Ready! http://hello-", 2, DEADLINE);
+    up.assert_no_more(BUILDING, 1);
+    let (_, body, _) = get(
+        &up.client("hello.localhost"),
+        &up.url("hello.localhost", "/"),
+    )
+    .await;
+    assert_eq!(body, "burst 19\n");
+
+    // Editor temp files, build output, gitignored files: no build.
+    let src = project.path().join("services/hello/src");
+    for noise in [
+        src.join(".main.rs.swp"),
+        src.join("main.rs~"),
+        src.join("4913"),
+        src.join("#main.rs#"),
+        project.path().join("services/hello/target/debug/hello"),
+        project.path().join("services/hello/debug.log"),
+    ] {
+        fs::create_dir_all(noise.parent().unwrap()).unwrap();
+        fs::write(&noise, "noise").unwrap();
+    }
+    up.assert_no_more(BUILDING, 1);
+
+    // An atomic rename-save: one build; the next save builds again.
+    for (round, message) in ["renamed 1", "renamed 2"].iter().enumerate() {
+        let temp = src.join(".main.rs.tmp-4242");
+        fs::write(&temp, project.source_with(message)).unwrap();
+        fs::rename(&temp, project.main_rs()).unwrap();
+        up.wait_for_nth("> Ready! http://hello-", 3 + round, DEADLINE);
+        up.assert_no_more(BUILDING, 2 + round);
+        let (_, body, _) = get(
+            &up.client("hello.localhost"),
+            &up.url("hello.localhost", "/"),
+        )
+        .await;
+        assert_eq!(body, format!("{message}\n"));
+    }
+
+    // `--keep 2`: four deployments were made, two artifacts are left, the live one among them.
+    let live = project.live("hello")["id"].as_str().unwrap().to_string();
+    let kept: Vec<String> = fs::read_dir(project.path().join(".stack/deployments"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(kept.contains(&live), "{kept:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_during_a_build_queue_exactly_one_follow_up_build() {
+    require_redis();
+    let project = Project::hello("during-build");
+    // Every build of the fixture takes 2 s more, so the saves below land during one.
+    let mut up = Up::start_with_env(&project, &[], &[("HELLO_SLOW_BUILD_MS", "2000")]);
+    up.wait_watching(&["hello"]);
+    const BUILDING: &str = "> Building hello";
+    project.set_message("first");
+    up.wait_for(BUILDING, DEADLINE);
+    // Three separate changes (each longer apart than the quiet period) during that build.
+    for message in ["second", "third", "fourth"] {
+        std::thread::sleep(Duration::from_millis(250));
+        project.set_message(message);
+    }
+    assert_eq!(up.count("> Ready! http://hello-"), 1, "{}", up.output());
+    up.wait_for_nth("> Ready! http://hello-", 3, DEADLINE);
+    up.assert_no_more(BUILDING, 2);
+    let (_, body, _) = get(
+        &up.client("hello.localhost"),
+        &up.url("hello.localhost", "/"),
+    )
+    .await;
+    assert_eq!(body, "fourth\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_watch_means_no_redeploy() {
+    require_redis();
+    let project = Project::hello("no-watch");
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("> Ready! http://hello-", BUILD_DEADLINE);
+    project.set_message("not deployed");
+    up.assert_no_more("> Building", 0);
+    assert!(!up.output().contains("Watching for changes"));
+    let (_, body, _) = get(
+        &up.client("hello.localhost"),
+        &up.url("hello.localhost", "/"),
+    )
+    .await;
+    assert_eq!(body, "hello v1\n");
+}
+
+/// Ten `.env` redeploys of writer and reader under 20 logged-in clients: no failed request,
+/// every session still valid; with the reader at 2 instances, then at 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_redeploys_under_load_fail_no_request_and_keep_every_session() {
+    require_redis();
+    let secret = "canary-watch-secret-8c1d22";
+    let project = Project::demo(secret);
+    project.stack_ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
+    let writer = workspace().join("services/writer").display().to_string();
+    let reader = workspace().join("services/reader").display().to_string();
+    let mut up = Up::start(&project, &[&writer, &reader, "--dotenv"]);
+    up.wait_watching(&["writer", "reader"]);
+    let host = "counter-demo.localhost";
+
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let client = up.client(host);
+        assert_eq!(get(&client, &up.url(host, "/login")).await.0, 200);
+        assert_eq!(get(&client, &up.url(host, "/increment")).await.0, 200);
+        clients.push(client);
+    }
+    let mut n_ready = 2; // writer and reader's first deployments
+    for instances in [2, 1] {
+        project.stack_ok(&["scale", "reader", &instances.to_string()]);
+        let load = Load::start(clients.clone(), up.url(host, "/"), 200);
+        let mut reader_ids = Vec::new();
+        for round in 0..10 {
+            fs::write(
+                project.path().join(".env"),
+                format!("SESSION_SECRET={secret}\nROUND={instances}-{round}\n"),
+            )
+            .unwrap();
+            n_ready += 2;
+            up.wait_for_nth("> Ready! http://", n_ready, DEADLINE);
+            let live = project.live("reader");
+            assert_eq!(live["wanted"], instances, "same instance count");
+            reader_ids.push(live["id"].as_str().unwrap().to_string());
+        }
+        let (ok, failures) = load.finish().await;
+        assert!(
+            failures.is_empty(),
+            "reader at {instances}: {} failed requests: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        assert!(ok > 100, "only {ok} requests");
+        reader_ids.dedup();
+        assert_eq!(reader_ids.len(), 10, "ten new reader deployments");
+    }
+    for client in &clients {
+        let response = client.get(up.url(host, "/")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "the session is still valid");
+        let home: Value = response.json().await.unwrap();
+        assert_eq!(home["count"], 1, "{home}");
+    }
+    // A bad `.env` is reported with where, and changes nothing.
+    let before = project.live("reader")["id"].clone();
+    fs::write(
+        project.path().join(".env"),
+        format!("SESSION_SECRET={secret}\nnot a line\n"),
+    )
+    .unwrap();
+    up.wait_for("the new environment has errors", DEADLINE);
+    let output = up.output();
+    assert!(output.contains(".env:2"), "{output}");
+    assert_eq!(project.live("reader")["id"], before);
+    assert!(!output.contains(secret), "the secret leaked:\n{output}");
+}
