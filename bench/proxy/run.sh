@@ -5,6 +5,12 @@
 #
 #   bench/proxy/run.sh            # 64 connections, 3 rounds of 5 s per target
 #   CONNECTIONS=64 DURATION=5s ROUNDS=3 THREADS=2 bench/proxy/run.sh
+#   BASELINE_BIN=/tmp/before bench/proxy/run.sh   # also an earlier proxy_bench, per-core
+#
+# BASELINE_BIN names a directory holding a `proxy_bench` built from an earlier commit (e.g.
+# `git worktree add /tmp/b main && cargo build --release --example proxy_bench` there, or a copy
+# of target/release/examples/proxy_bench taken before a change); it runs per-core in the same
+# interleaved rounds, so before and after meet the same load.
 #
 # The targets are measured in interleaved rounds (direct, stack, stack per-core, nginx, again)
 # and the median over the rounds is reported, so load from other processes hits every target alike. Besides
@@ -56,6 +62,7 @@ UPSTREAM_PORT=$(free_port)
 STACK_PORT=$(free_port)
 PERCORE_PORT=$(free_port)
 NGINX_PORT=$(free_port)
+BASELINE_PORT=$(free_port)
 
 "$BIN/bench_upstream" "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
@@ -70,6 +77,16 @@ wait_port "$STACK_PORT"
 PERCORE_PID=$!
 PIDS+=($PERCORE_PID)
 wait_port "$PERCORE_PORT"
+
+TARGETS="direct stack percore nginx"
+if [ -n "${BASELINE_BIN:-}" ]; then
+    [ -x "$BASELINE_BIN/proxy_bench" ] || { echo "Error! no executable $BASELINE_BIN/proxy_bench" >&2; exit 1; }
+    "$BASELINE_BIN/proxy_bench" "127.0.0.1:$BASELINE_PORT" "127.0.0.1:$UPSTREAM_PORT" per-core >"$WORK/baseline.log" 2>&1 &
+    BASELINE_PID=$!
+    PIDS+=($BASELINE_PID)
+    wait_port "$BASELINE_PORT"
+    TARGETS="direct stack baseline percore nginx"
+fi
 
 mkdir -p "$WORK/nginx/logs"
 cat >"$WORK/nginx/nginx.conf" <<NGINX
@@ -111,7 +128,8 @@ PIDS+=($NGINX_PID)
 wait_port "$NGINX_PORT"
 
 # One request each, to check the wiring before measuring.
-for port in "$UPSTREAM_PORT" "$STACK_PORT" "$PERCORE_PORT" "$NGINX_PORT"; do
+PORTS="$UPSTREAM_PORT $STACK_PORT $PERCORE_PORT $NGINX_PORT${BASELINE_BIN:+ $BASELINE_PORT}"
+for port in $PORTS; do
     body=$(curl -sf -H "Host: $HOST_HEADER" "http://127.0.0.1:$port/")
     [ "$body" = "hello world" ] || { echo "Error! 127.0.0.1:$port answered \`$body\`" >&2; exit 1; }
 done
@@ -151,19 +169,20 @@ run() {
 }
 
 echo "warm-up (2 s each)..." >&2
-for port in "$UPSTREAM_PORT" "$STACK_PORT" "$PERCORE_PORT" "$NGINX_PORT"; do
+for port in $PORTS; do
     wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -H "Host: $HOST_HEADER" "http://127.0.0.1:$port/" >/dev/null
 done
 for round in $(seq 1 "$ROUNDS"); do
     run direct "$UPSTREAM_PORT" "$round"
     run stack "$STACK_PORT" "$round" "$STACK_PID"
+    [ -n "${BASELINE_BIN:-}" ] && run baseline "$BASELINE_PORT" "$round" "$BASELINE_PID"
     run percore "$PERCORE_PORT" "$round" "$PERCORE_PID"
     # shellcheck disable=SC2086 # a list of pids
     run nginx "$NGINX_PORT" "$round" $NGINX_WORKER_PIDS
 done
 
 declare -A RPS P50 P99 CPU ALL_RPS
-for name in direct stack percore nginx; do
+for name in $TARGETS; do
     RPS[$name]=$(awk '{ print $1 }' "$WORK/$name.figures" | median)
     P50[$name]=$(awk '{ print $2 }' "$WORK/$name.figures" | median)
     P99[$name]=$(awk '{ print $3 }' "$WORK/$name.figures" | median)
@@ -181,6 +200,14 @@ done
 NGINX_MASTER_HWM=$(hwm_kb "$NGINX_PID")
 
 added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
+
+# The earlier build's row, or nothing (a blank line would end the markdown table).
+BASELINE_ROW=""
+if [ -n "${BASELINE_BIN:-}" ]; then
+    BASELINE_HWM=$(hwm_kb "$BASELINE_PID")
+    BASELINE_ROW="| stack proxy before (per-core, BASELINE_BIN) | ${RPS[baseline]} | ${P50[baseline]} | ${P99[baseline]} | $(added "${P99[baseline]}" "${P99[direct]}") | ${CPU[baseline]} | $((BASELINE_HWM / 1024)) MB | ${ALL_RPS[baseline]} |
+"
+fi
 
 cat <<MD
 ## Issue 4: proxy
@@ -201,6 +228,6 @@ cat <<MD
 |---|---:|---:|---:|---:|---:|---:|---|
 | direct to upstream | ${RPS[direct]} | ${P50[direct]} | ${P99[direct]} | - | - | - | ${ALL_RPS[direct]} |
 | stack proxy (multi) | ${RPS[stack]} | ${P50[stack]} | ${P99[stack]} | $(added "${P99[stack]}" "${P99[direct]}") | ${CPU[stack]} | $((STACK_HWM / 1024)) MB | ${ALL_RPS[stack]} |
-| stack proxy (per-core) | ${RPS[percore]} | ${P50[percore]} | ${P99[percore]} | $(added "${P99[percore]}" "${P99[direct]}") | ${CPU[percore]} | $((PERCORE_HWM / 1024)) MB | ${ALL_RPS[percore]} |
+${BASELINE_ROW}| stack proxy (per-core) | ${RPS[percore]} | ${P50[percore]} | ${P99[percore]} | $(added "${P99[percore]}" "${P99[direct]}") | ${CPU[percore]} | $((PERCORE_HWM / 1024)) MB | ${ALL_RPS[percore]} |
 | nginx | ${RPS[nginx]} | ${P50[nginx]} | ${P99[nginx]} | $(added "${P99[nginx]}" "${P99[direct]}") | ${CPU[nginx]} | $((NGINX_HWM / 1024)) MB workers + $((NGINX_MASTER_HWM / 1024)) MB master | ${ALL_RPS[nginx]} |
 MD

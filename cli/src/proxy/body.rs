@@ -3,7 +3,8 @@
 //! Owns [`RequestBody`] (the client's body on its way upstream: takeable back while unsent so a
 //! connect failure can move the request to another instance, and capped by the optional body
 //! limit) and [`ResponseBody`] (an upstream's body on its way back, holding the instance's
-//! in-flight count until it ends, or a small body the proxy wrote itself).
+//! in-flight count and the upstream connection until it ends, or a small body the proxy wrote
+//! itself).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::pool::PooledConnection;
 use super::routing::InFlightGuard;
 
 /// Errors of a request body on its way upstream.
@@ -148,16 +150,54 @@ impl Body for RequestBody {
 
 /// A response body on its way to the client.
 pub enum ResponseBody {
-    /// An upstream's body; the guard keeps the instance's in-flight count until it ends.
-    Upstream {
-        body: Incoming,
-        guard: Option<InFlightGuard>,
-    },
+    /// An upstream's body.
+    Upstream(UpstreamBody),
     /// A body the proxy wrote itself (errors), sent in one frame.
     Full(Option<Bytes>),
 }
 
+/// An upstream's body; the guard keeps the instance's in-flight count until it ends, and the
+/// connection goes back to the pool when it ends (closed instead if the body is cut short).
+pub struct UpstreamBody {
+    body: Incoming,
+    guard: Option<InFlightGuard>,
+    connection: Option<PooledConnection>,
+}
+
+impl UpstreamBody {
+    /// Releases what the response held: the in-flight count, and the connection if the
+    /// response ended cleanly.
+    fn finish(&mut self, cleanly: bool) {
+        self.guard.take();
+        if let Some(connection) = self.connection.take() {
+            if cleanly {
+                connection.release();
+            }
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // hyper does not poll a body it knows is empty (HEAD, 204, 304): still reusable.
+        let cleanly = self.body.is_end_stream();
+        self.finish(cleanly);
+    }
+}
+
 impl ResponseBody {
+    pub fn upstream(
+        body: Incoming,
+        guard: Option<InFlightGuard>,
+        connection: Option<PooledConnection>,
+    ) -> Self {
+        Self::Upstream(UpstreamBody {
+            body,
+            guard,
+            connection,
+        })
+    }
+
     pub fn full(bytes: Bytes) -> Self {
         Self::Full(Some(bytes))
     }
@@ -176,11 +216,13 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut *self {
-            Self::Upstream { body, guard } => {
-                let polled = Pin::new(body).poll_frame(cx);
-                if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            Self::Upstream(upstream) => {
+                let polled = Pin::new(&mut upstream.body).poll_frame(cx);
+                match &polled {
                     // The response is over: the instance no longer serves this request.
-                    guard.take();
+                    Poll::Ready(None) => upstream.finish(true),
+                    Poll::Ready(Some(Err(_))) => upstream.finish(false),
+                    _ => {}
                 }
                 polled
             }
@@ -190,14 +232,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Upstream { body, .. } => body.is_end_stream(),
+            Self::Upstream(upstream) => upstream.body.is_end_stream(),
             Self::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Upstream { body, .. } => body.size_hint(),
+            Self::Upstream(upstream) => upstream.body.size_hint(),
             Self::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
         }

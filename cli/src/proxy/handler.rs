@@ -19,13 +19,15 @@ use super::error::ProxyError;
 use super::forward::{self, X_STACK_DEPLOYMENT, X_STACK_INSTANCE};
 use super::host;
 use super::limits::ProxyConfig;
+use super::pool::Pool;
 use super::routing::{Routing, Target};
-use super::upstream::{self, Answered, SendError, UpstreamClient};
+use super::upstream::{self, Answered, SendError};
 
 /// What every request of one proxy shares.
 pub struct Shared {
     pub routing: Routing,
-    pub client: UpstreamClient,
+    /// Keep-alive connections to the upstreams.
+    pub pool: Pool,
     pub config: ProxyConfig,
     /// Upgraded (WebSocket) tunnels, which outlive their HTTP connection.
     pub tunnels: TaskTracker,
@@ -120,7 +122,7 @@ async fn proxy(
             }
             Target::External { scheme, authority } => {
                 let answered = upstream::send_to_external(
-                    &shared.client,
+                    &shared.pool,
                     &shared.config,
                     scheme,
                     authority,
@@ -149,7 +151,7 @@ async fn proxy(
         let must_wait = deployment.n_starting > 0 && !deployment.has_ready_instance();
         if !must_wait {
             match upstream::send_to_deployment(
-                &shared.client,
+                &shared.pool,
                 &shared.config,
                 &deployment,
                 parts,
@@ -213,9 +215,12 @@ fn respond(
 ) -> Response<ResponseBody> {
     let Answered {
         mut response,
+        connection,
         instance,
         mut guard,
     } = answered;
+    // An upgraded connection belongs to its tunnel, never back in the pool.
+    let mut connection = Some(connection);
     let upstream_upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
         .then(|| hyper::upgrade::on(&mut response));
     let (mut parts, body) = response.into_parts();
@@ -224,6 +229,7 @@ fn respond(
         if let Some(protocol) = answered_protocol.or(upgrade_protocol) {
             forward::set_upgrade(&mut parts.headers, protocol);
         }
+        connection = None;
         forward::spawn_tunnel(
             client_upgrade,
             upstream_upgrade,
@@ -242,7 +248,7 @@ fn respond(
             .headers
             .insert(X_STACK_INSTANCE.clone(), instance.number_header.clone());
     }
-    Response::from_parts(parts, ResponseBody::Upstream { body, guard })
+    Response::from_parts(parts, ResponseBody::upstream(body, guard, connection))
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

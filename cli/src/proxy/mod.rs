@@ -12,7 +12,8 @@
 //!   [`Instance`]; the contract with the supervisor.
 //! - `host`: request checks (`Host`, `CONNECT`, framing) and host → rule → target.
 //! - `forward`: hop-by-hop removal, `X-Forwarded-*`, `x-stack-*`, upgrade tunnels.
-//! - `upstream`: the pooled client, round robin, connect-failure retry, timeouts.
+//! - `upstream`: round robin, connect-failure retry, timeouts.
+//! - `pool`: keep-alive HTTP/1.1 connections per upstream (hyper's `client::conn::http1`).
 //! - `body`: request and response bodies, streamed frame by frame.
 //! - `limits`: [`ProxyConfig`], every timeout and size limit.
 //! - `error`: [`ProxyError`] and its JSON body.
@@ -89,6 +90,7 @@ mod forward;
 mod handler;
 mod host;
 mod limits;
+mod pool;
 mod routing;
 mod server;
 mod upstream;

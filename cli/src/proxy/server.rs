@@ -24,8 +24,8 @@ use tokio_util::task::TaskTracker;
 
 use super::handler::{self, Shared};
 use super::limits::ProxyConfig;
+use super::pool::Pool;
 use super::routing::Routing;
-use super::upstream;
 
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
@@ -38,7 +38,7 @@ pub async fn serve(
 ) {
     let shared = Arc::new(Shared {
         routing,
-        client: upstream::build_client(&config),
+        pool: Pool::new(&config),
         config: config.clone(),
         tunnels: TaskTracker::new(),
         cut_off: CancellationToken::new(),

@@ -1,50 +1,30 @@
-//! Talking to upstreams: the pooled keep-alive client, round robin over a deployment's
-//! instances, and the one retry the proxy allows.
+//! Talking to upstreams: round robin over a deployment's instances through the keep-alive
+//! [`Pool`], and the one retry the proxy allows.
 //!
-//! Owns [`UpstreamClient`] and [`send_to_deployment`] / [`send_to_external`]. A connect failure
+//! Owns [`send_to_deployment`] / [`send_to_external`]. A connect failure
 //! (nothing sent yet) takes the instance out of rotation and moves the request to the next one;
 //! once any byte of a request may have gone out, it is never sent again, whatever happens. It
 //! never decides which host or rule a request belongs to.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{BodyHandle, RequestBody};
 use super::error::ProxyError;
 use super::limits::ProxyConfig;
+use super::pool::{Pool, PoolError, PooledConnection};
 use super::routing::{Deployment, InFlightGuard, Instance};
 
-/// The pooled HTTP/1.1 client shared by every request of one proxy.
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
-
-pub fn build_client(config: &ProxyConfig) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(config.pool_idle_timeout)
-        .pool_max_idle_per_host(config.pool_max_idle_per_host)
-        // A pooled connection the upstream closed before we wrote anything is retried on a
-        // fresh one; hyper only does this when nothing was sent, so it is not a replay.
-        .retry_canceled_requests(true)
-        .build(connector)
-}
-
-/// A response from an upstream, with the instance that answered.
+/// A response from an upstream, with the instance that answered and the connection it came
+/// on (back to the pool once the body is over).
 pub struct Answered {
     pub response: Response<Incoming>,
+    pub connection: PooledConnection,
     pub instance: Option<Arc<Instance>>,
     pub guard: Option<InFlightGuard>,
 }
@@ -108,21 +88,16 @@ impl AttemptOrder {
     }
 }
 
+/// The request as it goes upstream: origin-form URI (`/path?query`), HTTP/1.1, the upstream's
+/// `Host`.
 fn upstream_request(
     parts: &mut Parts,
     reuse_parts: bool,
-    scheme: Scheme,
-    authority: Authority,
     host: HeaderValue,
     path_and_query: &PathAndQuery,
     body: RequestBody,
 ) -> Request<RequestBody> {
-    let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(authority)
-        .path_and_query(path_and_query.clone())
-        .build()
-        .expect("scheme, authority and path were each validated already");
+    let uri = Uri::from(path_and_query.clone());
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
@@ -141,7 +116,7 @@ fn upstream_request(
 
 /// Sends a request to one of `deployment`'s instances.
 pub async fn send_to_deployment(
-    client: &UpstreamClient,
+    pool: &Pool,
     config: &ProxyConfig,
     deployment: &Deployment,
     mut parts: Parts,
@@ -159,21 +134,21 @@ pub async fn send_to_deployment(
         let request = upstream_request(
             &mut parts,
             reuse_parts,
-            Scheme::HTTP,
-            instance.authority.clone(),
             instance.host_header.clone(),
             path_and_query,
             request_body,
         );
         let guard = instance.start_request();
-        match tokio::time::timeout(config.response_timeout, client.request(request)).await {
-            Ok(Ok(response)) => {
+        let sent = pool.send(&instance.authority, request);
+        match tokio::time::timeout(config.response_timeout, sent).await {
+            Ok(Ok((response, connection))) => {
                 instance.record_response();
                 if instance.is_out_of_rotation() {
                     instance.put_back_in_rotation();
                 }
                 return Ok(Answered {
                     response,
+                    connection,
                     instance: Some(Arc::clone(instance)),
                     guard: Some(guard),
                 });
@@ -224,7 +199,7 @@ pub async fn send_to_deployment(
 
 /// Sends a request to a URL outside the stack (`http` only).
 pub async fn send_to_external(
-    client: &UpstreamClient,
+    pool: &Pool,
     config: &ProxyConfig,
     scheme: &Scheme,
     authority: &Authority,
@@ -240,18 +215,11 @@ pub async fn send_to_external(
     let host = HeaderValue::from_str(authority.as_str())
         .expect("an authority is always a valid header value");
     let (request_body, handle) = RequestBody::new(body, config.max_body_size);
-    let request = upstream_request(
-        &mut parts,
-        false,
-        Scheme::HTTP,
-        authority.clone(),
-        host,
-        path_and_query,
-        request_body,
-    );
-    match tokio::time::timeout(config.response_timeout, client.request(request)).await {
-        Ok(Ok(response)) => Ok(Answered {
+    let request = upstream_request(&mut parts, false, host, path_and_query, request_body);
+    match tokio::time::timeout(config.response_timeout, pool.send(authority, request)).await {
+        Ok(Ok((response, connection))) => Ok(Answered {
             response,
+            connection,
             instance: None,
             guard: None,
         }),
@@ -264,7 +232,7 @@ fn request_failed(
     upstream: &str,
     instance: Option<&Arc<Instance>>,
     handle: &BodyHandle,
-    error: &hyper_util::client::legacy::Error,
+    error: &PoolError,
 ) -> ProxyError {
     if let Some(limit) = handle.too_large_limit() {
         return ProxyError::PayloadTooLarge { limit };

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: repeatable on a loaded machine, where
+# req/s and even CPU time move with other processes' load. Loopback only; not run by CI.
+#
+#   bench/proxy/instructions.sh [PROXY_BENCH_BINARY...]
+#   REQUESTS=20000 CONNECTIONS=16 bench/proxy/instructions.sh /tmp/before/proxy_bench target/release/examples/proxy_bench
+#
+# For each binary (default: this tree's release proxy_bench): runs it per-core under
+# `valgrind --tool=callgrind`, drives exactly REQUESTS keep-alive requests through it with curl
+# (URL globbing, `--parallel` over CONNECTIONS connections; `cli/examples/bench_upstream.rs`
+# answers them), stops it, and reports
+# (instructions of a run with REQUESTS - instructions of a run with no request) / REQUESTS, so
+# start-up and shutdown cancel out. Prints one markdown table row per binary on stdout.
+set -euo pipefail
+
+REQUESTS=${REQUESTS:-20000}
+CONNECTIONS=${CONNECTIONS:-16}
+HOST_HEADER="bench.localhost"
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d)
+PIDS=()
+
+command -v valgrind >/dev/null || { echo "Error! valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_port() {
+    for _ in $(seq 1 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "Error! nothing listens on 127.0.0.1:$1" >&2
+    exit 1
+}
+
+echo "building release examples..." >&2
+(cd "$ROOT" && cargo build --release -p stack --example bench_upstream --example proxy_bench >&2)
+EXAMPLES="$ROOT/target/release/examples"
+[ $# -gt 0 ] || set -- "$EXAMPLES/proxy_bench"
+
+UPSTREAM_PORT=$(free_port)
+"$EXAMPLES/bench_upstream" "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_port "$UPSTREAM_PORT"
+
+# instructions BINARY N_REQUESTS: total Ir of one callgrind run serving N_REQUESTS.
+instructions() {
+    local binary=$1 n=$2 port out
+    port=$(free_port)
+    out="$WORK/callgrind.$port"
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$binary" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT" per-core >"$WORK/proxy.$port.log" 2>&1 &
+    local pid=$!
+    wait_port "$port"
+    sleep 2 # under valgrind the SIGINT handler is installed well after the socket is bound
+    if [ "$n" -gt 0 ]; then
+        curl -sf --no-progress-meter --parallel --parallel-max "$CONNECTIONS" -H "Host: $HOST_HEADER" \
+            "http://127.0.0.1:$port/?n=[1-$n]" >/dev/null || { echo "Error! a request through $binary failed" >&2; exit 1; }
+    fi
+    kill -INT "$pid"
+    wait "$pid" || true
+    awk '/^summary:/ { print $2 }' "$out"
+}
+
+for binary in "$@"; do
+    echo "callgrind: $binary (0 and $REQUESTS requests)..." >&2
+    idle=$(instructions "$binary" 0)
+    loaded=$(instructions "$binary" "$REQUESTS")
+    per_request=$(( (loaded - idle) / REQUESTS ))
+    echo "  $per_request instructions/request" >&2
+    echo "| \`$binary\` | $REQUESTS | $CONNECTIONS | $per_request |"
+done
