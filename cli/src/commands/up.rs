@@ -257,11 +257,25 @@ async fn up(
     // Routing: rebuilt whole after every change of the supervisor or of the aliases.
     let aliases = Arc::new(Mutex::new(state.aliases.clone()));
     let routing = Routing::new(RoutingTable::new());
-    let proxy_task = tokio::spawn(proxy::run(
-        listener,
-        routing.clone(),
-        root.child_token().cancelled_owned(),
-    ));
+    // One current-thread runtime per core on the shared socket (nginx's model): measured
+    // cheaper per request than the multi-thread runtime (bench/RESULTS.md, issue 4).
+    let proxy_listener = listener
+        .into_std()
+        .map_err(|error| CliError::new(format!("cannot hand the proxy its socket: {error}")))?;
+    let proxy_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let proxy_routing = routing.clone();
+    let proxy_shutdown = root.child_token();
+    let proxy_task = tokio::task::spawn_blocking(move || {
+        if let Err(error) = proxy::run_on_threads(
+            proxy_listener,
+            proxy_routing,
+            proxy::ProxyConfig::default(),
+            proxy_threads,
+            proxy_shutdown,
+        ) {
+            tracing::error!(%error, "the proxy stopped");
+        }
+    });
     output::info(format!("Proxy listening on http://127.0.0.1:{proxy_port}"));
     let routes_task = tokio::spawn(keep_routes_fresh(
         supervisor.clone(),
