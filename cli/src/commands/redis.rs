@@ -57,8 +57,8 @@ fn locate_error(error: LocateError) -> CliError {
 /// An unreachable or failing Redis, with the masked URL, where it came from and what to do.
 fn inspect_error(located: &Located, error: InspectError) -> CliError {
     let hint = match (&error, &located.source) {
-        (InspectError::TlsUnsupported { .. }, _) => {
-            "Reach Redis over redis:// or a Unix socket (for example through a local TLS tunnel)."
+        (InspectError::BadTlsCaFile(_), _) => {
+            "Point REDIS_TLS_CA_FILE at a readable PEM file holding the CA certificate that signed the Redis server's certificate, or unset it to trust the public CA roots."
                 .to_owned()
         }
         (InspectError::Auth { .. }, _) => {
