@@ -57,9 +57,14 @@ fn locate_error(error: LocateError) -> CliError {
 /// An unreachable or failing Redis, with the masked URL, where it came from and what to do.
 fn inspect_error(located: &Located, error: InspectError) -> CliError {
     let hint = match (&error, &located.source) {
-        (InspectError::TlsUnsupported { .. }, _) => {
-            "Reach Redis over redis:// or a Unix socket (for example through a local TLS tunnel)."
+        (InspectError::BadTlsCaFile(_), _) => {
+            "Point REDIS_TLS_CA_FILE at a readable PEM file holding the CA certificate that signed the Redis server's certificate, or unset it to trust the public CA roots."
                 .to_owned()
+        }
+        (InspectError::Unreachable { reason, .. }, _)
+            if located.url.is_tls() && reason.contains("certificate") =>
+        {
+            "The server's TLS certificate is not trusted: set REDIS_TLS_CA_FILE to the PEM file of the CA that signed it.".to_owned()
         }
         (InspectError::Auth { .. }, _) => {
             "Put the right password in REDIS_SESSION_URL (`redis://:PASSWORD@host:port`, or `?password=`), in the environment or a file given with `--dotenv FILE`.".to_owned()

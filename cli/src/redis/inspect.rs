@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use session::id::KEY_PREFIX;
-use session::redis_url::RedisUrl;
+use session::redis_url::{load_tls_ca_file, RedisUrl, TlsCaError};
 
 /// How many keys one `SCAN` step asks for: big enough for few round trips, small enough that
 /// no single command holds the server for long (an `MGET` of 1,000 small values is well under a
@@ -42,8 +42,8 @@ pub enum InspectError {
         operation: &'static str,
         reason: String,
     },
-    #[error("`{url}` uses TLS (rediss://), which this build of stack does not support")]
-    TlsUnsupported { url: String },
+    #[error("`REDIS_TLS_CA_FILE` is unusable: {0}")]
+    BadTlsCaFile(#[from] TlsCaError),
 }
 
 /// A key's time to live.
@@ -220,13 +220,16 @@ pub struct Inspector {
 }
 
 impl Inspector {
-    /// Connects (authenticating and selecting the database) and checks with a `PING`.
+    /// Connects (authenticating and selecting the database) and checks with a `PING`. A
+    /// `rediss://` URL trusts the CA in the environment's `REDIS_TLS_CA_FILE` when set, as the
+    /// services do, and the bundled webpki roots otherwise.
     pub async fn connect(url: &RedisUrl) -> Result<Inspector, InspectError> {
-        if url.is_tls() {
-            return Err(InspectError::TlsUnsupported {
-                url: url.to_string(),
-            });
-        }
+        let url = &match std::env::var_os("REDIS_TLS_CA_FILE").filter(|path| !path.is_empty()) {
+            Some(path) if url.is_tls() => url
+                .clone()
+                .with_tls_ca(load_tls_ca_file(std::path::Path::new(&path))?),
+            _ => url.clone(),
+        };
         let unreachable = |error: redis::RedisError| {
             let reason = redact(url, &error.to_string());
             let url = url.to_string();
@@ -240,7 +243,7 @@ impl Inspector {
                 InspectError::Unreachable { url, reason }
             }
         };
-        let client = redis::Client::open(url.connection_info()).map_err(unreachable)?;
+        let client = url.client().map_err(unreachable)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(RESPONSE_TIMEOUT);

@@ -1,13 +1,19 @@
-//! A session service's configuration from the environment: `HOST`, `PORT`, `REDIS_SESSION_URL`
-//! and `SESSION_SECRET`.
+//! A session service's configuration from the environment: `HOST`, `PORT`, `REDIS_SESSION_URL`,
+//! `REDIS_TLS_CA_FILE` and `SESSION_SECRET`.
+//!
+//! `REDIS_SESSION_URL=rediss://...` connects over TLS, verifying the server against the bundled
+//! webpki roots; `REDIS_TLS_CA_FILE=/path/ca.pem` trusts that PEM file's CA certificates instead
+//! (for a local Redis with a self-signed certificate). Setting `REDIS_TLS_CA_FILE` without a
+//! `rediss://` URL is an error, so a mistaken plain-text URL is not silently trusted.
 //!
 //! Owns reading and checking those variables, with errors that name the variable and say what
 //! to do. It never shows a secret: errors name variables, never their values (a bad Redis URL is
 //! described, not echoed).
 
 use crate::cookie::{Secrets, SecretsError};
-use crate::redis_url::{RedisUrl, RedisUrlError, DEFAULT_URL};
+use crate::redis_url::{load_tls_ca_file, RedisUrl, RedisUrlError, TlsCaError, DEFAULT_URL};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -17,8 +23,10 @@ pub enum ConfigError {
     BadSecret(#[from] SecretsError),
     #[error("`REDIS_SESSION_URL` is invalid: {0}")]
     BadRedisUrl(#[from] RedisUrlError),
-    #[error("`REDIS_SESSION_URL` asks for TLS (rediss://), which this build does not support")]
-    TlsUnsupported,
+    #[error("`REDIS_TLS_CA_FILE` is unusable: {0}")]
+    BadTlsCaFile(#[from] TlsCaError),
+    #[error("`REDIS_TLS_CA_FILE` is set but `REDIS_SESSION_URL` does not use TLS (rediss://)")]
+    TlsCaWithoutTls,
     #[error("`PORT` is `{value}`, not a port number")]
     BadPort { value: String },
     #[error("`HOST` is `{value}`, not an IP address")]
@@ -35,8 +43,11 @@ impl ConfigError {
             Self::BadRedisUrl(_) => {
                 "Use a form such as redis://host:6379, redis://:password@host:6379/0, unix:///path/to/redis.sock, or unset it for redis://127.0.0.1:6379."
             }
-            Self::TlsUnsupported => {
-                "Reach Redis over redis:// or a Unix socket (for example through a local TLS tunnel)."
+            Self::BadTlsCaFile(_) => {
+                "Point REDIS_TLS_CA_FILE at a readable PEM file holding the CA certificate that signed the Redis server's certificate, or unset it to trust the public CA roots."
+            }
+            Self::TlsCaWithoutTls => {
+                "Use a rediss:// URL for REDIS_SESSION_URL, or unset REDIS_TLS_CA_FILE."
             }
             Self::BadPort { .. } => "Set PORT to a number from 0 to 65535, or unset it.",
             Self::BadHost { .. } => "Set HOST to an IP address such as 127.0.0.1 or 0.0.0.0, or unset it.",
@@ -72,9 +83,11 @@ impl ServiceConfig {
             Some(value) => RedisUrl::parse(&value)?,
             None => RedisUrl::parse(DEFAULT_URL)?,
         };
-        if redis_url.is_tls() {
-            return Err(ConfigError::TlsUnsupported);
-        }
+        let redis_url = match lookup("REDIS_TLS_CA_FILE").filter(|value| !value.trim().is_empty()) {
+            Some(_) if !redis_url.is_tls() => return Err(ConfigError::TlsCaWithoutTls),
+            Some(path) => redis_url.with_tls_ca(load_tls_ca_file(Path::new(path.trim()))?),
+            None => redis_url,
+        };
         let port = match lookup("PORT").filter(|value| !value.is_empty()) {
             Some(value) => value
                 .trim()
@@ -125,11 +138,21 @@ mod tests {
         assert_eq!(set.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(set.secrets.len(), 2);
         assert_eq!(set.redis_url.to_string(), "redis://:***@cache:6380");
+        let tls = config(&[
+            ("SESSION_SECRET", "s"),
+            ("REDIS_SESSION_URL", "rediss://:canary-pw@cache:6380/2"),
+        ])
+        .expect("rediss:// is accepted");
+        assert!(tls.redis_url.is_tls());
+        assert_eq!(tls.redis_url.to_string(), "rediss://:***@cache:6380/2");
     }
+
+    /// A file that exists everywhere the tests run and is not PEM.
+    const NOT_PEM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
 
     #[test]
     fn errors_name_the_variable_and_never_the_secret() {
-        let cases: [(&[(&str, &str)], &str); 6] = [
+        let cases: [(&[(&str, &str)], &str); 8] = [
             (&[], "`SESSION_SECRET` is not set"),
             (&[("SESSION_SECRET", "")], "`SESSION_SECRET` is not set"),
             (
@@ -141,8 +164,32 @@ mod tests {
                 "`PORT` is `http`, not a port number",
             ),
             (
-                &[("SESSION_SECRET", "canary"), ("REDIS_SESSION_URL", "rediss://:canary@h")],
-                "`REDIS_SESSION_URL` asks for TLS (rediss://), which this build does not support",
+                &[
+                    ("SESSION_SECRET", "canary"),
+                    ("REDIS_SESSION_URL", "redis://:canary@h"),
+                    ("REDIS_TLS_CA_FILE", NOT_PEM),
+                ],
+                "`REDIS_TLS_CA_FILE` is set but `REDIS_SESSION_URL` does not use TLS (rediss://)",
+            ),
+            (
+                &[
+                    ("SESSION_SECRET", "canary"),
+                    ("REDIS_SESSION_URL", "rediss://:canary@h"),
+                    ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"),
+                ],
+                "`REDIS_TLS_CA_FILE` is unusable: cannot read `/nonexistent/ca.pem`: No such file or directory (os error 2)",
+            ),
+            (
+                &[
+                    ("SESSION_SECRET", "canary"),
+                    ("REDIS_SESSION_URL", "rediss://:canary@h"),
+                    ("REDIS_TLS_CA_FILE", NOT_PEM),
+                ],
+                concat!(
+                    "`REDIS_TLS_CA_FILE` is unusable: `",
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/Cargo.toml` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)"
+                ),
             ),
             (
                 &[("SESSION_SECRET", "canary"), ("REDIS_SESSION_URL", "redis://:canary@h/x")],

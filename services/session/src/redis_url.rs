@@ -3,11 +3,17 @@
 //! Owns parsing (`redis://host:port`, `redis://:pass@host:port/db`, `redis://user:pass@...`,
 //! `rediss://...`, `unix:///path`, `redis+unix:///path`, a bare `/path/to.sock`, and the 2017
 //! `redis://host:port?password=pass`), the masked `Display`, and the conversion to
-//! `redis::ConnectionInfo`. It never connects, and neither its `Display`, its `Debug` nor its
-//! errors ever contain the password.
+//! `redis::ConnectionInfo` / `redis::Client`. It never connects, and neither its `Display`, its
+//! `Debug` nor its errors ever contain the password.
+//!
+//! TLS (`rediss://`) verifies the server against the webpki roots (Mozilla's CA list) bundled in
+//! the build. To trust a private CA instead (a self-signed local Redis), set `REDIS_TLS_CA_FILE`
+//! to a PEM file: [`load_tls_ca_file`] reads and checks it, [`RedisUrl::with_tls_ca`] attaches it,
+//! and then only that file's certificates are trusted. There is deliberately no way to skip
+//! verification: a self-signed server is trusted by naming its certificate.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The URL used when `REDIS_SESSION_URL` is unset.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -34,6 +40,37 @@ pub enum RedisUrlError {
     UnknownParameter { name: String },
 }
 
+/// Why a CA file for `rediss://` cannot be used. Names the file, never its contents.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TlsCaError {
+    #[error("cannot read `{path}`: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("`{path}` is not a PEM certificate file ({reason})")]
+    NotPem { path: String, reason: String },
+    #[error("`{path}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)")]
+    NoCertificate { path: String },
+}
+
+/// Reads a PEM file of CA certificates to trust for `rediss://` (see the module docs).
+pub fn load_tls_ca_file(path: &Path) -> Result<Vec<u8>, TlsCaError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let shown = path.display().to_string();
+    let pem = std::fs::read(path).map_err(|error| TlsCaError::Unreadable {
+        path: shown.clone(),
+        reason: error.to_string(),
+    })?;
+    let certificates = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| TlsCaError::NotPem {
+            path: shown.clone(),
+            reason: error.to_string(),
+        })?;
+    if certificates.is_empty() {
+        return Err(TlsCaError::NoCertificate { path: shown });
+    }
+    Ok(pem)
+}
+
 /// Where the server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisAddr {
@@ -50,6 +87,8 @@ pub struct RedisUrl {
     pub db: i64,
     pub username: Option<String>,
     password: Option<String>,
+    /// PEM CA certificates to trust for TLS instead of the bundled webpki roots.
+    tls_ca: Option<Vec<u8>>,
 }
 
 impl RedisUrl {
@@ -65,6 +104,7 @@ impl RedisUrl {
                 db: 0,
                 username: None,
                 password: None,
+                tls_ca: None,
             });
         }
         let url = url::Url::parse(input).map_err(|error| RedisUrlError::Invalid {
@@ -92,6 +132,7 @@ impl RedisUrl {
                     },
                     username: non_empty(decode(url.username())),
                     password: url.password().map(decode).and_then(non_empty),
+                    tls_ca: None,
                 }
             }
             "unix" | "redis+unix" => {
@@ -104,6 +145,7 @@ impl RedisUrl {
                     db: 0,
                     username: non_empty(decode(url.username())),
                     password: url.password().map(decode).and_then(non_empty),
+                    tls_ca: None,
                 }
             }
             other => {
@@ -133,6 +175,27 @@ impl RedisUrl {
 
     pub fn is_tls(&self) -> bool {
         matches!(self.addr, RedisAddr::Tcp { tls: true, .. })
+    }
+
+    /// Trusts the CA certificates in `pem` (from [`load_tls_ca_file`]) instead of the webpki
+    /// roots. Only TLS connections use it.
+    pub fn with_tls_ca(mut self, pem: Vec<u8>) -> Self {
+        self.tls_ca = Some(pem);
+        self
+    }
+
+    /// A client for this URL, with the CA from [`RedisUrl::with_tls_ca`] when one is set.
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.tls_ca {
+            Some(pem) if self.is_tls() => redis::Client::build_with_tls(
+                self.connection_info(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            _ => redis::Client::open(self.connection_info()),
+        }
     }
 
     /// What the `redis` crate needs to connect.

@@ -118,11 +118,10 @@ struct Connection {
 impl RedisStore {
     /// A store for `url`. Connects lazily: Redis may well be down at this point.
     pub fn new(url: &RedisUrl) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url.connection_info()).map_err(|source| StoreError::Redis {
-                operation: "configuration",
-                source,
-            })?;
+        let client = url.client().map_err(|source| StoreError::Redis {
+            operation: "configuration",
+            source,
+        })?;
         Ok(Self {
             connector: Arc::new(Connector {
                 client,

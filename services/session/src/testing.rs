@@ -3,7 +3,8 @@
 //! Owns starting, stopping, killing, restarting (same port), pausing (SIGSTOP) and resuming a
 //! throwaway server, and stopping it on drop. It persists nothing unless asked (`--save '' --appendonly
 //! no`; `start_persistent` keeps an fsynced append-only file in the temp dir) and never skips: without `redis-server` on PATH it panics with an install
-//! hint, so a test that needs Redis fails loudly.
+//! hint, so a test that needs Redis fails loudly. `start_tls` serves TLS only, with a throwaway CA
+//! and server certificate made by `openssl` in the temp dir.
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -21,27 +22,46 @@ pub struct RedisServer {
     port: u16,
     password: Option<String>,
     persistent: bool,
+    /// TLS only (`--port 0 --tls-port`), with the certificates in `dir`.
+    tls: bool,
     child: Option<Child>,
 }
+
+const CA_FILE: &str = "ca.crt";
+const SERVER_CERT: &str = "server.crt";
+const SERVER_KEY: &str = "server.key";
 
 impl RedisServer {
     /// Starts a server on a free port.
     pub fn start() -> Self {
-        Self::start_inner(None, false)
+        Self::start_inner(None, false, false)
     }
 
     /// Starts a server that requires `password` (`requirepass`).
     pub fn start_with_password(password: &str) -> Self {
-        Self::start_inner(Some(password.to_owned()), false)
+        Self::start_inner(Some(password.to_owned()), false, false)
     }
 
     /// Starts a server that keeps its data across `kill()` + `restart()` (append-only file,
     /// fsync on every write), for tests where sessions must outlive a crash.
     pub fn start_persistent() -> Self {
-        Self::start_inner(None, true)
+        Self::start_inner(None, true, false)
     }
 
-    fn start_inner(password: Option<String>, persistent: bool) -> Self {
+    /// Starts a TLS-only server requiring `password`, its certificate (for `127.0.0.1` and
+    /// `localhost`) signed by a fresh CA whose PEM file is [`RedisServer::ca_file`].
+    /// [`RedisServer::url`] is then `rediss://`. Needs `openssl` on PATH.
+    pub fn start_tls_with_password(password: &str) -> Self {
+        Self::start_inner(Some(password.to_owned()), false, true)
+    }
+
+    /// The CA certificate (PEM) that signed a `start_tls_with_password` server's certificate.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        assert!(self.tls, "only a TLS server has a CA file");
+        self.dir.path().join(CA_FILE)
+    }
+
+    fn start_inner(password: Option<String>, persistent: bool, tls: bool) -> Self {
         // The port is free when probed; another process could take it before redis-server
         // binds, so a failed start retries on a new port.
         for _ in 0..5 {
@@ -51,8 +71,12 @@ impl RedisServer {
                 port,
                 password: password.clone(),
                 persistent,
+                tls,
                 child: None,
             };
+            if tls {
+                make_certificates(server.dir.path());
+            }
             if server.spawn() {
                 return server;
             }
@@ -62,10 +86,26 @@ impl RedisServer {
 
     /// `redis://127.0.0.1:<port>` (with the password, if any: this is for tests, not logs).
     pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
         match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(password) => format!("{scheme}://:{password}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
         }
+    }
+
+    /// A client for [`RedisServer::url`], trusting the test CA for a TLS server.
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        if !self.tls {
+            return redis::Client::open(self.url());
+        }
+        let pem = std::fs::read(self.ca_file()).expect("start_tls wrote the CA file");
+        redis::Client::build_with_tls(
+            self.url(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            },
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -74,7 +114,7 @@ impl RedisServer {
 
     /// A blocking client connection, for a test's own checks.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
+        self.client()
             .and_then(|client| client.get_connection_with_timeout(Duration::from_secs(2)))
             .unwrap_or_else(|error| {
                 panic!(
@@ -159,8 +199,22 @@ impl RedisServer {
     /// Spawns redis-server and waits until it answers PING. False if it exited (port taken).
     fn spawn(&mut self) -> bool {
         let mut command = Command::new("redis-server");
+        if self.tls {
+            let dir = self.dir.path();
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(dir.join(SERVER_CERT))
+                .arg("--tls-key-file")
+                .arg(dir.join(SERVER_KEY))
+                .arg("--tls-ca-cert-file")
+                .arg(dir.join(CA_FILE))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
         command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(if self.persistent {
                 ["--appendonly", "yes", "--appendfsync", "always"]
@@ -207,6 +261,13 @@ impl RedisServer {
 
     fn answers_ping(&self) -> bool {
         use std::io::{Read, Write};
+        if self.tls {
+            return self
+                .client()
+                .and_then(|client| client.get_connection_with_timeout(Duration::from_millis(500)))
+                .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
+                .is_ok();
+        }
         let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)) else {
             return false;
         };
@@ -242,6 +303,71 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A throwaway CA and a server certificate it signs (for 127.0.0.1 and localhost), in `dir`.
+/// EC P-256 keys: quick to generate, so TLS tests stay fast.
+fn make_certificates(dir: &Path) {
+    const KEY: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("the temp dir is writable");
+    let steps: [&[&str]; 3] = [
+        &[
+            &[
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=stack test CA",
+            ][..],
+            &KEY,
+            &["-keyout", "ca.key", "-out", CA_FILE],
+        ]
+        .concat(),
+        &[
+            &["req", "-nodes", "-subj", "/CN=localhost"][..],
+            &KEY,
+            &["-keyout", SERVER_KEY, "-out", "server.csr"],
+        ]
+        .concat(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            CA_FILE,
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            SERVER_CERT,
+        ],
+    ];
+    for args in steps {
+        let output = match Command::new("openssl").args(args).current_dir(dir).output() {
+            Ok(output) => output,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => panic!(
+                "openssl is not on PATH; the TLS tests need it to make certificates.\n\
+                 Install it: `apt-get install openssl` (Debian/Ubuntu) or `brew install openssl` (macOS)."
+            ),
+            Err(error) => panic!("cannot run openssl: {error}"),
+        };
+        assert!(
+            output.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
 

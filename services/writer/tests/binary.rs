@@ -130,6 +130,57 @@ async fn secrets_never_reach_the_output() {
     }
 }
 
+/// `rediss://` against a real TLS-only `redis-server` with a throwaway CA: trusting that CA via
+/// `REDIS_TLS_CA_FILE`, the writer logs in and counts, and the URL is logged masked; without it the
+/// server's certificate is refused (503), so verification is really on.
+#[tokio::test]
+async fn rediss_with_a_trusted_ca_logs_in_and_counts() {
+    const PASSWORD_CANARY: &str = "CANARY-tls-password-5e21";
+    let redis = RedisServer::start_tls_with_password(PASSWORD_CANARY);
+    let ca_file = redis.ca_file();
+    let ca_file = ca_file.to_str().expect("temp paths are UTF-8");
+    let url = redis.url();
+    assert!(url.starts_with("rediss://"), "{url}");
+    let start = |vars: &[(&str, &str)]| {
+        let mut all = vec![
+            ("SESSION_SECRET", SECRET),
+            ("REDIS_SESSION_URL", url.as_str()),
+            ("RUST_LOG", "trace"),
+        ];
+        all.extend_from_slice(vars);
+        ChildService::start(rust_binary(WRITER, &all))
+    };
+    let trusting = start(&[("REDIS_TLS_CA_FILE", ca_file)]);
+    let untrusting = start(&[]);
+    let http = client();
+
+    let login = get(&http, &trusting.url("/login"), None).await;
+    assert_eq!(login.status, 200, "{login:?}\n{}", trusting.output());
+    let cookie = login.cookie();
+    for count in 1..=2 {
+        let answer = get(&http, &trusting.url("/increment"), Some(&cookie)).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.json()["count"], count, "{answer:?}");
+    }
+    let id = session_id(&cookie, SECRET);
+    let saved = stored(&redis, &id).expect("the session is in the TLS Redis");
+    assert!(saved.contains(r#""count":2"#), "{saved}");
+
+    let refused = get(&http, &untrusting.url("/login"), None).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+
+    let masked = format!("redis=rediss://:***@127.0.0.1:{}", redis.port());
+    for output in [trusting.output(), untrusting.output()] {
+        assert!(output.contains(&masked), "{output}");
+        assert!(!output.contains("CANARY"), "a canary leaked:\n{output}");
+    }
+    assert!(
+        untrusting.output().contains("session store unavailable"),
+        "{}",
+        untrusting.output()
+    );
+}
+
 /// SIGTERM while a request waits on a frozen Redis: the request still gets its answer, then
 /// the process exits 0.
 #[tokio::test]
