@@ -8,8 +8,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,17 +18,10 @@ use serde_json::Value;
 use stack::control::{apply_alias_change, AliasChange, Applied};
 use stack::state::aliases::{Alias, AliasTarget};
 
-const STACK: &str = env!("CARGO_BIN_EXE_stack");
-/// The first `stack up` of a run may build the demo's services.
-const BUILD_DEADLINE: Duration = Duration::from_secs(600);
-const DEADLINE: Duration = Duration::from_secs(30);
+mod support;
+use support::{alive, wait_until, workspace, Project, Up, STACK};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent")
-        .to_path_buf()
-}
+const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The tools these tests run for real; a missing one fails with how to install it.
 fn require_tools() {
@@ -51,100 +43,8 @@ fn require_tools() {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-/// A project directory in a temp dir.
-struct Project {
-    dir: tempfile::TempDir,
-}
-
+/// What only these tests ask of a project.
 impl Project {
-    /// The demo: `aliases.json` and a `.env` with the given `SESSION_SECRET`.
-    fn demo(secret: &str) -> Project {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        fs::copy(
-            workspace().join("aliases.json"),
-            dir.path().join("aliases.json"),
-        )
-        .expect("the workspace has aliases.json");
-        fs::write(
-            dir.path().join(".env"),
-            format!("SESSION_SECRET={secret}\n"),
-        )
-        .unwrap();
-        Project { dir }
-    }
-
-    /// A copy of `tests/fixtures/<name>`.
-    fn fixture(name: &str) -> Project {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        copy_tree(
-            &Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures")
-                .join(name),
-            dir.path(),
-        );
-        Project { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Runs a short `stack` command in this project, bounded in time.
-    fn stack(&self, args: &[&str]) -> Output {
-        let mut child = Command::new(STACK)
-            .arg("--cwd")
-            .arg(self.path())
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the stack binary runs");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                return child.wait_with_output().unwrap();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("`stack {}` did not finish", args.join(" "));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stack_ok(&self, args: &[&str]) -> String {
-        let output = self.stack(args);
-        assert!(
-            output.status.success(),
-            "`stack {}` failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn ls(&self) -> Vec<Value> {
-        serde_json::from_str(&self.stack_ok(&["ls", "--json"])).expect("`stack ls --json` is JSON")
-    }
-
-    fn deployment(&self, service: &str) -> Value {
-        self.ls()
-            .into_iter()
-            .find(|deployment| deployment["service"] == service && deployment["current"] == true)
-            .unwrap_or_else(|| panic!("no deployment of {service}"))
-    }
-
     /// Every log file `stack up` wrote, concatenated.
     fn all_logs(&self) -> String {
         let mut text = String::new();
@@ -154,165 +54,6 @@ impl Project {
             }
         }
         text
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-/// A running `stack up`, its output collected line by line.
-struct Up {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    port: u16,
-}
-
-impl Up {
-    fn start(project: &Project, args: &[&str]) -> Up {
-        let mut child = Command::new(STACK)
-            .arg("--cwd")
-            .arg(project.path())
-            .arg("up")
-            .args(["--port", "0"])
-            .args(args)
-            .env("NO_COLOR", "1")
-            // Each test says what the services get; nothing leaks in from the caller.
-            .env_remove("SESSION_SECRET")
-            .env_remove("REDIS_SESSION_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the stack binary runs");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        let mut up = Up {
-            child,
-            lines,
-            port: 0,
-        };
-        let line = up.wait_for("Proxy listening on http://127.0.0.1:", BUILD_DEADLINE);
-        up.port = line
-            .rsplit(':')
-            .next()
-            .and_then(|port| port.trim().parse().ok())
-            .expect("the proxy line ends with the port");
-        up
-    }
-
-    fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    /// Waits for a line containing `needle`; fails early if `stack up` exits.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|line| line.contains(needle))
-            {
-                return line.clone();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "stack up exited ({status}) before `{needle}`:\n{}",
-                    self.output()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no `{needle}` from stack up:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_ready(&mut self, service: &str) {
-        self.wait_for(&format!("> Ready! http://{service}-"), DEADLINE);
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stack up did not exit:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn client(&self, host: &str) -> reqwest::Client {
-        reqwest::Client::builder()
-            .cookie_store(true)
-            .resolve(host, SocketAddr::from(([127, 0, 0, 1], self.port)))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap()
-    }
-
-    fn url(&self, host: &str, path: &str) -> String {
-        format!("http://{host}:{}{path}", self.port)
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = kill(self.pid(), Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn alive(pid: u64) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie is dead for our purposes (its parent reaps it).
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
     }
 }
 
@@ -389,10 +130,7 @@ async fn demo_flow_scale_kill_down_and_sessions_that_survive() {
     // Two readers: both answer.
     let scaled = project.stack_ok(&["scale", "reader", "2"]);
     assert!(scaled.contains("scaled to 2 instances"), "{scaled}");
-    let reader_id = project.deployment("reader")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let reader_id = project.live("reader")["id"].as_str().unwrap().to_string();
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..10 {
         let (_, _, headers) = get(&browser, &up.url(host, "/")).await;
@@ -402,7 +140,7 @@ async fn demo_flow_scale_kill_down_and_sessions_that_survive() {
     assert_eq!(seen.len(), 2, "instances seen: {seen:?}");
 
     // kill -9 of one reader under continuous requests: no request fails, and it comes back.
-    let before = project.deployment("reader");
+    let before = project.live("reader");
     let victim = before["instances"][1]["pid"].as_u64().unwrap();
     let load = {
         let browser = browser.clone();
@@ -434,7 +172,7 @@ async fn demo_flow_scale_kill_down_and_sessions_that_survive() {
     );
     assert!(ok > 20, "only {ok} requests");
     wait_until("the killed reader to come back", DEADLINE, || {
-        let reader = project.deployment("reader");
+        let reader = project.live("reader");
         let instance = &reader["instances"][1];
         reader["ready"] == 2
             && instance["restarts"].as_u64() >= Some(1)
@@ -569,7 +307,7 @@ async fn a_crashing_service_backs_off_then_is_crashed_while_the_other_serves() {
     up.wait_ready("hello");
     let started = Instant::now();
     wait_until("crasher to be CRASHED", Duration::from_secs(40), || {
-        project.deployment("crasher")["state"] == "CRASHED"
+        project.live("crasher")["state"] == "CRASHED"
     });
     let crashed_after = started.elapsed();
     // 1 + 2 + 4 + 8 s of backoff between five starts.
@@ -579,10 +317,7 @@ async fn a_crashing_service_backs_off_then_is_crashed_while_the_other_serves() {
     );
 
     // From the stored log: five runs, and each restart waits the backoff (1, 2, 4, 8 s).
-    let crasher_id = project.deployment("crasher")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let crasher_id = project.live("crasher")["id"].as_str().unwrap().to_string();
     let log =
         fs::read_to_string(project.path().join(format!(".stack/logs/{crasher_id}.log"))).unwrap();
     let time_of = |line: &str| -> u64 { line.split(' ').next().unwrap().parse().unwrap() };

@@ -10,31 +10,20 @@
 //! suite's time budget on a 2-core machine).
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
 
-const STACK: &str = env!("CARGO_BIN_EXE_stack");
-const BUILD_DEADLINE: Duration = Duration::from_secs(600);
+mod support;
+use support::{alive, copy_tree, wait_until, workspace, Project, Up, BUILD_DEADLINE};
+
 /// Rebuilds of the fixture take a second alone, much longer while other builds share the cores.
 const DEADLINE: Duration = Duration::from_secs(180);
 /// How long to watch for a build that must not happen.
 const QUIET_WINDOW: Duration = Duration::from_millis(1500);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent")
-        .to_path_buf()
-}
 
 fn require_redis() {
     let found = std::env::var_os("PATH")
@@ -44,32 +33,6 @@ fn require_redis() {
         found,
         "`redis-server` is needed by these tests: sudo apt-get install redis-server (macOS: brew install redis)"
     );
-}
-
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
-struct Project {
-    dir: tempfile::TempDir,
-    /// CARGO_TARGET_DIR for `stack up`; `None`: the workspace's (the demo named by path).
-    target_dir: Option<PathBuf>,
 }
 
 impl Project {
@@ -86,28 +49,6 @@ impl Project {
             dir,
             target_dir: Some(workspace().join("target/watch-fixture").join(name)),
         }
-    }
-
-    fn demo(secret: &str) -> Project {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        fs::copy(
-            workspace().join("aliases.json"),
-            dir.path().join("aliases.json"),
-        )
-        .unwrap();
-        fs::write(
-            dir.path().join(".env"),
-            format!("SESSION_SECRET={secret}\n"),
-        )
-        .unwrap();
-        Project {
-            dir,
-            target_dir: None,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
     }
 
     fn main_rs(&self) -> PathBuf {
@@ -130,159 +71,10 @@ impl Project {
     fn set_message(&self, message: &str) {
         fs::write(self.main_rs(), self.source_with(message)).unwrap();
     }
-
-    fn stack(&self, args: &[&str]) -> Output {
-        let mut child = Command::new(STACK)
-            .arg("--cwd")
-            .arg(self.path())
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the stack binary runs");
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                return child.wait_with_output().unwrap();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("`stack {}` did not finish", args.join(" "));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stack_ok(&self, args: &[&str]) -> String {
-        let output = self.stack(args);
-        assert!(
-            output.status.success(),
-            "`stack {}` failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn ls(&self) -> Vec<Value> {
-        serde_json::from_str(&self.stack_ok(&["ls", "--json"])).expect("`stack ls --json` is JSON")
-    }
-
-    fn live(&self, service: &str) -> Value {
-        self.ls()
-            .into_iter()
-            .find(|deployment| deployment["service"] == service && deployment["current"] == true)
-            .unwrap_or_else(|| panic!("no live deployment of {service}"))
-    }
 }
 
-struct Up {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    port: u16,
-}
-
+/// What only these tests ask of a running `stack up`.
 impl Up {
-    fn start(project: &Project, args: &[&str]) -> Up {
-        Up::start_with_env(project, args, &[])
-    }
-
-    fn start_with_env(project: &Project, args: &[&str], env: &[(&str, &str)]) -> Up {
-        let mut child = Command::new(STACK)
-            .arg("--cwd")
-            .arg(project.path())
-            .arg("up")
-            .args(["--port", "0"])
-            .args(args)
-            .env("NO_COLOR", "1")
-            .envs(
-                project
-                    .target_dir
-                    .iter()
-                    .map(|dir| ("CARGO_TARGET_DIR", dir.as_os_str())),
-            )
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the stack binary runs");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        let mut up = Up {
-            child,
-            lines,
-            port: 0,
-        };
-        let line = up.wait_for("Proxy listening on http://127.0.0.1:", BUILD_DEADLINE);
-        up.port = line
-            .rsplit(':')
-            .next()
-            .and_then(|port| port.trim().parse().ok())
-            .expect("the proxy line ends with the port");
-        up
-    }
-
-    fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|line| line.contains(needle))
-            .count()
-    }
-
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        self.wait_for_nth(needle, 1, timeout)
-    }
-
-    /// Waits until `n` lines contain `needle`; returns the n-th.
-    fn wait_for_nth(&mut self, needle: &str, n: usize, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|line| line.contains(needle))
-                .nth(n - 1)
-            {
-                return line.clone();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "stack up exited ({status}) before `{needle}`:\n{}",
-                    self.output()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {n}x `{needle}` from stack up:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// Asserts that no further line contains `needle` during the quiet window.
     fn assert_no_more(&self, needle: &str, seen: usize) {
         let deadline = Instant::now() + QUIET_WINDOW;
@@ -303,45 +95,6 @@ impl Up {
             self.wait_for(&format!("> Ready! http://{service}-"), BUILD_DEADLINE);
         }
         self.wait_for("Watching for changes", DEADLINE);
-    }
-
-    fn client(&self, host: &str) -> reqwest::Client {
-        reqwest::Client::builder()
-            .cookie_store(true)
-            .resolve(host, SocketAddr::from(([127, 0, 0, 1], self.port)))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap()
-    }
-
-    fn url(&self, host: &str, path: &str) -> String {
-        format!("http://{host}:{}{path}", self.port)
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn alive(pid: u64) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
     }
 }
 
