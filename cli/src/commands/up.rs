@@ -31,7 +31,7 @@ use crate::output::{self, CliError, CliResult};
 use crate::proxy::{self, Routing, RoutingTable};
 use crate::redis::managed::{self, ManagedRedis};
 use crate::redis::ping::{ping, PingOutcome};
-use crate::state::deployments::{ServiceHistory, DEPLOYMENTS_DIR};
+use crate::state::deployments::DEPLOYMENTS_DIR;
 use crate::state::{self, Alias, State};
 use crate::supervisor::build::{self, BuildError, Built};
 use crate::supervisor::logs::{self, DeploymentLog, Redactor};
@@ -542,7 +542,7 @@ fn record_deployments(
             history.deployments.push(record.clone());
         }
         history.current = Some(record.id.clone());
-        prune(&deployments_dir, history, args.keep.max(1));
+        redeploy::retain_recent(&deployments_dir, history, args.keep);
         let dir = deployments_dir.join(&record.id);
         let program = if record.kind == "cargo" {
             dir.join(&record.program)
@@ -567,22 +567,6 @@ fn record_deployments(
         .save(project_dir)
         .map_err(|error| CliError::new(error.to_string()))?;
     Ok(specs)
-}
-
-/// Keeps the newest `keep` deployments of a service (the current one always), removing the
-/// artifacts of the others.
-fn prune(deployments_dir: &Path, history: &mut ServiceHistory, keep: usize) {
-    while history.deployments.len() > keep {
-        let Some(index) = history
-            .deployments
-            .iter()
-            .position(|record| Some(&record.id) != history.current.as_ref())
-        else {
-            break;
-        };
-        let record = history.deployments.remove(index);
-        let _ = std::fs::remove_dir_all(deployments_dir.join(&record.id));
-    }
 }
 
 /// PINGs a Redis the user brought; a warning (masked URL) when it does not answer. A URL that
