@@ -62,7 +62,9 @@ pub struct Pool {
 }
 
 struct PoolShared {
-    idle: Mutex<HashMap<Authority, Vec<IdleConnection>>>,
+    /// foldhash, not SipHash: hashed twice per request (checkout, checkin), keyed by upstreams
+    /// the routing table names.
+    idle: Mutex<HashMap<Authority, Vec<IdleConnection>, foldhash::fast::RandomState>>,
     /// Bumped once per `idle_timeout` by the sweeper: connections checked in two generations
     /// ago have been idle for at least one period (no clock read per request).
     generation: AtomicU64,
@@ -88,7 +90,7 @@ impl Pool {
     /// runtime: it spawns the sweeper of idle connections, which ends with the pool.
     pub fn new(config: &ProxyConfig) -> Self {
         let shared = Arc::new(PoolShared {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             generation: AtomicU64::new(0),
             connect_timeout: config.connect_timeout,
             max_idle_per_upstream: config.pool_max_idle_per_host,

@@ -68,7 +68,9 @@ impl Routing {
 /// without a port; lookups ignore the port and the case of the request's `Host`.
 #[derive(Default)]
 pub struct RoutingTable {
-    hosts: HashMap<String, HostRoute>,
+    /// foldhash, not SipHash: looked up once per request, and only hosts the supervisor put in
+    /// are stored, so a client's `Host` cannot flood it.
+    hosts: HashMap<String, HostRoute, foldhash::fast::RandomState>,
 }
 
 impl RoutingTable {
