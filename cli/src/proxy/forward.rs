@@ -12,6 +12,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
+use super::client::UpgradedIo;
 use super::routing::InFlightGuard;
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -133,22 +134,21 @@ pub fn set_forwarding_headers(
 /// the proxy shuts down). The in-flight guard keeps the instance busy while the tunnel lives.
 pub fn spawn_tunnel(
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    mut upstream: UpgradedIo,
     guard: Option<InFlightGuard>,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) {
     tracker.spawn(async move {
         let _guard = guard;
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
+        let client = match client.await {
+            Ok(client) => client,
             Err(error) => {
                 tracing::debug!(%error, "upgrade did not complete");
                 return;
             }
         };
         let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
         tokio::select! {
             copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
                 if let Err(error) = copied {

@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::CONTENT_LENGTH;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::body::ResponseBody;
+use super::client::Upstream;
 use super::error::ProxyError;
 use super::forward::{self, X_STACK_DEPLOYMENT, X_STACK_INSTANCE};
 use super::host;
@@ -214,30 +215,37 @@ fn respond(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ResponseBody> {
     let Answered {
-        mut response,
-        connection,
+        response,
+        upstream,
+        slot,
         instance,
         mut guard,
     } = answered;
-    // An upgraded connection belongs to its tunnel, never back in the pool.
-    let mut connection = Some(connection);
-    let upstream_upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS)
-        .then(|| hyper::upgrade::on(&mut response));
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, ()) = response.into_parts();
     let answered_protocol = forward::strip_hop_by_hop(&mut parts.headers);
-    if let (Some(upstream_upgrade), Some(client_upgrade)) = (upstream_upgrade, client_upgrade) {
-        if let Some(protocol) = answered_protocol.or(upgrade_protocol) {
-            forward::set_upgrade(&mut parts.headers, protocol);
+    let body = match upstream {
+        Upstream::Body(reader) => ResponseBody::upstream(reader, guard, Some(slot)),
+        Upstream::Upgraded(upgraded) => {
+            let Some(client_upgrade) = client_upgrade else {
+                return ProxyError::BadGateway(
+                    "the upstream switched protocols though the client asked for no upgrade".into(),
+                )
+                .into_response();
+            };
+            if let Some(protocol) = answered_protocol.or(upgrade_protocol) {
+                forward::set_upgrade(&mut parts.headers, protocol);
+            }
+            // An upgraded connection belongs to its tunnel, never back in the pool.
+            forward::spawn_tunnel(
+                client_upgrade,
+                upgraded,
+                guard.take(),
+                shared.cut_off.clone(),
+                &shared.tunnels,
+            );
+            ResponseBody::empty()
         }
-        connection = None;
-        forward::spawn_tunnel(
-            client_upgrade,
-            upstream_upgrade,
-            guard.take(),
-            shared.cut_off.clone(),
-            &shared.tunnels,
-        );
-    }
+    };
     if let Some(deployment_header) = deployment_header {
         parts
             .headers
@@ -248,7 +256,7 @@ fn respond(
             .headers
             .insert(X_STACK_INSTANCE.clone(), instance.number_header.clone());
     }
-    Response::from_parts(parts, ResponseBody::upstream(body, guard, connection))
+    Response::from_parts(parts, body)
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -13,8 +13,9 @@
 //! - `host`: request checks (`Host`, `CONNECT`, framing) and host → rule → target.
 //! - `forward`: hop-by-hop removal, `X-Forwarded-*`, `x-stack-*`, upgrade tunnels.
 //! - `upstream`: round robin, connect-failure retry, timeouts.
-//! - `pool`: keep-alive HTTP/1.1 connections per upstream (hyper's `client::conn::http1`).
-//! - `body`: request and response bodies, streamed frame by frame.
+//! - `client`: one HTTP/1.1 exchange with an upstream (head, body framing, upgrades).
+//! - `pool`: keep-alive upstream connections per upstream, and the one safe retry.
+//! - `body`: response bodies, streamed frame by frame.
 //! - `limits`: [`ProxyConfig`], every timeout and size limit.
 //! - `error`: [`ProxyError`] and its JSON body.
 //! - `handler`, `server`: one request end to end; the accept loop and graceful shutdown.
@@ -85,6 +86,7 @@
 //! over the size caps get hyper's 431; a client too slow to send its head is disconnected.
 
 mod body;
+mod client;
 mod error;
 mod forward;
 mod handler;

@@ -1,17 +1,12 @@
 //! Keep-alive connections to upstreams: a small stack of idle HTTP/1.1 connections per
-//! upstream authority, built on `hyper::client::conn::http1` directly.
+//! upstream authority.
 //!
 //! Owns connecting (timeout, `TCP_NODELAY`, TCP keep-alive), checking idle connections out and
 //! back in (most recently used first), dropping idle ones after `pool_idle_timeout`, and the
-//! one safe retry of a pooled connection: when hyper hands the request back because the
-//! connection closed before a byte of it was written, it goes out again on another pooled or a
-//! fresh connection. A request hyper did not hand back is never sent again. It never chooses
-//! an instance or takes one out of rotation (that is `upstream`).
-//!
-//! Why not hyper-util's legacy `Client`: for one request it builds a lazy connect future, looks
-//! the pool up by `(Scheme, Authority)`, boxes the response future and hands the connection
-//! back through a spawned task; here a checkout is a short critical section and a connection
-//! goes back to its stack when the response body ends (`bench/RESULTS.md`, issue 4).
+//! one safe retry of a pooled connection: when the upstream closed it while it sat idle and
+//! the first write of the request fails, not a byte went out, so the request goes out again on
+//! another pooled or a fresh connection. A request of which a byte may have gone out is never
+//! sent again. It never chooses an instance or takes one out of rotation (that is `upstream`).
 
 use std::collections::HashMap;
 use std::io;
@@ -21,13 +16,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::uri::Authority;
-use http::{Request, Response};
+use http::Response;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::RequestBody;
+use super::client::{ClientError, Connection, RequestHead, Upstream};
 use super::limits::ProxyConfig;
 
 /// TCP keep-alive probes on upstream connections start after this much silence.
@@ -40,20 +33,21 @@ pub enum PoolError {
     Connect(#[source] io::Error),
     #[error("connecting to the upstream took longer than {}ms", .0.as_millis())]
     ConnectTimeout(Duration),
-    #[error("the HTTP/1.1 handshake with the upstream failed")]
-    Handshake(#[source] hyper::Error),
     #[error("the upstream request failed")]
-    Request(#[source] hyper::Error),
+    Request(#[source] ClientError),
 }
 
 impl PoolError {
     /// Whether no connection could be made, so nothing of the request was sent.
     pub fn is_connect(&self) -> bool {
-        matches!(
-            self,
-            Self::Connect(_) | Self::ConnectTimeout(_) | Self::Handshake(_)
-        )
+        matches!(self, Self::Connect(_) | Self::ConnectTimeout(_))
     }
+}
+
+/// A request that got no response; the body comes back when none of it went out.
+pub struct PoolFailure {
+    pub error: PoolError,
+    pub unsent_body: Option<Incoming>,
 }
 
 /// Idle keep-alive connections to every upstream one proxy talks to.
@@ -73,14 +67,12 @@ struct PoolShared {
 }
 
 struct IdleConnection {
-    sender: SendRequest<RequestBody>,
+    connection: Connection,
     generation: u64,
 }
 
-/// The connection a response came on; [`PooledConnection::release`] hands it back once the
-/// response body is over. Dropped instead, the connection is closed.
-pub struct PooledConnection {
-    sender: SendRequest<RequestBody>,
+/// Where a connection goes back once its response is over: [`PoolSlot::give_back`].
+pub struct PoolSlot {
     authority: Authority,
     pool: Weak<PoolShared>,
 }
@@ -102,38 +94,50 @@ impl Pool {
         Self { shared }
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) to `authority` on an idle connection if
-    /// one is ready, else on a new one.
+    /// Sends a request to `authority` on an idle connection if one is left, else on a new
+    /// one, and reads the response head. The response body comes with the connection; hand
+    /// the connection to the returned slot when the body is over.
     pub async fn send(
         &self,
         authority: &Authority,
-        mut request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, PooledConnection), PoolError> {
+        head: &RequestHead<'_>,
+        mut body: Incoming,
+        body_limit: Option<u64>,
+    ) -> Result<(Response<()>, Upstream, PoolSlot), PoolFailure> {
         loop {
-            let (mut sender, pooled) = match self.shared.checkout(authority) {
-                Some(sender) => (sender, true),
-                None => (
-                    connect(authority, self.shared.connect_timeout).await?,
-                    false,
-                ),
+            let (connection, pooled) = match self.shared.checkout(authority) {
+                Some(connection) => (connection, true),
+                None => match connect(authority, self.shared.connect_timeout).await {
+                    Ok(connection) => (connection, false),
+                    Err(error) => {
+                        return Err(PoolFailure {
+                            error,
+                            unsent_body: Some(body),
+                        })
+                    }
+                },
             };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let connection = PooledConnection {
-                        sender,
+            match connection.send(head, body, body_limit).await {
+                Ok((response, upstream)) => {
+                    let slot = PoolSlot {
                         authority: authority.clone(),
                         pool: Arc::downgrade(&self.shared),
                     };
-                    return Ok((response, connection));
+                    return Ok((response, upstream, slot));
                 }
-                Err(mut error) => match error.take_message() {
-                    // The pooled connection closed before the request was written: nothing
-                    // went out, so another connection may take it.
+                Err(failure) => match failure.unsent_body {
+                    // The pooled connection was closed before a byte of the request went out:
+                    // another connection may take it.
                     Some(unsent) if pooled => {
-                        tracing::debug!(upstream = %authority, error = %error.error(), "pooled upstream connection was closed; trying another");
-                        request = unsent;
+                        tracing::debug!(upstream = %authority, error = %failure.error, "pooled upstream connection was closed; trying another");
+                        body = unsent;
                     }
-                    _ => return Err(PoolError::Request(error.into_error())),
+                    unsent_body => {
+                        return Err(PoolFailure {
+                            error: PoolError::Request(failure.error),
+                            unsent_body,
+                        })
+                    }
                 },
             }
         }
@@ -151,33 +155,27 @@ impl Pool {
 }
 
 impl PoolShared {
-    /// The most recently used idle connection that is ready for a request. Closed ones are
-    /// dropped; one still finishing its last response stays for later.
-    fn checkout(&self, authority: &Authority) -> Option<SendRequest<RequestBody>> {
+    /// The most recently used idle connection still open; closed ones are dropped.
+    fn checkout(&self, authority: &Authority) -> Option<Connection> {
         let mut idle = self
             .idle
             .lock()
             .expect("the pool lock is never held across a panic");
         let connections = idle.get_mut(authority)?;
-        let mut index = connections.len();
-        while index > 0 {
-            index -= 1;
-            let connection = &connections[index];
-            if connection.sender.is_closed() {
-                connections.remove(index);
-            } else if connection.sender.is_ready() {
-                return Some(connections.remove(index).sender);
+        while let Some(idle) = connections.pop() {
+            if !idle.connection.is_unusable() {
+                return Some(idle.connection);
             }
         }
         None
     }
 
-    fn checkin(&self, authority: Authority, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn checkin(&self, authority: Authority, connection: Connection) {
         let generation = self.generation.load(Ordering::Relaxed);
-        let connection = IdleConnection { sender, generation };
+        let connection = IdleConnection {
+            connection,
+            generation,
+        };
         let mut idle = self
             .idle
             .lock()
@@ -196,19 +194,18 @@ impl PoolShared {
             .lock()
             .expect("the pool lock is never held across a panic");
         for connections in idle.values_mut() {
-            connections.retain(|connection| {
-                connection.generation + 2 > generation && !connection.sender.is_closed()
-            });
+            connections
+                .retain(|idle| idle.generation + 2 > generation && !idle.connection.is_unusable());
         }
         idle.retain(|_, connections| !connections.is_empty());
     }
 }
 
-impl PooledConnection {
-    /// Hands the connection back for the next request (its response is over).
-    pub fn release(self) {
+impl PoolSlot {
+    /// Hands a connection back for the next request (its response is over).
+    pub fn give_back(self, connection: Connection) {
         if let Some(pool) = self.pool.upgrade() {
-            pool.checkin(self.authority, self.sender);
+            pool.checkin(self.authority, connection);
         }
     }
 }
@@ -223,12 +220,8 @@ async fn sweep_idle(pool: Weak<PoolShared>, idle_timeout: Duration) {
     }
 }
 
-/// Opens a TCP connection to `authority` and starts an HTTP/1.1 connection on it (upgrades
-/// allowed, for WebSocket), driven by its own task.
-async fn connect(
-    authority: &Authority,
-    timeout: Duration,
-) -> Result<SendRequest<RequestBody>, PoolError> {
+/// Opens a TCP connection to `authority`.
+async fn connect(authority: &Authority, timeout: Duration) -> Result<Connection, PoolError> {
     let connecting = async {
         match authority.as_str().parse::<SocketAddr>() {
             // Instances are always `ip:port`: no resolver round trip.
@@ -253,17 +246,7 @@ async fn connect(
     if let Err(error) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
         tracing::debug!(%error, "could not set TCP keep-alive on an upstream connection");
     }
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(PoolError::Handshake)?;
-    let upstream = authority.clone();
-    tokio::spawn(async move {
-        if let Err(error) = connection.with_upgrades().await {
-            tracing::debug!(%upstream, %error, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+    Ok(Connection::new(stream))
 }
 
 #[cfg(test)]
@@ -271,10 +254,15 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use bytes::Bytes;
+    use http::{HeaderValue, Request};
     use http_body_util::{BodyExt, Empty};
+    use hyper::client::conn::http1 as client_http1;
     use hyper::server::conn::http1 as server_http1;
     use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
     use tokio::net::TcpListener;
+
+    use super::super::body::ResponseBody;
 
     use super::*;
 
@@ -322,9 +310,9 @@ mod tests {
         (authority, n_connections)
     }
 
-    async fn request(authority: &Authority) -> Request<RequestBody> {
-        // An empty client body, as the proxy would wrap it: a real hyper Incoming from a
-        // loopback request.
+    /// An empty client body, as the proxy gets it: a real hyper `Incoming` from a loopback
+    /// request.
+    async fn incoming() -> Incoming {
         let (incoming_tx, mut incoming_rx) = tokio::sync::mpsc::channel(1);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -346,31 +334,45 @@ mod tests {
                 .await;
         });
         let stream = TcpStream::connect(addr).await.expect("connect loopback");
-        let (mut sender, connection) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .expect("handshake");
+        let (mut sender, connection) =
+            client_http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                .await
+                .expect("handshake");
         tokio::spawn(connection);
         tokio::spawn(async move {
             let _ = sender.send_request(Request::new(Empty::new())).await;
         });
-        let incoming = incoming_rx.recv().await.expect("a request body");
-        let (body, _handle) = RequestBody::new(incoming, None);
-        Request::builder()
-            .uri("/")
-            .header(http::header::HOST, authority.as_str())
-            .body(body)
-            .expect("a valid request")
+        incoming_rx.recv().await.expect("a request body")
+    }
+
+    /// Sends `GET /` and returns the response body, which gives the connection back once read.
+    async fn send(pool: &Pool, authority: &Authority) -> Result<ResponseBody, PoolError> {
+        let host = HeaderValue::from_str(authority.as_str())
+            .expect("an authority is a valid header value");
+        let headers = http::HeaderMap::new();
+        let head = RequestHead {
+            method: &http::Method::GET,
+            path_and_query: &http::uri::PathAndQuery::from_static("/"),
+            host: &host,
+            headers: &headers,
+        };
+        let (response, upstream, slot) = pool
+            .send(authority, &head, incoming().await, None)
+            .await
+            .map_err(|failure| failure.error)?;
+        assert_eq!(response.status(), http::StatusCode::OK);
+        let Upstream::Body(reader) = upstream else {
+            panic!("no upgrade was asked for");
+        };
+        Ok(ResponseBody::upstream(reader, None, Some(slot)))
     }
 
     async fn send_and_finish(pool: &Pool, authority: &Authority) -> Result<(), PoolError> {
-        let (response, connection) = pool.send(authority, request(authority).await).await?;
-        assert_eq!(response.status(), http::StatusCode::OK);
-        response
-            .into_body()
+        send(pool, authority)
+            .await?
             .collect()
             .await
             .expect("the response body arrives");
-        connection.release();
         Ok(())
     }
 
@@ -445,18 +447,10 @@ mod tests {
             ..ProxyConfig::default()
         };
         let pool = Pool::new(&config);
-        let (first, first_connection) = pool
-            .send(&authority, request(&authority).await)
-            .await
-            .expect("answered");
-        let (second, second_connection) = pool
-            .send(&authority, request(&authority).await)
-            .await
-            .expect("answered");
-        first.into_body().collect().await.expect("body");
-        second.into_body().collect().await.expect("body");
-        first_connection.release();
-        second_connection.release();
+        let first = send(&pool, &authority).await.expect("answered");
+        let second = send(&pool, &authority).await.expect("answered");
+        first.collect().await.expect("body");
+        second.collect().await.expect("body");
         assert_eq!(pool.n_idle(&authority), 1);
     }
 }

@@ -11,20 +11,21 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderValue, Response};
 use hyper::body::Incoming;
 
-use super::body::{BodyHandle, RequestBody};
+use super::client::{ClientError, RequestHead, Upstream};
 use super::error::ProxyError;
 use super::limits::ProxyConfig;
-use super::pool::{Pool, PoolError, PooledConnection};
+use super::pool::{Pool, PoolError, PoolSlot};
 use super::routing::{Deployment, InFlightGuard, Instance};
 
-/// A response from an upstream, with the instance that answered and the connection it came
-/// on (back to the pool once the body is over).
+/// A response head from an upstream, with the rest of the response (body or upgraded
+/// connection), where its connection goes back afterwards, and the instance that answered.
 pub struct Answered {
-    pub response: Response<Incoming>,
-    pub connection: PooledConnection,
+    pub response: Response<()>,
+    pub upstream: Upstream,
+    pub slot: PoolSlot,
     pub instance: Option<Arc<Instance>>,
     pub guard: Option<InFlightGuard>,
 }
@@ -88,82 +89,52 @@ impl AttemptOrder {
     }
 }
 
-/// The request as it goes upstream: origin-form URI (`/path?query`), HTTP/1.1, the upstream's
-/// `Host`.
-fn upstream_request(
-    parts: &mut Parts,
-    reuse_parts: bool,
-    host: HeaderValue,
-    path_and_query: &PathAndQuery,
-    body: RequestBody,
-) -> Request<RequestBody> {
-    let uri = Uri::from(path_and_query.clone());
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    // The last attempt takes the headers instead of copying them (the common, single-attempt
-    // case); parts that may be sent again keep theirs.
-    let mut headers = if reuse_parts {
-        parts.headers.clone()
-    } else {
-        std::mem::take(&mut parts.headers)
-    };
-    headers.insert(http::header::HOST, host);
-    *request.headers_mut() = headers;
-    request
-}
-
 /// Sends a request to one of `deployment`'s instances.
 pub async fn send_to_deployment(
     pool: &Pool,
     config: &ProxyConfig,
     deployment: &Deployment,
-    mut parts: Parts,
+    parts: Parts,
     path_and_query: &PathAndQuery,
     body: Incoming,
 ) -> Result<Answered, SendError> {
     let mut body = body;
     let mut order = AttemptOrder::new(deployment);
-    // Parts handed back on failure are only used again when another instance or a starting one
-    // may take the request; a lone instance takes them without a copy.
-    let reuse_parts = deployment.instances.len() > 1 || deployment.n_starting > 0;
     while let Some(index) = order.next(deployment) {
         let instance = &deployment.instances[index];
-        let (request_body, handle) = RequestBody::new(body, config.max_body_size);
-        let request = upstream_request(
-            &mut parts,
-            reuse_parts,
-            instance.host_header.clone(),
+        let head = RequestHead {
+            method: &parts.method,
             path_and_query,
-            request_body,
-        );
+            host: &instance.host_header,
+            headers: &parts.headers,
+        };
         let guard = instance.start_request();
-        let sent = pool.send(&instance.authority, request);
+        let sent = pool.send(&instance.authority, &head, body, config.max_body_size);
         match tokio::time::timeout(config.response_timeout, sent).await {
-            Ok(Ok((response, connection))) => {
+            Ok(Ok((response, upstream, slot))) => {
                 instance.record_response();
                 if instance.is_out_of_rotation() {
                     instance.put_back_in_rotation();
                 }
                 return Ok(Answered {
                     response,
-                    connection,
+                    upstream,
+                    slot,
                     instance: Some(Arc::clone(instance)),
                     guard: Some(guard),
                 });
             }
-            Ok(Err(error)) if error.is_connect() => {
+            Ok(Err(failure)) if failure.error.is_connect() => {
                 drop(guard);
                 instance.take_out_of_rotation();
                 tracing::warn!(
                     deployment = %deployment.id,
                     instance = instance.number,
                     addr = %instance.addr,
-                    error = %error_chain(&error),
+                    error = %error_chain(&failure.error),
                     "connect to instance failed; out of rotation until ready again"
                 );
-                body = match handle.reclaim() {
+                body = match failure.unsent_body {
                     Some(body) => body,
                     None => {
                         return Err(SendError::Failed(ProxyError::BadGateway(format!(
@@ -173,12 +144,11 @@ pub async fn send_to_deployment(
                     }
                 };
             }
-            Ok(Err(error)) => {
+            Ok(Err(failure)) => {
                 return Err(SendError::Failed(request_failed(
                     &deployment.id,
                     Some(instance),
-                    &handle,
-                    &error,
+                    &failure.error,
                 )))
             }
             Err(_elapsed) => {
@@ -203,7 +173,7 @@ pub async fn send_to_external(
     config: &ProxyConfig,
     scheme: &Scheme,
     authority: &Authority,
-    mut parts: Parts,
+    parts: Parts,
     path_and_query: &PathAndQuery,
     body: Incoming,
 ) -> Result<Answered, ProxyError> {
@@ -214,16 +184,22 @@ pub async fn send_to_external(
     }
     let host = HeaderValue::from_str(authority.as_str())
         .expect("an authority is always a valid header value");
-    let (request_body, handle) = RequestBody::new(body, config.max_body_size);
-    let request = upstream_request(&mut parts, false, host, path_and_query, request_body);
-    match tokio::time::timeout(config.response_timeout, pool.send(authority, request)).await {
-        Ok(Ok((response, connection))) => Ok(Answered {
+    let head = RequestHead {
+        method: &parts.method,
+        path_and_query,
+        host: &host,
+        headers: &parts.headers,
+    };
+    let sent = pool.send(authority, &head, body, config.max_body_size);
+    match tokio::time::timeout(config.response_timeout, sent).await {
+        Ok(Ok((response, upstream, slot))) => Ok(Answered {
             response,
-            connection,
+            upstream,
+            slot,
             instance: None,
             guard: None,
         }),
-        Ok(Err(error)) => Err(request_failed(authority.as_str(), None, &handle, &error)),
+        Ok(Err(failure)) => Err(request_failed(authority.as_str(), None, &failure.error)),
         Err(_elapsed) => Err(ProxyError::GatewayTimeout(authority.to_string())),
     }
 }
@@ -231,11 +207,10 @@ pub async fn send_to_external(
 fn request_failed(
     upstream: &str,
     instance: Option<&Arc<Instance>>,
-    handle: &BodyHandle,
     error: &PoolError,
 ) -> ProxyError {
-    if let Some(limit) = handle.too_large_limit() {
-        return ProxyError::PayloadTooLarge { limit };
+    if let PoolError::Request(ClientError::BodyTooLarge { limit }) = error {
+        return ProxyError::PayloadTooLarge { limit: *limit };
     }
     tracing::warn!(
         upstream,

@@ -1,0 +1,619 @@
+//! The upstream side of the proxy: one HTTP/1.1 exchange on a connection the proxy owns,
+//! driven by the task of the client's request (no connection task, no channel between them).
+//!
+//! Owns writing a request head and body (the body streamed frame by frame: as is under
+//! `Content-Length`, re-chunked otherwise), reading a response head (1xx skipped, `101` handed
+//! over as an upgraded stream), the response body framing of RFC 9112 section 6.3 (no body,
+//! `Content-Length`, chunked, or until close) and whether the connection may serve another
+//! request. It knows nothing of pools, instances or retries beyond saying whether a byte of
+//! the request went out (that is `pool` and `upstream`).
+//!
+//! Why not hyper's client: hyper serves the client side of the proxy; for the upstream side its
+//! `client::conn` needs a task per connection and two channel hops per request, which cost
+//! about a third of the proxy's CPU per request (`bench/RESULTS.md`, issue 4). Parsing is
+//! httparse's, as in hyper.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Largest response head (status line and headers) accepted from an upstream.
+const MAX_HEAD_SIZE: usize = 64 * 1024;
+/// Most header fields in one response head or trailer section.
+const MAX_HEADERS: usize = 100;
+/// Bytes asked of the socket per read: a head fits; bodies stream in pieces this size.
+const READ_SIZE: usize = 16 * 1024;
+/// Longest chunk-size line (with extensions) accepted in a chunked body.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// Why an exchange with an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("writing the request to the upstream failed")]
+    Write(#[source] io::Error),
+    #[error("reading the response from the upstream failed")]
+    Read(#[source] io::Error),
+    #[error("the upstream closed the connection before a complete response head")]
+    Closed,
+    #[error("the upstream sent an invalid response: {0}")]
+    Invalid(String),
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("reading the request body from the client failed")]
+    ClientBody(#[source] hyper::Error),
+}
+
+/// A failed exchange; `unsent_body` is the request body when not a byte of the request went
+/// out, so it may go to another connection.
+pub struct Failure {
+    pub error: ClientError,
+    pub unsent_body: Option<Incoming>,
+}
+
+/// An open HTTP/1.1 connection to an upstream, between two requests.
+pub struct Connection {
+    stream: TcpStream,
+    read_buf: BytesMut,
+    write_buf: Vec<u8>,
+}
+
+/// What goes upstream of a request: its head, with the upstream's `Host` (a `Host` among
+/// `headers` is left out).
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    pub path_and_query: &'a PathAndQuery,
+    pub host: &'a HeaderValue,
+    pub headers: &'a HeaderMap,
+}
+
+/// The upstream's side of a response, after its head.
+pub enum Upstream {
+    /// The body follows on the connection.
+    Body(BodyReader),
+    /// `101 Switching Protocols`: the connection is now the upgraded protocol's.
+    Upgraded(UpgradedIo),
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            read_buf: BytesMut::new(),
+            write_buf: Vec::new(),
+        }
+    }
+
+    /// Whether an idle connection can no longer take a request: the upstream closed it, or
+    /// sent bytes nobody asked for. No system call unless the socket became readable.
+    pub fn is_unusable(&self) -> bool {
+        if !self.read_buf.is_empty() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        !matches!(self.stream.try_read(&mut probe), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends one request and reads its response head. The body is read afterwards through
+    /// the returned [`Upstream`]; the connection goes with it.
+    pub async fn send(
+        mut self,
+        head: &RequestHead<'_>,
+        body: Incoming,
+        body_limit: Option<u64>,
+    ) -> Result<(Response<()>, Upstream), Failure> {
+        let chunked = !head.headers.contains_key(CONTENT_LENGTH) && !body.is_end_stream();
+        encode_head(&mut self.write_buf, head, chunked);
+        // The first write decides whether anything went out: if it fails, the request may be
+        // sent again elsewhere.
+        let mut written = 0;
+        while written < self.write_buf.len() {
+            match self.stream.write(&self.write_buf[written..]).await {
+                Ok(n) if n > 0 => written += n,
+                Ok(_) => {
+                    let error = io::Error::from(io::ErrorKind::WriteZero);
+                    return Err(failure(ClientError::Write(error), written, body));
+                }
+                Err(error) => return Err(failure(ClientError::Write(error), written, body)),
+            }
+        }
+        if !body.is_end_stream() {
+            self.write_body(body, chunked, body_limit)
+                .await
+                .map_err(|error| Failure {
+                    error,
+                    unsent_body: None,
+                })?;
+        }
+        let is_head_request = *head.method == Method::HEAD;
+        self.read_response(is_head_request)
+            .await
+            .map_err(|error| Failure {
+                error,
+                unsent_body: None,
+            })
+    }
+
+    async fn write_body(
+        &mut self,
+        mut body: Incoming,
+        chunked: bool,
+        limit: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let mut sent: u64 = 0;
+        let mut trailers = None;
+        // A chunk's closing CRLF goes out with the next chunk's size line: two writes a chunk.
+        let mut chunk_open = false;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(ClientError::ClientBody)?;
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    continue;
+                }
+            };
+            if data.is_empty() {
+                continue;
+            }
+            sent += data.len() as u64;
+            if let Some(limit) = limit.filter(|limit| sent > *limit) {
+                return Err(ClientError::BodyTooLarge { limit });
+            }
+            if chunked {
+                self.write_buf.clear();
+                if chunk_open {
+                    self.write_buf.extend_from_slice(b"\r\n");
+                }
+                self.write_buf
+                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                self.stream
+                    .write_all(&self.write_buf)
+                    .await
+                    .map_err(ClientError::Write)?;
+                chunk_open = true;
+            }
+            self.stream
+                .write_all(&data)
+                .await
+                .map_err(ClientError::Write)?;
+        }
+        if chunked {
+            self.write_buf.clear();
+            if chunk_open {
+                self.write_buf.extend_from_slice(b"\r\n");
+            }
+            self.write_buf.extend_from_slice(b"0\r\n");
+            for (name, value) in trailers.iter().flatten() {
+                push_header(&mut self.write_buf, name, value);
+            }
+            self.write_buf.extend_from_slice(b"\r\n");
+            self.stream
+                .write_all(&self.write_buf)
+                .await
+                .map_err(ClientError::Write)?;
+        }
+        Ok(())
+    }
+
+    async fn read_response(
+        mut self,
+        is_head_request: bool,
+    ) -> Result<(Response<()>, Upstream), ClientError> {
+        loop {
+            if let Some(response) = parse_response_head(&mut self.read_buf)? {
+                let status = response.status();
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    let upgraded = UpgradedIo {
+                        stream: self.stream,
+                        leftover: self.read_buf,
+                    };
+                    return Ok((response, Upstream::Upgraded(upgraded)));
+                }
+                if status.is_informational() {
+                    // 100 Continue, 103 Early Hints: the final response follows.
+                    continue;
+                }
+                let (state, reusable) = framing(&response, is_head_request)?;
+                let reader = BodyReader {
+                    connection: Some(self),
+                    state,
+                    reusable,
+                };
+                return Ok((response, Upstream::Body(reader)));
+            }
+            if self.read_buf.len() >= MAX_HEAD_SIZE {
+                return Err(ClientError::Invalid(format!(
+                    "response head larger than {MAX_HEAD_SIZE} bytes"
+                )));
+            }
+            self.read_buf.reserve(READ_SIZE);
+            let n = tokio::io::AsyncReadExt::read_buf(&mut self.stream, &mut self.read_buf)
+                .await
+                .map_err(ClientError::Read)?;
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.read_buf.reserve(READ_SIZE);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+    }
+}
+
+fn failure(error: ClientError, written: usize, body: Incoming) -> Failure {
+    Failure {
+        error,
+        unsent_body: (written == 0).then_some(body),
+    }
+}
+
+/// `METHOD /path?query HTTP/1.1`, the upstream's `Host`, every other header as it is, and
+/// `Transfer-Encoding: chunked` for a body of unknown length.
+fn encode_head(buf: &mut Vec<u8>, head: &RequestHead<'_>, chunked: bool) {
+    buf.clear();
+    buf.extend_from_slice(head.method.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(head.path_and_query.as_str().as_bytes());
+    buf.extend_from_slice(b" HTTP/1.1\r\n");
+    push_header(buf, &HOST, head.host);
+    for (name, value) in head.headers {
+        if name != HOST {
+            push_header(buf, name, value);
+        }
+    }
+    if chunked {
+        buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+fn push_header(buf: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    buf.extend_from_slice(name.as_str().as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value.as_bytes());
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Parses a complete response head off the front of `buf`; `None` while it is incomplete.
+/// Header values share the head's bytes (no copy per header).
+fn parse_response_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, ClientError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Offsets into the head of each header's name and value, taken while httparse borrows it
+    // (a Vec of the right size: zeroing an array for the most headers costs more).
+    let mut spans = Vec::new();
+    let (len, code, minor_version) = {
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(error) => return Err(ClientError::Invalid(format!("{error}"))),
+        };
+        let start = buf.as_ptr() as usize;
+        spans.reserve_exact(response.headers.len());
+        for header in response.headers.iter() {
+            let name = header.name.as_ptr() as usize - start;
+            let value = header.value.as_ptr() as usize - start;
+            spans.push((
+                name,
+                name + header.name.len(),
+                value,
+                value + header.value.len(),
+            ));
+        }
+        (
+            len,
+            response.code.unwrap_or_default(),
+            response.version.unwrap_or_default(),
+        )
+    };
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(name_start, name_end, value_start, value_end) in &spans {
+        let name = HeaderName::from_bytes(&head[name_start..name_end])
+            .map_err(|_| ClientError::Invalid("a header name is not valid".into()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+            .map_err(|_| ClientError::Invalid(format!("the value of `{name}` is not valid")))?;
+        headers.append(name, value);
+    }
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| ClientError::Invalid(format!("status {code} is not valid")))?;
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = if minor_version == 1 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    *response.headers_mut() = headers;
+    Ok(Some(response))
+}
+
+/// How the body of `response` is delimited (RFC 9112, section 6.3), and whether the connection
+/// can take another request after it.
+fn framing(
+    response: &Response<()>,
+    is_head_request: bool,
+) -> Result<(BodyState, bool), ClientError> {
+    let headers = response.headers();
+    let mut reusable = response.version() == Version::HTTP_11
+        && !headers
+            .get_all(CONNECTION)
+            .iter()
+            .any(|value| has_token(value, "close"));
+    let status = response.status();
+    if is_head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((BodyState::Done, reusable));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        let last_coding = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .filter(|coding| !coding.is_empty())
+            .last();
+        // A Content-Length beside it is ignored, and the connection not trusted again.
+        if headers.contains_key(CONTENT_LENGTH) {
+            reusable = false;
+        }
+        return Ok(match last_coding {
+            Some(coding) if coding.eq_ignore_ascii_case("chunked") => {
+                (BodyState::ChunkSize, reusable)
+            }
+            _ => (BodyState::UntilClose, false),
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        let parsed = value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok());
+        match (parsed, length) {
+            (Some(parsed), None) => length = Some(parsed),
+            (Some(parsed), Some(earlier)) if parsed == earlier => {}
+            _ => return Err(ClientError::Invalid("bad Content-Length".into())),
+        }
+    }
+    Ok(match length {
+        Some(0) => (BodyState::Done, reusable),
+        Some(length) => (BodyState::Fixed(length), reusable),
+        None => (BodyState::UntilClose, false),
+    })
+}
+
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value.to_str().is_ok_and(|text| {
+        text.split(',')
+            .any(|part| part.trim().eq_ignore_ascii_case(token))
+    })
+}
+
+/// Where a response body is in its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    /// `n` bytes left of a `Content-Length` body.
+    Fixed(u64),
+    /// Expecting a chunk-size line.
+    ChunkSize,
+    /// `n` bytes left of the current chunk.
+    ChunkData(u64),
+    /// Expecting the CRLF after a chunk's data.
+    ChunkEnd,
+    /// Expecting the trailer section after the last chunk.
+    Trailers,
+    /// Everything until the upstream closes.
+    UntilClose,
+    /// The body is over.
+    Done,
+}
+
+/// A response body as it arrives on the connection, frame by frame.
+pub struct BodyReader {
+    connection: Option<Connection>,
+    state: BodyState,
+    reusable: bool,
+}
+
+impl BodyReader {
+    /// Whether the body is over (nothing more will be read).
+    pub fn is_end_stream(&self) -> bool {
+        self.state == BodyState::Done
+    }
+
+    /// Bytes left, when the framing says.
+    pub fn exact_len(&self) -> Option<u64> {
+        match self.state {
+            BodyState::Fixed(n) => Some(n),
+            BodyState::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The connection, once the body is over and the connection can serve another request.
+    pub fn take_reusable_connection(&mut self) -> Option<Connection> {
+        if self.state == BodyState::Done && self.reusable {
+            self.connection.take()
+        } else {
+            None
+        }
+    }
+
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let polled = self.poll_frame_inner(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.reusable = false;
+            self.state = BodyState::Done;
+            self.connection = None;
+        }
+        polled
+    }
+
+    fn poll_frame_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let Some(connection) = self.connection.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            let buf = &mut connection.read_buf;
+            match self.state {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Fixed(left) | BodyState::ChunkData(left) if !buf.is_empty() => {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    self.state = match self.state {
+                        BodyState::Fixed(_) if left == 0 => BodyState::Done,
+                        BodyState::Fixed(_) => BodyState::Fixed(left),
+                        _ if left == 0 => BodyState::ChunkEnd,
+                        _ => BodyState::ChunkData(left),
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                BodyState::UntilClose if !buf.is_empty() => {
+                    let data = buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                BodyState::ChunkSize if !buf.is_empty() => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        let _ = buf.split_to(used);
+                        self.state = if size == 0 {
+                            BodyState::Trailers
+                        } else {
+                            BodyState::ChunkData(size)
+                        };
+                        continue;
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {}
+                    _ => return Poll::Ready(Some(Err(invalid("bad chunk size line")))),
+                },
+                BodyState::ChunkEnd if buf.len() >= 2 => {
+                    if &buf[..2] != b"\r\n" {
+                        return Poll::Ready(Some(Err(invalid("chunk data not followed by CRLF"))));
+                    }
+                    let _ = buf.split_to(2);
+                    self.state = BodyState::ChunkSize;
+                    continue;
+                }
+                BodyState::Trailers if !buf.is_empty() => match parse_trailers(buf) {
+                    Ok(Some(trailers)) => {
+                        self.state = BodyState::Done;
+                        if trailers.is_empty() {
+                            return Poll::Ready(None);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(None) if buf.len() < MAX_HEAD_SIZE => {}
+                    Ok(None) => return Poll::Ready(Some(Err(invalid("trailers too large")))),
+                    Err(error) => return Poll::Ready(Some(Err(error))),
+                },
+                _ => {}
+            }
+            // Every state needs more bytes here.
+            let n = match ready!(connection.poll_fill(cx)) {
+                Ok(n) => n,
+                Err(error) => return Poll::Ready(Some(Err(error))),
+            };
+            if n == 0 {
+                if self.state == BodyState::UntilClose {
+                    self.state = BodyState::Done;
+                    self.reusable = false;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the upstream closed the connection in the middle of the body",
+                ))));
+            }
+        }
+    }
+}
+
+/// The trailer section after the last chunk, up to its empty line; `None` while incomplete.
+fn parse_trailers(buf: &mut BytesMut) -> io::Result<Option<HeaderMap>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let (used, parsed) = match httparse::parse_headers(buf, &mut headers) {
+        Ok(httparse::Status::Complete((used, parsed))) => (used, parsed),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(invalid("bad trailer section")),
+    };
+    let mut trailers = HeaderMap::with_capacity(parsed.len());
+    for header in parsed {
+        let name = HeaderName::from_bytes(header.name.as_bytes());
+        let value = HeaderValue::from_bytes(header.value);
+        if let (Ok(name), Ok(value)) = (name, value) {
+            trailers.append(name, value);
+        }
+    }
+    let _ = buf.split_to(used);
+    Ok(Some(trailers))
+}
+
+fn invalid(message: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// An upstream connection after `101 Switching Protocols`: the bytes that came with the head
+/// first, then the socket.
+pub struct UpgradedIo {
+    stream: TcpStream,
+    leftover: BytesMut,
+}
+
+impl AsyncRead for UpgradedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.leftover.is_empty() {
+            let n = self.leftover.len().min(buf.remaining());
+            buf.put_slice(&self.leftover.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpgradedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
