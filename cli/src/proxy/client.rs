@@ -28,6 +28,8 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::forward::{push_header, push_request_headers, Forwarding};
+
 /// Largest response head (status line and headers) accepted from an upstream.
 const MAX_HEAD_SIZE: usize = 64 * 1024;
 /// Most header fields in one response head or trailer section.
@@ -68,13 +70,14 @@ pub struct Connection {
     write_buf: Vec<u8>,
 }
 
-/// What goes upstream of a request: its head, with the upstream's `Host` (a `Host` among
-/// `headers` is left out).
+/// What goes upstream of a request: its head, with the upstream's `Host` and the forwarding
+/// headers (see [`push_request_headers`]).
 pub struct RequestHead<'a> {
     pub method: &'a Method,
     pub path_and_query: &'a PathAndQuery,
     pub host: &'a HeaderValue,
     pub headers: &'a HeaderMap,
+    pub forwarding: &'a Forwarding<'a>,
 }
 
 /// The upstream's side of a response, after its head.
@@ -195,7 +198,7 @@ impl Connection {
             }
             self.write_buf.extend_from_slice(b"0\r\n");
             for (name, value) in trailers.iter().flatten() {
-                push_header(&mut self.write_buf, name, value);
+                push_header(&mut self.write_buf, name.as_str(), value.as_bytes());
             }
             self.write_buf.extend_from_slice(b"\r\n");
             self.stream
@@ -260,30 +263,19 @@ fn failure(error: ClientError, written: usize, body: Incoming) -> Failure {
     }
 }
 
-/// `METHOD /path?query HTTP/1.1`, the upstream's `Host`, every other header as it is, and
-/// `Transfer-Encoding: chunked` for a body of unknown length.
+/// `METHOD /path?query HTTP/1.1`, the upstream's `Host`, the client's headers with the
+/// forwarding ones set, and `Transfer-Encoding: chunked` for a body of unknown length.
 fn encode_head(buf: &mut Vec<u8>, head: &RequestHead<'_>, chunked: bool) {
     buf.clear();
     buf.extend_from_slice(head.method.as_str().as_bytes());
     buf.push(b' ');
     buf.extend_from_slice(head.path_and_query.as_str().as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
-    push_header(buf, &HOST, head.host);
-    for (name, value) in head.headers {
-        if name != HOST {
-            push_header(buf, name, value);
-        }
-    }
+    push_header(buf, HOST.as_str(), head.host.as_bytes());
+    push_request_headers(buf, head.headers, head.forwarding);
     if chunked {
         buf.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    buf.extend_from_slice(b"\r\n");
-}
-
-fn push_header(buf: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    buf.extend_from_slice(name.as_str().as_bytes());
-    buf.extend_from_slice(b": ");
-    buf.extend_from_slice(value.as_bytes());
     buf.extend_from_slice(b"\r\n");
 }
 
@@ -328,7 +320,8 @@ fn parse_response_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Clien
         )
     };
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for the proxy's own `x-stack-*` headers too, so adding them does not regrow it.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
     for &(name_start, name_end, value_start, value_end) in &spans {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| ClientError::Invalid("a header name is not valid".into()))?;
@@ -615,5 +608,321 @@ impl AsyncWrite for UpgradedIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// A real hyper `Incoming`, as the proxy gets it from a client: a loopback request carrying
+/// `frames` (with a `Content-Length` when `with_length`, else chunked).
+#[cfg(test)]
+pub(super) async fn test_incoming(frames: Vec<&'static [u8]>, with_length: bool) -> Incoming {
+    use http_body_util::StreamBody;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let (incoming_tx, mut incoming_rx) = tokio::sync::mpsc::channel(1);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("one connection");
+        let service = service_fn(move |request: http::Request<Incoming>| {
+            let incoming_tx = incoming_tx.clone();
+            async move {
+                let _ = incoming_tx.send(request.into_body()).await;
+                Ok::<_, std::convert::Infallible>(Response::new(
+                    http_body_util::Empty::<Bytes>::new(),
+                ))
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    });
+    let stream = TcpStream::connect(addr).await.expect("connect loopback");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let length: usize = frames.iter().map(|frame| frame.len()).sum();
+    let stream =
+        futures_util::stream::iter(frames.into_iter().map(|frame| {
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(frame)))
+        }));
+    let mut request = http::Request::post("/")
+        .body(StreamBody::new(stream))
+        .expect("a valid request");
+    if with_length {
+        request
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    tokio::spawn(async move {
+        let _ = sender.send_request(request).await;
+    });
+    incoming_rx.recv().await.expect("a request body")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An upstream on loopback that reads one request head (and `body_len` more bytes, or a
+    /// chunked body up to its last chunk), answers `answer`, and hands back what it received.
+    /// With `close`, it closes the connection after answering.
+    async fn upstream(
+        answer: &'static [u8],
+        close: bool,
+    ) -> (Connection, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let received = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("one connection");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).await.expect("read the request");
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request);
+                let Some(head_end) = text.find("\r\n\r\n") else {
+                    continue;
+                };
+                let head = &text[..head_end];
+                let done = if head.contains("transfer-encoding: chunked") {
+                    text.ends_with("0\r\n\r\n")
+                } else {
+                    let length = head
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length: "))
+                        .map_or(0, |value| value.parse::<usize>().expect("a length"));
+                    request.len() >= head_end + 4 + length
+                };
+                if done || n == 0 {
+                    break;
+                }
+            }
+            stream.write_all(answer).await.expect("answer");
+            if !close {
+                // Keep the connection open until the test is over.
+                let _ = stream.read(&mut buf).await;
+            }
+            String::from_utf8(request).expect("a text request")
+        });
+        let stream = TcpStream::connect(addr).await.expect("connect loopback");
+        (Connection::new(stream), received)
+    }
+
+    async fn exchange(
+        connection: Connection,
+        method: Method,
+        body: Incoming,
+    ) -> Result<(Response<()>, Upstream), ClientError> {
+        let headers = HeaderMap::new();
+        let host = HeaderValue::from_static("upstream.test");
+        let head = RequestHead {
+            method: &method,
+            path_and_query: &PathAndQuery::from_static("/path?q=1"),
+            host: &host,
+            headers: &headers,
+            forwarding: &Forwarding {
+                client_ip: &HeaderValue::from_static("127.0.0.1"),
+                requested_host: None,
+            },
+        };
+        connection
+            .send(&head, body, None)
+            .await
+            .map_err(|failure| failure.error)
+    }
+
+    /// Reads a whole body: its bytes, its trailers, and whether the connection is reusable.
+    async fn read_all(upstream: Upstream) -> io::Result<(String, Option<HeaderMap>, bool)> {
+        let Upstream::Body(mut reader) = upstream else {
+            panic!("no upgrade was asked for");
+        };
+        let mut data = Vec::new();
+        let mut trailers = None;
+        while let Some(frame) = poll_fn(|cx| reader.poll_frame(cx)).await {
+            match frame?.into_data() {
+                Ok(bytes) => data.extend_from_slice(&bytes),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        let reusable = reader.take_reusable_connection().is_some();
+        Ok((String::from_utf8(data).expect("text"), trailers, reusable))
+    }
+
+    #[tokio::test]
+    async fn a_chunked_response_with_extensions_and_trailers() {
+        let (connection, received) = upstream(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+              5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: 42\r\n\r\n",
+            false,
+        )
+        .await;
+        let (response, upstream) =
+            exchange(connection, Method::GET, test_incoming(vec![], true).await)
+                .await
+                .expect("answered");
+        assert_eq!(response.status(), StatusCode::OK);
+        let (body, trailers, reusable) = read_all(upstream).await.expect("a valid body");
+        assert_eq!(body, "hello world");
+        assert_eq!(trailers.expect("trailers")["x-checksum"], "42");
+        assert!(reusable);
+        let request = received.await.expect("the upstream saw the request");
+        assert!(
+            request.starts_with("GET /path?q=1 HTTP/1.1\r\nhost: upstream.test\r\n"),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_until_close_is_read_to_the_end_and_the_connection_not_reused() {
+        let (connection, _received) = upstream(b"HTTP/1.1 200 OK\r\n\r\nall of it", true).await;
+        let (_, upstream) = exchange(connection, Method::GET, test_incoming(vec![], true).await)
+            .await
+            .expect("answered");
+        let (body, _, reusable) = read_all(upstream).await.expect("a valid body");
+        assert_eq!(body, "all of it");
+        assert!(!reusable);
+    }
+
+    #[tokio::test]
+    async fn informational_responses_are_skipped() {
+        let (connection, _received) = upstream(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
+              HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+            false,
+        )
+        .await;
+        let (response, upstream) =
+            exchange(connection, Method::GET, test_incoming(vec![], true).await)
+                .await
+                .expect("answered");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert!(response.headers().get("link").is_none());
+        let (body, _, reusable) = read_all(upstream).await.expect("a valid body");
+        assert_eq!((body.as_str(), reusable), ("ok", true));
+    }
+
+    #[tokio::test]
+    async fn a_head_response_has_no_body_whatever_its_length() {
+        let (connection, _received) =
+            upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false).await;
+        let (response, upstream) =
+            exchange(connection, Method::HEAD, test_incoming(vec![], true).await)
+                .await
+                .expect("answered");
+        assert_eq!(response.headers()[CONTENT_LENGTH], "5");
+        let (body, _, reusable) = read_all(upstream).await.expect("no body");
+        assert_eq!((body.as_str(), reusable), ("", true));
+    }
+
+    #[tokio::test]
+    async fn differing_content_lengths_are_refused() {
+        let (connection, _received) = upstream(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
+            false,
+        )
+        .await;
+        let error = exchange(connection, Method::GET, test_incoming(vec![], true).await)
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(error, ClientError::Invalid(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_closing_before_answering_is_an_error() {
+        let (connection, _received) = upstream(b"", true).await;
+        let error = exchange(connection, Method::GET, test_incoming(vec![], true).await)
+            .await
+            .err()
+            .expect("no answer");
+        assert!(matches!(error, ClientError::Closed), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_goes_up_chunked_and_a_known_one_as_is() {
+        let (connection, received) = upstream(b"HTTP/1.1 204 No Content\r\n\r\n", false).await;
+        let body = test_incoming(vec![b"abc", b"defgh"], false).await;
+        exchange(connection, Method::POST, body)
+            .await
+            .expect("answered");
+        let request = received.await.expect("the upstream saw the request");
+        assert!(
+            request.contains("transfer-encoding: chunked\r\n"),
+            "{request}"
+        );
+        let body = &request[request.find("\r\n\r\n").expect("a head") + 4..];
+        // hyper may hand the body over in one frame or two; both framings decode to the same.
+        assert!(
+            body == "3\r\nabc\r\n5\r\ndefgh\r\n0\r\n\r\n" || body == "8\r\nabcdefgh\r\n0\r\n\r\n",
+            "{body:?}"
+        );
+
+        let (connection, received) = upstream(b"HTTP/1.1 204 No Content\r\n\r\n", false).await;
+        let body = test_incoming(vec![b"abc", b"defgh"], true).await;
+        let headers = {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(8));
+            headers
+        };
+        let head = RequestHead {
+            method: &Method::POST,
+            path_and_query: &PathAndQuery::from_static("/"),
+            host: &HeaderValue::from_static("upstream.test"),
+            headers: &headers,
+            forwarding: &Forwarding {
+                client_ip: &HeaderValue::from_static("127.0.0.1"),
+                requested_host: None,
+            },
+        };
+        connection
+            .send(&head, body, None)
+            .await
+            .map_err(|failure| failure.error)
+            .expect("answered");
+        let request = received.await.expect("the upstream saw the request");
+        assert!(!request.contains("transfer-encoding"), "{request}");
+        assert!(request.ends_with("\r\n\r\nabcdefgh"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_cut_off() {
+        let (connection, _received) = upstream(b"HTTP/1.1 204 No Content\r\n\r\n", false).await;
+        let body = test_incoming(vec![b"abc", b"defgh"], false).await;
+        let headers = HeaderMap::new();
+        let head = RequestHead {
+            method: &Method::POST,
+            path_and_query: &PathAndQuery::from_static("/"),
+            host: &HeaderValue::from_static("upstream.test"),
+            headers: &headers,
+            forwarding: &Forwarding {
+                client_ip: &HeaderValue::from_static("127.0.0.1"),
+                requested_host: None,
+            },
+        };
+        let error = connection
+            .send(&head, body, Some(4))
+            .await
+            .err()
+            .expect("cut off")
+            .error;
+        assert!(
+            matches!(error, ClientError::BodyTooLarge { limit: 4 }),
+            "{error:?}"
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! forge them by naming them in `Connection`. It never chooses where a request goes.
 
 use http::header::{
-    Entry, HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -93,41 +93,57 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(UPGRADE, protocol);
 }
 
-/// Sets the headers an upstream uses to see the real client: `X-Forwarded-For` (the client's
-/// address appended to any value it sent), `X-Forwarded-Host` (the `Host` it asked for),
-/// `X-Forwarded-Proto`, `X-Real-IP`. `Host` is left for the upstream request, which replaces
-/// it with the upstream's own.
-pub fn set_forwarding_headers(
-    headers: &mut HeaderMap,
-    client_ip: &HeaderValue,
-    requested_host: Option<&HeaderValue>,
-) {
-    // Room for the four headers at once, rather than a regrowth on the way.
-    headers.reserve(4);
-    match headers.entry(&X_FORWARDED_FOR) {
-        Entry::Vacant(slot) => {
-            slot.insert(client_ip.clone());
+/// Who asked, for the headers an upstream uses to see the real client.
+pub struct Forwarding<'a> {
+    /// The client's IP as a header value.
+    pub client_ip: &'a HeaderValue,
+    /// The `Host` the client asked for.
+    pub requested_host: Option<&'a HeaderValue>,
+}
+
+/// Writes a request's headers as they go upstream (`name: value` lines): the client's own,
+/// except `Host` (the caller writes the upstream's) and the forwarding headers, which are set
+/// here: `X-Forwarded-For` (the client's address appended to any value it sent),
+/// `X-Forwarded-Host` (the `Host` it asked for), `X-Forwarded-Proto`, `X-Real-IP`. Written
+/// straight into the request head, so the client's header map is never regrown.
+pub fn push_request_headers(buf: &mut Vec<u8>, headers: &HeaderMap, forwarding: &Forwarding<'_>) {
+    let mut forwarded_before = false;
+    for (name, value) in headers {
+        if name == HOST
+            || name == X_FORWARDED_HOST
+            || name == X_FORWARDED_PROTO
+            || name == X_REAL_IP
+        {
+            continue;
         }
-        Entry::Occupied(mut slot) => {
-            let mut joined = Vec::new();
-            for value in slot.iter() {
-                joined.extend_from_slice(value.as_bytes());
-                joined.extend_from_slice(b", ");
-            }
-            joined.extend_from_slice(client_ip.as_bytes());
-            slot.insert(HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone()));
+        if name == X_FORWARDED_FOR {
+            forwarded_before = true;
+            continue;
+        }
+        push_header(buf, name.as_str(), value.as_bytes());
+    }
+    buf.extend_from_slice(b"x-forwarded-for: ");
+    if forwarded_before {
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b", ");
         }
     }
-    match requested_host {
-        Some(host) => {
-            headers.insert(&X_FORWARDED_HOST, host.clone());
-        }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
+    buf.extend_from_slice(forwarding.client_ip.as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    if let Some(host) = forwarding.requested_host {
+        push_header(buf, X_FORWARDED_HOST.as_str(), host.as_bytes());
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    headers.insert(&X_REAL_IP, client_ip.clone());
+    push_header(buf, X_FORWARDED_PROTO.as_str(), b"http");
+    push_header(buf, X_REAL_IP.as_str(), forwarding.client_ip.as_bytes());
+}
+
+/// One `name: value` line of an HTTP/1.1 head.
+pub fn push_header(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
 }
 
 /// Joins the client's and the upstream's upgraded connections until either side closes (or
@@ -213,22 +229,29 @@ mod tests {
 
     #[test]
     fn appends_the_client_to_forwarded_for_and_replaces_the_rest() {
-        let mut map = headers(&[
+        let map = headers(&[
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2"),
             ("x-real-ip", "6.6.6.6"),
             ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
             ("host", "app.localhost:3000"),
+            ("accept", "*/*"),
         ]);
-        let host = map.get(http::header::HOST).cloned();
-        set_forwarding_headers(
-            &mut map,
-            &HeaderValue::from_static("127.0.0.1"),
-            host.as_ref(),
+        let host = map.get(HOST).cloned();
+        let mut buf = Vec::new();
+        let forwarding = Forwarding {
+            client_ip: &HeaderValue::from_static("127.0.0.1"),
+            requested_host: host.as_ref(),
+        };
+        push_request_headers(&mut buf, &map, &forwarding);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "accept: */*\r\n\
+             x-forwarded-for: 1.1.1.1, 2.2.2.2, 127.0.0.1\r\n\
+             x-forwarded-host: app.localhost:3000\r\n\
+             x-forwarded-proto: http\r\n\
+             x-real-ip: 127.0.0.1\r\n"
         );
-        assert_eq!(map["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 127.0.0.1");
-        assert_eq!(map["x-real-ip"], "127.0.0.1");
-        assert_eq!(map["x-forwarded-proto"], "http");
-        assert_eq!(map["x-forwarded-host"], "app.localhost:3000");
     }
 }

@@ -95,11 +95,10 @@ async fn proxy(
     let client_upgrade = upgrade_protocol
         .as_ref()
         .map(|_| hyper::upgrade::on(&mut request));
-    forward::set_forwarding_headers(
-        request.headers_mut(),
-        &client.ip_header,
-        requested_host.as_ref(),
-    );
+    let forwarding = forward::Forwarding {
+        client_ip: &client.ip_header,
+        requested_host: requested_host.as_ref(),
+    };
     if let Some(protocol) = &upgrade_protocol {
         forward::set_upgrade(request.headers_mut(), protocol.clone());
     }
@@ -129,6 +128,7 @@ async fn proxy(
                     authority,
                     parts,
                     &path_and_query,
+                    &forwarding,
                     body,
                 )
                 .await?;
@@ -157,6 +157,7 @@ async fn proxy(
                 &deployment,
                 parts,
                 &path_and_query,
+                &forwarding,
                 body,
             )
             .await

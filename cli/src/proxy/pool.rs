@@ -56,9 +56,10 @@ pub struct Pool {
 }
 
 struct PoolShared {
-    /// foldhash, not SipHash: hashed twice per request (checkout, checkin), keyed by upstreams
-    /// the routing table names.
-    idle: Mutex<HashMap<Authority, Vec<IdleConnection>, foldhash::fast::RandomState>>,
+    /// Keyed by the upstream's authority as text, exact (not `Authority`, whose hash and
+    /// comparison go byte by byte ignoring case); foldhash, not SipHash: hashed twice per
+    /// request (checkout, checkin).
+    idle: Mutex<HashMap<Arc<str>, Vec<IdleConnection>, foldhash::fast::RandomState>>,
     /// Bumped once per `idle_timeout` by the sweeper: connections checked in two generations
     /// ago have been idle for at least one period (no clock read per request).
     generation: AtomicU64,
@@ -73,7 +74,7 @@ struct IdleConnection {
 
 /// Where a connection goes back once its response is over: [`PoolSlot::give_back`].
 pub struct PoolSlot {
-    authority: Authority,
+    key: Arc<str>,
     pool: Weak<PoolShared>,
 }
 
@@ -96,16 +97,18 @@ impl Pool {
 
     /// Sends a request to `authority` on an idle connection if one is left, else on a new
     /// one, and reads the response head. The response body comes with the connection; hand
-    /// the connection to the returned slot when the body is over.
+    /// the connection to the returned slot when the body is over. `key` is `authority` as
+    /// text, kept by the caller so a request does not build it.
     pub async fn send(
         &self,
+        key: &Arc<str>,
         authority: &Authority,
         head: &RequestHead<'_>,
         mut body: Incoming,
         body_limit: Option<u64>,
     ) -> Result<(Response<()>, Upstream, PoolSlot), PoolFailure> {
         loop {
-            let (connection, pooled) = match self.shared.checkout(authority) {
+            let (connection, pooled) = match self.shared.checkout(key) {
                 Some(connection) => (connection, true),
                 None => match connect(authority, self.shared.connect_timeout).await {
                     Ok(connection) => (connection, false),
@@ -120,7 +123,7 @@ impl Pool {
             match connection.send(head, body, body_limit).await {
                 Ok((response, upstream)) => {
                     let slot = PoolSlot {
-                        authority: authority.clone(),
+                        key: Arc::clone(key),
                         pool: Arc::downgrade(&self.shared),
                     };
                     return Ok((response, upstream, slot));
@@ -149,19 +152,19 @@ impl Pool {
             .idle
             .lock()
             .expect("the pool lock is never held across a panic")
-            .get(authority)
+            .get(authority.as_str())
             .map_or(0, Vec::len)
     }
 }
 
 impl PoolShared {
     /// The most recently used idle connection still open; closed ones are dropped.
-    fn checkout(&self, authority: &Authority) -> Option<Connection> {
+    fn checkout(&self, key: &str) -> Option<Connection> {
         let mut idle = self
             .idle
             .lock()
             .expect("the pool lock is never held across a panic");
-        let connections = idle.get_mut(authority)?;
+        let connections = idle.get_mut(key)?;
         while let Some(idle) = connections.pop() {
             if !idle.connection.is_unusable() {
                 return Some(idle.connection);
@@ -170,7 +173,7 @@ impl PoolShared {
         None
     }
 
-    fn checkin(&self, authority: Authority, connection: Connection) {
+    fn checkin(&self, key: Arc<str>, connection: Connection) {
         let generation = self.generation.load(Ordering::Relaxed);
         let connection = IdleConnection {
             connection,
@@ -180,7 +183,7 @@ impl PoolShared {
             .idle
             .lock()
             .expect("the pool lock is never held across a panic");
-        let connections = idle.entry(authority).or_default();
+        let connections = idle.entry(key).or_default();
         if connections.len() < self.max_idle_per_upstream {
             connections.push(connection);
         }
@@ -205,7 +208,7 @@ impl PoolSlot {
     /// Hands a connection back for the next request (its response is over).
     pub fn give_back(self, connection: Connection) {
         if let Some(pool) = self.pool.upgrade() {
-            pool.checkin(self.authority, connection);
+            pool.checkin(self.key, connection);
         }
     }
 }
@@ -254,15 +257,16 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use bytes::Bytes;
-    use http::{HeaderValue, Request};
+    use http::HeaderValue;
     use http_body_util::{BodyExt, Empty};
-    use hyper::client::conn::http1 as client_http1;
     use hyper::server::conn::http1 as server_http1;
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     use tokio::net::TcpListener;
 
     use super::super::body::ResponseBody;
+    use super::super::client::test_incoming;
+    use super::super::forward::Forwarding;
 
     use super::*;
 
@@ -310,41 +314,6 @@ mod tests {
         (authority, n_connections)
     }
 
-    /// An empty client body, as the proxy gets it: a real hyper `Incoming` from a loopback
-    /// request.
-    async fn incoming() -> Incoming {
-        let (incoming_tx, mut incoming_rx) = tokio::sync::mpsc::channel(1);
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
-        tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.expect("one connection");
-            let service = service_fn(move |request: Request<Incoming>| {
-                let incoming_tx = incoming_tx.clone();
-                async move {
-                    let _ = incoming_tx.send(request.into_body()).await;
-                    Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
-                }
-            });
-            let _ = server_http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-        let stream = TcpStream::connect(addr).await.expect("connect loopback");
-        let (mut sender, connection) =
-            client_http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                .await
-                .expect("handshake");
-        tokio::spawn(connection);
-        tokio::spawn(async move {
-            let _ = sender.send_request(Request::new(Empty::new())).await;
-        });
-        incoming_rx.recv().await.expect("a request body")
-    }
-
     /// Sends `GET /` and returns the response body, which gives the connection back once read.
     async fn send(pool: &Pool, authority: &Authority) -> Result<ResponseBody, PoolError> {
         let host = HeaderValue::from_str(authority.as_str())
@@ -355,9 +324,20 @@ mod tests {
             path_and_query: &http::uri::PathAndQuery::from_static("/"),
             host: &host,
             headers: &headers,
+            forwarding: &Forwarding {
+                client_ip: &HeaderValue::from_static("127.0.0.1"),
+                requested_host: None,
+            },
         };
+        let key: Arc<str> = Arc::from(authority.as_str());
         let (response, upstream, slot) = pool
-            .send(authority, &head, incoming().await, None)
+            .send(
+                &key,
+                authority,
+                &head,
+                test_incoming(vec![], true).await,
+                None,
+            )
             .await
             .map_err(|failure| failure.error)?;
         assert_eq!(response.status(), http::StatusCode::OK);
@@ -407,6 +387,44 @@ mod tests {
             send_and_finish(&pool, &authority).await.expect("answered");
         }
         assert_eq!(n_connections.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_skipped() {
+        // The upstream answers one request per connection and then closes it, without saying
+        // so (no `Connection: close`), as a server with a short keep-alive timeout does.
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let authority: Authority = listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .to_string()
+            .parse()
+            .expect("ip:port is an authority");
+        let n_connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&n_connections);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut stream,
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+                )
+                .await;
+            }
+        });
+        let pool = Pool::new(&ProxyConfig::default());
+        send_and_finish(&pool, &authority).await.expect("answered");
+        assert_eq!(pool.n_idle(&authority), 1);
+        // Let the runtime see the close before the next checkout.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        send_and_finish(&pool, &authority)
+            .await
+            .expect("answered on a new connection");
+        assert_eq!(n_connections.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

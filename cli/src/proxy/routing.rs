@@ -252,6 +252,8 @@ pub struct Instance {
     /// Where the instance listens (loopback).
     pub addr: SocketAddr,
     pub(crate) authority: Authority,
+    /// The authority as text: the key of the instance's idle connections in the pool.
+    pub(crate) pool_key: Arc<str>,
     pub(crate) host_header: HeaderValue,
     pub(crate) number_header: HeaderValue,
     out_of_rotation: AtomicBool,
@@ -270,6 +272,7 @@ impl Instance {
                 .expect("a SocketAddr always formats as a valid authority"),
             host_header: HeaderValue::from_str(&text)
                 .expect("a SocketAddr always formats as a valid header value"),
+            pool_key: Arc::from(text.as_str()),
             number_header: HeaderValue::from(number),
             out_of_rotation: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 
 use super::client::{ClientError, RequestHead, Upstream};
 use super::error::ProxyError;
+use super::forward::Forwarding;
 use super::limits::ProxyConfig;
 use super::pool::{Pool, PoolError, PoolSlot};
 use super::routing::{Deployment, InFlightGuard, Instance};
@@ -96,6 +97,7 @@ pub async fn send_to_deployment(
     deployment: &Deployment,
     parts: Parts,
     path_and_query: &PathAndQuery,
+    forwarding: &Forwarding<'_>,
     body: Incoming,
 ) -> Result<Answered, SendError> {
     let mut body = body;
@@ -107,9 +109,16 @@ pub async fn send_to_deployment(
             path_and_query,
             host: &instance.host_header,
             headers: &parts.headers,
+            forwarding,
         };
         let guard = instance.start_request();
-        let sent = pool.send(&instance.authority, &head, body, config.max_body_size);
+        let sent = pool.send(
+            &instance.pool_key,
+            &instance.authority,
+            &head,
+            body,
+            config.max_body_size,
+        );
         match tokio::time::timeout(config.response_timeout, sent).await {
             Ok(Ok((response, upstream, slot))) => {
                 instance.record_response();
@@ -175,6 +184,7 @@ pub async fn send_to_external(
     authority: &Authority,
     parts: Parts,
     path_and_query: &PathAndQuery,
+    forwarding: &Forwarding<'_>,
     body: Incoming,
 ) -> Result<Answered, ProxyError> {
     if *scheme != Scheme::HTTP {
@@ -189,8 +199,10 @@ pub async fn send_to_external(
         path_and_query,
         host: &host,
         headers: &parts.headers,
+        forwarding,
     };
-    let sent = pool.send(authority, &head, body, config.max_body_size);
+    let pool_key: Arc<str> = Arc::from(authority.as_str());
+    let sent = pool.send(&pool_key, authority, &head, body, config.max_body_size);
     match tokio::time::timeout(config.response_timeout, sent).await {
         Ok(Ok((response, upstream, slot))) => Ok(Answered {
             response,
