@@ -13,10 +13,6 @@ use stack::proxy::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// The allocator the `stack` binary uses (`cli/src/main.rs`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:9002".into());

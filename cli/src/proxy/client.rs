@@ -9,9 +9,12 @@
 //! the request went out (that is `pool` and `upstream`).
 //!
 //! Why not hyper's client: hyper serves the client side of the proxy; for the upstream side its
-//! `client::conn` needs a task per connection and two channel hops per request, which cost
-//! about a third of the proxy's CPU per request (`bench/RESULTS.md`, issue 4). Parsing is
-//! httparse's, as in hyper.
+//! `client::conn` needs a task per connection and two channel hops per request, which were
+//! about a quarter of the proxy's instructions per request (`bench/RESULTS.md`, issue 4).
+//! Parsing is httparse's, as in hyper.
+//!
+//! Known limit: the request body is written whole before the response is read, so an upstream
+//! that answers early (a 413 before reading an upload) and closes gets a 502 instead.
 
 use std::io;
 use std::mem::MaybeUninit;

@@ -1,8 +1,8 @@
 //! Every timeout and size limit of the proxy, in one [`ProxyConfig`] with production defaults,
 //! so tests can set short ones.
 //!
-//! Owns the numbers only; the server (`server.rs`), the upstream client (`upstream.rs`) and the
-//! request body (`body.rs`) apply them.
+//! Owns the numbers only; the server (`server.rs`), the upstream side (`upstream.rs`,
+//! `pool.rs`) and the upstream client (`client.rs`, the body limit) apply them.
 
 use std::time::Duration;
 

@@ -53,9 +53,9 @@
 //! # }
 //! ```
 //!
-//! For throughput, `stack up` should prefer [`run_on_threads`] (a single-threaded runtime per
-//! core on one listening socket) over [`run`] on a multi-threaded runtime: same behaviour,
-//! about a third less CPU per request (`bench/RESULTS.md`, issue 4).
+//! For throughput, `stack up` uses [`run_on_threads`] (a single-threaded runtime per
+//! core on one listening socket) rather than [`run`] on a multi-threaded runtime: same behaviour,
+//! 15-20% less CPU per request (`bench/RESULTS.md`, issue 4).
 //!
 //! Rules of the contract:
 //!
@@ -120,7 +120,7 @@ pub async fn run(
 
 /// Runs the proxy on `n_threads` threads, each with its own single-threaded tokio runtime
 /// and upstream pool, all accepting on `listener` (nginx's worker model). On a loaded machine
-/// this costs about a third less CPU per request than one multi-threaded runtime, because a
+/// this costs 15-20% less CPU per request than one multi-threaded runtime, because a
 /// request never wakes another thread (`bench/RESULTS.md`, issue 4). Returns once every thread
 /// has stopped after `shutdown` is cancelled.
 pub fn run_on_threads(
