@@ -10,8 +10,10 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     /// A client must send a whole request head within this time, or its connection is closed.
-    /// hyper arms this timer as soon as it waits for a head, so it also bounds how long a
-    /// keep-alive connection may sit idle between two requests.
+    /// The wait starts when the proxy starts waiting for a head (at connect, and when the last
+    /// response is sent), so it also bounds how long a keep-alive connection may sit idle
+    /// between two requests. Enforced by the connection's watchdog (`watchdog.rs`): the
+    /// connection is closed between 1 and 1.25 times this after the wait began.
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers) in bytes; above it: 431.
     pub max_header_size: usize,
@@ -19,10 +21,10 @@ pub struct ProxyConfig {
     pub max_headers: usize,
     /// Largest request body in bytes; `None` = no limit. Above it: 413.
     pub max_body_size: Option<u64>,
-    /// A client connection on which no byte moved (either way) for this long is closed, checked
-    /// once per period, so it closes between one and two periods after its last byte. Keep it
-    /// above `response_timeout` + `starting_wait`: a request waiting on its upstream moves no
-    /// bytes either.
+    /// A client connection on which no byte moved (either way) for this long is closed, between
+    /// 1 and 1.25 times this after its last byte (same watchdog). Keep it above
+    /// `response_timeout` + `starting_wait`: a request waiting on its upstream moves no bytes
+    /// either.
     pub idle_timeout: Duration,
     /// Time to establish a TCP connection to an upstream before trying the next instance.
     pub connect_timeout: Duration,

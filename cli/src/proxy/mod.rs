@@ -19,6 +19,7 @@
 //! - `limits`: [`ProxyConfig`], every timeout and size limit.
 //! - `error`: [`ProxyError`] and its JSON body.
 //! - `handler`, `server`: one request end to end; the accept loop and graceful shutdown.
+//! - `watchdog`: the header and idle timeouts of a client connection, without a timer per request.
 //!
 //! # For the supervisor: building and swapping tables
 //!
@@ -96,6 +97,7 @@ mod pool;
 mod routing;
 mod server;
 mod upstream;
+mod watchdog;
 
 use std::future::Future;
 
