@@ -141,8 +141,15 @@ to_ms() {
            else if (v ~ /s$/)  { sub(/s$/,"",v);  printf "%.3f", v*1000 } }'
 }
 
-# Total CPU ticks (utime + stime, all threads) of the given processes.
-cpu_ticks() { local total=0; for pid in "$@"; do total=$(( total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat") )); done; echo "$total"; }
+# CPU ticks of the given processes (all threads): "user system".
+cpu_ticks() {
+    local user=0 system=0
+    for pid in "$@"; do
+        read -r u s < <(awk '{ print $14, $15 }' "/proc/$pid/stat")
+        user=$(( user + u )); system=$(( system + s ))
+    done
+    echo "$user $system"
+}
 TICKS_PER_SECOND=$(getconf CLK_TCK)
 NGINX_WORKER_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
 NGINX_WORKERS=$(echo $NGINX_WORKER_PIDS | wc -w)
@@ -153,19 +160,24 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 run() {
     local name=$1 port=$2 round=$3; shift 3
     echo "round $round: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -H 'Host: $HOST_HEADER' http://127.0.0.1:$port/  ($name)" >&2
-    local before=0 after=0
+    local before="0 0" after="0 0"
     [ $# -gt 0 ] && before=$(cpu_ticks "$@")
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Host: $HOST_HEADER" "http://127.0.0.1:$port/" >"$WORK/$name.wrk"
     [ $# -gt 0 ] && after=$(cpu_ticks "$@")
     grep -q "Non-2xx\|Socket errors" "$WORK/$name.wrk" && { cat "$WORK/$name.wrk" >&2; echo "Error! $name had errors" >&2; exit 1; }
-    local rps p50 p99 n_requests cpu_us
+    local rps p50 p99 n_requests cpu_us user_us sys_us
     rps=$(awk '/^Requests\/sec/ { printf "%.0f", $2 }' "$WORK/$name.wrk")
     p50=$(awk '$1=="50%" { print $2 }' "$WORK/$name.wrk" | to_ms)
     p99=$(awk '$1=="99%" { print $2 }' "$WORK/$name.wrk" | to_ms)
     n_requests=$(awk '/requests in/ { print $1 }' "$WORK/$name.wrk")
-    cpu_us=$(awk -v ticks=$(( after - before )) -v hz="$TICKS_PER_SECOND" -v n="$n_requests" 'BEGIN { printf "%.1f", ticks * 1000000 / hz / n }')
-    echo "  $rps req/s, p50 $p50 ms, p99 $p99 ms, proxy CPU $cpu_us us/request" >&2
-    echo "$rps $p50 $p99 $cpu_us" >>"$WORK/$name.figures"
+    per_request() { awk -v ticks="$1" -v hz="$TICKS_PER_SECOND" -v n="$n_requests" 'BEGIN { printf "%.1f", ticks * 1000000 / hz / n }'; }
+    read -r user_before sys_before <<<"$before"
+    read -r user_after sys_after <<<"$after"
+    user_us=$(per_request $(( user_after - user_before )))
+    sys_us=$(per_request $(( sys_after - sys_before )))
+    cpu_us=$(awk -v u="$user_us" -v s="$sys_us" 'BEGIN { printf "%.1f", u + s }')
+    echo "  $rps req/s, p50 $p50 ms, p99 $p99 ms, proxy CPU $cpu_us us/request ($user_us user)" >&2
+    echo "$rps $p50 $p99 $cpu_us $user_us $sys_us" >>"$WORK/$name.figures"
 }
 
 echo "warm-up (2 s each)..." >&2
@@ -181,12 +193,14 @@ for round in $(seq 1 "$ROUNDS"); do
     run nginx "$NGINX_PORT" "$round" $NGINX_WORKER_PIDS
 done
 
-declare -A RPS P50 P99 CPU ALL_RPS
+declare -A RPS P50 P99 CPU USER SYS ALL_RPS
 for name in $TARGETS; do
     RPS[$name]=$(awk '{ print $1 }' "$WORK/$name.figures" | median)
     P50[$name]=$(awk '{ print $2 }' "$WORK/$name.figures" | median)
     P99[$name]=$(awk '{ print $3 }' "$WORK/$name.figures" | median)
     CPU[$name]=$(awk '{ print $4 }' "$WORK/$name.figures" | median)
+    USER[$name]=$(awk '{ print $5 }' "$WORK/$name.figures" | median)
+    SYS[$name]=$(awk '{ print $6 }' "$WORK/$name.figures" | median)
     ALL_RPS[$name]=$(awk '{ print $1 }' "$WORK/$name.figures" | paste -sd/ -)
 done
 
@@ -205,7 +219,7 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 BASELINE_ROW=""
 if [ -n "${BASELINE_BIN:-}" ]; then
     BASELINE_HWM=$(hwm_kb "$BASELINE_PID")
-    BASELINE_ROW="| stack proxy before (per-core, BASELINE_BIN) | ${RPS[baseline]} | ${P50[baseline]} | ${P99[baseline]} | $(added "${P99[baseline]}" "${P99[direct]}") | ${CPU[baseline]} | $((BASELINE_HWM / 1024)) MB | ${ALL_RPS[baseline]} |
+    BASELINE_ROW="| stack proxy before (per-core, BASELINE_BIN) | ${RPS[baseline]} | ${P50[baseline]} | ${P99[baseline]} | $(added "${P99[baseline]}" "${P99[direct]}") | ${CPU[baseline]} | ${USER[baseline]} / ${SYS[baseline]} | $((BASELINE_HWM / 1024)) MB | ${ALL_RPS[baseline]} |
 "
 fi
 
@@ -222,12 +236,13 @@ cat <<MD
   (release, default \`ProxyConfig\`): \`multi\` = \`proxy::run\` on one tokio multi-thread runtime (a worker per core),
   \`per-core\` = \`proxy::run_on_threads\`, a current-thread runtime per core on the same socket (nginx's model). nginx: keepalive upstream
   pool (128), \`worker_processes auto\` ($NGINX_WORKERS workers), same X-Forwarded-* headers, access log off.
-- CPU/request: utime+stime of the proxy's processes during the round / requests served.
+- CPU/request: utime+stime of the proxy's processes during the round / requests served (median of the rounds; user and sys
+  are each the median of their own column).
 
-| target | req/s | p50 (ms) | p99 (ms) | p99 added (ms) | CPU/request (us) | peak RSS (VmHWM) | req/s per round |
-|---|---:|---:|---:|---:|---:|---:|---|
-| direct to upstream | ${RPS[direct]} | ${P50[direct]} | ${P99[direct]} | - | - | - | ${ALL_RPS[direct]} |
-| stack proxy (multi) | ${RPS[stack]} | ${P50[stack]} | ${P99[stack]} | $(added "${P99[stack]}" "${P99[direct]}") | ${CPU[stack]} | $((STACK_HWM / 1024)) MB | ${ALL_RPS[stack]} |
-${BASELINE_ROW}| stack proxy (per-core) | ${RPS[percore]} | ${P50[percore]} | ${P99[percore]} | $(added "${P99[percore]}" "${P99[direct]}") | ${CPU[percore]} | $((PERCORE_HWM / 1024)) MB | ${ALL_RPS[percore]} |
-| nginx | ${RPS[nginx]} | ${P50[nginx]} | ${P99[nginx]} | $(added "${P99[nginx]}" "${P99[direct]}") | ${CPU[nginx]} | $((NGINX_HWM / 1024)) MB workers + $((NGINX_MASTER_HWM / 1024)) MB master | ${ALL_RPS[nginx]} |
+| target | req/s | p50 (ms) | p99 (ms) | p99 added (ms) | CPU/request (us) | user / sys (us) | peak RSS (VmHWM) | req/s per round |
+|---|---:|---:|---:|---:|---:|---:|---:|---|
+| direct to upstream | ${RPS[direct]} | ${P50[direct]} | ${P99[direct]} | - | - | - | - | ${ALL_RPS[direct]} |
+| stack proxy (multi) | ${RPS[stack]} | ${P50[stack]} | ${P99[stack]} | $(added "${P99[stack]}" "${P99[direct]}") | ${CPU[stack]} | ${USER[stack]} / ${SYS[stack]} | $((STACK_HWM / 1024)) MB | ${ALL_RPS[stack]} |
+${BASELINE_ROW}| stack proxy (per-core) | ${RPS[percore]} | ${P50[percore]} | ${P99[percore]} | $(added "${P99[percore]}" "${P99[direct]}") | ${CPU[percore]} | ${USER[percore]} / ${SYS[percore]} | $((PERCORE_HWM / 1024)) MB | ${ALL_RPS[percore]} |
+| nginx | ${RPS[nginx]} | ${P50[nginx]} | ${P99[nginx]} | $(added "${P99[nginx]}" "${P99[direct]}") | ${CPU[nginx]} | ${USER[nginx]} / ${SYS[nginx]} | $((NGINX_HWM / 1024)) MB workers + $((NGINX_MASTER_HWM / 1024)) MB master | ${ALL_RPS[nginx]} |
 MD
