@@ -372,8 +372,7 @@ fn framing(
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
             .map(str::trim)
-            .filter(|coding| !coding.is_empty())
-            .last();
+            .rfind(|coding| !coding.is_empty());
         // A Content-Length beside it is ignored, and the connection not trusted again.
         if headers.contains_key(CONTENT_LENGTH) {
             reusable = false;

@@ -22,7 +22,8 @@ use super::host;
 use super::limits::ProxyConfig;
 use super::pool::Pool;
 use super::routing::{Routing, Target};
-use super::upstream::{self, Answered, SendError};
+use super::upstream::{self, Answered, Outgoing, SendError};
+use super::watchdog::Exchange;
 
 /// What every request of one proxy shares.
 pub struct Shared {
@@ -52,13 +53,14 @@ impl Client {
 }
 
 pub async fn handle(
-    shared: Arc<Shared>,
-    client: Arc<Client>,
+    shared: &Shared,
+    client: &Client,
+    exchange: &Exchange,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     // A method is a plain copy for the standard ones; kept only to log an error.
     let method = request.method().clone();
-    match proxy(&shared, &client, request).await {
+    match proxy(shared, client, exchange, request).await {
         Ok(response) => Ok(response),
         Err(error) => {
             tracing::debug!(
@@ -76,6 +78,7 @@ pub async fn handle(
 async fn proxy(
     shared: &Shared,
     client: &Client,
+    exchange: &Exchange,
     mut request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let requested_host =
@@ -103,7 +106,14 @@ async fn proxy(
         forward::set_upgrade(request.headers_mut(), protocol.clone());
     }
 
-    let (mut parts, mut body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
+    let outgoing = Outgoing {
+        method: &parts.method,
+        headers: &parts.headers,
+        path_and_query: &path_and_query,
+        forwarding: &forwarding,
+        exchange,
+    };
     // Subscribed to swaps only once a request has to wait (most never do); the table is loaded
     // again right after subscribing, so a swap in between is not missed.
     let mut changes: Option<tokio::sync::watch::Receiver<u64>> = None;
@@ -126,9 +136,7 @@ async fn proxy(
                     &shared.config,
                     scheme,
                     authority,
-                    parts,
-                    &path_and_query,
-                    &forwarding,
+                    &outgoing,
                     body,
                 )
                 .await?;
@@ -155,9 +163,7 @@ async fn proxy(
                 &shared.pool,
                 &shared.config,
                 &deployment,
-                parts,
-                &path_and_query,
-                &forwarding,
+                &outgoing,
                 body,
             )
             .await
@@ -173,17 +179,13 @@ async fn proxy(
                     ));
                 }
                 Err(SendError::Failed(error)) => return Err(error),
-                Err(SendError::NoInstanceAccepted {
-                    parts: unsent_parts,
-                    body: unsent_body,
-                }) => {
+                Err(SendError::NoInstanceAccepted { body: unsent_body }) => {
                     if deployment.n_starting == 0 {
                         return Err(ProxyError::BadGateway(format!(
                             "no instance of `{}` accepted the connection",
                             deployment.id
                         )));
                     }
-                    parts = unsent_parts;
                     body = unsent_body;
                 }
             }

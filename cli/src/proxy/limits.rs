@@ -28,7 +28,8 @@ pub struct ProxyConfig {
     pub idle_timeout: Duration,
     /// Time to establish a TCP connection to an upstream before trying the next instance.
     pub connect_timeout: Duration,
-    /// Time for an upstream to send its response headers after the request went out: 504.
+    /// Time for an upstream to send its response headers after the request went out: 504,
+    /// between 1 and 1.25 times this after the attempt began (the connection's watchdog).
     pub response_timeout: Duration,
     /// How long a request for a deployment with instances starting but none ready waits for a
     /// routing swap that makes one ready.

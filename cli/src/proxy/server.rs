@@ -81,9 +81,10 @@ pub async fn serve(
                 let request_activity = Arc::clone(&activity);
                 let service = service_fn(move |request| {
                     let exchange = request_activity.request_started();
-                    let handled = handler::handle(Arc::clone(&request_shared), Arc::clone(&client), request);
+                    let shared = Arc::clone(&request_shared);
+                    let client = Arc::clone(&client);
                     async move {
-                        let response = handled.await?;
+                        let response = handler::handle(&shared, &client, &exchange, request).await?;
                         Ok::<_, Infallible>(response.map(|body| WatchedBody::new(body, exchange)))
                     }
                 });
@@ -91,6 +92,7 @@ pub async fn serve(
                 let limits = Limits {
                     idle: config.idle_timeout,
                     head: config.header_read_timeout,
+                    response: config.response_timeout,
                 };
                 let stopping = stopping.clone();
                 let cut_off = shared.cut_off.clone();

@@ -9,9 +9,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Response};
+use http::{HeaderMap, HeaderValue, Method, Response};
 use hyper::body::Incoming;
 
 use super::client::{ClientError, RequestHead, Upstream};
@@ -20,6 +19,7 @@ use super::forward::Forwarding;
 use super::limits::ProxyConfig;
 use super::pool::{Pool, PoolError, PoolSlot};
 use super::routing::{Deployment, InFlightGuard, Instance};
+use super::watchdog::Exchange;
 
 /// A response head from an upstream, with the rest of the response (body or upgraded
 /// connection), where its connection goes back afterwards, and the instance that answered.
@@ -31,11 +31,34 @@ pub struct Answered {
     pub guard: Option<InFlightGuard>,
 }
 
+/// A request as it goes upstream, but its body: borrowed, so an attempt that sent nothing can
+/// be made again.
+pub struct Outgoing<'a> {
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    pub path_and_query: &'a PathAndQuery,
+    pub forwarding: &'a Forwarding<'a>,
+    /// The client's request, whose watchdog enforces the response timeout.
+    pub exchange: &'a Exchange,
+}
+
+impl Outgoing<'_> {
+    fn head<'a>(&'a self, host: &'a HeaderValue) -> RequestHead<'a> {
+        RequestHead {
+            method: self.method,
+            path_and_query: self.path_and_query,
+            host,
+            headers: self.headers,
+            forwarding: self.forwarding,
+        }
+    }
+}
+
 /// Why a request to a deployment got no response.
 pub enum SendError {
-    /// Every instance refused the connection; nothing was sent, so the request is handed
-    /// back (a caller may wait for a starting instance and try again).
-    NoInstanceAccepted { parts: Parts, body: Incoming },
+    /// Every instance refused the connection; nothing was sent, so the body is handed back (a
+    /// caller may wait for a starting instance and try again).
+    NoInstanceAccepted { body: Incoming },
     /// Anything else: answered with this error, never retried.
     Failed(ProxyError),
 }
@@ -95,22 +118,14 @@ pub async fn send_to_deployment(
     pool: &Pool,
     config: &ProxyConfig,
     deployment: &Deployment,
-    parts: Parts,
-    path_and_query: &PathAndQuery,
-    forwarding: &Forwarding<'_>,
+    outgoing: &Outgoing<'_>,
     body: Incoming,
 ) -> Result<Answered, SendError> {
     let mut body = body;
     let mut order = AttemptOrder::new(deployment);
     while let Some(index) = order.next(deployment) {
         let instance = &deployment.instances[index];
-        let head = RequestHead {
-            method: &parts.method,
-            path_and_query,
-            host: &instance.host_header,
-            headers: &parts.headers,
-            forwarding,
-        };
+        let head = outgoing.head(&instance.host_header);
         let guard = instance.start_request();
         let sent = pool.send(
             &instance.pool_key,
@@ -119,7 +134,7 @@ pub async fn send_to_deployment(
             body,
             config.max_body_size,
         );
-        match tokio::time::timeout(config.response_timeout, sent).await {
+        match outgoing.exchange.upstream_response(sent).await.ok_or(()) {
             Ok(Ok((response, upstream, slot))) => {
                 instance.record_response();
                 if instance.is_out_of_rotation() {
@@ -160,7 +175,8 @@ pub async fn send_to_deployment(
                     &failure.error,
                 )))
             }
-            Err(_elapsed) => {
+            // The watchdog ended the wait: no response head within the response timeout.
+            Err(()) => {
                 tracing::warn!(
                     deployment = %deployment.id,
                     instance = instance.number,
@@ -173,7 +189,7 @@ pub async fn send_to_deployment(
             }
         }
     }
-    Err(SendError::NoInstanceAccepted { parts, body })
+    Err(SendError::NoInstanceAccepted { body })
 }
 
 /// Sends a request to a URL outside the stack (`http` only).
@@ -182,9 +198,7 @@ pub async fn send_to_external(
     config: &ProxyConfig,
     scheme: &Scheme,
     authority: &Authority,
-    parts: Parts,
-    path_and_query: &PathAndQuery,
-    forwarding: &Forwarding<'_>,
+    outgoing: &Outgoing<'_>,
     body: Incoming,
 ) -> Result<Answered, ProxyError> {
     if *scheme != Scheme::HTTP {
@@ -194,16 +208,10 @@ pub async fn send_to_external(
     }
     let host = HeaderValue::from_str(authority.as_str())
         .expect("an authority is always a valid header value");
-    let head = RequestHead {
-        method: &parts.method,
-        path_and_query,
-        host: &host,
-        headers: &parts.headers,
-        forwarding,
-    };
+    let head = outgoing.head(&host);
     let pool_key: Arc<str> = Arc::from(authority.as_str());
     let sent = pool.send(&pool_key, authority, &head, body, config.max_body_size);
-    match tokio::time::timeout(config.response_timeout, sent).await {
+    match outgoing.exchange.upstream_response(sent).await.ok_or(()) {
         Ok(Ok((response, upstream, slot))) => Ok(Answered {
             response,
             upstream,
@@ -212,7 +220,7 @@ pub async fn send_to_external(
             guard: None,
         }),
         Ok(Err(failure)) => Err(request_failed(authority.as_str(), None, &failure.error)),
-        Err(_elapsed) => Err(ProxyError::GatewayTimeout(authority.to_string())),
+        Err(()) => Err(ProxyError::GatewayTimeout(authority.to_string())),
     }
 }
 

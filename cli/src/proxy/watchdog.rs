@@ -1,21 +1,25 @@
 //! The timeouts of a client connection, watched by one cheap periodic check per connection
 //! rather than a timer per request: the header timeout (a request head must be complete within
 //! `header_read_timeout` of the proxy starting to wait for it, idle keep-alive time included,
-//! as hyper's own timer would) and the idle timeout (no byte moved either way).
+//! as hyper's own timer would), the idle timeout (no byte moved either way), and the response
+//! timeout (an upstream sent no response head in time: the request gets its 504).
 //!
 //! Owns [`Activity`] (counters the connection's I/O and requests bump, with no clock read and
-//! no timer on the request path), [`WatchedIo`], [`WatchedBody`] and [`Activity::watch`], which
-//! completes when the connection must be cut. Checks run four times per shortest period, so a
-//! connection is cut between 1 and 1.25 periods after the condition began.
+//! no timer on the request path), [`Exchange`] (one request, and its wait for the upstream),
+//! [`WatchedIo`], [`WatchedBody`] and [`Activity::watch`], which completes when the connection
+//! must be cut. Checks run four times per shortest period, so a limit takes effect between 1
+//! and 1.25 periods after the condition began.
 
+use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -25,13 +29,15 @@ use super::body::ResponseBody;
 /// Checks per shortest period.
 const CHECKS_PER_PERIOD: u32 = 4;
 
-/// The two limits a connection is watched for.
+/// The limits a connection is watched for.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// No byte moved either way for this long.
     pub idle: Duration,
     /// Waiting this long for a request head that did not complete.
     pub head: Duration,
+    /// Waiting this long for an upstream's response head.
+    pub response: Duration,
 }
 
 /// Why a connection was cut.
@@ -57,6 +63,14 @@ pub struct Activity {
     n_events: AtomicU64,
     n_started: AtomicU64,
     n_finished: AtomicU64,
+    /// Upstream attempts sent, and those that ended (answered or failed): one is waiting
+    /// while they differ. An attempt's number is `n_sent` once it is sent.
+    n_sent: AtomicU64,
+    n_ended: AtomicU64,
+    /// The number of the attempt whose response timeout passed (0: none).
+    timed_out: AtomicU64,
+    /// The request waiting on an upstream (one at a time on a connection).
+    waiting: AtomicWaker,
 }
 
 impl Activity {
@@ -65,6 +79,10 @@ impl Activity {
             n_events: AtomicU64::new(0),
             n_started: AtomicU64::new(0),
             n_finished: AtomicU64::new(0),
+            n_sent: AtomicU64::new(0),
+            n_ended: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            waiting: AtomicWaker::new(),
         }
     }
 
@@ -82,9 +100,10 @@ impl Activity {
     }
 
     /// Completes when the connection should be cut: no byte moved for `limits.idle`, or a
-    /// request head not complete `limits.head` after the wait for it began.
+    /// request head not complete `limits.head` after the wait for it began. On the way, ends
+    /// the wait of a request whose upstream sent no response head within `limits.response`.
     pub async fn watch(&self, limits: Limits) -> Cut {
-        let check_every = limits.idle.min(limits.head) / CHECKS_PER_PERIOD;
+        let check_every = limits.idle.min(limits.head).min(limits.response) / CHECKS_PER_PERIOD;
         let check_every = check_every.max(Duration::from_millis(1));
         let checks_for = |period: Duration| {
             // The period in whole checks, rounded up: never cut early.
@@ -92,6 +111,9 @@ impl Activity {
             u64::try_from(n).unwrap_or(u64::MAX)
         };
         let (idle_checks, head_checks) = (checks_for(limits.idle), checks_for(limits.head));
+        let response_checks = checks_for(limits.response);
+        // The upstream attempt being waited for, and for how many checks.
+        let mut upstream_wait: Option<(u64, u64)> = None;
         let mut ticks = tokio::time::interval(check_every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
@@ -110,6 +132,21 @@ impl Activity {
             } else {
                 (events_seen, idle_for) = (events, 0);
             }
+            let sent = self.n_sent.load(Ordering::Relaxed);
+            upstream_wait = if sent == self.n_ended.load(Ordering::Relaxed) {
+                None
+            } else {
+                match upstream_wait {
+                    Some((attempt, checks)) if attempt == sent => {
+                        if checks + 1 >= response_checks {
+                            self.timed_out.store(sent, Ordering::Release);
+                            self.waiting.wake();
+                        }
+                        Some((attempt, checks + 1))
+                    }
+                    _ => Some((sent, 0)),
+                }
+            };
             let started = self.n_started.load(Ordering::Relaxed);
             let finished = self.n_finished.load(Ordering::Relaxed);
             if started != finished {
@@ -134,6 +171,37 @@ impl Activity {
 /// the handler's future is dropped), which ends it.
 pub struct Exchange {
     activity: Arc<Activity>,
+}
+
+impl Exchange {
+    /// Waits for an upstream's response head (`sent`), or until the watchdog says the response
+    /// timeout passed: `None`. Each call is one attempt with a timeout of its own.
+    pub async fn upstream_response<F: Future>(&self, sent: F) -> Option<F::Output> {
+        let activity = &*self.activity;
+        let attempt = activity.n_sent.fetch_add(1, Ordering::Relaxed) + 1;
+        // Ends the attempt however the wait ends, dropped future included.
+        let _ended = AttemptEnded(activity);
+        let mut sent = pin!(sent);
+        poll_fn(|cx| {
+            if let Poll::Ready(output) = sent.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            activity.waiting.register(cx.waker());
+            if activity.timed_out.load(Ordering::Acquire) == attempt {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+struct AttemptEnded<'a>(&'a Activity);
+
+impl Drop for AttemptEnded<'_> {
+    fn drop(&mut self) {
+        self.0.n_ended.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Exchange {
@@ -248,6 +316,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         idle: Duration::from_millis(400),
         head: Duration::from_millis(200),
+        response: Duration::from_millis(300),
     };
 
     #[tokio::test(start_paused = true)]
@@ -319,5 +388,43 @@ mod tests {
             elapsed >= LIMITS.idle && elapsed <= LIMITS.idle * 5 / 4,
             "{elapsed:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_silent_past_the_response_timeout_ends_the_wait() {
+        let activity = Arc::new(Activity::new());
+        let watched = {
+            let activity = Arc::clone(&activity);
+            tokio::spawn(async move { activity.watch(LIMITS).await })
+        };
+        let exchange = activity.request_started();
+        // Bytes keep moving, so the idle timeout stays out of it.
+        let keep_touching = {
+            let activity = Arc::clone(&activity);
+            tokio::spawn(async move {
+                loop {
+                    activity.touch();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        // An attempt answered in time leaves the next attempt a whole timeout of its own.
+        let quick = exchange
+            .upstream_response(tokio::time::sleep(Duration::from_millis(250)))
+            .await;
+        assert_eq!(quick, Some(()));
+        let started = tokio::time::Instant::now();
+        let silent = exchange
+            .upstream_response(std::future::pending::<()>())
+            .await;
+        assert_eq!(silent, None);
+        let waited = started.elapsed();
+        assert!(
+            waited >= LIMITS.response && waited <= LIMITS.response * 5 / 4,
+            "{waited:?}"
+        );
+        assert!(!watched.is_finished());
+        keep_touching.abort();
+        watched.abort();
     }
 }
