@@ -56,11 +56,13 @@ impl Cut {
     }
 }
 
-/// What a connection did, as counters: bytes moved (events), requests whose head arrived
-/// (started), responses fully sent or abandoned (finished). hyper serves one request at a time
-/// on a connection, so `started == finished` means it is waiting for the next head.
+/// What a connection did, as counters: bytes moved (events; writes also on their own),
+/// requests whose head arrived (started), responses fully handed to hyper or abandoned
+/// (finished). hyper serves one request at a time on a connection, so `started == finished`
+/// means it is waiting for the next head once it has written out the last response.
 pub struct Activity {
     n_events: AtomicU64,
+    n_writes: AtomicU64,
     n_started: AtomicU64,
     n_finished: AtomicU64,
     /// Upstream attempts sent, and those that ended (answered or failed): one is waiting
@@ -77,6 +79,7 @@ impl Activity {
     pub fn new() -> Self {
         Self {
             n_events: AtomicU64::new(0),
+            n_writes: AtomicU64::new(0),
             n_started: AtomicU64::new(0),
             n_finished: AtomicU64::new(0),
             n_sent: AtomicU64::new(0),
@@ -88,6 +91,11 @@ impl Activity {
 
     fn touch(&self) {
         self.n_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn touch_write(&self) {
+        self.n_writes.fetch_add(1, Ordering::Relaxed);
+        self.touch();
     }
 
     /// A request head is complete; the returned handle marks the exchange finished when
@@ -118,9 +126,10 @@ impl Activity {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         let (mut events_seen, mut idle_for) = (self.n_events.load(Ordering::Relaxed), 0u64);
-        // The head being waited for (by the count of requests started before it), and for how
-        // many checks.
-        let mut waiting: Option<(u64, u64)> = None;
+        // The head being waited for (by the count of requests started before it and the writes
+        // so far: the wait starts once hyper has written out the last response, not when it
+        // took the last body frame), and for how many checks.
+        let mut waiting: Option<((u64, u64), u64)> = None;
         loop {
             ticks.tick().await;
             let events = self.n_events.load(Ordering::Relaxed);
@@ -153,15 +162,16 @@ impl Activity {
                 waiting = None;
                 continue;
             }
+            let head = (started, self.n_writes.load(Ordering::Relaxed));
             waiting = match waiting {
-                Some((head, checks)) if head == started => {
+                Some((waited_for, checks)) if waited_for == head => {
                     if checks + 1 >= head_checks {
                         return Cut::HeadTimeout;
                     }
                     Some((head, checks + 1))
                 }
                 // The wait began since the last check: counted from here, so never cut early.
-                _ => Some((started, 0)),
+                _ => Some((head, 0)),
             };
         }
     }
@@ -279,7 +289,7 @@ impl AsyncWrite for WatchedIo {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
         if polled.is_ready() {
-            self.activity.touch();
+            self.activity.touch_write();
         }
         polled
     }
@@ -291,7 +301,7 @@ impl AsyncWrite for WatchedIo {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
         if polled.is_ready() {
-            self.activity.touch();
+            self.activity.touch_write();
         }
         polled
     }
@@ -426,5 +436,28 @@ mod tests {
         assert!(!watched.is_finished());
         keep_touching.abort();
         watched.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_still_being_written_out_is_not_cut_by_the_header_timeout() {
+        let activity = Arc::new(Activity::new());
+        drop(activity.request_started());
+        let watched = {
+            let activity = Arc::clone(&activity);
+            tokio::spawn(async move { activity.watch(LIMITS).await })
+        };
+        // hyper took the whole body but flushes it to a slow reader for twice the header timeout.
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            activity.touch_write();
+        }
+        let flushed_at = tokio::time::Instant::now();
+        assert!(!watched.is_finished());
+        assert_eq!(watched.await.expect("the watch ends"), Cut::HeadTimeout);
+        let waited = flushed_at.elapsed();
+        assert!(
+            waited >= LIMITS.head && waited <= LIMITS.head * 5 / 4,
+            "{waited:?}"
+        );
     }
 }
