@@ -346,17 +346,41 @@ fn parse_response_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Clien
 }
 
 /// How the body of `response` is delimited (RFC 9112, section 6.3), and whether the connection
-/// can take another request after it.
+/// can take another request after it. One pass over the headers (a small map: comparing names
+/// costs less than hashing them for lookups).
 fn framing(
     response: &Response<()>,
     is_head_request: bool,
 ) -> Result<(BodyState, bool), ClientError> {
-    let headers = response.headers();
-    let mut reusable = response.version() == Version::HTTP_11
-        && !headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|value| has_token(value, "close"));
+    let mut close = false;
+    let mut transfer_encoded = false;
+    let mut last_coding = None;
+    let mut length = None;
+    let mut length_is_valid = true;
+    for (name, value) in response.headers() {
+        if name == CONNECTION {
+            close |= has_token(value, "close");
+        } else if name == TRANSFER_ENCODING {
+            transfer_encoded = true;
+            let coding = value.to_str().ok().and_then(|text| {
+                text.split(',')
+                    .map(str::trim)
+                    .rfind(|coding| !coding.is_empty())
+            });
+            last_coding = coding.or(last_coding);
+        } else if name == CONTENT_LENGTH {
+            let parsed = value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok());
+            match (parsed, length) {
+                (Some(parsed), None) => length = Some(parsed),
+                (Some(parsed), Some(earlier)) if parsed == earlier => {}
+                _ => length_is_valid = false,
+            }
+        }
+    }
+    let mut reusable = response.version() == Version::HTTP_11 && !close;
     let status = response.status();
     if is_head_request
         || status.is_informational()
@@ -365,16 +389,9 @@ fn framing(
     {
         return Ok((BodyState::Done, reusable));
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
-        let last_coding = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .rfind(|coding| !coding.is_empty());
+    if transfer_encoded {
         // A Content-Length beside it is ignored, and the connection not trusted again.
-        if headers.contains_key(CONTENT_LENGTH) {
+        if length.is_some() || !length_is_valid {
             reusable = false;
         }
         return Ok(match last_coding {
@@ -384,17 +401,8 @@ fn framing(
             _ => (BodyState::UntilClose, false),
         });
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let parsed = value
-            .to_str()
-            .ok()
-            .and_then(|text| text.trim().parse::<u64>().ok());
-        match (parsed, length) {
-            (Some(parsed), None) => length = Some(parsed),
-            (Some(parsed), Some(earlier)) if parsed == earlier => {}
-            _ => return Err(ClientError::Invalid("bad Content-Length".into())),
-        }
+    if !length_is_valid {
+        return Err(ClientError::Invalid("bad Content-Length".into()));
     }
     Ok(match length {
         Some(0) => (BodyState::Done, reusable),
