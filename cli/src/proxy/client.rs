@@ -13,12 +13,14 @@
 //! about a quarter of the proxy's instructions per request (`bench/RESULTS.md`, issue 4).
 //! Parsing is httparse's, as in hyper.
 //!
-//! Known limit: the request body is written whole before the response is read, so an upstream
-//! that answers early (a 413 before reading an upload) and closes gets a 502 instead.
+//! A request body goes up while the response head is awaited: an upstream that answers before
+//! reading the whole body (a 413 for an upload) is answered with that, the rest of the body is
+//! not sent, and the connection is not reused. (An upstream that streams its answer while it
+//! still reads the upload, full duplex, is cut off at its head; HTTP/1.1 rarely does that.)
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -133,129 +135,149 @@ impl Connection {
                 Err(error) => return Err(failure(ClientError::Write(error), written, body)),
             }
         }
-        if !body.is_end_stream() {
-            self.write_body(body, chunked, body_limit)
-                .await
-                .map_err(|error| Failure {
-                    error,
-                    unsent_body: None,
-                })?;
-        }
         let is_head_request = *head.method == Method::HEAD;
-        self.read_response(is_head_request)
-            .await
-            .map_err(|error| Failure {
-                error,
-                unsent_body: None,
-            })
+        let unsent = |error| Failure {
+            error,
+            unsent_body: None,
+        };
+        if body.is_end_stream() {
+            let response = read_head(&mut self.stream, &mut self.read_buf)
+                .await
+                .map_err(unsent)?;
+            return self.answer(response, is_head_request, true).map_err(unsent);
+        }
+        // The body goes up while the response head is awaited: an upstream may answer before
+        // it read the whole body (a 413, a 401), and then stop reading it.
+        let (response, body_sent) = {
+            let (mut reader, mut writer) = self.stream.split();
+            let writing = write_body(&mut writer, &mut self.write_buf, body, chunked, body_limit);
+            let reading = read_head(&mut reader, &mut self.read_buf);
+            let (mut writing, mut reading) = (pin!(writing), pin!(reading));
+            tokio::select! {
+                biased;
+                written = &mut writing => {
+                    written.map_err(unsent)?;
+                    (reading.await.map_err(unsent)?, true)
+                }
+                // Answered early: the rest of the body is not sent, and the connection, its
+                // request cut short, is not used again.
+                response = &mut reading => (response.map_err(unsent)?, false),
+            }
+        };
+        self.answer(response, is_head_request, body_sent)
+            .map_err(unsent)
     }
 
-    async fn write_body(
-        &mut self,
-        mut body: Incoming,
-        chunked: bool,
-        limit: Option<u64>,
-    ) -> Result<(), ClientError> {
-        let mut sent: u64 = 0;
-        let mut trailers = None;
-        // A chunk's closing CRLF goes out with the next chunk's size line: two writes a chunk.
-        let mut chunk_open = false;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(ClientError::ClientBody)?;
-            let data = match frame.into_data() {
-                Ok(data) => data,
-                Err(frame) => {
-                    trailers = frame.into_trailers().ok();
-                    continue;
-                }
-            };
-            if data.is_empty() {
-                continue;
-            }
-            sent += data.len() as u64;
-            if let Some(limit) = limit.filter(|limit| sent > *limit) {
-                return Err(ClientError::BodyTooLarge { limit });
-            }
-            if chunked {
-                self.write_buf.clear();
-                if chunk_open {
-                    self.write_buf.extend_from_slice(b"\r\n");
-                }
-                self.write_buf
-                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                self.stream
-                    .write_all(&self.write_buf)
-                    .await
-                    .map_err(ClientError::Write)?;
-                chunk_open = true;
-            }
-            self.stream
-                .write_all(&data)
-                .await
-                .map_err(ClientError::Write)?;
-        }
-        if chunked {
-            self.write_buf.clear();
-            if chunk_open {
-                self.write_buf.extend_from_slice(b"\r\n");
-            }
-            self.write_buf.extend_from_slice(b"0\r\n");
-            for (name, value) in trailers.iter().flatten() {
-                push_header(&mut self.write_buf, name.as_str(), value.as_bytes());
-            }
-            self.write_buf.extend_from_slice(b"\r\n");
-            self.stream
-                .write_all(&self.write_buf)
-                .await
-                .map_err(ClientError::Write)?;
-        }
-        Ok(())
-    }
-
-    async fn read_response(
-        mut self,
+    /// What follows a final response head: an upgraded connection, or a body read off it.
+    fn answer(
+        self,
+        response: Response<()>,
         is_head_request: bool,
+        request_complete: bool,
     ) -> Result<(Response<()>, Upstream), ClientError> {
-        loop {
-            if let Some(response) = parse_response_head(&mut self.read_buf)? {
-                let status = response.status();
-                if status == StatusCode::SWITCHING_PROTOCOLS {
-                    let upgraded = UpgradedIo {
-                        stream: self.stream,
-                        leftover: self.read_buf,
-                    };
-                    return Ok((response, Upstream::Upgraded(upgraded)));
-                }
-                if status.is_informational() {
-                    // 100 Continue, 103 Early Hints: the final response follows.
-                    continue;
-                }
-                let (state, reusable) = framing(&response, is_head_request)?;
-                let reader = BodyReader {
-                    connection: Some(self),
-                    state,
-                    reusable,
-                };
-                return Ok((response, Upstream::Body(reader)));
-            }
-            if self.read_buf.len() >= MAX_HEAD_SIZE {
-                return Err(ClientError::Invalid(format!(
-                    "response head larger than {MAX_HEAD_SIZE} bytes"
-                )));
-            }
-            self.read_buf.reserve(READ_SIZE);
-            let n = tokio::io::AsyncReadExt::read_buf(&mut self.stream, &mut self.read_buf)
-                .await
-                .map_err(ClientError::Read)?;
-            if n == 0 {
-                return Err(ClientError::Closed);
-            }
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upgraded = UpgradedIo {
+                stream: self.stream,
+                leftover: self.read_buf,
+            };
+            return Ok((response, Upstream::Upgraded(upgraded)));
         }
+        let (state, reusable) = framing(&response, is_head_request)?;
+        let reader = BodyReader {
+            connection: Some(self),
+            state,
+            reusable: reusable && request_complete,
+        };
+        Ok((response, Upstream::Body(reader)))
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.read_buf.reserve(READ_SIZE);
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+    }
+}
+
+/// Streams a request body upstream: as is under a `Content-Length`, else chunked (trailers
+/// included), cut off past `limit`.
+async fn write_body<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    buf: &mut Vec<u8>,
+    mut body: Incoming,
+    chunked: bool,
+    limit: Option<u64>,
+) -> Result<(), ClientError> {
+    let mut sent: u64 = 0;
+    let mut trailers = None;
+    // A chunk's closing CRLF goes out with the next chunk's size line: two writes a chunk.
+    let mut chunk_open = false;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ClientError::ClientBody)?;
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                continue;
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if let Some(limit) = limit.filter(|limit| sent > *limit) {
+            return Err(ClientError::BodyTooLarge { limit });
+        }
+        if chunked {
+            buf.clear();
+            if chunk_open {
+                buf.extend_from_slice(b"\r\n");
+            }
+            buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            stream.write_all(buf).await.map_err(ClientError::Write)?;
+            chunk_open = true;
+        }
+        stream.write_all(&data).await.map_err(ClientError::Write)?;
+    }
+    if chunked {
+        buf.clear();
+        if chunk_open {
+            buf.extend_from_slice(b"\r\n");
+        }
+        buf.extend_from_slice(b"0\r\n");
+        for (name, value) in trailers.iter().flatten() {
+            push_header(buf, name.as_str(), value.as_bytes());
+        }
+        buf.extend_from_slice(b"\r\n");
+        stream.write_all(buf).await.map_err(ClientError::Write)?;
+    }
+    Ok(())
+}
+
+/// Reads the final response head (`101` included; other 1xx skipped: 100 Continue, 103 Early
+/// Hints), leaving whatever follows it in `buf`.
+async fn read_head<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut BytesMut,
+) -> Result<Response<()>, ClientError> {
+    loop {
+        if let Some(response) = parse_response_head(buf)? {
+            let status = response.status();
+            if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                continue;
+            }
+            return Ok(response);
+        }
+        if buf.len() >= MAX_HEAD_SIZE {
+            return Err(ClientError::Invalid(format!(
+                "response head larger than {MAX_HEAD_SIZE} bytes"
+            )));
+        }
+        buf.reserve(READ_SIZE);
+        let n = tokio::io::AsyncReadExt::read_buf(stream, buf)
+            .await
+            .map_err(ClientError::Read)?;
+        if n == 0 {
+            return Err(ClientError::Closed);
+        }
     }
 }
 
@@ -678,6 +700,7 @@ pub(super) async fn test_incoming(frames: Vec<&'static [u8]>, with_length: bool)
 #[cfg(test)]
 mod tests {
     use std::future::poll_fn;
+    use std::time::Duration;
 
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
@@ -934,5 +957,55 @@ mod tests {
             matches!(error, ClientError::BodyTooLarge { limit: 4 }),
             "{error:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_whole_body_is_passed_on_and_the_connection_not_reused() {
+        static MEGABYTE: [u8; 1 << 20] = [b'x'; 1 << 20];
+        // The upstream reads the head only, answers 413 at once, then neither reads the body
+        // nor closes: more than the socket buffers hold stays unsent.
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("one connection");
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.expect("read the head");
+                head.extend_from_slice(&buf[..n]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nnope")
+                .await
+                .expect("answer");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let connection = Connection::new(TcpStream::connect(addr).await.expect("connect loopback"));
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(32u64 << 20));
+        let head = RequestHead {
+            method: &Method::POST,
+            path_and_query: &PathAndQuery::from_static("/upload"),
+            host: &HeaderValue::from_static("upstream.test"),
+            headers: &headers,
+            forwarding: &Forwarding {
+                client_ip: &HeaderValue::from_static("127.0.0.1"),
+                requested_host: None,
+            },
+        };
+        let body = test_incoming(vec![&MEGABYTE[..]; 32], true).await;
+        let (response, upstream) =
+            tokio::time::timeout(Duration::from_secs(10), connection.send(&head, body, None))
+                .await
+                .expect("the early answer arrives, not a hang")
+                .map_err(|failure| failure.error)
+                .expect("answered");
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let (body, _, reusable) = read_all(upstream).await.expect("a valid body");
+        assert_eq!((body.as_str(), reusable), ("nope", false));
     }
 }
