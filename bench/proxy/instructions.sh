@@ -10,7 +10,8 @@
 # (URL globbing, `--parallel` over CONNECTIONS connections; `cli/examples/bench_upstream.rs`
 # answers them), stops it, and reports
 # (instructions of a run with REQUESTS - instructions of a run with no request) / REQUESTS, so
-# start-up and shutdown cancel out. Prints one markdown table row per binary on stdout.
+# start-up and shutdown cancel out. Then the same for nginx (one worker, no master process,
+# configured as in run.sh), the baseline. Prints one markdown table row per binary on stdout.
 set -euo pipefail
 
 REQUESTS=${REQUESTS:-20000}
@@ -69,6 +70,60 @@ instructions() {
     awk '/^summary:/ { print $2 }' "$out"
 }
 
+# nginx_instructions N_REQUESTS: total Ir of one nginx (one worker, no master) serving
+# N_REQUESTS, configured as in run.sh (keepalive upstream pool, the same forwarding headers).
+nginx_instructions() {
+    local n=$1 port out dir
+    port=$(free_port)
+    dir="$WORK/nginx.$port"
+    out="$WORK/callgrind.nginx.$port"
+    mkdir -p "$dir/logs"
+    cat >"$dir/nginx.conf" <<NGINX
+worker_processes 1;
+master_process off;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    upstream app {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$proxy_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Real-IP \$remote_addr;
+        }
+    }
+}
+NGINX
+    valgrind --tool=callgrind --callgrind-out-file="$out" nginx -p "$dir" -c "$dir/nginx.conf" >"$dir/valgrind.log" 2>&1 &
+    local pid=$!
+    wait_port "$port"
+    sleep 2
+    if [ "$n" -gt 0 ]; then
+        curl -sf --no-progress-meter --parallel --parallel-max "$CONNECTIONS" -H "Host: $HOST_HEADER" \
+            "http://127.0.0.1:$port/?n=[1-$n]" >/dev/null || { echo "Error! a request through nginx failed" >&2; exit 1; }
+    fi
+    kill -QUIT "$pid" # nginx's graceful stop; callgrind writes its counts on exit
+    wait "$pid" || true
+    awk '/^summary:/ { print $2 }' "$out"
+}
+
 for binary in "$@"; do
     echo "callgrind: $binary (0 and $REQUESTS requests)..." >&2
     idle=$(instructions "$binary" 0)
@@ -77,3 +132,15 @@ for binary in "$@"; do
     echo "  $per_request instructions/request" >&2
     echo "| \`$binary\` | $REQUESTS | $CONNECTIONS | $per_request |"
 done
+
+# The baseline in the same run: nginx configured the same way (skipped when not installed).
+if command -v nginx >/dev/null; then
+    echo "callgrind: nginx (0 and $REQUESTS requests)..." >&2
+    idle=$(nginx_instructions 0)
+    loaded=$(nginx_instructions "$REQUESTS")
+    per_request=$(( (loaded - idle) / REQUESTS ))
+    echo "  $per_request instructions/request" >&2
+    echo "| nginx (one worker, \`master_process off\`) | $REQUESTS | $CONNECTIONS | $per_request |"
+else
+    echo "nginx is not installed: no baseline row (apt-get install nginx-light)" >&2
+fi
