@@ -39,6 +39,8 @@ use super::forward::{push_header, push_request_headers, Forwarding};
 const MAX_HEAD_SIZE: usize = 64 * 1024;
 /// Most header fields in one response head or trailer section.
 const MAX_HEADERS: usize = 100;
+/// Header positions kept without an allocation while a response head is parsed.
+const INLINE_SPANS: usize = 32;
 /// Bytes asked of the socket per read: a head fits; bodies stream in pieces this size.
 const READ_SIZE: usize = 16 * 1024;
 /// Longest chunk-size line (with extensions) accepted in a chunked body.
@@ -146,26 +148,38 @@ impl Connection {
                 .map_err(unsent)?;
             return self.answer(response, is_head_request, true).map_err(unsent);
         }
-        // The body goes up while the response head is awaited: an upstream may answer before
-        // it read the whole body (a 413, a 401), and then stop reading it.
-        let (response, body_sent) = {
-            let (mut reader, mut writer) = self.stream.split();
-            let writing = write_body(&mut writer, &mut self.write_buf, body, chunked, body_limit);
-            let reading = read_head(&mut reader, &mut self.read_buf);
-            let (mut writing, mut reading) = (pin!(writing), pin!(reading));
-            tokio::select! {
-                biased;
-                written = &mut writing => {
-                    written.map_err(unsent)?;
-                    (reading.await.map_err(unsent)?, true)
-                }
-                // Answered early: the rest of the body is not sent, and the connection, its
-                // request cut short, is not used again.
-                response = &mut reading => (response.map_err(unsent)?, false),
-            }
-        };
+        // Boxed: the body's path is the larger future, and requests without a body (most)
+        // should not carry it (every await moves the futures it holds).
+        let (response, body_sent) = Box::pin(self.exchange_body(body, chunked, body_limit))
+            .await
+            .map_err(unsent)?;
         self.answer(response, is_head_request, body_sent)
             .map_err(unsent)
+    }
+
+    /// Sends the body while the response head is awaited: an upstream may answer before it
+    /// read the whole body (a 413, a 401), and then stop reading it. Returns the head and
+    /// whether the whole body went out.
+    async fn exchange_body(
+        &mut self,
+        body: Incoming,
+        chunked: bool,
+        body_limit: Option<u64>,
+    ) -> Result<(Response<()>, bool), ClientError> {
+        let (mut reader, mut writer) = self.stream.split();
+        let writing = write_body(&mut writer, &mut self.write_buf, body, chunked, body_limit);
+        let reading = read_head(&mut reader, &mut self.read_buf);
+        let (mut writing, mut reading) = (pin!(writing), pin!(reading));
+        tokio::select! {
+            biased;
+            written = &mut writing => {
+                written?;
+                Ok((reading.await?, true))
+            }
+            // Answered early: the rest of the body is not sent, and the connection, its
+            // request cut short, is not used again.
+            response = &mut reading => Ok((response?, false)),
+        }
     }
 
     /// What follows a final response head: an upgraded connection, or a body read off it.
@@ -310,10 +324,12 @@ fn parse_response_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Clien
     if buf.is_empty() {
         return Ok(None);
     }
-    // Offsets into the head of each header's name and value, taken while httparse borrows it
-    // (a Vec of the right size: zeroing an array for the most headers costs more).
-    let mut spans = Vec::new();
-    let (len, code, minor_version) = {
+    // Offsets into the head of each header's name and value, taken while httparse borrows it:
+    // the first 32 in a small array, any more in a Vec (zeroing room for the most headers, or
+    // allocating every time, costs more). Heads are far below 4 GiB.
+    let mut inline = [(0u32, 0u32, 0u32, 0u32); INLINE_SPANS];
+    let mut spilled = Vec::new();
+    let (len, code, minor_version, n_spans) = {
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -327,27 +343,34 @@ fn parse_response_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Clien
             Err(error) => return Err(ClientError::Invalid(format!("{error}"))),
         };
         let start = buf.as_ptr() as usize;
-        spans.reserve_exact(response.headers.len());
-        for header in response.headers.iter() {
+        for (index, header) in response.headers.iter().enumerate() {
             let name = header.name.as_ptr() as usize - start;
             let value = header.value.as_ptr() as usize - start;
-            spans.push((
-                name,
-                name + header.name.len(),
-                value,
-                value + header.value.len(),
-            ));
+            let span = (
+                name as u32,
+                (name + header.name.len()) as u32,
+                value as u32,
+                (value + header.value.len()) as u32,
+            );
+            match inline.get_mut(index) {
+                Some(slot) => *slot = span,
+                None => spilled.push(span),
+            }
         }
         (
             len,
             response.code.unwrap_or_default(),
             response.version.unwrap_or_default(),
+            response.headers.len(),
         )
     };
     let head = buf.split_to(len).freeze();
     // Room for the proxy's own `x-stack-*` headers too, so adding them does not regrow it.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
-    for &(name_start, name_end, value_start, value_end) in &spans {
+    let mut headers = HeaderMap::with_capacity(n_spans + 2);
+    let spans = inline[..n_spans.min(INLINE_SPANS)].iter().chain(&spilled);
+    for &(name_start, name_end, value_start, value_end) in spans {
+        let (name_start, name_end) = (name_start as usize, name_end as usize);
+        let (value_start, value_end) = (value_start as usize, value_end as usize);
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| ClientError::Invalid("a header name is not valid".into()))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
@@ -1007,5 +1030,26 @@ mod tests {
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let (body, _, reusable) = read_all(upstream).await.expect("a valid body");
         assert_eq!((body.as_str(), reusable), ("nope", false));
+    }
+
+    #[test]
+    fn a_head_with_more_headers_than_kept_inline_keeps_them_all() {
+        let mut head = String::from("HTTP/1.1 200 OK\r\n");
+        for n in 0..INLINE_SPANS + 8 {
+            head.push_str(&format!("x-header-{n}: value {n}\r\n"));
+        }
+        head.push_str("\r\nbody");
+        let mut buf = BytesMut::from(head.as_bytes());
+        let response = parse_response_head(&mut buf)
+            .expect("a valid head")
+            .expect("a complete head");
+        assert_eq!(response.headers().len(), INLINE_SPANS + 8);
+        for n in 0..INLINE_SPANS + 8 {
+            assert_eq!(
+                response.headers()[format!("x-header-{n}").as_str()],
+                format!("value {n}").as_str()
+            );
+        }
+        assert_eq!(&buf[..], b"body");
     }
 }

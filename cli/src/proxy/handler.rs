@@ -131,14 +131,15 @@ async fn proxy(
                 return Err(ProxyError::unavailable(*status, message));
             }
             Target::External { scheme, authority } => {
-                let answered = upstream::send_to_external(
+                // Boxed: rare, and not to be carried by every request's future.
+                let answered = Box::pin(upstream::send_to_external(
                     &shared.pool,
                     &shared.config,
                     scheme,
                     authority,
                     &outgoing,
                     body,
-                )
+                ))
                 .await?;
                 return Ok(respond(
                     shared,

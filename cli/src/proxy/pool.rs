@@ -110,7 +110,9 @@ impl Pool {
         loop {
             let (connection, pooled) = match self.shared.checkout(key) {
                 Some(connection) => (connection, true),
-                None => match connect(authority, self.shared.connect_timeout).await {
+                // Boxed: a new connection is the rare case, and its future would otherwise
+                // make every request's future larger.
+                None => match Box::pin(connect(authority, self.shared.connect_timeout)).await {
                     Ok(connection) => (connection, false),
                     Err(error) => {
                         return Err(PoolFailure {

@@ -101,6 +101,13 @@ impl RoutingTable {
 /// The lookup key of a host: lower-case, no port, no trailing dot. Borrows when the host is
 /// already in that form (the common case), so the request path does not allocate.
 pub fn host_key(host: &str) -> std::borrow::Cow<'_, str> {
+    // The common case in one pass: already lower-case, no port, no trailing dot.
+    let plain = host.bytes().all(|byte| {
+        byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'.'
+    });
+    if plain && !host.ends_with('.') {
+        return std::borrow::Cow::Borrowed(host);
+    }
     let without_port = strip_port(host);
     let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
     if trimmed.bytes().any(|byte| byte.is_ascii_uppercase()) {
