@@ -55,7 +55,7 @@
 //! ```
 //!
 //! For throughput, `stack up` uses [`run_on_threads`] (a single-threaded runtime per
-//! core on one listening socket) rather than [`run`] on a multi-threaded runtime: same behaviour,
+//! core, connections dealt out in turn) rather than [`run`] on a multi-threaded runtime: same behaviour,
 //! 15-20% less CPU per request (`bench/RESULTS.md`, issue 4).
 //!
 //! Rules of the contract:
@@ -103,6 +103,8 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
+use server::Connections;
+
 pub use error::ProxyError;
 pub use limits::ProxyConfig;
 pub use routing::{
@@ -117,14 +119,21 @@ pub async fn run(
     routing: Routing,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    server::serve(listener, routing, ProxyConfig::default(), shutdown).await;
+    server::serve(
+        Connections::Listener(listener),
+        routing,
+        ProxyConfig::default(),
+        shutdown,
+    )
+    .await;
 }
 
 /// Runs the proxy on `n_threads` threads, each with its own single-threaded tokio runtime
-/// and upstream pool, all accepting on `listener` (nginx's worker model). On a loaded machine
-/// this costs 15-20% less CPU per request than one multi-threaded runtime, because a
-/// request never wakes another thread (`bench/RESULTS.md`, issue 4). Returns once every thread
-/// has stopped after `shutdown` is cancelled.
+/// and upstream pool (nginx's worker model), and one more thread that accepts on `listener`
+/// and deals connections out in turn. On a loaded machine this costs 15-20% less CPU per
+/// request than one multi-threaded runtime, because a request never wakes another thread
+/// (`bench/RESULTS.md`, issue 4). Returns once every thread has stopped after `shutdown` is
+/// cancelled.
 pub fn run_on_threads(
     listener: std::net::TcpListener,
     routing: Routing,
@@ -134,25 +143,40 @@ pub fn run_on_threads(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let mut threads = Vec::new();
+    let mut workers = Vec::new();
     for n in 0..n_threads.max(1) {
-        let listener = listener.try_clone()?;
+        let (handed_over, connections) = tokio::sync::mpsc::unbounded_channel();
+        workers.push(handed_over);
         let routing = routing.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
         let thread = std::thread::Builder::new()
             .name(format!("proxy-{n}"))
             .spawn(move || -> std::io::Result<()> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                runtime.block_on(async {
-                    let listener = TcpListener::from_std(listener)?;
-                    server::serve(listener, routing, config, shutdown.cancelled_owned()).await;
-                    Ok(())
-                })
+                current_thread_runtime()?.block_on(server::serve(
+                    Connections::HandedOver(connections),
+                    routing,
+                    config,
+                    shutdown.cancelled_owned(),
+                ));
+                Ok(())
             })?;
         threads.push(thread);
     }
+    // One thread accepts and deals connections out in turn: threads that all accepted on the
+    // shared socket themselves ended up serving 2:1 shares, and the busier one was the
+    // bottleneck (`bench/RESULTS.md`, issue 4).
+    let acceptor = std::thread::Builder::new()
+        .name("proxy-accept".into())
+        .spawn(move || -> std::io::Result<()> {
+            current_thread_runtime()?.block_on(async move {
+                let listener = TcpListener::from_std(listener)?;
+                tracing::info!(addr = ?listener.local_addr().ok(), threads = workers.len(), "proxy accepting");
+                deal_out(listener, workers, shutdown).await;
+                Ok(())
+            })
+        })?;
+    threads.push(acceptor);
     let mut outcome = Ok(());
     for thread in threads {
         match thread.join() {
@@ -164,6 +188,40 @@ pub fn run_on_threads(
     outcome
 }
 
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Accepts on `listener` until `shutdown`, handing each connection to the next worker in turn.
+async fn deal_out(
+    listener: TcpListener,
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, std::net::SocketAddr)>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut next = 0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return,
+        };
+        let handed_over = accepted.and_then(|(stream, addr)| Ok((stream.into_std()?, addr)));
+        match handed_over {
+            Ok(connection) => {
+                // A worker that is gone has stopped: its connection is dropped (closed).
+                let _ = workers[next].send(connection);
+                next = (next + 1) % workers.len();
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: back off a little, keep serving.
+                tracing::warn!(%error, "accepting a connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// [`run`] with explicit timeouts and limits.
 pub async fn run_with_config(
     listener: TcpListener,
@@ -171,5 +229,5 @@ pub async fn run_with_config(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    server::serve(listener, routing, config, shutdown).await;
+    server::serve(Connections::Listener(listener), routing, config, shutdown).await;
 }

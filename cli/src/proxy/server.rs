@@ -8,6 +8,8 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,8 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,9 +30,38 @@ use super::watchdog::{Activity, Limits, WatchedBody, WatchedIo};
 
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
-/// Serves `listener` until `shutdown` completes, then shuts down gracefully.
+/// Where a proxy's client connections come from.
+pub enum Connections {
+    /// Accepted here.
+    Listener(TcpListener),
+    /// Accepted by another thread and handed over ([`super::run_on_threads`] deals them out
+    /// in turn, so every thread serves as many connections).
+    HandedOver(mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>),
+}
+
+impl Connections {
+    /// The next client connection; `None` once no more will come.
+    async fn next(&mut self) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+        match self {
+            Self::Listener(listener) => Some(listener.accept().await),
+            Self::HandedOver(handed_over) => {
+                let (stream, addr) = handed_over.recv().await?;
+                Some(TcpStream::from_std(stream).map(|stream| (stream, addr)))
+            }
+        }
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Listener(listener) => listener.local_addr().ok(),
+            Self::HandedOver(_) => None,
+        }
+    }
+}
+
+/// Serves `connections` until `shutdown` completes, then shuts down gracefully.
 pub async fn serve(
-    listener: TcpListener,
+    mut incoming: Connections,
     routing: Routing,
     config: ProxyConfig,
     shutdown: impl Future<Output = ()> + Send,
@@ -56,15 +88,21 @@ pub async fn serve(
     let connections = TaskTracker::new();
     let stopping = CancellationToken::new();
     let mut shutdown = pin!(shutdown);
-    let local_addr = listener.local_addr().ok();
+    let local_addr = incoming.local_addr();
     tracing::info!(addr = ?local_addr, "proxy listening");
+    let mut open = true;
 
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = incoming.next(), if open => {
                 let (stream, client_addr) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
+                    Some(Ok(accepted)) => accepted,
+                    // The acceptor stopped: serve what is here until the shutdown.
+                    None => {
+                        open = false;
+                        continue;
+                    }
+                    Some(Err(error)) => {
                         // Out of file descriptors and the like: back off a little, keep serving.
                         tracing::warn!(%error, "accepting a connection failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -122,7 +160,7 @@ pub async fn serve(
         }
     }
 
-    drop(listener);
+    drop(incoming);
     tracing::info!(addr = ?local_addr, "proxy stopping: waiting for requests in flight");
     stopping.cancel();
     connections.close();
