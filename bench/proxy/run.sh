@@ -234,7 +234,7 @@ cat <<MD
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nginx -v 2>&1); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2).
 - Upstream: \`cli/examples/bench_upstream.rs\` (hyper, 12-byte body). Stack: \`cli/examples/proxy_bench.rs\`
   (release, default \`ProxyConfig\`): \`multi\` = \`proxy::run\` on one tokio multi-thread runtime (a worker per core),
-  \`per-core\` = \`proxy::run_on_threads\`, a current-thread runtime per core on the same socket (nginx's model). nginx: keepalive upstream
+  \`per-core\` = \`proxy::run_on_threads\`, a current-thread runtime per core, connections dealt out in turn by one acceptor thread (nginx's model, what \`stack up\` runs). nginx: keepalive upstream
   pool (128), \`worker_processes auto\` ($NGINX_WORKERS workers), same X-Forwarded-* headers, access log off.
 - CPU/request: utime+stime of the proxy's processes during the round / requests served (median of the rounds; user and sys
   are each the median of their own column).
