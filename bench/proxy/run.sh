@@ -6,6 +6,7 @@
 #   bench/proxy/run.sh            # 64 connections, 3 rounds of 5 s per target
 #   CONNECTIONS=64 DURATION=5s ROUNDS=3 THREADS=2 bench/proxy/run.sh
 #   BASELINE_BIN=/tmp/before bench/proxy/run.sh   # also an earlier proxy_bench, per-core
+#   RATE=10000 bench/proxy/run.sh   # also latency at a fixed rate below saturation (needs oha)
 #
 # BASELINE_BIN names a directory holding a `proxy_bench` built from an earlier commit (e.g.
 # `git worktree add /tmp/b main && cargo build --release --example proxy_bench` there, or a copy
@@ -246,3 +247,51 @@ cat <<MD
 ${BASELINE_ROW}| stack proxy (per-core) | ${RPS[percore]} | ${P50[percore]} | ${P99[percore]} | $(added "${P99[percore]}" "${P99[direct]}") | ${CPU[percore]} | ${USER[percore]} / ${SYS[percore]} | $((PERCORE_HWM / 1024)) MB | ${ALL_RPS[percore]} |
 | nginx | ${RPS[nginx]} | ${P50[nginx]} | ${P99[nginx]} | $(added "${P99[nginx]}" "${P99[direct]}") | ${CPU[nginx]} | ${USER[nginx]} / ${SYS[nginx]} | $((NGINX_HWM / 1024)) MB workers + $((NGINX_MASTER_HWM / 1024)) MB master | ${ALL_RPS[nginx]} |
 MD
+
+# With RATE (requests per second, all connections together): the latency the proxy adds below
+# saturation, which wrk's flat-out runs above cannot show (there every p99 is queueing on two
+# shared cores). oha holds the rate over CONNECTIONS connections and corrects for coordinated
+# omission; same interleaved rounds, medians.
+if [ -n "${RATE:-}" ]; then
+    command -v oha >/dev/null || { echo "Error! \`oha\` is not installed (cargo install oha)" >&2; exit 1; }
+    # latency NAME PORT ROUND: one fixed-rate oha run; appends "p50 p99 p99.9" (ms) to NAME.latency
+    latency() {
+        local name=$1 port=$2 round=$3
+        echo "round $round: oha -c$CONNECTIONS -q$RATE -z$DURATION --latency-correction ($name)" >&2
+        oha --no-tui --output-format json -c "$CONNECTIONS" -q "$RATE" -z "$DURATION" --latency-correction \
+            -H "Host: $HOST_HEADER" "http://127.0.0.1:$port/" >"$WORK/$name.oha.json"
+        python3 - "$WORK/$name.oha.json" >>"$WORK/$name.latency" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+codes = report.get("statusCodeDistribution", {})
+# Requests still in flight when the duration ends are cut by oha itself, not failures.
+errors = {k: v for k, v in report.get("errorDistribution", {}).items() if k != "aborted due to deadline"}
+if set(codes) - {"200"} or errors:
+    sys.exit(f"Error! non-200 answers or errors: {codes} {errors}")
+p = report["latencyPercentiles"]
+print(" ".join(f"{p[k] * 1000:.3f}" for k in ("p50", "p99", "p99.9")))
+PY
+    }
+    LATENCY_TARGETS="direct percore nginx"
+    declare -A PORT_OF=([direct]=$UPSTREAM_PORT [percore]=$PERCORE_PORT [nginx]=$NGINX_PORT)
+    for round in $(seq 1 "$ROUNDS"); do
+        for name in $LATENCY_TARGETS; do latency "$name" "${PORT_OF[$name]}" "$round"; done
+    done
+    declare -A L50 L99 L999
+    for name in $LATENCY_TARGETS; do
+        L50[$name]=$(awk '{ print $1 }' "$WORK/$name.latency" | median)
+        L99[$name]=$(awk '{ print $2 }' "$WORK/$name.latency" | median)
+        L999[$name]=$(awk '{ print $3 }' "$WORK/$name.latency" | median)
+    done
+    cat <<MD
+
+Below saturation: \`RATE=$RATE\`, each target \`oha -c$CONNECTIONS -q$RATE -z$DURATION --latency-correction -H 'Host: $HOST_HEADER'\`
+($(oha --version 2>&1 | head -1)), $ROUNDS interleaved rounds, medians; "added" is against the direct upstream.
+
+| target | p50 (ms) | p99 (ms) | p99.9 (ms) | p50 added (ms) | p99 added (ms) |
+|---|---:|---:|---:|---:|---:|
+| direct to upstream | ${L50[direct]} | ${L99[direct]} | ${L999[direct]} | - | - |
+| stack proxy (per-core) | ${L50[percore]} | ${L99[percore]} | ${L999[percore]} | $(added "${L50[percore]}" "${L50[direct]}") | $(added "${L99[percore]}" "${L99[direct]}") |
+| nginx | ${L50[nginx]} | ${L99[nginx]} | ${L999[nginx]} | $(added "${L50[nginx]}" "${L50[direct]}") | $(added "${L99[nginx]}" "${L99[direct]}") |
+MD
+fi
