@@ -666,6 +666,31 @@ impl AsyncWrite for UpgradedIo {
     }
 }
 
+/// The client IP of every test request.
+#[cfg(test)]
+static TEST_CLIENT_IP: HeaderValue = HeaderValue::from_static("127.0.0.1");
+
+/// A request head as the proxy writes it, from a client at 127.0.0.1 with no `Host` of its own.
+#[cfg(test)]
+pub(super) fn test_head<'a>(
+    method: &'a Method,
+    path_and_query: &'a PathAndQuery,
+    host: &'a HeaderValue,
+    headers: &'a HeaderMap,
+) -> RequestHead<'a> {
+    static FORWARDING: Forwarding<'static> = Forwarding {
+        client_ip: &TEST_CLIENT_IP,
+        requested_host: None,
+    };
+    RequestHead {
+        method,
+        path_and_query,
+        host,
+        headers,
+        forwarding: &FORWARDING,
+    }
+}
+
 /// A real hyper `Incoming`, as the proxy gets it from a client: a loopback request carrying
 /// `frames` (with a `Content-Length` when `with_length`, else chunked).
 #[cfg(test)]
@@ -786,16 +811,8 @@ mod tests {
     ) -> Result<(Response<()>, Upstream), ClientError> {
         let headers = HeaderMap::new();
         let host = HeaderValue::from_static("upstream.test");
-        let head = RequestHead {
-            method: &method,
-            path_and_query: &PathAndQuery::from_static("/path?q=1"),
-            host: &host,
-            headers: &headers,
-            forwarding: &Forwarding {
-                client_ip: &HeaderValue::from_static("127.0.0.1"),
-                requested_host: None,
-            },
-        };
+        let path_and_query = PathAndQuery::from_static("/path?q=1");
+        let head = test_head(&method, &path_and_query, &host, &headers);
         connection
             .send(&head, body, None)
             .await
@@ -935,16 +952,9 @@ mod tests {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(8));
             headers
         };
-        let head = RequestHead {
-            method: &Method::POST,
-            path_and_query: &PathAndQuery::from_static("/"),
-            host: &HeaderValue::from_static("upstream.test"),
-            headers: &headers,
-            forwarding: &Forwarding {
-                client_ip: &HeaderValue::from_static("127.0.0.1"),
-                requested_host: None,
-            },
-        };
+        let path_and_query = PathAndQuery::from_static("/");
+        let host = HeaderValue::from_static("upstream.test");
+        let head = test_head(&Method::POST, &path_and_query, &host, &headers);
         connection
             .send(&head, body, None)
             .await
@@ -960,16 +970,9 @@ mod tests {
         let (connection, _received) = upstream(b"HTTP/1.1 204 No Content\r\n\r\n", false).await;
         let body = test_incoming(vec![b"abc", b"defgh"], false).await;
         let headers = HeaderMap::new();
-        let head = RequestHead {
-            method: &Method::POST,
-            path_and_query: &PathAndQuery::from_static("/"),
-            host: &HeaderValue::from_static("upstream.test"),
-            headers: &headers,
-            forwarding: &Forwarding {
-                client_ip: &HeaderValue::from_static("127.0.0.1"),
-                requested_host: None,
-            },
-        };
+        let path_and_query = PathAndQuery::from_static("/");
+        let host = HeaderValue::from_static("upstream.test");
+        let head = test_head(&Method::POST, &path_and_query, &host, &headers);
         let error = connection
             .send(&head, body, Some(4))
             .await
@@ -1010,16 +1013,9 @@ mod tests {
         let connection = Connection::new(TcpStream::connect(addr).await.expect("connect loopback"));
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_LENGTH, HeaderValue::from(32u64 << 20));
-        let head = RequestHead {
-            method: &Method::POST,
-            path_and_query: &PathAndQuery::from_static("/upload"),
-            host: &HeaderValue::from_static("upstream.test"),
-            headers: &headers,
-            forwarding: &Forwarding {
-                client_ip: &HeaderValue::from_static("127.0.0.1"),
-                requested_host: None,
-            },
-        };
+        let path_and_query = PathAndQuery::from_static("/upload");
+        let host = HeaderValue::from_static("upstream.test");
+        let head = test_head(&Method::POST, &path_and_query, &host, &headers);
         let body = test_incoming(vec![&MEGABYTE[..]; 32], true).await;
         let (response, upstream) =
             tokio::time::timeout(Duration::from_secs(10), connection.send(&head, body, None))

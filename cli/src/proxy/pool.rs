@@ -267,23 +267,28 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::super::body::ResponseBody;
-    use super::super::client::test_incoming;
-    use super::super::forward::Forwarding;
+    use super::super::client::{test_head, test_incoming};
 
     use super::*;
 
-    /// A real upstream on loopback counting the connections it accepted; each connection
-    /// serves keep-alive requests until `max_per_connection` were answered, then closes.
-    async fn upstream(max_per_connection: usize) -> (Authority, Arc<AtomicUsize>) {
+    /// A listener on a free loopback port, and its address as an authority.
+    async fn loopback_listener() -> (TcpListener, Authority) {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
-        let authority: Authority = listener
+        let authority = listener
             .local_addr()
             .expect("a bound listener has an address")
             .to_string()
             .parse()
             .expect("ip:port is an authority");
+        (listener, authority)
+    }
+
+    /// A real upstream on loopback counting the connections it accepted; each connection
+    /// serves keep-alive requests until `max_per_connection` were answered, then closes.
+    async fn upstream(max_per_connection: usize) -> (Authority, Arc<AtomicUsize>) {
+        let (listener, authority) = loopback_listener().await;
         let n_connections = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&n_connections);
         tokio::spawn(async move {
@@ -321,16 +326,8 @@ mod tests {
         let host = HeaderValue::from_str(authority.as_str())
             .expect("an authority is a valid header value");
         let headers = http::HeaderMap::new();
-        let head = RequestHead {
-            method: &http::Method::GET,
-            path_and_query: &http::uri::PathAndQuery::from_static("/"),
-            host: &host,
-            headers: &headers,
-            forwarding: &Forwarding {
-                client_ip: &HeaderValue::from_static("127.0.0.1"),
-                requested_host: None,
-            },
-        };
+        let path_and_query = http::uri::PathAndQuery::from_static("/");
+        let head = test_head(&http::Method::GET, &path_and_query, &host, &headers);
         let key: Arc<str> = Arc::from(authority.as_str());
         let (response, upstream, slot) = pool
             .send(
@@ -395,15 +392,7 @@ mod tests {
     async fn a_connection_closed_while_idle_is_skipped() {
         // The upstream answers one request per connection and then closes it, without saying
         // so (no `Connection: close`), as a server with a short keep-alive timeout does.
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let authority: Authority = listener
-            .local_addr()
-            .expect("a bound listener has an address")
-            .to_string()
-            .parse()
-            .expect("ip:port is an authority");
+        let (listener, authority) = loopback_listener().await;
         let n_connections = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&n_connections);
         tokio::spawn(async move {
