@@ -29,18 +29,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_port() {
-    for _ in $(seq 1 600); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "Error! nothing listens on 127.0.0.1:$1" >&2
-    exit 1
-}
+# shellcheck source=bench/proxy/common.sh
+source "$(dirname "$0")/common.sh"
 
 echo "building release examples..." >&2
 (cd "$ROOT" && cargo build --release -p stack --example bench_upstream --example proxy_bench >&2)
@@ -77,40 +67,8 @@ nginx_instructions() {
     port=$(free_port)
     dir="$WORK/nginx.$port"
     out="$WORK/callgrind.nginx.$port"
-    mkdir -p "$dir/logs"
-    cat >"$dir/nginx.conf" <<NGINX
-worker_processes 1;
-master_process off;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    upstream app {
-        server 127.0.0.1:$UPSTREAM_PORT;
-        keepalive 128;
-    }
-    server {
-        listen 127.0.0.1:$port;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$proxy_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Real-IP \$remote_addr;
-        }
-    }
-}
-NGINX
+    nginx_conf "$dir" "$port" "$UPSTREAM_PORT" "worker_processes 1;
+master_process off;"
     valgrind --tool=callgrind --callgrind-out-file="$out" nginx -p "$dir" -c "$dir/nginx.conf" >"$dir/valgrind.log" 2>&1 &
     local pid=$!
     wait_port "$port"

@@ -42,18 +42,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "Error! nothing listens on 127.0.0.1:$1" >&2
-    exit 1
-}
+# shellcheck source=bench/proxy/common.sh
+source "$(dirname "$0")/common.sh"
 
 echo "building release examples..." >&2
 (cd "$ROOT" && cargo build --release -p stack --example bench_upstream --example proxy_bench >&2)
@@ -89,40 +79,7 @@ if [ -n "${BASELINE_BIN:-}" ]; then
     TARGETS="direct stack baseline percore nginx"
 fi
 
-mkdir -p "$WORK/nginx/logs"
-cat >"$WORK/nginx/nginx.conf" <<NGINX
-worker_processes auto;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    upstream app {
-        server 127.0.0.1:$UPSTREAM_PORT;
-        keepalive 128;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        server_name $HOST_HEADER;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$proxy_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Real-IP \$remote_addr;
-        }
-    }
-}
-NGINX
+nginx_conf "$WORK/nginx" "$NGINX_PORT" "$UPSTREAM_PORT" "worker_processes auto;"
 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 NGINX_PID=$!
 PIDS+=($NGINX_PID)

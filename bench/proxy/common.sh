@@ -1,0 +1,55 @@
+# Shared by bench/proxy/run.sh and bench/proxy/instructions.sh (sourced, not run).
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_port PORT: until something listens on 127.0.0.1:PORT (30 s, for runs under valgrind).
+wait_port() {
+    for _ in $(seq 1 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "Error! nothing listens on 127.0.0.1:$1" >&2
+    exit 1
+}
+
+# nginx_conf DIR PORT UPSTREAM_PORT PROCESS_LINES: writes DIR/nginx.conf, nginx configured as
+# the stack proxy is (keepalive upstream pool, the same forwarding headers, no access log),
+# listening on PORT; PROCESS_LINES sets the process model (workers, master).
+nginx_conf() {
+    local dir=$1 port=$2 upstream_port=$3 process_lines=$4
+    mkdir -p "$dir/logs"
+    cat >"$dir/nginx.conf" <<NGINX
+$process_lines
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    upstream app {
+        server 127.0.0.1:$upstream_port;
+        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$proxy_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Real-IP \$remote_addr;
+        }
+    }
+}
+NGINX
+}
