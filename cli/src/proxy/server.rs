@@ -1,5 +1,5 @@
 //! The accept loop: one hyper HTTP/1.1 connection per client, with the header caps applied,
-//! a watchdog for the header and idle timeouts, and a graceful shutdown.
+//! the server's watchdog for the header and idle timeouts, and a graceful shutdown.
 //!
 //! Owns client connections and their lifetime. hyper-util's `server_graceful` example is the
 //! template: an accept error is logged and the loop goes on; on shutdown the listener is
@@ -7,11 +7,12 @@
 //! cut. It never looks inside a request (that is `handler`).
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -26,7 +27,7 @@ use super::handler::{self, Shared};
 use super::limits::ProxyConfig;
 use super::pool::Pool;
 use super::routing::Routing;
-use super::watchdog::{Activity, Limits, WatchedBody, WatchedIo};
+use super::watchdog::{Activity, Limits, Verdict, Watchdog, WatchedBody, WatchedIo};
 
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
@@ -83,10 +84,14 @@ pub async fn serve(
     if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         http.max_headers(config.max_headers);
     }
-    // Connections are tracked, and told to finish up through `stopping` (hyper-util's
+    // Connections are tracked, and told to finish up through the watchdog (hyper-util's
     // GracefulShutdown does the same, but does not take hyper's upgradeable http1 connection).
     let connections = TaskTracker::new();
-    let stopping = CancellationToken::new();
+    let watchdog = Watchdog::start(Limits {
+        idle: config.idle_timeout,
+        head: config.header_read_timeout,
+        response: config.response_timeout,
+    });
     let mut shutdown = pin!(shutdown);
     let local_addr = incoming.local_addr();
     tracing::info!(addr = ?local_addr, "proxy listening");
@@ -113,6 +118,7 @@ pub async fn serve(
                     tracing::debug!(%error, "could not set TCP_NODELAY");
                 }
                 let activity = Arc::new(Activity::new());
+                watchdog.watch(Arc::clone(&activity));
                 let io = TokioIo::new(WatchedIo::new(stream, Arc::clone(&activity)));
                 let request_shared = Arc::clone(&shared);
                 let client = Arc::new(handler::Client::new(client_addr));
@@ -127,32 +133,35 @@ pub async fn serve(
                     }
                 });
                 let connection = http.serve_connection(io, service).with_upgrades();
-                let limits = Limits {
-                    idle: config.idle_timeout,
-                    head: config.header_read_timeout,
-                    response: config.response_timeout,
-                };
-                let stopping = stopping.clone();
-                let cut_off = shared.cut_off.clone();
                 connections.spawn(async move {
                     let mut connection = pin!(connection);
-                    let served = tokio::select! {
-                        served = connection.as_mut() => served,
-                        cut = activity.watch(limits) => {
-                            tracing::debug!(client = %client_addr, reason = cut.reason(), "client connection closed");
-                            return;
-                        }
-                        () = stopping.cancelled() => {
-                            // Finish the request in flight (if any), then close.
-                            connection.as_mut().graceful_shutdown();
-                            tokio::select! {
-                                served = connection => served,
-                                () = cut_off.cancelled() => return,
+                    let mut stopping = false;
+                    // The connection, and what the watchdog says about it: one atomic read per
+                    // poll, no timer or shutdown future of its own.
+                    let served = poll_fn(|cx| {
+                        match activity.poll_verdict(cx) {
+                            Verdict::GoOn => {}
+                            Verdict::Stop => {
+                                if !stopping {
+                                    // Finish the request in flight (if any), then close.
+                                    stopping = true;
+                                    connection.as_mut().graceful_shutdown();
+                                }
                             }
+                            Verdict::Cut(cut) => return Poll::Ready(Err(cut)),
                         }
-                    };
-                    if let Err(error) = served {
-                        tracing::debug!(client = %client_addr, %error, "client connection ended with an error");
+                        connection.as_mut().poll(cx).map(Ok)
+                    })
+                    .await;
+                    activity.close();
+                    match served {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            tracing::debug!(client = %client_addr, %error, "client connection ended with an error");
+                        }
+                        Err(cut) => {
+                            tracing::debug!(client = %client_addr, reason = cut.reason(), "client connection closed");
+                        }
                     }
                 });
             }
@@ -162,7 +171,7 @@ pub async fn serve(
 
     drop(incoming);
     tracing::info!(addr = ?local_addr, "proxy stopping: waiting for requests in flight");
-    stopping.cancel();
+    watchdog.stop_all();
     connections.close();
     shared.tunnels.close();
     tokio::select! {
@@ -171,6 +180,7 @@ pub async fn serve(
             tracing::warn!(grace_s = config.shutdown_grace.as_secs(), "requests still in flight after the grace period; cut off");
         }
     }
+    watchdog.cut_all();
     shared.cut_off.cancel();
     shared.tunnels.wait().await;
     tracing::info!(addr = ?local_addr, "proxy stopped");

@@ -1,20 +1,23 @@
-//! The timeouts of a client connection, watched by one cheap periodic check per connection
-//! rather than a timer per request: the header timeout (a request head must be complete within
-//! `header_read_timeout` of the proxy starting to wait for it, idle keep-alive time included,
-//! as hyper's own timer would), the idle timeout (no byte moved either way), and the response
-//! timeout (an upstream sent no response head in time: the request gets its 504).
+//! The timeouts of client connections, checked by one periodic sweep per server rather than
+//! a timer per request or per connection: the header timeout (a request head must be complete
+//! within `header_read_timeout` of the proxy starting to wait for it, idle keep-alive time
+//! included, as hyper's own timer would), the idle timeout (no byte moved either way), and the
+//! response timeout (an upstream sent no response head in time: the request gets its 504).
 //!
 //! Owns [`Activity`] (counters the connection's I/O and requests bump, with no clock read and
-//! no timer on the request path), [`Exchange`] (one request, and its wait for the upstream),
-//! [`WatchedIo`], [`WatchedBody`] and [`Activity::watch`], which completes when the connection
-//! must be cut. Checks run four times per shortest period, so a limit takes effect between 1
-//! and 1.25 periods after the condition began.
+//! no timer on the request path, and the verdict the connection's task reads), [`Exchange`]
+//! (one request, and its wait for the upstream), [`WatchedIo`], [`WatchedBody`] and
+//! [`Watchdog`], whose sweep checks every connection of a server. Sweeps run four times per
+//! shortest period, so a limit takes effect between 1 and 1.25 periods after the condition
+//! began. The connection's task only registers its waker and reads one atomic per poll: a
+//! `select!` over a per-connection timer and the shutdown signal cost ~1,000 instructions per
+//! request (`bench/RESULTS.md`, issue 4).
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -45,6 +48,8 @@ pub struct Limits {
 pub enum Cut {
     Idle,
     HeadTimeout,
+    /// The server's shutdown grace period is over.
+    ShutDown,
 }
 
 impl Cut {
@@ -52,9 +57,29 @@ impl Cut {
         match self {
             Self::Idle => "idle timeout",
             Self::HeadTimeout => "request head not complete within the header timeout",
+            Self::ShutDown => "still open when the shutdown grace period ended",
         }
     }
 }
+
+/// What a connection's task must do, as the watchdog decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    GoOn,
+    /// The server is shutting down: finish the request in flight, then close.
+    Stop,
+    /// Close now.
+    Cut(Cut),
+}
+
+// `Activity::verdict` values; a cut is never taken back, and `CLOSED` is final.
+const GO_ON: u8 = 0;
+const STOP: u8 = 1;
+const CUT_IDLE: u8 = 2;
+const CUT_HEAD: u8 = 3;
+const CUT_SHUT_DOWN: u8 = 4;
+/// The connection's task ended: the watchdog forgets it.
+const CLOSED: u8 = 5;
 
 /// What a connection did, as counters: bytes moved (events; writes also on their own),
 /// requests whose head arrived (started), responses fully handed to hyper or abandoned
@@ -73,6 +98,10 @@ pub struct Activity {
     timed_out: AtomicU64,
     /// The request waiting on an upstream (one at a time on a connection).
     waiting: AtomicWaker,
+    /// The watchdog's verdict (`GO_ON`, `STOP`, `CUT_*`), or `CLOSED`.
+    verdict: AtomicU8,
+    /// The connection's task, woken when the verdict changes.
+    task: AtomicWaker,
 }
 
 impl Activity {
@@ -86,6 +115,8 @@ impl Activity {
             n_ended: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             waiting: AtomicWaker::new(),
+            verdict: AtomicU8::new(GO_ON),
+            task: AtomicWaker::new(),
         }
     }
 
@@ -107,73 +138,209 @@ impl Activity {
         }
     }
 
-    /// Completes when the connection should be cut: no byte moved for `limits.idle`, or a
-    /// request head not complete `limits.head` after the wait for it began. On the way, ends
-    /// the wait of a request whose upstream sent no response head within `limits.response`.
-    pub async fn watch(&self, limits: Limits) -> Cut {
-        let check_every = limits.idle.min(limits.head).min(limits.response) / CHECKS_PER_PERIOD;
-        let check_every = check_every.max(Duration::from_millis(1));
-        let checks_for = |period: Duration| {
-            // The period in whole checks, rounded up: never cut early.
-            let n = period.as_nanos().div_ceil(check_every.as_nanos());
-            u64::try_from(n).unwrap_or(u64::MAX)
-        };
-        let (idle_checks, head_checks) = (checks_for(limits.idle), checks_for(limits.head));
-        let response_checks = checks_for(limits.response);
-        // The upstream attempt being waited for, and for how many checks.
-        let mut upstream_wait: Option<(u64, u64)> = None;
-        let mut ticks = tokio::time::interval(check_every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        let (mut events_seen, mut idle_for) = (self.n_events.load(Ordering::Relaxed), 0u64);
-        // The head being waited for (by the count of requests started before it and the writes
-        // so far: the wait starts once hyper has written out the last response, not when it
-        // took the last body frame), and for how many checks.
-        let mut waiting: Option<((u64, u64), u64)> = None;
-        loop {
-            ticks.tick().await;
-            let events = self.n_events.load(Ordering::Relaxed);
-            if events == events_seen {
-                idle_for += 1;
-                if idle_for >= idle_checks {
-                    return Cut::Idle;
-                }
-            } else {
-                (events_seen, idle_for) = (events, 0);
-            }
-            let sent = self.n_sent.load(Ordering::Relaxed);
-            upstream_wait = if sent == self.n_ended.load(Ordering::Relaxed) {
-                None
-            } else {
-                match upstream_wait {
-                    Some((attempt, checks)) if attempt == sent => {
-                        if checks + 1 >= response_checks {
-                            self.timed_out.store(sent, Ordering::Release);
-                            self.waiting.wake();
-                        }
-                        Some((attempt, checks + 1))
-                    }
-                    _ => Some((sent, 0)),
-                }
-            };
-            let started = self.n_started.load(Ordering::Relaxed);
-            let finished = self.n_finished.load(Ordering::Relaxed);
-            if started != finished {
-                waiting = None;
-                continue;
-            }
-            let head = (started, self.n_writes.load(Ordering::Relaxed));
-            waiting = match waiting {
-                Some((waited_for, checks)) if waited_for == head => {
-                    if checks + 1 >= head_checks {
-                        return Cut::HeadTimeout;
-                    }
-                    Some((head, checks + 1))
-                }
-                // The wait began since the last check: counted from here, so never cut early.
-                _ => Some((head, 0)),
-            };
+    /// The watchdog's verdict for the connection's task, which `cx` wakes when it changes.
+    pub fn poll_verdict(&self, cx: &mut Context<'_>) -> Verdict {
+        // Registered before reading, so a verdict set in between still wakes the task.
+        self.task.register(cx.waker());
+        match self.verdict.load(Ordering::Acquire) {
+            STOP => Verdict::Stop,
+            CUT_IDLE => Verdict::Cut(Cut::Idle),
+            CUT_HEAD => Verdict::Cut(Cut::HeadTimeout),
+            CUT_SHUT_DOWN => Verdict::Cut(Cut::ShutDown),
+            _ => Verdict::GoOn,
         }
+    }
+
+    /// Tells the connection's task to finish its request and close.
+    fn stop(&self) {
+        self.decide(STOP);
+    }
+
+    /// Tells the connection's task to close now.
+    fn cut(&self, cut: Cut) {
+        self.decide(match cut {
+            Cut::Idle => CUT_IDLE,
+            Cut::HeadTimeout => CUT_HEAD,
+            Cut::ShutDown => CUT_SHUT_DOWN,
+        });
+    }
+
+    /// Moves the verdict forward (a stop never undoes a cut, nothing undoes `CLOSED`) and wakes
+    /// the connection's task.
+    fn decide(&self, verdict: u8) {
+        let moved = self
+            .verdict
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                (matches!(current, GO_ON | STOP) && verdict > current).then_some(verdict)
+            })
+            .is_ok();
+        if moved {
+            self.task.wake();
+        }
+    }
+
+    /// The connection's task has ended: nothing to watch any more.
+    pub fn close(&self) {
+        self.verdict.store(CLOSED, Ordering::Release);
+    }
+}
+
+/// The watchdog's memory of one connection between two sweeps.
+#[derive(Default)]
+struct Check {
+    /// `n_events` at the last sweep (`None` before the first), and for how many sweeps since
+    /// no byte moved.
+    events_seen: Option<u64>,
+    idle_for: u64,
+    /// The upstream attempt being waited for, and for how many sweeps.
+    upstream_wait: Option<(u64, u64)>,
+    /// The head being waited for (by the count of requests started before it and the writes
+    /// so far: the wait starts once hyper has written out the last response, not when it took
+    /// the last body frame), and for how many sweeps.
+    head_wait: Option<((u64, u64), u64)>,
+}
+
+/// The limits in whole sweeps, rounded up: never cut early.
+#[derive(Clone, Copy)]
+struct Sweeps {
+    idle: u64,
+    head: u64,
+    response: u64,
+}
+
+impl Check {
+    /// One sweep's look at `activity`: the cut it deserves, if any. On the way, ends the wait
+    /// of a request whose upstream sent no response head in time. A condition is counted from
+    /// the first sweep that sees it, so it lasts at least its limit before it is acted on.
+    fn sweep(&mut self, activity: &Activity, limits: Sweeps) -> Option<Cut> {
+        let events = activity.n_events.load(Ordering::Relaxed);
+        if self.events_seen == Some(events) {
+            self.idle_for += 1;
+            if self.idle_for >= limits.idle {
+                return Some(Cut::Idle);
+            }
+        } else {
+            (self.events_seen, self.idle_for) = (Some(events), 0);
+        }
+        let sent = activity.n_sent.load(Ordering::Relaxed);
+        self.upstream_wait = if sent == activity.n_ended.load(Ordering::Relaxed) {
+            None
+        } else {
+            match self.upstream_wait {
+                Some((attempt, sweeps)) if attempt == sent => {
+                    if sweeps + 1 >= limits.response {
+                        activity.timed_out.store(sent, Ordering::Release);
+                        activity.waiting.wake();
+                    }
+                    Some((attempt, sweeps + 1))
+                }
+                _ => Some((sent, 0)),
+            }
+        };
+        let started = activity.n_started.load(Ordering::Relaxed);
+        if started != activity.n_finished.load(Ordering::Relaxed) {
+            self.head_wait = None;
+            return None;
+        }
+        let head = (started, activity.n_writes.load(Ordering::Relaxed));
+        self.head_wait = match self.head_wait {
+            Some((waited_for, sweeps)) if waited_for == head => {
+                if sweeps + 1 >= limits.head {
+                    return Some(Cut::HeadTimeout);
+                }
+                Some((head, sweeps + 1))
+            }
+            // The wait began since the last sweep: counted from here, so never cut early.
+            _ => Some((head, 0)),
+        };
+        None
+    }
+}
+
+/// The connections of one server, swept periodically for their limits.
+pub struct Watchdog {
+    every: Duration,
+    sweeps: Sweeps,
+    watched: Mutex<Vec<(Arc<Activity>, Check)>>,
+}
+
+impl Watchdog {
+    /// A watchdog for `limits`, sweeping until it is dropped. Must be called inside a tokio
+    /// runtime: it spawns the sweeps.
+    pub fn start(limits: Limits) -> Arc<Self> {
+        let every = (limits.idle.min(limits.head).min(limits.response) / CHECKS_PER_PERIOD)
+            .max(Duration::from_millis(1));
+        let in_sweeps = |period: Duration| {
+            u64::try_from(period.as_nanos().div_ceil(every.as_nanos())).unwrap_or(u64::MAX)
+        };
+        let watchdog = Arc::new(Self {
+            every,
+            sweeps: Sweeps {
+                idle: in_sweeps(limits.idle),
+                head: in_sweeps(limits.head),
+                response: in_sweeps(limits.response),
+            },
+            watched: Mutex::new(Vec::new()),
+        });
+        tokio::spawn(sweep_until_dropped(Arc::downgrade(&watchdog)));
+        watchdog
+    }
+
+    /// Watches a new connection until [`Activity::close`].
+    pub fn watch(&self, activity: Arc<Activity>) {
+        self.lock().push((activity, Check::default()));
+    }
+
+    /// Tells every connection to finish its request in flight and close (graceful shutdown).
+    pub fn stop_all(&self) {
+        for (activity, _) in self.lock().iter() {
+            activity.stop();
+        }
+    }
+
+    /// Closes every connection still open.
+    pub fn cut_all(&self) {
+        for (activity, _) in self.lock().iter() {
+            activity.cut(Cut::ShutDown);
+        }
+    }
+
+    fn sweep(&self) {
+        let sweeps = self.sweeps;
+        self.lock().retain_mut(|(activity, check)| {
+            if activity.verdict.load(Ordering::Acquire) == CLOSED {
+                return false;
+            }
+            match check.sweep(activity, sweeps) {
+                Some(cut) => {
+                    activity.cut(cut);
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<Activity>, Check)>> {
+        self.watched
+            .lock()
+            .expect("the watchdog lock is never held across a panic")
+    }
+}
+
+async fn sweep_until_dropped(watchdog: Weak<Watchdog>) {
+    let Some(every) = watchdog.upgrade().map(|watchdog| watchdog.every) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(watchdog) = watchdog.upgrade() else {
+            return;
+        };
+        watchdog.sweep();
     }
 }
 
@@ -329,21 +496,41 @@ mod tests {
         response: Duration::from_millis(300),
     };
 
+    /// A watchdog with `LIMITS` and one connection it watches.
+    fn watched() -> (Arc<Watchdog>, Arc<Activity>) {
+        let watchdog = Watchdog::start(LIMITS);
+        let activity = Arc::new(Activity::new());
+        watchdog.watch(Arc::clone(&activity));
+        (watchdog, activity)
+    }
+
+    /// Waits, as the connection's task does, until the watchdog cuts the connection.
+    async fn cut_of(activity: &Activity) -> Cut {
+        poll_fn(|cx| match activity.poll_verdict(cx) {
+            Verdict::Cut(cut) => Poll::Ready(cut),
+            Verdict::GoOn | Verdict::Stop => Poll::Pending,
+        })
+        .await
+    }
+
+    /// Moves a byte every 10 ms, as a dribbling client or a streaming response does.
+    fn keep_touching(activity: &Arc<Activity>) -> tokio::task::JoinHandle<()> {
+        let activity = Arc::clone(activity);
+        tokio::spawn(async move {
+            loop {
+                activity.touch();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_head_not_complete_in_time_is_cut_between_one_and_one_and_a_quarter_periods() {
-        let activity = Arc::new(Activity::new());
+        let (_watchdog, activity) = watched();
         let started = tokio::time::Instant::now();
         // Bytes keep arriving (a dribbling client), so only the header timeout applies.
-        let dribble = {
-            let activity = Arc::clone(&activity);
-            tokio::spawn(async move {
-                loop {
-                    activity.touch();
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-        };
-        assert_eq!(activity.watch(LIMITS).await, Cut::HeadTimeout);
+        let dribble = keep_touching(&activity);
+        assert_eq!(cut_of(&activity).await, Cut::HeadTimeout);
         let elapsed = started.elapsed();
         assert!(
             elapsed >= LIMITS.head && elapsed <= LIMITS.head * 5 / 4,
@@ -354,11 +541,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_in_flight_is_not_cut_by_the_header_timeout() {
-        let activity = Arc::new(Activity::new());
+        let (_watchdog, activity) = watched();
         let exchange = activity.request_started();
         let watched = {
             let activity = Arc::clone(&activity);
-            tokio::spawn(async move { activity.watch(LIMITS).await })
+            tokio::spawn(async move { cut_of(&activity).await })
         };
         // Bytes move (a slow response streaming) for longer than the header timeout.
         for _ in 0..60 {
@@ -369,30 +556,22 @@ mod tests {
         drop(exchange);
         // Waiting for the next head from now on.
         let finished_at = tokio::time::Instant::now();
-        let keep_touching = {
-            let activity = Arc::clone(&activity);
-            tokio::spawn(async move {
-                loop {
-                    activity.touch();
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-        };
+        let touching = keep_touching(&activity);
         assert_eq!(watched.await.expect("the watch ends"), Cut::HeadTimeout);
         let waited = finished_at.elapsed();
         assert!(
             waited >= LIMITS.head && waited <= LIMITS.head * 5 / 4,
             "{waited:?}"
         );
-        keep_touching.abort();
+        touching.abort();
     }
 
     #[tokio::test(start_paused = true)]
     async fn no_byte_moving_is_cut_by_the_idle_timeout() {
-        let activity = Arc::new(Activity::new());
+        let (_watchdog, activity) = watched();
         let _exchange = activity.request_started();
         let started = tokio::time::Instant::now();
-        assert_eq!(activity.watch(LIMITS).await, Cut::Idle);
+        assert_eq!(cut_of(&activity).await, Cut::Idle);
         let elapsed = started.elapsed();
         assert!(
             elapsed >= LIMITS.idle && elapsed <= LIMITS.idle * 5 / 4,
@@ -402,22 +581,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_upstream_silent_past_the_response_timeout_ends_the_wait() {
-        let activity = Arc::new(Activity::new());
+        let (_watchdog, activity) = watched();
         let watched = {
             let activity = Arc::clone(&activity);
-            tokio::spawn(async move { activity.watch(LIMITS).await })
+            tokio::spawn(async move { cut_of(&activity).await })
         };
         let exchange = activity.request_started();
         // Bytes keep moving, so the idle timeout stays out of it.
-        let keep_touching = {
-            let activity = Arc::clone(&activity);
-            tokio::spawn(async move {
-                loop {
-                    activity.touch();
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-        };
+        let touching = keep_touching(&activity);
         // An attempt answered in time leaves the next attempt a whole timeout of its own.
         let quick = exchange
             .upstream_response(tokio::time::sleep(Duration::from_millis(250)))
@@ -434,17 +605,17 @@ mod tests {
             "{waited:?}"
         );
         assert!(!watched.is_finished());
-        keep_touching.abort();
+        touching.abort();
         watched.abort();
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_response_still_being_written_out_is_not_cut_by_the_header_timeout() {
-        let activity = Arc::new(Activity::new());
+        let (_watchdog, activity) = watched();
         drop(activity.request_started());
         let watched = {
             let activity = Arc::clone(&activity);
-            tokio::spawn(async move { activity.watch(LIMITS).await })
+            tokio::spawn(async move { cut_of(&activity).await })
         };
         // hyper took the whole body but flushes it to a slow reader for twice the header timeout.
         for _ in 0..40 {
@@ -458,6 +629,40 @@ mod tests {
         assert!(
             waited >= LIMITS.head && waited <= LIMITS.head * 5 / 4,
             "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_stops_then_cuts_and_a_closed_connection_is_forgotten() {
+        let (watchdog, activity) = watched();
+        let other = Arc::new(Activity::new());
+        watchdog.watch(Arc::clone(&other));
+        let _touching = (keep_touching(&activity), keep_touching(&other));
+        let woken = tokio::spawn({
+            let activity = Arc::clone(&activity);
+            async move {
+                poll_fn(|cx| match activity.poll_verdict(cx) {
+                    Verdict::GoOn => Poll::Pending,
+                    verdict => Poll::Ready(verdict),
+                })
+                .await
+            }
+        });
+        tokio::task::yield_now().await;
+        other.close();
+        watchdog.stop_all();
+        assert_eq!(woken.await.expect("woken by the stop"), Verdict::Stop);
+        // A stop never undoes a cut, and a cut is final.
+        watchdog.cut_all();
+        watchdog.stop_all();
+        assert_eq!(cut_of(&activity).await, Cut::ShutDown);
+        tokio::time::sleep(LIMITS.head / 2).await;
+        assert!(
+            watchdog
+                .lock()
+                .iter()
+                .all(|(watched, _)| !Arc::ptr_eq(watched, &other)),
+            "a closed connection is dropped at the next sweep"
         );
     }
 }
