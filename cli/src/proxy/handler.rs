@@ -23,7 +23,7 @@ use super::limits::ProxyConfig;
 use super::pool::Pool;
 use super::routing::{Routing, Target};
 use super::upstream::{self, Answered, Outgoing, SendError};
-use super::watchdog::Exchange;
+use super::watchdog::{Exchange, WatchedBody};
 
 /// What every request of one proxy shares.
 pub struct Shared {
@@ -52,16 +52,20 @@ impl Client {
     }
 }
 
+/// One request, start to finish: the upstream's response or the proxy's own error, with a body
+/// that ends the `exchange` when hyper is done with it. Owns its handles (rather than borrowing
+/// them from a wrapping `async` block) so the future hyper stores is one layer: each layer of
+/// `async` costs a copy of the whole future on every request.
 pub async fn handle(
-    shared: &Shared,
-    client: &Client,
-    exchange: &Exchange,
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    exchange: Exchange,
     request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<WatchedBody>, Infallible> {
     // A method is a plain copy for the standard ones; kept only to log an error.
     let method = request.method().clone();
-    match proxy(shared, client, exchange, request).await {
-        Ok(response) => Ok(response),
+    let response = match proxy(&shared, &client, &exchange, request).await {
+        Ok(response) => response,
         Err(error) => {
             tracing::debug!(
                 %method,
@@ -70,9 +74,10 @@ pub async fn handle(
                 message = %error,
                 "proxy answered itself"
             );
-            Ok(error.into_response())
+            error.into_response()
         }
-    }
+    };
+    Ok(response.map(|body| WatchedBody::new(body, exchange)))
 }
 
 async fn proxy(

@@ -6,7 +6,6 @@
 //! dropped at once, in-flight requests get `shutdown_grace` to finish, then everything left is
 //! cut. It never looks inside a request (that is `handler`).
 
-use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -27,7 +26,7 @@ use super::handler::{self, Shared};
 use super::limits::ProxyConfig;
 use super::pool::Pool;
 use super::routing::Routing;
-use super::watchdog::{Activity, Limits, Verdict, Watchdog, WatchedBody, WatchedIo};
+use super::watchdog::{Activity, Limits, Verdict, Watchdog, WatchedIo};
 
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
@@ -124,13 +123,12 @@ pub async fn serve(
                 let client = Arc::new(handler::Client::new(client_addr));
                 let request_activity = Arc::clone(&activity);
                 let service = service_fn(move |request| {
-                    let exchange = request_activity.request_started();
-                    let shared = Arc::clone(&request_shared);
-                    let client = Arc::clone(&client);
-                    async move {
-                        let response = handler::handle(&shared, &client, &exchange, request).await?;
-                        Ok::<_, Infallible>(response.map(|body| WatchedBody::new(body, exchange)))
-                    }
+                    handler::handle(
+                        Arc::clone(&request_shared),
+                        Arc::clone(&client),
+                        request_activity.request_started(),
+                        request,
+                    )
                 });
                 let connection = http.serve_connection(io, service).with_upgrades();
                 connections.spawn(async move {

@@ -6,6 +6,7 @@
 //! once any byte of a request may have gone out, it is never sent again, whatever happens. It
 //! never decides which host or rule a request belongs to.
 
+use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -127,13 +128,13 @@ pub async fn send_to_deployment(
         let instance = &deployment.instances[index];
         let head = outgoing.head(&instance.host_header);
         let guard = instance.start_request();
-        let sent = pool.send(
+        let sent = pin!(pool.send(
             &instance.pool_key,
             &instance.authority,
             &head,
             body,
             config.max_body_size,
-        );
+        ));
         match outgoing.exchange.upstream_response(sent).await.ok_or(()) {
             Ok(Ok((response, upstream, slot))) => {
                 instance.record_response();
@@ -210,7 +211,7 @@ pub async fn send_to_external(
         .expect("an authority is always a valid header value");
     let head = outgoing.head(&host);
     let pool_key: Arc<str> = Arc::from(authority.as_str());
-    let sent = pool.send(&pool_key, authority, &head, body, config.max_body_size);
+    let sent = pin!(pool.send(&pool_key, authority, &head, body, config.max_body_size));
     match outgoing.exchange.upstream_response(sent).await.ok_or(()) {
         Ok(Ok((response, upstream, slot))) => Ok(Answered {
             response,

@@ -15,7 +15,7 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -352,13 +352,14 @@ pub struct Exchange {
 
 impl Exchange {
     /// Waits for an upstream's response head (`sent`), or until the watchdog says the response
-    /// timeout passed: `None`. Each call is one attempt with a timeout of its own.
-    pub async fn upstream_response<F: Future>(&self, sent: F) -> Option<F::Output> {
+    /// timeout passed: `None`. Each call is one attempt with a timeout of its own. `sent` is
+    /// pinned by the caller: taken by value, it would be stored twice in this future's state
+    /// and copied on every request.
+    pub async fn upstream_response<F: Future>(&self, mut sent: Pin<&mut F>) -> Option<F::Output> {
         let activity = &*self.activity;
         let attempt = activity.n_sent.fetch_add(1, Ordering::Relaxed) + 1;
         // Ends the attempt however the wait ends, dropped future included.
         let _ended = AttemptEnded(activity);
-        let mut sent = pin!(sent);
         poll_fn(|cx| {
             if let Poll::Ready(output) = sent.as_mut().poll(cx) {
                 return Poll::Ready(Some(output));
@@ -488,6 +489,8 @@ impl AsyncWrite for WatchedIo {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::pin;
+
     use super::*;
 
     const LIMITS: Limits = Limits {
@@ -591,12 +594,12 @@ mod tests {
         let touching = keep_touching(&activity);
         // An attempt answered in time leaves the next attempt a whole timeout of its own.
         let quick = exchange
-            .upstream_response(tokio::time::sleep(Duration::from_millis(250)))
+            .upstream_response(pin!(tokio::time::sleep(Duration::from_millis(250))))
             .await;
         assert_eq!(quick, Some(()));
         let started = tokio::time::Instant::now();
         let silent = exchange
-            .upstream_response(std::future::pending::<()>())
+            .upstream_response(pin!(std::future::pending::<()>()))
             .await;
         assert_eq!(silent, None);
         let waited = started.elapsed();
