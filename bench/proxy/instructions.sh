@@ -3,9 +3,9 @@
 # req/s and even CPU time move with other processes' load. Loopback only; not run by CI.
 #
 #   bench/proxy/instructions.sh [PROXY_BENCH_BINARY...]
-#   REQUESTS=20000 CONNECTIONS=16 bench/proxy/instructions.sh /tmp/before/proxy_bench target/release/examples/proxy_bench
+#   REQUESTS=20000 CONNECTIONS=16 bench/proxy/instructions.sh /tmp/before/proxy_bench target/dist/examples/proxy_bench
 #
-# For each binary (default: this tree's release proxy_bench): runs it per-core under
+# For each binary (default: this tree's proxy_bench, built with PROFILE): runs it per-core under
 # `valgrind --tool=callgrind`, drives exactly REQUESTS keep-alive requests through it with curl
 # (URL globbing, `--parallel` over CONNECTIONS connections; `cli/examples/bench_upstream.rs`
 # answers them), stops it, and reports
@@ -17,6 +17,8 @@ set -euo pipefail
 REQUESTS=${REQUESTS:-20000}
 CONNECTIONS=${CONNECTIONS:-16}
 HOST_HEADER="bench.localhost"
+# `dist` (fat LTO, what `cargo install --profile dist` builds); PROFILE=release for quicker builds.
+PROFILE=${PROFILE:-dist}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d)
 PIDS=()
@@ -32,9 +34,9 @@ trap cleanup EXIT
 # shellcheck source=bench/proxy/common.sh
 source "$(dirname "$0")/common.sh"
 
-echo "building release examples..." >&2
-(cd "$ROOT" && cargo build --release -p stack --example bench_upstream --example proxy_bench >&2)
-EXAMPLES="$ROOT/target/release/examples"
+echo "building the examples (profile $PROFILE)..." >&2
+(cd "$ROOT" && cargo build --profile "$PROFILE" -p stack --example bench_upstream --example proxy_bench >&2)
+EXAMPLES="$ROOT/target/$PROFILE/examples"
 [ $# -gt 0 ] || set -- "$EXAMPLES/proxy_bench"
 
 UPSTREAM_PORT=$(free_port)

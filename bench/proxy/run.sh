@@ -9,8 +9,8 @@
 #   RATE=10000 bench/proxy/run.sh   # also latency at a fixed rate below saturation (needs oha)
 #
 # BASELINE_BIN names a directory holding a `proxy_bench` built from an earlier commit (e.g.
-# `git worktree add /tmp/b main && cargo build --release --example proxy_bench` there, or a copy
-# of target/release/examples/proxy_bench taken before a change); it runs per-core in the same
+# `git worktree add /tmp/b main && cargo build --profile dist --example proxy_bench` there, or a copy
+# of target/dist/examples/proxy_bench taken before a change); it runs per-core in the same
 # interleaved rounds, so before and after meet the same load.
 #
 # The targets are measured in interleaved rounds (direct, stack, stack per-core, nginx, again)
@@ -26,6 +26,8 @@ DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
 HOST_HEADER="bench.localhost"
+# `dist` (fat LTO, what `cargo install --profile dist` builds); PROFILE=release for quicker builds.
+PROFILE=${PROFILE:-dist}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d)
 PIDS=()
@@ -45,9 +47,9 @@ trap cleanup EXIT
 # shellcheck source=bench/proxy/common.sh
 source "$(dirname "$0")/common.sh"
 
-echo "building release examples..." >&2
-(cd "$ROOT" && cargo build --release -p stack --example bench_upstream --example proxy_bench >&2)
-BIN="$ROOT/target/release/examples"
+echo "building the examples (profile $PROFILE)..." >&2
+(cd "$ROOT" && cargo build --profile "$PROFILE" -p stack --example bench_upstream --example proxy_bench >&2)
+BIN="$ROOT/target/$PROFILE/examples"
 
 UPSTREAM_PORT=$(free_port)
 STACK_PORT=$(free_port)
@@ -191,7 +193,7 @@ cat <<MD
   wrk, the proxy and the upstream share these cores; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg).
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nginx -v 2>&1); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2).
 - Upstream: \`cli/examples/bench_upstream.rs\` (hyper, 12-byte body). Stack: \`cli/examples/proxy_bench.rs\`
-  (release, default \`ProxyConfig\`): \`multi\` = \`proxy::run\` on one tokio multi-thread runtime (a worker per core),
+  (profile \`$PROFILE\`, default \`ProxyConfig\`): \`multi\` = \`proxy::run\` on one tokio multi-thread runtime (a worker per core),
   \`per-core\` = \`proxy::run_on_threads\`, a current-thread runtime per core, connections dealt out in turn by one acceptor thread (nginx's model, what \`stack up\` runs). nginx: keepalive upstream
   pool (128), \`worker_processes auto\` ($NGINX_WORKERS workers), same X-Forwarded-* headers, access log off.
 - CPU/request: utime+stime of the proxy's processes during the round / requests served (median of the rounds; user and sys

@@ -12,7 +12,7 @@ pub struct ProxyConfig {
     /// A client must send a whole request head within this time, or its connection is closed.
     /// The wait starts when the proxy starts waiting for a head (at connect, and when the last
     /// response is sent), so it also bounds how long a keep-alive connection may sit idle
-    /// between two requests. Enforced by the connection's watchdog (`watchdog.rs`): the
+    /// between two requests. Enforced by the server's watchdog (`watchdog.rs`): the
     /// connection is closed between 1 and 1.25 times this after the wait began.
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers) in bytes; above it: 431.
@@ -29,7 +29,7 @@ pub struct ProxyConfig {
     /// Time to establish a TCP connection to an upstream before trying the next instance.
     pub connect_timeout: Duration,
     /// Time for an upstream to send its response headers after the request went out: 504,
-    /// between 1 and 1.25 times this after the attempt began (the connection's watchdog).
+    /// between 1 and 1.25 times this after the attempt began (the server's watchdog).
     pub response_timeout: Duration,
     /// How long a request for a deployment with instances starting but none ready waits for a
     /// routing swap that makes one ready.

@@ -19,7 +19,8 @@
 //! - `limits`: [`ProxyConfig`], every timeout and size limit.
 //! - `error`: [`ProxyError`] and its JSON body.
 //! - `handler`, `server`: one request end to end; the accept loop and graceful shutdown.
-//! - `watchdog`: the header and idle timeouts of a client connection, without a timer per request.
+//! - `watchdog`: the header, idle and response timeouts of client connections: one sweep per
+//!   server, no timer per request or per connection.
 //!
 //! # For the supervisor: building and swapping tables
 //!

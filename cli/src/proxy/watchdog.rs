@@ -8,8 +8,9 @@
 //! no timer on the request path, and the verdict the connection's task reads), [`Exchange`]
 //! (one request, and its wait for the upstream), [`WatchedIo`], [`WatchedBody`] and
 //! [`Watchdog`], whose sweep checks every connection of a server. Sweeps run four times per
-//! shortest period, so a limit takes effect between 1 and 1.25 periods after the condition
-//! began. The connection's task only registers its waker and reads one atomic per poll: a
+//! shortest limit, and a condition is counted from the first sweep that sees it, so a limit
+//! takes effect no earlier than its length and at most two sweeps later (1.25 times the
+//! shortest limit; one sweep later for a limit that is a whole number of sweeps). The connection's task only registers its waker and reads one atomic per poll: a
 //! `select!` over a per-connection timer and the shutdown signal cost ~1,000 instructions per
 //! request (`bench/RESULTS.md`, issue 4).
 
