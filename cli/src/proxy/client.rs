@@ -365,8 +365,11 @@ fn parse_response_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Clien
         )
     };
     let head = buf.split_to(len).freeze();
-    // Room for the proxy's own `x-stack-*` headers too, so adding them does not regrow it.
-    let mut headers = HeaderMap::with_capacity(n_spans + 2);
+    let mut response = Response::new(());
+    // Filled in place (replacing the map would drop the empty one). Room for the proxy's own
+    // `x-stack-*` headers too, so adding them does not regrow it.
+    let headers = response.headers_mut();
+    headers.reserve(n_spans + 2);
     let spans = inline[..n_spans.min(INLINE_SPANS)].iter().chain(&spilled);
     for &(name_start, name_end, value_start, value_end) in spans {
         let (name_start, name_end) = (name_start as usize, name_end as usize);
@@ -377,16 +380,13 @@ fn parse_response_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Clien
             .map_err(|_| ClientError::Invalid(format!("the value of `{name}` is not valid")))?;
         headers.append(name, value);
     }
-    let status = StatusCode::from_u16(code)
+    *response.status_mut() = StatusCode::from_u16(code)
         .map_err(|_| ClientError::Invalid(format!("status {code} is not valid")))?;
-    let mut response = Response::new(());
-    *response.status_mut() = status;
     *response.version_mut() = if minor_version == 1 {
         Version::HTTP_11
     } else {
         Version::HTTP_10
     };
-    *response.headers_mut() = headers;
     Ok(Some(response))
 }
 

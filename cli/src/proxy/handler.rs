@@ -88,16 +88,12 @@ async fn proxy(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let requested_host =
         host::check_request(request.method(), request.version(), request.headers())?;
-    if let (Some(limit), Some(length)) = (
-        shared.config.max_body_size,
-        content_length(request.headers()),
-    ) {
-        if length > limit {
+    if let Some(length) = keep_one_content_length(request.headers_mut()) {
+        if let Some(limit) = shared.config.max_body_size.filter(|limit| length > *limit) {
             return Err(ProxyError::PayloadTooLarge { limit });
         }
     }
     let path_and_query = host::normalized_path_and_query(request.uri())?;
-    keep_one_content_length(request.headers_mut());
 
     let upgrade_protocol = forward::strip_hop_by_hop(request.headers_mut());
     let client_upgrade = upgrade_protocol
@@ -268,19 +264,14 @@ fn respond(
     Response::from_parts(parts, body)
 }
 
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.parse().ok())
-}
-
-/// hyper refuses differing `Content-Length`s; identical repeats are legal but some upstreams
-/// reject them, so one goes upstream.
-fn keep_one_content_length(headers: &mut http::HeaderMap) {
-    if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() {
-        if let Some(first) = headers.get(CONTENT_LENGTH).cloned() {
-            headers.insert(CONTENT_LENGTH, first);
-        }
+/// The request's `Content-Length`, left in the headers once: hyper refuses differing values;
+/// identical repeats are legal but some upstreams reject them, so one goes upstream. One
+/// lookup: most requests have none.
+fn keep_one_content_length(headers: &mut http::HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(CONTENT_LENGTH).iter();
+    let first = values.next()?.clone();
+    if values.next().is_some() {
+        headers.insert(CONTENT_LENGTH, first.clone());
     }
+    first.to_str().ok()?.parse().ok()
 }
