@@ -755,6 +755,10 @@ fn the_managed_redis_is_found_through_a_running_stack_up() {
         .find(|word| word.starts_with("redis://"))
         .expect("the managed URL")
         .to_owned();
+    // The control socket that `stack get` asks is bound after Redis is announced, and before
+    // the first deployment is: asking in between would fall back to the environment (this
+    // test flaked that way).
+    lines.wait_for(&["> Ready! http://hello-"]);
 
     let mut redis = redis::Client::open(url.as_str())
         .and_then(|client| client.get_connection())
