@@ -126,10 +126,11 @@ pub struct LogsArgs {
     /// Keep printing new lines.
     #[arg(short, long)]
     pub follow: bool,
-    /// How many stored lines to print first.
-    #[arg(short = 'n', long, default_value_t = 100)]
-    pub lines: usize,
-    /// Only lines newer than this (`10m`, `2h`, or an RFC 3339 time).
+    /// How many stored lines to print first [default: 100, or every line with --since].
+    #[arg(short = 'n', long)]
+    pub lines: Option<usize>,
+    /// Only lines from this time on: a duration back from now (`90s`, `10m`, `1h30m`, `2d`) or
+    /// an RFC 3339 time (`2026-11-28T10:00:00Z`).
     #[arg(long, value_name = "T")]
     pub since: Option<String>,
 }

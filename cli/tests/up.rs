@@ -367,6 +367,20 @@ async fn a_crashing_service_backs_off_then_is_crashed_while_the_other_serves() {
     up.wait_for("hello: starting with SESSION_SECRET=***", DEADLINE);
     let logs_output = project.stack_ok(&["logs", "hello", "-n", "10"]);
     assert!(logs_output.contains("SESSION_SECRET=***"), "{logs_output}");
+    // `--since`: a duration back from now keeps the lines, a time to come keeps none, and a
+    // value that is neither is refused with the forms that work.
+    let recent = project.stack_ok(&["logs", "hello", "--since", "1h"]);
+    assert!(recent.contains("hello.0 | hello: listening"), "{recent}");
+    let none = project.stack_ok(&["logs", "hello", "--since", "2099-01-01T00:00:00Z"]);
+    assert!(!none.contains("hello.0 |"), "{none}");
+    let refused = project.stack(&["logs", "hello", "--since", "yesterday"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let refusal = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        refusal.contains("Error! `--since yesterday` is neither a duration")
+            && refusal.contains("1h30m"),
+        "{refusal}"
+    );
     for text in [up.output(), project.all_logs(), logs_output] {
         assert!(!text.contains(secret), "the secret leaked:\n{text}");
     }
@@ -411,6 +425,10 @@ async fn a_crashing_service_backs_off_then_is_crashed_while_the_other_serves() {
     assert_eq!(state["scale"]["hello"], 3);
     let stored = project.stack_ok(&["logs", "hello", "-n", "50"]);
     assert!(stored.contains("hello.0 | hello: listening"), "{stored}");
+    let recent = project.stack_ok(&["logs", "hello", "--since", "1h"]);
+    assert!(recent.contains("hello.0 | hello: listening"), "{recent}");
+    let none = project.stack_ok(&["logs", "hello", "--since", "2099-01-01T00:00:00Z"]);
+    assert!(!none.contains("hello.0 |"), "{none}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
-//! `stack logs <service|deployment> [-f] [-n N]`: stored lines, then live ones with `-f`, from
-//! the running `stack up`; without one, what `.stack/logs/` holds.
+//! `stack logs <service|deployment> [-f] [-n N] [--since T]`: stored lines, then live ones with
+//! `-f`, from the running `stack up`; without one, what `.stack/logs/` holds.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,29 +12,52 @@ use crate::output::{self, CliError, CliResult};
 use crate::state;
 use crate::supervisor::logs::{self, LogLine};
 
+/// Stored lines printed when neither `-n` nor `--since` says otherwise.
+const DEFAULT_LINES: usize = 100;
+
+/// Which stored lines to print: the last `lines` of those from `since_ms` on.
+struct Selection {
+    lines: usize,
+    since_ms: u64,
+}
+
 pub fn run(project_dir: &Path, args: LogsArgs) -> CliResult<ExitCode> {
-    if args.since.is_some() {
-        return Err(CliError::new("`--since` is not supported yet")
-            .hint("Use `-n N` to choose how many stored lines to print."));
-    }
+    let since_ms = match &args.since {
+        Some(text) => Some(parse_since(text, logs::now_ms())?),
+        None => None,
+    };
+    let selection = Selection {
+        // `--since` alone means every line since then, as `docker logs --since` does.
+        lines: args.lines.unwrap_or(if since_ms.is_some() {
+            usize::MAX
+        } else {
+            DEFAULT_LINES
+        }),
+        since_ms: since_ms.unwrap_or(0),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| CliError::new(format!("cannot start the async runtime: {error}")))?;
-    runtime.block_on(logs_async(project_dir, args))
+    runtime.block_on(logs_async(project_dir, &args, &selection))
 }
 
-async fn logs_async(project_dir: &Path, args: LogsArgs) -> CliResult<ExitCode> {
+async fn logs_async(
+    project_dir: &Path,
+    args: &LogsArgs,
+    selection: &Selection,
+) -> CliResult<ExitCode> {
     let client = Client::new(project_dir);
     let path = format!(
-        "/v1/logs?target={}&lines={}&follow={}",
+        "/v1/logs?target={}&lines={}&since={}&follow={}",
         args.target,
-        args.lines,
+        selection.lines,
+        selection.since_ms,
         if args.follow { 1 } else { 0 }
     );
     let response = match client.send("GET", &path, None).await {
         Ok(response) => response,
-        Err(ControlError::NotRunning { .. }) => return from_disk(project_dir, &args),
+        Err(ControlError::NotRunning { .. }) => return from_disk(project_dir, args, selection),
         Err(error) => return Err(error.into()),
     };
     let status = response.status();
@@ -56,15 +79,17 @@ async fn logs_async(project_dir: &Path, args: LogsArgs) -> CliResult<ExitCode> {
         pending.extend_from_slice(data);
         while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            if let Ok(line) = serde_json::from_slice::<LogLine>(&line) {
-                print_line(&line);
+            match serde_json::from_slice::<LogLine>(&line) {
+                // Checked here too: a `stack up` built before `--since` sends every line.
+                Ok(line) if line.time_ms >= selection.since_ms => print_line(&line),
+                _ => {}
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn from_disk(project_dir: &Path, args: &LogsArgs) -> CliResult<ExitCode> {
+fn from_disk(project_dir: &Path, args: &LogsArgs, selection: &Selection) -> CliResult<ExitCode> {
     let Some(deployment) = control::server::stored_deployment(project_dir, &args.target) else {
         return Err(
             CliError::new(format!("no service or deployment named `{}`", args.target))
@@ -72,9 +97,10 @@ fn from_disk(project_dir: &Path, args: &LogsArgs) -> CliResult<ExitCode> {
         );
     };
     let logs_dir = project_dir.join(state::STATE_DIR).join("logs");
-    let lines = logs::read_stored(&logs_dir, &deployment, args.lines).map_err(|error| {
-        CliError::new(format!("cannot read the logs of `{deployment}`: {error}"))
-    })?;
+    let lines = logs::read_stored(&logs_dir, &deployment, selection.lines, selection.since_ms)
+        .map_err(|error| {
+            CliError::new(format!("cannot read the logs of `{deployment}`: {error}"))
+        })?;
     for line in &lines {
         print_line(line);
     }
@@ -92,4 +118,201 @@ fn print_line(line: &LogLine) {
         style.apply_to(format!("{} |", line.source)),
         line.text
     );
+}
+
+/// `--since T` as milliseconds since the Unix epoch: a duration back from `now_ms` (`90s`,
+/// `10m`, `1h30m`, `2d`, `500ms`) or an RFC 3339 time (`2026-11-28T10:00:00Z`,
+/// `2026-11-28 11:00:00.250+01:00`).
+fn parse_since(text: &str, now_ms: u64) -> CliResult<u64> {
+    let trimmed = text.trim();
+    if let Some(back) = duration_ms(trimmed) {
+        return Ok(now_ms.saturating_sub(back));
+    }
+    rfc3339_ms(trimmed).ok_or_else(|| {
+        CliError::new(format!(
+            "`--since {text}` is neither a duration nor an RFC 3339 time"
+        ))
+        .hint("Use a duration back from now (`90s`, `10m`, `1h30m`, `2d`) or a time such as `2026-11-28T10:00:00Z`.")
+    })
+}
+
+/// One or more number-unit pairs (`ms`, `s`, `m`, `h`, `d`): `90s`, `1h30m`.
+fn duration_ms(text: &str) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut total = 0u64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_ms = match &rest[..unit] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return None,
+        };
+        total = total.checked_add(number.checked_mul(unit_ms)?)?;
+        rest = &rest[unit..];
+    }
+    Some(total)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)`, RFC 3339 (`t`, `z` and a space for `T`
+/// accepted), as milliseconds since the Unix epoch; `None` for anything else, or before 1970.
+fn rfc3339_ms(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    let number = |from: usize, to: usize| -> Option<i64> {
+        let digits = text.get(from..to)?;
+        digits
+            .bytes()
+            .all(|byte| byte.is_ascii_digit())
+            .then(|| digits.parse().ok())?
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if bytes.len() < 20
+        || separators.iter().any(|&(at, byte)| bytes[at] != byte)
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+    {
+        return None;
+    }
+    let (year, month, day) = (number(0, 4)?, number(5, 7)?, number(8, 10)?);
+    let (hour, minute, second) = (number(11, 13)?, number(14, 16)?, number(17, 19)?);
+    // Second 60 is a leap second.
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut millis = 0;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(fraction.len());
+        if digits == 0 {
+            return None;
+        }
+        // Milliseconds: the first three digits, `.5` being 500.
+        for (digit, scale) in fraction.bytes().take(3.min(digits)).zip([100, 10, 1]) {
+            millis += i64::from(digit - b'0') * scale;
+        }
+        rest = &fraction[digits..];
+    }
+    let offset_minutes = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (hours, minutes) = (
+                number(text.len() - 5, text.len() - 3)?,
+                number(text.len() - 2, text.len())?,
+            );
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let offset = hours * 60 + minutes;
+            if *sign == b'-' {
+                -offset
+            } else {
+                offset
+            }
+        }
+        _ => return None,
+    };
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second
+        - offset_minutes * 60;
+    u64::try_from(seconds * 1_000 + millis).ok()
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_795_000_000_000;
+
+    fn since(text: &str) -> Option<u64> {
+        parse_since(text, NOW).ok()
+    }
+
+    #[test]
+    fn durations_count_back_from_now() {
+        assert_eq!(since("90s"), Some(NOW - 90_000));
+        assert_eq!(since("10m"), Some(NOW - 600_000));
+        assert_eq!(since("1h30m"), Some(NOW - 5_400_000));
+        assert_eq!(since("2d"), Some(NOW - 172_800_000));
+        assert_eq!(since("500ms"), Some(NOW - 500));
+        assert_eq!(since(" 0s "), Some(NOW));
+        assert_eq!(since("99999999d"), Some(0), "before 1970 is everything");
+    }
+
+    #[test]
+    fn rfc3339_times_are_absolute() {
+        assert_eq!(since("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(since("2000-03-01T00:00:00Z"), Some(951_868_800_000));
+        assert_eq!(since("2026-11-28T10:00:00Z"), Some(1_795_860_000_000));
+        assert_eq!(since("2026-11-28t10:00:00.25z"), Some(1_795_860_000_250));
+        assert_eq!(
+            since("2026-11-28 11:00:00.123456+01:00"),
+            Some(1_795_860_000_123)
+        );
+        assert_eq!(since("2026-11-28T08:30:00-01:30"), Some(1_795_860_000_000));
+        assert_eq!(since("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_the_forms_that_work() {
+        for bad in [
+            "",
+            "10",
+            "m",
+            "10x",
+            "1.5h",
+            "-5m",
+            "yesterday",
+            "2026-11-28",
+            "2026-11-28T10:00:00",
+            "2026-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2026-11-28T24:00:00Z",
+            "2026-11-28T10:00:00.Z",
+            "2026-11-28T10:00:00+1:00",
+            "1969-12-31T23:59:59Z",
+        ] {
+            let error = parse_since(bad, NOW).expect_err(bad);
+            assert!(
+                error.to_string().contains("neither a duration"),
+                "{bad}: {error}"
+            );
+        }
+    }
 }

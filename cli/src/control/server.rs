@@ -5,7 +5,7 @@
 //! | `GET /v1/deployments` | every running deployment (`stack ls`) |
 //! | `POST /v1/scale` | run N instances; answers once they are ready (or failed) |
 //! | `DELETE /v1/deployments/<id>` | stop a deployment and remove it (`stack rm`) |
-//! | `GET /v1/logs?target=T&lines=N&follow=1` | stored lines, then live ones as NDJSON |
+//! | `GET /v1/logs?target=T&lines=N&since=MS&follow=1` | stored lines (the last N from MS, ms since the epoch, on), then live ones as NDJSON |
 //! | `POST /v1/aliases` | an [`AliasChange`], applied atomically or refused |
 //! | `POST /v1/down` | stop everything (`stack down`) |
 //! | `GET /v1/redis` | `{"url": ...}`: the Redis URL the services get (`stack redis`) |
@@ -273,11 +273,13 @@ fn logs_route(
 ) -> Response<Body> {
     let mut target = None;
     let mut lines = 100usize;
+    let mut since_ms = 0u64;
     let mut follow = false;
     for pair in query.split('&') {
         match pair.split_once('=') {
             Some(("target", value)) => target = Some(value.to_string()),
             Some(("lines", value)) => lines = value.parse().unwrap_or(100),
+            Some(("since", value)) => since_ms = value.parse().unwrap_or(0),
             Some(("follow", value)) => follow = value == "1" || value == "true",
             _ => {}
         }
@@ -302,8 +304,8 @@ fn logs_route(
     // Subscribe before reading the file, so no line falls between the two.
     let receiver = live_log.filter(|_| follow).map(|log| log.follow());
     let logs_dir = context.project_dir.join(state::STATE_DIR).join("logs");
-    let stored = logs::read_stored(&logs_dir, &deployment_id, lines).unwrap_or_default();
-    let last_stored_ms = stored.last().map_or(0, |line| line.time_ms);
+    let stored = logs::read_stored(&logs_dir, &deployment_id, lines, since_ms).unwrap_or_default();
+    let last_stored_ms = stored.last().map_or(since_ms, |line| line.time_ms);
     let stored_frames = stream::iter(
         stored
             .into_iter()

@@ -217,8 +217,14 @@ impl DeploymentLog {
     }
 }
 
-/// The last `n` lines stored on disk for a deployment (for `stack logs` without `stack up`).
-pub fn read_stored(logs_dir: &Path, deployment_id: &str, n: usize) -> io::Result<Vec<LogLine>> {
+/// The last `n` lines stored on disk for a deployment, of those from `since_ms` (milliseconds
+/// since the Unix epoch) on.
+pub fn read_stored(
+    logs_dir: &Path,
+    deployment_id: &str,
+    n: usize,
+    since_ms: u64,
+) -> io::Result<Vec<LogLine>> {
     let text = match fs::read_to_string(log_path(logs_dir, deployment_id)) {
         Ok(text) => text,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -228,6 +234,7 @@ pub fn read_stored(logs_dir: &Path, deployment_id: &str, n: usize) -> io::Result
         .lines()
         .rev()
         .filter_map(LogLine::from_stored)
+        .filter(|line| line.time_ms >= since_ms)
         .take(n)
         .collect();
     lines.reverse();
@@ -272,9 +279,13 @@ mod tests {
         let log = DeploymentLog::open(dir.path(), "writer-abcdefghij", None, redactor).unwrap();
         log.push("writer.0", "secret is canary-secret-value!");
         log.push("writer.1", "ab stays");
-        let stored = read_stored(dir.path(), "writer-abcdefghij", 10).unwrap();
+        let stored = read_stored(dir.path(), "writer-abcdefghij", 10, 0).unwrap();
         let texts: Vec<&str> = stored.iter().map(|line| line.text.as_str()).collect();
         assert_eq!(texts, ["secret is ***!", "ab stays"]);
+        let since = stored[1].time_ms + 1;
+        assert!(read_stored(dir.path(), "writer-abcdefghij", 10, since)
+            .unwrap()
+            .is_empty());
         assert_eq!(log.recent(5, Some("writer.1")).len(), 1);
         let file = fs::read_to_string(log_path(dir.path(), "writer-abcdefghij")).unwrap();
         assert!(!file.contains("canary"));
