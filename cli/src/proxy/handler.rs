@@ -4,12 +4,15 @@
 //! own module (`host`, `forward`, `upstream`, `error`); this file only strings them together.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::CONTENT_LENGTH;
+use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,22 +56,35 @@ impl Client {
 }
 
 /// One request, start to finish: the upstream's response or the proxy's own error, with a body
-/// that ends the `exchange` when hyper is done with it. Owns its handles (rather than borrowing
-/// them from a wrapping `async` block) so the future hyper stores is one layer: each layer of
-/// `async` costs a copy of the whole future on every request.
-pub async fn handle(
+/// that ends the `exchange` when hyper is done with it.
+///
+/// The request head goes into a box: an `async fn` keeps each argument twice in its future
+/// (as the argument and as the moved-in local), hyper copies the whole future into its slot on
+/// every request, and the head is the largest thing the future would hold (224 bytes, kept four
+/// times over two layers). The handles are owned rather than borrowed from a wrapping `async`
+/// block, which would be one more layer to copy.
+pub fn handle(
     shared: Arc<Shared>,
     client: Arc<Client>,
     exchange: Exchange,
     request: Request<Incoming>,
+) -> impl Future<Output = Result<Response<WatchedBody>, Infallible>> {
+    let (head, body) = request.into_parts();
+    answer(shared, client, exchange, Box::new(head), body)
+}
+
+async fn answer(
+    shared: Arc<Shared>,
+    client: Arc<Client>,
+    exchange: Exchange,
+    mut head: Box<Parts>,
+    body: Incoming,
 ) -> Result<Response<WatchedBody>, Infallible> {
-    // A method is a plain copy for the standard ones; kept only to log an error.
-    let method = request.method().clone();
-    let response = match proxy(&shared, &client, &exchange, request).await {
+    let response = match proxy(&shared, &client, &exchange, &mut head, body).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(
-                %method,
+                method = %head.method,
                 client = %client.addr,
                 error = error.code(),
                 message = %error,
@@ -84,30 +100,31 @@ async fn proxy(
     shared: &Shared,
     client: &Client,
     exchange: &Exchange,
-    mut request: Request<Incoming>,
+    head: &mut Parts,
+    mut body: Incoming,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let requested_host =
-        host::check_request(request.method(), request.version(), request.headers())?;
-    if let Some(length) = keep_one_content_length(request.headers_mut()) {
+    let requested_host = host::check_request(&head.method, head.version, &head.headers)?;
+    if let Some(length) = keep_one_content_length(&mut head.headers) {
         if let Some(limit) = shared.config.max_body_size.filter(|limit| length > *limit) {
             return Err(ProxyError::PayloadTooLarge { limit });
         }
     }
-    let path_and_query = host::normalized_path_and_query(request.uri())?;
+    let path_and_query = host::normalized_path_and_query(&head.uri)?;
 
-    let upgrade_protocol = forward::strip_hop_by_hop(request.headers_mut());
+    let upgrade_protocol = forward::strip_hop_by_hop(&mut head.headers);
+    // What `hyper::upgrade::on` does for a whole request: hyper left it for a request that asked.
     let client_upgrade = upgrade_protocol
         .as_ref()
-        .map(|_| hyper::upgrade::on(&mut request));
+        .and_then(|_| head.extensions.remove::<OnUpgrade>());
     let forwarding = forward::Forwarding {
         client_ip: &client.ip_header,
         requested_host: requested_host.as_ref(),
     };
     if let Some(protocol) = &upgrade_protocol {
-        forward::set_upgrade(request.headers_mut(), protocol.clone());
+        forward::set_upgrade(&mut head.headers, protocol.clone());
     }
 
-    let (parts, mut body) = request.into_parts();
+    let parts = &*head;
     let outgoing = Outgoing {
         method: &parts.method,
         headers: &parts.headers,
@@ -217,7 +234,7 @@ fn respond(
     answered: Answered,
     deployment_header: Option<HeaderValue>,
     upgrade_protocol: Option<HeaderValue>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<OnUpgrade>,
 ) -> Response<ResponseBody> {
     let Answered {
         response,
