@@ -419,6 +419,22 @@ async fn changes_during_a_build_queue_exactly_one_follow_up_build() {
     const BUILDING: &str = "> Building hello";
     project.set_message("first");
     up.wait_for(BUILDING, DEADLINE);
+    // `stack ls` shows the build beside the deployment that keeps serving.
+    let listed = project.ls();
+    assert!(
+        listed
+            .iter()
+            .any(|d| d["service"] == "hello" && d["state"] == "BUILDING" && d["id"] == ""),
+        "{listed:?}"
+    );
+    assert!(listed
+        .iter()
+        .any(|d| d["service"] == "hello" && d["state"] == "READY" && d["current"] == true));
+    let table = project.stack_ok(&["ls"]);
+    assert!(
+        table.contains("hello (building)") && table.contains("BUILDING"),
+        "{table}"
+    );
     // Three separate changes (each longer apart than the quiet period) during that build.
     for message in ["second", "third", "fourth"] {
         std::thread::sleep(Duration::from_millis(250));
@@ -427,6 +443,10 @@ async fn changes_during_a_build_queue_exactly_one_follow_up_build() {
     assert_eq!(up.count("> Ready! http://hello-"), 1, "{}", up.output());
     up.wait_for_nth("> Ready! http://hello-", 3, DEADLINE);
     up.assert_no_more(BUILDING, 2);
+    assert!(
+        project.ls().iter().all(|d| d["state"] != "BUILDING"),
+        "no build left once the last one is deployed"
+    );
     let (_, body, _) = get(
         &up.client("hello.localhost"),
         &up.url("hello.localhost", "/"),

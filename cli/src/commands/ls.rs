@@ -1,6 +1,7 @@
 //! `stack ls [--json]`: deployments with url, instances (ready/wanted), state and age; from the
 //! running `stack up` (plus the kept, stopped ones a rollback can return to), else from
-//! `.stack/state.json` (everything STOPPED). `(live)` marks each service's current deployment.
+//! `.stack/state.json` (everything STOPPED). `(live)` marks each service's current deployment;
+//! a service a redeploy is building shows as `<service> (building)`, state BUILDING.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use crate::control::{self, Client, ControlError, DeploymentStatus};
 use crate::output::{self, CliError, CliResult};
 use crate::state::State;
 use crate::supervisor::logs::now_ms;
+use crate::supervisor::DeploymentState;
 
 /// The port shown in URLs when no `stack up` runs (the default of `--port`).
 const DEFAULT_PORT: u16 = 3000;
@@ -75,11 +77,15 @@ pub fn run(project_dir: &Path, args: LsArgs) -> CliResult<ExitCode> {
     ]];
     for deployment in &deployments {
         rows.push([
-            format!(
-                "{}{}",
-                deployment.id,
-                if deployment.current { " (live)" } else { "" }
-            ),
+            if deployment.state == DeploymentState::Building {
+                format!("{} (building)", deployment.service)
+            } else {
+                format!(
+                    "{}{}",
+                    deployment.id,
+                    if deployment.current { " (live)" } else { "" }
+                )
+            },
             deployment.url.clone(),
             format!("{}/{}", deployment.ready, deployment.wanted),
             deployment.state.to_string(),

@@ -286,6 +286,7 @@ async fn up(
 
     let down = CancellationToken::new();
     let state_lock = Arc::new(Mutex::new(()));
+    let builds = redeploy::Builds::default();
     let control_context = ControlContext {
         supervisor: supervisor.clone(),
         project_dir: project_dir.clone(),
@@ -301,6 +302,7 @@ async fn up(
         ),
         state_lock: state_lock.clone(),
         redis_url,
+        builds: builds.clone(),
     };
     let socket = control::socket_path(&project_dir);
     let control_listener = control::server::bind(&socket).map_err(|error| {
@@ -365,6 +367,7 @@ async fn up(
             &supervisor,
             proxy_port,
             state_lock,
+            builds,
             redis.as_ref().map(ManagedRedis::url),
             &root,
         )
@@ -407,6 +410,7 @@ fn start_watching(
     supervisor: &Supervisor,
     proxy_port: u16,
     state_lock: Arc<Mutex<()>>,
+    builds: redeploy::Builds,
     managed_redis_url: Option<String>,
     root: &CancellationToken,
 ) -> Option<(crate::watch::Watcher, tokio::task::JoinHandle<()>)> {
@@ -427,6 +431,7 @@ fn start_watching(
         ready_timeout: supervisor::DEFAULT_READY_TIMEOUT,
         state_lock,
         reload_env,
+        builds,
     };
     match redeploy::start_watching(redeployer, dotenv, root.child_token()) {
         Ok(watching) => {

@@ -155,6 +155,21 @@ impl DeploymentStatus {
             .collect()
     }
 
+    /// A service whose new build is under way: no deployment id yet (the build decides it).
+    pub fn building(service: String, started_ms: u64, wanted: usize) -> Self {
+        DeploymentStatus {
+            id: String::new(),
+            service,
+            url: String::new(),
+            state: DeploymentState::Building,
+            ready: 0,
+            wanted,
+            current: false,
+            created_ms: started_ms,
+            instances: Vec::new(),
+        }
+    }
+
     /// What is on disk when no `stack up` runs: every recorded deployment, STOPPED.
     pub fn all_stored(state: &State, proxy_port: u16) -> Vec<Self> {
         let mut all: Vec<Self> = state

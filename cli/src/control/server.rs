@@ -2,7 +2,7 @@
 //!
 //! | route | does |
 //! |---|---|
-//! | `GET /v1/deployments` | every running deployment (`stack ls`) |
+//! | `GET /v1/deployments` | every running deployment, and the services being built (`stack ls`) |
 //! | `POST /v1/scale` | run N instances; answers once they are ready (or failed) |
 //! | `DELETE /v1/deployments/<id>` | stop a deployment and remove it (`stack rm`) |
 //! | `GET /v1/logs?target=T&lines=N&since=MS&follow=1` | stored lines (the last N from MS, ms since the epoch, on), then live ones as NDJSON |
@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use super::{AliasChange, DeploymentStatus, ErrorBody, ScaleAnswer, ScaleRequest};
 use crate::state::{self, State};
 use crate::supervisor::logs::{self, LogLine};
-use crate::supervisor::redeploy::{self, RedeployError, RollbackRequest};
+use crate::supervisor::redeploy::{self, Builds, RedeployError, RollbackRequest};
 use crate::supervisor::{Supervisor, SupervisorError};
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -61,6 +61,8 @@ pub struct ControlContext {
     /// The Redis URL the services get (managed, or `REDIS_SESSION_URL`), for `stack redis`.
     /// It may carry a password: answered only over the 0600 socket, never logged.
     pub redis_url: String,
+    /// Services a redeploy is building (`stack ls` shows them as BUILDING).
+    pub builds: Builds,
 }
 
 /// Binds the socket (replacing a stale one; the caller holds the project lock) with mode 0600.
@@ -119,10 +121,14 @@ async fn route(
     match (method, path.as_str()) {
         (Method::GET, "/v1/deployments") => {
             let snapshot = context.supervisor.snapshot();
-            json(
-                StatusCode::OK,
-                &DeploymentStatus::all_live(&snapshot, context.proxy_port),
-            )
+            let mut deployments = DeploymentStatus::all_live(&snapshot, context.proxy_port);
+            deployments.extend(context.builds.in_progress().into_iter().map(
+                |(service, started_ms)| {
+                    let wanted = snapshot.resolve(&service).map_or(1, |live| live.wanted);
+                    DeploymentStatus::building(service, started_ms, wanted)
+                },
+            ));
+            json(StatusCode::OK, &deployments)
         }
         (Method::POST, "/v1/scale") => match read_json::<ScaleRequest>(request).await {
             Ok(scale) => scale_route(&context, scale).await,

@@ -177,6 +177,61 @@ pub fn reload_environment(
     Ok(merged)
 }
 
+/// The services a redeploy is building right now, and since when (ms since the Unix epoch):
+/// `stack ls` shows them as BUILDING next to the deployment that keeps serving.
+#[derive(Clone, Default)]
+pub struct Builds {
+    building: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+impl Builds {
+    /// Marks `services` as building until the returned guard is dropped (build over, failed,
+    /// or abandoned at shutdown).
+    fn start(&self, services: &[Service]) -> BuildsGuard {
+        let started_ms = now_ms();
+        let names: Vec<String> = services
+            .iter()
+            .map(|service| service.name.clone())
+            .collect();
+        let mut building = self.lock();
+        for name in &names {
+            building.insert(name.clone(), started_ms);
+        }
+        BuildsGuard {
+            builds: self.clone(),
+            names,
+        }
+    }
+
+    /// Each service being built, with when its build started.
+    pub fn in_progress(&self) -> Vec<(String, u64)> {
+        self.lock()
+            .iter()
+            .map(|(name, started_ms)| (name.clone(), *started_ms))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.building
+            .lock()
+            .expect("never poisoned: no panics while held")
+    }
+}
+
+struct BuildsGuard {
+    builds: Builds,
+    names: Vec<String>,
+}
+
+impl Drop for BuildsGuard {
+    fn drop(&mut self) {
+        let mut building = self.builds.lock();
+        for name in &self.names {
+            building.remove(name);
+        }
+    }
+}
+
 /// Reads the environment again after a dotenv change: the new one, or why it cannot be used.
 pub type ReloadEnv = Box<dyn Fn() -> Result<BTreeMap<String, String>, String> + Send + Sync>;
 
@@ -195,6 +250,8 @@ pub struct Redeployer {
     pub state_lock: Arc<Mutex<()>>,
     /// The environment after a dotenv change, or why it cannot be used (`None`: no dotenv).
     pub reload_env: Option<ReloadEnv>,
+    /// Shared with the control server, for `stack ls`.
+    pub builds: Builds,
 }
 
 /// Watches the services (and the dotenv file) and redeploys on change until `shutdown`.
@@ -294,7 +351,10 @@ impl Redeployer {
             names.iter().cloned().collect::<Vec<_>>().join(", "),
             changed.join(", ")
         ));
-        let built = match build::build(&self.project_dir, &services, self.release, &|_| {}).await {
+        let building = self.builds.start(&services);
+        let built = build::build(&self.project_dir, &services, self.release, &|_| {}).await;
+        drop(building);
+        let built = match built {
             Ok(built) => built,
             Err(error) => {
                 self.report_build_failure(&services, error);
