@@ -880,3 +880,47 @@ fn flush_asks_on_a_terminal() {
     assert_eq!(size, OTHER_KEYS.len() as u64);
     assert_other_keys_intact(&mut redis);
 }
+
+/// A `stack up` holds the project's lock from its first step but binds its control socket
+/// only once its build, Redis and proxy are up. In between, the commands wait for it and then
+/// refuse: they never fall back to the environment's Redis (here a canary that must not show).
+#[test]
+fn a_starting_stack_up_is_waited_for_then_refused_never_bypassed() {
+    use nix::fcntl::{Flock, FlockArg};
+
+    let canary = "canary-pw-starting";
+    let project = Project::new(&format!("redis://:{canary}@127.0.0.1:{}", free_port()));
+    let stack_dir = project.dir.path().join(".stack");
+    std::fs::create_dir_all(&stack_dir).expect(".stack");
+    let lock_file = std::fs::File::create(stack_dir.join("lock")).expect("the lock file");
+    let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, errno)| errno)
+        .expect("take the project's lock, as a starting stack up does");
+
+    let started = Instant::now();
+    let run = project.stack(&["keys"]);
+    let waited = started.elapsed();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("Error! the `stack up` in")
+            && run.stderr.contains("is still starting")
+            && run.stderr.contains("> Ready!"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(15),
+        "waited {waited:?}"
+    );
+    assert!(!run.all().contains(canary), "{}", run.all());
+
+    // Once nothing holds the lock, the environment's URL is used again (and masked).
+    drop(lock);
+    let run = project.stack(&["keys"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("redis://:***@127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+}

@@ -9,13 +9,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use session::cookie::{Secrets, SecretsError};
 use session::redis_url::{RedisUrl, RedisUrlError, DEFAULT_URL};
 
-use crate::control::{Client, ControlError};
+use crate::control::{lock, Client, ControlError};
 use crate::env::{self, REDIS_SESSION_URL};
+use crate::state::STATE_DIR;
 
 /// The variable holding the cookie secrets (a comma-separated rotation list).
 pub const SESSION_SECRET: &str = "SESSION_SECRET";
@@ -48,6 +50,8 @@ pub enum LocateError {
         source_name: String,
         error: SecretsError,
     },
+    #[error("the `stack up` in `{dir}` is still starting, so the Redis its services use is not known yet")]
+    StackUpStarting { dir: String },
 }
 
 impl LocateError {
@@ -61,6 +65,9 @@ impl LocateError {
             }
             LocateError::BadSecret { .. } => {
                 "Set SESSION_SECRET to the secret your services sign cookies with (a comma-separated list when rotating)."
+            }
+            LocateError::StackUpStarting { .. } => {
+                "Run this again once `stack up` prints `> Ready!` (it answers once its build, Redis and proxy are up)."
             }
         }
     }
@@ -225,28 +232,45 @@ impl fmt::Debug for SecretList {
 }
 
 /// The running `stack up`'s Redis, then the variables'. A `stack up` too old to answer the
-/// route, or a socket that fails, falls back to the variables (logged, not fatal).
+/// route, or a socket that fails, falls back to the variables (logged, not fatal). A `stack up`
+/// that holds the project's lock but has not bound its control socket yet (it does once its
+/// build, Redis and proxy are up) is waited for up to [`STARTING_WAIT`], then refused: falling
+/// back then would show another Redis than the one its services use.
 pub fn locate(project_dir: &Path, variables: &Variables) -> Result<Located, LocateError> {
     let client = Client::new(project_dir);
-    match client.blocking_json::<(), RedisInfo>("GET", CONTROL_ROUTE, None) {
-        Ok(info) => match RedisUrl::parse(&info.url) {
-            Ok(url) => {
-                return Ok(Located {
-                    url,
-                    source: UrlSource::StackUp,
-                })
+    let deadline = Instant::now() + STARTING_WAIT;
+    loop {
+        match client.blocking_json::<(), RedisInfo>("GET", CONTROL_ROUTE, None) {
+            Ok(info) => match RedisUrl::parse(&info.url) {
+                Ok(url) => {
+                    return Ok(Located {
+                        url,
+                        source: UrlSource::StackUp,
+                    })
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the running stack up sent a Redis URL that does not parse")
+                }
+            },
+            Err(ControlError::NotRunning { dir }) => {
+                if lock::is_held(&project_dir.join(STATE_DIR)) {
+                    if Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                    return Err(LocateError::StackUpStarting { dir });
+                }
             }
             Err(error) => {
-                tracing::warn!(%error, "the running stack up sent a Redis URL that does not parse")
+                tracing::warn!(%error, "cannot ask the running stack up for its Redis; using the environment")
             }
-        },
-        Err(ControlError::NotRunning { .. }) => {}
-        Err(error) => {
-            tracing::warn!(%error, "cannot ask the running stack up for its Redis; using the environment")
         }
+        return variables.redis();
     }
-    variables.redis()
 }
+
+/// How long a command waits for a starting `stack up` to bind its control socket.
+const STARTING_WAIT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
