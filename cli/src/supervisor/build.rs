@@ -3,8 +3,10 @@
 //! dependencies when `node_modules` is missing, and copy each artifact into
 //! `.stack/deployments/<id>/` so that a later build never changes a running deployment.
 //!
-//! Builds run cargo and npm as plain commands (not services): they are not process groups to
-//! supervise, they finish. Starting deployments is the supervisor's job, not this module's.
+//! Builds run cargo and npm through [`process::spawn_tool`]: not services to supervise (they
+//! finish), but each in a process group of its own, killed whole when the build is abandoned
+//! (Ctrl-C, `stack down`, a newer save), so no rustc or build script outlives it. Starting
+//! deployments is the supervisor's job, not this module's.
 
 use std::collections::hash_map::DefaultHasher;
 use std::fs;
@@ -19,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use crate::state::deployments::{DeploymentRecord, ServiceHistory};
+use crate::supervisor::process;
 
 /// Where services live in a project.
 pub const SERVICES_DIR: &str = "services";
@@ -236,7 +239,7 @@ pub async fn build(
             }
             ServiceKind::Npm => {
                 progress(&format!("npm install ({})", service.name));
-                npm_install(&service.dir).await?;
+                npm_install(project, &service.dir).await?;
                 built.push(Built {
                     service: service.clone(),
                     artifact: service.dir.clone(),
@@ -279,12 +282,12 @@ async fn cargo_build(
         .current_dir(project)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|source| BuildError::Run {
-        program: "cargo".into(),
-        source,
-    })?;
+        .stderr(Stdio::piped());
+    let (mut child, _group) = process::spawn_tool(&mut command, "cargo build", &pids_dir(project))
+        .map_err(|source| BuildError::Run {
+            program: "cargo".into(),
+            source,
+        })?;
     let stdout = child.stdout.take().expect("stdout was piped");
     let stderr = child.stderr.take().expect("stderr was piped");
     let read_messages = async {
@@ -341,7 +344,12 @@ async fn cargo_build(
     Ok(executables)
 }
 
-async fn npm_install(dir: &Path) -> Result<(), BuildError> {
+/// Where `stack up` records the process groups it starts (`.stack/pids/`).
+fn pids_dir(project: &Path) -> PathBuf {
+    project.join(crate::state::STATE_DIR).join("pids")
+}
+
+async fn npm_install(project: &Path, dir: &Path) -> Result<(), BuildError> {
     if dir.join("node_modules").is_dir() || !has_dependencies(dir) {
         return Ok(());
     }
@@ -350,17 +358,24 @@ async fn npm_install(dir: &Path) -> Result<(), BuildError> {
     } else {
         "install"
     };
-    let output = Command::new("npm")
+    let run_error = |source| BuildError::Run {
+        program: "npm".into(),
+        source,
+    };
+    let mut command = Command::new("npm");
+    command
         .arg(subcommand)
         .current_dir(dir)
         .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| BuildError::Run {
-            program: "npm".into(),
-            source,
-        })?;
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (child, _group) = process::spawn_tool(
+        &mut command,
+        &format!("npm {subcommand}"),
+        &pids_dir(project),
+    )
+    .map_err(run_error)?;
+    let output = child.wait_with_output().await.map_err(run_error)?;
     if output.status.success() {
         return Ok(());
     }

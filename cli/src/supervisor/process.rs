@@ -1,4 +1,5 @@
-//! The only place in stack that starts processes. A child runs as the leader of its own process
+//! The only place in stack that starts processes (services, Redis, and through [`spawn_tool`]
+//! the build tools). A child runs as the leader of its own process
 //! group, gets SIGKILL when `stack up` dies (Linux parent-death signal), and is stopped with
 //! SIGTERM to the whole group then SIGKILL after a grace period. Every group is recorded in
 //! `.stack/pids/` while it runs, so a `stack up` that was killed can be cleaned up by the next.
@@ -78,6 +79,45 @@ pub fn spawn(spec: &ChildSpec, pids_dir: &Path) -> Result<RunningChild, ProcessE
         child,
         record,
     })
+}
+
+/// A build tool's process group (cargo, npm), alive as long as this value. Dropping it (the
+/// build ended, or was abandoned at Ctrl-C, `stack down` or a newer save) kills whatever is
+/// left of the group: rustc and build scripts, not only cargo.
+#[derive(Debug)]
+pub struct ToolGroup {
+    pid: u32,
+    record: Option<PathBuf>,
+}
+
+/// Starts a build tool as every child is started: the leader of its own process group, with
+/// the parent-death signal, recorded under `pids_dir` (so a `stack up` that is killed mid-build
+/// leaves no compiler behind either). Unlike [`spawn`], it inherits the caller's environment
+/// and keeps the caller's stdio settings.
+pub fn spawn_tool(
+    command: &mut Command,
+    label: &str,
+    pids_dir: &Path,
+) -> io::Result<(Child, ToolGroup)> {
+    command.process_group(0).kill_on_drop(true);
+    set_parent_death_signal(command);
+    let child = command.spawn()?;
+    let pid = child
+        .id()
+        .expect("a child that was just spawned and not yet awaited has a pid");
+    let record = record_group(pids_dir, pid, label)
+        .map_err(|error| tracing::warn!(%error, pid, "cannot record the process group"))
+        .ok();
+    Ok((child, ToolGroup { pid, record }))
+}
+
+impl Drop for ToolGroup {
+    fn drop(&mut self) {
+        signal_group(self.pid, Signal::SIGKILL);
+        if let Some(record) = self.record.take() {
+            let _ = fs::remove_file(record);
+        }
+    }
 }
 
 #[allow(unsafe_code)]
