@@ -540,3 +540,97 @@ async fn ten_redeploys_under_load_fail_no_request_and_keep_every_session() {
     assert_eq!(project.live("reader")["id"], before);
     assert!(!output.contains(secret), "the secret leaked:\n{output}");
 }
+
+/// Processes whose working directory is inside `dir` (cargo, rustc, build scripts of a build).
+fn processes_in(dir: &Path) -> Vec<u64> {
+    let dir = dir.canonicalize().unwrap();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u64 = entry.file_name().to_str()?.parse().ok()?;
+            let cwd = fs::read_link(entry.path().join("cwd")).ok()?;
+            cwd.starts_with(&dir).then_some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_build_is_listed_other_commands_wait_and_stack_down_stops_it() {
+    require_redis();
+    let project = Project::hello("first-build");
+    // A first build far longer than this test: only `stack down` can end it in time.
+    let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "120000")]);
+    wait_until("`stack ls` to show the first build", DEADLINE, || {
+        project
+            .ls()
+            .iter()
+            .any(|d| d["service"] == "hello" && d["state"] == "BUILDING" && d["id"] == "")
+    });
+    let table = project.stack_ok(&["ls"]);
+    assert!(
+        table.contains("hello (building)") && !table.contains("no `stack up` running"),
+        "{table}"
+    );
+    wait_until("the build script to run", DEADLINE, || {
+        !processes_in(&project.path().join("services/hello")).is_empty()
+    });
+
+    // Commands that need the services say so, and are not recorded for "the next stack up".
+    let scale = project.stack(&["scale", "hello", "2"]);
+    assert_eq!(scale.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&scale.stderr);
+    assert!(
+        stderr.contains("is still starting (building hello)")
+            && stderr.contains("once it prints `> Ready!`"),
+        "{stderr}"
+    );
+    let state = fs::read_to_string(project.path().join(".stack/state.json")).unwrap_or_default();
+    assert!(!state.contains("\"scale\": {\n    \"hello\""), "{state}");
+    // `stack logs` reads what an earlier run left on disk; this is the first run, so it too
+    // says "still starting".
+    let logs = project.stack(&["logs", "hello"]);
+    let stderr = String::from_utf8_lossy(&logs.stderr);
+    assert!(
+        stderr.contains("is still starting (building hello)"),
+        "{stderr}"
+    );
+
+    // `stack redis` waits a little for the Redis the services will get, then refuses rather
+    // than showing another one.
+    let keys = project.stack(&["redis", "keys"]);
+    assert_eq!(keys.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&keys.stderr);
+    assert!(
+        stderr.contains("is still starting, so the Redis its services use is not known yet"),
+        "{stderr}"
+    );
+
+    // `stack down` stops it mid-build: cargo and the build script, the managed Redis, the socket.
+    let managed: Vec<u64> = fs::read_dir(project.path().join(".stack/pids"))
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect();
+    let stopping = Instant::now();
+    let stopped = project.stack_ok(&["down"]);
+    assert!(stopped.contains("Stopped everything"), "{stopped}");
+    let status = up.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "{}", up.output());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        stopping.elapsed()
+    );
+    assert!(!up.output().contains("> Ready!"), "{}", up.output());
+    for pid in managed {
+        assert!(!alive(pid), "{pid} survived `stack down`");
+    }
+    let left = processes_in(project.path());
+    assert!(left.is_empty(), "left running: {left:?}");
+    assert!(!project.path().join(".stack/stack.sock").exists());
+    // And the lock is free: a new `stack up` could start (`stack down` says nothing runs).
+    assert!(project
+        .stack_ok(&["down"])
+        .contains("Nothing is running here"));
+}

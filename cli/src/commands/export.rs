@@ -72,6 +72,10 @@ fn running_instances(project_dir: &Path) -> CliResult<Option<Running>> {
             Err(ControlError::NotRunning { .. }) => return Ok(None),
             Err(error) => return Err(error.into()),
         };
+    // A `stack up` still on its first build runs nothing yet: no ports to read.
+    if !deployments.iter().any(|deployment| deployment.current) {
+        return Ok(None);
+    }
     let mut running = Running::default();
     for deployment in deployments {
         // Instances listen on the loopback address (the supervisor binds them there).

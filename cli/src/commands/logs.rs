@@ -68,7 +68,14 @@ async fn logs_async(
             .await
             .map(|collected| collected.to_bytes())
             .unwrap_or_default();
-        return Err(client::refused(status, &bytes).into());
+        return match client::refused(status, &bytes) {
+            // Still building: what an earlier run wrote is all there is (following needs it
+            // up); with nothing on disk yet, "still starting" says more than "no such service".
+            starting @ ControlError::Starting { .. } if !args.follow => {
+                from_disk(project_dir, args, selection).map_err(|_| starting.into())
+            }
+            refused => Err(refused.into()),
+        };
     }
     let mut pending = Vec::new();
     while let Some(frame) = body.frame().await {

@@ -2,6 +2,10 @@
 //! Redis, the proxy, the control socket and the deployments, print `> Ready!` per service, stream
 //! logs, and stop everything (in reverse order, Redis last) on Ctrl-C or `stack down`.
 //!
+//! The control socket is bound before the first build, so `stack ls` shows the services being
+//! built and `stack down` (like Ctrl-C or SIGTERM) stops a `stack up` that is still building:
+//! cargo is killed and a Redis that came up is stopped gracefully.
+//!
 //! Printed on stdout, in this order (tests and scripts may rely on the `Proxy listening` line):
 //!
 //! ```text
@@ -20,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::UpArgs;
-use crate::control::{self, AliasChange, ControlContext, ErrorBody};
+use crate::control::{self, AliasChange, Control, ControlContext, ErrorBody};
 use crate::env;
 use crate::init;
 use crate::output::{self, CliError, CliResult};
@@ -192,6 +196,24 @@ async fn up(
         .port();
 
     let services = build::discover(&project_dir, &args.services).map_err(build_error)?;
+
+    // The control socket before the build: `stack ls` shows what is building, `stack down`
+    // stops it; the other commands hear "still starting" until the services are handed over.
+    let down = CancellationToken::new();
+    let builds = redeploy::Builds::default();
+    let first_build = builds.start(&services);
+    let control = Control::starting(project_dir.clone(), down.clone(), builds.clone());
+    let socket = control::socket_path(&project_dir);
+    let control_listener = control::server::bind(&socket).map_err(|error| {
+        CliError::new(format!("cannot listen on `{}`: {error}", socket.display()))
+    })?;
+    let _socket_file = SocketFile(socket);
+    let control_task = tokio::spawn(control::server::serve(
+        control_listener,
+        control.clone(),
+        root.child_token(),
+    ));
+
     let redis_log =
         DeploymentLog::open(&logs_dir, "redis", None, Redactor::default()).map_err(|error| {
             CliError::new(format!("cannot write `{}`: {error}", logs_dir.display()))
@@ -213,9 +235,35 @@ async fn up(
         }
         built
     };
-    let (built, redis) = tokio::select! {
-        both = async { tokio::join!(build, redis_start) } => both,
-        _ = interrupt.recv() => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
+    // Both futures borrow the environment: they end with this block.
+    let (built, redis) = {
+        let mut build = Box::pin(build);
+        let mut redis_start = Box::pin(redis_start);
+        let (mut built, mut redis) = (None, None);
+        while built.is_none() || redis.is_none() {
+            tokio::select! {
+                done = &mut build, if built.is_none() => built = Some(done),
+                done = &mut redis_start, if redis.is_none() => redis = Some(done),
+                code = stop_requested(&mut interrupt, &mut terminate, &down) => {
+                    output::info("Stopping...");
+                    let stopping = Instant::now();
+                    drop(build); // kills cargo
+                    let redis = match redis {
+                        Some(redis) => redis,
+                        None => redis_start.await,
+                    };
+                    if let Ok(Some(redis)) = redis {
+                        redis.stop(supervisor::DEFAULT_GRACE).await;
+                    }
+                    output::info(format!("Stopped everything [{:.1}s]", stopping.elapsed().as_secs_f64()));
+                    return Ok(ExitCode::from(code));
+                }
+            }
+        }
+        (
+            built.expect("the loop ends once built"),
+            redis.expect("the loop ends once Redis started"),
+        )
     };
     let (built, redis) = match (built, redis) {
         (Ok(built), Ok(redis)) => (built, redis),
@@ -284,10 +332,8 @@ async fn up(
         root.child_token(),
     ));
 
-    let down = CancellationToken::new();
     let state_lock = Arc::new(Mutex::new(()));
-    let builds = redeploy::Builds::default();
-    let control_context = ControlContext {
+    control.started(ControlContext {
         supervisor: supervisor.clone(),
         project_dir: project_dir.clone(),
         proxy_port,
@@ -303,16 +349,8 @@ async fn up(
         state_lock: state_lock.clone(),
         redis_url,
         builds: builds.clone(),
-    };
-    let socket = control::socket_path(&project_dir);
-    let control_listener = control::server::bind(&socket).map_err(|error| {
-        CliError::new(format!("cannot listen on `{}`: {error}", socket.display()))
-    })?;
-    let control_task = tokio::spawn(control::server::serve(
-        control_listener,
-        control_context,
-        root.child_token(),
-    ));
+    });
+    drop(first_build);
 
     for (spec, instances) in specs {
         let id = spec.id.clone();
@@ -373,11 +411,7 @@ async fn up(
         )
     };
 
-    let code = tokio::select! {
-        _ = interrupt.recv() => EXIT_INTERRUPTED,
-        _ = terminate.recv() => EXIT_TERMINATED,
-        () = down.cancelled() => 0,
-    };
+    let code = stop_requested(&mut interrupt, &mut terminate, &down).await;
     output::info("Stopping...");
     let stopping = Instant::now();
     root.cancel();
@@ -393,7 +427,6 @@ async fn up(
     if let Some(redis) = redis {
         redis.stop(supervisor::DEFAULT_GRACE).await;
     }
-    let _ = std::fs::remove_file(&socket);
     output::info(format!(
         "Stopped everything [{:.1}s]",
         stopping.elapsed().as_secs_f64()
@@ -442,6 +475,29 @@ fn start_watching(
             output::print_error(&error);
             None
         }
+    }
+}
+
+/// What stops `stack up`, as its exit code: Ctrl-C (130), SIGTERM (143) or `stack down` (0).
+async fn stop_requested(
+    interrupt: &mut Signal,
+    terminate: &mut Signal,
+    down: &CancellationToken,
+) -> u8 {
+    tokio::select! {
+        _ = interrupt.recv() => EXIT_INTERRUPTED,
+        _ = terminate.recv() => EXIT_TERMINATED,
+        () = down.cancelled() => 0,
+    }
+}
+
+/// The control socket's file, removed when `stack up` returns (it still holds the project's
+/// lock then, so no other `stack up` has bound a socket of its own in its place).
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -660,20 +716,17 @@ fn alias_applier(
                 .iter()
                 .map(|unresolved| unresolved.to_string())
                 .collect();
-            return Err(ErrorBody {
-                error: lines.join("\n"),
-                hint: Some("Point each `dest` at a running service or deployment, an alias, or a URL. Nothing was changed.".into()),
-            });
+            return Err(ErrorBody::new(
+                lines.join("\n"),
+                Some("Point each `dest` at a running service or deployment, an alias, or a URL. Nothing was changed.".into()),
+            ));
         }
-        let mut state = State::load(&project_dir).map_err(|error| ErrorBody {
-            error: error.to_string(),
-            hint: None,
-        })?;
+        let mut state =
+            State::load(&project_dir).map_err(|error| ErrorBody::new(error.to_string(), None))?;
         change.apply_to(&mut state);
-        state.save(&project_dir).map_err(|error| ErrorBody {
-            error: error.to_string(),
-            hint: None,
-        })?;
+        state
+            .save(&project_dir)
+            .map_err(|error| ErrorBody::new(error.to_string(), None))?;
         routing.swap(built.table);
         *aliases = candidate;
         Ok(format!("{} applied live", change.host()))

@@ -119,6 +119,10 @@ impl Client {
 /// A non-2xx answer as an error: the server's own message when it sent one.
 pub fn refused(status: StatusCode, bytes: &[u8]) -> ControlError {
     match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) if body.starting => ControlError::Starting {
+            message: body.error,
+            hint: body.hint,
+        },
         Ok(body) => ControlError::Refused {
             status: status.as_u16(),
             message: body.error,

@@ -24,7 +24,7 @@ use crate::state::{self, Alias, State};
 use crate::supervisor::{DeploymentState, LiveDeployment, Snapshot};
 
 pub use client::Client;
-pub use server::{AliasApplier, ControlContext};
+pub use server::{AliasApplier, Control, ControlContext};
 
 /// The socket's file name under `.stack/`.
 pub const SOCKET: &str = "stack.sock";
@@ -48,6 +48,13 @@ pub enum ControlError {
         message: String,
         hint: Option<String>,
     },
+    /// The `stack up` is still starting (building, starting Redis): it answers `stack ls` and
+    /// `stack down` only; message and hint are its own words.
+    #[error("{message}")]
+    Starting {
+        message: String,
+        hint: Option<String>,
+    },
     #[error(transparent)]
     State(#[from] state::StateError),
 }
@@ -55,7 +62,8 @@ pub enum ControlError {
 impl From<ControlError> for crate::output::CliError {
     fn from(error: ControlError) -> Self {
         match error {
-            ControlError::Refused { message, hint, .. } => {
+            ControlError::Refused { message, hint, .. }
+            | ControlError::Starting { message, hint } => {
                 let cli = crate::output::CliError::new(message);
                 match hint {
                     Some(hint) => cli.hint(hint),
@@ -77,6 +85,19 @@ pub struct ErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Set by a `stack up` still starting: ask again after `> Ready!`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starting: bool,
+}
+
+impl ErrorBody {
+    pub fn new(error: impl Into<String>, hint: Option<String>) -> Self {
+        ErrorBody {
+            error: error.into(),
+            hint,
+            starting: false,
+        }
+    }
 }
 
 /// One instance in `stack ls`.

@@ -12,11 +12,17 @@
 //! | `POST /v1/rollback` | swap a kept deployment back in (`stack rollback`) |
 //!
 //! Errors are JSON [`ErrorBody`]s with a 4xx/5xx status; the connection loop logs and goes on.
+//!
+//! The socket is bound as soon as `stack up` holds the project's lock, before its first build:
+//! while it is starting (building, starting Redis) only `GET /v1/deployments` (the services
+//! being built, as BUILDING) and `POST /v1/down` are served; every other route answers 503 with
+//! [`ErrorBody::starting`] set, so a command can say "still starting" instead of "not running"
+//! or falling back to what is on disk. [`Control::started`] hands in the full context.
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,6 +71,64 @@ pub struct ControlContext {
     pub builds: Builds,
 }
 
+/// What the control socket serves: a starting `stack up` until [`Control::started`], then the
+/// running one.
+#[derive(Clone)]
+pub struct Control {
+    project_dir: PathBuf,
+    down: CancellationToken,
+    builds: Builds,
+    running: Arc<OnceLock<ControlContext>>,
+}
+
+impl Control {
+    /// A starting `stack up`: `builds` lists what its first build is building; `down` stops it.
+    pub fn starting(project_dir: PathBuf, down: CancellationToken, builds: Builds) -> Self {
+        Control {
+            project_dir,
+            down,
+            builds,
+            running: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The services are handed to the supervisor: every route is served from now on.
+    pub fn started(&self, context: ControlContext) {
+        if self.running.set(context).is_err() {
+            tracing::warn!("the control context was handed in twice; the first one stays");
+        }
+    }
+
+    /// The 503 every route but `stack ls` and `stack down` gets while starting.
+    fn still_starting(&self) -> Response<Body> {
+        let building: Vec<String> = self
+            .builds
+            .in_progress()
+            .into_iter()
+            .map(|(service, _)| service)
+            .collect();
+        let doing = if building.is_empty() {
+            "starting its services".to_string()
+        } else {
+            format!("building {}", building.join(", "))
+        };
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &ErrorBody {
+                error: format!(
+                    "the `stack up` in `{}` is still starting ({doing})",
+                    self.project_dir.display()
+                ),
+                hint: Some(
+                    "Run this again once it prints `> Ready!`; `stack ls` shows its progress, `stack down` stops it."
+                        .into(),
+                ),
+                starting: true,
+            },
+        )
+    }
+}
+
 /// Binds the socket (replacing a stale one; the caller holds the project lock) with mode 0600.
 pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
     match std::fs::remove_file(socket) {
@@ -78,7 +142,7 @@ pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves until `shutdown`, then lets open requests finish (follows end at shutdown).
-pub async fn serve(listener: UnixListener, context: ControlContext, shutdown: CancellationToken) {
+pub async fn serve(listener: UnixListener, control: Control, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
@@ -91,12 +155,18 @@ pub async fn serve(listener: UnixListener, context: ControlContext, shutdown: Ca
             },
             () = shutdown.cancelled() => break,
         };
-        let context = context.clone();
+        let control = control.clone();
         let shutdown = shutdown.clone();
         let service = service_fn(move |request| {
-            let context = context.clone();
+            let control = control.clone();
             let shutdown = shutdown.clone();
-            async move { Ok::<_, Infallible>(route(request, context, shutdown).await) }
+            async move {
+                let response = match control.running.get() {
+                    Some(context) => route(request, context.clone(), shutdown).await,
+                    None => starting_route(&request, &control),
+                };
+                Ok::<_, Infallible>(response)
+            }
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service);
@@ -108,6 +178,35 @@ pub async fn serve(listener: UnixListener, context: ControlContext, shutdown: Ca
         });
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}
+
+/// The routes of a starting `stack up`: what is being built, and stopping it.
+fn starting_route(request: &Request<Incoming>, control: &Control) -> Response<Body> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/v1/deployments") => {
+            // The first build: every service it builds, with the instances it will start.
+            let scale = State::load(&control.project_dir)
+                .map(|state| state.scale)
+                .unwrap_or_default();
+            let building: Vec<DeploymentStatus> = control
+                .builds
+                .in_progress()
+                .into_iter()
+                .map(|(service, started_ms)| {
+                    let wanted = scale.get(&service).copied().unwrap_or(1);
+                    DeploymentStatus::building(service, started_ms, wanted)
+                })
+                .collect();
+            json(StatusCode::OK, &building)
+        }
+        (&Method::POST, "/v1/down") => down_route(&control.down),
+        _ => control.still_starting(),
+    }
+}
+
+fn down_route(down: &CancellationToken) -> Response<Body> {
+    down.cancel();
+    json(StatusCode::OK, &serde_json::json!({ "stopping": true }))
 }
 
 async fn route(
@@ -154,10 +253,7 @@ async fn route(
             Ok(rollback) => rollback_route(&context, rollback).await,
             Err(response) => response,
         },
-        (Method::POST, "/v1/down") => {
-            context.down.cancel();
-            json(StatusCode::OK, &serde_json::json!({ "stopping": true }))
-        }
+        (Method::POST, "/v1/down") => down_route(&context.down),
         _ => error(StatusCode::NOT_FOUND, format!("no route `{path}`"), None),
     }
 }
@@ -409,13 +505,7 @@ fn supervisor_error(failure: SupervisorError) -> Response<Body> {
 }
 
 fn error(status: StatusCode, message: String, hint: Option<String>) -> Response<Body> {
-    json(
-        status,
-        &ErrorBody {
-            error: message,
-            hint,
-        },
-    )
+    json(status, &ErrorBody::new(message, hint))
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {

@@ -233,9 +233,9 @@ impl fmt::Debug for SecretList {
 
 /// The running `stack up`'s Redis, then the variables'. A `stack up` too old to answer the
 /// route, or a socket that fails, falls back to the variables (logged, not fatal). A `stack up`
-/// that holds the project's lock but has not bound its control socket yet (it does once its
-/// build, Redis and proxy are up) is waited for up to [`STARTING_WAIT`], then refused: falling
-/// back then would show another Redis than the one its services use.
+/// that is still starting (it says so on its socket while it builds and starts Redis, or holds
+/// the project's lock but has not bound the socket yet) is waited for up to [`STARTING_WAIT`],
+/// then refused: falling back then would show another Redis than the one its services use.
 pub fn locate(project_dir: &Path, variables: &Variables) -> Result<Located, LocateError> {
     let client = Client::new(project_dir);
     let deadline = Instant::now() + STARTING_WAIT;
@@ -252,14 +252,17 @@ pub fn locate(project_dir: &Path, variables: &Variables) -> Result<Located, Loca
                     tracing::warn!(%error, "the running stack up sent a Redis URL that does not parse")
                 }
             },
-            Err(ControlError::NotRunning { dir }) => {
-                if lock::is_held(&project_dir.join(STATE_DIR)) {
-                    if Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(50));
-                        continue;
-                    }
-                    return Err(LocateError::StackUpStarting { dir });
+            Err(ControlError::NotRunning { .. })
+                if !lock::is_held(&project_dir.join(STATE_DIR)) => {}
+            // Starting: it says so, or holds the lock and has not bound its socket yet.
+            Err(ControlError::NotRunning { .. } | ControlError::Starting { .. }) => {
+                if Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
                 }
+                return Err(LocateError::StackUpStarting {
+                    dir: project_dir.display().to_string(),
+                });
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot ask the running stack up for its Redis; using the environment")
@@ -269,7 +272,7 @@ pub fn locate(project_dir: &Path, variables: &Variables) -> Result<Located, Loca
     }
 }
 
-/// How long a command waits for a starting `stack up` to bind its control socket.
+/// How long a command waits for a starting `stack up` to know its Redis.
 const STARTING_WAIT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]

@@ -187,7 +187,7 @@ pub struct Builds {
 impl Builds {
     /// Marks `services` as building until the returned guard is dropped (build over, failed,
     /// or abandoned at shutdown).
-    fn start(&self, services: &[Service]) -> BuildsGuard {
+    pub fn start(&self, services: &[Service]) -> BuildsGuard {
         let started_ms = now_ms();
         let names: Vec<String> = services
             .iter()
@@ -218,7 +218,8 @@ impl Builds {
     }
 }
 
-struct BuildsGuard {
+#[must_use = "the services show as building only while the guard lives"]
+pub struct BuildsGuard {
     builds: Builds,
     names: Vec<String>,
 }

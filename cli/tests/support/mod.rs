@@ -171,6 +171,19 @@ impl Up {
     /// Starts `stack up` and waits for the proxy's address. The caller's `SESSION_SECRET` and
     /// `REDIS_SESSION_URL` never leak in: each test says what the services get.
     pub fn start_with_env(project: &Project, args: &[&str], env: &[(&str, &str)]) -> Up {
+        let mut up = Up::launch(project, args, env);
+        let line = up.wait_for("Proxy listening on http://127.0.0.1:", BUILD_DEADLINE);
+        up.port = line
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.trim().parse().ok())
+            .expect("the proxy line ends with the port");
+        up
+    }
+
+    /// Starts `stack up` and returns at once: the proxy's port is not known yet (0), as
+    /// during its first build.
+    pub fn launch(project: &Project, args: &[&str], env: &[(&str, &str)]) -> Up {
         let mut child = Command::new(STACK)
             .arg("--cwd")
             .arg(project.path())
@@ -204,18 +217,11 @@ impl Up {
                 }
             });
         }
-        let mut up = Up {
+        Up {
             child,
             lines,
             port: 0,
-        };
-        let line = up.wait_for("Proxy listening on http://127.0.0.1:", BUILD_DEADLINE);
-        up.port = line
-            .rsplit(':')
-            .next()
-            .and_then(|port| port.trim().parse().ok())
-            .expect("the proxy line ends with the port");
-        up
+        }
     }
 
     pub fn output(&self) -> String {
