@@ -581,6 +581,35 @@ async fn one_up_per_project_external_redis_masked_and_sigkill_leaves_nothing() {
     assert!(listing.contains("no `stack up` running"), "{listing}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_redis_is_probed_with_the_services_ca_and_its_password_never_shows() {
+    require_tools();
+    let password = "canary-tls-redis-pw-51c7";
+    let redis = session::testing::RedisServer::start_tls_with_password(password);
+    let project = Project::fixture("node-pair");
+    let url = format!("REDIS_SESSION_URL={}", redis.url());
+    let ca = format!("REDIS_TLS_CA_FILE={}", redis.ca_file().display());
+
+    // With the CA the services get, the probe gets through TLS and AUTH.
+    let mut up = Up::start(&project, &["hello", "-e", &url, "-e", &ca]);
+    let line = up.wait_for("(REDIS_SESSION_URL) answers", DEADLINE);
+    assert!(line.contains("rediss://:***@127.0.0.1"), "{line}");
+    up.wait_ready("hello");
+    kill(up.pid(), Signal::SIGINT).unwrap();
+    assert_eq!(up.wait_exit(Duration::from_secs(12)).code(), Some(130));
+    let first_output = up.output();
+
+    // Without it, the server's certificate is not trusted: a warning that says so, and the
+    // stack still starts (the services report the same until it is fixed).
+    let mut up = Up::start(&project, &["hello", "-e", &url]);
+    let line = up.wait_for("(REDIS_SESSION_URL) does not answer", DEADLINE);
+    assert!(line.contains("certificate"), "{line}");
+    up.wait_ready("hello");
+    for text in [first_output, up.output(), project.all_logs()] {
+        assert!(!text.contains(password), "the password leaked:\n{text}");
+    }
+}
+
 #[test]
 fn a_bad_env_line_names_the_line_hides_the_value_and_starts_nothing() {
     require_tools();

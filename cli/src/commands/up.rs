@@ -42,7 +42,10 @@ use crate::supervisor::logs::{self, DeploymentLog, Redactor};
 use crate::supervisor::{
     self, process, redeploy, routes, Config, DeploymentSpec, Supervisor, SupervisorError,
 };
-use session::redis_url::RedisUrl;
+use session::redis_url::{load_tls_ca_file, RedisUrl};
+
+/// The CA file the services trust a `rediss://` Redis with (the session crate reads it too).
+const REDIS_TLS_CA_FILE: &str = "REDIS_TLS_CA_FILE";
 
 /// The variable the services sign cookies with; generated per project when unset.
 const SESSION_SECRET: &str = "SESSION_SECRET";
@@ -518,7 +521,8 @@ async fn start_redis(
 ) -> CliResult<Option<ManagedRedis>> {
     match service_env.get(env::REDIS_SESSION_URL) {
         Some(url) => {
-            check_external_redis(url).await?;
+            check_external_redis(url, service_env.get(REDIS_TLS_CA_FILE).map(String::as_str))
+                .await?;
             Ok(None)
         }
         None => ManagedRedis::start(stack_dir, pids_dir, service_env.clone(), log)
@@ -632,17 +636,27 @@ fn record_deployments(
 
 /// PINGs a Redis the user brought; a warning (masked URL) when it does not answer. A URL that
 /// does not parse is an error (described, never echoed).
-async fn check_external_redis(url: &str) -> CliResult<()> {
+async fn check_external_redis(url: &str, ca_file: Option<&str>) -> CliResult<()> {
     let url = RedisUrl::parse(url).map_err(|error| {
         CliError::new(format!("`REDIS_SESSION_URL` is invalid: {error}")).hint(
             "Use redis://host:6379, redis://:password@host:6379/0, unix:///path/to/redis.sock, or unset it for a managed Redis.",
         )
     })?;
+    // A `rediss://` server is trusted as the services will trust it.
+    let url = match ca_file.map(str::trim).filter(|path| !path.is_empty()) {
+        Some(path) if url.is_tls() => match load_tls_ca_file(Path::new(path)) {
+            Ok(pem) => url.with_tls_ca(pem),
+            Err(error) => {
+                output::warn(format!(
+                    "`REDIS_TLS_CA_FILE` is unusable: {error}; the services cannot reach Redis at {url} until it is fixed"
+                ));
+                return Ok(());
+            }
+        },
+        _ => url,
+    };
     match ping(&url, Duration::from_secs(2)).await {
         PingOutcome::Answers => output::info(format!("Redis at {url} (REDIS_SESSION_URL) answers")),
-        PingOutcome::NotProbed => output::info(format!(
-            "Redis at {url} (REDIS_SESSION_URL) uses TLS; not probed"
-        )),
         PingOutcome::Fails(reason) => output::warn(format!(
             "Redis at {url} (REDIS_SESSION_URL) does not answer ({reason}); the services answer 503 until it does"
         )),

@@ -1,7 +1,9 @@
 //! Is the Redis a user brought (`REDIS_SESSION_URL`) there? One `PING` (after `AUTH` when the URL
-//! has a password) over TCP or a Unix socket, bounded in time. `rediss://` is not probed (no TLS
-//! client here); the services report it themselves. Never prints the password: callers show the
-//! URL through [`RedisUrl`]'s `Display`, which masks it.
+//! has a password) over TCP or a Unix socket, bounded in time. `rediss://` goes through the redis
+//! crate's rustls client, the one the services use, trusting the CA the URL carries
+//! ([`RedisUrl::with_tls_ca`], from `REDIS_TLS_CA_FILE`) or the webpki roots, so a certificate
+//! the services would refuse fails here too. Never prints the password: callers show the URL
+//! through [`RedisUrl`]'s `Display`, which masks it, and driver messages are redacted.
 
 use std::time::Duration;
 
@@ -9,13 +11,13 @@ use session::redis_url::{RedisAddr, RedisUrl};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
+use super::inspect::redact;
+
 /// What a probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PingOutcome {
     /// `+PONG`.
     Answers,
-    /// TLS: not probed.
-    NotProbed,
     /// Why not, in a few words (never containing the password).
     Fails(String),
 }
@@ -24,7 +26,7 @@ pub enum PingOutcome {
 pub async fn ping(url: &RedisUrl, timeout: Duration) -> PingOutcome {
     let attempt = async {
         match &url.addr {
-            RedisAddr::Tcp { tls: true, .. } => Ok(PingOutcome::NotProbed),
+            RedisAddr::Tcp { tls: true, .. } => tls_exchange(url).await,
             RedisAddr::Tcp { host, port, .. } => {
                 let stream = TcpStream::connect((host.as_str(), *port))
                     .await
@@ -86,6 +88,22 @@ async fn exchange(
     }
 }
 
+/// `AUTH` (from the URL) and `PING` over TLS, through the redis crate.
+async fn tls_exchange(url: &RedisUrl) -> Result<PingOutcome, String> {
+    let failed = |error: redis::RedisError| redact(url, &error.to_string());
+    let mut connection = url
+        .client()
+        .map_err(failed)?
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(failed)?;
+    redis::cmd("PING")
+        .query_async::<()>(&mut connection)
+        .await
+        .map_err(failed)?;
+    Ok(PingOutcome::Answers)
+}
+
 /// A RESP array of bulk strings.
 fn resp_command(parts: &[&str]) -> Vec<u8> {
     let mut bytes = format!("*{}\r\n", parts.len()).into_bytes();
@@ -120,5 +138,33 @@ mod tests {
             ping(&closed, Duration::from_secs(2)).await,
             PingOutcome::Fails(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn pings_over_tls_trusting_only_the_given_ca() {
+        let canary = "tls-ping-canary-3b1f";
+        let server = session::testing::RedisServer::start_tls_with_password(canary);
+        let ca = session::redis_url::load_tls_ca_file(&server.ca_file()).unwrap();
+        let url = RedisUrl::parse(&server.url()).unwrap();
+        assert_eq!(
+            ping(&url.clone().with_tls_ca(ca.clone()), Duration::from_secs(5)).await,
+            PingOutcome::Answers
+        );
+        // Without the CA the certificate is not trusted (as the services would find).
+        match ping(&url, Duration::from_secs(5)).await {
+            PingOutcome::Fails(reason) => {
+                assert!(reason.contains("certificate"), "{reason}");
+                assert!(!reason.contains(canary), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A wrong password: refused, and the password never shows.
+        let wrong = RedisUrl::parse(&server.url().replace(canary, "wrong-pw-canary"))
+            .unwrap()
+            .with_tls_ca(ca);
+        match ping(&wrong, Duration::from_secs(5)).await {
+            PingOutcome::Fails(reason) => assert!(!reason.contains("wrong-pw-canary"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
