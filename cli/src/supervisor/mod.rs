@@ -304,35 +304,29 @@ impl Supervisor {
         spec: DeploymentSpec,
         instances: usize,
     ) -> Result<(), SupervisorError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Control::Deploy {
+        self.ask(|reply| Control::Deploy {
             spec,
             instances,
             reply,
         })
-        .await?;
-        answer.await.map_err(|_| SupervisorError::Stopped)
+        .await
     }
 
     pub async fn scale(&self, target: &str, instances: usize) -> Result<String, SupervisorError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Control::Scale {
+        self.ask(|reply| Control::Scale {
             target: target.to_string(),
             instances,
             reply,
         })
-        .await?;
-        answer.await.map_err(|_| SupervisorError::Stopped)?
+        .await?
     }
 
     pub async fn remove(&self, deployment_id: &str) -> Result<(), SupervisorError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Control::Remove {
+        self.ask(|reply| Control::Remove {
             deployment_id: deployment_id.to_string(),
             reply,
         })
-        .await?;
-        answer.await.map_err(|_| SupervisorError::Stopped)?
+        .await?
     }
 
     /// Stops every instance (in parallel, each within the grace period) and waits for it.
@@ -341,6 +335,16 @@ impl Supervisor {
         if self.send(Control::Stop { reply }).await.is_ok() {
             let _ = answer.await;
         }
+    }
+
+    /// Sends the command `control` builds around a reply channel, and waits for the reply.
+    async fn ask<T>(
+        &self,
+        control: impl FnOnce(oneshot::Sender<T>) -> Control,
+    ) -> Result<T, SupervisorError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(control(reply)).await?;
+        answer.await.map_err(|_| SupervisorError::Stopped)
     }
 
     async fn send(&self, control: Control) -> Result<(), SupervisorError> {

@@ -11,8 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
 use super::logs::Redactor;
 use super::{
     Config, Control, DeploymentSpec, DeploymentState, Supervisor, SupervisorError, SupervisorTask,
@@ -27,33 +25,27 @@ impl Supervisor {
         spec: DeploymentSpec,
         instances: usize,
     ) -> Result<(), SupervisorError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Control::Stage {
+        self.ask(|reply| Control::Stage {
             spec,
             instances,
             reply,
         })
-        .await?;
-        answer.await.map_err(|_| SupervisorError::Stopped)
+        .await
     }
 
     /// Makes a running deployment its service's current one and retires every other
     /// deployment of that service (drained, then stopped). Answers with the retired ids.
     pub async fn promote(&self, deployment_id: &str) -> Result<Vec<String>, SupervisorError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Control::Promote {
+        self.ask(|reply| Control::Promote {
             deployment_id: deployment_id.to_string(),
             reply,
         })
-        .await?;
-        answer.await.map_err(|_| SupervisorError::Stopped)?
+        .await?
     }
 
     /// The environment for instances started from now on (running ones keep theirs).
     pub async fn set_env(&self, env: BTreeMap<String, String>) -> Result<(), SupervisorError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Control::SetEnv { env, reply }).await?;
-        answer.await.map_err(|_| SupervisorError::Stopped)
+        self.ask(|reply| Control::SetEnv { env, reply }).await
     }
 
     /// Stage, wait until every instance is ready, promote. A deployment that fails to start
