@@ -64,6 +64,11 @@ pub fn info(message: impl fmt::Display) {
     println!("{} {message}", style(">").dim());
 }
 
+/// Prints `> <message>` to stderr: for commands whose stdout is their data (`stack logs`).
+pub fn note(message: impl fmt::Display) {
+    eprintln!("{} {message}", style(">").dim());
+}
+
 /// Prints `> Warning! <message>` to stderr.
 pub fn warn(message: impl fmt::Display) {
     eprintln!("{} {message}", style("> Warning!").yellow());

@@ -6,10 +6,8 @@
 //! builds them in this workspace and its target dir: nothing is rebuilt per test.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -503,33 +501,12 @@ async fn one_up_per_project_external_redis_masked_and_sigkill_leaves_nothing() {
     );
 
     // `stack logs -f` shows the lines of an instance that starts later.
-    let mut follow = Command::new(STACK)
-        .arg("--cwd")
-        .arg(project.path())
-        .args(["logs", "hello", "-f", "-n", "1"])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let followed = Arc::new(Mutex::new(String::new()));
-    {
-        let followed = followed.clone();
-        let stdout = follow.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                followed.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-    }
+    let follow = Up::spawn(&project, &["logs", "hello", "-f", "-n", "1"], &[]);
     project.stack_ok(&["scale", "hello", "2"]);
     wait_until("`stack logs -f` to show the new instance", DEADLINE, || {
-        followed
-            .lock()
-            .unwrap()
-            .contains("hello.1 | hello: listening")
+        follow.output().contains("hello.1 | hello: listening")
     });
-    follow.kill().unwrap();
-    follow.wait().unwrap();
+    drop(follow);
 
     // Scaling down drains: slow requests in flight on the stopped instance still succeed.
     let hello = up.client("hello.localhost");

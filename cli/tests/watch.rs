@@ -634,3 +634,25 @@ async fn a_first_build_is_listed_other_commands_wait_and_stack_down_stops_it() {
         .stack_ok(&["down"])
         .contains("Nothing is running here"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_waits_for_a_starting_stack_up_then_follows_it() {
+    require_redis();
+    let project = Project::hello("follow-first-build");
+    let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "3000")]);
+    wait_until("`stack ls` to show the first build", DEADLINE, || {
+        project.ls().iter().any(|d| d["state"] == "BUILDING")
+    });
+    let follow = Up::spawn(&project, &["logs", "hello", "-f"], &[]);
+    wait_until("`stack logs -f` to say it waits", DEADLINE, || {
+        follow
+            .output()
+            .contains("> `stack up` is still starting: following once its services are up")
+    });
+    up.wait_for("> Ready! http://hello-", DEADLINE);
+    wait_until(
+        "`stack logs -f` to show the instance's first line",
+        DEADLINE,
+        || follow.output().contains("hello.0 | hello: listening on"),
+    );
+}

@@ -1,5 +1,6 @@
 //! `stack logs <service|deployment> [-f] [-n N] [--since T]`: stored lines, then live ones with
-//! `-f`, from the running `stack up`; without one, what `.stack/logs/` holds.
+//! `-f`, from the running `stack up` (`-f` waits while it is still starting); without one, what
+//! `.stack/logs/` holds.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,6 +15,9 @@ use crate::supervisor::logs::{self, LogLine};
 
 /// Stored lines printed when neither `-n` nor `--since` says otherwise.
 const DEFAULT_LINES: usize = 100;
+
+/// How often `-f` asks a starting `stack up` again.
+const STARTING_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Which stored lines to print: the last `lines` of those from `since_ms` on.
 struct Selection {
@@ -55,28 +59,43 @@ async fn logs_async(
         selection.since_ms,
         if args.follow { 1 } else { 0 }
     );
-    let response = match client.send("GET", &path, None).await {
-        Ok(response) => response,
-        Err(ControlError::NotRunning { .. }) => return from_disk(project_dir, args, selection),
-        Err(error) => return Err(error.into()),
-    };
-    let status = response.status();
-    let mut body = response.into_body();
-    if !status.is_success() {
-        let bytes = body
+    let mut waiting = false;
+    let mut body = loop {
+        let response = match client.send("GET", &path, None).await {
+            Ok(response) => response,
+            Err(ControlError::NotRunning { .. }) => return from_disk(project_dir, args, selection),
+            Err(error) => return Err(error.into()),
+        };
+        let status = response.status();
+        if status.is_success() {
+            break response.into_body();
+        }
+        let bytes = response
+            .into_body()
             .collect()
             .await
             .map(|collected| collected.to_bytes())
             .unwrap_or_default();
-        return match client::refused(status, &bytes) {
-            // Still building: what an earlier run wrote is all there is (following needs it
-            // up); with nothing on disk yet, "still starting" says more than "no such service".
-            starting @ ControlError::Starting { .. } if !args.follow => {
-                from_disk(project_dir, args, selection).map_err(|_| starting.into())
+        match client::refused(status, &bytes) {
+            // Still building: `-f` follows once the services are up, as `docker compose logs
+            // -f` does during a start.
+            ControlError::Starting { .. } if args.follow => {
+                if !waiting {
+                    output::note(
+                        "`stack up` is still starting: following once its services are up",
+                    );
+                    waiting = true;
+                }
+                tokio::time::sleep(STARTING_POLL).await;
             }
-            refused => Err(refused.into()),
-        };
-    }
+            // Without `-f`, what an earlier run wrote is all there is; with nothing on disk yet,
+            // "still starting" says more than "no such service".
+            starting @ ControlError::Starting { .. } => {
+                return from_disk(project_dir, args, selection).map_err(|_| starting.into())
+            }
+            refused => return Err(refused.into()),
+        }
+    };
     let mut pending = Vec::new();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { break };

@@ -184,11 +184,17 @@ impl Up {
     /// Starts `stack up` and returns at once: the proxy's port is not known yet (0), as
     /// during its first build.
     pub fn launch(project: &Project, args: &[&str], env: &[(&str, &str)]) -> Up {
+        let mut full = vec!["up", "--port", "0"];
+        full.extend_from_slice(args);
+        Up::spawn(project, &full, env)
+    }
+
+    /// Starts any long-running `stack` command (`logs -f`), its output collected as `stack
+    /// up`'s is; SIGINT on drop.
+    pub fn spawn(project: &Project, args: &[&str], env: &[(&str, &str)]) -> Up {
         let mut child = Command::new(STACK)
             .arg("--cwd")
             .arg(project.path())
-            .arg("up")
-            .args(["--port", "0"])
             .args(args)
             .env("NO_COLOR", "1")
             .env_remove("SESSION_SECRET")
