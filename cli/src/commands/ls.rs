@@ -53,17 +53,28 @@ pub fn run(project_dir: &Path, args: LsArgs) -> CliResult<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let noun = if deployments.len() == 1 {
+    // A service being built is a row of its own, not a deployment yet.
+    let n_building = deployments
+        .iter()
+        .filter(|deployment| deployment.state == DeploymentState::Building)
+        .count();
+    let n_deployments = deployments.len() - n_building;
+    let noun = if n_deployments == 1 {
         "deployment"
     } else {
         "deployments"
+    };
+    let building = if n_building > 0 {
+        format!(", {n_building} building")
+    } else {
+        String::new()
     };
     let note = if running {
         ""
     } else {
         " (no `stack up` running)"
     };
-    output::info(format!("{} {noun}{note}", deployments.len()));
+    output::info(format!("{n_deployments} {noun}{building}{note}"));
     if deployments.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
