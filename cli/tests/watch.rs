@@ -576,17 +576,15 @@ async fn a_first_build_is_listed_other_commands_wait_and_stack_down_stops_it() {
         !processes_in(&project.path().join("services/hello")).is_empty()
     });
 
-    // Commands that need the services say so, and are not recorded for "the next stack up".
-    let scale = project.stack(&["scale", "hello", "2"]);
-    assert_eq!(scale.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&scale.stderr);
+    // Commands that need the running services say so.
+    let rollback = project.stack(&["rollback", "hello"]);
+    assert_eq!(rollback.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&rollback.stderr);
     assert!(
         stderr.contains("is still starting (building hello)")
             && stderr.contains("once it prints `> Ready!`"),
         "{stderr}"
     );
-    let state = fs::read_to_string(project.path().join(".stack/state.json")).unwrap_or_default();
-    assert!(!state.contains("\"scale\": {\n    \"hello\""), "{state}");
     // `stack logs` reads what an earlier run left on disk; this is the first run, so it too
     // says "still starting".
     let logs = project.stack(&["logs", "hello"]);
@@ -636,23 +634,50 @@ async fn a_first_build_is_listed_other_commands_wait_and_stack_down_stops_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_follow_waits_for_a_starting_stack_up_then_follows_it() {
+async fn during_a_first_build_logs_follow_and_scale_and_alias_wait_for_the_start() {
     require_redis();
     let project = Project::hello("follow-first-build");
-    let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "3000")]);
+    let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "4000")]);
     wait_until("`stack ls` to show the first build", DEADLINE, || {
         project.ls().iter().any(|d| d["state"] == "BUILDING")
     });
     let follow = Up::spawn(&project, &["logs", "hello", "-f"], &[]);
+    // Recorded for the start, which reads them before it starts the services.
+    let scaled = project.stack_ok(&["scale", "hello", "2"]);
+    assert!(
+        scaled.contains("`hello` will run 2 instances: `stack up` is still building it"),
+        "{scaled}"
+    );
+    let aliased = project.stack_ok(&["alias", "hi.localhost", "hello"]);
+    assert!(
+        aliased.contains("the alias applies as soon as its services start"),
+        "{aliased}"
+    );
+    let listed = project.ls();
+    assert!(
+        listed
+            .iter()
+            .any(|d| d["service"] == "hello" && d["state"] == "BUILDING" && d["wanted"] == 2),
+        "{listed:?}"
+    );
     wait_until("`stack logs -f` to say it waits", DEADLINE, || {
         follow
             .output()
             .contains("> `stack up` is still starting: following once its services are up")
     });
+
+    up.wait_proxy();
     up.wait_for("> Ready! http://hello-", DEADLINE);
     wait_until(
-        "`stack logs -f` to show the instance's first line",
+        "`stack logs -f` to show both instances' first line",
         DEADLINE,
-        || follow.output().contains("hello.0 | hello: listening on"),
+        || {
+            let followed = follow.output();
+            followed.contains("hello.0 | hello: listening on")
+                && followed.contains("hello.1 | hello: listening on")
+        },
     );
+    assert_eq!(project.live("hello")["wanted"], 2);
+    let (status, body, _) = get(&up.client("hi.localhost"), &up.url("hi.localhost", "/")).await;
+    assert_eq!((status, body.as_str()), (200, "hello v1\n"));
 }

@@ -142,6 +142,9 @@ fn say_where(applied: Applied) {
         Applied::Recorded => {
             output::info("No `stack up` is running: the alias applies at the next `stack up`.")
         }
+        Applied::AtStart => output::info(
+            "`stack up` is still building: the alias applies as soon as its services start.",
+        ),
     }
 }
 

@@ -28,6 +28,14 @@ pub fn run(project_dir: &Path, args: ScaleArgs) -> CliResult<ExitCode> {
     );
     spinner.finish_and_clear();
     match answer {
+        Ok(answer) if answer.at_start => {
+            output::success(format!(
+                "`{}` will run {}: `stack up` is still building it, and starts that many",
+                answer.deployment,
+                plural_instances(answer.wanted)
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
         Ok(answer) => {
             output::success(format!(
                 "{} scaled to {} [{:.1}s]",

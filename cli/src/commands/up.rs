@@ -3,8 +3,9 @@
 //! logs, and stop everything (in reverse order, Redis last) on Ctrl-C or `stack down`.
 //!
 //! The control socket is bound before the first build, so `stack ls` shows the services being
-//! built and `stack down` (like Ctrl-C or SIGTERM) stops a `stack up` that is still building:
-//! cargo is killed and a Redis that came up is stopped gracefully.
+//! built, `stack alias` and `stack scale` made during the build apply at the start (the state
+//! is read once the build is done), and `stack down` (like Ctrl-C or SIGTERM) stops a `stack
+//! up` that is still building: cargo is killed and a Redis that came up is stopped gracefully.
 //!
 //! Printed on stdout, in this order (tests and scripts may rely on the `Proxy listening` line):
 //!
@@ -286,7 +287,10 @@ async fn up(
         ));
     }
 
-    let mut state = State::load(&project_dir).map_err(|error| CliError::new(error.to_string()))?;
+    // Alias and scale changes made during the build are in it; later ones wait for the start.
+    let mut state = control
+        .load_state()
+        .map_err(|error| CliError::new(error.to_string()))?;
     let specs = record_deployments(&project_dir, &mut state, &built, &args)?;
 
     let redis_url = service_env

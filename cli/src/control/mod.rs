@@ -244,6 +244,10 @@ pub struct ScaleAnswer {
     pub deployment: String,
     pub ready: usize,
     pub wanted: usize,
+    /// Recorded by a `stack up` still building: `deployment` is the service, whose first
+    /// deployment starts with `wanted` instances.
+    #[serde(default)]
+    pub at_start: bool,
 }
 
 /// `PUT /v1/aliases/<host>` carries the alias; `DELETE` removes it.
@@ -281,6 +285,9 @@ pub enum Applied {
     Live,
     /// No `stack up` runs: saved in `.stack/state.json`; it applies at the next `stack up`.
     Recorded,
+    /// The `stack up` is still building: saved in `.stack/state.json`, which it reads before
+    /// it starts the services.
+    AtStart,
 }
 
 /// What the alias commands call after validating the rules file themselves: the running
@@ -292,6 +299,7 @@ pub fn apply_alias_change(
 ) -> Result<Applied, ControlError> {
     let client = Client::new(project_dir);
     match client.blocking_json::<_, serde_json::Value>("POST", "/v1/aliases", Some(change)) {
+        Ok(answer) if answer["at_start"] == true => Ok(Applied::AtStart),
         Ok(_) => Ok(Applied::Live),
         Err(ControlError::NotRunning { .. }) => {
             let mut state = State::load(project_dir)?;

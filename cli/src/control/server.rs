@@ -13,11 +13,14 @@
 //!
 //! Errors are JSON [`ErrorBody`]s with a 4xx/5xx status; the connection loop logs and goes on.
 //!
-//! The socket is bound as soon as `stack up` holds the project's lock, before its first build:
-//! while it is starting (building, starting Redis) only `GET /v1/deployments` (the services
-//! being built, as BUILDING) and `POST /v1/down` are served; every other route answers 503 with
-//! [`ErrorBody::starting`] set, so a command can say "still starting" instead of "not running"
-//! or falling back to what is on disk. [`Control::started`] hands in the full context.
+//! The socket is bound as soon as `stack up` holds the project's lock, before its first build.
+//! While it is starting (building, starting Redis) it serves `GET /v1/deployments` (the services
+//! being built, as BUILDING) and `POST /v1/down`, and records `POST /v1/aliases` and `POST
+//! /v1/scale` of a service in `.stack/state.json` for the start to pick up (answered with
+//! `"at_start": true`), as long as the start has not read that file yet
+//! ([`Control::load_state`]). Every other route, and those two after that point, answers 503
+//! with [`ErrorBody::starting`] set, so a command can say "still starting" instead of "not
+//! running" or falling back to what is on disk. [`Control::started`] hands in the full context.
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
@@ -78,6 +81,8 @@ pub struct Control {
     project_dir: PathBuf,
     down: CancellationToken,
     builds: Builds,
+    /// Whether the start has read `.stack/state.json`; held while a change is recorded in it.
+    state_read: Arc<Mutex<bool>>,
     running: Arc<OnceLock<ControlContext>>,
 }
 
@@ -88,8 +93,41 @@ impl Control {
             project_dir,
             down,
             builds,
+            state_read: Arc::new(Mutex::new(false)),
             running: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Reads `.stack/state.json` for the start: alias and scale changes recorded while
+    /// building are in it; from now until [`Control::started`] they are refused as "still
+    /// starting" (one more write would be lost).
+    pub fn load_state(&self) -> Result<State, state::StateError> {
+        let mut read = self.lock_state();
+        *read = true;
+        State::load(&self.project_dir)
+    }
+
+    /// Records `change` in the state the start is about to read. `None` when done, else the
+    /// answer saying why not: the start has read it already ("still starting"), or the file
+    /// cannot be read or written.
+    fn record_at_start(&self, change: impl FnOnce(&mut State)) -> Option<Response<Body>> {
+        let read = self.lock_state();
+        if *read {
+            return Some(self.still_starting());
+        }
+        let recorded = State::load(&self.project_dir).and_then(|mut state| {
+            change(&mut state);
+            state.save(&self.project_dir)
+        });
+        recorded
+            .err()
+            .map(|failure| error(StatusCode::INTERNAL_SERVER_ERROR, failure.to_string(), None))
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.state_read
+            .lock()
+            .expect("never poisoned: no panics while held")
     }
 
     /// The services are handed to the supervisor: every route is served from now on.
@@ -163,7 +201,7 @@ pub async fn serve(listener: UnixListener, control: Control, shutdown: Cancellat
             async move {
                 let response = match control.running.get() {
                     Some(context) => route(request, context.clone(), shutdown).await,
-                    None => starting_route(&request, &control),
+                    None => starting_route(request, &control).await,
                 };
                 Ok::<_, Infallible>(response)
             }
@@ -180,9 +218,54 @@ pub async fn serve(listener: UnixListener, control: Control, shutdown: Cancellat
     let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
 }
 
-/// The routes of a starting `stack up`: what is being built, and stopping it.
-fn starting_route(request: &Request<Incoming>, control: &Control) -> Response<Body> {
+/// The routes of a starting `stack up`: what is being built, stopping it, and alias and scale
+/// changes recorded for the start.
+async fn starting_route(request: Request<Incoming>, control: &Control) -> Response<Body> {
     match (request.method(), request.uri().path()) {
+        (&Method::POST, "/v1/aliases") => match read_json::<AliasChange>(request).await {
+            Ok(change) => match control.record_at_start(|state| change.apply_to(state)) {
+                None => json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "summary": "recorded for the start", "at_start": true }),
+                ),
+                Some(refusal) => refusal,
+            },
+            Err(response) => response,
+        },
+        (&Method::POST, "/v1/scale") => match read_json::<ScaleRequest>(request).await {
+            Ok(scale) => {
+                let target = scale
+                    .target
+                    .strip_suffix(".localhost")
+                    .unwrap_or(&scale.target);
+                // Only a service being built: a deployment id names no deployment yet.
+                let building = control.builds.in_progress();
+                if !building.iter().any(|(service, _)| service == target) {
+                    return control.still_starting();
+                }
+                let service = target.to_string();
+                let recorded = control.record_at_start(|state| {
+                    if scale.instances == 1 {
+                        state.scale.remove(&service);
+                    } else {
+                        state.scale.insert(service.clone(), scale.instances);
+                    }
+                });
+                match recorded {
+                    None => json(
+                        StatusCode::OK,
+                        &ScaleAnswer {
+                            deployment: service,
+                            ready: 0,
+                            wanted: scale.instances,
+                            at_start: true,
+                        },
+                    ),
+                    Some(refusal) => refusal,
+                }
+            }
+            Err(response) => response,
+        },
         (&Method::GET, "/v1/deployments") => {
             // The first build: every service it builds, with the instances it will start.
             let scale = State::load(&control.project_dir)
@@ -330,6 +413,7 @@ async fn scale_route(context: &ControlContext, scale: ScaleRequest) -> Response<
             deployment,
             ready,
             wanted: scale.instances,
+            at_start: false,
         },
     )
 }

@@ -172,13 +172,18 @@ impl Up {
     /// `REDIS_SESSION_URL` never leak in: each test says what the services get.
     pub fn start_with_env(project: &Project, args: &[&str], env: &[(&str, &str)]) -> Up {
         let mut up = Up::launch(project, args, env);
-        let line = up.wait_for("Proxy listening on http://127.0.0.1:", BUILD_DEADLINE);
-        up.port = line
+        up.wait_proxy();
+        up
+    }
+
+    /// Waits for the proxy's address (after the first build) and keeps its port.
+    pub fn wait_proxy(&mut self) {
+        let line = self.wait_for("Proxy listening on http://127.0.0.1:", BUILD_DEADLINE);
+        self.port = line
             .rsplit(':')
             .next()
             .and_then(|port| port.trim().parse().ok())
             .expect("the proxy line ends with the port");
-        up
     }
 
     /// Starts `stack up` and returns at once: the proxy's port is not known yet (0), as
