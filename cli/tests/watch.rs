@@ -637,7 +637,8 @@ async fn a_first_build_is_listed_other_commands_wait_and_stack_down_stops_it() {
 async fn during_a_first_build_logs_follow_and_scale_and_alias_wait_for_the_start() {
     require_redis();
     let project = Project::hello("follow-first-build");
-    let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "4000")]);
+    // Long enough for the commands below to land during the build on a loaded machine.
+    let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "8000")]);
     wait_until("`stack ls` to show the first build", DEADLINE, || {
         project.ls().iter().any(|d| d["state"] == "BUILDING")
     });
