@@ -682,3 +682,26 @@ async fn during_a_first_build_logs_follow_and_scale_and_alias_wait_for_the_start
     let (status, body, _) = get(&up.client("hi.localhost"), &up.url("hi.localhost", "/")).await;
     assert_eq!((status, body.as_str()), (200, "hello v1\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_first_build_stops_it_at_once_and_leaves_nothing() {
+    require_redis();
+    let project = Project::hello("sigterm-first-build");
+    let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "120000")]);
+    wait_until("the build script to run", DEADLINE, || {
+        !processes_in(&project.path().join("services/hello")).is_empty()
+    });
+    let stopping = Instant::now();
+    nix::sys::signal::kill(up.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = up.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(143), "{}", up.output());
+    assert!(stopping.elapsed() < Duration::from_secs(15));
+    assert!(
+        up.output().contains("Stopped everything"),
+        "{}",
+        up.output()
+    );
+    let left = processes_in(project.path());
+    assert!(left.is_empty(), "left running: {left:?}");
+    assert!(!project.path().join(".stack/stack.sock").exists());
+}
