@@ -1,4 +1,5 @@
-# Shared by bench/proxy/run.sh and bench/proxy/instructions.sh (sourced, not run).
+# Shared by bench/proxy/run.sh, instructions.sh and syscalls.sh (sourced, not run). The
+# functions below expect ROOT, PROFILE, WORK and the PIDS array of the sourcing script.
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -52,4 +53,20 @@ http {
     }
 }
 NGINX
+}
+
+# build_examples: builds the upstream and proxy_bench with $PROFILE; sets EXAMPLES.
+build_examples() {
+    echo "building the examples (profile $PROFILE)..." >&2
+    (cd "$ROOT" && cargo build --profile "$PROFILE" -p stack --example bench_upstream --example proxy_bench >&2)
+    EXAMPLES="$ROOT/target/$PROFILE/examples"
+}
+
+# start_upstream: runs cli/examples/bench_upstream.rs on a free port, its pid in PIDS, and
+# waits for it; sets UPSTREAM_PORT.
+start_upstream() {
+    UPSTREAM_PORT=$(free_port)
+    "$EXAMPLES/bench_upstream" "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$UPSTREAM_PORT"
 }

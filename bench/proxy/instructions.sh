@@ -34,15 +34,9 @@ trap cleanup EXIT
 # shellcheck source=bench/proxy/common.sh
 source "$(dirname "$0")/common.sh"
 
-echo "building the examples (profile $PROFILE)..." >&2
-(cd "$ROOT" && cargo build --profile "$PROFILE" -p stack --example bench_upstream --example proxy_bench >&2)
-EXAMPLES="$ROOT/target/$PROFILE/examples"
+build_examples
 [ $# -gt 0 ] || set -- "$EXAMPLES/proxy_bench"
-
-UPSTREAM_PORT=$(free_port)
-"$EXAMPLES/bench_upstream" "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-wait_port "$UPSTREAM_PORT"
+start_upstream
 
 # instructions BINARY N_REQUESTS: total Ir of one callgrind run serving N_REQUESTS.
 instructions() {

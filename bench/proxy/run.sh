@@ -47,19 +47,13 @@ trap cleanup EXIT
 # shellcheck source=bench/proxy/common.sh
 source "$(dirname "$0")/common.sh"
 
-echo "building the examples (profile $PROFILE)..." >&2
-(cd "$ROOT" && cargo build --profile "$PROFILE" -p stack --example bench_upstream --example proxy_bench >&2)
-BIN="$ROOT/target/$PROFILE/examples"
-
-UPSTREAM_PORT=$(free_port)
+build_examples
+BIN=$EXAMPLES
+start_upstream
 STACK_PORT=$(free_port)
 PERCORE_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 BASELINE_PORT=$(free_port)
-
-"$BIN/bench_upstream" "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-wait_port "$UPSTREAM_PORT"
 
 "$BIN/proxy_bench" "127.0.0.1:$STACK_PORT" "127.0.0.1:$UPSTREAM_PORT" multi >"$WORK/stack.log" 2>&1 &
 STACK_PID=$!
