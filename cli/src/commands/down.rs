@@ -23,7 +23,7 @@ pub fn run(project_dir: &Path) -> CliResult<ExitCode> {
                 )
                 .hint("Stop it with Ctrl-C in its terminal."));
             }
-            let leftovers = process::kill_leftovers(&stack_dir.join("pids"));
+            let leftovers = process::kill_leftovers(&process::pids_dir(project_dir));
             if leftovers.is_empty() {
                 output::info("Nothing is running here");
             } else {

@@ -75,7 +75,7 @@ pub fn run(cwd: &Path, args: UpArgs) -> CliResult<ExitCode> {
     })?;
     // Everything below is checked before anything starts.
     let service_env = load_environment(&project_dir, &args)?;
-    let leftovers = process::kill_leftovers(&stack_dir.join("pids"));
+    let leftovers = process::kill_leftovers(&process::pids_dir(&project_dir));
     if !leftovers.is_empty() {
         output::warn(format!(
             "stopped {} process(es) left running by an earlier `stack up` that did not exit cleanly",
@@ -171,7 +171,7 @@ async fn up(
 ) -> CliResult<ExitCode> {
     let stack_dir = project_dir.join(state::STATE_DIR);
     let logs_dir = stack_dir.join("logs");
-    let pids_dir = stack_dir.join("pids");
+    let pids_dir = process::pids_dir(&project_dir);
     let root = CancellationToken::new();
     std::fs::create_dir_all(&pids_dir).map_err(|error| {
         CliError::new(format!("cannot create `{}`: {error}", pids_dir.display()))

@@ -283,11 +283,13 @@ async fn cargo_build(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let (mut child, _group) = process::spawn_tool(&mut command, "cargo build", &pids_dir(project))
-        .map_err(|source| BuildError::Run {
-            program: "cargo".into(),
-            source,
-        })?;
+    let (mut child, _group) =
+        process::spawn_tool(&mut command, "cargo build", &process::pids_dir(project)).map_err(
+            |source| BuildError::Run {
+                program: "cargo".into(),
+                source,
+            },
+        )?;
     let stdout = child.stdout.take().expect("stdout was piped");
     let stderr = child.stderr.take().expect("stderr was piped");
     let read_messages = async {
@@ -344,11 +346,6 @@ async fn cargo_build(
     Ok(executables)
 }
 
-/// Where `stack up` records the process groups it starts (`.stack/pids/`).
-fn pids_dir(project: &Path) -> PathBuf {
-    project.join(crate::state::STATE_DIR).join("pids")
-}
-
 async fn npm_install(project: &Path, dir: &Path) -> Result<(), BuildError> {
     if dir.join("node_modules").is_dir() || !has_dependencies(dir) {
         return Ok(());
@@ -372,7 +369,7 @@ async fn npm_install(project: &Path, dir: &Path) -> Result<(), BuildError> {
     let (child, _group) = process::spawn_tool(
         &mut command,
         &format!("npm {subcommand}"),
-        &pids_dir(project),
+        &process::pids_dir(project),
     )
     .map_err(run_error)?;
     let output = child.wait_with_output().await.map_err(run_error)?;

@@ -1,8 +1,8 @@
 //! The only place in stack that starts processes (services, Redis, and through [`spawn_tool`]
-//! the build tools). A child runs as the leader of its own process
-//! group, gets SIGKILL when `stack up` dies (Linux parent-death signal), and is stopped with
-//! SIGTERM to the whole group then SIGKILL after a grace period. Every group is recorded in
-//! `.stack/pids/` while it runs, so a `stack up` that was killed can be cleaned up by the next.
+//! the build tools). A child runs as the leader of its own process group, gets SIGKILL when
+//! `stack up` dies (Linux parent-death signal), and is stopped with SIGTERM to the whole group
+//! then SIGKILL after a grace period. Every group is recorded in `.stack/pids/` ([`pids_dir`])
+//! while it runs, so a `stack up` that was killed can be cleaned up by the next.
 //!
 //! This module knows nothing about deployments, readiness or restarts; it runs one command.
 
@@ -47,6 +47,11 @@ pub struct RunningChild {
     record: Option<PathBuf>,
 }
 
+/// `<project>/.stack/pids/`: where the process groups `stack up` starts are recorded.
+pub fn pids_dir(project_dir: &Path) -> PathBuf {
+    project_dir.join(crate::state::STATE_DIR).join("pids")
+}
+
 /// Starts `spec` in a new process group and records it under `pids_dir`.
 pub fn spawn(spec: &ChildSpec, pids_dir: &Path) -> Result<RunningChild, ProcessError> {
     let mut command = Command::new(&spec.program);
@@ -58,20 +63,12 @@ pub fn spawn(spec: &ChildSpec, pids_dir: &Path) -> Result<RunningChild, ProcessE
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // A new group, so a stop reaches the program's own children too (npm -> sh -> node).
-        .process_group(0)
         .kill_on_drop(false);
-    set_parent_death_signal(&mut command);
-    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
-        program: spec.program.display().to_string(),
-        source,
-    })?;
-    let pid = child
-        .id()
-        .expect("a child that was just spawned and not yet awaited has a pid");
-    let record = record_group(pids_dir, pid, &spec.label)
-        .map_err(|error| tracing::warn!(%error, pid, "cannot record the process group"))
-        .ok();
+    let (mut child, pid, record) =
+        spawn_group(&mut command, &spec.label, pids_dir).map_err(|source| ProcessError::Spawn {
+            program: spec.program.display().to_string(),
+            source,
+        })?;
     Ok(RunningChild {
         pid,
         stdout: child.stdout.take(),
@@ -99,7 +96,20 @@ pub fn spawn_tool(
     label: &str,
     pids_dir: &Path,
 ) -> io::Result<(Child, ToolGroup)> {
-    command.process_group(0).kill_on_drop(true);
+    command.kill_on_drop(true);
+    let (child, pid, record) = spawn_group(command, label, pids_dir)?;
+    Ok((child, ToolGroup { pid, record }))
+}
+
+/// Spawns `command` as the leader of a new process group (so a stop reaches the program's own
+/// children too: npm -> sh -> node, cargo -> rustc), with the parent-death signal, and records
+/// the group under `pids_dir` (a failed record is logged, not fatal).
+fn spawn_group(
+    command: &mut Command,
+    label: &str,
+    pids_dir: &Path,
+) -> io::Result<(Child, u32, Option<PathBuf>)> {
+    command.process_group(0);
     set_parent_death_signal(command);
     let child = command.spawn()?;
     let pid = child
@@ -108,7 +118,7 @@ pub fn spawn_tool(
     let record = record_group(pids_dir, pid, label)
         .map_err(|error| tracing::warn!(%error, pid, "cannot record the process group"))
         .ok();
-    Ok((child, ToolGroup { pid, record }))
+    Ok((child, pid, record))
 }
 
 impl Drop for ToolGroup {
