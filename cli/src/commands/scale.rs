@@ -73,11 +73,7 @@ fn record(project_dir: &Path, args: &ScaleArgs) -> CliResult<ExitCode> {
                 .hint("See `stack ls` for the deployments, or the directories under `services/`."),
         );
     };
-    if args.instances == 1 {
-        state.scale.remove(&service);
-    } else {
-        state.scale.insert(service.clone(), args.instances);
-    }
+    state.set_scale(&service, args.instances);
     state
         .save(project_dir)
         .map_err(|error| CliError::new(error.to_string()))?;

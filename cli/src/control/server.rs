@@ -244,13 +244,8 @@ async fn starting_route(request: Request<Incoming>, control: &Control) -> Respon
                     return control.still_starting();
                 }
                 let service = target.to_string();
-                let recorded = control.record_at_start(|state| {
-                    if scale.instances == 1 {
-                        state.scale.remove(&service);
-                    } else {
-                        state.scale.insert(service.clone(), scale.instances);
-                    }
-                });
+                let recorded =
+                    control.record_at_start(|state| state.set_scale(&service, scale.instances));
                 match recorded {
                     None => json(
                         StatusCode::OK,
@@ -385,11 +380,7 @@ async fn scale_route(context: &ControlContext, scale: ScaleRequest) -> Response<
             .lock()
             .expect("never poisoned: no panics while held");
         let saved = State::load(&context.project_dir).and_then(|mut state| {
-            if scale.instances == 1 {
-                state.scale.remove(&service);
-            } else {
-                state.scale.insert(service, scale.instances);
-            }
+            state.set_scale(&service, scale.instances);
             state.save(&context.project_dir)
         });
         if let Err(failure) = saved {

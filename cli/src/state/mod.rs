@@ -53,6 +53,15 @@ pub struct State {
 }
 
 impl State {
+    /// Records that `service` runs `instances` (1, the default, is not stored).
+    pub fn set_scale(&mut self, service: &str, instances: usize) {
+        if instances == 1 {
+            self.scale.remove(service);
+        } else {
+            self.scale.insert(service.to_string(), instances);
+        }
+    }
+
     /// `<project>/.stack/state.json`.
     pub fn path(project_dir: &Path) -> PathBuf {
         project_dir.join(STATE_DIR).join(STATE_FILE)
