@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use stack::proxy::{
-    self, Deployment, HostRoute, Instance, ProxyConfig, Routing, RoutingTable, Target,
+    self, Backend, Deployment, HostRoute, ProxyConfig, Routing, RoutingTable, Target,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     let upstream = args.next().unwrap_or_else(|| "127.0.0.1:9001".into());
     let mode = args.next().unwrap_or_else(|| "per-core".into());
 
-    let instance = Arc::new(Instance::new(1, upstream.parse()?));
+    let instance = Arc::new(Backend::new(1, upstream.parse()?));
     let deployment = Deployment::new("bench-abcdefghij", "bench", vec![instance], 0);
     let mut table = RoutingTable::new();
     table.insert(

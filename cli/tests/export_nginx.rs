@@ -232,7 +232,7 @@ struct StackProxy {
 
 impl StackProxy {
     fn start(plan: &Plan) -> StackProxy {
-        use stack::proxy::{Deployment, HostRoute, Instance, Routing, RoutingTable, Target};
+        use stack::proxy::{Backend, Deployment, HostRoute, Routing, RoutingTable, Target};
         let upstream_targets: Vec<Target> = plan
             .upstreams
             .iter()
@@ -243,7 +243,7 @@ impl StackProxy {
                 Target::Deployment(Arc::new(Deployment::new(
                     upstream.name.clone(),
                     upstream.name.clone(),
-                    vec![Arc::new(Instance::new(1, addr))],
+                    vec![Arc::new(Backend::new(1, addr))],
                     0,
                 )))
             })

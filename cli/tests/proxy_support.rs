@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use stack::proxy::{
-    self, Deployment, HostRoute, Instance, ProxyConfig, Routing, RoutingTable, Target,
+    self, Backend, Deployment, HostRoute, ProxyConfig, Routing, RoutingTable, Target,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -164,7 +164,7 @@ pub fn deployment(id: &str, addrs: &[SocketAddr], n_starting: usize) -> Arc<Depl
     let instances = addrs
         .iter()
         .enumerate()
-        .map(|(index, addr)| Arc::new(Instance::new(index as u32 + 1, *addr)))
+        .map(|(index, addr)| Arc::new(Backend::new(index as u32 + 1, *addr)))
         .collect();
     let service = id.rsplit_once('-').map_or(id, |(service, _)| service);
     Arc::new(Deployment::new(id, service, instances, n_starting))

@@ -16,9 +16,9 @@ use crate::args::{RedisArgs, RedisCommand};
 use crate::output::{self, CliError, CliResult};
 use crate::redis::inspect::{self, Entry, InspectError, Inspector, Summary};
 use crate::redis::locate::{self, LocateError, Located, Variables};
-use crate::redis::lookup::{self, SessionRef, Verdict};
+use crate::redis::lookup::{self, SessionRef, Signature};
 use crate::redis::pretty;
-use crate::redis::watch::{self, Change, ChangeKind, FieldChange, WatchError};
+use crate::redis::watch::{self, Change, ChangeKind, FeedError, FieldChange};
 
 /// Widest a value gets in a table cell or a watch line.
 const CELL_WIDTH: usize = 40;
@@ -214,12 +214,12 @@ fn get(
                 .hint("Set SESSION_SECRET in the environment or in a file given with `--dotenv FILE`, or give the session id itself.")
             })?;
             match lookup::verify(&signed, &secrets) {
-                Verdict::Valid {
+                Signature::Valid {
                     id,
                     secret,
                     n_secrets,
                 } => (id, Some((secret, n_secrets))),
-                Verdict::Invalid {
+                Signature::Invalid {
                     claimed_id,
                     n_secrets,
                 } => {
@@ -427,7 +427,7 @@ async fn watch(located: Located) -> CliResult<ExitCode> {
     .await;
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(WatchError::Inspect(error)) => Err(inspect_error(&located, error)),
+        Err(FeedError::Inspect(error)) => Err(inspect_error(&located, error)),
         Err(error) => {
             let hint = error.hint();
             Err(CliError::new(error.to_string()).hint(hint))

@@ -87,8 +87,8 @@ pub struct RequestHead<'a> {
     pub forwarding: &'a Forwarding<'a>,
 }
 
-/// The upstream's side of a response, after its head.
-pub enum Upstream {
+/// The upstream's reply after its head: a body to read, or an upgraded connection.
+pub enum Reply {
     /// The body follows on the connection.
     Body(BodyReader),
     /// `101 Switching Protocols`: the connection is now the upgraded protocol's.
@@ -115,13 +115,13 @@ impl Connection {
     }
 
     /// Sends one request and reads its response head. The body is read afterwards through
-    /// the returned [`Upstream`]; the connection goes with it.
+    /// the returned [`Reply`]; the connection goes with it.
     pub async fn send(
         mut self,
         head: &RequestHead<'_>,
         body: Incoming,
         body_limit: Option<u64>,
-    ) -> Result<(Response<()>, Upstream), Failure> {
+    ) -> Result<(Response<()>, Reply), Failure> {
         let chunked = !head.headers.contains_key(CONTENT_LENGTH) && !body.is_end_stream();
         encode_head(&mut self.write_buf, head, chunked);
         // The first write decides whether anything went out: if it fails, the request may be
@@ -188,13 +188,13 @@ impl Connection {
         response: Response<()>,
         is_head_request: bool,
         request_complete: bool,
-    ) -> Result<(Response<()>, Upstream), ClientError> {
+    ) -> Result<(Response<()>, Reply), ClientError> {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upgraded = UpgradedIo {
                 stream: self.stream,
                 leftover: self.read_buf,
             };
-            return Ok((response, Upstream::Upgraded(upgraded)));
+            return Ok((response, Reply::Upgraded(upgraded)));
         }
         let (state, reusable) = framing(&response, is_head_request)?;
         let reader = BodyReader {
@@ -202,7 +202,7 @@ impl Connection {
             state,
             reusable: reusable && request_complete,
         };
-        Ok((response, Upstream::Body(reader)))
+        Ok((response, Reply::Body(reader)))
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -808,7 +808,7 @@ mod tests {
         connection: Connection,
         method: Method,
         body: Incoming,
-    ) -> Result<(Response<()>, Upstream), ClientError> {
+    ) -> Result<(Response<()>, Reply), ClientError> {
         let headers = HeaderMap::new();
         let host = HeaderValue::from_static("upstream.test");
         let path_and_query = PathAndQuery::from_static("/path?q=1");
@@ -820,8 +820,8 @@ mod tests {
     }
 
     /// Reads a whole body: its bytes, its trailers, and whether the connection is reusable.
-    async fn read_all(upstream: Upstream) -> io::Result<(String, Option<HeaderMap>, bool)> {
-        let Upstream::Body(mut reader) = upstream else {
+    async fn read_all(upstream: Reply) -> io::Result<(String, Option<HeaderMap>, bool)> {
+        let Reply::Body(mut reader) = upstream else {
             panic!("no upgrade was asked for");
         };
         let mut data = Vec::new();

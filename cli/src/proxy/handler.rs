@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::body::ResponseBody;
-use super::client::Upstream;
+use super::client::Reply;
 use super::error::ProxyError;
 use super::forward::{self, X_STACK_DEPLOYMENT, X_STACK_INSTANCE};
 use super::host;
@@ -41,13 +41,13 @@ pub struct Shared {
 }
 
 /// The client end of a connection, computed once per connection rather than per request.
-pub struct Client {
+pub struct Peer {
     pub addr: SocketAddr,
     /// The client's IP as a header value, for `X-Forwarded-For` and `X-Real-IP`.
     pub ip_header: HeaderValue,
 }
 
-impl Client {
+impl Peer {
     pub fn new(addr: SocketAddr) -> Self {
         let ip_header = HeaderValue::from_str(&addr.ip().to_string())
             .expect("an IP address is a valid header value");
@@ -65,7 +65,7 @@ impl Client {
 /// block, which would be one more layer to copy.
 pub fn handle(
     shared: Arc<Shared>,
-    client: Arc<Client>,
+    client: Arc<Peer>,
     exchange: Exchange,
     request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<WatchedBody>, Infallible>> {
@@ -75,7 +75,7 @@ pub fn handle(
 
 async fn answer(
     shared: Arc<Shared>,
-    client: Arc<Client>,
+    client: Arc<Peer>,
     exchange: Exchange,
     mut head: Box<Parts>,
     body: Incoming,
@@ -98,7 +98,7 @@ async fn answer(
 
 async fn proxy(
     shared: &Shared,
-    client: &Client,
+    client: &Peer,
     exchange: &Exchange,
     head: &mut Parts,
     mut body: Incoming,
@@ -246,8 +246,8 @@ fn respond(
     let (mut parts, ()) = response.into_parts();
     let answered_protocol = forward::strip_hop_by_hop(&mut parts.headers);
     let body = match upstream {
-        Upstream::Body(reader) => ResponseBody::upstream(reader, guard, Some(slot)),
-        Upstream::Upgraded(upgraded) => {
+        Reply::Body(reader) => ResponseBody::upstream(reader, guard, Some(slot)),
+        Reply::Upgraded(upgraded) => {
             let Some(client_upgrade) = client_upgrade else {
                 return ProxyError::BadGateway(
                     "the upstream switched protocols though the client asked for no upgrade".into(),

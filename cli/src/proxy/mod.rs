@@ -9,7 +9,7 @@
 //! # Layout
 //!
 //! - `routing`: [`Routing`], [`RoutingTable`], [`HostRoute`], [`Target`], [`Deployment`],
-//!   [`Instance`]; the contract with the supervisor.
+//!   [`Backend`]; the contract with the supervisor.
 //! - `host`: request checks (`Host`, `CONNECT`, framing) and host → rule → target.
 //! - `forward`: hop-by-hop removal, `X-Forwarded-*`, `x-stack-*`, upgrade tunnels.
 //! - `upstream`: round robin, connect-failure retry, timeouts.
@@ -26,10 +26,10 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use stack::proxy::{self, Deployment, HostRoute, Instance, Routing, RoutingTable, Target};
+//! use stack::proxy::{self, Deployment, HostRoute, Backend, Routing, RoutingTable, Target};
 //! # async fn example(rules: Arc<stack::rules::RuleSet>) {
-//! // Keep one Arc<Instance> per running process for as long as it lives.
-//! let writer_1 = Arc::new(Instance::new(1, "127.0.0.1:41001".parse().unwrap()));
+//! // Keep one Arc<Backend> per running process for as long as it lives.
+//! let writer_1 = Arc::new(Backend::new(1, "127.0.0.1:41001".parse().unwrap()));
 //! let writer = Target::Deployment(Arc::new(Deployment::new(
 //!     "writer-gkdldldejq", // id, sent back in `x-stack-deployment`
 //!     "writer",            // service
@@ -72,10 +72,10 @@
 //!   service (name it in the message), 502 `bad_gateway` for a deployment that disappeared.
 //!   In a path alias it fails only its own rule.
 //! - **Out of rotation**: when a connect to an instance fails, the proxy calls it out of
-//!   rotation ([`Instance::is_out_of_rotation`]) and skips it while another instance is in
-//!   rotation. Call [`Instance::put_back_in_rotation`] when the readiness check passes again.
+//!   rotation ([`Backend::is_out_of_rotation`]) and skips it while another instance is in
+//!   rotation. Call [`Backend::put_back_in_rotation`] when the readiness check passes again.
 //! - **Draining** an instance before stopping it: swap in a table without it (new requests
-//!   stop going there), then poll [`Instance::in_flight`] until it is 0 or the grace period is
+//!   stop going there), then poll [`Backend::in_flight`] until it is 0 or the grace period is
 //!   over, then stop the process. `in_flight` counts requests sent whose response body has not
 //!   ended or been dropped, WebSocket tunnels included.
 //!
@@ -109,7 +109,7 @@ use server::Connections;
 pub use error::ProxyError;
 pub use limits::ProxyConfig;
 pub use routing::{
-    host_key, Deployment, HostRoute, Instance, PathRules, Routing, RoutingError, RoutingTable,
+    host_key, Backend, Deployment, HostRoute, PathRules, Routing, RoutingError, RoutingTable,
     Target,
 };
 

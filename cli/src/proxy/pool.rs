@@ -20,7 +20,7 @@ use http::Response;
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
-use super::client::{ClientError, Connection, RequestHead, Upstream};
+use super::client::{ClientError, Connection, Reply, RequestHead};
 use super::limits::ProxyConfig;
 
 /// TCP keep-alive probes on upstream connections start after this much silence.
@@ -106,7 +106,7 @@ impl Pool {
         head: &RequestHead<'_>,
         mut body: Incoming,
         body_limit: Option<u64>,
-    ) -> Result<(Response<()>, Upstream, PoolSlot), PoolFailure> {
+    ) -> Result<(Response<()>, Reply, PoolSlot), PoolFailure> {
         loop {
             let (connection, pooled) = match self.shared.checkout(key) {
                 Some(connection) => (connection, true),
@@ -340,7 +340,7 @@ mod tests {
             .await
             .map_err(|failure| failure.error)?;
         assert_eq!(response.status(), http::StatusCode::OK);
-        let Upstream::Body(reader) = upstream else {
+        let Reply::Body(reader) = upstream else {
             panic!("no upgrade was asked for");
         };
         Ok(ResponseBody::upstream(reader, None, Some(slot)))

@@ -2,7 +2,7 @@
 //! handle through which the supervisor swaps a whole new table in.
 //!
 //! Owns [`Routing`] (the live, swappable table), [`RoutingTable`], [`HostRoute`], [`Target`],
-//! [`Deployment`] and [`Instance`] with the state the proxy and the supervisor share (out of
+//! [`Deployment`] and [`Backend`] with the state the proxy and the supervisor share (out of
 //! rotation, requests in flight). It never does I/O and never blocks: requests read the table
 //! through `arc-swap` without locks, and a swap never waits for requests to finish.
 
@@ -202,7 +202,7 @@ pub struct Deployment {
     pub service: String,
     /// The ready instances. An instance that is starting is not listed; count it in
     /// `n_starting` instead.
-    pub instances: Vec<Arc<Instance>>,
+    pub instances: Vec<Arc<Backend>>,
     /// Instances starting but not ready yet. While this is non-zero and no instance is ready,
     /// requests wait (up to `ProxyConfig::starting_wait`) for a swap instead of failing.
     pub n_starting: usize,
@@ -215,7 +215,7 @@ impl Deployment {
     pub fn new(
         id: impl Into<String>,
         service: impl Into<String>,
-        instances: Vec<Arc<Instance>>,
+        instances: Vec<Arc<Backend>>,
         n_starting: usize,
     ) -> Self {
         let id = id.into();
@@ -239,21 +239,22 @@ impl Deployment {
     }
 }
 
-/// One process of a deployment, shared between the proxy and the supervisor.
+/// One instance (process) of a deployment as the proxy sees it: where it listens and what
+/// the proxy and the supervisor share about it.
 ///
-/// Keep the same `Arc<Instance>` across table versions for as long as the process lives: the
+/// Keep the same `Arc<Backend>` across table versions for as long as the process lives: the
 /// two counters below are only meaningful on the instance the proxy actually used.
 ///
-/// - **out of rotation** ([`Instance::is_out_of_rotation`]): set by the proxy when a connect
+/// - **out of rotation** ([`Backend::is_out_of_rotation`]): set by the proxy when a connect
 ///   to this instance fails (nothing was sent). The proxy then skips it while another instance
-///   is in rotation. The supervisor calls [`Instance::put_back_in_rotation`] when its
+///   is in rotation. The supervisor calls [`Backend::put_back_in_rotation`] when its
 ///   readiness check passes again; the proxy also clears it itself when a later last-resort
 ///   request to it gets a response.
-/// - **in flight** ([`Instance::in_flight`]): requests sent to this instance whose response
+/// - **in flight** ([`Backend::in_flight`]): requests sent to this instance whose response
 ///   body has not ended (or been dropped) yet, WebSocket tunnels included. To drain an instance:
 ///   swap in a table without it, wait until `in_flight()` is 0 (bounded by a grace period),
 ///   then stop the process.
-pub struct Instance {
+pub struct Backend {
     /// 1-based instance number; sent back in `x-stack-instance`.
     pub number: u32,
     /// Where the instance listens (loopback).
@@ -268,7 +269,7 @@ pub struct Instance {
     served: AtomicU64,
 }
 
-impl Instance {
+impl Backend {
     pub fn new(number: u32, addr: SocketAddr) -> Self {
         let text = addr.to_string();
         Self {
@@ -323,9 +324,9 @@ impl Instance {
     }
 }
 
-/// Counts one request in [`Instance::in_flight`] until dropped.
+/// Counts one request in [`Backend::in_flight`] until dropped.
 pub struct InFlightGuard {
-    instance: Arc<Instance>,
+    instance: Arc<Backend>,
 }
 
 impl Drop for InFlightGuard {

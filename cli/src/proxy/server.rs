@@ -120,7 +120,7 @@ pub async fn serve(
                 watchdog.watch(Arc::clone(&activity));
                 let io = TokioIo::new(WatchedIo::new(stream, Arc::clone(&activity)));
                 let request_shared = Arc::clone(&shared);
-                let client = Arc::new(handler::Client::new(client_addr));
+                let client = Arc::new(handler::Peer::new(client_addr));
                 let request_activity = Arc::clone(&activity);
                 let service = service_fn(move |request| {
                     handler::handle(

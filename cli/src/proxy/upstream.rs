@@ -14,21 +14,21 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Response};
 use hyper::body::Incoming;
 
-use super::client::{ClientError, RequestHead, Upstream};
+use super::client::{ClientError, Reply, RequestHead};
 use super::error::ProxyError;
 use super::forward::Forwarding;
 use super::limits::ProxyConfig;
 use super::pool::{Pool, PoolError, PoolSlot};
-use super::routing::{Deployment, InFlightGuard, Instance};
+use super::routing::{Backend, Deployment, InFlightGuard};
 use super::watchdog::Exchange;
 
 /// A response head from an upstream, with the rest of the response (body or upgraded
 /// connection), where its connection goes back afterwards, and the instance that answered.
 pub struct Answered {
     pub response: Response<()>,
-    pub upstream: Upstream,
+    pub upstream: Reply,
     pub slot: PoolSlot,
-    pub instance: Option<Arc<Instance>>,
+    pub instance: Option<Arc<Backend>>,
     pub guard: Option<InFlightGuard>,
 }
 
@@ -227,7 +227,7 @@ pub async fn send_to_external(
 
 fn request_failed(
     upstream: &str,
-    instance: Option<&Arc<Instance>>,
+    instance: Option<&Arc<Backend>>,
     error: &PoolError,
 ) -> ProxyError {
     if let PoolError::Request(ClientError::BodyTooLarge { limit }) = error {

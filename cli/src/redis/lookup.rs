@@ -64,9 +64,9 @@ impl SessionRef {
     }
 }
 
-/// The verdict on a signed cookie.
+/// Whether a signed cookie verifies, and with which secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Signature {
     /// Signed by secret number `secret` (1-based) of `n_secrets`.
     Valid {
         id: String,
@@ -81,7 +81,7 @@ pub enum Verdict {
 }
 
 /// Verifies `signed` (`s:<id>.<sig>`) against every secret.
-pub fn verify(signed: &str, secrets: &SecretList) -> Verdict {
+pub fn verify(signed: &str, secrets: &SecretList) -> Signature {
     let n_secrets = secrets.each.len();
     if let Some(id) = secrets.all.unsign(signed) {
         let secret = secrets
@@ -89,7 +89,7 @@ pub fn verify(signed: &str, secrets: &SecretList) -> Verdict {
             .iter()
             .position(|one| one.unsign(signed).is_some())
             .map_or(1, |index| index + 1);
-        return Verdict::Valid {
+        return Signature::Valid {
             id: id.to_owned(),
             secret,
             n_secrets,
@@ -100,7 +100,7 @@ pub fn verify(signed: &str, secrets: &SecretList) -> Verdict {
         .and_then(|body| body.rsplit_once('.'))
         .map(|(id, _)| id.to_owned())
         .filter(|id| !id.is_empty());
-    Verdict::Invalid {
+    Signature::Invalid {
         claimed_id,
         n_secrets,
     }
@@ -148,7 +148,7 @@ mod tests {
     fn verifies_with_every_secret_and_names_the_one() {
         assert_eq!(
             verify(SIGNED, &secrets(&["new", "keyboard cat"])),
-            Verdict::Valid {
+            Signature::Valid {
                 id: "abc123".into(),
                 secret: 2,
                 n_secrets: 2
@@ -156,7 +156,7 @@ mod tests {
         );
         assert_eq!(
             verify(SIGNED, &secrets(&["wrong"])),
-            Verdict::Invalid {
+            Signature::Invalid {
                 claimed_id: Some("abc123".into()),
                 n_secrets: 1
             }
@@ -164,14 +164,14 @@ mod tests {
         let tampered = SIGNED.replace("abc123", "abc124");
         assert_eq!(
             verify(&tampered, &secrets(&["keyboard cat"])),
-            Verdict::Invalid {
+            Signature::Invalid {
                 claimed_id: Some("abc124".into()),
                 n_secrets: 1
             }
         );
         assert_eq!(
             verify("s:nodot", &secrets(&["keyboard cat"])),
-            Verdict::Invalid {
+            Signature::Invalid {
                 claimed_id: None,
                 n_secrets: 1
             }

@@ -17,7 +17,7 @@ use session::id::KEY_PREFIX;
 use super::inspect::{redact, Entry, InspectError, Inspector, SESSION_PATTERN};
 
 #[derive(Debug, thiserror::Error)]
-pub enum WatchError {
+pub enum FeedError {
     #[error(transparent)]
     Inspect(#[from] InspectError),
     #[error("keyspace notifications are off in Redis at `{url}` (`notify-keyspace-events` is `{current}`), so session changes cannot be seen")]
@@ -26,13 +26,13 @@ pub enum WatchError {
     Lost { url: String },
 }
 
-impl WatchError {
+impl FeedError {
     /// What to do, in now's voice.
     pub fn hint(&self) -> String {
         match self {
-            WatchError::NotificationsOff { .. } => "Enable them: `redis-cli CONFIG SET notify-keyspace-events KEA` (add `-u <url>` for your server), or the line `notify-keyspace-events KEA` in redis.conf. The managed Redis of `stack up` has them on.".into(),
-            WatchError::Lost { .. } => "Check that Redis is still running, then run `stack redis watch` again.".into(),
-            WatchError::Inspect(_) => "Start it with `stack up`, or set REDIS_SESSION_URL (environment or `--dotenv`) to your Redis.".into(),
+            FeedError::NotificationsOff { .. } => "Enable them: `redis-cli CONFIG SET notify-keyspace-events KEA` (add `-u <url>` for your server), or the line `notify-keyspace-events KEA` in redis.conf. The managed Redis of `stack up` has them on.".into(),
+            FeedError::Lost { .. } => "Check that Redis is still running, then run `stack redis watch` again.".into(),
+            FeedError::Inspect(_) => "Start it with `stack up`, or set REDIS_SESSION_URL (environment or `--dotenv`) to your Redis.".into(),
         }
     }
 }
@@ -145,7 +145,7 @@ fn compact(value: &Value) -> String {
 /// Checks that Redis sends keyspace events for what the feed needs: `K` (keyspace channel)
 /// and the classes of `set` (`$`), `del` (`g`) and `expired` (`x`), or `A` for all. A server
 /// that refuses `CONFIG` (managed services often do) is given the benefit of the doubt.
-pub async fn check_notifications(inspector: &mut Inspector) -> Result<(), WatchError> {
+pub async fn check_notifications(inspector: &mut Inspector) -> Result<(), FeedError> {
     let reply: redis::RedisResult<(String, String)> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("notify-keyspace-events")
@@ -163,7 +163,7 @@ pub async fn check_notifications(inspector: &mut Inspector) -> Result<(), WatchE
     if has('K') && classes_on {
         Ok(())
     } else {
-        Err(WatchError::NotificationsOff {
+        Err(FeedError::NotificationsOff {
             url: inspector.url().to_string(),
             current,
         })
@@ -177,10 +177,10 @@ pub async fn run(
     ready: impl FnOnce(usize),
     mut on_change: impl FnMut(Change),
     stop: impl Future<Output = ()>,
-) -> Result<(), WatchError> {
+) -> Result<(), FeedError> {
     check_notifications(&mut inspector).await?;
     let url = inspector.url().clone();
-    let lost = || WatchError::Lost {
+    let lost = || FeedError::Lost {
         url: url.to_string(),
     };
     // Subscribe before filling the cache, so no write falls between the two.

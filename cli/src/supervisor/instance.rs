@@ -40,7 +40,7 @@ pub struct Instance {
     pub restarts: AtomicU32,
     /// What the proxy balances over while this process is ready: one per process (a restart
     /// gets a new one), so its in-flight count is the one used for draining.
-    pub upstream: Mutex<Option<Arc<crate::proxy::Instance>>>,
+    pub upstream: Mutex<Option<Arc<crate::proxy::Backend>>>,
     /// Why the last start failed (a readiness timeout with the last log lines, an exit status).
     pub last_error: Mutex<Option<String>>,
 }
@@ -79,7 +79,7 @@ impl Instance {
     }
 
     /// The proxy's view of the running process, when it is ready.
-    pub fn upstream(&self) -> Option<Arc<crate::proxy::Instance>> {
+    pub fn upstream(&self) -> Option<Arc<crate::proxy::Backend>> {
         self.upstream
             .lock()
             .expect("never poisoned: no panics while held")
@@ -89,7 +89,7 @@ impl Instance {
     fn set_upstream(&self, port: Option<u16>) {
         let upstream = port.map(|port| {
             let number = u32::try_from(self.number).unwrap_or(u32::MAX);
-            Arc::new(crate::proxy::Instance::new(
+            Arc::new(crate::proxy::Backend::new(
                 number,
                 std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             ))

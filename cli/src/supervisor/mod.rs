@@ -1,6 +1,6 @@
 //! Deployments and their instances: the only part of stack that starts processes.
 //!
-//! [`Supervisor`] is a cloneable handle in front of one task, driven by a small [`Control`]
+//! [`Supervisor`] is a cloneable handle in front of one task, driven by a small [`Command`]
 //! enum whose commands answer through oneshots. The task owns every deployment that runs and
 //! one task per instance (see [`instance`]); after every change it publishes a [`Snapshot`]
 //! on a watch channel, which is what the routing table, `stack ls` and readiness waits read.
@@ -106,7 +106,7 @@ pub struct DeploymentSpec {
 
 /// Commands to the supervisor task.
 #[derive(Debug)]
-pub enum Control {
+pub enum Command {
     /// Start a deployment with this many instances; it becomes its service's current one.
     Deploy {
         spec: DeploymentSpec,
@@ -262,7 +262,7 @@ impl Snapshot {
 /// The handle: clone it freely; every method talks to the one supervisor task.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
-    control: mpsc::Sender<Control>,
+    commands: mpsc::Sender<Command>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
 }
 
@@ -270,7 +270,7 @@ impl Supervisor {
     /// Starts the supervisor task. It runs until [`Supervisor::stop`] or until every handle is
     /// dropped (which stops everything too).
     pub fn start(config: Config) -> (Supervisor, JoinHandle<()>) {
-        let (control_tx, control_rx) = mpsc::channel(32);
+        let (command_tx, command_rx) = mpsc::channel(32);
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let task = SupervisorTask {
@@ -280,10 +280,10 @@ impl Supervisor {
             snapshot: snapshot_tx,
             events: event_tx,
         };
-        let handle = tokio::spawn(task.run(control_rx, event_rx));
+        let handle = tokio::spawn(task.run(command_rx, event_rx));
         (
             Supervisor {
-                control: control_tx,
+                commands: command_tx,
                 snapshot: snapshot_rx,
             },
             handle,
@@ -304,7 +304,7 @@ impl Supervisor {
         spec: DeploymentSpec,
         instances: usize,
     ) -> Result<(), SupervisorError> {
-        self.ask(|reply| Control::Deploy {
+        self.ask(|reply| Command::Deploy {
             spec,
             instances,
             reply,
@@ -313,7 +313,7 @@ impl Supervisor {
     }
 
     pub async fn scale(&self, target: &str, instances: usize) -> Result<String, SupervisorError> {
-        self.ask(|reply| Control::Scale {
+        self.ask(|reply| Command::Scale {
             target: target.to_string(),
             instances,
             reply,
@@ -322,7 +322,7 @@ impl Supervisor {
     }
 
     pub async fn remove(&self, deployment_id: &str) -> Result<(), SupervisorError> {
-        self.ask(|reply| Control::Remove {
+        self.ask(|reply| Command::Remove {
             deployment_id: deployment_id.to_string(),
             reply,
         })
@@ -332,24 +332,24 @@ impl Supervisor {
     /// Stops every instance (in parallel, each within the grace period) and waits for it.
     pub async fn stop(&self) {
         let (reply, answer) = oneshot::channel();
-        if self.send(Control::Stop { reply }).await.is_ok() {
+        if self.send(Command::Stop { reply }).await.is_ok() {
             let _ = answer.await;
         }
     }
 
-    /// Sends the command `control` builds around a reply channel, and waits for the reply.
+    /// Sends the command `command` builds around a reply channel, and waits for the reply.
     async fn ask<T>(
         &self,
-        control: impl FnOnce(oneshot::Sender<T>) -> Control,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, SupervisorError> {
         let (reply, answer) = oneshot::channel();
-        self.send(control(reply)).await?;
+        self.send(command(reply)).await?;
         answer.await.map_err(|_| SupervisorError::Stopped)
     }
 
-    async fn send(&self, control: Control) -> Result<(), SupervisorError> {
-        self.control
-            .send(control)
+    async fn send(&self, command: Command) -> Result<(), SupervisorError> {
+        self.commands
+            .send(command)
             .await
             .map_err(|_| SupervisorError::Stopped)
     }
@@ -440,13 +440,13 @@ struct SupervisorTask {
 impl SupervisorTask {
     async fn run(
         mut self,
-        mut control: mpsc::Receiver<Control>,
+        mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::UnboundedReceiver<Event>,
     ) {
         loop {
             tokio::select! {
-                command = control.recv() => match command {
-                    Some(Control::Stop { reply }) => {
+                command = commands.recv() => match command {
+                    Some(Command::Stop { reply }) => {
                         self.stop_all().await;
                         let _ = reply.send(());
                         return;
@@ -467,9 +467,9 @@ impl SupervisorTask {
 
     /// Applies a command and publishes the new snapshot BEFORE answering, so whoever waits on
     /// the answer sees the change.
-    fn handle(&mut self, command: Control) {
+    fn handle(&mut self, command: Command) {
         match command {
-            Control::Deploy {
+            Command::Deploy {
                 spec,
                 instances,
                 reply,
@@ -478,7 +478,7 @@ impl SupervisorTask {
                 self.publish();
                 let _ = reply.send(());
             }
-            Control::Scale {
+            Command::Scale {
                 target,
                 instances,
                 reply,
@@ -487,7 +487,7 @@ impl SupervisorTask {
                 self.publish();
                 let _ = reply.send(result);
             }
-            Control::Remove {
+            Command::Remove {
                 deployment_id,
                 reply,
             } => {
@@ -495,7 +495,7 @@ impl SupervisorTask {
                 self.publish();
                 let _ = reply.send(result);
             }
-            Control::Stage {
+            Command::Stage {
                 spec,
                 instances,
                 reply,
@@ -504,7 +504,7 @@ impl SupervisorTask {
                 self.publish();
                 let _ = reply.send(());
             }
-            Control::Promote {
+            Command::Promote {
                 deployment_id,
                 reply,
             } => {
@@ -512,11 +512,11 @@ impl SupervisorTask {
                 self.publish();
                 let _ = reply.send(result);
             }
-            Control::SetEnv { env, reply } => {
+            Command::SetEnv { env, reply } => {
                 self.set_env(env);
                 let _ = reply.send(());
             }
-            Control::Stop { .. } => unreachable!("Stop is handled by the loop"),
+            Command::Stop { .. } => unreachable!("Stop is handled by the loop"),
         }
     }
 

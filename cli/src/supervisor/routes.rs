@@ -27,9 +27,10 @@ pub struct UnresolvedDest {
     pub running: String,
 }
 
-/// What a build found worth saying (a now.sh fallback, a dest that resolves to nothing).
+/// A routing table and what building it found worth saying (a now.sh fallback, a dest that
+/// resolves to nothing).
 #[derive(Default)]
-pub struct Built {
+pub struct Routes {
     pub table: RoutingTable,
     pub unresolved: Vec<UnresolvedDest>,
     pub notes: Vec<String>,
@@ -37,8 +38,8 @@ pub struct Built {
 
 /// Builds the table. Unresolvable `dest`s become 502 targets and are listed in `unresolved`
 /// (at `stack up` that is a warning; for a live alias change it is a refusal).
-pub fn build(snapshot: &Snapshot, aliases: &BTreeMap<String, Alias>) -> Built {
-    let mut built = Built::default();
+pub fn build(snapshot: &Snapshot, aliases: &BTreeMap<String, Alias>) -> Routes {
+    let mut built = Routes::default();
     let mut table = RoutingTable::new();
     let targets: Vec<(&LiveDeployment, Target)> = snapshot
         .deployments
@@ -115,7 +116,7 @@ fn deployment_target(deployment: &LiveDeployment) -> Target {
             ),
         };
     }
-    let ready: Vec<Arc<proxy::Instance>> = deployment
+    let ready: Vec<Arc<proxy::Backend>> = deployment
         .instances
         .iter()
         .filter(|instance| instance.takes_traffic())
