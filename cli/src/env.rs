@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 /// The variable that points services at their session store.
 pub const REDIS_SESSION_URL: &str = "REDIS_SESSION_URL";
+/// The variable holding the cookie secrets (a comma-separated rotation list).
+pub const SESSION_SECRET: &str = "SESSION_SECRET";
 
 /// One problem in a `.env` file or a `-e` argument. `Display` is one line with the place first.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -20,6 +20,7 @@
 pub mod args;
 pub mod commands;
 pub mod control;
+pub mod daemon;
 pub mod env;
 pub mod export;
 pub mod init;

@@ -13,8 +13,8 @@ use crate::supervisor::{self, process};
 pub fn run(project_dir: &Path) -> CliResult<ExitCode> {
     let stack_dir = project_dir.join(state::STATE_DIR);
     let started = Instant::now();
-    match Client::new(project_dir).blocking_json::<(), serde_json::Value>("POST", "/v1/down", None)
-    {
+    let client = Client::new(project_dir);
+    match client.blocking(client.down()) {
         Ok(_) => {}
         Err(ControlError::NotRunning { .. }) => {
             if control::lock::is_held(&stack_dir) {

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::args::{ExportArgs, ExportFormat};
-use crate::control::{Client, ControlError, DeploymentStatus};
+use crate::control::api::InstanceState;
+use crate::control::{Client, ControlError};
 use crate::export::nginx::{self, RenderOptions};
 use crate::export::{ExportError, Plan, Project, Running};
 use crate::output::{self, CliError, CliResult};
@@ -66,12 +67,11 @@ pub fn run(project_dir: &Path, args: ExportArgs) -> CliResult<ExitCode> {
 /// `stack up` runs here.
 fn running_instances(project_dir: &Path) -> CliResult<Option<Running>> {
     let client = Client::new(project_dir);
-    let deployments =
-        match client.blocking_json::<(), Vec<DeploymentStatus>>("GET", "/v1/deployments", None) {
-            Ok(deployments) => deployments,
-            Err(ControlError::NotRunning { .. }) => return Ok(None),
-            Err(error) => return Err(error.into()),
-        };
+    let deployments = match client.blocking(client.deployments()) {
+        Ok(deployments) => deployments,
+        Err(ControlError::NotRunning { .. }) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
     // A `stack up` still on its first build runs nothing yet: no ports to read.
     if !deployments.iter().any(|deployment| deployment.current) {
         return Ok(None);
@@ -82,7 +82,7 @@ fn running_instances(project_dir: &Path) -> CliResult<Option<Running>> {
         let addresses: Vec<SocketAddr> = deployment
             .instances
             .iter()
-            .filter(|instance| instance.state == "READY")
+            .filter(|instance| instance.state == InstanceState::Ready)
             .filter_map(|instance| instance.port)
             .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
             .collect();

@@ -5,16 +5,12 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use http_body_util::BodyExt;
-
 use crate::args::LogsArgs;
-use crate::control::{self, client, Client, ControlError};
+use crate::control::api::{LogsQuery, DEFAULT_LOG_LINES};
+use crate::control::{Client, ControlError};
 use crate::output::{self, CliError, CliResult};
-use crate::state;
+use crate::state::State;
 use crate::supervisor::logs::{self, LogLine};
-
-/// Stored lines printed when neither `-n` nor `--since` says otherwise.
-const DEFAULT_LINES: usize = 100;
 
 /// How often `-f` asks a starting `stack up` again.
 const STARTING_POLL: std::time::Duration = std::time::Duration::from_millis(250);
@@ -35,7 +31,7 @@ pub fn run(project_dir: &Path, args: LogsArgs) -> CliResult<ExitCode> {
         lines: args.lines.unwrap_or(if since_ms.is_some() {
             usize::MAX
         } else {
-            DEFAULT_LINES
+            DEFAULT_LOG_LINES
         }),
         since_ms: since_ms.unwrap_or(0),
     };
@@ -52,34 +48,20 @@ async fn logs_async(
     selection: &Selection,
 ) -> CliResult<ExitCode> {
     let client = Client::new(project_dir);
-    let path = format!(
-        "/v1/logs?target={}&lines={}&since={}&follow={}",
-        args.target,
-        selection.lines,
-        selection.since_ms,
-        if args.follow { 1 } else { 0 }
-    );
+    let query = LogsQuery {
+        target: args.target.clone(),
+        lines: selection.lines,
+        since_ms: selection.since_ms,
+        follow: args.follow,
+    };
     let mut waiting = false;
-    let mut body = loop {
-        let response = match client.send("GET", &path, None).await {
-            Ok(response) => response,
+    let mut lines = loop {
+        match client.logs(query.clone()).await {
+            Ok(lines) => break lines,
             Err(ControlError::NotRunning { .. }) => return from_disk(project_dir, args, selection),
-            Err(error) => return Err(error.into()),
-        };
-        let status = response.status();
-        if status.is_success() {
-            break response.into_body();
-        }
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map(|collected| collected.to_bytes())
-            .unwrap_or_default();
-        match client::refused(status, &bytes) {
             // Still building: `-f` follows once the services are up, as `docker compose logs
             // -f` does during a start.
-            ControlError::Starting { .. } if args.follow => {
+            Err(ControlError::Starting { .. }) if args.follow => {
                 if !waiting {
                     output::note(
                         "`stack up` is still starting: following once its services are up",
@@ -90,39 +72,27 @@ async fn logs_async(
             }
             // Without `-f`, what an earlier run wrote is all there is; with nothing on disk yet,
             // "still starting" says more than "no such service".
-            starting @ ControlError::Starting { .. } => {
+            Err(starting @ ControlError::Starting { .. }) => {
                 return from_disk(project_dir, args, selection).map_err(|_| starting.into())
             }
-            refused => return Err(refused.into()),
+            Err(refused) => return Err(refused.into()),
         }
     };
-    let mut pending = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { break };
-        let Some(data) = frame.data_ref() else {
-            continue;
-        };
-        pending.extend_from_slice(data);
-        while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            match serde_json::from_slice::<LogLine>(&line) {
-                // Checked here too: a `stack up` built before `--since` sends every line.
-                Ok(line) if line.time_ms >= selection.since_ms => print_line(&line),
-                _ => {}
-            }
-        }
+    while let Some(line) = lines.next_line().await {
+        print_line(&line);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn from_disk(project_dir: &Path, args: &LogsArgs, selection: &Selection) -> CliResult<ExitCode> {
-    let Some(deployment) = control::server::stored_deployment(project_dir, &args.target) else {
+    let state = State::load(project_dir).map_err(|error| CliError::new(error.to_string()))?;
+    let Some(deployment) = state.resolve_deployment(&args.target) else {
         return Err(
             CliError::new(format!("no service or deployment named `{}`", args.target))
                 .hint("See `stack ls` for the deployments."),
         );
     };
-    let logs_dir = project_dir.join(state::STATE_DIR).join("logs");
+    let logs_dir = logs::logs_dir(project_dir);
     let lines = logs::read_stored(&logs_dir, &deployment, selection.lines, selection.since_ms)
         .map_err(|error| {
             CliError::new(format!("cannot read the logs of `{deployment}`: {error}"))

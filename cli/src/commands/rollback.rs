@@ -6,20 +6,17 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::args::RollbackArgs;
+use crate::control::api::RollbackRequest;
 use crate::control::{Client, ControlError};
 use crate::output::{self, CliError, CliResult};
-use crate::supervisor::redeploy::{RollbackAnswer, RollbackRequest};
 
 pub fn run(project_dir: &Path, args: RollbackArgs) -> CliResult<ExitCode> {
     let request = RollbackRequest {
         service: args.service.clone(),
         deployment: args.deployment.clone(),
     };
-    let answer = Client::new(project_dir).blocking_json::<_, RollbackAnswer>(
-        "POST",
-        "/v1/rollback",
-        Some(&request),
-    );
+    let client = Client::new(project_dir);
+    let answer = client.blocking(client.rollback(request));
     match answer {
         Ok(answer) => {
             let previous = answer

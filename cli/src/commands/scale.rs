@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 
 use crate::args::ScaleArgs;
-use crate::control::{Client, ControlError, ScaleAnswer, ScaleRequest};
+use crate::control::api::ScaleRequest;
+use crate::control::{Client, ControlError};
 use crate::output::{self, CliError, CliResult};
-use crate::state::State;
+use crate::state::Store;
 
 pub fn run(project_dir: &Path, args: ScaleArgs) -> CliResult<ExitCode> {
     let started = Instant::now();
@@ -21,11 +22,8 @@ pub fn run(project_dir: &Path, args: ScaleArgs) -> CliResult<ExitCode> {
         target: args.target.clone(),
         instances: args.instances,
     };
-    let answer = Client::new(project_dir).blocking_json::<_, ScaleAnswer>(
-        "POST",
-        "/v1/scale",
-        Some(&request),
-    );
+    let client = Client::new(project_dir);
+    let answer = client.blocking(client.scale(request));
     spinner.finish_and_clear();
     match answer {
         Ok(answer) if answer.at_start => {
@@ -52,31 +50,31 @@ pub fn run(project_dir: &Path, args: ScaleArgs) -> CliResult<ExitCode> {
 
 /// No `stack up`: remember the count for the service (a deployment id counts for its service).
 fn record(project_dir: &Path, args: &ScaleArgs) -> CliResult<ExitCode> {
-    let mut state = State::load(project_dir).map_err(|error| CliError::new(error.to_string()))?;
     let target = args
         .target
         .strip_suffix(".localhost")
         .unwrap_or(&args.target);
-    let service = if state.deployments.contains_key(target)
-        || project_dir.join("services").join(target).is_dir()
-    {
-        target.to_string()
-    } else if let Some((service, _)) = state
-        .deployments
-        .iter()
-        .find(|(_, history)| history.find(target).is_some())
-    {
-        service.clone()
-    } else {
-        return Err(
+    let recorded = Store::new(project_dir).update(|state| {
+        let service = if state.deployments.contains_key(target)
+            || project_dir.join("services").join(target).is_dir()
+        {
+            target.to_string()
+        } else {
+            let (service, _) = state
+                .deployments
+                .iter()
+                .find(|(_, history)| history.find(target).is_some())?;
+            service.clone()
+        };
+        state.set_scale(&service, args.instances);
+        Some(service)
+    });
+    let service = recorded
+        .map_err(|error| CliError::new(error.to_string()))?
+        .ok_or_else(|| {
             CliError::new(format!("no service or deployment named `{target}`"))
-                .hint("See `stack ls` for the deployments, or the directories under `services/`."),
-        );
-    };
-    state.set_scale(&service, args.instances);
-    state
-        .save(project_dir)
-        .map_err(|error| CliError::new(error.to_string()))?;
+                .hint("See `stack ls` for the deployments, or the directories under `services/`.")
+        })?;
     output::success(format!(
         "`{service}` will run {}; no `stack up` is running, so this applies at the next `stack up`",
         plural_instances(args.instances)

@@ -1,19 +1,26 @@
-//! One HTTP/1 request over `.stack/stack.sock`. A missing socket or one nobody listens on means
-//! "no `stack up` runs here" ([`ControlError::NotRunning`]), never a crash.
+//! The control socket's client: one typed method per route ([`api`]), each one HTTP/1
+//! request over `.stack/stack.sock`. A missing socket or one nobody listens on means "no
+//! `stack up` runs here" ([`ControlError::NotRunning`]), never a crash; a refusal comes back
+//! with the daemon's own message and hint.
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::net::UnixStream;
 
-use super::{socket_path, ControlError, ErrorBody};
+use super::api::{
+    self, AliasAnswer, AliasChange, DeploymentStatus, DownAnswer, ErrorBody, LogsQuery,
+    RedisAnswer, RemoveAnswer, RollbackAnswer, RollbackRequest, ScaleAnswer, ScaleRequest,
+};
+use super::{socket_path, ControlError};
+use crate::supervisor::logs::LogLine;
 
 /// Talks to the `stack up` of one project directory.
 #[derive(Debug, Clone)]
@@ -30,13 +37,78 @@ impl Client {
         }
     }
 
-    /// Sends one request; any status comes back (errors are for the transport).
-    pub async fn send(
+    /// Runs one of the methods below for a synchronous caller (a command), on a small
+    /// runtime of its own.
+    pub fn blocking<T>(
         &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Response<Incoming>, ControlError> {
+        call: impl Future<Output = Result<T, ControlError>>,
+    ) -> Result<T, ControlError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| self.transport(error))?
+            .block_on(call)
+    }
+
+    pub async fn deployments(&self) -> Result<Vec<DeploymentStatus>, ControlError> {
+        self.call(&api::Request::Deployments).await
+    }
+
+    pub async fn scale(&self, request: ScaleRequest) -> Result<ScaleAnswer, ControlError> {
+        self.call(&api::Request::Scale(request)).await
+    }
+
+    pub async fn remove(&self, deployment: &str) -> Result<RemoveAnswer, ControlError> {
+        let request = api::Request::Remove {
+            deployment: deployment.to_string(),
+        };
+        self.call(&request).await
+    }
+
+    pub async fn change_alias(&self, change: AliasChange) -> Result<AliasAnswer, ControlError> {
+        self.call(&api::Request::Alias(change)).await
+    }
+
+    pub async fn rollback(&self, request: RollbackRequest) -> Result<RollbackAnswer, ControlError> {
+        self.call(&api::Request::Rollback(request)).await
+    }
+
+    pub async fn redis(&self) -> Result<RedisAnswer, ControlError> {
+        self.call(&api::Request::Redis).await
+    }
+
+    pub async fn down(&self) -> Result<DownAnswer, ControlError> {
+        self.call(&api::Request::Down).await
+    }
+
+    /// The stored lines, then (with `follow`) live ones until `stack up` stops.
+    pub async fn logs(&self, query: LogsQuery) -> Result<LogStream, ControlError> {
+        let response = self.send(&api::Request::Logs(query)).await?;
+        if !response.status().is_success() {
+            return Err(self.refused(response).await);
+        }
+        Ok(LogStream {
+            body: response.into_body(),
+            pending: Vec::new(),
+        })
+    }
+
+    /// Sends the request and reads its JSON answer; a non-2xx answer is the daemon's refusal.
+    async fn call<T: DeserializeOwned>(&self, request: &api::Request) -> Result<T, ControlError> {
+        let response = self.send(request).await?;
+        if !response.status().is_success() {
+            return Err(self.refused(response).await);
+        }
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| self.transport(error))?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|error| self.transport(error))
+    }
+
+    async fn send(&self, request: &api::Request) -> Result<Response<Incoming>, ControlError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -56,56 +128,28 @@ impl Client {
                 tracing::debug!(%error, "control connection ended");
             }
         });
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
+        let http_request = http::Request::builder()
+            .method(request.method())
+            .uri(request.path())
             .header(http::header::HOST, "stack")
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .expect("method and path are fixed strings of this module's callers");
+            .body(Full::new(Bytes::from(request.body())))
+            .expect("api::Request builds a valid method and an encoded path");
         sender
-            .send_request(request)
+            .send_request(http_request)
             .await
             .map_err(|error| self.transport(error))
     }
 
-    /// Sends `body` as JSON and reads a JSON answer; a non-2xx answer is
-    /// [`ControlError::Refused`] with the server's message and hint.
-    pub async fn json<B: Serialize, T: DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&B>,
-    ) -> Result<T, ControlError> {
-        let body = body.map(|body| {
-            serde_json::to_vec(body).expect("control requests are plain data and serialise")
-        });
-        let response = self.send(method, path, body).await?;
+    async fn refused(&self, response: Response<Incoming>) -> ControlError {
         let status = response.status();
         let bytes = response
             .into_body()
             .collect()
             .await
-            .map_err(|error| self.transport(error))?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(refused(status, &bytes));
-        }
-        serde_json::from_slice(&bytes).map_err(|error| self.transport(error))
-    }
-
-    /// [`Client::json`] for synchronous callers (the commands), on a small runtime of its own.
-    pub fn blocking_json<B: Serialize, T: DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&B>,
-    ) -> Result<T, ControlError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|error| self.transport(error))?;
-        runtime.block_on(self.json(method, path, body))
+            .map(|collected| collected.to_bytes())
+            .unwrap_or_default();
+        refused(status, &bytes)
     }
 
     fn transport(&self, error: impl std::fmt::Display) -> ControlError {
@@ -116,8 +160,32 @@ impl Client {
     }
 }
 
-/// A non-2xx answer as an error: the server's own message when it sent one.
-pub fn refused(status: StatusCode, bytes: &[u8]) -> ControlError {
+/// A logs answer, line by line.
+pub struct LogStream {
+    body: Incoming,
+    pending: Vec<u8>,
+}
+
+impl LogStream {
+    /// The next line; `None` at the end (or when the connection breaks).
+    pub async fn next_line(&mut self) -> Option<LogLine> {
+        loop {
+            while let Some(end) = self.pending.iter().position(|byte| *byte == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                if let Ok(line) = serde_json::from_slice(&line) {
+                    return Some(line);
+                }
+            }
+            let frame = self.body.frame().await?.ok()?;
+            if let Some(data) = frame.data_ref() {
+                self.pending.extend_from_slice(data);
+            }
+        }
+    }
+}
+
+/// A non-2xx answer as an error: the daemon's own message when it sent one.
+fn refused(status: StatusCode, bytes: &[u8]) -> ControlError {
     match serde_json::from_slice::<ErrorBody>(bytes) {
         Ok(body) if body.starting => ControlError::Starting {
             message: body.error,

@@ -11,26 +11,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use session::cookie::{Secrets, SecretsError};
 use session::redis_url::{RedisUrl, RedisUrlError, DEFAULT_URL};
 
 use crate::control::{lock, Client, ControlError};
-use crate::env::{self, REDIS_SESSION_URL};
+use crate::env::{self, REDIS_SESSION_URL, SESSION_SECRET};
 use crate::state::STATE_DIR;
-
-/// The variable holding the cookie secrets (a comma-separated rotation list).
-pub const SESSION_SECRET: &str = "SESSION_SECRET";
-
-/// The control route that answers with the Redis URL the running `stack up` gives its services.
-pub const CONTROL_ROUTE: &str = "/v1/redis";
-
-/// The answer of [`CONTROL_ROUTE`]. The URL carries the password (the socket is the user's
-/// own, mode 0600); callers keep it inside a [`RedisUrl`], whose `Display` masks it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RedisInfo {
-    pub url: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocateError {
@@ -240,7 +226,9 @@ pub fn locate(project_dir: &Path, variables: &Variables) -> Result<Located, Loca
     let client = Client::new(project_dir);
     let deadline = Instant::now() + STARTING_WAIT;
     loop {
-        match client.blocking_json::<(), RedisInfo>("GET", CONTROL_ROUTE, None) {
+        // The URL carries the password (the socket is the user's own, mode 0600): it stays
+        // inside a `RedisUrl`, whose `Display` masks it.
+        match client.blocking(client.redis()) {
             Ok(info) => match RedisUrl::parse(&info.url) {
                 Ok(url) => {
                     return Ok(Located {

@@ -51,41 +51,41 @@ impl ServiceHistory {
 /// Where deployment artifacts live under `.stack/`.
 pub const DEPLOYMENTS_DIR: &str = "deployments";
 
-/// Removes a deployment: its record (the service's `current` moves to the newest remaining one)
-/// and its artifact directory. `Ok(false)` when no such deployment is recorded.
-pub fn forget(
-    project_dir: &std::path::Path,
-    deployment_id: &str,
-) -> Result<bool, super::StateError> {
-    let mut state = super::State::load(project_dir)?;
-    let mut found = false;
-    for history in state.deployments.values_mut() {
-        let before = history.deployments.len();
-        history
-            .deployments
-            .retain(|record| record.id != deployment_id);
-        if history.deployments.len() != before {
-            found = true;
-            if history.current.as_deref() == Some(deployment_id) {
-                history.current = history.deployments.last().map(|record| record.id.clone());
+impl super::State {
+    /// Forgets a deployment's record (the service's `current` moves to the newest remaining
+    /// one); `false` when no such deployment is recorded. The artifact is the caller's to
+    /// remove ([`remove_artifact`]), once the change is saved.
+    pub fn forget_deployment(&mut self, deployment_id: &str) -> bool {
+        let mut found = false;
+        for history in self.deployments.values_mut() {
+            let before = history.deployments.len();
+            history
+                .deployments
+                .retain(|record| record.id != deployment_id);
+            if history.deployments.len() != before {
+                found = true;
+                if history.current.as_deref() == Some(deployment_id) {
+                    history.current = history.deployments.last().map(|record| record.id.clone());
+                }
             }
         }
+        self.deployments
+            .retain(|_, history| !history.deployments.is_empty());
+        found
     }
-    if !found {
-        return Ok(false);
-    }
-    state
-        .deployments
-        .retain(|_, history| !history.deployments.is_empty());
-    state.save(project_dir)?;
-    let dir = project_dir
-        .join(super::STATE_DIR)
-        .join(DEPLOYMENTS_DIR)
-        .join(deployment_id);
+}
+
+/// `<project>/.stack/deployments`.
+pub fn deployments_dir(project_dir: &std::path::Path) -> std::path::PathBuf {
+    project_dir.join(super::STATE_DIR).join(DEPLOYMENTS_DIR)
+}
+
+/// Deletes a deployment's artifact directory (a missing one is fine).
+pub fn remove_artifact(project_dir: &std::path::Path, deployment_id: &str) {
+    let dir = deployments_dir(project_dir).join(deployment_id);
     if let Err(error) = std::fs::remove_dir_all(&dir) {
         if error.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(%error, dir = %dir.display(), "cannot remove the deployment's files");
         }
     }
-    Ok(true)
 }

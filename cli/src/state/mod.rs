@@ -1,12 +1,14 @@
 //! What persists in `.stack/`: aliases, scale and deployment history in `.stack/state.json`.
 //!
-//! The file is written atomically (a temp file in the same directory, fsync, rename), so a crash
-//! never leaves half a file, and read leniently (missing file or section = empty). This module
-//! owns the file format; it never starts processes and never talks to the running `stack up`.
+//! Only [`Store::update`] writes the file: one lock from read to rename, and the write is
+//! atomic (a unique temp file in the same directory, fsync, rename), so a crash never leaves
+//! half a file. It is read leniently (missing file or section = empty). This module owns the
+//! file format; it never starts processes and never talks to the running `stack up`.
 
 pub mod aliases;
 pub mod deployments;
 pub mod secret;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use aliases::Alias;
 pub use deployments::ServiceHistory;
+pub use store::Store;
 
 /// The directory under the project root where stack keeps everything it owns.
 pub const STATE_DIR: &str = ".stack";
@@ -33,6 +36,8 @@ pub enum StateError {
     },
     #[error("cannot write `{path}`: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error("cannot lock `{path}`: {source}")]
+    Lock { path: PathBuf, source: io::Error },
 }
 
 /// Everything `.stack/state.json` holds. Each section belongs to one module; unknown sections
@@ -62,6 +67,25 @@ impl State {
         }
     }
 
+    /// How many instances `service` runs (1 unless recorded otherwise).
+    pub fn scale_of(&self, service: &str) -> usize {
+        self.scale.get(service).copied().unwrap_or(1)
+    }
+
+    /// A service's current deployment, or a deployment id, as recorded (`<name>.localhost`
+    /// works too).
+    pub fn resolve_deployment(&self, target: &str) -> Option<String> {
+        let target = target.strip_suffix(".localhost").unwrap_or(target);
+        if let Some(history) = self.deployments.get(target) {
+            return history.current.clone();
+        }
+        self.deployments
+            .values()
+            .flat_map(|history| &history.deployments)
+            .find(|record| record.id == target)
+            .map(|record| record.id.clone())
+    }
+
     /// `<project>/.stack/state.json`.
     pub fn path(project_dir: &Path) -> PathBuf {
         project_dir.join(STATE_DIR).join(STATE_FILE)
@@ -78,18 +102,25 @@ impl State {
         serde_json::from_str(&text).map_err(|source| StateError::Parse { path, source })
     }
 
-    /// Writes the state atomically: readers see the old file or the new one, never a mix.
-    pub fn save(&self, project_dir: &Path) -> Result<(), StateError> {
-        let path = Self::path(project_dir);
+    /// The file's text.
+    fn to_text(&self) -> String {
         let mut text =
             serde_json::to_string_pretty(self).expect("state is plain data and always serialises");
         text.push('\n');
+        text
+    }
+
+    /// Writes `text` (this state's) atomically; only [`Store::update`] calls it, under its lock.
+    fn write(&self, project_dir: &Path, text: &str) -> Result<(), StateError> {
+        let path = Self::path(project_dir);
         write_atomically(&path, text.as_bytes())
             .map_err(|source| StateError::Write { path, source })
     }
 }
 
-/// Writes `bytes` to `path` through a temp file in the same directory and a rename.
+/// Writes `bytes` to `path` through a uniquely named temp file in the same directory (mode
+/// 0600), fsync and a rename: readers see the old file or the new one, never a mix, and two
+/// writers never share a temp file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
@@ -97,17 +128,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .file_name()
         .and_then(|name| name.to_str())
         .unwrap_or("state");
-    let temp_path = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = fs::File::create(&temp_path)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temp_path, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp_path);
-    }
-    result
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|error| error.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -117,13 +145,15 @@ mod tests {
     #[test]
     fn missing_file_is_empty_state_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let mut state = State::load(dir.path()).unwrap();
-        assert!(state.aliases.is_empty());
-        state.scale.insert("reader".into(), 2);
-        state
-            .other
-            .insert("future".into(), serde_json::json!({"kept": true}));
-        state.save(dir.path()).unwrap();
+        assert!(State::load(dir.path()).unwrap().aliases.is_empty());
+        Store::new(dir.path())
+            .update(|state| {
+                state.scale.insert("reader".into(), 2);
+                state
+                    .other
+                    .insert("future".into(), serde_json::json!({"kept": true}));
+            })
+            .unwrap();
         let again = State::load(dir.path()).unwrap();
         assert_eq!(again.scale.get("reader"), Some(&2));
         assert_eq!(again.other["future"], serde_json::json!({"kept": true}));

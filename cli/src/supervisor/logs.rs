@@ -49,6 +49,14 @@ impl LogLine {
     }
 }
 
+/// Where the log files live, under `.stack/`.
+pub const LOGS_DIR: &str = "logs";
+
+/// `<project>/.stack/logs`.
+pub fn logs_dir(project_dir: &Path) -> PathBuf {
+    project_dir.join(crate::state::STATE_DIR).join(LOGS_DIR)
+}
+
 /// Where the log file of a deployment lives.
 pub fn log_path(logs_dir: &Path, deployment_id: &str) -> PathBuf {
     logs_dir.join(format!("{deployment_id}.log"))

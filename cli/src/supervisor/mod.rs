@@ -10,16 +10,15 @@
 //! - [`process`]: spawn one process group, stop it, find the ports it listens on, clean leftovers.
 //! - [`instance`]: one instance's life: port, readiness, restarts with backoff, draining.
 //! - [`logs`]: instance output to files, a ring of recent lines, followers and the terminal.
-//! - [`routes`]: a snapshot plus the aliases as a proxy routing table (RULES.md "dest").
 //! - [`swap`]: stage a deployment beside the live one, promote it when ready, retire the old.
-//! - [`redeploy`]: change sets to builds and swaps; rollback; artifact retention (`--keep`).
+//!
+//! It imports none of `control`, `watch` or `output`: what it does is told through snapshots,
+//! answers and log lines, and printed (when at all) by the daemon.
 
 pub mod build;
 pub mod instance;
 pub mod logs;
 pub mod process;
-pub mod redeploy;
-pub mod routes;
 pub mod swap;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! From what runs to what the proxy serves: a [`Snapshot`] of the supervisor plus the aliases
 //! of `.stack/state.json` become a complete [`RoutingTable`] (RULES.md "dest"), built whole and
-//! swapped in by `stack up` after every change. Pure: no I/O, no processes.
+//! swapped in by the daemon after every change ([`super::aliases`]). Pure: no I/O, no processes.
 //!
 //! Hosts: `<deployment-id>.localhost` for every running deployment, `<service>.localhost` for
 //! each service's current deployment, and every alias. A CRASHED deployment answers 503 JSON
@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
-use super::{DeploymentState, LiveDeployment, Snapshot};
 use crate::proxy::{self, HostRoute, RoutingTable, Target};
 use crate::rules::Dest;
 use crate::state::aliases::{Alias, AliasTarget};
+use crate::supervisor::{DeploymentState, LiveDeployment, Snapshot};
 
 /// A `dest` that names nothing, for the error of `stack alias` against a running stack.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

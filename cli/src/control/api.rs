@@ -1,0 +1,541 @@
+//! The control API's wire, shared by the server and the client: one typed [`Request`] per
+//! route, the answer each one gets, and the paths, built with user input percent-encoded and
+//! parsed back with it decoded. Nothing here does I/O.
+//!
+//! | request | route | answer |
+//! |---|---|---|
+//! | [`Request::Deployments`] | `GET /v1/deployments` | `Vec<`[`DeploymentStatus`]`>` (`stack ls`) |
+//! | [`Request::Scale`] | `POST /v1/scale` | [`ScaleAnswer`], once the instances are ready |
+//! | [`Request::Remove`] | `DELETE /v1/deployments/<id>` | [`RemoveAnswer`] (`stack rm`) |
+//! | [`Request::Logs`] | `GET /v1/logs?target=T&lines=N&since=MS&follow=1` | NDJSON of [`LogLine`](crate::supervisor::logs::LogLine)s |
+//! | [`Request::Alias`] | `POST /v1/aliases` | [`AliasAnswer`] |
+//! | [`Request::Rollback`] | `POST /v1/rollback` | [`RollbackAnswer`] |
+//! | [`Request::Redis`] | `GET /v1/redis` | [`RedisAnswer`]: the URL the services get |
+//! | [`Request::Down`] | `POST /v1/down` | [`DownAnswer`] |
+//!
+//! A refusal is an [`ErrorBody`] with a 4xx or 5xx status.
+
+use http::Method;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Alias, State};
+use crate::supervisor::{DeploymentState, LiveDeployment, Snapshot};
+
+/// Everything but unreserved characters (RFC 3986) is encoded in a path segment or query value.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+const DEPLOYMENTS: &str = "/v1/deployments";
+const SCALE: &str = "/v1/scale";
+const LOGS: &str = "/v1/logs";
+const ALIASES: &str = "/v1/aliases";
+const ROLLBACK: &str = "/v1/rollback";
+const REDIS: &str = "/v1/redis";
+const DOWN: &str = "/v1/down";
+
+/// Stored log lines sent when a logs request does not say how many.
+pub const DEFAULT_LOG_LINES: usize = 100;
+
+/// One request to the running `stack up`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Deployments,
+    Scale(ScaleRequest),
+    Remove { deployment: String },
+    Logs(LogsQuery),
+    Alias(AliasChange),
+    Rollback(RollbackRequest),
+    Redis,
+    Down,
+}
+
+/// A request the server cannot read: no such route, or a body or query that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequest {
+    #[error("no route `{method} {path}`")]
+    NoRoute { method: String, path: String },
+    #[error("bad request body: {0}")]
+    Body(String),
+    #[error("bad query: {0}")]
+    Query(String),
+}
+
+impl Request {
+    pub fn method(&self) -> Method {
+        match self {
+            Request::Deployments | Request::Logs(_) | Request::Redis => Method::GET,
+            Request::Remove { .. } => Method::DELETE,
+            Request::Scale(_) | Request::Alias(_) | Request::Rollback(_) | Request::Down => {
+                Method::POST
+            }
+        }
+    }
+
+    /// The path and query, user input percent-encoded: always a valid request target.
+    pub fn path(&self) -> String {
+        match self {
+            Request::Deployments => DEPLOYMENTS.into(),
+            Request::Scale(_) => SCALE.into(),
+            Request::Remove { deployment } => format!("{DEPLOYMENTS}/{}", encode(deployment)),
+            Request::Logs(query) => format!(
+                "{LOGS}?target={}&lines={}&since={}&follow={}",
+                encode(&query.target),
+                query.lines,
+                query.since_ms,
+                u8::from(query.follow)
+            ),
+            Request::Alias(_) => ALIASES.into(),
+            Request::Rollback(_) => ROLLBACK.into(),
+            Request::Redis => REDIS.into(),
+            Request::Down => DOWN.into(),
+        }
+    }
+
+    /// The JSON body, empty for requests that carry none.
+    pub fn body(&self) -> Vec<u8> {
+        match self {
+            Request::Scale(scale) => json(scale),
+            Request::Alias(change) => json(change),
+            Request::Rollback(rollback) => json(rollback),
+            Request::Deployments
+            | Request::Remove { .. }
+            | Request::Logs(_)
+            | Request::Redis
+            | Request::Down => Vec::new(),
+        }
+    }
+
+    /// What the server got: `path_and_query` as it arrived (still encoded), and the body.
+    pub fn parse(
+        method: &Method,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<Request, BadRequest> {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let no_route = || BadRequest::NoRoute {
+            method: method.to_string(),
+            path: path.to_string(),
+        };
+        match (method, path) {
+            (&Method::GET, DEPLOYMENTS) => Ok(Request::Deployments),
+            (&Method::POST, SCALE) => Ok(Request::Scale(from_json(body)?)),
+            (&Method::DELETE, path) => {
+                let encoded = path
+                    .strip_prefix(DEPLOYMENTS)
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .filter(|segment| !segment.contains('/'))
+                    .ok_or_else(no_route)?;
+                Ok(Request::Remove {
+                    deployment: decode(encoded).map_err(BadRequest::Query)?,
+                })
+            }
+            (&Method::GET, LOGS) => Ok(Request::Logs(LogsQuery::parse(query)?)),
+            (&Method::POST, ALIASES) => Ok(Request::Alias(from_json(body)?)),
+            (&Method::POST, ROLLBACK) => Ok(Request::Rollback(from_json(body)?)),
+            (&Method::GET, REDIS) => Ok(Request::Redis),
+            (&Method::POST, DOWN) => Ok(Request::Down),
+            _ => Err(no_route()),
+        }
+    }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, BadRequest> {
+    serde_json::from_slice(body).map_err(|error| BadRequest::Body(error.to_string()))
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("control requests are plain data and serialise")
+}
+
+fn encode(text: &str) -> String {
+    utf8_percent_encode(text, COMPONENT).to_string()
+}
+
+fn decode(text: &str) -> Result<String, String> {
+    percent_decode_str(text)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| format!("`{text}` is not UTF-8 once decoded"))
+}
+
+/// `GET /v1/logs`: the last `lines` stored lines from `since_ms` (ms since the Unix epoch)
+/// on, then, with `follow`, live ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsQuery {
+    /// A service (its live deployment) or a deployment id.
+    pub target: String,
+    pub lines: usize,
+    pub since_ms: u64,
+    pub follow: bool,
+}
+
+impl LogsQuery {
+    fn parse(query: &str) -> Result<LogsQuery, BadRequest> {
+        let mut target = None;
+        let mut parsed = LogsQuery {
+            target: String::new(),
+            lines: DEFAULT_LOG_LINES,
+            since_ms: 0,
+            follow: false,
+        };
+        let number = |key: &str, value: &str| {
+            value
+                .parse::<u64>()
+                .map_err(|_| BadRequest::Query(format!("`{key}` is not a number")))
+        };
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "target" => target = Some(decode(value).map_err(BadRequest::Query)?),
+                "lines" => {
+                    parsed.lines = usize::try_from(number(key, value)?).unwrap_or(usize::MAX)
+                }
+                "since" => parsed.since_ms = number(key, value)?,
+                "follow" => parsed.follow = value == "1" || value == "true",
+                _ => {}
+            }
+        }
+        parsed.target = target.ok_or_else(|| BadRequest::Query("`target` is missing".into()))?;
+        Ok(parsed)
+    }
+}
+
+/// An error answer: what went wrong and what to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Set by a `stack up` still starting: ask again after `> Ready!`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starting: bool,
+}
+
+/// The state an instance is in, as `stack ls` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InstanceState {
+    Starting,
+    Ready,
+    Draining,
+    Crashed,
+}
+
+/// One instance in `stack ls`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceStatus {
+    pub number: usize,
+    pub port: Option<u16>,
+    pub pid: Option<u32>,
+    pub state: InstanceState,
+    pub restarts: u32,
+}
+
+/// One deployment in `stack ls` (and `stack ls --json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeploymentStatus {
+    pub id: String,
+    pub service: String,
+    pub url: String,
+    pub state: DeploymentState,
+    pub ready: usize,
+    pub wanted: usize,
+    /// The service's current deployment.
+    pub current: bool,
+    pub created_ms: u64,
+    #[serde(default)]
+    pub instances: Vec<InstanceStatus>,
+}
+
+impl DeploymentStatus {
+    pub fn from_live(deployment: &LiveDeployment, proxy_port: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let instances = deployment
+            .instances
+            .iter()
+            .map(|instance| {
+                let port = instance.port.load(Ordering::Acquire);
+                let pid = instance.pid.load(Ordering::Acquire);
+                let state = if instance.crashed.load(Ordering::Acquire) {
+                    InstanceState::Crashed
+                } else if instance.draining.load(Ordering::Acquire) {
+                    InstanceState::Draining
+                } else if instance.ready.load(Ordering::Acquire) {
+                    InstanceState::Ready
+                } else {
+                    InstanceState::Starting
+                };
+                InstanceStatus {
+                    number: instance.number,
+                    port: (port != 0).then_some(port),
+                    pid: (pid != 0).then_some(pid),
+                    state,
+                    restarts: instance.restarts.load(Ordering::Acquire),
+                }
+            })
+            .collect();
+        DeploymentStatus {
+            id: deployment.spec.id.clone(),
+            service: deployment.spec.service.clone(),
+            url: deployment_url(&deployment.spec.id, proxy_port),
+            state: deployment.state(),
+            ready: deployment.n_ready(),
+            wanted: deployment.wanted,
+            current: deployment.current,
+            created_ms: deployment.spec.created_ms,
+            instances,
+        }
+    }
+
+    /// Every running deployment, oldest first.
+    pub fn all_live(snapshot: &Snapshot, proxy_port: u16) -> Vec<Self> {
+        snapshot
+            .deployments
+            .iter()
+            .map(|deployment| Self::from_live(deployment, proxy_port))
+            .collect()
+    }
+
+    /// A service whose new build is under way: no deployment id yet (the build decides it).
+    pub fn building(service: String, started_ms: u64, wanted: usize) -> Self {
+        DeploymentStatus {
+            id: String::new(),
+            service,
+            url: String::new(),
+            state: DeploymentState::Building,
+            ready: 0,
+            wanted,
+            current: false,
+            created_ms: started_ms,
+            instances: Vec::new(),
+        }
+    }
+
+    /// What is on disk when no `stack up` runs: every recorded deployment, STOPPED.
+    pub fn all_stored(state: &State, proxy_port: u16) -> Vec<Self> {
+        let mut all: Vec<Self> = state
+            .deployments
+            .iter()
+            .flat_map(|(service, history)| {
+                history.deployments.iter().map(move |record| {
+                    let current = history.current.as_deref() == Some(record.id.as_str());
+                    DeploymentStatus {
+                        id: record.id.clone(),
+                        service: service.clone(),
+                        url: deployment_url(&record.id, proxy_port),
+                        state: DeploymentState::Stopped,
+                        ready: 0,
+                        wanted: if current { state.scale_of(service) } else { 0 },
+                        current,
+                        created_ms: record.created_ms,
+                        instances: Vec::new(),
+                    }
+                })
+            })
+            .collect();
+        all.sort_by_key(|status| status.created_ms);
+        all
+    }
+}
+
+/// `http://<deployment>.localhost:<port>` (no port for 80).
+pub fn deployment_url(host_label: &str, proxy_port: u16) -> String {
+    if proxy_port == 80 {
+        format!("http://{host_label}.localhost")
+    } else {
+        format!("http://{host_label}.localhost:{proxy_port}")
+    }
+}
+
+/// `POST /v1/scale`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    /// A service (its live deployment) or a deployment id.
+    pub target: String,
+    pub instances: usize,
+}
+
+/// The answer to a scale: which deployment, how many take traffic now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleAnswer {
+    pub deployment: String,
+    pub ready: usize,
+    pub wanted: usize,
+    /// Recorded by a `stack up` still building: `deployment` is the service, whose first
+    /// deployment starts with `wanted` instances.
+    #[serde(default)]
+    pub at_start: bool,
+}
+
+/// The answer to `DELETE /v1/deployments/<id>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveAnswer {
+    pub removed: String,
+}
+
+/// `POST /v1/aliases`: set or remove one alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum AliasChange {
+    Set { host: String, alias: Alias },
+    Remove { host: String },
+}
+
+impl AliasChange {
+    pub fn host(&self) -> &str {
+        match self {
+            AliasChange::Set { host, .. } | AliasChange::Remove { host } => host,
+        }
+    }
+
+    /// Applies the change to a state (inside [`crate::state::Store::update`]).
+    pub fn apply_to(&self, state: &mut State) {
+        match self {
+            AliasChange::Set { host, alias } => {
+                state.aliases.insert(host.clone(), alias.clone());
+            }
+            AliasChange::Remove { host } => {
+                state.aliases.remove(host);
+            }
+        }
+    }
+}
+
+/// Where an alias change went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Applied {
+    /// The running `stack up` validated it, saved it and swapped its routing table.
+    Live,
+    /// No `stack up` runs: saved in `.stack/state.json`; it applies at the next `stack up`.
+    Recorded,
+    /// The `stack up` is still building: saved in `.stack/state.json`, which it reads before
+    /// it starts the services.
+    AtStart,
+}
+
+/// The answer to an alias change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AliasAnswer {
+    pub applied: Applied,
+}
+
+/// `POST /v1/rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    pub service: String,
+    #[serde(default)]
+    pub deployment: Option<String>,
+}
+
+/// The answer to a rollback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackAnswer {
+    /// Now live.
+    pub deployment: String,
+    /// Live before, now stopped.
+    pub previous: Option<String>,
+    pub url: String,
+    pub elapsed_ms: u64,
+}
+
+/// The answer to `GET /v1/redis`. The URL may carry a password: it is answered only over the
+/// 0600 socket and never logged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RedisAnswer {
+    pub url: String,
+}
+
+/// The answer to `POST /v1/down`: everything is being stopped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DownAnswer {
+    pub stopping: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::aliases::AliasTarget;
+
+    fn round_trip(request: Request) {
+        let path = request.path();
+        assert!(
+            path.parse::<http::Uri>().is_ok(),
+            "`{path}` is not a valid request target"
+        );
+        let parsed = Request::parse(&request.method(), &path, &request.body());
+        assert_eq!(parsed, Ok(request), "through `{path}`");
+    }
+
+    #[test]
+    fn every_request_round_trips_through_its_path_and_body() {
+        for text in ["writer", "a b", "%", "../x", "a/b", "é?#&=+", ""] {
+            round_trip(Request::Remove {
+                deployment: text.into(),
+            });
+            round_trip(Request::Logs(LogsQuery {
+                target: text.into(),
+                lines: 7,
+                since_ms: 1_795_000_000_000,
+                follow: true,
+            }));
+            round_trip(Request::Scale(ScaleRequest {
+                target: text.into(),
+                instances: 3,
+            }));
+            round_trip(Request::Rollback(RollbackRequest {
+                service: text.into(),
+                deployment: Some(text.into()),
+            }));
+        }
+        round_trip(Request::Alias(AliasChange::Set {
+            host: "hi.localhost".into(),
+            alias: Alias::new(AliasTarget::Plain {
+                target: "hello".into(),
+            }),
+        }));
+        round_trip(Request::Alias(AliasChange::Remove {
+            host: "hi.localhost".into(),
+        }));
+        for request in [Request::Deployments, Request::Redis, Request::Down] {
+            round_trip(request);
+        }
+    }
+
+    #[test]
+    fn what_does_not_parse_is_a_bad_request_not_a_guess() {
+        let get = |path: &str| Request::parse(&Method::GET, path, b"");
+        assert!(matches!(
+            get("/v1/nothing"),
+            Err(BadRequest::NoRoute { .. })
+        ));
+        assert!(matches!(get("/v1/logs?lines=5"), Err(BadRequest::Query(_))));
+        assert!(matches!(
+            get("/v1/logs?target=a&lines=many"),
+            Err(BadRequest::Query(_))
+        ));
+        assert!(matches!(
+            get("/v1/logs?target=%FF"),
+            Err(BadRequest::Query(_))
+        ));
+        let delete = |path: &str| Request::parse(&Method::DELETE, path, b"");
+        assert!(matches!(
+            delete("/v1/deployments"),
+            Err(BadRequest::NoRoute { .. })
+        ));
+        assert!(matches!(
+            delete("/v1/deployments/a/b"),
+            Err(BadRequest::NoRoute { .. })
+        ));
+        assert!(matches!(
+            Request::parse(&Method::POST, "/v1/scale", b"{"),
+            Err(BadRequest::Body(_))
+        ));
+    }
+}

@@ -1,0 +1,187 @@
+//! The environment every instance gets (its `PORT` aside), made in one place,
+//! [`ServiceEnv::assemble`], by the start and by every reload after a `.env` save: so a
+//! redeploy gets exactly what the first start got, the generated secret included.
+//!
+//! Layers, later winning: the caller's environment, the dotenv file, each `-e KEY=VALUE`. Then
+//! a blank `REDIS_SESSION_URL` (as `.env.example` has it) means "manage one for me" and is
+//! dropped, the managed Redis's URL fills it when there is one, and a missing or blank
+//! `SESSION_SECRET` becomes the project's generated one (`.stack/session-secret`).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::env::{self, EnvErrors, REDIS_SESSION_URL, SESSION_SECRET};
+use crate::state::secret;
+
+/// Where the environment comes from besides the caller's: `--dotenv` and `-e`.
+#[derive(Debug, Clone, Default)]
+pub struct EnvSources {
+    /// The dotenv file, absolute.
+    pub dotenv: Option<PathBuf>,
+    /// Each `-e KEY=VALUE`, as given.
+    pub assignments: Vec<String>,
+}
+
+/// Where `SESSION_SECRET` came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The environment, the dotenv file or `-e`.
+    Given,
+    /// The project's generated secret; `created` when this call made it.
+    Generated { created: bool },
+}
+
+/// Why there is no environment to start with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceEnvError {
+    /// Bad lines in the dotenv file or bad `-e` pairs, every one (never a value).
+    #[error("{0}")]
+    Invalid(EnvErrors),
+    #[error("`SESSION_SECRET` is not set and `{path}` cannot be written: {source}")]
+    Secret { path: PathBuf, source: io::Error },
+}
+
+/// The merged environment of the services.
+#[derive(Debug, Clone)]
+pub struct ServiceEnv {
+    pub vars: BTreeMap<String, String>,
+    pub secret: SecretSource,
+}
+
+impl ServiceEnv {
+    /// Reads the sources and merges them (see the module docs); `managed_redis` is the URL of
+    /// the managed Redis, when one runs.
+    pub fn assemble(
+        stack_dir: &Path,
+        sources: &EnvSources,
+        managed_redis: Option<&str>,
+    ) -> Result<ServiceEnv, ServiceEnvError> {
+        let mut errors = Vec::new();
+        let dotenv = match &sources.dotenv {
+            Some(path) => env::read_dotenv(path).unwrap_or_else(|EnvErrors(found)| {
+                errors.extend(found);
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let assignments =
+            env::parse_assignments(&sources.assignments).unwrap_or_else(|EnvErrors(found)| {
+                errors.extend(found);
+                Vec::new()
+            });
+        if !errors.is_empty() {
+            return Err(ServiceEnvError::Invalid(EnvErrors(errors)));
+        }
+        let mut vars = env::merge(env::caller_environment(), [&dotenv, &assignments]);
+        if vars
+            .get(REDIS_SESSION_URL)
+            .is_some_and(|url| url.trim().is_empty())
+        {
+            vars.remove(REDIS_SESSION_URL);
+        }
+        if let Some(url) = managed_redis {
+            vars.entry(REDIS_SESSION_URL.into())
+                .or_insert_with(|| url.to_string());
+        }
+        let secret = if vars
+            .get(SESSION_SECRET)
+            .is_none_or(|secret| secret.trim().is_empty())
+        {
+            let (value, created) =
+                secret::load_or_create(stack_dir).map_err(|source| ServiceEnvError::Secret {
+                    path: secret::path(stack_dir),
+                    source,
+                })?;
+            vars.insert(SESSION_SECRET.into(), value);
+            SecretSource::Generated { created }
+        } else {
+            SecretSource::Given
+        };
+        Ok(ServiceEnv { vars, secret })
+    }
+
+    /// The URL the services get, when `REDIS_SESSION_URL` is set (else a managed one is due).
+    pub fn redis_url(&self) -> Option<&str> {
+        self.vars.get(REDIS_SESSION_URL).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(dir: &Path, dotenv: &str, assignments: &[&str]) -> EnvSources {
+        let path = dir.join(".env");
+        std::fs::write(&path, dotenv).unwrap();
+        EnvSources {
+            dotenv: Some(path),
+            assignments: assignments.iter().map(|pair| pair.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_reload_gets_the_generated_secret_and_the_managed_redis_as_the_start_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let stack_dir = dir.path().join(".stack");
+        let start = ServiceEnv::assemble(
+            &stack_dir,
+            &sources(dir.path(), "REDIS_SESSION_URL=\n", &[]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(start.secret, SecretSource::Generated { created: true });
+        assert_eq!(
+            start.redis_url(),
+            None,
+            "a blank URL asks for a managed Redis"
+        );
+        let managed = "redis://127.0.0.1:6390";
+        let reload = ServiceEnv::assemble(
+            &stack_dir,
+            &sources(dir.path(), "REDIS_SESSION_URL=\nGREETING=hi\n", &[]),
+            Some(managed),
+        )
+        .unwrap();
+        assert_eq!(reload.secret, SecretSource::Generated { created: false });
+        assert_eq!(reload.vars[SESSION_SECRET], start.vars[SESSION_SECRET]);
+        assert_eq!(reload.redis_url(), Some(managed));
+        assert_eq!(reload.vars["GREETING"], "hi");
+    }
+
+    #[test]
+    fn later_layers_win_and_a_given_secret_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let assembled = ServiceEnv::assemble(
+            &dir.path().join(".stack"),
+            &sources(
+                dir.path(),
+                "SESSION_SECRET=from-file\nREDIS_SESSION_URL=redis://h:1\nA=file\n",
+                &["A=flag"],
+            ),
+            Some("redis://127.0.0.1:6390"),
+        )
+        .unwrap();
+        assert_eq!(assembled.secret, SecretSource::Given);
+        assert_eq!(assembled.vars[SESSION_SECRET], "from-file");
+        assert_eq!(assembled.redis_url(), Some("redis://h:1"));
+        assert_eq!(assembled.vars["A"], "flag");
+        assert!(!dir.path().join(".stack").join("session-secret").exists());
+    }
+
+    #[test]
+    fn every_bad_line_is_reported_and_no_value_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = ServiceEnv::assemble(
+            &dir.path().join(".stack"),
+            &sources(dir.path(), "GOOD=1\nnot a pair canary-value\n", &["=x"]),
+            None,
+        )
+        .unwrap_err();
+        let ServiceEnvError::Invalid(EnvErrors(found)) = &error else {
+            panic!("{error}");
+        };
+        assert_eq!(found.len(), 2, "{error}");
+        assert!(!error.to_string().contains("canary-value"), "{error}");
+    }
+}

@@ -1,0 +1,445 @@
+//! The running `stack up`: one [`Daemon`] handle in front of everything it owns (the
+//! supervisor, the proxy's routing table and the aliases, the Redis in use, the state), with one
+//! typed async method per thing a caller can ask. The control socket ([`crate::control`]) and
+//! the watcher ([`redeploy`]) are thin adapters over it.
+//!
+//! A daemon is in one [`Phase`]: *starting* from the moment the control socket is bound (before
+//! the first build) until the services are handed to the supervisor, then *running*. While
+//! starting it lists the services being built, stops on [`Daemon::down`], and records alias
+//! changes and the scale of a service being built in `.stack/state.json` for the start to read;
+//! once the start has read that file, and for every other call, it answers
+//! [`DaemonError::Starting`].
+//!
+//! - [`start`]: lock, socket, build alongside Redis, supervisor, proxy, deployments, watcher.
+//! - [`shutdown`]: the ordered stop, each step with its named timeout.
+//! - [`env`]: [`env::ServiceEnv::assemble`], the one place a service's environment is made.
+//! - [`redis`]: the managed Redis, or a probe of the one `REDIS_SESSION_URL` names.
+//! - [`aliases`], [`routes`]: the aliases and the routing table built from them.
+//! - [`history`]: deployment records, retention (`--keep`) and rollback targets.
+//! - [`builds`]: which services are being built right now (`stack ls` shows BUILDING).
+//! - [`redeploy`]: change sets from [`crate::watch`] to builds and hot swaps.
+//! - [`report`]: what a redeploy prints, in one place.
+//! - [`stop`]: what ends a `stack up` (Ctrl-C, SIGTERM, `stack down`).
+
+pub mod aliases;
+pub mod builds;
+pub mod env;
+pub mod history;
+pub mod redeploy;
+pub mod redis;
+pub mod report;
+pub mod routes;
+pub mod shutdown;
+pub mod start;
+pub mod stop;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::api::{
+    AliasAnswer, AliasChange, Applied, DeploymentStatus, LogsQuery, RemoveAnswer, RollbackAnswer,
+    RollbackRequest, ScaleAnswer, ScaleRequest,
+};
+use crate::state::{deployments, State, StateError, Store};
+use crate::supervisor::logs::{self, LogLine};
+use crate::supervisor::{Supervisor, SupervisorError};
+use aliases::Aliases;
+use builds::Builds;
+use history::RollbackError;
+use routes::UnresolvedDest;
+
+pub use env::EnvSources;
+pub use start::{Launched, Start};
+pub use stop::{Signals, StopReason};
+
+/// What `stack up` was asked to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The project directory (made absolute by the start).
+    pub project_dir: PathBuf,
+    /// The services to run, by name or path; empty: every service under `services/`.
+    pub services: Vec<String>,
+    pub env: EnvSources,
+    /// The proxy's port on 127.0.0.1 (0 picks a free one).
+    pub port: u16,
+    pub release: bool,
+    /// Redeploy on every save.
+    pub watch: bool,
+    /// Deployment artifacts kept per service.
+    pub keep: usize,
+}
+
+/// The running stack; clone it freely.
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    project_dir: PathBuf,
+    store: Store,
+    builds: Builds,
+    /// Cancelled by [`Daemon::down`]: `stack up` then stops everything.
+    down: CancellationToken,
+    phase: Mutex<Phase>,
+}
+
+/// Where the daemon is in its life.
+enum Phase {
+    /// Building and starting Redis. `state_read`: the start has read `.stack/state.json`, so a
+    /// change recorded now would be lost.
+    Starting { state_read: bool },
+    /// The services are the supervisor's.
+    Running(Arc<Live>),
+}
+
+/// What a running daemon works with.
+pub struct Live {
+    pub supervisor: Supervisor,
+    pub aliases: Arc<Aliases>,
+    pub proxy_port: u16,
+    /// The Redis URL the services get (managed, or `REDIS_SESSION_URL`); may carry a password.
+    pub redis_url: String,
+    pub ready_timeout: Duration,
+}
+
+/// Why a call was refused, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("the `stack up` in `{dir}` is still starting ({doing})")]
+    Starting { dir: String, doing: String },
+    #[error("no service or deployment named `{target}`")]
+    UnknownTarget { target: String },
+    #[error("no deployment `{id}`")]
+    UnknownDeployment { id: String },
+    #[error("`{id}` is the current deployment of `{service}` and is running")]
+    LiveDeployment { id: String, service: String },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    UnresolvedAlias(Vec<UnresolvedDest>),
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    #[error(transparent)]
+    Rollback(#[from] RollbackError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl DaemonError {
+    /// What the person can do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            DaemonError::Starting { .. } => "Run this again once it prints `> Ready!`; `stack ls` shows its progress, `stack down` stops it.".into(),
+            DaemonError::UnknownTarget { .. } | DaemonError::UnknownDeployment { .. } => {
+                "See `stack ls` for the deployments.".into()
+            }
+            DaemonError::LiveDeployment { id, .. } => {
+                format!("Stop it first with `stack scale {id} 0`, then run `stack rm {id}` again.")
+            }
+            DaemonError::UnresolvedAlias(_) => "Point each `dest` at a running service or deployment, an alias, or a URL. Nothing was changed.".into(),
+            DaemonError::Supervisor(error) => return supervisor_hint(error),
+            DaemonError::Rollback(error) => error.hint(),
+            DaemonError::State(_) => return None,
+        })
+    }
+}
+
+fn supervisor_hint(error: &SupervisorError) -> Option<String> {
+    match error {
+        SupervisorError::UnknownTarget { running, .. } if running.is_empty() => {
+            Some("Nothing is running.".into())
+        }
+        SupervisorError::UnknownTarget { running, .. } => {
+            Some(format!("Running: {}.", running.join(", ")))
+        }
+        SupervisorError::FixedPort { port, .. } => Some(format!(
+            "Two processes cannot listen on port {port}. Make the service listen on `process.env.PORT` (or `PORT`) to run more than one instance."
+        )),
+        SupervisorError::Crashed { .. } | SupervisorError::NotReady { .. } => {
+            Some("See `stack logs` for its output.".into())
+        }
+        SupervisorError::Stopped => None,
+    }
+}
+
+/// A logs answer: the stored lines, then (when following) the live ones.
+pub struct LogFeed {
+    pub stored: Vec<LogLine>,
+    /// Subscribed before the file was read, so no line falls between the two.
+    pub live: Option<broadcast::Receiver<LogLine>>,
+    /// Live lines older than this were sent from the file already, or were not asked for.
+    pub live_from_ms: u64,
+}
+
+impl Daemon {
+    /// A starting daemon: `builds` lists what its first build builds.
+    fn starting(project_dir: &Path, builds: Builds) -> Daemon {
+        Daemon {
+            inner: Arc::new(Inner {
+                project_dir: project_dir.to_path_buf(),
+                store: Store::new(project_dir),
+                builds,
+                down: CancellationToken::new(),
+                phase: Mutex::new(Phase::Starting { state_read: false }),
+            }),
+        }
+    }
+
+    pub fn project_dir(&self) -> &Path {
+        &self.inner.project_dir
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Cancelled once `stack down` asked the daemon to stop.
+    pub fn down_requested(&self) -> &CancellationToken {
+        &self.inner.down
+    }
+
+    /// Stops everything (`stack down`): `stack up` sees it and shuts down in order.
+    pub fn down(&self) {
+        self.inner.down.cancel();
+    }
+
+    fn phase(&self) -> MutexGuard<'_, Phase> {
+        self.inner
+            .phase
+            .lock()
+            .expect("never poisoned: no panics while held")
+    }
+
+    /// The running parts, or why there are none yet.
+    fn live(&self) -> Result<Arc<Live>, DaemonError> {
+        match &*self.phase() {
+            Phase::Running(live) => Ok(live.clone()),
+            Phase::Starting { .. } => Err(self.still_starting()),
+        }
+    }
+
+    fn still_starting(&self) -> DaemonError {
+        let building: Vec<String> = self
+            .inner
+            .builds
+            .in_progress()
+            .into_iter()
+            .map(|(service, _)| service)
+            .collect();
+        DaemonError::Starting {
+            dir: self.inner.project_dir.display().to_string(),
+            doing: if building.is_empty() {
+                "starting its services".into()
+            } else {
+                format!("building {}", building.join(", "))
+            },
+        }
+    }
+
+    /// Records `change` in the state the start is about to read, or refuses when it has read
+    /// it already. `Ok(None)` when running: the caller applies the change live.
+    fn record_at_start(
+        &self,
+        change: impl FnOnce(&mut State),
+    ) -> Result<Option<Arc<Live>>, DaemonError> {
+        let phase = self.phase();
+        match &*phase {
+            Phase::Running(live) => Ok(Some(live.clone())),
+            Phase::Starting { state_read: true } => Err(self.still_starting()),
+            Phase::Starting { state_read: false } => {
+                self.inner.store.update(change)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The start reads `.stack/state.json`: alias and scale changes recorded while building
+    /// are in it; from now until [`Daemon::run`] they are refused as "still starting".
+    fn read_state_for_start(&self) -> Result<State, StateError> {
+        let mut phase = self.phase();
+        *phase = Phase::Starting { state_read: true };
+        self.inner.store.load()
+    }
+
+    /// The services are the supervisor's: every call is served from now on.
+    fn run(&self, live: Arc<Live>) {
+        *self.phase() = Phase::Running(live);
+    }
+
+    /// Every running deployment and every service being built (`stack ls`).
+    pub async fn deployments(&self) -> Vec<DeploymentStatus> {
+        let building = self.inner.builds.in_progress();
+        let Ok(live) = self.live() else {
+            // The first build: every service it builds, with the instances it will start.
+            let state = self.inner.store.load().unwrap_or_default();
+            return building
+                .into_iter()
+                .map(|(service, started_ms)| {
+                    let wanted = state.scale_of(&service);
+                    DeploymentStatus::building(service, started_ms, wanted)
+                })
+                .collect();
+        };
+        let snapshot = live.supervisor.snapshot();
+        let mut deployments = DeploymentStatus::all_live(&snapshot, live.proxy_port);
+        deployments.extend(building.into_iter().map(|(service, started_ms)| {
+            let wanted = snapshot.resolve(&service).map_or(1, |live| live.wanted);
+            DeploymentStatus::building(service, started_ms, wanted)
+        }));
+        deployments
+    }
+
+    /// Runs `request.instances` of a service's live deployment or of a deployment, and answers
+    /// once they take traffic. The count is remembered for the service's next start.
+    pub async fn scale(&self, request: ScaleRequest) -> Result<ScaleAnswer, DaemonError> {
+        let target = request
+            .target
+            .strip_suffix(".localhost")
+            .unwrap_or(&request.target)
+            .to_string();
+        // While starting, only a service being built can be scaled: a deployment id names
+        // no deployment yet.
+        let being_built = self
+            .inner
+            .builds
+            .in_progress()
+            .iter()
+            .any(|(service, _)| *service == target);
+        let live = match self.live() {
+            Ok(live) => live,
+            Err(starting) if !being_built => return Err(starting),
+            Err(_) => {
+                match self.record_at_start(|state| state.set_scale(&target, request.instances))? {
+                    Some(live) => live,
+                    None => {
+                        return Ok(ScaleAnswer {
+                            deployment: target,
+                            ready: 0,
+                            wanted: request.instances,
+                            at_start: true,
+                        })
+                    }
+                }
+            }
+        };
+        let deployment = live.supervisor.scale(&target, request.instances).await?;
+        if let Some(running) = live.supervisor.snapshot().resolve(&deployment) {
+            let service = running.spec.service.clone();
+            if let Err(error) = self
+                .inner
+                .store
+                .update(|state| state.set_scale(&service, request.instances))
+            {
+                tracing::warn!(%error, "cannot record the scale");
+            }
+        }
+        live.supervisor
+            .wait_ready(&deployment, live.ready_timeout)
+            .await?;
+        let ready = live
+            .supervisor
+            .snapshot()
+            .resolve(&deployment)
+            .map_or(0, |running| running.n_ready());
+        Ok(ScaleAnswer {
+            deployment,
+            ready,
+            wanted: request.instances,
+            at_start: false,
+        })
+    }
+
+    /// Stops a deployment that is not its service's running live one and forgets it: record
+    /// and artifact (`stack rm`).
+    pub async fn remove(&self, id: &str) -> Result<RemoveAnswer, DaemonError> {
+        let live = self.live()?;
+        let running = live
+            .supervisor
+            .snapshot()
+            .resolve(id)
+            .filter(|running| running.spec.id == id)
+            .map(|running| {
+                (
+                    running.current && running.wanted > 0,
+                    running.spec.service.clone(),
+                )
+            });
+        if let Some((is_live, service)) = running {
+            if is_live {
+                return Err(DaemonError::LiveDeployment {
+                    id: id.into(),
+                    service,
+                });
+            }
+            live.supervisor.remove(id).await?;
+        }
+        if !self
+            .inner
+            .store
+            .update(|state| state.forget_deployment(id))?
+        {
+            return Err(DaemonError::UnknownDeployment { id: id.into() });
+        }
+        deployments::remove_artifact(&self.inner.project_dir, id);
+        Ok(RemoveAnswer { removed: id.into() })
+    }
+
+    /// Swaps a kept deployment back in (`stack rollback`); no build.
+    pub async fn rollback(&self, request: RollbackRequest) -> Result<RollbackAnswer, DaemonError> {
+        let live = self.live()?;
+        Ok(history::rollback(&live, &self.inner.store, &request).await?)
+    }
+
+    /// Sets or removes an alias: live (validated against what runs, saved, swapped in, all or
+    /// nothing), or recorded for the start while the first build runs.
+    pub async fn change_alias(&self, change: AliasChange) -> Result<AliasAnswer, DaemonError> {
+        let Some(live) = self.record_at_start(|state| change.apply_to(state))? else {
+            return Ok(AliasAnswer {
+                applied: Applied::AtStart,
+            });
+        };
+        live.aliases
+            .apply(&change, &live.supervisor.snapshot(), &self.inner.store)?;
+        Ok(AliasAnswer {
+            applied: Applied::Live,
+        })
+    }
+
+    /// The stored lines of a service's live deployment or of a deployment (running or kept),
+    /// and the live ones when following.
+    pub async fn logs(&self, query: &LogsQuery) -> Result<LogFeed, DaemonError> {
+        let live = self.live()?;
+        let snapshot = live.supervisor.snapshot();
+        let (deployment_id, log) = match snapshot.resolve(&query.target) {
+            Some(running) => (running.spec.id.clone(), Some(running.log.clone())),
+            None => {
+                let stored = self.inner.store.load()?.resolve_deployment(&query.target);
+                let id = stored.ok_or_else(|| DaemonError::UnknownTarget {
+                    target: query.target.clone(),
+                })?;
+                (id, None)
+            }
+        };
+        let live_lines = log.filter(|_| query.follow).map(|log| log.follow());
+        let logs_dir = logs::logs_dir(&self.inner.project_dir);
+        let stored = logs::read_stored(&logs_dir, &deployment_id, query.lines, query.since_ms)
+            .unwrap_or_default();
+        let live_from_ms = stored.last().map_or(query.since_ms, |line| line.time_ms);
+        Ok(LogFeed {
+            stored,
+            live: live_lines,
+            live_from_ms,
+        })
+    }
+
+    /// The Redis URL the services get (`stack redis`).
+    pub async fn redis_url(&self) -> Result<String, DaemonError> {
+        Ok(self.live()?.redis_url.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,495 @@
+//! The start of a `stack up`, in order: the project's lock, the environment (checked before
+//! anything starts), leftovers of a killed run, the proxy's port (a busy one fails fast), the
+//! control socket (bound before the first build, so `stack ls` shows it and `stack down` stops
+//! it), the build alongside the managed Redis, then the deployments, the supervisor, the proxy
+//! and the watcher.
+//!
+//! Printed on stdout, in this order (tests and scripts may rely on the `Proxy listening` line):
+//!
+//! ```text
+//! > Built writer, reader [0.4s]
+//! > Redis ready at redis://127.0.0.1:PORT (managed, data in .stack/redis)
+//! > Proxy listening on http://127.0.0.1:PORT
+//! > Ready! http://writer-abcdefghij.localhost:PORT [1.2s]
+//! writer.0 | ...
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::aliases::{self, Aliases};
+use super::builds::Builds;
+use super::env::{SecretSource, ServiceEnv, ServiceEnvError};
+use super::history::{self, RecordError};
+use super::redeploy::{self, Redeployer};
+use super::stop::{Signals, StopReason};
+use super::{redis, Config, Daemon, Live};
+use crate::control::{self, api::deployment_url, lock::ProjectLock};
+use crate::env::REDIS_SESSION_URL;
+use crate::init;
+use crate::output::{self, CliError, CliResult};
+use crate::proxy::{self, Routing, RoutingTable};
+use crate::redis::managed::{self, ManagedRedis};
+use crate::state::{self, secret};
+use crate::supervisor::build::{self, BuildError, Built, Service};
+use crate::supervisor::logs::{self, DeploymentLog, Redactor};
+use crate::supervisor::{self, process, Supervisor, SupervisorError};
+use crate::watch::Watcher;
+
+/// How a start ended.
+pub enum Start {
+    /// Everything runs; [`Launched::shutdown`] stops it.
+    Launched(Box<Launched>),
+    /// Stopped by a signal or `stack down` during the first build; nothing is left running.
+    Stopped(StopReason),
+}
+
+/// What a started `stack up` owns, for [`Launched::shutdown`](super::shutdown) to stop in
+/// order. The guards go last, in this order: the socket file, the process watchdog, the lock.
+pub struct Launched {
+    pub daemon: Daemon,
+    pub(super) root: CancellationToken,
+    pub(super) supervisor: Supervisor,
+    pub(super) supervisor_task: JoinHandle<()>,
+    pub(super) routes_task: JoinHandle<()>,
+    pub(super) proxy_task: JoinHandle<()>,
+    pub(super) control_task: JoinHandle<()>,
+    pub(super) watching: Option<(Watcher, JoinHandle<()>)>,
+    pub(super) redis: Option<ManagedRedis>,
+    pub(super) _socket: SocketFile,
+    pub(super) _watchdog: process::Guard,
+    pub(super) _lock: ProjectLock,
+}
+
+/// The control socket's file, removed when `stack up` returns (it still holds the project's
+/// lock then, so no other `stack up` has bound a socket of its own in its place).
+pub struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Daemon {
+    /// Starts everything `config` asks for, or stops early (cleanly) when `signals` or `stack
+    /// down` say so during the first build. An error means nothing of the stack runs.
+    pub async fn start(mut config: Config, signals: &mut Signals) -> CliResult<Start> {
+        let started = Instant::now();
+        let project_dir = config.project_dir.canonicalize().map_err(|error| {
+            CliError::new(format!(
+                "cannot open the project directory `{}`: {error}",
+                config.project_dir.display()
+            ))
+            .hint("Pass an existing directory with `--cwd`.")
+        })?;
+        // A relative dotenv file is the project's (an absolute one stays as it is).
+        config.env.dotenv = config.env.dotenv.map(|file| project_dir.join(file));
+        let stack_dir = project_dir.join(state::STATE_DIR);
+        std::fs::create_dir_all(&stack_dir).map_err(|error| {
+            CliError::new(format!("cannot create `{}`: {error}", stack_dir.display()))
+        })?;
+        let lock = control::lock::acquire(&project_dir, &stack_dir).map_err(|error| {
+            CliError::new(error.to_string()).hint(
+                "Use that one (`stack ls`, `stack logs`), or stop it with `stack down` first.",
+            )
+        })?;
+        // Everything below is checked before anything starts.
+        let mut service_env = start_environment(&project_dir, &config)?;
+        let pids_dir = process::pids_dir(&project_dir);
+        let leftovers = process::kill_leftovers(&pids_dir);
+        if !leftovers.is_empty() {
+            output::warn(format!(
+                "stopped {} process(es) left running by an earlier `stack up` that did not exit cleanly",
+                leftovers.len()
+            ));
+        }
+        std::fs::create_dir_all(&pids_dir).map_err(|error| {
+            CliError::new(format!("cannot create `{}`: {error}", pids_dir.display()))
+        })?;
+        // Lives as long as this process; if it is killed, the watchdog stops what it started.
+        let watchdog =
+            process::start_guard(&pids_dir).map_err(|error| CliError::new(error.to_string()))?;
+        let listener = TcpListener::bind(("127.0.0.1", config.port))
+            .await
+            .map_err(|error| {
+                CliError::new(format!("cannot listen on 127.0.0.1:{}: {error}", config.port)).hint(
+                    "Another program uses that port: pick another with `--port` (0 picks a free one).",
+                )
+            })?;
+        let proxy_port = listener
+            .local_addr()
+            .map_err(|error| CliError::new(format!("cannot read the proxy's address: {error}")))?
+            .port();
+        let services = build::discover(&project_dir, &config.services).map_err(build_error)?;
+
+        let root = CancellationToken::new();
+        let builds = Builds::default();
+        let first_build = builds.start(&services);
+        let daemon = Daemon::starting(&project_dir, builds.clone());
+        let socket = control::socket_path(&project_dir);
+        let control_listener = control::server::bind(&socket).map_err(|error| {
+            CliError::new(format!("cannot listen on `{}`: {error}", socket.display()))
+        })?;
+        let socket = SocketFile(socket);
+        let control_task = tokio::spawn(control::server::serve(
+            control_listener,
+            daemon.clone(),
+            root.child_token(),
+        ));
+
+        let logs_dir = logs::logs_dir(&project_dir);
+        let redis_log = DeploymentLog::open(&logs_dir, "redis", None, Redactor::default())
+            .map_err(|error| {
+                CliError::new(format!("cannot write `{}`: {error}", logs_dir.display()))
+            })?;
+        let first = FirstBuild {
+            project_dir: &project_dir,
+            services: &services,
+            release: config.release,
+            started,
+        };
+        let (built, redis) = match first
+            .alongside_redis(&pids_dir, &service_env.vars, redis_log, signals, &daemon)
+            .await?
+        {
+            Ok(both) => both,
+            Err(reason) => {
+                root.cancel();
+                return Ok(Start::Stopped(reason));
+            }
+        };
+        if let Some(redis) = &redis {
+            service_env
+                .vars
+                .insert(REDIS_SESSION_URL.into(), redis.url());
+            output::info(format!(
+                "Redis ready at {} (managed, data in .stack/{})",
+                redis.url(),
+                managed::DATA_DIR
+            ));
+        }
+
+        // Alias and scale changes made during the build are in it; later ones wait for the start.
+        let state = daemon
+            .read_state_for_start()
+            .map_err(|error| CliError::new(error.to_string()))?;
+        let specs = match history::record_start(daemon.store(), &built, config.release, config.keep)
+        {
+            Ok(specs) => specs,
+            Err(error) => {
+                if let Some(redis) = redis {
+                    redis.stop(supervisor::DEFAULT_GRACE).await;
+                }
+                return Err(match error {
+                    RecordError::Build(error) => build_error(error),
+                    RecordError::State(error) => CliError::new(error.to_string()),
+                });
+            }
+        };
+
+        let redis_url = service_env.redis_url().unwrap_or_default().to_string();
+        let redactor = Redactor::new(crate::env::secret_values(&service_env.vars));
+        let (supervisor, supervisor_task) = Supervisor::start(supervisor::Config {
+            pids_dir,
+            logs_dir,
+            env: service_env.vars,
+            redactor,
+            grace: supervisor::DEFAULT_GRACE,
+            ready_timeout: supervisor::DEFAULT_READY_TIMEOUT,
+            echo_logs: true,
+            shutdown: root.child_token(),
+        });
+
+        // Routing: rebuilt whole after every change of the supervisor or of the aliases.
+        let routing = Routing::new(RoutingTable::new());
+        let aliases = Arc::new(Aliases::new(state.aliases, routing.clone()));
+        let proxy_task = start_proxy(listener, routing, root.child_token())?;
+        output::info(format!("Proxy listening on http://127.0.0.1:{proxy_port}"));
+        let routes_task = tokio::spawn(aliases::follow(
+            aliases.clone(),
+            supervisor.clone(),
+            root.child_token(),
+        ));
+        let live = Arc::new(Live {
+            supervisor: supervisor.clone(),
+            aliases,
+            proxy_port,
+            redis_url,
+            ready_timeout: supervisor::DEFAULT_READY_TIMEOUT,
+        });
+        daemon.run(live.clone());
+        drop(first_build);
+
+        for (spec, instances) in specs {
+            let id = spec.id.clone();
+            let service = spec.service.clone();
+            if supervisor.deploy(spec, instances).await.is_err() {
+                break;
+            }
+            tokio::spawn(say_when_ready(
+                supervisor.clone(),
+                id,
+                service,
+                proxy_port,
+                started,
+            ));
+        }
+        for (host, alias) in live.aliases.all() {
+            output::info(format!(
+                "Alias http://{host}{} -> {}",
+                port_suffix(proxy_port),
+                alias.source()
+            ));
+        }
+
+        let watching = if config.watch {
+            let redeployer = Redeployer {
+                live,
+                store: daemon.store().clone(),
+                services,
+                release: config.release,
+                keep: config.keep,
+                env: config.env.clone(),
+                managed_redis: redis.as_ref().map(ManagedRedis::url),
+                builds,
+            };
+            match redeploy::start_watching(redeployer, root.child_token()) {
+                Ok(watching) => {
+                    output::info("Watching for changes (every save becomes a new deployment)");
+                    Some(watching)
+                }
+                Err(error) => {
+                    output::print_error(&error);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        Ok(Start::Launched(Box::new(Launched {
+            daemon,
+            root,
+            supervisor,
+            supervisor_task,
+            routes_task,
+            proxy_task,
+            control_task,
+            watching,
+            redis,
+            _socket: socket,
+            _watchdog: watchdog,
+            _lock: lock,
+        })))
+    }
+}
+
+/// The environment of the first start: every bad line at once and nothing started, the
+/// generated secret announced (never shown).
+fn start_environment(project_dir: &Path, config: &Config) -> CliResult<ServiceEnv> {
+    if let Some(dotenv) = &config.env.dotenv {
+        if let Some(warning) = init::dotenv_warning(project_dir, dotenv) {
+            output::warn(warning);
+        }
+    }
+    let stack_dir = project_dir.join(state::STATE_DIR);
+    let assembled = ServiceEnv::assemble(&stack_dir, &config.env, None).map_err(|error| match error {
+        ServiceEnvError::Invalid(errors) => {
+            let n_errors = errors.0.len();
+            CliError::new(format!(
+                "the environment has {} ({n_errors} shown; values are never printed):\n{errors}",
+                if n_errors == 1 { "an error".to_string() } else { format!("{n_errors} errors") },
+            ))
+            .hint("Fix the lines above (`KEY=VALUE`, keys of letters, digits and `_`). Nothing was started.")
+        }
+        secret @ ServiceEnvError::Secret { .. } => CliError::new(secret.to_string()).hint(
+            "Set SESSION_SECRET in `.env` (with `--dotenv`) or with `-e SESSION_SECRET=...`.",
+        ),
+    })?;
+    if let SecretSource::Generated { created } = assembled.secret {
+        output::info(format!(
+            "SESSION_SECRET is not set: using the project's {} secret in `{}` (set it in .env to choose your own)",
+            if created { "new" } else { "generated" },
+            secret::path(Path::new(state::STATE_DIR)).display()
+        ));
+    }
+    Ok(assembled)
+}
+
+/// The first build of every service.
+struct FirstBuild<'a> {
+    project_dir: &'a Path,
+    services: &'a [Service],
+    release: bool,
+    started: Instant,
+}
+
+impl FirstBuild<'_> {
+    /// Builds while Redis starts (neither waits for the other). The outer error is a failed
+    /// start (with Redis stopped again); the inner one a stop requested meanwhile (cargo killed,
+    /// Redis stopped gracefully).
+    async fn alongside_redis(
+        &self,
+        pids_dir: &Path,
+        service_env: &std::collections::BTreeMap<String, String>,
+        redis_log: DeploymentLog,
+        signals: &mut Signals,
+        daemon: &Daemon,
+    ) -> CliResult<Result<(Vec<Built>, Option<ManagedRedis>), StopReason>> {
+        let stack_dir = self.project_dir.join(state::STATE_DIR);
+        let mut build = Box::pin(self.build_with_spinner());
+        let mut redis_start = Box::pin(redis::start(&stack_dir, pids_dir, service_env, redis_log));
+        let (mut built, mut redis) = (None, None);
+        while built.is_none() || redis.is_none() {
+            tokio::select! {
+                done = &mut build, if built.is_none() => built = Some(done),
+                done = &mut redis_start, if redis.is_none() => redis = Some(done),
+                reason = signals.stop_requested(daemon.down_requested()) => {
+                    output::info("Stopping...");
+                    let stopping = Instant::now();
+                    drop(build); // kills cargo
+                    let redis = match redis {
+                        Some(redis) => redis,
+                        None => redis_start.await,
+                    };
+                    if let Ok(Some(redis)) = redis {
+                        redis.stop(supervisor::DEFAULT_GRACE).await;
+                    }
+                    output::info(format!("Stopped everything [{:.1}s]", stopping.elapsed().as_secs_f64()));
+                    return Ok(Err(reason));
+                }
+            }
+        }
+        match (built, redis) {
+            (Some(Ok(built)), Some(Ok(redis))) => Ok(Ok((built, redis))),
+            // Nothing of the stack may run after a failed start: stop Redis if it came up.
+            (Some(Err(error)), Some(Ok(Some(redis)))) => {
+                redis.stop(supervisor::DEFAULT_GRACE).await;
+                Err(error)
+            }
+            (Some(Err(error)), _) | (_, Some(Err(error))) => Err(error),
+            _ => unreachable!("the loop ends once both are done"),
+        }
+    }
+
+    /// Builds with a spinner that shows cargo's latest line; prints the compiler's output on
+    /// failure, `> Built ...` on success.
+    async fn build_with_spinner(&self) -> CliResult<Vec<Built>> {
+        let names: Vec<&str> = self
+            .services
+            .iter()
+            .map(|service| service.name.as_str())
+            .collect();
+        let spinner = ProgressBar::new_spinner();
+        spinner.set_style(
+            ProgressStyle::with_template("{spinner} Building {prefix} {wide_msg}")
+                .expect("the template is a fixed, valid string"),
+        );
+        spinner.set_prefix(names.join(", "));
+        spinner.enable_steady_tick(Duration::from_millis(100));
+        let progress = {
+            let spinner = spinner.clone();
+            move |line: &str| spinner.set_message(line.to_string())
+        };
+        let result = build::build(self.project_dir, self.services, self.release, &progress).await;
+        spinner.finish_and_clear();
+        let built = result.map_err(build_error)?;
+        output::info(format!(
+            "Built {} [{:.1}s]",
+            names.join(", "),
+            self.started.elapsed().as_secs_f64()
+        ));
+        Ok(built)
+    }
+}
+
+/// Serves the proxy on one current-thread runtime per core on the shared socket (nginx's
+/// model): measured cheaper per request than the multi-thread runtime (bench/RESULTS.md,
+/// issue 4).
+fn start_proxy(
+    listener: TcpListener,
+    routing: Routing,
+    shutdown: CancellationToken,
+) -> CliResult<JoinHandle<()>> {
+    let listener = listener
+        .into_std()
+        .map_err(|error| CliError::new(format!("cannot hand the proxy its socket: {error}")))?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Ok(tokio::task::spawn_blocking(move || {
+        if let Err(error) = proxy::run_on_threads(
+            listener,
+            routing,
+            proxy::ProxyConfig::default(),
+            threads,
+            shutdown,
+        ) {
+            tracing::error!(%error, "the proxy stopped");
+        }
+    }))
+}
+
+/// Prints `> Ready!` once a first deployment takes traffic, or why it does not.
+async fn say_when_ready(
+    supervisor: Supervisor,
+    id: String,
+    service: String,
+    proxy_port: u16,
+    started: Instant,
+) {
+    // A little longer than an instance's own readiness timeout, so its error (with the last
+    // log lines) is what gets printed.
+    let timeout = supervisor::DEFAULT_READY_TIMEOUT + Duration::from_secs(2);
+    match supervisor.wait_ready(&id, timeout).await {
+        Ok(()) => output::ready(format!(
+            "{} [{:.1}s]",
+            deployment_url(&id, proxy_port),
+            started.elapsed().as_secs_f64()
+        )),
+        Err(SupervisorError::Stopped) => {}
+        Err(error) => output::print_error(&CliError::new(format!("{service}: {error}")).hint(
+            format!("The other services keep running. See `stack logs {service}`."),
+        )),
+    }
+}
+
+fn port_suffix(port: u16) -> String {
+    if port == 80 {
+        String::new()
+    } else {
+        format!(":{port}")
+    }
+}
+
+fn build_error(error: BuildError) -> CliError {
+    match error {
+        BuildError::CargoFailed { output } => {
+            eprint!("{output}");
+            CliError::new("the build failed (the compiler's output is above)")
+                .hint("Fix the errors and run `stack up` again. Nothing was started.")
+        }
+        BuildError::NpmFailed { ref output, .. } => {
+            eprint!("{output}");
+            CliError::new(error.to_string()).hint("Fix the install and run `stack up` again.")
+        }
+        BuildError::UnknownService { ref available, .. } => {
+            let hint = if available.is_empty() {
+                "There are no services: add a directory under `services/`.".to_string()
+            } else {
+                format!("Services: {}.", available.join(", "))
+            };
+            CliError::new(error.to_string()).hint(hint)
+        }
+        BuildError::NoServices { .. } => CliError::new(error.to_string()).hint(
+            "A service is a directory under `services/` with a Cargo package that has a binary, or a package.json with a `start` script.",
+        ),
+        other => CliError::new(other.to_string())
+            .hint("A service is a Cargo package with a binary, or a package.json with a `start` script."),
+    }
+}
