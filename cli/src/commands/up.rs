@@ -1,4 +1,4 @@
-//! `stack up`: maps the arguments to a [`daemon::Config`] and runs the daemon until Ctrl-C,
+//! `stack up`: maps the arguments to a [`daemon::DaemonConfig`] and runs the daemon until Ctrl-C,
 //! SIGTERM or `stack down`, then stops it in order. What starts, in which order and what it
 //! prints is [`daemon::start`]'s; how it stops is [`daemon::shutdown`]'s.
 
@@ -14,7 +14,7 @@ use crate::output::{CliError, CliResult};
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
 
 pub fn run(cwd: &Path, args: UpArgs) -> CliResult<ExitCode> {
-    let config = daemon::Config {
+    let config = daemon::DaemonConfig {
         project_dir: cwd.to_path_buf(),
         services: args.services,
         env: EnvSources {

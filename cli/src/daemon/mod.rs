@@ -58,7 +58,7 @@ pub use stop::{Signals, StopReason};
 
 /// What `stack up` was asked to run.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct DaemonConfig {
     /// The project directory (made absolute by the start).
     pub project_dir: PathBuf,
     /// The services to run, by name or path; empty: every service under `services/`.

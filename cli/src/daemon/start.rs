@@ -29,7 +29,7 @@ use super::env::{SecretSource, ServiceEnv, ServiceEnvError};
 use super::history::{self, RecordError};
 use super::redeploy::{self, Redeployer};
 use super::stop::{Signals, StopReason};
-use super::{redis, Config, Daemon, Live};
+use super::{redis, Daemon, DaemonConfig, Live};
 use crate::control::{self, api::deployment_url, lock::ProjectLock};
 use crate::env::REDIS_SESSION_URL;
 use crate::init;
@@ -80,7 +80,7 @@ impl Drop for SocketFile {
 impl Daemon {
     /// Starts everything `config` asks for, or stops early (cleanly) when `signals` or `stack
     /// down` say so during the first build. An error means nothing of the stack runs.
-    pub async fn start(mut config: Config, signals: &mut Signals) -> CliResult<Start> {
+    pub async fn start(mut config: DaemonConfig, signals: &mut Signals) -> CliResult<Start> {
         let started = Instant::now();
         let project_dir = config.project_dir.canonicalize().map_err(|error| {
             CliError::new(format!(
@@ -293,7 +293,7 @@ impl Daemon {
 
 /// The environment of the first start: every bad line at once and nothing started, the
 /// generated secret announced (never shown).
-fn start_environment(project_dir: &Path, config: &Config) -> CliResult<ServiceEnv> {
+fn start_environment(project_dir: &Path, config: &DaemonConfig) -> CliResult<ServiceEnv> {
     if let Some(dotenv) = &config.env.dotenv {
         if let Some(warning) = init::dotenv_warning(project_dir, dotenv) {
             output::warn(warning);

@@ -188,7 +188,7 @@ impl Activity {
 
 /// The watchdog's memory of one connection between two sweeps.
 #[derive(Default)]
-struct Check {
+struct Memory {
     /// `n_events` at the last sweep (`None` before the first), and for how many sweeps since
     /// no byte moved.
     events_seen: Option<u64>,
@@ -209,7 +209,7 @@ struct Sweeps {
     response: u64,
 }
 
-impl Check {
+impl Memory {
     /// One sweep's look at `activity`: the cut it deserves, if any. On the way, ends the wait
     /// of a request whose upstream sent no response head in time. A condition is counted from
     /// the first sweep that sees it, so it lasts at least its limit before it is acted on.
@@ -262,7 +262,7 @@ impl Check {
 pub struct Watchdog {
     every: Duration,
     sweeps: Sweeps,
-    watched: Mutex<Vec<(Arc<Activity>, Check)>>,
+    watched: Mutex<Vec<(Arc<Activity>, Memory)>>,
 }
 
 impl Watchdog {
@@ -289,7 +289,7 @@ impl Watchdog {
 
     /// Watches a new connection until [`Activity::close`].
     pub fn watch(&self, activity: Arc<Activity>) {
-        self.lock().push((activity, Check::default()));
+        self.lock().push((activity, Memory::default()));
     }
 
     /// Tells every connection to finish its request in flight and close (graceful shutdown).
@@ -322,7 +322,7 @@ impl Watchdog {
         });
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<Activity>, Check)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Arc<Activity>, Memory)>> {
         self.watched
             .lock()
             .expect("the watchdog lock is never held across a panic")

@@ -1,7 +1,7 @@
 //! Deployments and their instances: the only part of stack that starts processes.
 //!
-//! [`Supervisor`] is a cloneable handle in front of one task, driven by a small [`Command`]
-//! enum whose commands answer through oneshots. The task owns every deployment that runs and
+//! [`Supervisor`] is a cloneable handle in front of one task, driven by a small [`Order`]
+//! enum whose orders answer through oneshots. The task owns every deployment that runs and
 //! one task per instance (see [`instance`]); after every change it publishes a [`Snapshot`]
 //! on a watch channel, which is what the routing table, `stack ls` and readiness waits read.
 //! It never routes requests, never parses rules and never writes `.stack/state.json`.
@@ -103,9 +103,9 @@ pub struct DeploymentSpec {
     pub health: Option<String>,
 }
 
-/// Commands to the supervisor task.
+/// Orders to the supervisor task, each answered through its oneshot.
 #[derive(Debug)]
-pub enum Command {
+pub enum Order {
     /// Start a deployment with this many instances; it becomes its service's current one.
     Deploy {
         spec: DeploymentSpec,
@@ -261,7 +261,7 @@ impl Snapshot {
 /// The handle: clone it freely; every method talks to the one supervisor task.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
-    commands: mpsc::Sender<Command>,
+    orders: mpsc::Sender<Order>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
 }
 
@@ -269,7 +269,7 @@ impl Supervisor {
     /// Starts the supervisor task. It runs until [`Supervisor::stop`] or until every handle is
     /// dropped (which stops everything too).
     pub fn start(config: Config) -> (Supervisor, JoinHandle<()>) {
-        let (command_tx, command_rx) = mpsc::channel(32);
+        let (order_tx, order_rx) = mpsc::channel(32);
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let task = SupervisorTask {
@@ -279,10 +279,10 @@ impl Supervisor {
             snapshot: snapshot_tx,
             events: event_tx,
         };
-        let handle = tokio::spawn(task.run(command_rx, event_rx));
+        let handle = tokio::spawn(task.run(order_rx, event_rx));
         (
             Supervisor {
-                commands: command_tx,
+                orders: order_tx,
                 snapshot: snapshot_rx,
             },
             handle,
@@ -303,7 +303,7 @@ impl Supervisor {
         spec: DeploymentSpec,
         instances: usize,
     ) -> Result<(), SupervisorError> {
-        self.ask(|reply| Command::Deploy {
+        self.ask(|reply| Order::Deploy {
             spec,
             instances,
             reply,
@@ -312,7 +312,7 @@ impl Supervisor {
     }
 
     pub async fn scale(&self, target: &str, instances: usize) -> Result<String, SupervisorError> {
-        self.ask(|reply| Command::Scale {
+        self.ask(|reply| Order::Scale {
             target: target.to_string(),
             instances,
             reply,
@@ -321,7 +321,7 @@ impl Supervisor {
     }
 
     pub async fn remove(&self, deployment_id: &str) -> Result<(), SupervisorError> {
-        self.ask(|reply| Command::Remove {
+        self.ask(|reply| Order::Remove {
             deployment_id: deployment_id.to_string(),
             reply,
         })
@@ -331,24 +331,24 @@ impl Supervisor {
     /// Stops every instance (in parallel, each within the grace period) and waits for it.
     pub async fn stop(&self) {
         let (reply, answer) = oneshot::channel();
-        if self.send(Command::Stop { reply }).await.is_ok() {
+        if self.send(Order::Stop { reply }).await.is_ok() {
             let _ = answer.await;
         }
     }
 
-    /// Sends the command `command` builds around a reply channel, and waits for the reply.
+    /// Sends the order `order` builds around a reply channel, and waits for the reply.
     async fn ask<T>(
         &self,
-        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+        order: impl FnOnce(oneshot::Sender<T>) -> Order,
     ) -> Result<T, SupervisorError> {
         let (reply, answer) = oneshot::channel();
-        self.send(command(reply)).await?;
+        self.send(order(reply)).await?;
         answer.await.map_err(|_| SupervisorError::Stopped)
     }
 
-    async fn send(&self, command: Command) -> Result<(), SupervisorError> {
-        self.commands
-            .send(command)
+    async fn send(&self, order: Order) -> Result<(), SupervisorError> {
+        self.orders
+            .send(order)
             .await
             .map_err(|_| SupervisorError::Stopped)
     }
@@ -415,7 +415,7 @@ struct Slot {
     task: JoinHandle<()>,
 }
 
-struct Running {
+struct RunningDeployment {
     spec: Arc<DeploymentSpec>,
     log: DeploymentLog,
     wanted: usize,
@@ -429,7 +429,7 @@ struct Running {
 
 struct SupervisorTask {
     config: Arc<Config>,
-    deployments: Vec<Running>,
+    deployments: Vec<RunningDeployment>,
     /// Instances of removed deployments, still draining; awaited by a full stop.
     removed: Vec<Slot>,
     snapshot: watch::Sender<Arc<Snapshot>>,
@@ -439,18 +439,18 @@ struct SupervisorTask {
 impl SupervisorTask {
     async fn run(
         mut self,
-        mut commands: mpsc::Receiver<Command>,
+        mut orders: mpsc::Receiver<Order>,
         mut events: mpsc::UnboundedReceiver<Event>,
     ) {
         loop {
             tokio::select! {
-                command = commands.recv() => match command {
-                    Some(Command::Stop { reply }) => {
+                order = orders.recv() => match order {
+                    Some(Order::Stop { reply }) => {
                         self.stop_all().await;
                         let _ = reply.send(());
                         return;
                     }
-                    Some(command) => self.handle(command),
+                    Some(order) => self.handle(order),
                     None => {
                         self.stop_all().await;
                         return;
@@ -464,11 +464,11 @@ impl SupervisorTask {
         }
     }
 
-    /// Applies a command and publishes the new snapshot BEFORE answering, so whoever waits on
+    /// Applies an order and publishes the new snapshot BEFORE answering, so whoever waits on
     /// the answer sees the change.
-    fn handle(&mut self, command: Command) {
-        match command {
-            Command::Deploy {
+    fn handle(&mut self, order: Order) {
+        match order {
+            Order::Deploy {
                 spec,
                 instances,
                 reply,
@@ -477,7 +477,7 @@ impl SupervisorTask {
                 self.publish();
                 let _ = reply.send(());
             }
-            Command::Scale {
+            Order::Scale {
                 target,
                 instances,
                 reply,
@@ -486,7 +486,7 @@ impl SupervisorTask {
                 self.publish();
                 let _ = reply.send(result);
             }
-            Command::Remove {
+            Order::Remove {
                 deployment_id,
                 reply,
             } => {
@@ -494,7 +494,7 @@ impl SupervisorTask {
                 self.publish();
                 let _ = reply.send(result);
             }
-            Command::Stage {
+            Order::Stage {
                 spec,
                 instances,
                 reply,
@@ -503,7 +503,7 @@ impl SupervisorTask {
                 self.publish();
                 let _ = reply.send(());
             }
-            Command::Promote {
+            Order::Promote {
                 deployment_id,
                 reply,
             } => {
@@ -511,11 +511,11 @@ impl SupervisorTask {
                 self.publish();
                 let _ = reply.send(result);
             }
-            Command::SetEnv { env, reply } => {
+            Order::SetEnv { env, reply } => {
                 self.set_env(env);
                 let _ = reply.send(());
             }
-            Command::Stop { .. } => unreachable!("Stop is handled by the loop"),
+            Order::Stop { .. } => unreachable!("Stop is handled by the loop"),
         }
     }
 
@@ -547,7 +547,7 @@ impl SupervisorTask {
                 .expect("the temp dir is writable")
             }
         };
-        let mut running = Running {
+        let mut running = RunningDeployment {
             spec: Arc::new(spec),
             log,
             wanted: 0,
@@ -619,7 +619,7 @@ impl SupervisorTask {
 
     /// Starts or stops instances until `n_instances` run. New ones take the lowest free numbers;
     /// the highest numbers stop first (they drain before their process group is stopped).
-    fn set_instances(&self, running: &mut Running, n_instances: usize) {
+    fn set_instances(&self, running: &mut RunningDeployment, n_instances: usize) {
         running.wanted = n_instances;
         running.stopping.retain(|slot| !slot.task.is_finished());
         while running.slots.len() > n_instances {

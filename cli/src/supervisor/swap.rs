@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::logs::Redactor;
 use super::{
-    Command, Config, DeploymentSpec, DeploymentState, Supervisor, SupervisorError, SupervisorTask,
+    Config, DeploymentSpec, DeploymentState, Order, Supervisor, SupervisorError, SupervisorTask,
 };
 use crate::env;
 
@@ -25,7 +25,7 @@ impl Supervisor {
         spec: DeploymentSpec,
         instances: usize,
     ) -> Result<(), SupervisorError> {
-        self.ask(|reply| Command::Stage {
+        self.ask(|reply| Order::Stage {
             spec,
             instances,
             reply,
@@ -36,7 +36,7 @@ impl Supervisor {
     /// Makes a running deployment its service's current one and retires every other
     /// deployment of that service (drained, then stopped). Answers with the retired ids.
     pub async fn promote(&self, deployment_id: &str) -> Result<Vec<String>, SupervisorError> {
-        self.ask(|reply| Command::Promote {
+        self.ask(|reply| Order::Promote {
             deployment_id: deployment_id.to_string(),
             reply,
         })
@@ -45,7 +45,7 @@ impl Supervisor {
 
     /// The environment for instances started from now on (running ones keep theirs).
     pub async fn set_env(&self, env: BTreeMap<String, String>) -> Result<(), SupervisorError> {
-        self.ask(|reply| Command::SetEnv { env, reply }).await
+        self.ask(|reply| Order::SetEnv { env, reply }).await
     }
 
     /// Stage, wait until every instance is ready, promote. A deployment that fails to start
