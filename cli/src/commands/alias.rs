@@ -152,23 +152,36 @@ fn load(project_dir: &Path) -> CliResult<State> {
     State::load(project_dir).map_err(|error| CliError::new(error.to_string()))
 }
 
+/// One alias in `stack alias ls --json`: a plain alias has a `target`, a path alias a `file`.
+#[derive(serde::Serialize)]
+struct ListedAlias<'a> {
+    host: &'a str,
+    source: String,
+    created: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<&'a str>,
+}
+
 fn list(project_dir: &Path, json: bool) -> CliResult<ExitCode> {
     let state = load(project_dir)?;
     if json {
-        let aliases: Vec<serde_json::Value> = state
+        let aliases: Vec<ListedAlias<'_>> = state
             .aliases
             .iter()
             .map(|(host, alias)| {
-                let mut entry = serde_json::json!({
-                    "host": host,
-                    "source": alias.source(),
-                    "created": alias.created,
-                });
-                match &alias.target {
-                    AliasTarget::Plain { target } => entry["target"] = target.clone().into(),
-                    AliasTarget::Rules { file, .. } => entry["file"] = file.clone().into(),
+                let (target, file) = match &alias.target {
+                    AliasTarget::Plain { target } => (Some(target.as_str()), None),
+                    AliasTarget::Rules { file, .. } => (None, Some(file.as_str())),
+                };
+                ListedAlias {
+                    host,
+                    source: alias.source(),
+                    created: alias.created,
+                    target,
+                    file,
                 }
-                entry
             })
             .collect();
         println!(
