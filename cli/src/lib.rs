@@ -5,6 +5,8 @@
 //! - [`args`]: the command line (clap); nothing here does work.
 //! - [`commands`]: one file per command; each turns parsed arguments into calls on the modules below.
 //! - [`control`]: the HTTP+JSON API on `.stack/stack.sock` that `stack up` serves and other commands call.
+//! - [`daemon`]: the running `stack up`: one handle that owns the supervisor, the proxy's routing,
+//!   the aliases, the Redis in use and the state; its start and its ordered shutdown.
 //! - [`env`]: `.env` files and `-e` pairs, checked and merged; never prints a value.
 //! - [`export`]: an alias rendered as a production config (nginx), checked with `nginx -t`.
 //! - [`init`]: the embedded project templates, written by `stack init`; the `.env` git check.
@@ -13,8 +15,8 @@
 //! - [`redis`]: the managed `redis-server` (described here, run by the supervisor's process layer),
 //!   and what `stack redis` uses to look inside the session store (SCAN reads, cookies, watch).
 //! - [`rules`]: the alias rules file: parse, validate, normalise paths, match. No I/O.
-//! - [`state`]: what persists in `.stack/` (aliases, scale, deployment history), written atomically.
-//! - [`supervisor`]: deployments, instances, child processes, restarts, readiness; the only spawner.
+//! - [`state`]: what persists in `.stack/` (aliases, scale, deployment history); one writer.
+//! - [`supervisor`]: deployments, instances, child processes, restarts, readiness, swaps.
 //! - [`watch`]: file changes to change sets (which services to redeploy); never builds.
 
 pub mod args;

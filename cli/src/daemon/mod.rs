@@ -3,7 +3,7 @@
 //! typed async method per thing a caller can ask. The control socket ([`crate::control`]) and
 //! the watcher ([`redeploy`]) are thin adapters over it.
 //!
-//! A daemon is in one [`Phase`]: *starting* from the moment the control socket is bound (before
+//! A daemon is in one phase: *starting* from the moment the control socket is bound (before
 //! the first build) until the services are handed to the supervisor, then *running*. While
 //! starting it lists the services being built, stops on [`Daemon::down`], and records alias
 //! changes and the scale of a service being built in `.stack/state.json` for the start to read;

@@ -1,7 +1,7 @@
 //! Every save becomes a deployment: [`Redeployer`] takes the change sets of
 //! [`crate::watch`], builds the changed services (one cargo run), turns each good build into a
 //! new deployment (new id, artifact kept under `.stack/deployments/<id>/`) and hot swaps it in
-//! ([`Supervisor::swap_in`]), then records it as its service's current deployment.
+//! ([`crate::supervisor::Supervisor::swap_in`]), then records it as its service's current deployment.
 //!
 //! A failed build, a bad `.env` or a new deployment that does not start is reported
 //! ([`super::report`]) and changes nothing: the live deployment keeps serving. A change that

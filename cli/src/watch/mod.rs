@@ -4,7 +4,7 @@
 //! burst of saves into ONE [`ChangeSet`] naming the services to redeploy.
 //!
 //! It never builds, never starts processes and never touches the routing table: it only says
-//! what changed. `supervisor::redeploy` decides what to do about it.
+//! what changed. `daemon::redeploy` decides what to do about it.
 //!
 //! - [`filter`]: which paths are noise.
 //! - [`deps`]: which directories belong to which service (`cargo metadata`).
