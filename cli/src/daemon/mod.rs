@@ -12,7 +12,7 @@
 //!
 //! - [`start`]: lock, socket, build alongside Redis, supervisor, proxy, deployments, watcher.
 //! - [`shutdown`]: the ordered stop, each step with its named timeout.
-//! - [`env`]: [`env::ServiceEnv::assemble`], the one place a service's environment is made.
+//! - [`env`](mod@env): [`env::ServiceEnv::assemble`], the one place a service's environment is made.
 //! - [`redis`]: the managed Redis, or a probe of the one `REDIS_SESSION_URL` names.
 //! - [`aliases`], [`routes`]: the aliases and the routing table built from them.
 //! - [`history`]: deployment records, retention (`--keep`) and rollback targets.
