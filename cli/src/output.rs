@@ -73,3 +73,14 @@ pub fn note(message: impl fmt::Display) {
 pub fn warn(message: impl fmt::Display) {
     eprintln!("{} {message}", style("> Warning!").yellow());
 }
+
+/// A short age, as `now ls` and `now alias ls` showed them: `12s`, `5m`, `3h`, `2d`.
+pub fn age(since_ms: u64, now_ms: u64) -> String {
+    let seconds = now_ms.saturating_sub(since_ms) / 1000;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        3600..86400 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86400),
+    }
+}

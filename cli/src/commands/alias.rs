@@ -203,7 +203,7 @@ fn list(project_dir: &Path, json: bool) -> CliResult<ExitCode> {
         rows.push([
             alias.source(),
             host.clone(),
-            age(now.saturating_sub(alias.created)),
+            output::age(alias.created, now),
         ]);
     }
     print!("{}", table(&rows));
@@ -267,17 +267,6 @@ pub(crate) fn find<'a>(state: &'a State, host: &str) -> CliResult<&'a Alias> {
         };
         CliError::new(format!("no alias `{host}`")).hint(hint)
     })
-}
-
-/// `3s`, `5m`, `2h`, `4d`, as `now alias ls` showed ages.
-fn age(millis: u64) -> String {
-    let seconds = millis / 1000;
-    match seconds {
-        0..60 => format!("{seconds}s"),
-        60..3600 => format!("{}m", seconds / 60),
-        3600..86400 => format!("{}h", seconds / 3600),
-        _ => format!("{}d", seconds / 86400),
-    }
 }
 
 /// Left-aligned columns two spaces apart, indented two spaces, no trailing spaces.

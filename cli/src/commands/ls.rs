@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::args::LsArgs;
-use crate::control::{self, Client, ControlError, DeploymentStatus};
+use crate::control::{Client, ControlError, DeploymentStatus};
 use crate::output::{self, CliError, CliResult};
 use crate::state::State;
 use crate::supervisor::logs::now_ms;
@@ -99,7 +99,7 @@ pub fn run(project_dir: &Path, args: LsArgs) -> CliResult<ExitCode> {
             deployment.url.clone(),
             format!("{}/{}", deployment.ready, deployment.wanted),
             deployment.state.to_string(),
-            control::format_age(deployment.created_ms, now),
+            output::age(deployment.created_ms, now),
         ]);
     }
     let widths: Vec<usize> = (0..5)

@@ -94,14 +94,3 @@ pub fn apply_alias_change(
         Err(error) => Err(error),
     }
 }
-
-/// A short age: `12s`, `5m`, `3h`, `2d`.
-pub fn format_age(created_ms: u64, now_ms: u64) -> String {
-    let seconds = now_ms.saturating_sub(created_ms) / 1000;
-    match seconds {
-        0..60 => format!("{seconds}s"),
-        60..3600 => format!("{}m", seconds / 60),
-        3600..86400 => format!("{}h", seconds / 3600),
-        _ => format!("{}d", seconds / 86400),
-    }
-}
