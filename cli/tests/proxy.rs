@@ -1,6 +1,5 @@
 //! The proxy end to end: real sockets, small upstream servers, the proxy on a free port.
 
-#[path = "proxy_support.rs"]
 mod support;
 
 use std::net::SocketAddr;
@@ -13,7 +12,8 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use stack::proxy::{HostRoute, ProxyConfig, RoutingTable, Target};
-use support::*;
+use support::proxy::*;
+use support::wait_until_async;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -278,7 +278,12 @@ async fn websocket_echo_of_1000_messages() {
     drop(socket);
     server.await.unwrap();
     let instance = Arc::clone(&deployment.instances[0]);
-    assert!(wait_until(Duration::from_secs(2), || instance.in_flight() == 0).await);
+    wait_until_async(
+        "the closed tunnel to leave the in-flight count",
+        Duration::from_secs(2),
+        || instance.in_flight() == 0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -630,7 +635,12 @@ async fn in_flight_counts_until_the_response_body_ends() {
         .unwrap()
         .to_bytes();
     assert_eq!(&body[..], b"head tail");
-    assert!(wait_until(Duration::from_secs(2), || instance.in_flight() == 0).await);
+    wait_until_async(
+        "the ended body to leave the in-flight count",
+        Duration::from_secs(2),
+        || instance.in_flight() == 0,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -5,6 +5,8 @@
 //! Each test binary uses a different part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -35,6 +37,19 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_until`] for async tests, whose runtime the check must not block (the proxy's tasks
+/// run on it).
+pub async fn wait_until_async(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
