@@ -7,17 +7,22 @@
 //! - `project`: [`Project`], a temp project, and [`Run`], a short `stack` command's outcome.
 //! - `up`: [`Up`], a long-running `stack up` (or `logs -f`, `redis watch`) with its output.
 //! - `child`: [`ChildGuard`], a child process killed with its process group on drop.
+//! - `http`: a raw HTTP/1.1 client that sends a request exactly as written.
+//! - `nginx`: [`Nginx`], a real nginx serving an exported config from a temp prefix.
 //! - `proxy`: `stack::proxy` in process, with small upstreams and clients (the proxy tests).
 //!
 //! Each test binary uses a different part of it, hence the one allowance below.
 #![allow(dead_code, unused_imports)]
 
 mod child;
+pub mod http;
+pub mod nginx;
 mod project;
 pub mod proxy;
 mod up;
 
 pub use child::ChildGuard;
+pub use nginx::Nginx;
 pub use project::{Project, Run};
 pub use up::Up;
 
@@ -105,6 +110,14 @@ pub fn listening(port: u16) -> bool {
 /// Fails, saying how to install it, when `tool` is missing: a test that needs a tool never
 /// passes without it.
 pub fn require(tool: &str) {
+    if tool == "nginx" {
+        assert!(
+            Path::new(nginx::NGINX).is_file(),
+            "{} is missing: install it with `apt-get install nginx-light`",
+            nginx::NGINX
+        );
+        return;
+    }
     let hint = match tool {
         "redis-server" => "sudo apt-get install redis-server (macOS: brew install redis)",
         "node" => "install Node.js 20 (sudo apt-get install nodejs npm)",
