@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 mod support;
-use support::{free_port, http, require, workspace, Nginx, Project, Up};
+use support::{free_port, raw_http, require, workspace, Nginx, Project, Up};
 
 /// Every file under `dir`, relative, sorted (skipping build output).
 fn files_under(dir: &Path) -> Vec<String> {
@@ -212,7 +212,7 @@ fn bad_arguments() {
 fn get(port: u16, host: &str, path: &str, cookie: Option<&str>) -> (u16, Option<String>, String) {
     let mut headers = vec![("Host", host)];
     headers.extend(cookie.map(|cookie| ("Cookie", cookie)));
-    let reply = http::request(port, "GET", path, &headers);
+    let reply = raw_http::request(port, "GET", path, &headers);
     let set_cookie = reply
         .header("set-cookie")
         .and_then(|value| value.split(';').next())

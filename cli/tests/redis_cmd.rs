@@ -15,7 +15,7 @@ use session::testing::RedisServer;
 
 mod support;
 use support::{
-    free_port, http, listening, require, wait_until, ChildGuard, Project, Run, Up, STACK,
+    free_port, listening, raw_http, require, wait_until, ChildGuard, Project, Run, Up, STACK,
 };
 
 const SECRET: &str = "canary-secret-7f3a";
@@ -467,7 +467,7 @@ fn http_get(port: u16, path: &str, cookie: Option<&str>) -> (String, Option<Stri
     let cookie = cookie.map(|value| format!("connect.sid={value}"));
     let mut headers = vec![("Host", "127.0.0.1")];
     headers.extend(cookie.as_deref().map(|cookie| ("Cookie", cookie)));
-    let reply = http::request(port, "GET", path, &headers);
+    let reply = raw_http::request(port, "GET", path, &headers);
     assert!(
         reply.head.starts_with("HTTP/1.1 200"),
         "{path}: {}\r\n\r\n{}",

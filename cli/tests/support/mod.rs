@@ -7,7 +7,7 @@
 //! - `project`: [`Project`], a temp project, and [`Run`], a short `stack` command's outcome.
 //! - `up`: [`Up`], a long-running `stack up` (or `logs -f`, `redis watch`) with its output.
 //! - `child`: [`ChildGuard`], a child process killed with its process group on drop.
-//! - `http`: a raw HTTP/1.1 client that sends a request exactly as written.
+//! - `raw_http`: a raw HTTP/1.1 client that sends a request exactly as written.
 //! - `nginx`: [`Nginx`], a real nginx serving an exported config from a temp prefix.
 //! - `proxy`: `stack::proxy` in process, with small upstreams and clients (the proxy tests).
 //!
@@ -15,10 +15,10 @@
 #![allow(dead_code, unused_imports)]
 
 mod child;
-pub mod http;
 pub mod nginx;
 mod project;
 pub mod proxy;
+pub mod raw_http;
 mod up;
 
 pub use child::ChildGuard;

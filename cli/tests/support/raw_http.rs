@@ -43,11 +43,12 @@ pub fn request(port: u16, method: &str, target: &str, headers: &[(&str, &str)]) 
         .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
-    write!(
-        stream,
-        "{method} {target} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .expect("send the request");
+    // One write: a server that refuses the request line may close before reading further,
+    // and a second write would then fail instead of the reply being read.
+    let request = format!("{method} {target} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
