@@ -288,11 +288,7 @@ async fn websocket_echo_of_1000_messages() {
 
 #[tokio::test]
 async fn all_instances_down_gives_502_within_100ms() {
-    let (table, _) = one_deployment(
-        "app.localhost",
-        "app-abc",
-        &[closed_port().await, closed_port().await],
-    );
+    let (table, _) = one_deployment("app.localhost", "app-abc", &[closed_port(), closed_port()]);
     let proxy = TestProxy::start(table, test_config()).await;
     // Warm the client connection to the proxy so the timing covers the proxy only.
     let _ = get(proxy.addr, "warm.localhost", "/").await;
@@ -327,11 +323,8 @@ async fn slow_upstream_gives_504() {
 #[tokio::test]
 async fn connect_refused_moves_to_the_next_instance_and_takes_the_dead_one_out() {
     let echo = echo_upstream().await;
-    let (table, deployment) = one_deployment(
-        "app.localhost",
-        "app-abc",
-        &[closed_port().await, echo.addr],
-    );
+    let (table, deployment) =
+        one_deployment("app.localhost", "app-abc", &[closed_port(), echo.addr]);
     let proxy = TestProxy::start(table, test_config()).await;
     for _ in 0..4 {
         let answer = get(proxy.addr, "app.localhost", "/").await;

@@ -449,7 +449,7 @@ fn every_error_shows_the_masked_url_never_the_password() {
 }
 
 fn writer_binary() -> PathBuf {
-    let stack = Path::new(env!("CARGO_BIN_EXE_stack"));
+    let stack = Path::new(STACK);
     let writer = stack
         .parent()
         .expect("the binary has a directory")

@@ -22,6 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::free_port;
+
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -169,10 +171,9 @@ pub fn deployment(id: &str, addrs: &[SocketAddr], n_starting: usize) -> Arc<Depl
     Arc::new(Deployment::new(id, service, instances, n_starting))
 }
 
-/// A loopback address nobody listens on (bound, then closed).
-pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+/// A loopback address nobody listens on.
+pub fn closed_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// A pooled client for tests.

@@ -158,20 +158,15 @@ impl Up {
         self.child.pid()
     }
 
+    /// Waits for it to exit on its own; fails with its output after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.exited() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit:\n{}",
+        self.child.exit_within(timeout).unwrap_or_else(|| {
+            panic!(
+                "{} did not exit in {timeout:?}:\n{}",
                 self.what,
                 self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            )
+        })
     }
 
     /// `signal` to it (SIGKILL 15 s later if it still runs); then everything it printed, the
