@@ -1,84 +1,14 @@
 //! `stack alias` and `stack route`, run as the real binary against a temporary project.
 //! Error output is compared as whole text (insta snapshots in `tests/snapshots/`).
 
-use std::fs;
-use std::path::Path;
-use std::process::Command;
-
-use tempfile::TempDir;
+mod support;
+use support::Project;
 
 const DEMO_RULES: &str = include_str!("../../aliases.json");
 
-struct Project {
-    dir: TempDir,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Project {
-    fn new() -> Project {
-        Project {
-            dir: tempfile::tempdir().expect("a temp dir"),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&self, name: &str, text: &str) -> &Project {
-        fs::write(self.path().join(name), text).expect("write a test file");
-        self
-    }
-
-    fn stack(&self, args: &[&str]) -> Run {
-        let output = Command::new(env!("CARGO_BIN_EXE_stack"))
-            .arg("--cwd")
-            .arg(self.path())
-            .args(args)
-            .current_dir(self.path())
-            .env("NO_COLOR", "1")
-            .env_remove("CLICOLOR_FORCE")
-            .output()
-            .expect("run the stack binary");
-        let dir = self.path().display().to_string();
-        Run {
-            code: output
-                .status
-                .code()
-                .expect("stack exits, not killed by a signal"),
-            stdout: String::from_utf8(output.stdout)
-                .expect("utf-8 stdout")
-                .replace(&dir, "[DIR]"),
-            stderr: String::from_utf8(output.stderr)
-                .expect("utf-8 stderr")
-                .replace(&dir, "[DIR]"),
-        }
-    }
-
-    /// Runs a command that must succeed, and returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let run = self.stack(args);
-        assert_eq!(
-            run.code, 0,
-            "stack {args:?} failed:\n{}\n{}",
-            run.stdout, run.stderr
-        );
-        run.stdout
-    }
-
-    fn state(&self) -> Option<String> {
-        fs::read_to_string(self.path().join(".stack/state.json")).ok()
-    }
-}
-
 #[test]
 fn rules_alias_prints_success_and_is_stored() {
-    let project = Project::new();
+    let project = Project::empty();
     project.write("aliases.json", DEMO_RULES);
     let run = project.stack(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -98,7 +28,7 @@ fn rules_alias_prints_success_and_is_stored() {
 
 #[test]
 fn warnings_are_printed_and_the_alias_is_still_set() {
-    let project = Project::new();
+    let project = Project::empty();
     project.write(
         "rules.json",
         r#"{"rules": [
@@ -121,14 +51,14 @@ fn warnings_are_printed_and_the_alias_is_still_set() {
 
 #[test]
 fn hosts_are_case_insensitive_and_a_single_label_gets_localhost() {
-    let project = Project::new();
+    let project = Project::empty();
     project.write("aliases.json", DEMO_RULES);
-    project.ok(&["alias", "Counter-Demo.LOCALHOST", "--rules", "aliases.json"]);
-    project.ok(&["alias", "Plain", "writer"]);
-    let listed = project.ok(&["alias", "ls"]);
+    project.stack_ok(&["alias", "Counter-Demo.LOCALHOST", "--rules", "aliases.json"]);
+    project.stack_ok(&["alias", "Plain", "writer"]);
+    let listed = project.stack_ok(&["alias", "ls"]);
     assert!(listed.contains("counter-demo.localhost"), "{listed}");
     assert!(listed.contains("plain.localhost"), "{listed}");
-    project.ok(&["alias", "ls", "COUNTER-demo.localhost"]);
+    project.stack_ok(&["alias", "ls", "COUNTER-demo.localhost"]);
 
     for bad in [
         "http://x.localhost",
@@ -149,7 +79,7 @@ fn hosts_are_case_insensitive_and_a_single_label_gets_localhost() {
 
 #[test]
 fn plain_alias_points_at_a_service_or_deployment() {
-    let project = Project::new();
+    let project = Project::empty();
     let run = project.stack(&["alias", "w.localhost", "writer-gkdldldejq"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
@@ -157,7 +87,7 @@ fn plain_alias_points_at_a_service_or_deployment() {
         "> Success! w.localhost now points to writer-gkdldldejq\n\
          > No `stack up` is running: the alias applies at the next `stack up`.\n"
     );
-    let table = project.ok(&["alias", "ls", "w.localhost"]);
+    let table = project.stack_ok(&["alias", "ls", "w.localhost"]);
     assert_eq!(
         table,
         "> 1 rule for w.localhost (a plain alias)\n  \
@@ -175,12 +105,12 @@ fn plain_alias_points_at_a_service_or_deployment() {
 
 #[test]
 fn alias_ls_lists_source_url_and_age() {
-    let project = Project::new();
-    assert_eq!(project.ok(&["alias", "ls"]), "> 0 aliases found\n");
+    let project = Project::empty();
+    assert_eq!(project.stack_ok(&["alias", "ls"]), "> 0 aliases found\n");
     project.write("aliases.json", DEMO_RULES);
-    project.ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
-    project.ok(&["alias", "w.localhost", "writer"]);
-    let listed = project.ok(&["alias", "ls"]);
+    project.stack_ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
+    project.stack_ok(&["alias", "w.localhost", "writer"]);
+    let listed = project.stack_ok(&["alias", "ls"]);
     let lines: Vec<&str> = listed.lines().collect();
     assert_eq!(lines[0], "> 2 aliases found");
     assert_eq!(lines[1], "  source     url                     age");
@@ -202,7 +132,7 @@ fn alias_ls_lists_source_url_and_age() {
     }
 
     let json: serde_json::Value =
-        serde_json::from_str(&project.ok(&["alias", "ls", "--json"])).unwrap();
+        serde_json::from_str(&project.stack_ok(&["alias", "ls", "--json"])).unwrap();
     assert_eq!(json[0]["host"], "counter-demo.localhost");
     assert_eq!(json[0]["source"], "[4 rules]");
     assert_eq!(json[1]["target"], "writer");
@@ -210,7 +140,7 @@ fn alias_ls_lists_source_url_and_age() {
 
 #[test]
 fn alias_ls_host_prints_the_rules_in_order() {
-    let project = Project::new();
+    let project = Project::empty();
     project.write(
         "rules.json",
         r#"{"rules": [
@@ -220,9 +150,9 @@ fn alias_ls_host_prints_the_rules_in_order() {
             { "dest": "reader" }
         ]}"#,
     );
-    project.ok(&["alias", "demo.localhost", "--rules", "rules.json"]);
+    project.stack_ok(&["alias", "demo.localhost", "--rules", "rules.json"]);
     assert_eq!(
-        project.ok(&["alias", "ls", "demo.localhost"]),
+        project.stack_ok(&["alias", "ls", "demo.localhost"]),
         "> 4 rules for demo.localhost (from rules.json)\n  \
            pathname       method    dest\n  \
            /login         GET,POST  writer\n  \
@@ -240,7 +170,7 @@ fn alias_ls_host_prints_the_rules_in_order() {
 
 #[test]
 fn json_output_round_trips_to_the_same_table() {
-    let project = Project::new();
+    let project = Project::empty();
     project.write(
         "rules.json",
         r#"{"rules": [
@@ -250,32 +180,35 @@ fn json_output_round_trips_to_the_same_table() {
             { "dest": "reader" }
         ]}"#,
     );
-    project.ok(&["alias", "h.localhost", "--rules", "rules.json"]);
-    let json = project.ok(&["alias", "ls", "h.localhost", "--json"]);
+    project.stack_ok(&["alias", "h.localhost", "--rules", "rules.json"]);
+    let json = project.stack_ok(&["alias", "ls", "h.localhost", "--json"]);
     project.write("exported.json", &json);
     let run = project.stack(&["alias", "h2.localhost", "--rules", "exported.json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stderr, "", "the exported file loads without warnings");
 
     let table = |host: &str| {
-        let out = project.ok(&["alias", "ls", host]);
+        let out = project.stack_ok(&["alias", "ls", host]);
         out.lines().skip(1).collect::<Vec<_>>().join("\n")
     };
     assert_eq!(table("h.localhost"), table("h2.localhost"));
     assert!(table("h.localhost").contains("/login         GET,POST"));
-    assert_eq!(project.ok(&["alias", "ls", "h2.localhost", "--json"]), json);
+    assert_eq!(
+        project.stack_ok(&["alias", "ls", "h2.localhost", "--json"]),
+        json
+    );
 }
 
 #[test]
 fn alias_rm_removes_and_unknown_is_an_error() {
-    let project = Project::new();
-    project.ok(&["alias", "w.localhost", "writer"]);
-    project.ok(&["alias", "r.localhost", "reader"]);
+    let project = Project::empty();
+    project.stack_ok(&["alias", "w.localhost", "writer"]);
+    project.stack_ok(&["alias", "r.localhost", "reader"]);
     assert_eq!(
-        project.ok(&["alias", "rm", "W.localhost"]),
+        project.stack_ok(&["alias", "rm", "W.localhost"]),
         "> Success! Alias w.localhost removed\n> No `stack up` is running: the alias applies at the next `stack up`.\n"
     );
-    let listed = project.ok(&["alias", "ls"]);
+    let listed = project.stack_ok(&["alias", "ls"]);
     assert!(listed.starts_with("> 1 alias found\n"), "{listed}");
     assert!(!listed.contains("w.localhost"));
     let again = project.stack(&["alias", "rm", "w.localhost"]);
@@ -288,7 +221,7 @@ fn alias_rm_removes_and_unknown_is_an_error() {
 
 #[test]
 fn bad_arguments_exit_2() {
-    let project = Project::new();
+    let project = Project::empty();
     let run = project.stack(&["alias", "h.localhost", "writer", "--rules", "x.json"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     let run = project.stack(&["route", "h.localhost", "GET"]);
@@ -297,7 +230,7 @@ fn bad_arguments_exit_2() {
 
 #[test]
 fn missing_target_is_explained() {
-    let project = Project::new();
+    let project = Project::empty();
     let run = project.stack(&["alias", "h.localhost"]);
     assert_eq!(run.code, 1);
     insta::assert_snapshot!("alias_without_target", run.stderr);
@@ -306,9 +239,9 @@ fn missing_target_is_explained() {
 /// Sets a good alias, then tries a bad file on the same host: exit 1, nothing on stdout, the
 /// state file byte for byte as before. Returns stderr for the snapshot.
 fn rejected(file_text: Option<&str>) -> String {
-    let project = Project::new();
+    let project = Project::empty();
     project.write("aliases.json", DEMO_RULES);
-    project.ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
+    project.stack_ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
     let before = project.state().expect("state written");
     if let Some(text) = file_text {
         project.write("bad.json", text);
@@ -430,7 +363,7 @@ error_snapshot!(
 
 #[test]
 fn route_explains_the_decision() {
-    let project = Project::new();
+    let project = Project::empty();
     project.write(
         "rules.json",
         r#"{
@@ -442,9 +375,10 @@ fn route_explains_the_decision() {
 }
 "#,
     );
-    project.ok(&["alias", "counter-demo.localhost", "--rules", "rules.json"]);
-    let route =
-        |method: &str, path: &str| project.ok(&["route", "Counter-Demo.localhost", method, path]);
+    project.stack_ok(&["alias", "counter-demo.localhost", "--rules", "rules.json"]);
+    let route = |method: &str, path: &str| {
+        project.stack_ok(&["route", "Counter-Demo.localhost", method, path])
+    };
     assert_eq!(
         route("POST", "/x/../lo%67in?next=/api"),
         "> POST /x/../lo%67in?next=/api on counter-demo.localhost\n  \

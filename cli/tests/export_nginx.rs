@@ -4,15 +4,12 @@
 //! stack forwards. Upstreams are small echo servers that answer with their own name.
 //! Also the command itself: header, `-o`, `--check`, errors.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Method;
 use stack::export::nginx::{self, RenderOptions};
@@ -21,7 +18,8 @@ use stack::rules::normalize_path;
 use stack::state::aliases::AliasTarget;
 use stack::state::{Alias, State};
 
-const NGINX: &str = "/usr/sbin/nginx";
+mod support;
+use support::{free_port, raw_http, workspace, Nginx, Run};
 
 // ---------------------------------------------------------------------------------------------
 // Echo upstreams
@@ -148,78 +146,17 @@ fn serve_echo(stream: TcpStream, name: &str) {
 // ---------------------------------------------------------------------------------------------
 // nginx in a temp prefix
 
-/// A real nginx serving `config` on a free loopback port; stopped (SIGTERM, then SIGKILL) on drop.
-struct Nginx {
-    child: Child,
-    port: u16,
-    _prefix: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn start(plan: &Plan) -> Nginx {
-        assert!(
-            Path::new(NGINX).is_file(),
-            "{NGINX} is missing: install it with `apt-get install nginx-light`"
-        );
-        let port = free_port();
-        let config = nginx::render(
-            plan,
-            &RenderOptions {
-                listen: format!("127.0.0.1:{port}"),
-                ..RenderOptions::default()
-            },
-        );
-        let prefix = tempfile::tempdir().unwrap();
-        let main = nginx::write_main_config(prefix.path(), &config).unwrap();
-        let mut command = Command::new(NGINX);
-        command
-            .arg("-p")
-            .arg(prefix.path())
-            .arg("-c")
-            .arg(&main)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let mut child = command.spawn().expect("start nginx");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                let mut stderr = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                panic!("nginx exited ({status}):\n{stderr}\nconfig:\n{config}");
-            }
-            assert!(Instant::now() < deadline, "nginx did not listen in 10s");
-            thread::sleep(Duration::from_millis(20));
-        }
-        Nginx {
-            child,
-            port,
-            _prefix: prefix,
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // nginx runs in its own process group: stop the whole group.
-        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// nginx serving the plan's config on a free loopback port.
+fn serve(plan: &Plan) -> Nginx {
+    let port = free_port();
+    let config = nginx::render(
+        plan,
+        &RenderOptions {
+            listen: format!("127.0.0.1:{port}"),
+            ..RenderOptions::default()
+        },
+    );
+    Nginx::start(&config, port)
 }
 
 /// The real stack proxy (`stack::proxy::run`) serving the same alias, with each rule's target
@@ -295,53 +232,19 @@ impl Drop for StackProxy {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 // ---------------------------------------------------------------------------------------------
 // A raw HTTP/1.1 client: sends exactly the method and target given (lower case included).
 
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-fn send(port: u16, method: &str, target: &str) -> Answer {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {target} HTTP/1.1\r\nHost: counter-demo.localhost:8443\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: close\r\n\r\n"
+fn send(port: u16, method: &str, target: &str) -> raw_http::Reply {
+    raw_http::request(
+        port,
+        method,
+        target,
+        &[
+            ("Host", "counter-demo.localhost:8443"),
+            ("X-Forwarded-For", "10.0.0.1"),
+        ],
     )
-    .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(key, value)| (key.to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_string(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -449,9 +352,9 @@ fn compare(plan: &Plan, nginx: &Nginx, methods: &[&str], targets: &[&str]) -> us
                 let agrees = match &want {
                     Expected::Upstream(name, forwarded) => {
                         got.status == 200
-                            && got.headers.get("x-upstream") == Some(name)
-                            && got.headers.get("x-method").map(String::as_str) == Some(*method)
-                            && got.headers.get("x-target") == Some(forwarded)
+                            && got.header("x-upstream") == Some(name.as_str())
+                            && got.header("x-method") == Some(*method)
+                            && got.header("x-target") == Some(forwarded.as_str())
                             && (*method == "HEAD" || got.body == *name)
                     }
                     Expected::NotFound => {
@@ -464,8 +367,8 @@ fn compare(plan: &Plan, nginx: &Nginx, methods: &[&str], targets: &[&str]) -> us
                     failures.push(format!(
                         "{method} {target}: stack::rules {want:?}, {server} {} {:?} {:?}",
                         got.status,
-                        got.headers.get("x-upstream"),
-                        got.headers.get("x-target")
+                        got.header("x-upstream"),
+                        got.header("x-target")
                     ));
                 }
             }
@@ -480,20 +383,13 @@ fn compare(plan: &Plan, nginx: &Nginx, methods: &[&str], targets: &[&str]) -> us
     compared
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .into()
-}
-
 // ---------------------------------------------------------------------------------------------
 
 #[test]
 fn demo_rules_route_the_same_through_nginx() {
-    let text = std::fs::read_to_string(repo_root().join("aliases.json")).unwrap();
+    let text = std::fs::read_to_string(workspace().join("aliases.json")).unwrap();
     let (plan, _echoes) = plan_with_echoes(&text, &["reader", "writer"]);
-    let nginx = Nginx::start(&plan);
+    let nginx = serve(&plan);
     let compared = compare(
         &plan,
         &nginx,
@@ -518,7 +414,7 @@ fn demo_rules_route_the_same_through_nginx() {
 
     // The forwarding headers, as stack sets them.
     let answer = send(nginx.port, "GET", "/login");
-    let seen = &answer.headers["x-seen"];
+    let seen = answer.header("x-seen").expect("the echo says what it saw");
     assert!(
         seen.contains("x-forwarded-for=10.0.0.1, 127.0.0.1;"),
         "{seen}"
@@ -559,7 +455,7 @@ fn tricky_rules_route_the_same_through_nginx() {
             "writer", "patcher", "reader",
         ],
     );
-    let nginx = Nginx::start(&plan);
+    let nginx = serve(&plan);
     let compared = compare(
         &plan,
         &nginx,
@@ -612,7 +508,7 @@ fn what_nginx_refuses_and_stack_routes() {
             "writer", "patcher", "reader",
         ],
     );
-    let nginx = Nginx::start(&plan);
+    let nginx = serve(&plan);
     let proxy = StackProxy::start(&plan);
     for (method, target, stack_routes_to) in [
         ("get", "/x", Some("stack-xexact")),
@@ -637,8 +533,8 @@ fn what_nginx_refuses_and_stack_routes() {
         match stack_routes_to {
             Some(name) => {
                 assert_eq!(got.status, 200, "stack proxy on {method} {target}: {got:?}");
-                assert_eq!(got.headers["x-upstream"], name);
-                assert_eq!(got.headers["x-method"], method);
+                assert_eq!(got.header("x-upstream"), Some(name));
+                assert_eq!(got.header("x-method"), Some(method));
             }
             None => assert_eq!(got.status, 404, "stack proxy on {method} {target}: {got:?}"),
         }
@@ -648,44 +544,30 @@ fn what_nginx_refuses_and_stack_routes() {
 // ---------------------------------------------------------------------------------------------
 // The command itself (no `stack up` running: default ports).
 
-fn stack_cli(project: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_stack"))
-        .args(args)
-        .current_dir(project)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run the stack binary");
-    (
-        output.status.code().expect("stack exits"),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
-}
-
-fn demo_project() -> tempfile::TempDir {
-    let project = tempfile::tempdir().unwrap();
+fn demo_project() -> support::Project {
+    let project = support::Project::empty();
     for service in ["writer", "reader"] {
         let dir = project.path().join("services").join(service).join("src");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("main.rs"), "fn main() {}\n").unwrap();
     }
     std::fs::copy(
-        repo_root().join("aliases.json"),
+        workspace().join("aliases.json"),
         project.path().join("aliases.json"),
     )
     .unwrap();
-    let (code, _, stderr) = stack_cli(
-        project.path(),
-        &["alias", "counter-demo.localhost", "--rules", "aliases.json"],
-    );
-    assert_eq!(code, 0, "{stderr}");
+    project.stack_ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
     project
 }
 
 #[test]
 fn command_prints_checks_and_writes() {
     let project = demo_project();
-    let (code, stdout, stderr) = stack_cli(project.path(), &["export", "nginx", "counter-demo"]);
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = project.stack(&["export", "nginx", "counter-demo"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.starts_with("# Generated by stack "), "{stdout}");
     assert!(
@@ -704,17 +586,18 @@ fn command_prints_checks_and_writes() {
         .contains("upstream stack-reader {\n    server 127.0.0.1:8080;\n    keepalive 16;\n}"));
     assert!(stdout.contains("no `stack up` was running"), "{stdout}");
 
-    let (code, stdout, stderr) = stack_cli(
-        project.path(),
-        &[
-            "export",
-            "nginx",
-            "counter-demo.localhost",
-            "-o",
-            "out/demo.conf",
-            "--check",
-        ],
-    );
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = project.stack(&[
+        "export",
+        "nginx",
+        "counter-demo.localhost",
+        "-o",
+        "out/demo.conf",
+        "--check",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains("> Success! nginx config for counter-demo.localhost written to `out/demo.conf` (2 upstreams, checked by `nginx -t`)"),
@@ -727,7 +610,7 @@ fn command_prints_checks_and_writes() {
 #[test]
 fn command_errors_name_what_to_do_and_write_nothing() {
     let project = demo_project();
-    let (code, _, stderr) = stack_cli(project.path(), &["export", "nginx", "nope.localhost"]);
+    let Run { code, stderr, .. } = project.stack(&["export", "nginx", "nope.localhost"]);
     assert_eq!(code, 1);
     assert_eq!(
         stderr,
@@ -739,15 +622,11 @@ fn command_errors_name_what_to_do_and_write_nothing() {
         "{\"rules\": [\n  {\"pathname\": \"/x\", \"dest\": \"ghost\"}\n]}\n",
     )
     .unwrap();
-    let (code, _, stderr) = stack_cli(
-        project.path(),
-        &["alias", "bad.localhost", "--rules", "bad.json"],
-    );
+    let Run { code, stderr, .. } =
+        project.stack(&["alias", "bad.localhost", "--rules", "bad.json"]);
     assert_eq!(code, 0, "{stderr}");
-    let (code, _, stderr) = stack_cli(
-        project.path(),
-        &["export", "nginx", "bad.localhost", "-o", "bad.conf"],
-    );
+    let Run { code, stderr, .. } =
+        project.stack(&["export", "nginx", "bad.localhost", "-o", "bad.conf"]);
     assert_eq!(code, 1);
     assert_eq!(
         stderr,
@@ -774,7 +653,7 @@ fn nested_path_alias_and_websocket_upgrades_through_nginx() {
         &["reader", "writer", "live"],
     );
     assert_eq!(plan.aliases.len(), 2);
-    let nginx = Nginx::start(&plan);
+    let nginx = serve(&plan);
     let compared = compare(
         &plan,
         &nginx,
@@ -792,8 +671,8 @@ fn nested_path_alias_and_websocket_upgrades_through_nginx() {
 
     // A plain request keeps the upstream connection reusable: no `Connection: upgrade`.
     let plain = send(nginx.port, "GET", "/ws");
-    assert_eq!(plain.headers["x-upstream"], "stack-live");
-    assert_eq!(plain.headers["x-connection-seen"], "");
+    assert_eq!(plain.header("x-upstream"), Some("stack-live"));
+    assert_eq!(plain.header("x-connection-seen"), Some(""));
 
     // An upgrade is passed through, and bytes flow both ways afterwards.
     let mut stream = TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();

@@ -1,6 +1,5 @@
 //! The proxy end to end: real sockets, small upstream servers, the proxy on a free port.
 
-#[path = "proxy_support.rs"]
 mod support;
 
 use std::net::SocketAddr;
@@ -13,7 +12,8 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use stack::proxy::{HostRoute, ProxyConfig, RoutingTable, Target};
-use support::*;
+use support::proxy::*;
+use support::wait_until_async;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -278,16 +278,17 @@ async fn websocket_echo_of_1000_messages() {
     drop(socket);
     server.await.unwrap();
     let instance = Arc::clone(&deployment.instances[0]);
-    assert!(wait_until(Duration::from_secs(2), || instance.in_flight() == 0).await);
+    wait_until_async(
+        "the closed tunnel to leave the in-flight count",
+        Duration::from_secs(2),
+        || instance.in_flight() == 0,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn all_instances_down_gives_502_within_100ms() {
-    let (table, _) = one_deployment(
-        "app.localhost",
-        "app-abc",
-        &[closed_port().await, closed_port().await],
-    );
+    let (table, _) = one_deployment("app.localhost", "app-abc", &[closed_port(), closed_port()]);
     let proxy = TestProxy::start(table, test_config()).await;
     // Warm the client connection to the proxy so the timing covers the proxy only.
     let _ = get(proxy.addr, "warm.localhost", "/").await;
@@ -322,11 +323,8 @@ async fn slow_upstream_gives_504() {
 #[tokio::test]
 async fn connect_refused_moves_to_the_next_instance_and_takes_the_dead_one_out() {
     let echo = echo_upstream().await;
-    let (table, deployment) = one_deployment(
-        "app.localhost",
-        "app-abc",
-        &[closed_port().await, echo.addr],
-    );
+    let (table, deployment) =
+        one_deployment("app.localhost", "app-abc", &[closed_port(), echo.addr]);
     let proxy = TestProxy::start(table, test_config()).await;
     for _ in 0..4 {
         let answer = get(proxy.addr, "app.localhost", "/").await;
@@ -630,7 +628,12 @@ async fn in_flight_counts_until_the_response_body_ends() {
         .unwrap()
         .to_bytes();
     assert_eq!(&body[..], b"head tail");
-    assert!(wait_until(Duration::from_secs(2), || instance.in_flight() == 0).await);
+    wait_until_async(
+        "the ended body to leave the in-flight count",
+        Duration::from_secs(2),
+        || instance.in_flight() == 0,
+    )
+    .await;
 }
 
 #[tokio::test]

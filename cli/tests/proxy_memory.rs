@@ -1,7 +1,6 @@
 //! 100 MB up and 100 MB down through the proxy with its memory staying flat. Its own test
 //! binary, so no other test shares the process whose RSS is measured.
 
-#[path = "proxy_support.rs"]
 mod support;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -13,7 +12,7 @@ use futures_util::StreamExt;
 use http::{Request, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
-use support::*;
+use support::proxy::*;
 
 const TOTAL: u64 = 100 * 1024 * 1024;
 const CHUNK: usize = 64 * 1024;

@@ -3,82 +3,27 @@
 //! `REDIS_SESSION_URL` set and `--cwd` a temp dir. `watch` is checked against the real `writer`
 //! binary (`cargo build --workspace --bins` puts it beside `stack`).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use session::cookie::{encode_uri_component, sign};
 use session::testing::RedisServer;
-use tempfile::TempDir;
+
+mod support;
+use support::{
+    free_port, listening, raw_http, require, wait_until, ChildGuard, Project, Run, Up, STACK,
+};
 
 const SECRET: &str = "canary-secret-7f3a";
 const LINE_DEADLINE: Duration = Duration::from_secs(10);
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-/// A temp project directory and the variables `stack redis` sees.
-struct Project {
-    dir: TempDir,
-    env: BTreeMap<String, String>,
-}
-
-impl Project {
-    fn new(redis_url: &str) -> Project {
-        let mut env = BTreeMap::new();
-        env.insert("REDIS_SESSION_URL".to_owned(), redis_url.to_owned());
-        Project {
-            dir: tempfile::tempdir().expect("a temp dir"),
-            env,
-        }
-    }
-
-    fn with(mut self, name: &str, value: &str) -> Project {
-        self.env.insert(name.to_owned(), value.to_owned());
-        self
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stack"));
-        command
-            .arg("--cwd")
-            .arg(self.dir.path())
-            .arg("redis")
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("CLICOLOR_FORCE")
-            .env_remove("REDIS_SESSION_URL")
-            .env_remove("SESSION_SECRET")
-            .envs(&self.env)
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn stack(&self, args: &[&str]) -> Run {
-        let output = self.command(args).output().expect("run the stack binary");
-        Run {
-            code: output.status.code().expect("stack exits, not killed"),
-            stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
-            stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
-        }
-    }
+/// A temp project whose `stack` commands get `REDIS_SESSION_URL=redis_url`.
+fn redis_project(redis_url: &str) -> Project {
+    Project::empty().with_env("REDIS_SESSION_URL", redis_url)
 }
 
 fn session_json(user: Option<f64>, count: Option<u32>) -> String {
@@ -170,16 +115,16 @@ fn keys_lists_zero_one_and_ten_thousand_sessions_with_scan_only() {
     let server = RedisServer::start();
     let mut redis = server.connection();
     put_other_keys(&mut redis);
-    let project = Project::new(&server.url());
+    let project = redis_project(&server.url());
 
-    let run = project.stack(&["keys"]);
+    let run = project.stack(&["redis", "keys"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(
         run.stdout.contains("No sessions matching `sess:*`"),
         "{}",
         run.stdout
     );
-    let listed = json(&project.stack(&["keys", "--json"]).stdout);
+    let listed = json(&project.stack(&["redis", "keys", "--json"]).stdout);
     assert_eq!(listed["total"], 0);
 
     redis::cmd("SET")
@@ -189,7 +134,7 @@ fn keys_lists_zero_one_and_ten_thousand_sessions_with_scan_only() {
         .arg(600)
         .exec(&mut redis)
         .expect("SET");
-    let run = project.stack(&["keys"]);
+    let run = project.stack(&["redis", "keys"]);
     assert_eq!(run.code, 0, "{}", run.all());
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{}", run.stdout);
@@ -208,7 +153,7 @@ fn keys_lists_zero_one_and_ten_thousand_sessions_with_scan_only() {
     ids.insert("only-one".to_owned());
     reset_stats(&mut redis);
     let started = Instant::now();
-    let run = project.stack(&["keys", "--json"]);
+    let run = project.stack(&["redis", "keys", "--json"]);
     let elapsed = started.elapsed();
     assert_eq!(run.code, 0, "{}", run.stderr);
     let listed = json(&run.stdout);
@@ -234,9 +179,9 @@ fn keys_lists_zero_one_and_ten_thousand_sessions_with_scan_only() {
     );
 
     // A pattern stays inside `sess:`.
-    let run = project.stack(&["keys", "id00000*", "--json"]);
+    let run = project.stack(&["redis", "keys", "id00000*", "--json"]);
     assert_eq!(json(&run.stdout)["total"], 10, "{}", run.stdout);
-    let run = project.stack(&["keys", "*", "--json"]);
+    let run = project.stack(&["redis", "keys", "*", "--json"]);
     assert_eq!(json(&run.stdout)["total"], 10_001);
     assert_other_keys_intact(&mut redis);
 }
@@ -247,9 +192,10 @@ fn del_and_flush_touch_only_sessions() {
     let mut redis = server.connection();
     put_other_keys(&mut redis);
     populate(&mut redis, 2_500);
-    let project = Project::new(&server.url());
+    let project = redis_project(&server.url());
 
     let run = project.stack(&[
+        "redis",
         "del",
         "id000001-abcdefghijklmnopqrstuv",
         "sess:id000002-abcdefghijklmnopqrstuv",
@@ -270,7 +216,7 @@ fn del_and_flush_touch_only_sessions() {
         .expect("EXISTS");
     assert_eq!(exists, 1);
 
-    let run = project.stack(&["del", "user:1", "nope"]);
+    let run = project.stack(&["redis", "del", "user:1", "nope"]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
         run.stderr.contains("Error! no such session"),
@@ -280,7 +226,7 @@ fn del_and_flush_touch_only_sessions() {
     assert_other_keys_intact(&mut redis);
 
     // No terminal and no --yes: refused, nothing deleted.
-    let run = project.stack(&["flush"]);
+    let run = project.stack(&["redis", "flush"]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
         run.stderr.contains("needs a confirmation"),
@@ -292,7 +238,7 @@ fn del_and_flush_touch_only_sessions() {
     assert_eq!(size, 2_498 + OTHER_KEYS.len() as u64);
 
     reset_stats(&mut redis);
-    let run = project.stack(&["flush", "--yes"]);
+    let run = project.stack(&["redis", "flush", "--yes"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(
         run.stdout.contains("Deleted 2498 sessions"),
@@ -308,7 +254,7 @@ fn del_and_flush_touch_only_sessions() {
     assert_eq!(size, OTHER_KEYS.len() as u64);
     assert_other_keys_intact(&mut redis);
 
-    let run = project.stack(&["flush", "--yes"]);
+    let run = project.stack(&["redis", "flush", "--yes"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stdout.contains("nothing to delete"), "{}", run.stdout);
 }
@@ -325,11 +271,11 @@ fn get_by_id_cookie_value_and_header_verifies_signatures() {
         .arg(86_000)
         .exec(&mut redis)
         .expect("SET");
-    let plain = Project::new(&server.url());
-    let project = Project::new(&server.url()).with("SESSION_SECRET", SECRET);
+    let plain = redis_project(&server.url());
+    let project = redis_project(&server.url()).with_env("SESSION_SECRET", SECRET);
 
     // By id: no secret needed.
-    let run = plain.stack(&["get", id]);
+    let run = plain.stack(&["redis", "get", id]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(
         run.stdout.contains(&format!("Session `{id}`")),
@@ -349,7 +295,7 @@ fn get_by_id_cookie_value_and_header_verifies_signatures() {
         format!("Cookie: theme=dark; connect.sid={encoded}; lang=en"),
     ];
     for form in &forms {
-        let run = project.stack(&["get", form]);
+        let run = project.stack(&["redis", "get", form]);
         assert_eq!(run.code, 0, "{form}: {}", run.all());
         assert!(
             run.stdout.contains(&format!(
@@ -361,7 +307,7 @@ fn get_by_id_cookie_value_and_header_verifies_signatures() {
         assert!(run.stdout.contains(r#""count": 7"#), "{}", run.stdout);
         assert!(!run.all().contains(SECRET), "secret shown: {}", run.all());
     }
-    let run = project.stack(&["get", &forms[2], "--json"]);
+    let run = project.stack(&["redis", "get", &forms[2], "--json"]);
     assert_eq!(run.code, 0, "{}", run.all());
     let got = json(&run.stdout);
     assert_eq!(got["id"], id);
@@ -371,8 +317,8 @@ fn get_by_id_cookie_value_and_header_verifies_signatures() {
 
     // Rotation: a cookie signed with the old secret verifies, and the output says which.
     let rotated =
-        Project::new(&server.url()).with("SESSION_SECRET", &format!("new-{SECRET},{SECRET}"));
-    let run = rotated.stack(&["get", &forms[2]]);
+        redis_project(&server.url()).with_env("SESSION_SECRET", &format!("new-{SECRET},{SECRET}"));
+    let run = rotated.stack(&["redis", "get", &forms[2]]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(
         run.stdout.contains("signed with secret 2 of 2"),
@@ -387,7 +333,7 @@ fn get_by_id_cookie_value_and_header_verifies_signatures() {
     for (cookie, claimed) in [(&tampered, tampered_id.as_str()), (&wrong, id)] {
         reset_stats(&mut redis);
         for form in [cookie.clone(), format!("connect.sid={cookie}")] {
-            let run = project.stack(&["get", &form]);
+            let run = project.stack(&["redis", "get", &form]);
             assert_eq!(run.code, 1, "{form}: {}", run.all());
             assert!(
                 run.stderr.contains(&format!("Error! the cookie does NOT verify against SESSION_SECRET (1 secret tried); it claims session `{claimed}`, which was not looked up")),
@@ -408,12 +354,12 @@ fn get_by_id_cookie_value_and_header_verifies_signatures() {
             "a bad cookie was looked up"
         );
     }
-    let run = project.stack(&["get", &format!("connect.sid={tampered}"), "--json"]);
+    let run = project.stack(&["redis", "get", &format!("connect.sid={tampered}"), "--json"]);
     assert_eq!(run.code, 1);
     assert_eq!(json(&run.stdout)["cookie"]["valid"], false);
 
     // A signed cookie without SESSION_SECRET: a clear error.
-    let run = plain.stack(&["get", &forms[2]]);
+    let run = plain.stack(&["redis", "get", &forms[2]]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
         run.stderr.contains("`SESSION_SECRET` is not set"),
@@ -423,15 +369,15 @@ fn get_by_id_cookie_value_and_header_verifies_signatures() {
 
     // SESSION_SECRET from --dotenv.
     std::fs::write(
-        plain.dir.path().join("local.env"),
+        plain.path().join("local.env"),
         format!("SESSION_SECRET={SECRET}\n"),
     )
     .expect("write .env");
-    let run = plain.stack(&["--dotenv", "local.env", "get", &forms[2]]);
+    let run = plain.stack(&["redis", "--dotenv", "local.env", "get", &forms[2]]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(!run.all().contains(SECRET));
 
-    let run = plain.stack(&["get", "missing-id"]);
+    let run = plain.stack(&["redis", "get", "missing-id"]);
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains("no session `missing-id`"),
@@ -456,14 +402,14 @@ fn every_error_shows_the_masked_url_never_the_password() {
         format!("redis://:***@127.0.0.1:{}", server.port()),
     ];
     let commands: [&[&str]; 5] = [
-        &["keys"],
-        &["get", "some-id"],
-        &["del", "some-id"],
-        &["flush", "--yes"],
-        &["watch"],
+        &["redis", "keys"],
+        &["redis", "get", "some-id"],
+        &["redis", "del", "some-id"],
+        &["redis", "flush", "--yes"],
+        &["redis", "watch"],
     ];
     for (url, masked) in urls.iter().zip(&masked) {
-        let project = Project::new(url);
+        let project = redis_project(url);
         for args in commands {
             let run = project.stack(args);
             assert_eq!(run.code, 1, "{args:?} {masked}: {}", run.all());
@@ -485,13 +431,13 @@ fn every_error_shows_the_masked_url_never_the_password() {
         }
     }
     // The same through --dotenv.
-    let project = Project::new("");
+    let project = redis_project("");
     std::fs::write(
-        project.dir.path().join(".env"),
+        project.path().join(".env"),
         format!("REDIS_SESSION_URL={}\n", urls[0]),
     )
     .expect("write .env");
-    let run = project.stack(&["--dotenv", ".env", "keys"]);
+    let run = project.stack(&["redis", "--dotenv", ".env", "keys"]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains(&masked[0]), "{}", run.stderr);
     assert!(
@@ -502,78 +448,8 @@ fn every_error_shows_the_masked_url_never_the_password() {
     assert!(!run.all().contains(canary));
 }
 
-/// Lines of a child's stdout, read on a thread so the test can wait with a deadline.
-struct Lines {
-    receiver: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Lines {
-    fn new(stdout: impl Read + Send + 'static) -> Lines {
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines {
-            receiver,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The next line containing every one of `parts`, within the deadline.
-    fn wait_for(&mut self, parts: &[&str]) -> String {
-        let deadline = Instant::now() + LINE_DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.receiver.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if parts.iter().all(|part| line.contains(part)) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no line with {parts:?} within {LINE_DEADLINE:?}; saw:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-}
-
-/// A child killed (SIGTERM, then SIGKILL) when the test ends, pass or fail.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let pid = Pid::from_raw(self.0.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
-
 fn writer_binary() -> PathBuf {
-    let stack = Path::new(env!("CARGO_BIN_EXE_stack"));
+    let stack = Path::new(STACK);
     let writer = stack
         .parent()
         .expect("the binary has a directory")
@@ -586,36 +462,25 @@ fn writer_binary() -> PathBuf {
     writer
 }
 
-/// One HTTP/1.1 GET; returns the body and the `connect.sid` cookie it set, if any.
+/// A GET to the writer; returns the body and the `connect.sid` cookie it set, if any.
 fn http_get(port: u16, path: &str, cookie: Option<&str>) -> (String, Option<String>) {
-    let mut stream =
-        TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect to the writer");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let cookie = cookie
-        .map(|value| format!("Cookie: connect.sid={value}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}Connection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read the answer");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
-    let set_cookie = head.lines().find_map(|line| {
-        let value = line
-            .strip_prefix("set-cookie: ")
-            .or_else(|| line.strip_prefix("Set-Cookie: "))?;
-        value
-            .strip_prefix("connect.sid=")?
-            .split(';')
-            .next()
-            .map(str::to_owned)
-    });
-    (body.to_owned(), set_cookie)
+    let cookie = cookie.map(|value| format!("connect.sid={value}"));
+    let mut headers = vec![("Host", "127.0.0.1")];
+    headers.extend(cookie.as_deref().map(|cookie| ("Cookie", cookie)));
+    let reply = raw_http::request(port, "GET", path, &headers);
+    assert!(
+        reply.head.starts_with("HTTP/1.1 200"),
+        "{path}: {}\r\n\r\n{}",
+        reply.head,
+        reply.body
+    );
+    let set_cookie = reply
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "set-cookie")
+        .find_map(|(_, value)| value.strip_prefix("connect.sid=")?.split(';').next())
+        .map(str::to_owned);
+    (reply.body, set_cookie)
 }
 
 #[test]
@@ -623,10 +488,10 @@ fn watch_shows_a_login_an_increment_and_a_logout_made_through_the_writer() {
     let writer = writer_binary();
     let server = RedisServer::start();
     let mut redis = server.connection();
-    let project = Project::new(&server.url());
+    let project = redis_project(&server.url());
 
     // Notifications off (redis-server's default): say how to turn them on, do not wait.
-    let run = project.stack(&["watch"]);
+    let run = project.stack(&["redis", "watch"]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
         run.stderr.contains("keyspace notifications are off"),
@@ -645,32 +510,25 @@ fn watch_shows_a_login_an_increment_and_a_logout_made_through_the_writer() {
         .arg("KEA")
         .exec(&mut redis)
         .expect("CONFIG SET");
-    let mut watch = project.command(&["watch"]);
-    watch.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut watch = Guard(watch.spawn().expect("start stack redis watch"));
-    let mut lines = Lines::new(watch.0.stdout.take().expect("piped stdout"));
-    lines.wait_for(&["> Watching sessions in ", "0 known"]);
+    let mut watch = Up::spawn(&project, &["redis", "watch"], &[]);
+    watch.wait_for_parts(&["> Watching sessions in ", "0 known"], 1, LINE_DEADLINE);
 
     let port = free_port();
-    let _writer = Guard(
+    let _writer = ChildGuard::spawn(
         Command::new(&writer)
             .env("REDIS_SESSION_URL", server.url())
             .env("SESSION_SECRET", SECRET)
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the writer"),
+            .stderr(Stdio::null()),
+        "the writer",
     );
-    let deadline = Instant::now() + LINE_DEADLINE;
-    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the writer did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        &format!("the writer to listen on {port}"),
+        LINE_DEADLINE,
+        || listening(port),
+    );
 
     let (body, cookie) = http_get(port, "/login", None);
     assert!(body.contains("you are now logged in"), "{body}");
@@ -681,45 +539,31 @@ fn watch_shows_a_login_an_increment_and_a_logout_made_through_the_writer() {
         .and_then(|body| body.rsplit_once('.'))
         .map(|(id, _)| id.to_owned())
         .expect("a signed cookie");
-    let line = lines.wait_for(&["created", &id]);
+    let line = watch.wait_for_parts(&["created", &id], 1, LINE_DEADLINE);
     assert!(line.contains(r#"user {"id":"#), "{line}");
 
     http_get(port, "/increment", Some(&cookie));
-    let line = lines.wait_for(&["changed", &id]);
+    let line = watch.wait_for_parts(&["changed", &id], 1, LINE_DEADLINE);
     assert!(line.contains("count added 1"), "{line}");
     http_get(port, "/increment", Some(&cookie));
-    let line = lines.wait_for(&["changed", &id]);
+    let line = watch.wait_for_parts(&["changed", &id], 2, LINE_DEADLINE);
     assert!(line.contains("count 1 → 2"), "{line}");
 
     http_get(port, "/logout", Some(&cookie));
-    let line = lines.wait_for(&["deleted", &id]);
+    let line = watch.wait_for_parts(&["deleted", &id], 1, LINE_DEADLINE);
     assert!(line.contains("had user, count"), "{line}");
 
     // Ctrl-C ends it cleanly and quickly.
-    kill(Pid::from_raw(watch.0.id() as i32), Signal::SIGINT).expect("SIGINT");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = watch.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "watch did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    kill(watch.pid(), Signal::SIGINT).expect("SIGINT");
+    let status = watch.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
 /// A project with one tiny Node service, enough for `stack up` to run its managed Redis.
-fn node_project() -> TempDir {
-    let status = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        matches!(status, Ok(status) if status.success()),
-        "`node` is needed to run `stack up` with a service: install Node.js 20 (`apt-get install nodejs`)"
-    );
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let service = dir.path().join("services/hello");
+fn node_project() -> Project {
+    require("node");
+    let project = Project::empty();
+    let service = project.path().join("services/hello");
     std::fs::create_dir_all(service.join("node_modules")).expect("service dir");
     std::fs::write(
         service.join("package.json"),
@@ -731,25 +575,14 @@ fn node_project() -> TempDir {
         "require('http').createServer((q, s) => s.end('ok')).listen(+process.env.PORT, '127.0.0.1')\n",
     )
     .expect("server.js");
-    dir
+    project
 }
 
 #[test]
 fn the_managed_redis_is_found_through_a_running_stack_up() {
-    let project_dir = node_project();
-    let mut up = Command::new(env!("CARGO_BIN_EXE_stack"));
-    up.arg("--cwd")
-        .arg(project_dir.path())
-        .args(["up", "--port", "0", "--no-watch"])
-        .env("NO_COLOR", "1")
-        .env_remove("REDIS_SESSION_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0);
-    let mut up = Guard(up.spawn().expect("start stack up"));
-    let mut lines = Lines::new(up.0.stdout.take().expect("piped stdout"));
-    let line = lines.wait_for(&["> Redis ready at redis://127.0.0.1:"]);
+    let project = node_project();
+    let mut up = Up::launch(&project, &["--no-watch"], &[]);
+    let line = up.wait_for("> Redis ready at redis://127.0.0.1:", LINE_DEADLINE);
     let url = line
         .split_whitespace()
         .find(|word| word.starts_with("redis://"))
@@ -758,7 +591,7 @@ fn the_managed_redis_is_found_through_a_running_stack_up() {
     // The control socket that `stack get` asks is bound after Redis is announced, and before
     // the first deployment is: asking in between would fall back to the environment (this
     // test flaked that way).
-    lines.wait_for(&["> Ready! http://hello-"]);
+    up.wait_for("> Ready! http://hello-", LINE_DEADLINE);
 
     let mut redis = redis::Client::open(url.as_str())
         .and_then(|client| client.get_connection())
@@ -773,30 +606,22 @@ fn the_managed_redis_is_found_through_a_running_stack_up() {
 
     // The running stack up wins over REDIS_SESSION_URL (here a dead one, with a canary password).
     let canary = "canary-pw-managed";
-    let project = Project {
-        dir: project_dir,
-        env: [(
-            "REDIS_SESSION_URL".to_owned(),
-            format!("redis://:{canary}@127.0.0.1:{}", free_port()),
-        )]
-        .into(),
-    };
-    let run = project.stack(&["get", "from-managed"]);
+    let project = project.with_env(
+        "REDIS_SESSION_URL",
+        &format!("redis://:{canary}@127.0.0.1:{}", free_port()),
+    );
+    let run = project.stack(&["redis", "get", "from-managed"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stdout.contains(&format!("in {url}")), "{}", run.stdout);
     assert!(run.stdout.contains(r#""count": 41"#), "{}", run.stdout);
-    let run = project.stack(&["keys", "--json"]);
+    let run = project.stack(&["redis", "keys", "--json"]);
     assert_eq!(json(&run.stdout)["redis"], url.as_str());
     assert_eq!(json(&run.stdout)["total"], 1);
 
     // Once stack up has stopped, the environment's URL is used (and shown masked).
-    kill(Pid::from_raw(up.0.id() as i32), Signal::SIGINT).expect("SIGINT");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while up.0.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "stack up did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let run = project.stack(&["keys"]);
+    kill(up.pid(), Signal::SIGINT).expect("SIGINT");
+    up.wait_exit(Duration::from_secs(15));
+    let run = project.stack(&["redis", "keys"]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
         run.stderr.contains("redis://:***@127.0.0.1:"),
@@ -809,16 +634,11 @@ fn the_managed_redis_is_found_through_a_running_stack_up() {
 
 /// Runs `stack redis flush` on a pseudo-terminal (util-linux `script`), answering `answer`.
 fn flush_on_a_terminal(project: &Project, answer: &str) -> Run {
-    let command = format!(
-        "{} --cwd {} redis flush",
-        env!("CARGO_BIN_EXE_stack"),
-        project.dir.path().display()
-    );
-    let mut child = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env("NO_COLOR", "1")
-        .env_remove("SESSION_SECRET")
-        .envs(&project.env)
+    let command = format!("{STACK} --cwd {} redis flush", project.path().display());
+    let mut script = Command::new("script");
+    script.args(["-qec", &command, "/dev/null"]);
+    project.clean_environment(&mut script);
+    let mut child = script
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -859,7 +679,7 @@ fn flush_asks_on_a_terminal() {
     let mut redis = server.connection();
     put_other_keys(&mut redis);
     populate(&mut redis, 3);
-    let project = Project::new(&server.url());
+    let project = redis_project(&server.url());
 
     let run = flush_on_a_terminal(&project, "n\n");
     assert_eq!(run.code, 0, "{}", run.stdout);
@@ -889,8 +709,8 @@ fn a_starting_stack_up_is_waited_for_then_refused_never_bypassed() {
     use nix::fcntl::{Flock, FlockArg};
 
     let canary = "canary-pw-starting";
-    let project = Project::new(&format!("redis://:{canary}@127.0.0.1:{}", free_port()));
-    let stack_dir = project.dir.path().join(".stack");
+    let project = redis_project(&format!("redis://:{canary}@127.0.0.1:{}", free_port()));
+    let stack_dir = project.path().join(".stack");
     std::fs::create_dir_all(&stack_dir).expect(".stack");
     let lock_file = std::fs::File::create(stack_dir.join("lock")).expect("the lock file");
     let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
@@ -898,7 +718,7 @@ fn a_starting_stack_up_is_waited_for_then_refused_never_bypassed() {
         .expect("take the project's lock, as a starting stack up does");
 
     let started = Instant::now();
-    let run = project.stack(&["keys"]);
+    let run = project.stack(&["redis", "keys"]);
     let waited = started.elapsed();
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
@@ -916,7 +736,7 @@ fn a_starting_stack_up_is_waited_for_then_refused_never_bypassed() {
 
     // Once nothing holds the lock, the environment's URL is used again (and masked).
     drop(lock);
-    let run = project.stack(&["keys"]);
+    let run = project.stack(&["redis", "keys"]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
         run.stderr.contains("redis://:***@127.0.0.1:"),

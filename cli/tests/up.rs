@@ -6,8 +6,6 @@
 //! builds them in this workspace and its target dir: nothing is rebuilt per test.
 
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -17,27 +15,14 @@ use stack::control::{apply_alias_change, AliasChange, Applied};
 use stack::state::aliases::{Alias, AliasTarget};
 
 mod support;
-use support::{alive, wait_until, workspace, Project, Up, STACK};
+use support::{alive, listening, require, wait_until, workspace, Project, Up};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The tools these tests run for real; a missing one fails with how to install it.
 fn require_tools() {
-    for (tool, hint) in [
-        (
-            "redis-server",
-            "sudo apt-get install redis-server (macOS: brew install redis)",
-        ),
-        (
-            "node",
-            "install Node.js 20 (sudo apt-get install nodejs npm)",
-        ),
-        ("npm", "install npm (sudo apt-get install npm)"),
-    ] {
-        let found = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-            .unwrap_or(false);
-        assert!(found, "`{tool}` is needed by these tests: {hint}");
+    for tool in ["redis-server", "node", "npm"] {
+        require(tool);
     }
 }
 
@@ -55,16 +40,8 @@ impl Project {
     }
 }
 
-fn listening(port: u64) -> bool {
-    TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port as u16)),
-        Duration::from_millis(200),
-    )
-    .is_ok()
-}
-
 /// Pids and ports of every instance in `stack ls --json`.
-fn instances(deployments: &[Value]) -> Vec<(u64, u64)> {
+fn instances(deployments: &[Value]) -> Vec<(u64, u16)> {
     deployments
         .iter()
         .flat_map(|deployment| {
@@ -73,7 +50,10 @@ fn instances(deployments: &[Value]) -> Vec<(u64, u64)> {
                 .cloned()
                 .unwrap_or_default()
         })
-        .filter_map(|instance| Some((instance["pid"].as_u64()?, instance["port"].as_u64()?)))
+        .filter_map(|instance| {
+            let port = instance["port"].as_u64()?;
+            Some((instance["pid"].as_u64()?, u16::try_from(port).ok()?))
+        })
         .collect()
 }
 
@@ -185,7 +165,7 @@ async fn demo_flow_scale_kill_down_and_sessions_that_survive() {
     let running = project.ls();
     let processes = instances(&running);
     assert_eq!(processes.len(), 3);
-    let redis_port: u64 = up
+    let redis_port: u16 = up
         .wait_for("Redis ready at redis://127.0.0.1:", DEADLINE)
         .split(':')
         .nth(2)
@@ -200,7 +180,7 @@ async fn demo_flow_scale_kill_down_and_sessions_that_survive() {
         assert!(!listening(*port), "port {port} still listens");
     }
     assert!(!listening(redis_port), "Redis still listens");
-    assert!(!listening(u64::from(up.port)), "the proxy still listens");
+    assert!(!listening(up.port), "the proxy still listens");
     assert!(!project.path().join(".stack/stack.sock").exists());
     let mut outputs = up.output();
     drop(up);
@@ -372,8 +352,8 @@ async fn a_crashing_service_backs_off_then_is_crashed_while_the_other_serves() {
     let none = project.stack_ok(&["logs", "hello", "--since", "2099-01-01T00:00:00Z"]);
     assert!(!none.contains("hello.0 |"), "{none}");
     let refused = project.stack(&["logs", "hello", "--since", "yesterday"]);
-    assert_eq!(refused.status.code(), Some(1));
-    let refusal = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.code, 1);
+    let refusal = &refused.stderr;
     assert!(
         refusal.contains("Error! `--since yesterday` is neither a duration")
             && refusal.contains("1h30m"),
@@ -385,8 +365,8 @@ async fn a_crashing_service_backs_off_then_is_crashed_while_the_other_serves() {
 
     // `stack rm` refuses the current, running deployment; scaled to 0 it goes.
     let refused = project.stack(&["rm", &crasher_id]);
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("stack scale"));
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("stack scale"));
     project.stack_ok(&["scale", "crasher", "0"]);
     project.stack_ok(&["rm", &crasher_id]);
     assert!(project
@@ -448,8 +428,8 @@ async fn one_up_per_project_external_redis_masked_and_sigkill_leaves_nothing() {
 
     // A second `stack up` in the same directory is refused and starts nothing.
     let second = project.stack(&["up", "hello", "--port", "0"]);
-    assert_eq!(second.status.code(), Some(1));
-    let refusal = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.code, 1);
+    let refusal = &second.stderr;
     assert!(refusal.contains("already running"), "{refusal}");
     assert_eq!(project.ls()[0]["instances"].as_array().unwrap().len(), 1);
 
@@ -535,7 +515,7 @@ async fn one_up_per_project_external_redis_masked_and_sigkill_leaves_nothing() {
 
     // `stack up` killed with SIGKILL: its services are gone 2 s later (npm's node child too).
     up.wait_for("hello: listening", DEADLINE);
-    let hello_ports: Vec<u64> = instances(&project.ls())
+    let hello_ports: Vec<u16> = instances(&project.ls())
         .iter()
         .map(|(_, port)| *port)
         .collect();
@@ -597,12 +577,8 @@ fn a_bad_env_line_names_the_line_hides_the_value_and_starts_nothing() {
     )
     .unwrap();
     let output = project.stack(&["up", "--dotenv", "--port", "0"]);
-    assert_eq!(output.status.code(), Some(1));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_eq!(output.code, 1);
+    let text = output.all();
     assert!(text.contains(".env:2:1: expected `KEY=VALUE`"), "{text}");
     assert!(
         text.contains(".env:4:1: `BAD-KEY` is not a valid variable name"),
@@ -623,16 +599,11 @@ fn without_redis_server_on_path_up_says_how_to_install_it() {
     let project = Project::fixture("node-pair");
     // `hello` needs no build tool; with an empty PATH only redis-server is missing.
     let empty = tempfile::tempdir().unwrap();
-    let output = Command::new(STACK)
-        .arg("--cwd")
-        .arg(project.path())
-        .args(["up", "hello", "--port", "0"])
-        .env("PATH", empty.path())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut command = project.command(&["up", "hello", "--port", "0"]);
+    command.env("PATH", empty.path());
+    let output = project.run(&mut command);
+    assert_eq!(output.code, 1);
+    let stderr = &output.stderr;
     assert!(
         stderr.contains("Error! `redis-server` is not installed"),
         "{stderr}"

@@ -18,37 +18,20 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
-use support::{alive, copy_tree, wait_until, workspace, Project, Up, BUILD_DEADLINE};
+use support::{alive, require, wait_until, workspace, Project, Up, BUILD_DEADLINE};
 
 /// Rebuilds of the fixture take a second alone, much longer while other builds share the cores.
 const DEADLINE: Duration = Duration::from_secs(180);
 /// How long to watch for a build that must not happen.
 const QUIET_WINDOW: Duration = Duration::from_millis(1500);
 
-fn require_redis() {
-    let found = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|dir| dir.join("redis-server").is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`redis-server` is needed by these tests: sudo apt-get install redis-server (macOS: brew install redis)"
-    );
-}
-
 impl Project {
     /// A copy of the hello fixture with a target dir of its own (`name`): cargo gives copies
     /// of one package in different directories the same unit hash, so tests running in
     /// parallel would otherwise build over each other's binaries.
     fn hello(name: &str) -> Project {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        copy_tree(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/watch-hello"),
-            dir.path(),
-        );
-        Project {
-            dir,
-            target_dir: Some(workspace().join("target/watch-fixture").join(name)),
-        }
+        Project::fixture("watch-hello")
+            .with_target_dir(workspace().join("target/watch-fixture").join(name))
     }
 
     fn main_rs(&self) -> PathBuf {
@@ -184,7 +167,7 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_change_is_served_by_a_new_deployment_and_the_old_one_stops() {
-    require_redis();
+    require("redis-server");
     let project = Project::hello("saved-change");
     let mut up = Up::start(&project, &[]);
     up.wait_watching(&["hello"]);
@@ -230,7 +213,7 @@ async fn a_saved_change_is_served_by_a_new_deployment_and_the_old_one_stops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_syntax_error_is_shown_the_old_deployment_keeps_answering_and_the_fix_deploys() {
-    require_redis();
+    require("redis-server");
     let project = Project::hello("syntax-error");
     let mut up = Up::start(&project, &[]);
     up.wait_watching(&["hello"]);
@@ -283,7 +266,7 @@ async fn a_syntax_error_is_shown_the_old_deployment_keeps_answering_and_the_fix_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_brings_the_old_behaviour_back_in_under_a_second_with_no_failed_request() {
-    require_redis();
+    require("redis-server");
     let project = Project::hello("rollback");
     let mut up = Up::start(&project, &[]);
     up.wait_watching(&["hello"]);
@@ -334,8 +317,8 @@ async fn rollback_brings_the_old_behaviour_back_in_under_a_second_with_no_failed
         "{answer}"
     );
     let wrong = project.stack(&["rollback", "hello", "hello-nosuchthing"]);
-    assert!(!wrong.status.success());
-    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert_ne!(wrong.code, 0);
+    let stderr = &wrong.stderr;
     assert!(
         stderr.contains("Error! `hello-nosuchthing` is not a kept deployment of `hello`"),
         "{stderr}"
@@ -348,7 +331,7 @@ async fn rollback_brings_the_old_behaviour_back_in_under_a_second_with_no_failed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_build_once_noise_never_and_rename_saves_every_time() {
-    require_redis();
+    require("redis-server");
     let project = Project::hello("bursts");
     let mut up = Up::start(&project, &["--keep", "2"]);
     up.wait_watching(&["hello"]);
@@ -411,7 +394,7 @@ async fn bursts_build_once_noise_never_and_rename_saves_every_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_during_a_build_queue_exactly_one_follow_up_build() {
-    require_redis();
+    require("redis-server");
     let project = Project::hello("during-build");
     // Every build of the fixture takes 2 s more, so the saves below land during one.
     let mut up = Up::start_with_env(&project, &[], &[("HELLO_SLOW_BUILD_MS", "2000")]);
@@ -457,7 +440,7 @@ async fn changes_during_a_build_queue_exactly_one_follow_up_build() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_watch_means_no_redeploy() {
-    require_redis();
+    require("redis-server");
     let project = Project::hello("no-watch");
     let mut up = Up::start(&project, &["--no-watch"]);
     up.wait_for("> Ready! http://hello-", BUILD_DEADLINE);
@@ -476,7 +459,7 @@ async fn no_watch_means_no_redeploy() {
 /// every session still valid; with the reader at 2 instances, then at 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_redeploys_under_load_fail_no_request_and_keep_every_session() {
-    require_redis();
+    require("redis-server");
     let secret = "canary-watch-secret-8c1d22";
     let project = Project::demo(secret);
     project.stack_ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
@@ -557,7 +540,7 @@ fn processes_in(dir: &Path) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_build_is_listed_other_commands_wait_and_stack_down_stops_it() {
-    require_redis();
+    require("redis-server");
     let project = Project::hello("first-build");
     // A first build far longer than this test: only `stack down` can end it in time.
     let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "120000")]);
@@ -578,8 +561,8 @@ async fn a_first_build_is_listed_other_commands_wait_and_stack_down_stops_it() {
 
     // Commands that need the running services say so.
     let rollback = project.stack(&["rollback", "hello"]);
-    assert_eq!(rollback.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&rollback.stderr);
+    assert_eq!(rollback.code, 1);
+    let stderr = &rollback.stderr;
     assert!(
         stderr.contains("is still starting (building hello)")
             && stderr.contains("once it prints `> Ready!`"),
@@ -588,7 +571,7 @@ async fn a_first_build_is_listed_other_commands_wait_and_stack_down_stops_it() {
     // `stack logs` reads what an earlier run left on disk; this is the first run, so it too
     // says "still starting".
     let logs = project.stack(&["logs", "hello"]);
-    let stderr = String::from_utf8_lossy(&logs.stderr);
+    let stderr = &logs.stderr;
     assert!(
         stderr.contains("is still starting (building hello)"),
         "{stderr}"
@@ -597,8 +580,8 @@ async fn a_first_build_is_listed_other_commands_wait_and_stack_down_stops_it() {
     // `stack redis` waits a little for the Redis the services will get, then refuses rather
     // than showing another one.
     let keys = project.stack(&["redis", "keys"]);
-    assert_eq!(keys.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&keys.stderr);
+    assert_eq!(keys.code, 1);
+    let stderr = &keys.stderr;
     assert!(
         stderr.contains("is still starting, so the Redis its services use is not known yet"),
         "{stderr}"
@@ -635,7 +618,7 @@ async fn a_first_build_is_listed_other_commands_wait_and_stack_down_stops_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_a_first_build_logs_follow_and_scale_and_alias_wait_for_the_start() {
-    require_redis();
+    require("redis-server");
     let project = Project::hello("follow-first-build");
     // Long enough for the commands below to land during the build on a loaded machine.
     let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "8000")]);
@@ -685,7 +668,7 @@ async fn during_a_first_build_logs_follow_and_scale_and_alias_wait_for_the_start
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_first_build_stops_it_at_once_and_leaves_nothing() {
-    require_redis();
+    require("redis-server");
     let project = Project::hello("sigterm-first-build");
     let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "120000")]);
     wait_until("the build script to run", DEADLINE, || {

@@ -1,6 +1,5 @@
-//! Shared pieces of the proxy tests: a proxy on a free loopback port, small upstream servers
-//! and raw-socket clients. Included by `proxy.rs` and `proxy_memory.rs` with `#[path]`.
-#![allow(dead_code)]
+//! The proxy in process, for `proxy.rs` and `proxy_memory.rs`: `stack::proxy` serving on a
+//! free loopback port, small hyper upstreams, and clients (pooled, or raw bytes on a socket).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use super::free_port;
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -170,10 +171,9 @@ pub fn deployment(id: &str, addrs: &[SocketAddr], n_starting: usize) -> Arc<Depl
     Arc::new(Deployment::new(id, service, instances, n_starting))
 }
 
-/// A loopback address nobody listens on (bound, then closed).
-pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+/// A loopback address nobody listens on.
+pub fn closed_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// A pooled client for tests.
@@ -253,16 +253,4 @@ pub async fn raw_exchange(proxy: SocketAddr, raw: &[u8]) -> String {
         .expect("the proxy closes the connection")
         .ok();
     String::from_utf8_lossy(&received).into_owned()
-}
-
-/// Polls `check` until it is true or `deadline` passes.
-pub async fn wait_until(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let end = tokio::time::Instant::now() + deadline;
-    while tokio::time::Instant::now() < end {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    check()
 }
