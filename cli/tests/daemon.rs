@@ -70,9 +70,9 @@ async fn names_that_are_no_path_are_refused_clearly_and_the_stack_keeps_serving(
         &["rm", "../x"],
         &["rm", "%2F"],
     ] {
-        let output = project.stack(args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "`stack {args:?}`: {stderr}");
+        let run = project.stack(args);
+        let stderr = &run.stderr;
+        assert_eq!(run.code, 1, "`stack {args:?}`: {stderr}");
         assert!(
             stderr.starts_with("Error! no "),
             "`stack {args:?}`: {stderr}"

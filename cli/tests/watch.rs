@@ -542,8 +542,13 @@ fn processes_in(dir: &Path) -> Vec<u64> {
 async fn a_first_build_is_listed_other_commands_wait_and_stack_down_stops_it() {
     require("redis-server");
     let project = Project::hello("first-build");
-    // A first build far longer than this test: only `stack down` can end it in time.
-    let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "120000")]);
+    // A first build held until a gate that never opens: only `stack down` can end it.
+    let gate = project.path().join("never-opened");
+    let mut up = Up::launch(
+        &project,
+        &[],
+        &[("HELLO_BUILD_GATE", gate.to_str().unwrap())],
+    );
     wait_until("`stack ls` to show the first build", DEADLINE, || {
         project
             .ls()
@@ -620,8 +625,13 @@ async fn a_first_build_is_listed_other_commands_wait_and_stack_down_stops_it() {
 async fn during_a_first_build_logs_follow_and_scale_and_alias_wait_for_the_start() {
     require("redis-server");
     let project = Project::hello("follow-first-build");
-    // Long enough for the commands below to land during the build on a loaded machine.
-    let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "8000")]);
+    // The build waits for a gate, opened once the commands below have landed during it.
+    let gate = project.path().join("build-gate");
+    let mut up = Up::launch(
+        &project,
+        &[],
+        &[("HELLO_BUILD_GATE", gate.to_str().unwrap())],
+    );
     wait_until("`stack ls` to show the first build", DEADLINE, || {
         project.ls().iter().any(|d| d["state"] == "BUILDING")
     });
@@ -649,6 +659,7 @@ async fn during_a_first_build_logs_follow_and_scale_and_alias_wait_for_the_start
             .output()
             .contains("> `stack up` is still starting: following once its services are up")
     });
+    fs::write(&gate, "").unwrap();
 
     up.wait_proxy();
     up.wait_for("> Ready! http://hello-", DEADLINE);
@@ -670,7 +681,12 @@ async fn during_a_first_build_logs_follow_and_scale_and_alias_wait_for_the_start
 async fn sigterm_during_a_first_build_stops_it_at_once_and_leaves_nothing() {
     require("redis-server");
     let project = Project::hello("sigterm-first-build");
-    let mut up = Up::launch(&project, &[], &[("HELLO_SLOW_BUILD_MS", "120000")]);
+    let gate = project.path().join("never-opened");
+    let mut up = Up::launch(
+        &project,
+        &[],
+        &[("HELLO_BUILD_GATE", gate.to_str().unwrap())],
+    );
     wait_until("the build script to run", DEADLINE, || {
         !processes_in(&project.path().join("services/hello")).is_empty()
     });
