@@ -582,18 +582,21 @@ fn node_project() -> Project {
 fn the_managed_redis_is_found_through_a_running_stack_up() {
     let project = node_project();
     let mut up = Up::launch(&project, &["--no-watch"], &[]);
-    let line = up.wait_for("> Redis ready at redis://127.0.0.1:", LINE_DEADLINE);
+    let line = up.wait_for("> Redis ready at redis://:***@127.0.0.1:", LINE_DEADLINE);
+    // Shown masked; the project's owner finds the password in `.stack/redis-password`.
     let url = line
         .split_whitespace()
         .find(|word| word.starts_with("redis://"))
         .expect("the managed URL")
         .to_owned();
+    let password = std::fs::read_to_string(project.path().join(".stack/redis-password")).unwrap();
+    let secret_url = url.replace("***", &password);
     // The control socket that `stack get` asks is bound after Redis is announced, and before
     // the first deployment is: asking in between would fall back to the environment (this
     // test flaked that way).
     up.wait_for("> Ready! http://hello-", LINE_DEADLINE);
 
-    let mut redis = redis::Client::open(url.as_str())
+    let mut redis = redis::Client::open(secret_url.as_str())
         .and_then(|client| client.get_connection())
         .expect("connect to the managed Redis");
     redis::cmd("SET")

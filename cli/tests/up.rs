@@ -166,9 +166,9 @@ async fn demo_flow_scale_kill_down_and_sessions_that_survive() {
     let processes = instances(&running);
     assert_eq!(processes.len(), 3);
     let redis_port: u16 = up
-        .wait_for("Redis ready at redis://127.0.0.1:", DEADLINE)
-        .split(':')
-        .nth(2)
+        .wait_for("Redis ready at redis://:***@127.0.0.1:", DEADLINE)
+        .split("127.0.0.1:")
+        .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|port| port.parse().ok())
         .expect("the Redis line has a port");

@@ -7,8 +7,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::args::LsArgs;
+use crate::control::api::RedisAnswer;
 use crate::control::{Client, ControlError, DeploymentStatus};
 use crate::output::{self, CliError, CliResult};
+use crate::redis::managed::RedisState;
 use crate::state::State;
 use crate::supervisor::logs::now_ms;
 use crate::supervisor::DeploymentState;
@@ -113,5 +115,33 @@ pub fn run(project_dir: &Path, args: LsArgs) -> CliResult<ExitCode> {
             .collect();
         println!("  {}", cells.join("  ").trim_end());
     }
+    if running {
+        print_managed_redis(&client);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The managed Redis's line under the table: its state and restarts (nothing for a Redis
+/// that `REDIS_SESSION_URL` names, which stack does not run).
+fn print_managed_redis(client: &Client) {
+    let Ok(RedisAnswer {
+        managed: Some(status),
+        ..
+    }) = client.blocking(client.redis())
+    else {
+        return;
+    };
+    let restarts = match status.restarts {
+        0 => String::new(),
+        1 => ", 1 restart".into(),
+        n => format!(", {n} restarts"),
+    };
+    let exit = match (&status.state, &status.last_exit) {
+        (RedisState::Ready, _) | (_, None) => String::new(),
+        (_, Some(exit)) => format!(" ({exit})"),
+    };
+    output::info(format!(
+        "Redis (managed) on port {}: {}{restarts}{exit}",
+        status.port, status.state
+    ));
 }

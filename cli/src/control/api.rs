@@ -19,6 +19,7 @@ use http::Method;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 
+use crate::redis::managed::RedisStatus;
 use crate::state::{Alias, State};
 use crate::supervisor::{DeploymentState, LiveDeployment, Snapshot};
 
@@ -450,6 +451,9 @@ pub struct RollbackAnswer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RedisAnswer {
     pub url: String,
+    /// The managed Redis's state; `None` for one `REDIS_SESSION_URL` names.
+    #[serde(default)]
+    pub managed: Option<RedisStatus>,
 }
 
 /// The answer to `POST /v1/down`: everything is being stopped.

@@ -23,7 +23,7 @@ use tokio::net::UnixListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{self, DownAnswer, ErrorBody, RedisAnswer};
+use super::api::{self, DownAnswer, ErrorBody};
 use crate::daemon::history::RollbackError;
 use crate::daemon::{Daemon, DaemonError, LogFeed};
 use crate::supervisor::logs::LogLine;
@@ -116,7 +116,7 @@ async fn route(
         },
         api::Request::Alias(change) => answer(daemon.change_alias(change).await),
         api::Request::Rollback(rollback) => answer(daemon.rollback(rollback).await),
-        api::Request::Redis => answer(daemon.redis_url().await.map(|url| RedisAnswer { url })),
+        api::Request::Redis => answer(daemon.redis().await),
         api::Request::Down => {
             daemon.down();
             json(StatusCode::OK, &DownAnswer { stopping: true })

@@ -37,13 +37,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::api::{
-    AliasAnswer, AliasChange, Applied, DeploymentStatus, LogsQuery, RemoveAnswer, RollbackAnswer,
-    RollbackRequest, ScaleAnswer, ScaleRequest,
+    AliasAnswer, AliasChange, Applied, DeploymentStatus, LogsQuery, RedisAnswer, RemoveAnswer,
+    RollbackAnswer, RollbackRequest, ScaleAnswer, ScaleRequest,
 };
+use crate::redis::managed::RedisStatus;
 use crate::state::{deployments, State, StateError, Store};
 use crate::supervisor::logs::{self, LogLine};
 use crate::supervisor::{Supervisor, SupervisorError};
@@ -104,6 +105,8 @@ pub struct Live {
     pub proxy_port: u16,
     /// The Redis URL the services get (managed, or `REDIS_SESSION_URL`); may carry a password.
     pub redis_url: String,
+    /// The managed Redis's state, when stack manages it.
+    pub redis: Option<watch::Receiver<RedisStatus>>,
     pub ready_timeout: Duration,
 }
 
@@ -435,9 +438,14 @@ impl Daemon {
         })
     }
 
-    /// The Redis URL the services get (`stack redis`).
-    pub async fn redis_url(&self) -> Result<String, DaemonError> {
-        Ok(self.live()?.redis_url.clone())
+    /// The Redis the services get (`stack redis`, `stack ls`): its URL and, when stack
+    /// manages it, its state.
+    pub async fn redis(&self) -> Result<RedisAnswer, DaemonError> {
+        let live = self.live()?;
+        Ok(RedisAnswer {
+            url: live.redis_url.clone(),
+            managed: live.redis.as_ref().map(|status| status.borrow().clone()),
+        })
     }
 }
 

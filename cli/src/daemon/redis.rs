@@ -12,7 +12,6 @@ use crate::env;
 use crate::output::{self, CliError, CliResult};
 use crate::redis::managed::ManagedRedis;
 use crate::redis::ping::{ping, PingOutcome};
-use crate::supervisor::logs::DeploymentLog;
 
 /// The CA file the services trust a `rediss://` Redis with (the session crate reads it too).
 const REDIS_TLS_CA_FILE: &str = "REDIS_TLS_CA_FILE";
@@ -21,19 +20,27 @@ const REDIS_TLS_CA_FILE: &str = "REDIS_TLS_CA_FILE";
 pub async fn start(
     stack_dir: &Path,
     pids_dir: &Path,
+    logs_dir: &Path,
     service_env: &BTreeMap<String, String>,
-    log: DeploymentLog,
 ) -> CliResult<Option<ManagedRedis>> {
     match service_env.get(env::REDIS_SESSION_URL) {
         Some(url) => {
             probe(url, service_env.get(REDIS_TLS_CA_FILE).map(String::as_str)).await?;
             Ok(None)
         }
-        None => ManagedRedis::start(stack_dir, pids_dir, service_env.clone(), log)
+        None => ManagedRedis::start(stack_dir, pids_dir, logs_dir, service_env.clone())
             .await
             .map(Some)
             .map_err(|error| CliError::new(error.to_string()).hint(error.hint())),
     }
+}
+
+/// A Redis URL as it may be shown: its password masked.
+pub fn shown(url: &str) -> String {
+    RedisUrl::parse(url).map_or_else(
+        |_| "(a Redis URL that does not parse)".into(),
+        |url| url.to_string(),
+    )
 }
 
 /// PINGs a Redis the user brought; a warning (masked URL) when it does not answer. A URL that

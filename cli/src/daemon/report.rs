@@ -1,10 +1,15 @@
-//! What a redeploy tells the person at the terminal, printed in one place: the redeployer
-//! produces [`Redeploy`] events and never prints itself.
+//! What a redeploy and the managed Redis's supervision tell the person at the terminal,
+//! printed in one place: the redeployer produces [`Redeploy`] events and the managed Redis
+//! publishes its status; neither prints itself.
 
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
 use super::env::ServiceEnvError;
 use crate::output::{self, CliError};
+use crate::redis::managed::{RedisState, RedisStatus};
 use crate::state::StateError;
 use crate::supervisor::build::BuildError;
 use crate::supervisor::SupervisorError;
@@ -97,5 +102,29 @@ pub fn print(event: Redeploy) {
             )),
         ),
         Redeploy::NotRecorded { service, error } => output::warn(format!("{service}: {error}")),
+    }
+}
+
+/// Says when the managed Redis dies and when it is back, until `shutdown`.
+pub async fn follow_redis(mut status: watch::Receiver<RedisStatus>, shutdown: CancellationToken) {
+    let mut last = status.borrow_and_update().state;
+    loop {
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        let now = status.borrow_and_update().clone();
+        match now.state {
+            RedisState::Restarting if last != RedisState::Restarting => output::warn(format!(
+                "managed Redis: {}; the services answer 503 until it is back",
+                now.last_exit.as_deref().unwrap_or("stopped")
+            )),
+            RedisState::Ready if last != RedisState::Ready => output::info(format!(
+                "Redis is back on port {} (restart {}); sessions saved before it died are kept",
+                now.port, now.restarts
+            )),
+            _ => {}
+        }
+        last = now.state;
     }
 }

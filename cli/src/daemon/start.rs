@@ -28,6 +28,7 @@ use super::builds::Builds;
 use super::env::{SecretSource, ServiceEnv, ServiceEnvError};
 use super::history::{self, RecordError};
 use super::redeploy::{self, Redeployer};
+use super::report;
 use super::stop::{Signals, StopReason};
 use super::{redis, Daemon, DaemonConfig, Live};
 use crate::control::{self, api::deployment_url, lock::ProjectLock};
@@ -38,7 +39,7 @@ use crate::proxy::{self, Routing, RoutingTable};
 use crate::redis::managed::{self, ManagedRedis};
 use crate::state::{self, secret};
 use crate::supervisor::build::{self, BuildError, Built, Service};
-use crate::supervisor::logs::{self, DeploymentLog, Redactor};
+use crate::supervisor::logs::{self, Redactor};
 use crate::supervisor::{self, process, Supervisor, SupervisorError};
 use crate::watch::Watcher;
 
@@ -92,7 +93,7 @@ impl Daemon {
         // A relative dotenv file is the project's (an absolute one stays as it is).
         config.env.dotenv = config.env.dotenv.map(|file| project_dir.join(file));
         let stack_dir = project_dir.join(state::STATE_DIR);
-        std::fs::create_dir_all(&stack_dir).map_err(|error| {
+        state::create_private_dir(&stack_dir).map_err(|error| {
             CliError::new(format!("cannot create `{}`: {error}", stack_dir.display()))
         })?;
         let lock = control::lock::acquire(&project_dir, &stack_dir).map_err(|error| {
@@ -145,10 +146,6 @@ impl Daemon {
         ));
 
         let logs_dir = logs::logs_dir(&project_dir);
-        let redis_log = DeploymentLog::open(&logs_dir, "redis", None, Redactor::default())
-            .map_err(|error| {
-                CliError::new(format!("cannot write `{}`: {error}", logs_dir.display()))
-            })?;
         let first = FirstBuild {
             project_dir: &project_dir,
             services: &services,
@@ -156,7 +153,7 @@ impl Daemon {
             started,
         };
         let (built, redis) = match first
-            .alongside_redis(&pids_dir, &service_env.vars, redis_log, signals, &daemon)
+            .alongside_redis(&pids_dir, &logs_dir, &service_env.vars, signals, &daemon)
             .await?
         {
             Ok(both) => both,
@@ -170,10 +167,12 @@ impl Daemon {
                 .vars
                 .insert(REDIS_SESSION_URL.into(), redis.url());
             output::info(format!(
-                "Redis ready at {} (managed, data in .stack/{})",
-                redis.url(),
-                managed::DATA_DIR
+                "Redis ready at {} (managed, data in .stack/{}, password in .stack/{})",
+                redis::shown(&redis.url()),
+                managed::DATA_DIR,
+                secret::REDIS_PASSWORD
             ));
+            tokio::spawn(report::follow_redis(redis.subscribe(), root.child_token()));
         }
 
         // Alias and scale changes made during the build are in it; later ones wait for the start.
@@ -222,6 +221,7 @@ impl Daemon {
             aliases,
             proxy_port,
             redis_url,
+            redis: redis.as_ref().map(ManagedRedis::subscribe),
             ready_timeout: supervisor::DEFAULT_READY_TIMEOUT,
         });
         daemon.run(live.clone());
@@ -338,14 +338,14 @@ impl FirstBuild<'_> {
     async fn alongside_redis(
         &self,
         pids_dir: &Path,
+        logs_dir: &Path,
         service_env: &std::collections::BTreeMap<String, String>,
-        redis_log: DeploymentLog,
         signals: &mut Signals,
         daemon: &Daemon,
     ) -> CliResult<Result<(Vec<Built>, Option<ManagedRedis>), StopReason>> {
         let stack_dir = self.project_dir.join(state::STATE_DIR);
         let mut build = Box::pin(self.build_with_spinner());
-        let mut redis_start = Box::pin(redis::start(&stack_dir, pids_dir, service_env, redis_log));
+        let mut redis_start = Box::pin(redis::start(&stack_dir, pids_dir, logs_dir, service_env));
         let (mut built, mut redis) = (None, None);
         while built.is_none() || redis.is_none() {
             tokio::select! {

@@ -84,6 +84,7 @@ impl Served {
             )),
             proxy_port: 3000,
             redis_url: "redis://127.0.0.1:6390".into(),
+            redis: None,
             ready_timeout: Duration::from_secs(1),
         }));
         supervisor

@@ -118,6 +118,18 @@ impl State {
     }
 }
 
+/// Creates `dir` (and its parents) if missing and makes it mode 0700: `.stack/` holds the
+/// control socket, the secrets, the logs and the managed Redis's files, none of them for other
+/// users of the machine.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
 /// Writes `bytes` to `path` through a uniquely named temp file in the same directory (mode
 /// 0600), fsync and a rename: readers see the old file or the new one, never a mix, and two
 /// writers never share a temp file.

@@ -8,6 +8,7 @@
 //! whole by a rename, so they see the old state or the new one.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -67,11 +68,12 @@ impl Store {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(self.project_dir.join(STATE_DIR)).map_err(lock_error)?;
+        super::create_private_dir(&self.project_dir.join(STATE_DIR)).map_err(lock_error)?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(lock_error)?;
         Flock::lock(file, FlockArg::LockExclusive)

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -116,10 +117,14 @@ impl DeploymentLog {
         redactor: Redactor,
     ) -> io::Result<Self> {
         fs::create_dir_all(logs_dir)?;
+        // 0600: what services print may be nobody else's business (redaction catches known
+        // secrets only).
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(log_path(logs_dir, deployment_id))?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
         let (followers, _) = broadcast::channel(256);
         Ok(DeploymentLog {
             inner: Arc::new(LogInner {

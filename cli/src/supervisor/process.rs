@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -230,7 +231,13 @@ fn record_group(pids_dir: &Path, pid: u32, label: &str) -> io::Result<PathBuf> {
     fs::create_dir_all(pids_dir)?;
     let start_time = process_start_time(pid).unwrap_or_default();
     let path = pids_dir.join(pid.to_string());
-    fs::write(&path, format!("{start_time}\n{label}\n"))?;
+    let mut record = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    io::Write::write_all(&mut record, format!("{start_time}\n{label}\n").as_bytes())?;
     Ok(path)
 }
 
