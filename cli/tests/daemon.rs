@@ -14,9 +14,13 @@ use support::{Project, Up};
 const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn greeting(up: &Up) -> (u16, Value) {
+    greeting_on(up, "greeter.localhost").await
+}
+
+async fn greeting_on(up: &Up, host: &str) -> (u16, Value) {
     let response = up
-        .client("greeter.localhost")
-        .get(up.url("greeter.localhost", "/"))
+        .client(host)
+        .get(up.url(host, "/"))
         .send()
         .await
         .expect("the proxy answers");
@@ -88,4 +92,64 @@ async fn names_that_are_no_path_are_refused_clearly_and_the_stack_keeps_serving(
     assert_eq!(status, 200);
     let output = up.output();
     assert!(!output.contains("panicked"), "{output}");
+}
+
+#[tokio::test]
+async fn an_alias_never_takes_over_a_services_a_deployments_or_the_dashboards_host() {
+    let project = Project::fixture("needs-secret");
+    // Offline: the service under services/ owns its host already.
+    let refused = project.stack(&["alias", "greeter.localhost", "greeter"]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.stderr.starts_with(
+            "Error! `greeter.localhost` is the URL of the service `greeter`; an alias cannot take it over"
+        ),
+        "{}",
+        refused.stderr
+    );
+    let mut up = Up::start(&project, &["-e", "SESSION_SECRET=canary-secret-value"]);
+    up.wait_ready("greeter");
+    let id = project.live("greeter")["id"].as_str().unwrap().to_string();
+    for (host, owner) in [
+        (
+            format!("{id}.localhost"),
+            format!("the URL of the deployment `{id}`"),
+        ),
+        (
+            "GREETER".to_string(),
+            "the URL of the service `greeter`".to_string(),
+        ),
+        (
+            "stack.localhost".to_string(),
+            "reserved for stack's own dashboard".to_string(),
+        ),
+    ] {
+        let refused = project.stack(&["alias", &host, "greeter"]);
+        assert_eq!(refused.code, 1, "{host}: {}", refused.all());
+        assert!(
+            refused.stderr.contains(&owner),
+            "{host}: {}",
+            refused.stderr
+        );
+        assert!(
+            refused.stderr.contains("Nothing was changed"),
+            "{}",
+            refused.stderr
+        );
+    }
+    let state = project.state().unwrap_or_default();
+    assert!(
+        !state.contains(".localhost\""),
+        "no alias was stored: {state}"
+    );
+    // `localhost` is taken literally, and said so.
+    let said = project.stack_ok(&["alias", "localhost", "greeter"]);
+    assert!(
+        said.contains("> Success! localhost now points to greeter"),
+        "{said}"
+    );
+    let (status, _) = greeting_on(&up, "localhost").await;
+    assert_eq!(status, 200);
+    let (status, _) = greeting(&up).await;
+    assert_eq!(status, 200, "the service's own host still reaches it");
 }

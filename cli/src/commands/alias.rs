@@ -15,8 +15,9 @@ use crate::args::{AliasArgs, AliasCommand};
 use crate::control::{self, AliasChange, Applied};
 use crate::output::{self, CliError, CliResult};
 use crate::rules::{Dest, RuleFileErrors, RuleSet};
-use crate::state::aliases::{normalize_host, now_millis, plural, AliasTarget};
+use crate::state::aliases::{normalize_host, now_millis, owner_of, plural, AliasTarget, HostOwner};
 use crate::state::{Alias, State};
+use crate::supervisor::build;
 
 pub fn run(project_dir: &Path, args: AliasArgs) -> CliResult<ExitCode> {
     match (args.command, args.host, args.target, args.rules) {
@@ -45,8 +46,38 @@ fn host_arg(host: &str) -> CliResult<String> {
     })
 }
 
-fn set_rules(project_dir: &Path, host: &str, file: &Path) -> CliResult<ExitCode> {
+/// The host an alias is being set on, unless a service, a deployment or the dashboard owns it
+/// (known from `services/` and the recorded deployments; a running `stack up` checks what it
+/// runs too).
+fn free_host_arg(project_dir: &Path, host: &str) -> CliResult<String> {
     let host = host_arg(host)?;
+    let state = load(project_dir)?;
+    let discovered: Vec<String> = build::discover(project_dir, &[])
+        .map(|services| services.into_iter().map(|service| service.name).collect())
+        .unwrap_or_default();
+    let services = discovered
+        .iter()
+        .chain(state.deployments.keys())
+        .map(String::as_str);
+    let deployments = state
+        .deployments
+        .values()
+        .flat_map(|history| &history.deployments)
+        .map(|record| record.id.as_str());
+    match owner_of(&host, services, deployments) {
+        Some(owner) => Err(host_taken(&owner)),
+        None => Ok(host),
+    }
+}
+
+/// The refusal of an alias on a host something else owns.
+pub(crate) fn host_taken(owner: &HostOwner) -> CliError {
+    CliError::new(format!("{owner}; an alias cannot take it over"))
+        .hint("Pick another host name (such as `counter-demo.localhost`). Nothing was changed.")
+}
+
+fn set_rules(project_dir: &Path, host: &str, file: &Path) -> CliResult<ExitCode> {
+    let host = free_host_arg(project_dir, host)?;
     let name = file.display().to_string();
     let text = match fs::read_to_string(project_dir.join(file)) {
         Ok(text) => text,
@@ -96,7 +127,7 @@ fn file_errors(host: &str, name: &str, errors: &RuleFileErrors) -> CliError {
 }
 
 fn set_plain(project_dir: &Path, host: &str, target: &str) -> CliResult<ExitCode> {
-    let host = host_arg(host)?;
+    let host = free_host_arg(project_dir, host)?;
     match Dest::parse(target) {
         Ok(Dest::Local(_)) => {}
         Ok(_) => {

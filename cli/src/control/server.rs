@@ -138,7 +138,7 @@ fn daemon_error(error: DaemonError) -> Response<Body> {
         DaemonError::UnknownTarget { .. } | DaemonError::UnknownDeployment { .. } => {
             StatusCode::NOT_FOUND
         }
-        DaemonError::LiveDeployment { .. } => StatusCode::CONFLICT,
+        DaemonError::LiveDeployment { .. } | DaemonError::HostTaken(_) => StatusCode::CONFLICT,
         DaemonError::UnresolvedAlias(_) => StatusCode::UNPROCESSABLE_ENTITY,
         DaemonError::Supervisor(failure)
         | DaemonError::Rollback(RollbackError::Supervisor(failure)) => match failure {

@@ -59,6 +59,9 @@ impl Aliases {
         let mut candidate = aliases.clone();
         match change {
             AliasChange::Set { host, alias } => {
+                if let Some(owner) = routes::owner(snapshot, host) {
+                    return Err(DaemonError::HostTaken(owner));
+                }
                 candidate.insert(host.clone(), alias.clone());
             }
             AliasChange::Remove { host } => {

@@ -45,6 +45,7 @@ use crate::control::api::{
     RollbackAnswer, RollbackRequest, ScaleAnswer, ScaleRequest,
 };
 use crate::redis::managed::RedisStatus;
+use crate::state::aliases::HostOwner;
 use crate::state::{deployments, State, StateError, Store};
 use crate::supervisor::logs::{self, LogLine};
 use crate::supervisor::{Supervisor, SupervisorError};
@@ -123,6 +124,8 @@ pub enum DaemonError {
     LiveDeployment { id: String, service: String },
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     UnresolvedAlias(Vec<UnresolvedDest>),
+    #[error("{0}; an alias cannot take it over")]
+    HostTaken(HostOwner),
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
     #[error(transparent)]
@@ -142,6 +145,7 @@ impl DaemonError {
             DaemonError::LiveDeployment { id, .. } => {
                 format!("Stop it first with `stack scale {id} 0`, then run `stack rm {id}` again.")
             }
+            DaemonError::HostTaken(_) => "Pick another host name (such as `counter-demo.localhost`). Nothing was changed.".into(),
             DaemonError::UnresolvedAlias(_) => "Point each `dest` at a running service or deployment, an alias, or a URL. Nothing was changed.".into(),
             DaemonError::Supervisor(error) => return supervisor_hint(error),
             DaemonError::Rollback(error) => error.hint(),

@@ -13,7 +13,7 @@ use http::StatusCode;
 
 use crate::proxy::{self, HostRoute, RoutingTable, Target};
 use crate::rules::Dest;
-use crate::state::aliases::{Alias, AliasTarget};
+use crate::state::aliases::{owner_of, Alias, AliasTarget, HostOwner};
 use crate::supervisor::{DeploymentState, LiveDeployment, Snapshot};
 
 /// A `dest` that names nothing, for the error of `stack alias` against a running stack.
@@ -63,6 +63,14 @@ pub fn build(snapshot: &Snapshot, aliases: &BTreeMap<String, Alias>) -> Routes {
         aliases,
     };
     for (host, alias) in aliases {
+        // An alias recorded before its host was a service's or a deployment's URL (offline)
+        // never takes that URL over.
+        if let Some(owner) = owner(snapshot, host) {
+            built
+                .notes
+                .push(format!("alias `{host}` is not served: {owner}"));
+            continue;
+        }
         let rules = match alias.rule_set() {
             Ok(rules) => Arc::new(rules),
             Err(errors) => {
@@ -103,6 +111,18 @@ pub fn build(snapshot: &Snapshot, aliases: &BTreeMap<String, Alias>) -> Routes {
     }
     built.table = table;
     built
+}
+
+/// What owns `host` among the running services and deployments (and the reserved host).
+pub fn owner(snapshot: &Snapshot, host: &str) -> Option<HostOwner> {
+    let deployments = &snapshot.deployments;
+    owner_of(
+        host,
+        deployments
+            .iter()
+            .map(|running| running.spec.service.as_str()),
+        deployments.iter().map(|running| running.spec.id.as_str()),
+    )
 }
 
 /// A deployment as a proxy target: its ready instances, or 503 when it crashed.

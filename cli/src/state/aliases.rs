@@ -87,8 +87,49 @@ pub enum HostError {
     Invalid(String),
 }
 
+/// The host the dashboard will answer on: no project can alias it.
+pub const RESERVED_HOST: &str = "stack.localhost";
+
+/// What owns a host name already, so no alias may take it over.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostOwner {
+    #[error("`{RESERVED_HOST}` is reserved for stack's own dashboard")]
+    Reserved,
+    #[error("`{host}` is the URL of the service `{service}`")]
+    Service { host: String, service: String },
+    #[error("`{host}` is the URL of the deployment `{deployment}`")]
+    Deployment { host: String, deployment: String },
+}
+
+/// Who owns `host` (a normalised alias host) among the reserved host, the `services` and the
+/// `deployments` (ids) of the project, if anyone.
+pub fn owner_of<'a>(
+    host: &str,
+    services: impl IntoIterator<Item = &'a str>,
+    deployments: impl IntoIterator<Item = &'a str>,
+) -> Option<HostOwner> {
+    if host == RESERVED_HOST {
+        return Some(HostOwner::Reserved);
+    }
+    let label = host.strip_suffix(".localhost")?;
+    if let Some(service) = services.into_iter().find(|service| *service == label) {
+        return Some(HostOwner::Service {
+            host: host.into(),
+            service: service.into(),
+        });
+    }
+    deployments
+        .into_iter()
+        .find(|deployment| *deployment == label)
+        .map(|deployment| HostOwner::Deployment {
+            host: host.into(),
+            deployment: deployment.into(),
+        })
+}
+
 /// The key an alias is stored under: lower case, and a single label gets `.localhost`
-/// (`counter-demo` is `counter-demo.localhost`, as now made `my-app` into `my-app.now.sh`).
+/// (`counter-demo` is `counter-demo.localhost`, as now made `my-app` into `my-app.now.sh`),
+/// except `localhost` itself, which is taken literally.
 pub fn normalize_host(host: &str) -> Result<String, HostError> {
     if host.contains("://") {
         return Err(HostError::Url(host.into()));
@@ -111,7 +152,7 @@ pub fn normalize_host(host: &str) -> Result<String, HostError> {
     if !valid {
         return Err(HostError::Invalid(host));
     }
-    Ok(if host.contains('.') {
+    Ok(if host.contains('.') || host == "localhost" {
         host
     } else {
         format!("{host}.localhost")
@@ -133,6 +174,7 @@ mod tests {
             Ok("counter-demo.localhost")
         );
         assert_eq!(normalize_host("a.test.").as_deref(), Ok("a.test"));
+        assert_eq!(normalize_host("LocalHost").as_deref(), Ok("localhost"));
         assert!(matches!(
             normalize_host("http://a.localhost"),
             Err(HostError::Url(_))
@@ -154,6 +196,28 @@ mod tests {
                 matches!(normalize_host(bad), Err(HostError::Invalid(_))),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn a_service_a_deployment_or_the_dashboard_own_their_hosts() {
+        let owner = |host| owner_of(host, ["writer"], ["writer-abcdefghij"]);
+        assert_eq!(owner("stack.localhost"), Some(HostOwner::Reserved));
+        assert!(matches!(
+            owner("writer.localhost"),
+            Some(HostOwner::Service { .. })
+        ));
+        assert!(matches!(
+            owner("writer-abcdefghij.localhost"),
+            Some(HostOwner::Deployment { .. })
+        ));
+        for free in [
+            "counter-demo.localhost",
+            "writer.test",
+            "localhost",
+            "a.writer.localhost",
+        ] {
+            assert_eq!(owner(free), None, "{free}");
         }
     }
 
