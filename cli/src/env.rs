@@ -32,6 +32,36 @@ pub enum EnvError {
     UnclosedQuote { place: Place, key: String },
     #[error("{place}: unexpected text after the quoted value of `{key}`")]
     TrailingText { place: Place, key: String },
+    #[error("{place}: the value of `{key}` holds a NUL byte, which no process can receive in its environment")]
+    NulByte { place: Place, key: String },
+    #[error("{place}: `{key}=...` is {kib} KiB; a process receives at most 128 KiB per variable (Linux's MAX_ARG_STRLEN)")]
+    TooLong {
+        place: Place,
+        key: String,
+        kib: usize,
+    },
+}
+
+/// The longest `KEY=VALUE` (with its terminating NUL) Linux passes to a process.
+const MAX_VARIABLE: usize = 128 * 1024;
+
+/// A value every process can receive: no NUL byte, not longer than the kernel passes.
+fn check_value(key: &str, value: &str, place: Place) -> Result<(), EnvError> {
+    if value.contains('\0') {
+        return Err(EnvError::NulByte {
+            place,
+            key: key.into(),
+        });
+    }
+    let size = key.len() + 1 + value.len() + 1;
+    if size > MAX_VARIABLE {
+        return Err(EnvError::TooLong {
+            place,
+            key: key.into(),
+            kib: size.div_ceil(1024),
+        });
+    }
+    Ok(())
 }
 
 /// Where an error is: `file:line:column`, or `-e #n` for the nth command-line pair.
@@ -98,6 +128,8 @@ pub fn read_dotenv(path: &Path) -> Result<Pairs, EnvErrors> {
 /// single quotes (literal) or double quotes (`\n`, `\"`, `\\` escapes, may span lines), and
 /// unquoted values with a trailing ` # comment` removed.
 pub fn parse_dotenv(path: &Path, text: &str) -> Result<Pairs, EnvErrors> {
+    // Editors on Windows start UTF-8 files with a byte-order mark; it is no part of a key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text.lines().collect();
     let mut pairs = Pairs::new();
     let mut errors = Vec::new();
@@ -170,14 +202,21 @@ pub fn parse_dotenv(path: &Path, text: &str) -> Result<Pairs, EnvErrors> {
                 } else {
                     inner.to_string()
                 };
-                pairs.push((key.to_string(), value));
+                match check_value(key, &value, place(value_column)) {
+                    Ok(()) => pairs.push((key.to_string(), value)),
+                    Err(error) => errors.push(error),
+                }
             }
             _ => {
                 let value = match value_text.find(" #") {
                     Some(comment) => &value_text[..comment],
                     None => value_text,
                 };
-                pairs.push((key.to_string(), value.trim_end().to_string()));
+                let value = value.trim_end();
+                match check_value(key, value, place(value_column)) {
+                    Ok(()) => pairs.push((key.to_string(), value.to_string())),
+                    Err(error) => errors.push(error),
+                }
             }
         }
     }
@@ -200,7 +239,7 @@ pub fn parse_assignments(arguments: &[String]) -> Result<Pairs, EnvErrors> {
             errors.push(EnvError::MissingEquals { place });
             continue;
         };
-        match check_key(key, place) {
+        match check_key(key, place.clone()).and_then(|()| check_value(key, value, place)) {
             Ok(()) => pairs.push((key.to_string(), value.to_string())),
             Err(error) => errors.push(error),
         }

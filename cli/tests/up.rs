@@ -594,6 +594,41 @@ fn a_bad_env_line_names_the_line_hides_the_value_and_starts_nothing() {
 }
 
 #[test]
+fn values_no_process_can_receive_are_refused_at_their_place_and_a_bom_is_no_part_of_a_key() {
+    require_tools();
+    let project = Project::fixture("node-pair");
+    let long = "x".repeat(200 * 1024);
+    fs::write(
+        project.path().join(".env"),
+        "\u{feff}SESSION_SECRET=canary-bom-1\nNUL=\"canary\u{0}nul\"\nBIG=".to_string()
+            + &long
+            + "\n",
+    )
+    .unwrap();
+    let output = project.stack(&["up", "--dotenv", "--port", "0"]);
+    assert_eq!(output.code, 1, "{}", output.all());
+    let text = output.all();
+    assert!(
+        text.contains(".env:2:5: the value of `NUL` holds a NUL byte"),
+        "{text}"
+    );
+    assert!(
+        text.contains(".env:3:5: `BIG=...` is 201 KiB; a process receives at most 128 KiB"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("SESSION_SECRET"),
+        "the BOM was taken as part of a key:\n{text}"
+    );
+    assert!(
+        !text.contains("canary") && !text.contains("xxxx"),
+        "a value was printed:\n{text}"
+    );
+    assert!(text.contains("Nothing was started"), "{text}");
+    assert!(!project.path().join(".stack/logs").exists());
+}
+
+#[test]
 fn without_redis_server_on_path_up_says_how_to_install_it() {
     require_tools();
     let project = Project::fixture("node-pair");
