@@ -153,3 +153,29 @@ async fn an_alias_never_takes_over_a_services_a_deployments_or_the_dashboards_ho
     let (status, _) = greeting(&up).await;
     assert_eq!(status, 200, "the service's own host still reaches it");
 }
+
+#[test]
+fn a_secret_where_a_long_line_is_cut_is_masked_in_the_log_and_on_the_terminal() {
+    let project = Project::fixture("needs-secret");
+    let secret = "canary-secret-value-0123456789";
+    let mut up = Up::start(
+        &project,
+        &[
+            "--no-watch",
+            "-e",
+            &format!("SESSION_SECRET={secret}"),
+            "-e",
+            "PRINT_LONG_LINE=65526",
+        ],
+    );
+    up.wait_ready("greeter");
+    up.wait_for("***", DEADLINE);
+    let id = project.live("greeter")["id"].as_str().unwrap().to_string();
+    let log = fs::read_to_string(project.path().join(format!(".stack/logs/{id}.log"))).unwrap();
+    let output = up.output();
+    for (name, text) in [("the log file", &log), ("the terminal", &output)] {
+        for piece in [secret, &secret[..15], &secret[15..]] {
+            assert!(!text.contains(piece), "{name} holds `{piece}`");
+        }
+    }
+}

@@ -81,6 +81,34 @@ impl Redactor {
         }
     }
 
+    /// Where to cut `bytes`, a piece of output longer than a line may be, so that no secret
+    /// is split between the two pieces: the rest (shorter than the longest secret, or the
+    /// secret that would straddle the cut) is held back for the next piece. Also never cuts a
+    /// UTF-8 character in two. `bytes.len()` when nothing needs holding back.
+    pub fn safe_cut(&self, bytes: &[u8]) -> usize {
+        let Some(longest) = self.secrets.first().map(String::len) else {
+            return bytes.len();
+        };
+        let mut cut = bytes.len().saturating_sub(longest - 1);
+        // A secret that starts before the cut and ends after it moves the cut to its start.
+        while let Some(start) = self.secrets.iter().find_map(|secret| {
+            let secret = secret.as_bytes();
+            (cut.saturating_sub(secret.len() - 1)..cut)
+                .find(|&start| bytes[start..].starts_with(secret))
+        }) {
+            cut = start;
+        }
+        while cut > 0 && cut < bytes.len() && (bytes[cut] & 0b1100_0000) == 0b1000_0000 {
+            cut -= 1;
+        }
+        // A piece that is all held back (a secret longer than a line) goes out whole.
+        if cut == 0 {
+            bytes.len()
+        } else {
+            cut
+        }
+    }
+
     pub fn redact(&self, text: &str) -> String {
         let mut text = text.to_string();
         for secret in self.secrets.iter() {
@@ -208,16 +236,23 @@ impl DeploymentLog {
     pub async fn pump(self, source: String, reader: impl AsyncRead + Unpin) {
         let mut lines = BufReader::new(reader);
         let mut buffer = Vec::new();
+        // What a cut line held back, so a secret is never split across two lines.
+        let mut carried = Vec::new();
         loop {
             buffer.clear();
+            buffer.append(&mut carried);
             // A line is cut at MAX_LINE bytes, so output without newlines cannot grow memory.
             match (&mut lines)
                 .take(MAX_LINE)
                 .read_until(b'\n', &mut buffer)
                 .await
             {
-                Ok(0) => break,
-                Ok(_) => {
+                Ok(0) if buffer.is_empty() => break,
+                Ok(read) => {
+                    if read > 0 && !buffer.ends_with(b"\n") {
+                        let cut = self.inner.redactor.safe_cut(&buffer);
+                        carried = buffer.split_off(cut);
+                    }
                     let text = String::from_utf8_lossy(&buffer);
                     self.push(&source, text.trim_end_matches(['\n', '\r']));
                 }
@@ -302,5 +337,53 @@ mod tests {
         assert_eq!(log.recent(5, Some("writer.1")).len(), 1);
         let file = fs::read_to_string(log_path(dir.path(), "writer-abcdefghij")).unwrap();
         assert!(!file.contains("canary"));
+    }
+
+    #[tokio::test]
+    async fn a_secret_is_masked_where_a_long_line_is_cut() {
+        let secret = "canary-secret-value-0123456789";
+        for padding in [
+            65_526,
+            MAX_LINE as usize - 10,
+            MAX_LINE as usize - secret.len(),
+            10,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let redactor = Redactor::new([secret.to_string(), "other-secret".to_string()]);
+            let log = DeploymentLog::open(dir.path(), "web-abcdefghij", None, redactor).unwrap();
+            let output = format!("{}{secret} and é after\n", "x".repeat(padding));
+            log.clone().pump("web.0".into(), output.as_bytes()).await;
+            let stored = read_stored(dir.path(), "web-abcdefghij", 10, 0).unwrap();
+            let joined: String = stored.iter().map(|line| line.text.as_str()).collect();
+            assert_eq!(joined, format!("{}*** and é after", "x".repeat(padding)));
+            for line in &stored {
+                assert!(line.text.len() <= MAX_LINE as usize, "{}", line.text.len());
+                for half in [&secret[..15], &secret[15..]] {
+                    assert!(
+                        !line.text.contains(half),
+                        "padding {padding}: half a secret"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cut_never_splits_a_secret_or_a_character() {
+        let redactor = Redactor::new(["0123456789".to_string()]);
+        let cut = |text: &str| redactor.safe_cut(text.as_bytes());
+        assert_eq!(
+            cut("aaaaaaaaaaaaaaaaaaaa"),
+            11,
+            "the last 9 bytes may start a secret"
+        );
+        assert_eq!(
+            cut("aaaaaaaaaaaa0123456789"),
+            12,
+            "a whole secret moves with the rest"
+        );
+        let accented = format!("{}é{}", "a".repeat(11), "a".repeat(8));
+        assert_eq!(cut(&accented), 11, "never inside a character");
+        assert_eq!(Redactor::default().safe_cut(b"abc"), 3);
     }
 }
