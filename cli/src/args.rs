@@ -70,6 +70,12 @@ pub struct UpArgs {
     /// How many deployments' artifacts to keep per service.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub keep: usize,
+    /// How long an instance gets to accept connections (or pass its health check).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = crate::duration::parse_arg)]
+    pub ready_timeout: std::time::Duration,
+    /// The most instances `stack scale` may run of one deployment.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_instances: usize,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 //! - [`control`]: the HTTP+JSON API on `.stack/stack.sock` that `stack up` serves and other commands call.
 //! - [`daemon`]: the running `stack up`: one handle that owns the supervisor, the proxy's routing,
 //!   the aliases, the Redis in use and the state; its start and its ordered shutdown.
+//! - [`duration`]: durations as people write them (`500ms`, `1h30m`).
 //! - [`env`]: `.env` files and `-e` pairs, checked and merged; never prints a value.
 //! - [`export`]: an alias rendered as a production config (nginx), checked with `nginx -t`.
 //! - [`init`]: the embedded project templates, written by `stack init`; the `.env` git check.
@@ -23,6 +24,7 @@ pub mod args;
 pub mod commands;
 pub mod control;
 pub mod daemon;
+pub mod duration;
 pub mod env;
 pub mod export;
 pub mod init;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use crate::args::LogsArgs;
 use crate::control::api::{LogsQuery, DEFAULT_LOG_LINES};
 use crate::control::{Client, ControlError};
+use crate::duration;
 use crate::output::{self, CliError, CliResult};
 use crate::state::State;
 use crate::supervisor::logs::{self, LogLine};
@@ -121,8 +122,8 @@ fn print_line(line: &LogLine) {
 /// `2026-11-28 11:00:00.250+01:00`).
 fn parse_since(text: &str, now_ms: u64) -> CliResult<u64> {
     let trimmed = text.trim();
-    if let Some(back) = duration_ms(trimmed) {
-        return Ok(now_ms.saturating_sub(back));
+    if let Some(back) = duration::parse(trimmed) {
+        return Ok(now_ms.saturating_sub(u64::try_from(back.as_millis()).unwrap_or(u64::MAX)));
     }
     rfc3339_ms(trimmed).ok_or_else(|| {
         CliError::new(format!(
@@ -130,36 +131,6 @@ fn parse_since(text: &str, now_ms: u64) -> CliResult<u64> {
         ))
         .hint("Use a duration back from now (`90s`, `10m`, `1h30m`, `2d`) or a time such as `2026-11-28T10:00:00Z`.")
     })
-}
-
-/// One or more number-unit pairs (`ms`, `s`, `m`, `h`, `d`): `90s`, `1h30m`.
-fn duration_ms(text: &str) -> Option<u64> {
-    if text.is_empty() {
-        return None;
-    }
-    let mut total = 0u64;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let number: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit_ms = match &rest[..unit] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return None,
-        };
-        total = total.checked_add(number.checked_mul(unit_ms)?)?;
-        rest = &rest[unit..];
-    }
-    Some(total)
 }
 
 /// An RFC 3339 time as milliseconds since the Unix epoch (the session crate's parser, which

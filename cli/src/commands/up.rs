@@ -25,6 +25,8 @@ pub fn run(cwd: &Path, args: UpArgs) -> CliResult<ExitCode> {
         release: args.release,
         watch: !args.no_watch,
         keep: args.keep,
+        ready_timeout: args.ready_timeout,
+        max_instances: args.max_instances,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

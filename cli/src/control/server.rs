@@ -139,6 +139,7 @@ fn daemon_error(error: DaemonError) -> Response<Body> {
             StatusCode::NOT_FOUND
         }
         DaemonError::LiveDeployment { .. } | DaemonError::HostTaken(_) => StatusCode::CONFLICT,
+        DaemonError::TooManyInstances { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         DaemonError::UnresolvedAlias(_) => StatusCode::UNPROCESSABLE_ENTITY,
         DaemonError::Supervisor(failure)
         | DaemonError::Rollback(RollbackError::Supervisor(failure)) => match failure {

@@ -73,6 +73,10 @@ pub struct DaemonConfig {
     pub watch: bool,
     /// Deployment artifacts kept per service.
     pub keep: usize,
+    /// How long an instance gets to become ready.
+    pub ready_timeout: Duration,
+    /// The most instances a scale may ask of one deployment.
+    pub max_instances: usize,
 }
 
 /// The running stack; clone it freely.
@@ -109,6 +113,7 @@ pub struct Live {
     /// The managed Redis's state, when stack manages it.
     pub redis: Option<watch::Receiver<RedisStatus>>,
     pub ready_timeout: Duration,
+    pub max_instances: usize,
 }
 
 /// Why a call was refused, with what to do about it.
@@ -120,6 +125,8 @@ pub enum DaemonError {
     UnknownTarget { target: String },
     #[error("no deployment `{id}`")]
     UnknownDeployment { id: String },
+    #[error("{asked} instances is more than the {cap} a deployment may run")]
+    TooManyInstances { asked: usize, cap: usize },
     #[error("`{id}` is the current deployment of `{service}` and is running")]
     LiveDeployment { id: String, service: String },
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
@@ -145,6 +152,9 @@ impl DaemonError {
             DaemonError::LiveDeployment { id, .. } => {
                 format!("Stop it first with `stack scale {id} 0`, then run `stack rm {id}` again.")
             }
+            DaemonError::TooManyInstances { cap, .. } => format!(
+                "Ask for {cap} or fewer, or start `stack up --max-instances N`. Nothing was started."
+            ),
             DaemonError::HostTaken(_) => "Pick another host name (such as `counter-demo.localhost`). Nothing was changed.".into(),
             DaemonError::UnresolvedAlias(_) => "Point each `dest` at a running service or deployment, an alias, or a URL. Nothing was changed.".into(),
             DaemonError::Supervisor(error) => return supervisor_hint(error),
@@ -316,6 +326,12 @@ impl Daemon {
             .iter()
             .any(|(service, _)| *service == target);
         let live = match self.live() {
+            Ok(live) if request.instances > live.max_instances => {
+                return Err(DaemonError::TooManyInstances {
+                    asked: request.instances,
+                    cap: live.max_instances,
+                })
+            }
             Ok(live) => live,
             Err(starting) if !being_built => return Err(starting),
             Err(_) => {
@@ -332,6 +348,11 @@ impl Daemon {
                 }
             }
         };
+        let before = live
+            .supervisor
+            .snapshot()
+            .resolve(&target)
+            .map_or(0, |running| running.wanted);
         let deployment = live.supervisor.scale(&target, request.instances).await?;
         if let Some(running) = live.supervisor.snapshot().resolve(&deployment) {
             let service = running.spec.service.clone();
@@ -343,9 +364,13 @@ impl Daemon {
                 tracing::warn!(%error, "cannot record the scale");
             }
         }
-        live.supervisor
-            .wait_ready(&deployment, live.ready_timeout)
-            .await?;
+        // Only new instances are waited for: a scale-down answers at once, whatever the
+        // remaining ones are doing.
+        if request.instances > before {
+            live.supervisor
+                .wait_ready(&deployment, live.ready_timeout)
+                .await?;
+        }
         let ready = live
             .supervisor
             .snapshot()

@@ -201,7 +201,7 @@ impl Daemon {
             env: service_env.vars,
             redactor,
             grace: supervisor::DEFAULT_GRACE,
-            ready_timeout: supervisor::DEFAULT_READY_TIMEOUT,
+            ready_timeout: config.ready_timeout,
             echo_logs: true,
             shutdown: root.child_token(),
         });
@@ -222,7 +222,8 @@ impl Daemon {
             proxy_port,
             redis_url,
             redis: redis.as_ref().map(ManagedRedis::subscribe),
-            ready_timeout: supervisor::DEFAULT_READY_TIMEOUT,
+            ready_timeout: config.ready_timeout,
+            max_instances: config.max_instances,
         });
         daemon.run(live.clone());
         drop(first_build);
@@ -233,13 +234,7 @@ impl Daemon {
             if supervisor.deploy(spec, instances).await.is_err() {
                 break;
             }
-            tokio::spawn(say_when_ready(
-                supervisor.clone(),
-                id,
-                service,
-                proxy_port,
-                started,
-            ));
+            tokio::spawn(say_when_ready(live.clone(), id, service, started));
         }
         for (host, alias) in live.aliases.all() {
             output::info(format!(
@@ -436,20 +431,14 @@ fn start_proxy(
 }
 
 /// Prints `> Ready!` once a first deployment takes traffic, or why it does not.
-async fn say_when_ready(
-    supervisor: Supervisor,
-    id: String,
-    service: String,
-    proxy_port: u16,
-    started: Instant,
-) {
+async fn say_when_ready(live: Arc<Live>, id: String, service: String, started: Instant) {
     // A little longer than an instance's own readiness timeout, so its error (with the last
     // log lines) is what gets printed.
-    let timeout = supervisor::DEFAULT_READY_TIMEOUT + Duration::from_secs(2);
-    match supervisor.wait_ready(&id, timeout).await {
+    let timeout = live.ready_timeout + Duration::from_secs(2);
+    match live.supervisor.wait_ready(&id, timeout).await {
         Ok(()) => output::ready(format!(
             "{} [{:.1}s]",
-            deployment_url(&id, proxy_port),
+            deployment_url(&id, live.proxy_port),
             started.elapsed().as_secs_f64()
         )),
         Err(SupervisorError::Stopped) => {}

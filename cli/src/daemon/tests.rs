@@ -86,6 +86,7 @@ impl Served {
             redis_url: "redis://127.0.0.1:6390".into(),
             redis: None,
             ready_timeout: Duration::from_secs(1),
+            max_instances: 64,
         }));
         supervisor
     }

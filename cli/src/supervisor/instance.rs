@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::logs::DeploymentLog;
@@ -128,6 +128,8 @@ pub(super) struct InstanceTask {
     pub fixed_port: Arc<Mutex<Option<u16>>>,
     pub events: mpsc::UnboundedSender<Event>,
     pub stop: CancellationToken,
+    /// Held while the process starts: a scale to 64 starts a few at a time, not all at once.
+    pub starts: Arc<Semaphore>,
 }
 
 enum Started {
@@ -141,8 +143,14 @@ impl InstanceTask {
         let source = format!("{}.{}", self.deployment.service, self.instance.number);
         let mut failures = 0u32;
         loop {
+            let permit = tokio::select! {
+                permit = self.starts.clone().acquire_owned() => permit,
+                () = self.stop.cancelled() => return,
+            };
             let started_at = Instant::now();
-            let reason = match self.start(&source).await {
+            let started = self.start(&source).await;
+            drop(permit);
+            let reason = match started {
                 Started::Stopped => return,
                 Started::Failed(reason) => reason,
                 Started::Ready(mut child) => {
@@ -174,18 +182,21 @@ impl InstanceTask {
             }
             self.instance.set_error(Some(reason.clone()));
             if failures >= FAILURES_BEFORE_CRASHED {
+                let summary = reason.lines().next().unwrap_or_default();
                 self.log.push(
                     &source,
-                    &format!("[stack] {reason}; {failures} fast failures in a row: CRASHED, not restarting"),
+                    &format!("[stack] {summary}; {failures} fast failures in a row: CRASHED, not restarting"),
                 );
                 self.instance.crashed.store(true, Ordering::Release);
                 self.changed();
                 return;
             }
             let delay = backoff(failures);
+            // The first line only: the last lines a reason may carry are in the log already.
+            let summary = reason.lines().next().unwrap_or_default();
             self.log.push(
                 &source,
-                &format!("[stack] {reason}; restarting in {}s", delay.as_secs()),
+                &format!("[stack] {summary}; restarting in {}s", delay.as_secs()),
             );
             self.changed();
             tokio::select! {
@@ -249,18 +260,21 @@ impl InstanceTask {
             }
             None => {
                 let _ = child.stop(self.config.grace).await;
+                // The program's own lines: stack's notes about earlier attempts would nest
+                // one reason inside the next.
                 let last_lines: Vec<String> = self
                     .log
                     .recent(10, Some(source))
                     .into_iter()
+                    .filter(|line| !line.text.starts_with("[stack]"))
                     .map(|line| format!("  {}", line.text))
                     .collect();
                 let mut reason = format!(
-                    "not ready after {}s (nothing accepted connections on PORT={port})",
+                    "nothing accepted connections on PORT={port} within {}s",
                     self.config.ready_timeout.as_secs()
                 );
                 if !last_lines.is_empty() {
-                    reason.push_str("; last lines:\n");
+                    reason.push_str("\nlast lines:\n");
                     reason.push_str(&last_lines.join("\n"));
                 }
                 Started::Failed(reason)

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,8 @@ use logs::{DeploymentLog, Redactor};
 
 /// The default time a process gets between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// How many instances start at the same time; more wait for a turn.
+const CONCURRENT_STARTS: usize = 4;
 /// The default time an instance gets to accept connections.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -278,6 +280,7 @@ impl Supervisor {
             removed: Vec::new(),
             snapshot: snapshot_tx,
             events: event_tx,
+            starts: Arc::new(Semaphore::new(CONCURRENT_STARTS)),
         };
         let handle = tokio::spawn(task.run(order_rx, event_rx));
         (
@@ -434,6 +437,7 @@ struct SupervisorTask {
     removed: Vec<Slot>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     events: mpsc::UnboundedSender<Event>,
+    starts: Arc<Semaphore>,
 }
 
 impl SupervisorTask {
@@ -630,16 +634,16 @@ impl SupervisorTask {
             slot.stop.cancel();
             running.stopping.push(slot);
         }
+        // The lowest free numbers, found in one pass over the numbers in use.
+        let used: std::collections::BTreeSet<usize> = running
+            .slots
+            .iter()
+            .chain(&running.stopping)
+            .map(|slot| slot.instance.number)
+            .collect();
+        let mut free = (0..).filter(|number| !used.contains(number));
         while running.slots.len() < n_instances {
-            let number = (0..)
-                .find(|number| {
-                    !running
-                        .slots
-                        .iter()
-                        .chain(&running.stopping)
-                        .any(|slot| slot.instance.number == *number)
-                })
-                .expect("some number is free");
+            let number = free.next().expect("some number is free");
             let instance = Arc::new(Instance::new(number));
             let stop = self.config.shutdown.child_token();
             let task = InstanceTask {
@@ -650,6 +654,7 @@ impl SupervisorTask {
                 fixed_port: running.fixed_port.clone(),
                 events: self.events.clone(),
                 stop: stop.clone(),
+                starts: self.starts.clone(),
             };
             let task = tokio::spawn(task.run());
             running.slots.push(Slot {
