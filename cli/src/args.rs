@@ -73,6 +73,10 @@ pub struct UpArgs {
     /// How long an instance gets to accept connections (or pass its health check).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = crate::duration::parse_arg)]
     pub ready_timeout: std::time::Duration,
+    /// How long an instance gets to send its response headers; after that the request gets a
+    /// 504 and the instance leaves the rotation until it answers again.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = crate::duration::parse_arg)]
+    pub upstream_timeout: std::time::Duration,
     /// The most instances `stack scale` may run of one deployment.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_instances: usize,

@@ -152,3 +152,69 @@ fn wait_for_processes(project: &Project, service: &str, n: usize) {
         processes_of(project.path(), service) >= n
     });
 }
+
+#[tokio::test]
+async fn a_hung_instance_leaves_the_rotation_after_one_timeout_and_comes_back_when_it_answers() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    require("redis-server");
+    let project = Project::fixture("scaling");
+    let mut up = Up::start(&project, &["web", "--no-watch", "--upstream-timeout", "2s"]);
+    up.wait_ready("web");
+    project.stack_ok(&["scale", "web", "2"]);
+    let live = project.live("web");
+    let pids: Vec<i32> = live["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|instance| instance["pid"].as_i64().unwrap() as i32)
+        .collect();
+    let client = up.client("web.localhost");
+    let url = up.url("web.localhost", "/");
+    let answer = |client: reqwest::Client, url: String| async move {
+        match client.get(&url).send().await {
+            Ok(response) => (response.status().as_u16(), response.text().await.unwrap()),
+            Err(error) => panic!("the proxy did not answer: {error}"),
+        }
+    };
+    // `npm start` runs node under npm: stop the whole group, as a hung process would be.
+    kill(Pid::from_raw(-pids[1]), Signal::SIGSTOP).unwrap();
+    let stopped = Instant::now();
+    let mut failed = 0;
+    let mut first_good_streak = None;
+    for n in 0..20 {
+        let (status, body) = answer(client.clone(), url.clone()).await;
+        if status == 504 {
+            failed += 1;
+        } else {
+            assert_eq!(status, 200, "{body}");
+            if n >= 2 {
+                first_good_streak.get_or_insert(stopped.elapsed());
+            }
+        }
+    }
+    let left_after = first_good_streak.expect("requests answered once it left");
+    assert_eq!(
+        failed, 1,
+        "only the request that met the hung instance fails"
+    );
+    up.wait_for(
+        "did not answer the proxy in time: out of rotation",
+        DEADLINE,
+    );
+    let listed = project.live("web");
+    assert_eq!(listed["ready"], 1, "{listed}");
+    assert_eq!(listed["instances"][1]["state"], "UNRESPONSIVE", "{listed}");
+
+    kill(Pid::from_raw(-pids[1]), Signal::SIGCONT).unwrap();
+    up.wait_for("answers again: back in rotation", DEADLINE);
+    assert_eq!(project.live("web")["ready"], 2);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let (status, body) = answer(client.clone(), url.clone()).await;
+        assert_eq!(status, 200);
+        seen.insert(body);
+    }
+    assert_eq!(seen.len(), 2, "both instances answer again: {seen:?}");
+    println!("a SIGSTOPped instance left the rotation {left_after:?} after the stop, {failed} request failed");
+}

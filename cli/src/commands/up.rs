@@ -26,6 +26,7 @@ pub fn run(cwd: &Path, args: UpArgs) -> CliResult<ExitCode> {
         watch: !args.no_watch,
         keep: args.keep,
         ready_timeout: args.ready_timeout,
+        upstream_timeout: args.upstream_timeout,
         max_instances: args.max_instances,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -224,6 +224,8 @@ pub struct ErrorBody {
 pub enum InstanceState {
     Starting,
     Ready,
+    /// Running, but out of rotation: it did not answer the proxy in time.
+    Unresponsive,
     Draining,
     Crashed,
 }
@@ -267,6 +269,8 @@ impl DeploymentStatus {
                     InstanceState::Crashed
                 } else if instance.draining.load(Ordering::Acquire) {
                     InstanceState::Draining
+                } else if instance.unresponsive.load(Ordering::Acquire) {
+                    InstanceState::Unresponsive
                 } else if instance.ready.load(Ordering::Acquire) {
                     InstanceState::Ready
                 } else {

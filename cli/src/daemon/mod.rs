@@ -75,6 +75,8 @@ pub struct DaemonConfig {
     pub keep: usize,
     /// How long an instance gets to become ready.
     pub ready_timeout: Duration,
+    /// How long an instance gets to send response headers (the proxy's response timeout).
+    pub upstream_timeout: Duration,
     /// The most instances a scale may ask of one deployment.
     pub max_instances: usize,
 }

@@ -209,7 +209,8 @@ impl Daemon {
         // Routing: rebuilt whole after every change of the supervisor or of the aliases.
         let routing = Routing::new(RoutingTable::new());
         let aliases = Arc::new(Aliases::new(state.aliases, routing.clone()));
-        let proxy_task = start_proxy(listener, routing, root.child_token())?;
+        let proxy_config = proxy::ProxyConfig::with_response_timeout(config.upstream_timeout);
+        let proxy_task = start_proxy(listener, routing, proxy_config, root.child_token())?;
         output::info(format!("Proxy listening on http://127.0.0.1:{proxy_port}"));
         let routes_task = tokio::spawn(aliases::follow(
             aliases.clone(),
@@ -411,6 +412,7 @@ impl FirstBuild<'_> {
 fn start_proxy(
     listener: TcpListener,
     routing: Routing,
+    config: proxy::ProxyConfig,
     shutdown: CancellationToken,
 ) -> CliResult<JoinHandle<()>> {
     let listener = listener
@@ -418,13 +420,7 @@ fn start_proxy(
         .map_err(|error| CliError::new(format!("cannot hand the proxy its socket: {error}")))?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     Ok(tokio::task::spawn_blocking(move || {
-        if let Err(error) = proxy::run_on_threads(
-            listener,
-            routing,
-            proxy::ProxyConfig::default(),
-            threads,
-            shutdown,
-        ) {
+        if let Err(error) = proxy::run_on_threads(listener, routing, config, threads, shutdown) {
             tracing::error!(%error, "the proxy stopped");
         }
     }))

@@ -42,6 +42,21 @@ pub struct ProxyConfig {
     pub pool_idle_timeout: Duration,
 }
 
+impl ProxyConfig {
+    /// The defaults with another response timeout, the idle timeout kept above it.
+    pub fn with_response_timeout(response_timeout: Duration) -> Self {
+        let defaults = Self::default();
+        let idle_timeout = defaults
+            .idle_timeout
+            .max(response_timeout + defaults.starting_wait + Duration::from_secs(5));
+        Self {
+            response_timeout,
+            idle_timeout,
+            ..defaults
+        }
+    }
+}
+
 impl Default for ProxyConfig {
     fn default() -> Self {
         Self {

@@ -246,7 +246,8 @@ impl Deployment {
 /// two counters below are only meaningful on the instance the proxy actually used.
 ///
 /// - **out of rotation** ([`Backend::is_out_of_rotation`]): set by the proxy when a connect
-///   to this instance fails (nothing was sent). The proxy then skips it while another instance
+///   to this instance fails (nothing was sent), or when it sent no response head within the
+///   response timeout (it hangs). The proxy then skips it while another instance
 ///   is in rotation. The supervisor calls [`Backend::put_back_in_rotation`] when its
 ///   readiness check passes again; the proxy also clears it itself when a later last-resort
 ///   request to it gets a response.

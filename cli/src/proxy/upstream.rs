@@ -176,13 +176,16 @@ pub async fn send_to_deployment(
                     &failure.error,
                 )))
             }
-            // The watchdog ended the wait: no response head within the response timeout.
+            // The watchdog ended the wait: no response head within the response timeout. A
+            // hung instance (stopped, deadlocked) would take every other request the same
+            // way: out of rotation until it answers again (the supervisor probes it).
             Err(()) => {
+                instance.take_out_of_rotation();
                 tracing::warn!(
                     deployment = %deployment.id,
                     instance = instance.number,
                     timeout_ms = config.response_timeout.as_millis() as u64,
-                    "instance sent no response headers in time"
+                    "instance sent no response headers in time; out of rotation until it answers"
                 );
                 return Err(SendError::Failed(ProxyError::GatewayTimeout(
                     deployment.id.clone(),

@@ -23,6 +23,11 @@ const FAILURES_BEFORE_CRASHED: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// After this long without an answer on `PORT`, look for a port of the program's own choosing.
 const DETECT_AFTER: Duration = Duration::from_millis(300);
+/// How often a ready instance is checked for having left the proxy's rotation, and probed
+/// while it is out.
+const ROTATION_CHECK: Duration = Duration::from_millis(500);
+/// How long a probe of an instance out of rotation waits for a response head.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the proxy and `stack ls` see of an instance. Shared: the instance task writes, the
 /// routing table and the proxy read (the proxy counts its in-flight requests in `upstream`).
@@ -37,6 +42,9 @@ pub struct Instance {
     pub draining: AtomicBool,
     /// Gave up after five fast failures.
     pub crashed: AtomicBool,
+    /// Ready, but out of the proxy's rotation: it refused a connection or sent no response
+    /// in time. Probed until it answers again.
+    pub unresponsive: AtomicBool,
     pub restarts: AtomicU32,
     /// What the proxy balances over while this process is ready: one per process (a restart
     /// gets a new one), so its in-flight count is the one used for draining.
@@ -67,6 +75,7 @@ impl Instance {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
+            unresponsive: AtomicBool::new(false),
             restarts: AtomicU32::new(0),
             upstream: Mutex::new(None),
             last_error: Mutex::new(None),
@@ -159,19 +168,24 @@ impl InstanceTask {
                     self.instance.ready.store(true, Ordering::Release);
                     self.instance.set_error(None);
                     self.changed();
-                    tokio::select! {
-                        status = child.wait() => match status {
-                            Ok(status) => format!("exited ({status})"),
-                            Err(error) => format!("could not be waited on: {error}"),
-                        },
-                        () = self.stop.cancelled() => {
-                            self.drain_and_stop(*child).await;
-                            return;
+                    let mut rotation = tokio::time::interval(ROTATION_CHECK);
+                    loop {
+                        tokio::select! {
+                            status = child.wait() => break match status {
+                                Ok(status) => format!("exited ({status})"),
+                                Err(error) => format!("could not be waited on: {error}"),
+                            },
+                            () = self.stop.cancelled() => {
+                                self.drain_and_stop(*child).await;
+                                return;
+                            }
+                            _ = rotation.tick() => self.check_rotation(&source).await,
                         }
                     }
                 }
             };
             self.instance.ready.store(false, Ordering::Release);
+            self.instance.unresponsive.store(false, Ordering::Release);
             self.instance.set_upstream(None);
             self.instance.port.store(0, Ordering::Release);
             self.instance.pid.store(0, Ordering::Release);
@@ -336,24 +350,53 @@ impl InstanceTask {
         let Some(path) = &self.deployment.health else {
             return true;
         };
-        let check = async {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-            let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nUser-Agent: stack-health\r\n\r\n"
-            );
-            stream.write_all(request.as_bytes()).await.ok()?;
-            let mut head = [0u8; 16];
-            let read = stream.read(&mut head).await.ok()?;
-            // `HTTP/1.1 200 ...`: the status is the 3 digits after the first space.
-            let text = std::str::from_utf8(&head[..read]).ok()?;
-            let status: u16 = text.split(' ').nth(1)?.get(..3)?.parse().ok()?;
-            Some((200..400).contains(&status))
-        };
-        tokio::time::timeout(Duration::from_secs(2), check)
+        http_status(port, path, Duration::from_secs(2))
             .await
-            .ok()
-            .flatten()
-            .unwrap_or(false)
+            .is_some_and(|status| (200..400).contains(&status))
+    }
+
+    /// Says when the proxy took this instance out of its rotation (a refused connection, no
+    /// response in time) and probes it until it answers again, then puts it back: a hung
+    /// instance costs the requests that met it, not every other one after.
+    async fn check_rotation(&self, source: &str) {
+        let Some(backend) = self.instance.upstream() else {
+            return;
+        };
+        let was_out = self.instance.unresponsive.load(Ordering::Acquire);
+        if !backend.is_out_of_rotation() {
+            if was_out {
+                self.back_in_rotation(source);
+            }
+            return;
+        }
+        if !was_out {
+            self.instance.unresponsive.store(true, Ordering::Release);
+            self.log.push(
+                source,
+                &format!("[stack] {source} did not answer the proxy in time: out of rotation until it answers again"),
+            );
+            self.changed();
+        }
+        let port = self.instance.port.load(Ordering::Acquire);
+        let path = self.deployment.health.as_deref().unwrap_or("/");
+        let answers = match http_status(port, path, PROBE_TIMEOUT).await {
+            Some(status) if self.deployment.health.is_some() => (200..400).contains(&status),
+            Some(_) => true,
+            None => false,
+        };
+        if answers {
+            backend.put_back_in_rotation();
+            self.back_in_rotation(source);
+        }
+    }
+
+    fn back_in_rotation(&self, source: &str) {
+        self.instance.unresponsive.store(false, Ordering::Release);
+        self.log.push(
+            source,
+            &format!("[stack] {source} answers again: back in rotation"),
+        );
+        self.changed();
     }
 
     /// Takes the instance out of the routing table, lets in-flight requests finish (at most the
@@ -378,6 +421,23 @@ impl InstanceTask {
         self.instance.set_upstream(None);
         self.changed();
     }
+}
+
+/// The status of `GET path` on 127.0.0.1:`port`, if a response head arrives within `timeout`.
+async fn http_status(port: u16, path: &str, timeout: Duration) -> Option<u16> {
+    let check = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nUser-Agent: stack-health\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 16];
+        let read = stream.read(&mut head).await.ok()?;
+        // `HTTP/1.1 200 ...`: the status is the 3 digits after the first space.
+        let text = std::str::from_utf8(&head[..read]).ok()?;
+        text.split(' ').nth(1)?.get(..3)?.parse().ok()
+    };
+    tokio::time::timeout(timeout, check).await.ok().flatten()
 }
 
 /// A port that was free a moment ago on 127.0.0.1 (the OS picks it).

@@ -190,10 +190,13 @@ pub struct LiveDeployment {
 }
 
 impl LiveDeployment {
+    /// Instances taking traffic and answering it (an unresponsive one is out of rotation).
     pub fn n_ready(&self) -> usize {
         self.instances
             .iter()
-            .filter(|instance| instance.takes_traffic())
+            .filter(|instance| {
+                instance.takes_traffic() && !instance.unresponsive.load(Ordering::Acquire)
+            })
             .count()
     }
 
