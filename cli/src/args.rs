@@ -71,12 +71,18 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub keep: usize,
     /// How long an instance gets to accept connections (or pass its health check).
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = crate::duration::parse_arg)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = crate::units::duration_arg)]
     pub ready_timeout: std::time::Duration,
     /// How long an instance gets to send its response headers; after that the request gets a
     /// 504 and the instance leaves the rotation until it answers again.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = crate::duration::parse_arg)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = crate::units::duration_arg)]
     pub upstream_timeout: std::time::Duration,
+    /// Rotate a deployment's log file in `.stack/logs/` when it reaches this size.
+    #[arg(long, default_value = "10MB", value_name = "SIZE", value_parser = crate::units::size_arg)]
+    pub log_size: u64,
+    /// How many files of a deployment's log to keep, the current one included.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub log_files: u16,
     /// The most instances `stack scale` may run of one deployment.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_instances: usize,

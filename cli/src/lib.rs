@@ -7,7 +7,7 @@
 //! - [`control`]: the HTTP+JSON API on `.stack/stack.sock` that `stack up` serves and other commands call.
 //! - [`daemon`]: the running `stack up`: one handle that owns the supervisor, the proxy's routing,
 //!   the aliases, the Redis in use and the state; its start and its ordered shutdown.
-//! - [`duration`]: durations as people write them (`500ms`, `1h30m`).
+//! - [`units`]: durations and sizes as people write them (`500ms`, `1h30m`, `10MB`).
 //! - [`env`]: `.env` files and `-e` pairs, checked and merged; never prints a value.
 //! - [`export`]: an alias rendered as a production config (nginx), checked with `nginx -t`.
 //! - [`init`]: the embedded project templates, written by `stack init`; the `.env` git check.
@@ -24,7 +24,6 @@ pub mod args;
 pub mod commands;
 pub mod control;
 pub mod daemon;
-pub mod duration;
 pub mod env;
 pub mod export;
 pub mod init;
@@ -34,6 +33,7 @@ pub mod redis;
 pub mod rules;
 pub mod state;
 pub mod supervisor;
+pub mod units;
 pub mod watch;
 
 use std::process::ExitCode;

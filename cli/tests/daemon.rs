@@ -179,3 +179,66 @@ fn a_secret_where_a_long_line_is_cut_is_masked_in_the_log_and_on_the_terminal() 
         }
     }
 }
+
+#[test]
+fn logs_rotate_at_their_size_and_stack_logs_reads_across_the_files() {
+    let project = Project::fixture("needs-secret");
+    let mut up = Up::start(
+        &project,
+        &[
+            "--no-watch",
+            "--log-size",
+            "256KB",
+            "--log-files",
+            "3",
+            "-e",
+            "SESSION_SECRET=canary-secret-value",
+            "-e",
+            "PRINT_LINES=20000",
+        ],
+    );
+    up.wait_ready("greeter");
+    up.wait_for("line 019999", DEADLINE);
+    let id = project.live("greeter")["id"].as_str().unwrap().to_string();
+    let logs = project.path().join(".stack/logs");
+    let mut files: Vec<(String, u64)> = fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&id))
+        .map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (name, entry.metadata().unwrap().len())
+        })
+        .collect();
+    files.sort();
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    let log = format!("{id}.log");
+    assert_eq!(
+        names,
+        [log.clone(), format!("{log}.1"), format!("{log}.2")],
+        "2.4 MB of output in 256 KB files, 3 kept"
+    );
+    for (name, size) in &files {
+        assert!(*size <= 256 * 1024 + 200, "{name}: {size} bytes");
+    }
+    let last = project.stack_ok(&["logs", "greeter", "-n", "3"]);
+    let numbers: Vec<&str> = last
+        .lines()
+        .filter_map(|line| line.split("line ").nth(1))
+        .map(|rest| &rest[..6])
+        .collect();
+    assert_eq!(numbers, ["019997", "019998", "019999"], "{last}");
+    // `--since` reads every kept file, oldest first.
+    let since = project.stack_ok(&["logs", "greeter", "--since", "1h"]);
+    let kept = since.lines().filter(|line| line.contains("line 0")).count();
+    assert!(kept > 4000, "{kept} lines across the files");
+    let numbers: Vec<u32> = since
+        .lines()
+        .filter_map(|line| line.split("line ").nth(1))
+        .map(|rest| rest[..6].parse().unwrap())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|pair| pair[0] + 1 == pair[1]),
+        "in order, none lost between files"
+    );
+}

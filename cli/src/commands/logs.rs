@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use crate::args::LogsArgs;
 use crate::control::api::{LogsQuery, DEFAULT_LOG_LINES};
 use crate::control::{Client, ControlError};
-use crate::duration;
 use crate::output::{self, CliError, CliResult};
 use crate::state::State;
 use crate::supervisor::logs::{self, LogLine};
+use crate::units;
 
 /// How often `-f` asks a starting `stack up` again.
 const STARTING_POLL: std::time::Duration = std::time::Duration::from_millis(250);
@@ -122,7 +122,7 @@ fn print_line(line: &LogLine) {
 /// `2026-11-28 11:00:00.250+01:00`).
 fn parse_since(text: &str, now_ms: u64) -> CliResult<u64> {
     let trimmed = text.trim();
-    if let Some(back) = duration::parse(trimmed) {
+    if let Some(back) = units::duration(trimmed) {
         return Ok(now_ms.saturating_sub(u64::try_from(back.as_millis()).unwrap_or(u64::MAX)));
     }
     rfc3339_ms(trimmed).ok_or_else(|| {

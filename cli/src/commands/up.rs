@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::args::UpArgs;
 use crate::daemon::{self, Daemon, EnvSources, Signals, Start};
 use crate::output::{CliError, CliResult};
+use crate::supervisor::logs::Rotation;
 
 /// How long instance output pumps get after the stop; they may still hold pipes.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
@@ -28,6 +29,10 @@ pub fn run(cwd: &Path, args: UpArgs) -> CliResult<ExitCode> {
         ready_timeout: args.ready_timeout,
         upstream_timeout: args.upstream_timeout,
         max_instances: args.max_instances,
+        log_rotation: Rotation {
+            max_bytes: args.log_size,
+            files: usize::from(args.log_files),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

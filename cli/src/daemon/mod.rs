@@ -47,7 +47,7 @@ use crate::control::api::{
 use crate::redis::managed::RedisStatus;
 use crate::state::aliases::HostOwner;
 use crate::state::{deployments, State, StateError, Store};
-use crate::supervisor::logs::{self, LogLine};
+use crate::supervisor::logs::{self, LogLine, Rotation};
 use crate::supervisor::{Supervisor, SupervisorError};
 use aliases::Aliases;
 use builds::Builds;
@@ -79,6 +79,8 @@ pub struct DaemonConfig {
     pub upstream_timeout: Duration,
     /// The most instances a scale may ask of one deployment.
     pub max_instances: usize,
+    /// When each deployment's log file is rotated.
+    pub log_rotation: Rotation,
 }
 
 /// The running stack; clone it freely.

@@ -200,6 +200,7 @@ impl Daemon {
             logs_dir,
             env: service_env.vars,
             redactor,
+            log_rotation: config.log_rotation,
             grace: supervisor::DEFAULT_GRACE,
             ready_timeout: config.ready_timeout,
             echo_logs: true,

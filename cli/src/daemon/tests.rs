@@ -70,6 +70,7 @@ impl Served {
             logs_dir: self.dir.path().join(".stack/logs"),
             env: Default::default(),
             redactor: Redactor::default(),
+            log_rotation: Default::default(),
             grace: Duration::from_secs(1),
             ready_timeout: Duration::from_secs(1),
             echo_logs: false,

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::state::{self, secret};
 use crate::supervisor::instance::{backoff, free_port};
-use crate::supervisor::logs::{DeploymentLog, Redactor};
+use crate::supervisor::logs::{DeploymentLog, Redactor, Rotation};
 use crate::supervisor::process::{self, ChildSpec, RunningChild};
 
 /// Where the managed server keeps its data, under `.stack/`.
@@ -195,7 +195,8 @@ impl ManagedRedis {
             .map_err(prepare_error(&stack_dir.join(secret::REDIS_PASSWORD)))?;
         let config = data_dir.join(CONFIG_FILE);
         write_config(&config, &password).map_err(prepare_error(&config))?;
-        let log = DeploymentLog::open(logs_dir, LABEL, None, Redactor::new([password.clone()]))
+        let redactor = Redactor::new([password.clone()]);
+        let log = DeploymentLog::open(logs_dir, LABEL, None, redactor, Rotation::default())
             .map_err(prepare_error(logs_dir))?;
         let port = free_port().unwrap_or(6379);
         let launcher = Launcher {

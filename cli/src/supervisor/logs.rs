@@ -126,9 +126,92 @@ pub struct DeploymentLog {
     inner: Arc<LogInner>,
 }
 
+/// When a deployment's log file is rotated, and how many of its files are kept: with the
+/// defaults, `<id>.log` up to 10 MB, then `<id>.log.1` and `<id>.log.2` before it (30 MB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_bytes: u64,
+    /// Files kept, the current one included (at least 1).
+    pub files: usize,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            max_bytes: 10 << 20,
+            files: 3,
+        }
+    }
+}
+
+/// The current file of a deployment's log, rotated when it grows past its limit.
+#[derive(Debug)]
+struct LogFile {
+    file: File,
+    path: PathBuf,
+    written: u64,
+    rotation: Rotation,
+}
+
+impl LogFile {
+    fn open(path: PathBuf, rotation: Rotation) -> io::Result<LogFile> {
+        // 0600: what services print may be nobody else's business (redaction catches known
+        // secrets only).
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        let written = file.metadata()?.len();
+        Ok(LogFile {
+            file,
+            path,
+            written,
+            rotation,
+        })
+    }
+
+    fn write_line(&mut self, stored: &str) -> io::Result<()> {
+        writeln!(self.file, "{stored}")?;
+        self.written += stored.len() as u64 + 1;
+        if self.written >= self.rotation.max_bytes {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// `<id>.log` becomes `<id>.log.1`, each older one moves one number up, and the one past
+    /// the limit goes.
+    fn rotate(&mut self) -> io::Result<()> {
+        let kept = self.rotation.files.max(1);
+        let numbered = |n: usize| rotated_path(&self.path, n);
+        if kept == 1 {
+            fs::remove_file(&self.path)?;
+        } else {
+            for n in (1..kept - 1).rev() {
+                match fs::rename(numbered(n), numbered(n + 1)) {
+                    Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                    _ => {}
+                }
+            }
+            fs::rename(&self.path, numbered(1))?;
+        }
+        *self = LogFile::open(self.path.clone(), self.rotation)?;
+        Ok(())
+    }
+}
+
+/// `<id>.log.<n>`: the n-th file before the current one.
+fn rotated_path(current: &Path, n: usize) -> PathBuf {
+    let mut name = current.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
 #[derive(Debug)]
 struct LogInner {
-    file: Mutex<Option<File>>,
+    file: Mutex<Option<LogFile>>,
     recent: Mutex<VecDeque<LogLine>>,
     followers: broadcast::Sender<LogLine>,
     terminal: Option<Style>,
@@ -143,16 +226,10 @@ impl DeploymentLog {
         deployment_id: &str,
         terminal: Option<Style>,
         redactor: Redactor,
+        rotation: Rotation,
     ) -> io::Result<Self> {
         fs::create_dir_all(logs_dir)?;
-        // 0600: what services print may be nobody else's business (redaction catches known
-        // secrets only).
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(log_path(logs_dir, deployment_id))?;
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        let file = LogFile::open(log_path(logs_dir, deployment_id), rotation)?;
         let (followers, _) = broadcast::channel(256);
         Ok(DeploymentLog {
             inner: Arc::new(LogInner {
@@ -188,7 +265,7 @@ impl DeploymentLog {
                 .lock()
                 .expect("log file lock is never poisoned");
             if let Some(open) = file.as_mut() {
-                if let Err(error) = writeln!(open, "{}", line.to_stored()) {
+                if let Err(error) = open.write_line(&line.to_stored()) {
                     tracing::warn!(%error, "cannot write the log file; lines go to the terminal only");
                     *file = None;
                 }
@@ -273,18 +350,30 @@ pub fn read_stored(
     n: usize,
     since_ms: u64,
 ) -> io::Result<Vec<LogLine>> {
-    let text = match fs::read_to_string(log_path(logs_dir, deployment_id)) {
-        Ok(text) => text,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(error),
-    };
-    let mut lines: Vec<LogLine> = text
-        .lines()
-        .rev()
-        .filter_map(LogLine::from_stored)
-        .filter(|line| line.time_ms >= since_ms)
-        .take(n)
-        .collect();
+    let current = log_path(logs_dir, deployment_id);
+    let mut lines = Vec::new();
+    // Newest file first, each read backwards, until enough lines or older than `since_ms`.
+    for path in std::iter::once(current.clone()).chain((1..).map(|k| rotated_path(&current, k))) {
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => break,
+            Err(error) => return Err(error),
+        };
+        let mut older_than_wanted = false;
+        for line in text.lines().rev().filter_map(LogLine::from_stored) {
+            if lines.len() == n {
+                break;
+            }
+            if line.time_ms < since_ms {
+                older_than_wanted = true;
+                break;
+            }
+            lines.push(line);
+        }
+        if lines.len() == n || older_than_wanted {
+            break;
+        }
+    }
     lines.reverse();
     Ok(lines)
 }
@@ -324,7 +413,14 @@ mod tests {
     fn lines_are_redacted_stored_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let redactor = Redactor::new(["canary-secret-value".to_string(), "ab".to_string()]);
-        let log = DeploymentLog::open(dir.path(), "writer-abcdefghij", None, redactor).unwrap();
+        let log = DeploymentLog::open(
+            dir.path(),
+            "writer-abcdefghij",
+            None,
+            redactor,
+            Rotation::default(),
+        )
+        .unwrap();
         log.push("writer.0", "secret is canary-secret-value!");
         log.push("writer.1", "ab stays");
         let stored = read_stored(dir.path(), "writer-abcdefghij", 10, 0).unwrap();
@@ -350,7 +446,14 @@ mod tests {
         ] {
             let dir = tempfile::tempdir().unwrap();
             let redactor = Redactor::new([secret.to_string(), "other-secret".to_string()]);
-            let log = DeploymentLog::open(dir.path(), "web-abcdefghij", None, redactor).unwrap();
+            let log = DeploymentLog::open(
+                dir.path(),
+                "web-abcdefghij",
+                None,
+                redactor,
+                Rotation::default(),
+            )
+            .unwrap();
             let output = format!("{}{secret} and é after\n", "x".repeat(padding));
             log.clone().pump("web.0".into(), output.as_bytes()).await;
             let stored = read_stored(dir.path(), "web-abcdefghij", 10, 0).unwrap();
@@ -385,5 +488,49 @@ mod tests {
         let accented = format!("{}é{}", "a".repeat(11), "a".repeat(8));
         assert_eq!(cut(&accented), 11, "never inside a character");
         assert_eq!(Redactor::default().safe_cut(b"abc"), 3);
+    }
+
+    #[test]
+    fn a_log_rotates_at_its_size_keeps_its_files_and_reads_across_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotation = Rotation {
+            max_bytes: 4096,
+            files: 3,
+        };
+        let log = DeploymentLog::open(
+            dir.path(),
+            "web-abcdefghij",
+            None,
+            Redactor::default(),
+            rotation,
+        )
+        .unwrap();
+        for n in 0..1000 {
+            log.push("web.0", &format!("line {n:04} {}", "x".repeat(40)));
+        }
+        let current = log_path(dir.path(), "web-abcdefghij");
+        let sizes: Vec<u64> = [
+            current.clone(),
+            rotated_path(&current, 1),
+            rotated_path(&current, 2),
+        ]
+        .iter()
+        .map(|path| fs::metadata(path).unwrap().len())
+        .collect();
+        assert!(sizes.iter().all(|size| *size <= 4096 + 80), "{sizes:?}");
+        assert!(!rotated_path(&current, 3).exists(), "only 3 files are kept");
+        // The last 100 lines span the current file and the ones before it, in order.
+        let last = read_stored(dir.path(), "web-abcdefghij", 100, 0).unwrap();
+        let numbers: Vec<usize> = last
+            .iter()
+            .map(|line| line.text[5..9].parse().unwrap())
+            .collect();
+        assert_eq!(numbers, (900..1000).collect::<Vec<_>>());
+        let all = read_stored(dir.path(), "web-abcdefghij", usize::MAX, 0).unwrap();
+        assert!(all.len() > 100 && all.len() < 1000, "{}", all.len());
+        assert_eq!(
+            all.last().unwrap().text[5..9].parse::<usize>().unwrap(),
+            999
+        );
     }
 }

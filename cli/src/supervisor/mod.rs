@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use instance::Instance;
 use instance::InstanceTask;
-use logs::{DeploymentLog, Redactor};
+use logs::{DeploymentLog, Redactor, Rotation};
 
 /// The default time a process gets between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -76,6 +76,8 @@ pub struct Config {
     /// The merged environment every instance gets (`PORT` is added per instance).
     pub env: BTreeMap<String, String>,
     pub redactor: Redactor,
+    /// When each deployment's log file is rotated.
+    pub log_rotation: Rotation,
     pub grace: Duration,
     pub ready_timeout: Duration,
     /// Print instance output on stdout with a `writer.0 |` prefix.
@@ -541,6 +543,7 @@ impl SupervisorTask {
             &spec.id,
             style.clone(),
             self.config.redactor.clone(),
+            self.config.log_rotation,
         ) {
             Ok(log) => log,
             Err(error) => {
@@ -550,6 +553,7 @@ impl SupervisorTask {
                     &spec.id,
                     style,
                     self.config.redactor.clone(),
+                    self.config.log_rotation,
                 )
                 .expect("the temp dir is writable")
             }
@@ -733,6 +737,7 @@ mod tests {
             logs_dir: dir.join("logs"),
             env: [("PATH".to_string(), std::env::var("PATH").unwrap())].into(),
             redactor: Redactor::default(),
+            log_rotation: Rotation::default(),
             grace: Duration::from_secs(2),
             ready_timeout: Duration::from_secs(10),
             echo_logs: false,

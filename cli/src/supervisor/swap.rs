@@ -183,6 +183,7 @@ impl SupervisorTask {
             logs_dir: old.logs_dir.clone(),
             redactor: Redactor::new(secrets),
             env,
+            log_rotation: old.log_rotation,
             grace: old.grace,
             ready_timeout: old.ready_timeout,
             echo_logs: old.echo_logs,

@@ -1,0 +1,90 @@
+//! Durations and sizes as people write them on a command line: durations as one or more
+//! number-unit pairs, units `ms`, `s`, `m`, `h`, `d` (`500ms`, `90s`, `1h30m`, `2d`); sizes as a
+//! number and an optional unit, `B`, `KB`, `MB`, `GB` (powers of 1024: `512KB`, `10MB`).
+
+use std::time::Duration;
+
+/// `None` for anything else (no unit, a fraction, a sign, an overflow).
+pub fn duration(text: &str) -> Option<Duration> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut total = 0u64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_ms = match &rest[..unit] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return None,
+        };
+        total = total.checked_add(number.checked_mul(unit_ms)?)?;
+        rest = &rest[unit..];
+    }
+    Some(Duration::from_millis(total))
+}
+
+/// For clap: a duration argument, or what it should look like.
+pub fn duration_arg(text: &str) -> Result<Duration, String> {
+    duration(text.trim())
+        .ok_or_else(|| format!("`{text}` is not a duration (use `500ms`, `30s`, `2m`, `1h30m`)"))
+}
+
+/// A size in bytes; `None` for anything else (a fraction, a sign, an unknown unit, overflow).
+pub fn size(text: &str) -> Option<u64> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: u64 = text[..digits].parse().ok()?;
+    let unit = match text[digits..].trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(unit)
+}
+
+/// For clap: a size argument, or what it should look like.
+pub fn size_arg(text: &str) -> Result<u64, String> {
+    size(text.trim())
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("`{text}` is not a size (use `512KB`, `10MB`, `1GB`)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_add_up_and_anything_else_is_refused() {
+        let ms = |text| duration(text).map(|duration| duration.as_millis());
+        assert_eq!(ms("500ms"), Some(500));
+        assert_eq!(ms("1h30m"), Some(5_400_000));
+        assert_eq!(ms("2d"), Some(172_800_000));
+        for bad in ["", "10", "1.5s", "-1s", "5x", "s"] {
+            assert_eq!(ms(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_are_powers_of_1024() {
+        assert_eq!(size("10MB"), Some(10 << 20));
+        assert_eq!(size("512kb"), Some(512 << 10));
+        assert_eq!(size("7"), Some(7));
+        for bad in ["", "1.5MB", "-1", "10XB", "MB"] {
+            assert_eq!(size(bad), None, "{bad}");
+        }
+    }
+}
