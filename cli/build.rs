@@ -191,8 +191,20 @@ fn workspace_manifest(root: &Path, entries: &[Entry]) -> String {
     let mut doc = DocumentMut::new();
     let mut workspace = Table::new();
     workspace["resolver"] = toml_edit::value("2");
+    // Every Rust service by name, not `services/*`: a glob makes cargo read a Cargo.toml in
+    // every directory under `services/`, so a Node or Python service there would break the
+    // build of the whole project.
     let mut members = toml_edit::Array::new();
-    members.push("services/*");
+    for entry in entries {
+        if let Some(service) = entry
+            .path
+            .strip_prefix("services/")
+            .and_then(|rest| rest.strip_suffix("/Cargo.toml"))
+            .filter(|service| !service.contains('/'))
+        {
+            members.push(format!("services/{service}"));
+        }
+    }
     workspace["members"] = toml_edit::value(members);
     for key in ["package", "lints"] {
         if let Some(item) = root_workspace.get(key) {

@@ -78,6 +78,12 @@ fn rust_template_writes_the_services_refuses_to_overwrite_and_builds() {
     let manifest = fs::read_to_string(project.join("Cargo.toml")).unwrap();
     assert!(!manifest.contains(".."), "{manifest}");
     assert!(manifest.contains("[workspace.dependencies]"), "{manifest}");
+    // Members by name: a non-Rust directory under services/ must not break cargo.
+    assert!(
+        manifest
+            .contains(r#"members = ["services/reader", "services/session", "services/writer"]"#),
+        "{manifest}"
+    );
     // The two next commands, after a `cd`.
     assert!(
         run.stdout.ends_with(
@@ -256,6 +262,15 @@ fn initialised_project_serves_the_demo_under_stack_up_and_through_the_exported_n
         // The services build where the Rust template test builds them: the cache is shared.
         .with_target_dir(workspace().join("target/init-test"));
     assert_eq!(project.stack_without_cwd(&["init"]).code, 0);
+    // A Node service beside the Rust ones never breaks their cargo build.
+    project.write(
+        "services/hello/package.json",
+        r#"{"name": "hello", "private": true, "scripts": {"start": "node index.js"}}"#,
+    );
+    project.write(
+        "services/hello/index.js",
+        "require('http').createServer((q, s) => s.end('hello')).listen(+process.env.PORT, '127.0.0.1');\n",
+    );
     let run =
         project.stack_without_cwd(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -282,6 +297,7 @@ fn initialised_project_serves_the_demo_under_stack_up_and_through_the_exported_n
         std::thread::sleep(Duration::from_millis(200));
     }
     demo_flow(port);
+    up.wait_for("> Ready! http://hello-", minutes);
 
     // The export while `stack up` runs points at its instances.
     let run = project.stack_without_cwd(&[
@@ -311,7 +327,13 @@ fn initialised_project_serves_the_demo_under_stack_up_and_through_the_exported_n
     );
     let ls = project.stack_without_cwd(&["ls", "--json"]);
     let deployments: serde_json::Value = serde_json::from_str(&ls.stdout).unwrap();
-    for deployment in deployments.as_array().unwrap() {
+    // The alias's services (not `hello`, which no rule names).
+    let aliased = deployments
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|deployment| deployment["service"] != "hello");
+    for deployment in aliased {
         for instance in deployment["instances"].as_array().unwrap() {
             let port = instance["port"].as_u64().unwrap();
             assert!(

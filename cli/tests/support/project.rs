@@ -88,7 +88,11 @@ impl Project {
 
     /// Writes `text` to the file `name` of the project.
     pub fn write(&self, name: &str, text: &str) -> &Project {
-        fs::write(self.path().join(name), text).expect("write a test file");
+        let path = self.path().join(name);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).expect("create a test file's directory");
+        }
+        fs::write(path, text).expect("write a test file");
         self
     }
 
