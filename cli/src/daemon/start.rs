@@ -101,6 +101,7 @@ impl Daemon {
                 "Use that one (`stack ls`, `stack logs`), or stop it with `stack down` first.",
             )
         })?;
+        raise_open_file_limit();
         // Everything below is checked before anything starts.
         let mut service_env = start_environment(&project_dir, &config)?;
         let pids_dir = process::pids_dir(&project_dir);
@@ -285,6 +286,22 @@ impl Daemon {
             _watchdog: watchdog,
             _lock: lock,
         })))
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile`
+/// and Go's runtime do: at the common soft limit of 1024, a thousand idle keep-alive
+/// connections would leave the proxy unable to accept another. The services inherit it.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, hard, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
     }
 }
 

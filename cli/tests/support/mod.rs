@@ -122,6 +122,7 @@ pub fn require(tool: &str) {
         "redis-server" => "sudo apt-get install redis-server (macOS: brew install redis)",
         "node" => "install Node.js 20 (sudo apt-get install nodejs npm)",
         "npm" => "install npm (sudo apt-get install npm)",
+        "prlimit" => "install util-linux (sudo apt-get install util-linux)",
         other => panic!("no install hint for `{other}`: add one to support::require"),
     };
     let found = std::env::var_os("PATH")

@@ -60,10 +60,13 @@ impl Up {
     pub fn spawn(project: &Project, args: &[&str], env: &[(&str, &str)]) -> Up {
         let what = format!("`stack {}`", args.join(" "));
         let mut command = project.command(args);
-        command
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.envs(env.iter().copied());
+        Up::spawn_command(command, what)
+    }
+
+    /// [`Up::spawn`] for a command built by the test (`stack` under `prlimit`, say).
+    pub fn spawn_command(mut command: std::process::Command, what: String) -> Up {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = ChildGuard::spawn(&mut command, &what)
             .stopped_by(Signal::SIGINT, Duration::from_secs(15));
         let lines = Arc::new(Mutex::new(Vec::new()));
