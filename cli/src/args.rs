@@ -52,8 +52,9 @@ pub enum Command {
 pub struct UpArgs {
     /// Services to start, by name (`writer`) or by path (`./writer`); all under `services/` when none.
     pub services: Vec<String>,
-    /// Read environment variables from a dotenv file (`.env` when given without a value).
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = ".env")]
+    /// Read environment variables from a dotenv file: `--dotenv` reads `.env`, `--dotenv=FILE`
+    /// another file (the `=` keeps a following service name from being taken for a file).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = ".env", require_equals = true)]
     pub dotenv: Option<PathBuf>,
     /// Set an environment variable for every service (repeatable; later wins).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
@@ -165,8 +166,9 @@ pub struct RmArgs {
 
 #[derive(Debug, Args)]
 pub struct RedisArgs {
-    /// Read `REDIS_SESSION_URL` and `SESSION_SECRET` from a dotenv file.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = ".env", global = true)]
+    /// Read `REDIS_SESSION_URL` and `SESSION_SECRET` from a dotenv file: `--dotenv` reads
+    /// `.env`, `--dotenv=FILE` another file (so `get --dotenv COOKIE` reads `.env`).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = ".env", require_equals = true, global = true)]
     pub dotenv: Option<PathBuf>,
     #[command(subcommand)]
     pub command: RedisCommand,

@@ -373,7 +373,7 @@ fn get_by_id_cookie_value_and_header_verifies_signatures() {
         format!("SESSION_SECRET={SECRET}\n"),
     )
     .expect("write .env");
-    let run = plain.stack(&["redis", "--dotenv", "local.env", "get", &forms[2]]);
+    let run = plain.stack(&["redis", "--dotenv=local.env", "get", &forms[2]]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(!run.all().contains(SECRET));
 
@@ -437,7 +437,7 @@ fn every_error_shows_the_masked_url_never_the_password() {
         format!("REDIS_SESSION_URL={}\n", urls[0]),
     )
     .expect("write .env");
-    let run = project.stack(&["redis", "--dotenv", ".env", "keys"]);
+    let run = project.stack(&["redis", "--dotenv=.env", "keys"]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains(&masked[0]), "{}", run.stderr);
     assert!(
@@ -446,6 +446,11 @@ fn every_error_shows_the_masked_url_never_the_password() {
         run.stderr
     );
     assert!(!run.all().contains(canary));
+    // A bare `--dotenv` reads `.env` and never swallows the argument after it.
+    let run = project.stack(&["redis", "get", "--dotenv", "some-session-id"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains(&masked[0]), "{}", run.stderr);
+    assert!(!run.stderr.contains("some-session-id`: "), "{}", run.stderr);
 }
 
 fn writer_binary() -> PathBuf {

@@ -533,9 +533,14 @@ async fn one_up_per_project_external_redis_masked_and_sigkill_leaves_nothing() {
             "the Redis password leaked:\n{text}"
         );
     }
-    // The stale socket does not make the next commands think a stack runs.
+    // The stale socket does not make the next commands think a stack runs, and the URLs it
+    // shows have the port the last `stack up` used.
     let listing = project.stack_ok(&["ls"]);
     assert!(listing.contains("no `stack up` running"), "{listing}");
+    assert!(
+        listing.contains(&format!(".localhost:{} ", up.port)),
+        "{listing}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,7 +42,8 @@ pub fn run(project_dir: &Path, args: LsArgs) -> CliResult<ExitCode> {
         Err(ControlError::NotRunning { .. }) => {
             let state =
                 State::load(project_dir).map_err(|error| CliError::new(error.to_string()))?;
-            (DeploymentStatus::all_stored(&state, DEFAULT_PORT), false)
+            let port = state.proxy_port.unwrap_or(DEFAULT_PORT);
+            (DeploymentStatus::all_stored(&state, port), false)
         }
         Err(error) => return Err(error.into()),
     };

@@ -71,6 +71,15 @@ pub enum RecordError {
     State(#[from] StateError),
 }
 
+/// What the start records beside its deployments.
+pub struct StartRecord {
+    pub release: bool,
+    /// Artifacts kept per service.
+    pub keep: usize,
+    /// The proxy's port, for the URLs `stack ls` shows once this `stack up` is gone.
+    pub proxy_port: u16,
+}
+
 /// How to start a recorded deployment.
 pub fn spec_for(deployments_dir: &Path, record: &DeploymentRecord) -> DeploymentSpec {
     let dir = deployments_dir.join(&record.id);
@@ -118,12 +127,17 @@ pub fn retain_recent(deployments_dir: &Path, history: &mut ServiceHistory, keep:
 pub fn record_start(
     store: &Store,
     built: &[Built],
-    release: bool,
-    keep: usize,
+    start: &StartRecord,
 ) -> Result<Vec<(DeploymentSpec, usize)>, RecordError> {
     let deployments_dir = deployments_dir(store.project_dir());
     let now = now_ms();
+    let StartRecord {
+        release,
+        keep,
+        proxy_port,
+    } = *start;
     store.try_update(|state| {
+        state.proxy_port = Some(proxy_port);
         let mut specs = Vec::new();
         for build in built {
             let name = build.service.name.clone();

@@ -180,8 +180,12 @@ impl Daemon {
         let state = daemon
             .read_state_for_start()
             .map_err(|error| CliError::new(error.to_string()))?;
-        let specs = match history::record_start(daemon.store(), &built, config.release, config.keep)
-        {
+        let record = history::StartRecord {
+            release: config.release,
+            keep: config.keep,
+            proxy_port,
+        };
+        let specs = match history::record_start(daemon.store(), &built, &record) {
             Ok(specs) => specs,
             Err(error) => {
                 if let Some(redis) = redis {

@@ -206,8 +206,11 @@ mod tests {
         }
         assert!(!paths.iter().any(|path| path.contains("target/")));
         let manifest = file(Template::Rust, "Cargo.toml");
+        // Each Rust service by name: a `services/*` glob breaks on a Node service there.
         assert!(
-            manifest.contains("members = [\"services/*\"]"),
+            manifest.contains(
+                "members = [\"services/reader\", \"services/session\", \"services/writer\"]"
+            ),
             "{manifest}"
         );
         assert!(manifest.contains("session = { path = \"services/session\" }"));

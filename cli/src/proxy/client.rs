@@ -425,7 +425,7 @@ fn framing(
             }
         }
     }
-    let mut reusable = response.version() == Version::HTTP_11 && !close;
+    let reusable = response.version() == Version::HTTP_11 && !close;
     let status = response.status();
     if is_head_request
         || status.is_informational()
@@ -435,9 +435,19 @@ fn framing(
         return Ok((BodyState::Done, reusable));
     }
     if transfer_encoded {
-        // A Content-Length beside it is ignored, and the connection not trusted again.
-        if length.is_some() || !length_is_valid {
-            reusable = false;
+        // RFC 9112 6.3: a response with both may be a smuggling attempt or a broken upstream;
+        // whichever framing were picked, the client could get a different body than the
+        // upstream meant. Refused, as nginx refuses it (hyper's client lets the
+        // Transfer-Encoding win). HTTP/1.0 has no Transfer-Encoding at all (hyper agrees).
+        if length.is_some() || !length_is_valid || response.version() == Version::HTTP_10 {
+            return Err(ClientError::Invalid(
+                if response.version() == Version::HTTP_10 {
+                    "an HTTP/1.0 response cannot have `Transfer-Encoding`"
+                } else {
+                    "it has both `Transfer-Encoding` and `Content-Length`"
+                }
+                .into(),
+            ));
         }
         return Ok(match last_coding {
             Some(coding) if coding.eq_ignore_ascii_case("chunked") => {

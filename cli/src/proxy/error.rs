@@ -22,7 +22,7 @@ pub enum ProxyError {
         path: String,
     },
     #[error("{0}")]
-    BadRequest(&'static str),
+    BadRequest(String),
     #[error("`CONNECT` is not supported: stack is a reverse proxy, not a forward proxy")]
     MethodNotAllowed,
     #[error("the request body is larger than the limit of {limit} bytes")]

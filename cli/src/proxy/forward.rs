@@ -6,7 +6,8 @@
 //! forge them by naming them in `Connection`. It never chooses where a request goes.
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, FORWARDED, HOST, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -104,8 +105,11 @@ pub struct Forwarding<'a> {
 /// Writes a request's headers as they go upstream (`name: value` lines): the client's own,
 /// except `Host` (the caller writes the upstream's) and the forwarding headers, which are set
 /// here: `X-Forwarded-For` (the client's address appended to any value it sent),
-/// `X-Forwarded-Host` (the `Host` it asked for), `X-Forwarded-Proto`, `X-Real-IP`. Written
-/// straight into the request head, so the client's header map is never regrown.
+/// `X-Forwarded-Host` (the `Host` it asked for), `X-Forwarded-Proto`, `X-Real-IP`. Never passed
+/// on: `Proxy-Authorization` (meant for a proxy, which stack is, so it stops here), `Forwarded`
+/// (a client could forge it, and stack speaks `X-Forwarded-*` instead of keeping both in
+/// step) and any `X-Stack-*` (stack's own names). Written straight into the request head, so
+/// the client's header map is never regrown.
 pub fn push_request_headers(buf: &mut Vec<u8>, headers: &HeaderMap, forwarding: &Forwarding<'_>) {
     let mut forwarded_before = false;
     for (name, value) in headers {
@@ -113,6 +117,9 @@ pub fn push_request_headers(buf: &mut Vec<u8>, headers: &HeaderMap, forwarding: 
             || name == X_FORWARDED_HOST
             || name == X_FORWARDED_PROTO
             || name == X_REAL_IP
+            || name == PROXY_AUTHORIZATION
+            || name == FORWARDED
+            || name.as_str().starts_with("x-stack-")
         {
             continue;
         }

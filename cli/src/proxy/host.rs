@@ -29,20 +29,21 @@ pub fn check_request(
     let mut hosts = headers.get_all(HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(ProxyError::BadRequest(
-            "a request must carry exactly one `Host` header",
+            "a request must carry exactly one `Host` header".into(),
         )),
         (Some(host), None) => {
             if host.to_str().is_err() || host.is_empty() {
                 return Err(ProxyError::BadRequest(
-                    "the `Host` header is not a valid host",
+                    "the `Host` header is not a valid host".into(),
                 ));
             }
             Ok(Some(host.clone()))
         }
-        (None, _) if version == Version::HTTP_10 || version == Version::HTTP_09 => Ok(None),
-        (None, _) => Err(ProxyError::BadRequest(
-            "an HTTP/1.1 request must carry a `Host` header",
-        )),
+        // HTTP/1.0 does not require it, but without it nothing says which deployment or alias
+        // is meant (listing every host in a 404 would say too much).
+        (None, _) => Err(ProxyError::BadRequest(format!(
+            "a request must carry a `Host` header naming a deployment or alias (this {version:?} request has none)"
+        ))),
     }
 }
 
@@ -51,7 +52,7 @@ pub fn check_request(
 pub fn normalized_path_and_query(uri: &Uri) -> Result<PathAndQuery, ProxyError> {
     let path = uri.path();
     let normalized = crate::rules::normalize_path(path)
-        .map_err(|_| ProxyError::BadRequest("the request path is not a valid absolute path"))?;
+        .map_err(|error| ProxyError::BadRequest(format!("the request path is refused: {error}")))?;
     let unchanged = normalized.as_ref() == path;
     match (uri.path_and_query(), uri.query()) {
         // The common case: nothing to rebuild, no allocation.
@@ -61,7 +62,7 @@ pub fn normalized_path_and_query(uri: &Uri) -> Result<PathAndQuery, ProxyError> 
         (_, Some(query)) => PathAndQuery::try_from(format!("{normalized}?{query}")),
         (_, None) => PathAndQuery::try_from(normalized.as_ref()),
     }
-    .map_err(|_| ProxyError::BadRequest("the request path is not a valid absolute path"))
+    .map_err(|_| ProxyError::BadRequest("the request path is not a valid absolute path".into()))
 }
 
 /// The target of a request to `host` with `method` and (normalised) `path`.
@@ -117,7 +118,9 @@ mod tests {
             check(Method::GET, HTTP_11, &[("host", "a.localhost")]),
             Ok(())
         );
-        assert_eq!(check(Method::GET, HTTP_10, &[]), Ok(()));
+        // Without `Host` nothing names the deployment, in HTTP/1.0 too.
+        assert_eq!(check(Method::GET, HTTP_10, &[]), Err("bad_request"));
+        assert_eq!(check(Method::GET, HTTP_10, &[("host", "a")]), Ok(()));
         assert_eq!(check(Method::GET, HTTP_11, &[]), Err("bad_request"));
         assert_eq!(
             check(Method::GET, HTTP_11, &[("host", "a"), ("host", "b")]),

@@ -243,12 +243,26 @@ fn request_failed(
         error = %error_chain(error),
         "upstream request failed; not retried"
     );
-    if error.is_connect() {
-        ProxyError::BadGateway(format!("`{upstream}` could not be reached"))
-    } else {
-        ProxyError::BadGateway(format!(
+    match error {
+        _ if error.is_connect() => {
+            ProxyError::BadGateway(format!("`{upstream}` could not be reached"))
+        }
+        // The client's chunked body did not parse: the client's fault, not the upstream's.
+        PoolError::Request(ClientError::ClientBody(cause)) => {
+            ProxyError::BadRequest(format!("the request body is malformed: {cause}"))
+        }
+        PoolError::Request(ClientError::Invalid(what)) => {
+            ProxyError::BadGateway(format!("`{upstream}` sent an invalid response: {what}"))
+        }
+        PoolError::Request(ClientError::Write(_)) => ProxyError::BadGateway(format!(
+            "`{upstream}` closed the connection while the request was being sent"
+        )),
+        PoolError::Request(ClientError::Read(_)) => ProxyError::BadGateway(format!(
+            "the connection to `{upstream}` failed while its response was being read"
+        )),
+        _ => ProxyError::BadGateway(format!(
             "`{upstream}` closed the connection before answering"
-        ))
+        )),
     }
 }
 

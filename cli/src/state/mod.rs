@@ -53,6 +53,9 @@ pub struct State {
     /// Deployment history per service.
     #[serde(default)]
     pub deployments: BTreeMap<String, ServiceHistory>,
+    /// The proxy's port at the last `stack up`, for the URLs shown while none runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_port: Option<u16>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }
