@@ -87,6 +87,15 @@ fn thousand_hard_rules() -> String {
     format!("{{\"rules\": [\n{}\n]}}", rules.join(",\n"))
 }
 
+/// 20,000 rules of the shape that broke the regex set (issue 20): `/pN/*/**`, a `*` and a
+/// `**` each, so each needs more than prefix filters.
+fn twenty_thousand_rules() -> String {
+    let rules: Vec<String> = (1..=20_000)
+        .map(|n| format!(r#"{{ "pathname": "/p{n}/*/**", "dest": "s{n}" }}"#))
+        .collect();
+    format!("{{\"rules\": [\n{}\n]}}", rules.join(",\n"))
+}
+
 fn bench_case(
     c: &mut Criterion,
     name: &str,
@@ -163,6 +172,41 @@ fn lookups(c: &mut Criterion) {
         "/a1/b-5x/y",
         None,
     );
+    let twenty = twenty_thousand_rules();
+    bench_case(
+        c,
+        "20000 /pN/*/** rules, last matches",
+        &twenty,
+        Method::GET,
+        "/p20000/x/y/z",
+        Some(19_999),
+    );
+    bench_case(
+        c,
+        "20000 /pN/*/** rules, none matches",
+        &twenty,
+        Method::GET,
+        "/q/x/y/z",
+        None,
+    );
+    let mut group = c.benchmark_group("loading");
+    group.sample_size(10);
+    group.bench_function(
+        "RuleSet::parse of 20000 /pN/*/** rules (parse, compile, lint)",
+        |b| {
+            b.iter(|| {
+                RuleSet::parse("bench.json", black_box(&twenty))
+                    .map(|loaded| loaded.rules.rules().len())
+            })
+        },
+    );
+    group.bench_function("RuleSet::parse of the 1000-rule file", |b| {
+        b.iter(|| {
+            RuleSet::parse("bench.json", black_box(&thousand))
+                .map(|loaded| loaded.rules.rules().len())
+        })
+    });
+    group.finish();
 }
 
 fn normalization(c: &mut Criterion) {

@@ -22,7 +22,14 @@ fn rules_alias_prints_success_and_is_stored() {
     let alias = &state["aliases"]["counter-demo.localhost"];
     assert_eq!(alias["kind"], "rules");
     assert_eq!(alias["file"], "aliases.json");
-    assert_eq!(alias["text"], DEMO_RULES);
+    // The rules, not the file's text, and where each starts in the file.
+    let stored: serde_json::Value = serde_json::from_str(alias["text"].as_str().unwrap()).unwrap();
+    let file: serde_json::Value = serde_json::from_str(DEMO_RULES).unwrap();
+    assert_eq!(stored, file);
+    assert_eq!(
+        alias["positions"],
+        serde_json::json!([[3, 5], [4, 5], [5, 5], [6, 5]])
+    );
     assert!(alias["created"].as_u64().unwrap() > 1_600_000_000_000);
 }
 
@@ -432,4 +439,52 @@ fn route_explains_the_decision() {
         bad_method.stderr,
         "Error! `G E T` is not an HTTP method\nUse a method such as GET, POST or DELETE.\n"
     );
+}
+
+#[test]
+fn twenty_thousand_wildcard_rules_load_and_route_and_an_oversized_file_is_refused() {
+    let project = Project::empty();
+    let rules: Vec<String> = (1..=20_000)
+        .map(|n| format!(r#"{{"pathname": "/p{n}/*/**", "dest": "s{n}"}}"#))
+        .collect();
+    project.write(
+        "many.json",
+        &format!("{{\"rules\": [{}]}}", rules.join(",\n")),
+    );
+    let started = std::time::Instant::now();
+    let run = project.stack(&["alias", "many.localhost", "--rules", "many.json"]);
+    let loaded = started.elapsed();
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains("20000 rules configured"),
+        "{}",
+        run.stdout
+    );
+    assert!(loaded < std::time::Duration::from_secs(10), "{loaded:?}");
+    let route = project.stack_ok(&["route", "many.localhost", "GET", "/p19999/x/y/z"]);
+    assert!(
+        route.contains("rule    19999: pathname /p19999/*/**"),
+        "{route}"
+    );
+    assert!(route.contains("(many.json:19999:1)"), "{route}");
+    let none = project.stack_ok(&["route", "many.localhost", "GET", "/p19999/x"]);
+    assert!(none.contains("no rule matches: 404"), "{none}");
+
+    // Past 4 MiB a file is refused before it is read, and nothing is stored.
+    let padded = format!(
+        "{{\"rules\": [{{\"dest\": \"reader\"}}]{}}}",
+        " ".repeat(5 << 20)
+    );
+    project.write("padded.json", &padded);
+    let run = project.stack(&["alias", "padded.localhost", "--rules", "padded.json"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains(
+            "padded.json:1:1: the file is 5121 KiB; a rules file may be at most 4096 KiB"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!project.state().unwrap().contains("padded.localhost"));
+    println!("20,000 wildcard rules: stack alias {loaded:?} (debug build)");
 }

@@ -305,6 +305,7 @@ fn plan_with_more_aliases(
             Alias::new(AliasTarget::Rules {
                 file: format!("{host}.json"),
                 text: rules.to_string(),
+                positions: Vec::new(),
             }),
         );
     }
@@ -313,6 +314,7 @@ fn plan_with_more_aliases(
         Alias::new(AliasTarget::Rules {
             file: "rules.json".into(),
             text: text.into(),
+            positions: Vec::new(),
         }),
     );
     let project = Project {
@@ -722,6 +724,7 @@ fn outside_urls_and_pinned_deployments_pass_nginx_t() {
                 { "dest": "writer" }
             ]}"#
             .into(),
+            positions: Vec::new(),
         }),
     );
     let project = Project {

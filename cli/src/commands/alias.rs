@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use crate::args::{AliasArgs, AliasCommand};
 use crate::control::{self, AliasChange, Applied};
 use crate::output::{self, CliError, CliResult};
-use crate::rules::{Dest, RuleFileErrors, RuleSet};
+use crate::rules::{
+    Dest, Position, RuleError, RuleErrorKind, RuleFileErrors, RuleSet, MAX_FILE_BYTES,
+};
 use crate::state::aliases::{normalize_host, now_millis, owner_of, plural, AliasTarget, HostOwner};
 use crate::state::{Alias, State};
 use crate::supervisor::build;
@@ -79,6 +81,21 @@ pub(crate) fn host_taken(owner: &HostOwner) -> CliError {
 fn set_rules(project_dir: &Path, host: &str, file: &Path) -> CliResult<ExitCode> {
     let host = free_host_arg(project_dir, host)?;
     let name = file.display().to_string();
+    // A file past the limit is refused before it is read whole.
+    if let Ok(metadata) = fs::metadata(project_dir.join(file)) {
+        let size = usize::try_from(metadata.len()).unwrap_or(usize::MAX);
+        if size > MAX_FILE_BYTES {
+            let too_large = RuleFileErrors {
+                file: name.clone(),
+                errors: vec![RuleError {
+                    position: Position { line: 1, column: 1 },
+                    rule: None,
+                    kind: RuleErrorKind::TooLarge(size),
+                }],
+            };
+            return Err(file_errors(&host, &name, &too_large));
+        }
+    }
     let text = match fs::read_to_string(project_dir.join(file)) {
         Ok(text) => text,
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
@@ -97,7 +114,12 @@ fn set_rules(project_dir: &Path, host: &str, file: &Path) -> CliResult<ExitCode>
         output::warn(warning);
     }
     let n_rules = loaded.rules.rules().len();
-    let alias = Alias::new(AliasTarget::Rules { file: name, text });
+    // The rules, not the file's text: whitespace and comments-by-key cost nothing in the state.
+    let alias = Alias::new(AliasTarget::Rules {
+        file: name,
+        text: loaded.rules.to_json(),
+        positions: loaded.rules.positions(),
+    });
     let applied = apply(
         project_dir,
         AliasChange::Set {

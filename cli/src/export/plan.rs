@@ -387,6 +387,7 @@ mod tests {
         AliasTarget::Rules {
             file: "rules.json".into(),
             text: text.into(),
+            positions: Vec::new(),
         }
     }
 

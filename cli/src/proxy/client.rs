@@ -756,6 +756,9 @@ pub(super) async fn test_incoming(frames: Vec<&'static [u8]>, with_length: bool)
 }
 
 #[cfg(test)]
+mod differential;
+
+#[cfg(test)]
 mod tests {
     use std::future::poll_fn;
     use std::time::Duration;

@@ -49,6 +49,8 @@ impl fmt::Display for RuleError {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleErrorKind {
+    #[error("the file is {} KiB; a rules file may be at most {} KiB (about 100,000 short rules): split it over several aliases", .0.div_ceil(1024), super::MAX_FILE_BYTES / 1024)]
+    TooLarge(usize),
     #[error("invalid JSON: {0}")]
     InvalidJson(String),
     #[error("the file must be one JSON object like {{\"rules\": [...]}}, found {0}")]

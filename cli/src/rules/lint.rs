@@ -7,6 +7,8 @@
 //! whose literal part prefixes the later pattern's literal prefix, or an earlier pattern that
 //! matches a later literal pathname), with a superset of its methods. It never warns wrongly.
 
+use std::collections::HashMap;
+
 use super::error::{RuleWarning, RuleWarningKind};
 use super::matcher::Matcher;
 use super::pattern::{self, Token};
@@ -14,30 +16,21 @@ use super::Rule;
 
 pub(crate) fn lint(file: &str, rules: &[Rule], matcher: &Matcher) -> Vec<RuleWarning> {
     let mut warnings = Vec::new();
-    // For each rule of the `P**` shape (one trailing `**`), its `P`; worked out once, not per pair.
-    let subtree_prefixes: Vec<Option<&str>> = rules
-        .iter()
-        .map(
-            |rule| match pattern::tokens(rule.pathname.as_deref()?).as_slice() {
-                [Token::Literal(prefix), Token::DoubleStar] => Some(*prefix),
-                _ => None,
-            },
-        )
-        .collect();
+    let covering = Covering::new(rules);
     for later in rules {
-        // A literal pathname is one path: which rules match it is one question to the matcher.
-        let matching_later = later
+        let superset = |index: usize| rules[index].method_set.is_superset_of(later.method_set);
+        // A literal pathname is one path: which rule matches it first is one question to the
+        // matcher. A wildcard one is covered by few shapes, each looked up, never scanned.
+        let before = u32::try_from(later.index).expect("fewer than 4 billion rules");
+        let shadowing = match later
             .pathname
             .as_deref()
             .filter(|pattern| pattern::is_literal(pattern))
-            .map(|path| matcher.pathnames_matching(path));
-        let shadowing = rules[..later.index].iter().find(|earlier| {
-            earlier.method_set.is_superset_of(later.method_set)
-                && match &matching_later {
-                    Some(matching) => matching[earlier.index],
-                    None => pathname_covers(earlier, subtree_prefixes[earlier.index], later),
-                }
-        });
+        {
+            Some(path) => matcher.first_match(path, before, superset),
+            None => covering.first(later, superset),
+        }
+        .map(|index| &rules[index]);
         if let Some(earlier) = shadowing {
             let kind =
                 if earlier.pathname == later.pathname && earlier.method_set == later.method_set {
@@ -67,10 +60,8 @@ pub(crate) fn lint(file: &str, rules: &[Rule], matcher: &Matcher) -> Vec<RuleWar
             let covered = base.is_empty()
                 || !pattern::is_literal(base)
                 || matcher
-                    .pathnames_matching(base)
-                    .iter()
-                    .zip(rules)
-                    .any(|(&matches, rule)| matches && rule.pathname.is_some());
+                    .first_match(base, u32::MAX, |index| rules[index].pathname.is_some())
+                    .is_some();
             if !covered {
                 warnings.push(RuleWarning {
                     file: file.into(),
@@ -87,22 +78,81 @@ pub(crate) fn lint(file: &str, rules: &[Rule], matcher: &Matcher) -> Vec<RuleWar
     warnings
 }
 
-/// Whether every path `later`'s (wildcard or absent) pathname matches is certainly matched by
-/// `earlier`'s. Literal `later` pathnames are asked of the matcher instead.
-/// `earlier_subtree_prefix` is `P` when `earlier`'s pattern is `P**`.
-fn pathname_covers(earlier: &Rule, earlier_subtree_prefix: Option<&str>, later: &Rule) -> bool {
-    let Some(earlier_pattern) = earlier.pathname.as_deref() else {
-        return true;
-    };
-    if earlier_pattern == "/**" {
-        return true;
+/// The earlier rules that certainly match every path a wildcard (or absent) pathname matches,
+/// indexed by the three shapes that can: a fallthrough or `/**`, the same pattern, and a
+/// `P**` whose `P` starts the later pattern's literal prefix.
+struct Covering<'a> {
+    /// Fallthroughs and `/**`, ascending.
+    universal: Vec<usize>,
+    /// Each wildcard pattern to the rules that have it, ascending.
+    same: HashMap<&'a str, Vec<usize>>,
+    /// Each `P` of a `P**` pattern to the rules that have it, ascending, and the lengths of
+    /// those `P`s.
+    subtrees: HashMap<&'a str, Vec<usize>>,
+    subtree_lengths: Vec<usize>,
+}
+
+impl<'a> Covering<'a> {
+    fn new(rules: &'a [Rule]) -> Covering<'a> {
+        let mut covering = Covering {
+            universal: Vec::new(),
+            same: HashMap::new(),
+            subtrees: HashMap::new(),
+            subtree_lengths: Vec::new(),
+        };
+        for rule in rules {
+            let Some(pattern) = rule.pathname.as_deref() else {
+                covering.universal.push(rule.index);
+                continue;
+            };
+            if pattern == "/**" {
+                covering.universal.push(rule.index);
+            }
+            if pattern::is_literal(pattern) {
+                continue;
+            }
+            covering.same.entry(pattern).or_default().push(rule.index);
+            if let [Token::Literal(prefix), Token::DoubleStar] = pattern::tokens(pattern).as_slice()
+            {
+                covering
+                    .subtrees
+                    .entry(prefix)
+                    .or_default()
+                    .push(rule.index);
+                covering.subtree_lengths.push(prefix.len());
+            }
+        }
+        covering.subtree_lengths.sort_unstable();
+        covering.subtree_lengths.dedup();
+        covering
     }
-    let Some(later_pattern) = later.pathname.as_deref() else {
-        return false;
-    };
-    if earlier_pattern == later_pattern {
-        return true;
+
+    /// The first rule before `later` that covers it and that `wanted` accepts.
+    fn first(&self, later: &Rule, wanted: impl Fn(usize) -> bool) -> Option<usize> {
+        let first_of = |indices: &[usize]| {
+            indices
+                .iter()
+                .copied()
+                .take_while(|&index| index < later.index)
+                .find(|&index| wanted(index))
+        };
+        let mut best = first_of(&self.universal);
+        if let Some(pattern) = later.pathname.as_deref() {
+            let candidates =
+                self.same
+                    .get(pattern)
+                    .into_iter()
+                    .chain(self.subtree_lengths.iter().filter_map(|&length| {
+                        self.subtrees
+                            .get(pattern::literal_prefix(pattern).get(..length)?)
+                    }));
+            for indices in candidates {
+                best = match (best, first_of(indices)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        best
     }
-    earlier_subtree_prefix
-        .is_some_and(|prefix| pattern::literal_prefix(later_pattern).starts_with(prefix))
 }

@@ -2,58 +2,63 @@
 //!
 //! - Literal pathnames (most rules) go into one hash map from path to rule indices, so they
 //!   cost one lookup however many there are.
-//! - Wildcard and fallthrough rules stay in file order, each with its literal prefix, literal
-//!   suffix and minimum length as cheap filters. The common shapes `/x/**`, `/x**` and
-//!   `/**.js` are decided by those filters alone.
-//! - A pattern with `*` but no `**` matches segment by segment (`*` never crosses `/`), each
-//!   segment by its literal pieces in order; no regex, no allocation.
-//! - Only patterns mixing `**` with other wildcards (`/a/**/b*`) need an automaton: they are
-//!   the patterns of one `RegexSet`, run at most once per lookup and only when such a rule
-//!   survives the filters.
+//! - Wildcard and fallthrough rules are indexed by their literal prefix (the text before the
+//!   first `*`): a lookup hashes only the path's prefixes of the lengths some rule's prefix has,
+//!   and checks only the rules whose prefix the path starts with. Twenty thousand `/pN/*/**`
+//!   rules cost a few lookups, not a scan.
+//! - Each candidate is checked behind its literal suffix and minimum length. The common shapes
+//!   `/x/**`, `/x**` and `/**.js` are decided by those filters alone; a pattern with `*` but no
+//!   `**` matches segment by segment (`*` never crosses `/`); one mixing `**` with other
+//!   wildcards (`/a/**/b*`) runs a small automaton over the path's bytes (a bit set of pattern
+//!   positions, linear in the path's length). No regex: no size limit, no compile cost.
 //!
 //! The first rule (lowest index) whose method and path match wins, as RULES.md says, whichever
-//! structure it sits in: the scan stops at the first wildcard rule past the best literal hit.
+//! structure it sits in.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use http::Method;
-use regex::{RegexSet, SetMatches};
 
 use super::method::{self, MethodSet};
 use super::pattern::{self, Token};
 
+type FnvMap<V> = HashMap<Box<str>, V, BuildHasherDefault<Fnv1a>>;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Matcher {
     /// Literal pathname to the indices of the rules that have it, ascending.
-    exact: HashMap<Box<str>, Vec<u32>, BuildHasherDefault<Fnv1a>>,
+    exact: FnvMap<Vec<u32>>,
     /// Wildcard and fallthrough rules, ascending by index.
     globs: Vec<Glob>,
+    /// Literal prefix to the positions in `globs` of the rules that have it, ascending. The
+    /// fallthroughs (no prefix at all) are apart, in `unprefixed`: no hashing for them.
+    by_prefix: FnvMap<Vec<u32>>,
+    unprefixed: Vec<u32>,
+    /// The lengths of those prefixes, ascending, each once.
+    prefix_lengths: Vec<usize>,
     /// Each rule's methods, by rule index.
     methods: Vec<MethodSet>,
-    /// The patterns that filters cannot decide, one set pattern each (`Glob::set_index`).
-    set: RegexSet,
 }
 
 #[derive(Debug, Clone)]
 struct Glob {
     index: u32,
-    prefix: Box<str>,
     suffix: Box<str>,
     /// `prefix.len() + suffix.len()`: shorter paths cannot match.
     min_len: usize,
     check: Check,
 }
 
-/// What decides a wildcard rule once its filters pass.
+/// What decides a wildcard rule once its prefix, suffix and length fit.
 #[derive(Debug, Clone)]
 enum Check {
     /// Prefix, suffix and length decide alone (fallthrough, `P**`, `P**S`).
     Filters,
     /// `*` wildcards only: the path has exactly these segments after its leading `/`.
     Segments(Box<[SegmentGlob]>),
-    /// Its pattern's index in the `RegexSet`.
-    Set(usize),
+    /// `**` with other wildcards: the automaton over the whole pattern.
+    Automaton(Automaton),
 }
 
 /// One segment of a `*`-only pattern, split at its stars: `b-*-x` is `["b-", "-x"]`.
@@ -64,11 +69,12 @@ struct SegmentGlob {
 
 impl Matcher {
     /// `rules` is each rule's (pathname, methods), in file order. Pathnames are validated and
-    /// normalised already; only a pathname the regex crate refuses (too big) is an error.
-    pub(crate) fn new(rules: &[(Option<&str>, MethodSet)]) -> Result<Matcher, regex::Error> {
-        let mut exact: HashMap<Box<str>, Vec<u32>, BuildHasherDefault<Fnv1a>> = HashMap::default();
+    /// normalised already.
+    pub(crate) fn new(rules: &[(Option<&str>, MethodSet)]) -> Matcher {
+        let mut exact: FnvMap<Vec<u32>> = HashMap::default();
         let mut globs = Vec::new();
-        let mut set_patterns = Vec::new();
+        let mut by_prefix: FnvMap<Vec<u32>> = HashMap::default();
+        let mut unprefixed = Vec::new();
         for (index, (pathname, _)) in rules.iter().enumerate() {
             let index = u32::try_from(index).expect("a rules file has fewer than 4 billion rules");
             match pathname {
@@ -76,65 +82,117 @@ impl Matcher {
                     exact.entry((*pattern).into()).or_default().push(index)
                 }
                 _ => {
-                    globs.push(Glob::new(index, *pathname, &mut set_patterns));
+                    let pattern = pathname.unwrap_or("");
+                    let position = u32::try_from(globs.len()).expect("fewer globs than rules");
+                    match pattern::literal_prefix(pattern) {
+                        "" => unprefixed.push(position),
+                        prefix => by_prefix.entry(prefix.into()).or_default().push(position),
+                    }
+                    globs.push(Glob::new(index, pattern));
                 }
             }
         }
-        Ok(Matcher {
+        let mut prefix_lengths: Vec<usize> = by_prefix.keys().map(|prefix| prefix.len()).collect();
+        prefix_lengths.sort_unstable();
+        prefix_lengths.dedup();
+        Matcher {
             exact,
             globs,
+            by_prefix,
+            unprefixed,
+            prefix_lengths,
             methods: rules.iter().map(|&(_, methods)| methods).collect(),
-            set: RegexSet::new(&set_patterns)?,
-        })
+        }
     }
 
     /// Index of the first rule whose pathname and method match the (normalised) path.
     pub(crate) fn route(&self, method: &Method, path: &str) -> Option<usize> {
         let bit = method::bit_of(method);
-        let mut best = u32::MAX;
+        self.first_match(path, u32::MAX, |index| self.methods[index].contains(bit))
+    }
+
+    /// The lowest rule index below `before` whose pathname matches `path` and that `wanted`
+    /// accepts (by rule index).
+    pub(crate) fn first_match(
+        &self,
+        path: &str,
+        before: u32,
+        wanted: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let mut best = before;
         if let Some(indices) = self.exact.get(path) {
             if let Some(&index) = indices
                 .iter()
-                .find(|&&index| self.methods[index as usize].contains(bit))
+                .take_while(|&&index| index < best)
+                .find(|&&index| wanted(index as usize))
             {
                 best = index;
             }
         }
-        let mut set_matches: Option<SetMatches> = None;
-        for glob in &self.globs {
-            if glob.index >= best {
-                break;
-            }
-            if self.methods[glob.index as usize].contains(bit)
-                && glob.passes_filters(path)
-                && self.check(glob, path, &mut set_matches)
-            {
-                best = glob.index;
-                break;
+        // Each bucket is ascending: its first match is its best; the best over buckets wins.
+        for bucket in self.buckets(path) {
+            for &position in bucket {
+                let glob = &self.globs[position as usize];
+                if glob.index >= best {
+                    break;
+                }
+                if wanted(glob.index as usize) && glob.matches(path) {
+                    best = glob.index;
+                    break;
+                }
             }
         }
-        (best != u32::MAX).then_some(best as usize)
+        (best != before).then_some(best as usize)
     }
 
-    /// For each rule, whether its pathname alone (methods aside) matches `path`. For lint,
-    /// which asks this about every literal pathname: one pass over the rules per question.
-    pub(crate) fn pathnames_matching(&self, path: &str) -> Vec<bool> {
-        let mut matching = vec![false; self.methods.len()];
-        for &index in self.exact.get(path).into_iter().flatten() {
-            matching[index as usize] = true;
+    /// The glob positions of the rules whose literal prefix `path` starts with, bucket by
+    /// bucket.
+    fn buckets<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a [u32]> + 'a {
+        let prefixed = self
+            .prefix_lengths
+            .iter()
+            .take_while(move |&&length| length <= path.len())
+            .filter_map(move |&length| {
+                let prefix = path.get(..length)?;
+                self.by_prefix.get(prefix).map(Vec::as_slice)
+            });
+        std::iter::once(self.unprefixed.as_slice())
+            .filter(|bucket| !bucket.is_empty())
+            .chain(prefixed)
+    }
+}
+
+impl Glob {
+    fn new(index: u32, pattern: &str) -> Glob {
+        let prefix = pattern::literal_prefix(pattern);
+        let suffix = pattern::literal_suffix(pattern);
+        let tokens = pattern::tokens(pattern);
+        let check = if matches!(
+            tokens.as_slice(),
+            [] | [Token::Literal(_), Token::DoubleStar]
+                | [Token::Literal(_), Token::DoubleStar, Token::Literal(_)]
+        ) {
+            Check::Filters
+        } else if !tokens.contains(&Token::DoubleStar) {
+            // Patterns start with `/` (validated), so segments start after it.
+            Check::Segments(pattern[1..].split('/').map(SegmentGlob::new).collect())
+        } else {
+            Check::Automaton(Automaton::new(&tokens))
+        };
+        Glob {
+            index,
+            suffix: suffix.into(),
+            min_len: prefix.len() + suffix.len(),
+            check,
         }
-        let mut set_matches: Option<SetMatches> = None;
-        for glob in &self.globs {
-            matching[glob.index as usize] =
-                glob.passes_filters(path) && self.check(glob, path, &mut set_matches);
-        }
-        matching
     }
 
-    /// The part of a wildcard rule's match that its filters leave open. The `RegexSet` runs
-    /// only the first time a lookup needs it.
-    fn check(&self, glob: &Glob, path: &str, set_matches: &mut Option<SetMatches>) -> bool {
-        match &glob.check {
+    /// Whether the path matches, its prefix being known to match already.
+    fn matches(&self, path: &str) -> bool {
+        if path.len() < self.min_len || !ends_with(path, &self.suffix) {
+            return false;
+        }
+        match &self.check {
             Check::Filters => true,
             Check::Segments(segments) => {
                 // Walk the path's segments by hand: `str::split` costs more than the checks.
@@ -157,47 +215,114 @@ impl Matcher {
                 }
                 true
             }
-            Check::Set(set_index) => set_matches
-                .get_or_insert_with(|| self.set.matches(path))
-                .matched(*set_index),
+            Check::Automaton(automaton) => automaton.matches(path.as_bytes()),
         }
     }
 }
 
-impl Glob {
-    /// `pattern` is `None` for a fallthrough. Adds the pattern's regex to `set_patterns` when
-    /// only an automaton can decide it.
-    fn new(index: u32, pattern: Option<&str>, set_patterns: &mut Vec<String>) -> Glob {
-        let pattern = pattern.unwrap_or("");
-        let prefix = pattern::literal_prefix(pattern);
-        let suffix = pattern::literal_suffix(pattern);
-        let tokens = pattern::tokens(pattern);
-        let check = if matches!(
-            tokens.as_slice(),
-            [] | [Token::Literal(_), Token::DoubleStar]
-                | [Token::Literal(_), Token::DoubleStar, Token::Literal(_)]
-        ) {
-            Check::Filters
-        } else if !tokens.contains(&Token::DoubleStar) {
-            // Patterns start with `/` (validated), so segments start after it.
-            Check::Segments(pattern[1..].split('/').map(SegmentGlob::new).collect())
-        } else {
-            set_patterns.push(pattern::to_regex(pattern));
-            Check::Set(set_patterns.len() - 1)
-        };
-        Glob {
-            index,
-            prefix: prefix.into(),
-            suffix: suffix.into(),
-            min_len: prefix.len() + suffix.len(),
-            check,
+/// A pattern as a sequence of steps run over a path's bytes: the set of steps reached so far
+/// is a bit set, advanced once per byte (a Thompson simulation), so time is linear in the
+/// path's length and no input backtracks.
+#[derive(Debug, Clone)]
+struct Automaton {
+    steps: Box<[Step]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Byte(u8),
+    /// Any bytes but `/`, including none.
+    Star,
+    /// Any bytes, including none.
+    DoubleStar,
+}
+
+impl Automaton {
+    fn new(tokens: &[Token<'_>]) -> Automaton {
+        let mut steps = Vec::new();
+        for token in tokens {
+            match token {
+                Token::Literal(text) => steps.extend(text.bytes().map(Step::Byte)),
+                Token::Star => steps.push(Step::Star),
+                Token::DoubleStar => steps.push(Step::DoubleStar),
+            }
+        }
+        Automaton {
+            steps: steps.into(),
         }
     }
 
-    fn passes_filters(&self, path: &str) -> bool {
-        path.len() >= self.min_len
-            && starts_with(path, &self.prefix)
-            && ends_with(path, &self.suffix)
+    fn matches(&self, path: &[u8]) -> bool {
+        let n_states = self.steps.len() + 1;
+        // State `i`: the first `i` steps are done. Up to 128 states live in one word; longer
+        // patterns (rare) use a vector.
+        if n_states <= 128 {
+            let mut states =
+                self.closure(1u128, |set, i| set & (1 << i) != 0, |set, i| *set |= 1 << i);
+            for &byte in path {
+                let mut next = 0u128;
+                for (i, step) in self.steps.iter().enumerate() {
+                    if states & (1 << i) != 0 && self.advances(*step, byte) {
+                        next |= 1
+                            << if matches!(step, Step::Byte(_)) {
+                                i + 1
+                            } else {
+                                i
+                            };
+                    }
+                }
+                states = self.closure(next, |set, i| set & (1 << i) != 0, |set, i| *set |= 1 << i);
+                if states == 0 {
+                    return false;
+                }
+            }
+            states & (1 << self.steps.len()) != 0
+        } else {
+            let mut states = vec![false; n_states];
+            states[0] = true;
+            let mut states = self.closure(states, |set, i| set[i], |set, i| set[i] = true);
+            for &byte in path {
+                let mut next = vec![false; n_states];
+                for (i, step) in self.steps.iter().enumerate() {
+                    if states[i] && self.advances(*step, byte) {
+                        next[if matches!(step, Step::Byte(_)) {
+                            i + 1
+                        } else {
+                            i
+                        }] = true;
+                    }
+                }
+                states = self.closure(next, |set, i| set[i], |set, i| set[i] = true);
+            }
+            states[self.steps.len()]
+        }
+    }
+
+    /// Whether the step at a reached state takes `byte` (to the next state for a byte, to
+    /// itself for a star).
+    fn advances(&self, step: Step, byte: u8) -> bool {
+        match step {
+            Step::Byte(wanted) => byte == wanted,
+            Step::Star => byte != b'/',
+            Step::DoubleStar => true,
+        }
+    }
+
+    /// Adds the states reached without a byte: a star can match nothing, so the state after
+    /// it is reached whenever it is.
+    fn closure<S>(
+        &self,
+        mut set: S,
+        has: impl Fn(&S, usize) -> bool,
+        add: impl Fn(&mut S, usize),
+    ) -> S {
+        // In order, so a run of stars passes the state on to its end.
+        for (i, step) in self.steps.iter().enumerate() {
+            if !matches!(step, Step::Byte(_)) && has(&set, i) {
+                add(&mut set, i + 1);
+            }
+        }
+        set
     }
 }
 

@@ -35,9 +35,6 @@ pub enum PathError {
     EncodedSlash,
     #[error("an encoded NUL (`%00`) is not allowed in a path")]
     EncodedNul,
-    /// Only for `pathname` patterns: too large for the matching engine.
-    #[error("the pattern is too complex: {0}")]
-    TooComplex(String),
 }
 
 /// Normalises a request path (no query string) the way matching and forwarding both use it.

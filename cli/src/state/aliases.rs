@@ -22,9 +22,17 @@ pub struct Alias {
 pub enum AliasTarget {
     /// A plain alias: a service, a deployment id or another alias, as the user wrote it.
     Plain { target: String },
-    /// A path alias. The file's text is kept verbatim, so `stack up` rebuilds the rules
-    /// without the original file and positions in later messages still point into it.
-    Rules { file: String, text: String },
+    /// A path alias: the file's name, and its rules as `RuleSet::to_json` writes them (not the
+    /// file's text: a file padded to megabytes stores only its rules), so `stack up` rebuilds
+    /// the rules without the original file.
+    Rules {
+        file: String,
+        text: String,
+        /// Where each rule starts in the original file (line, column), so messages about a
+        /// rule still point into that file; empty for a record that kept the file's text.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        positions: Vec<[usize; 2]>,
+    },
 }
 
 impl Alias {
@@ -42,9 +50,11 @@ impl Alias {
                 let text = serde_json::json!({ "rules": [{ "dest": target }] }).to_string();
                 RuleSet::parse("(plain alias)", &text).map(|loaded| loaded.rules)
             }
-            AliasTarget::Rules { file, text } => {
-                RuleSet::parse(file, text).map(|loaded| loaded.rules)
-            }
+            AliasTarget::Rules {
+                file,
+                text,
+                positions,
+            } => RuleSet::parse(file, text).map(|loaded| loaded.rules.at_positions(positions)),
         }
     }
 
@@ -226,6 +236,7 @@ mod tests {
         let alias = Alias::new(AliasTarget::Rules {
             file: "aliases.json".into(),
             text: "{\"rules\": [{\"dest\": \"reader\"}]}".into(),
+            positions: Vec::new(),
         });
         let json = serde_json::to_value(&alias).unwrap();
         assert_eq!(json["kind"], "rules");
