@@ -12,6 +12,7 @@
 //! - [`export`]: an alias rendered as a production config (nginx), checked with `nginx -t`.
 //! - [`init`]: the embedded project templates, written by `stack init`; the `.env` git check.
 //! - [`output`]: now's voice on a terminal (`> Success!`, `Error! ...`), colour only on a tty.
+//! - [`prerequisites`]: the programs a `stack up` needs, checked before it builds; install hints.
 //! - [`proxy`]: the in-process reverse proxy: host and path routing, forwarding, pooling.
 //! - [`redis`]: the managed `redis-server` (described here, run by the supervisor's process layer),
 //!   and what `stack redis` uses to look inside the session store (SCAN reads, cookies, watch).
@@ -28,6 +29,7 @@ pub mod env;
 pub mod export;
 pub mod init;
 pub mod output;
+pub mod prerequisites;
 pub mod proxy;
 pub mod redis;
 pub mod rules;

@@ -637,7 +637,7 @@ fn values_no_process_can_receive_are_refused_at_their_place_and_a_bom_is_no_part
 fn without_redis_server_on_path_up_says_how_to_install_it() {
     require_tools();
     let project = Project::fixture("node-pair");
-    // `hello` needs no build tool; with an empty PATH only redis-server is missing.
+    // With an empty PATH, redis-server, node and npm are all missing: one error names them.
     let empty = tempfile::tempdir().unwrap();
     let mut command = project.command(&["up", "hello", "--port", "0"]);
     command.env("PATH", empty.path());
@@ -645,14 +645,51 @@ fn without_redis_server_on_path_up_says_how_to_install_it() {
     assert_eq!(output.code, 1);
     let stderr = &output.stderr;
     assert!(
-        stderr.contains("Error! `redis-server` is not installed"),
+        stderr.contains("Error! `redis-server`, `node` and `npm` are not installed"),
         "{stderr}"
     );
     assert!(
-        stderr.contains("sudo apt-get install redis-server"),
+        stderr.contains("sudo apt-get install redis-server nodejs npm"),
         "{stderr}"
     );
-    assert!(stderr.contains("brew install redis"), "{stderr}");
     assert!(stderr.contains("REDIS_SESSION_URL"), "{stderr}");
     assert!(!project.path().join(".stack/stack.sock").exists());
+}
+
+#[test]
+fn a_missing_redis_server_is_named_within_two_seconds_and_nothing_is_built() {
+    require_tools();
+    // A Cargo service: without the check first, cargo would build for a while before Redis
+    // was found missing.
+    let project = Project::fixture("watch-hello");
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["cargo", "rustc", "node", "npm"] {
+        if let Some(found) = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .map(|dir| dir.join(tool))
+            .find(|path| path.is_file())
+        {
+            std::os::unix::fs::symlink(found, bin.path().join(tool)).unwrap();
+        }
+    }
+    let mut command = project.command(&["up", "--port", "0"]);
+    command.env("PATH", bin.path());
+    let started = Instant::now();
+    let output = project.run(&mut command);
+    let took = started.elapsed();
+    assert_eq!(output.code, 1, "{}", output.all());
+    assert!(
+        output
+            .stderr
+            .starts_with("Error! `redis-server` is not installed"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output.stderr.contains("nothing was built"),
+        "{}",
+        output.stderr
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(!project.path().join("target").exists(), "cargo ran");
+    assert!(!project.path().join(".stack/deployments").exists());
 }

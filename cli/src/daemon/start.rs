@@ -35,6 +35,7 @@ use crate::control::{self, api::deployment_url, lock::ProjectLock};
 use crate::env::REDIS_SESSION_URL;
 use crate::init;
 use crate::output::{self, CliError, CliResult};
+use crate::prerequisites;
 use crate::proxy::{self, Routing, RoutingTable};
 use crate::redis::managed::{self, ManagedRedis};
 use crate::state::{self, secret};
@@ -130,6 +131,7 @@ impl Daemon {
             .map_err(|error| CliError::new(format!("cannot read the proxy's address: {error}")))?
             .port();
         let services = build::discover(&project_dir, &config.services).map_err(build_error)?;
+        check_prerequisites(&services, &service_env)?;
 
         let root = CancellationToken::new();
         let builds = Builds::default();
@@ -307,6 +309,39 @@ fn raise_open_file_limit() {
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
     }
+}
+
+/// Every program the services and the managed Redis will need is there, or the start ends
+/// now, naming each missing one with the command that installs them all: a missing
+/// `redis-server` costs a second, not a build.
+fn check_prerequisites(services: &[Service], env: &ServiceEnv) -> CliResult<()> {
+    let needs = prerequisites::Needs {
+        managed_redis: env.redis_url().is_none(),
+        node: services
+            .iter()
+            .any(|service| service.kind == build::ServiceKind::Npm),
+    };
+    let missing = prerequisites::missing(needs, env.vars.get("PATH").map(String::as_str));
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let verb = if missing.len() == 1 { "is" } else { "are" };
+    let mut why: Vec<&str> = missing.iter().map(|tool| tool.needed_for()).collect();
+    why.dedup();
+    let mut hint = format!(
+        "Install {} with `{}`, then run `stack up` again.",
+        if missing.len() == 1 { "it" } else { "them" },
+        prerequisites::install_command(&missing, prerequisites::Os::detect())
+    );
+    if needs.managed_redis && missing.contains(&prerequisites::Tool::RedisServer) {
+        hint.push_str(" Or set `REDIS_SESSION_URL` to a Redis you run yourself.");
+    }
+    Err(CliError::new(format!(
+        "{} {verb} not installed (not found on PATH), and needed for {}; nothing was built",
+        prerequisites::names(&missing),
+        why.join(" and ")
+    ))
+    .hint(hint))
 }
 
 /// The environment of the first start: every bad line at once and nothing started, the
