@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::ArgValueCandidates;
+
+use crate::completion;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,6 +49,35 @@ pub enum Command {
     Init(InitArgs),
     /// Render an alias as a production config.
     Export(ExportArgs),
+    /// Print a shell's completion script (service, deployment and alias names complete too).
+    Completions(CompletionsArgs),
+    /// Open an alias (the first one by default) in the browser, or print its URL.
+    Open(OpenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    pub shell: Shell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    Powershell,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// The alias (its host) to open; the first alias when omitted.
+    #[arg(add = ArgValueCandidates::new(completion::aliases))]
+    pub host: Option<String>,
+    /// Print the URL instead of opening a browser.
+    #[arg(long)]
+    pub print: bool,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +129,7 @@ pub struct AliasArgs {
     /// The hostname to point (e.g. `counter-demo.localhost`).
     pub host: Option<String>,
     /// A service or deployment to point the host at (a plain alias).
+    #[arg(add = ArgValueCandidates::new(completion::targets))]
     pub target: Option<String>,
     /// A now-compatible rules file (a path alias).
     #[arg(long, value_name = "FILE", conflicts_with = "target")]
@@ -107,17 +140,22 @@ pub struct AliasArgs {
 pub enum AliasCommand {
     /// List aliases, or one alias's rules as a table.
     Ls {
+        #[arg(add = ArgValueCandidates::new(completion::aliases))]
         host: Option<String>,
         /// Print JSON (for one host: a rules file `stack alias --rules` takes back).
         #[arg(long)]
         json: bool,
     },
     /// Remove an alias.
-    Rm { host: String },
+    Rm {
+        #[arg(add = ArgValueCandidates::new(completion::aliases))]
+        host: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct RouteArgs {
+    #[arg(add = ArgValueCandidates::new(completion::aliases))]
     pub host: String,
     pub method: String,
     pub path: String,
@@ -126,6 +164,7 @@ pub struct RouteArgs {
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
     /// A service or a deployment id.
+    #[arg(add = ArgValueCandidates::new(completion::targets))]
     pub target: String,
     pub instances: usize,
 }
@@ -139,6 +178,7 @@ pub struct LsArgs {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// A service or a deployment id.
+    #[arg(add = ArgValueCandidates::new(completion::targets))]
     pub target: String,
     /// Keep printing new lines.
     #[arg(short, long)]
@@ -154,13 +194,16 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    #[arg(add = ArgValueCandidates::new(completion::services))]
     pub service: String,
     /// The deployment to go back to (the previous one when omitted).
+    #[arg(add = ArgValueCandidates::new(completion::deployments))]
     pub deployment: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
+    #[arg(add = ArgValueCandidates::new(completion::deployments))]
     pub deployment: String,
 }
 

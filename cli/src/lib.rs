@@ -4,6 +4,7 @@
 //!
 //! - [`args`]: the command line (clap); nothing here does work.
 //! - [`commands`]: one file per command; each turns parsed arguments into calls on the modules below.
+//! - [`completion`]: the names shell completion offers (services, deployments, aliases).
 //! - [`control`]: the HTTP+JSON API on `.stack/stack.sock` that `stack up` serves and other commands call.
 //! - [`daemon`]: the running `stack up`: one handle that owns the supervisor, the proxy's routing,
 //!   the aliases, the Redis in use and the state; its start and its ordered shutdown.
@@ -23,6 +24,7 @@
 
 pub mod args;
 pub mod commands;
+pub mod completion;
 pub mod control;
 pub mod daemon;
 pub mod env;
@@ -45,6 +47,10 @@ use clap::Parser;
 /// Parses the command line, runs the command and turns its outcome into an exit code:
 /// 0 on success, 1 on a user error (printed once, here), 2 on bad arguments (clap).
 pub fn run() -> ExitCode {
+    // A shell asking for completions (`COMPLETE=bash stack -- ...`) is answered and exits here.
+    clap_complete::CompleteEnv::with_factory(<args::Cli as clap::CommandFactory>::command)
+        .var(completion::VAR)
+        .complete();
     let cli = args::Cli::parse();
     match commands::dispatch(cli) {
         Ok(code) => code,

@@ -2,11 +2,13 @@
 //! [`CliError`]; printing the error is left to [`crate::run`].
 
 pub mod alias;
+pub mod completions;
 pub mod down;
 pub mod export;
 pub mod init;
 pub mod logs;
 pub mod ls;
+pub mod open;
 pub mod redis;
 pub mod rm;
 pub mod rollback;
@@ -33,5 +35,7 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Redis(args) => redis::run(&cli.cwd, args),
         Command::Init(args) => init::run(&cli.cwd, args),
         Command::Export(args) => export::run(&cli.cwd, args),
+        Command::Completions(args) => completions::run(args),
+        Command::Open(args) => open::run(&cli.cwd, args),
     }
 }

@@ -1,0 +1,110 @@
+//! The everyday commands around the workflow, through the real binary: shell completions (the
+//! scripts, and the names they complete from a project) and `stack open`.
+
+use std::process::{Command, Stdio};
+
+mod support;
+use support::{Project, STACK};
+
+#[test]
+fn every_shell_gets_a_completion_script_and_bash_accepts_it() {
+    let project = Project::empty();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = project.stack_ok(&["completions", shell]);
+        assert!(script.contains("stack"), "{shell}: {script}");
+        assert!(script.len() > 100, "{shell}: {script}");
+    }
+    let script = project.stack_ok(&["completions", "bash"]);
+    let mut bash = Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("bash runs");
+    std::io::Write::write_all(bash.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    assert!(bash.wait().unwrap().success(), "bash -n refused:\n{script}");
+    let refused = project.stack(&["completions", "tcsh"]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+}
+
+/// What the bash script asks `stack` for when the user presses Tab after `words`.
+fn complete(project: &Project, words: &[&str]) -> Vec<String> {
+    let output = Command::new(STACK)
+        .arg("--")
+        .args(words)
+        .current_dir(project.path())
+        .env("COMPLETE", "bash")
+        .env("_CLAP_IFS", "\u{b}")
+        .env("_CLAP_COMPLETE_INDEX", (words.len() - 1).to_string())
+        .env("_CLAP_COMPLETE_COMP_TYPE", "9")
+        .env("_CLAP_COMPLETE_SPACE", "true")
+        .output()
+        .expect("stack runs");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .split('\u{b}')
+        .map(|word| word.trim().to_string())
+        .filter(|word| !word.is_empty())
+        .collect()
+}
+
+#[test]
+fn completion_offers_the_projects_services_deployments_and_aliases() {
+    let project = Project::fixture("node-pair");
+    project.write(
+        ".stack/state.json",
+        r#"{"aliases": {"pair.localhost": {"kind": "plain", "target": "hello", "created": 1}},
+            "deployments": {"hello": {"current": "hello-abcdefghij",
+              "deployments": [{"id": "hello-abcdefghij", "service": "hello", "created_ms": 1,
+                "kind": "npm", "program": "npm", "fingerprint": "x"}]}}}"#,
+    );
+    let subcommands = complete(&project, &["stack", ""]);
+    for wanted in ["up", "alias", "scale", "completions", "open"] {
+        assert!(subcommands.contains(&wanted.to_string()), "{subcommands:?}");
+    }
+    let targets = complete(&project, &["stack", "scale", ""]);
+    for wanted in ["hello", "crasher", "hello-abcdefghij"] {
+        assert!(targets.contains(&wanted.to_string()), "{targets:?}");
+    }
+    // Flags are offered beside the names; the names are only the right kind.
+    let names = |words: &[&str]| -> Vec<String> {
+        complete(&project, words)
+            .into_iter()
+            .filter(|word| !word.starts_with('-'))
+            .collect()
+    };
+    assert_eq!(names(&["stack", "rm", ""]), ["hello-abcdefghij"]);
+    assert_eq!(names(&["stack", "alias", "rm", ""]), ["pair.localhost"]);
+    let started = complete(&project, &["stack", "logs", "cr"]);
+    assert_eq!(started, ["crasher"]);
+}
+
+#[test]
+fn open_prints_the_first_aliass_url_with_the_last_port() {
+    let project = Project::empty();
+    let none = project.stack(&["open", "--print"]);
+    assert_eq!(none.code, 1, "{}", none.all());
+    assert!(
+        none.stderr.contains("there is no alias to open yet"),
+        "{}",
+        none.stderr
+    );
+    project.write(
+        ".stack/state.json",
+        r#"{"aliases": {"b.localhost": {"kind": "plain", "target": "x", "created": 1},
+                        "a.localhost": {"kind": "plain", "target": "x", "created": 1}},
+            "proxy_port": 4123}"#,
+    );
+    assert_eq!(
+        project.stack_ok(&["open", "--print"]),
+        "http://a.localhost:4123/\n"
+    );
+    assert_eq!(
+        project.stack_ok(&["open", "b", "--print"]),
+        "http://b.localhost:4123/\n"
+    );
+    // With no display to open a browser on, the URL is printed.
+    let mut command = project.command(&["open"]);
+    command.env_remove("DISPLAY").env_remove("WAYLAND_DISPLAY");
+    let run = project.run(&mut command);
+    assert_eq!(run.stdout, "http://a.localhost:4123/\n", "{}", run.all());
+}
