@@ -1,8 +1,10 @@
 //! `stack init`'s templates and the writing of a new project from one of them.
 //!
-//! The templates are embedded in the binary at build time by `cli/build.rs` from this
-//! repository's own `services/` (the `rust` template) and `templates/node/` (the `node`
-//! template), so there is no second copy of the services to keep in step. This module owns
+//! The templates are embedded in the binary from `cli/templates.bundle`, which
+//! `cli/examples/bundle_templates.rs` writes from this repository's own `services/` (the
+//! `rust` template) and `templates/node/` (the `node` template), and a test keeps current: no
+//! second copy of the services to edit by hand, and no build script that would recompile
+//! `stack` at every save under `services/`. This module owns
 //! choosing a template, refusing to overwrite (every conflict listed, nothing written), and
 //! writing the files. It also owns [`dotenv_warning`], the check `stack up` runs on `.env`.
 //! It never runs a build and never talks to a running `stack up`.
@@ -13,6 +15,7 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 pub use dotenv::dotenv_warning;
 
@@ -23,9 +26,36 @@ pub struct TemplateFile {
     pub contents: &'static [u8],
 }
 
-mod embedded {
-    use super::TemplateFile;
-    include!(concat!(env!("OUT_DIR"), "/templates.rs"));
+/// Both templates, as `cli/examples/bundle_templates.rs` writes them: per file a line
+/// `=== <template> <path> <bytes>`, its bytes, a newline.
+static BUNDLE: &str = include_str!("../../templates.bundle");
+
+/// The files of `template` in the bundle, sorted by path (as the bundle is).
+fn bundled(template: &str) -> Vec<TemplateFile> {
+    let mut files = Vec::new();
+    let mut rest = BUNDLE;
+    while let Some(after) = rest.strip_prefix("=== ") {
+        let (header, body) = after
+            .split_once('\n')
+            .expect("a bundle header ends its line");
+        let mut fields = header.split(' ');
+        let (Some(name), Some(path), Some(length)) = (fields.next(), fields.next(), fields.next())
+        else {
+            panic!("a bundle header is `=== <template> <path> <bytes>`: {header}");
+        };
+        let length: usize = length.parse().expect("a bundle header ends with a length");
+        let (contents, after) = body.split_at(length);
+        if name == template {
+            files.push(TemplateFile {
+                path,
+                contents: contents.as_bytes(),
+            });
+        }
+        rest = after
+            .strip_prefix('\n')
+            .expect("a newline follows each bundled file");
+    }
+    files
 }
 
 /// A project template.
@@ -55,10 +85,13 @@ impl Template {
 
     /// The template's files, sorted by path.
     pub fn files(self) -> &'static [TemplateFile] {
-        match self {
-            Template::Rust => embedded::RUST,
-            Template::Node => embedded::NODE,
-        }
+        static RUST: OnceLock<Vec<TemplateFile>> = OnceLock::new();
+        static NODE: OnceLock<Vec<TemplateFile>> = OnceLock::new();
+        let files = match self {
+            Template::Rust => &RUST,
+            Template::Node => &NODE,
+        };
+        files.get_or_init(|| bundled(self.name()))
     }
 }
 
