@@ -704,3 +704,29 @@ async fn sigterm_during_a_first_build_stops_it_at_once_and_leaves_nothing() {
     assert!(left.is_empty(), "left running: {left:?}");
     assert!(!project.path().join(".stack/stack.sock").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_build_off_a_terminal_says_how_far_it_is_every_few_seconds() {
+    require("redis-server");
+    let project = Project::hello("progress-lines");
+    let gate = project.path().join("build-gate");
+    let mut up = Up::launch(
+        &project,
+        &["--no-watch"],
+        &[("HELLO_BUILD_GATE", gate.to_str().unwrap())],
+    );
+    // The build is held at its build script: the line says so, with the units done of all.
+    let line = up.wait_for("> Building hello: ", DEADLINE);
+    let counted = line
+        .split("> Building hello: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.split_once('/'))
+        .map(|(done, total)| (done.parse::<usize>(), total.parse::<usize>()));
+    assert!(
+        matches!(counted, Some((Ok(done), Ok(total))) if done >= 1 && done < total),
+        "{line}"
+    );
+    fs::write(&gate, "").unwrap();
+    up.wait_ready("hello");
+}

@@ -17,6 +17,7 @@
 //! - [`aliases`], [`routes`]: the aliases and the routing table built from them.
 //! - [`history`]: deployment records, retention (`--keep`) and rollback targets.
 //! - [`builds`]: which services are being built right now (`stack ls` shows BUILDING).
+//! - [`progress`]: a first build's progress: a bar on a terminal, periodic lines elsewhere.
 //! - [`redeploy`]: change sets from [`crate::watch`] to builds and hot swaps.
 //! - [`report`]: what a redeploy prints, in one place.
 //! - [`stop`]: what ends a `stack up` (Ctrl-C, SIGTERM, `stack down`).
@@ -25,6 +26,7 @@ pub mod aliases;
 pub mod builds;
 pub mod env;
 pub mod history;
+pub mod progress;
 pub mod redeploy;
 pub mod redis;
 pub mod report;

@@ -63,7 +63,14 @@ pub fn print(event: Redeploy) {
                 format!("{} keeps serving", quoted.join(", "))
             };
             let message = match &error {
-                BuildError::CargoFailed { output } | BuildError::NpmFailed { output, .. } => {
+                BuildError::CargoFailed { output, failed } => {
+                    eprint!("{output}");
+                    format!(
+                        "the build failed{} (the compiler's output is above); {serving}",
+                        super::start::did_not_compile(failed)
+                    )
+                }
+                BuildError::NpmFailed { output, .. } => {
                     eprint!("{output}");
                     format!("the build failed (the compiler's output is above); {serving}")
                 }

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +26,7 @@ use super::aliases::{self, Aliases};
 use super::builds::Builds;
 use super::env::{SecretSource, ServiceEnv, ServiceEnvError};
 use super::history::{self, RecordError};
+use super::progress::BuildView;
 use super::redeploy::{self, Redeployer};
 use super::report;
 use super::stop::{Signals, StopReason};
@@ -397,7 +397,7 @@ impl FirstBuild<'_> {
         daemon: &Daemon,
     ) -> CliResult<Result<(Vec<Built>, Option<ManagedRedis>), StopReason>> {
         let stack_dir = self.project_dir.join(state::STATE_DIR);
-        let mut build = Box::pin(self.build_with_spinner());
+        let mut build = Box::pin(self.build_with_progress());
         let mut redis_start = Box::pin(redis::start(&stack_dir, pids_dir, logs_dir, service_env));
         let (mut built, mut redis) = (None, None);
         while built.is_none() || redis.is_none() {
@@ -432,27 +432,31 @@ impl FirstBuild<'_> {
         }
     }
 
-    /// Builds with a spinner that shows cargo's latest line; prints the compiler's output on
-    /// failure, `> Built ...` on success.
-    async fn build_with_spinner(&self) -> CliResult<Vec<Built>> {
+    /// Builds with the progress in view (a bar on a terminal, periodic lines elsewhere);
+    /// prints the compiler's output on failure, `> Built ...` on success.
+    async fn build_with_progress(&self) -> CliResult<Vec<Built>> {
         let names: Vec<&str> = self
             .services
             .iter()
             .map(|service| service.name.as_str())
             .collect();
-        let spinner = ProgressBar::new_spinner();
-        spinner.set_style(
-            ProgressStyle::with_template("{spinner} Building {prefix} {wide_msg}")
-                .expect("the template is a fixed, valid string"),
-        );
-        spinner.set_prefix(names.join(", "));
-        spinner.enable_steady_tick(Duration::from_millis(100));
-        let progress = {
-            let spinner = spinner.clone();
-            move |line: &str| spinner.set_message(line.to_string())
+        let view = BuildView::new(names.join(", "));
+        let progress = |progress: build::Progress<'_>| view.update(progress);
+        let mut build = std::pin::pin!(build::build(
+            self.project_dir,
+            self.services,
+            self.release,
+            &progress
+        ));
+        // A build script may run for a while without a word: the view still says it runs.
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        let result = loop {
+            tokio::select! {
+                result = &mut build => break result,
+                _ = ticks.tick() => view.tick(),
+            }
         };
-        let result = build::build(self.project_dir, self.services, self.release, &progress).await;
-        spinner.finish_and_clear();
+        view.finish();
         let built = result.map_err(build_error)?;
         output::info(format!(
             "Built {} [{:.1}s]",
@@ -509,12 +513,26 @@ fn port_suffix(port: u16) -> String {
     }
 }
 
+/// `: `writer` did not compile`, naming what cargo named.
+pub(super) fn did_not_compile(failed: &[String]) -> String {
+    match failed {
+        [] => String::new(),
+        names => {
+            let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
+            format!(": {} did not compile", quoted.join(" and "))
+        }
+    }
+}
+
 fn build_error(error: BuildError) -> CliError {
     match error {
-        BuildError::CargoFailed { output } => {
+        BuildError::CargoFailed { output, failed } => {
             eprint!("{output}");
-            CliError::new("the build failed (the compiler's output is above)")
-                .hint("Fix the errors and run `stack up` again. Nothing was started.")
+            CliError::new(format!(
+                "the build failed{} (the compiler's output is above)",
+                did_not_compile(&failed)
+            ))
+            .hint("Fix the errors and run `stack up` again. Nothing was started.")
         }
         BuildError::NpmFailed { ref output, .. } => {
             eprint!("{output}");

@@ -43,7 +43,11 @@ pub enum BuildError {
     #[error("cannot run `{program}`: {source}")]
     Run { program: String, source: io::Error },
     #[error("the build failed")]
-    CargoFailed { output: String },
+    CargoFailed {
+        output: String,
+        /// The crates cargo named as not compiling.
+        failed: Vec<String>,
+    },
     #[error("cargo built no binary for `{service}`")]
     NoBinary { service: String },
     #[error("`{command}` failed in `{dir}`")]
@@ -189,6 +193,20 @@ fn toml_string(manifest: &str, section: &str, key: &str) -> Option<String> {
     None
 }
 
+/// What a build reports as it goes, for a progress bar or periodic lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress<'a> {
+    /// cargo finished a compilation unit: `done` of about `total` (once known), `unit` the
+    /// crate it was.
+    Compiled {
+        done: usize,
+        total: Option<usize>,
+        unit: &'a str,
+    },
+    /// A line of what a build tool says (cargo's status, npm's output).
+    Said(&'a str),
+}
+
 /// A built service, ready to become a deployment.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -199,12 +217,13 @@ pub struct Built {
 }
 
 /// Builds every service: one cargo invocation for all Cargo services, `npm ci`/`npm install`
-/// where `node_modules` is missing. `progress` gets cargo's latest status line.
+/// where `node_modules` is missing. `progress` hears about each compiled unit and each line
+/// the tools print.
 pub async fn build(
     project: &Path,
     services: &[Service],
     release: bool,
-    progress: &(dyn Fn(&str) + Sync),
+    progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<Vec<Built>, BuildError> {
     let cargo_services: Vec<&Service> = services
         .iter()
@@ -238,8 +257,8 @@ pub async fn build(
                 });
             }
             ServiceKind::Npm => {
-                progress(&format!("npm install ({})", service.name));
-                npm_install(project, &service.dir).await?;
+                progress(Progress::Said(&format!("npm install ({})", service.name)));
+                npm_install(project, &service.dir, progress).await?;
                 built.push(Built {
                     service: service.clone(),
                     artifact: service.dir.clone(),
@@ -256,7 +275,7 @@ async fn cargo_build(
     project: &Path,
     services: &[&Service],
     release: bool,
-    progress: &(dyn Fn(&str) + Sync),
+    progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<Vec<(PathBuf, PathBuf)>, BuildError> {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command
@@ -292,8 +311,17 @@ async fn cargo_build(
         )?;
     let stdout = child.stdout.take().expect("stdout was piped");
     let stderr = child.stderr.take().expect("stderr was piped");
+    // How many units the build has, from the dependency graph: known a moment after the build
+    // starts, shown once known.
+    let total = std::sync::OnceLock::new();
+    let estimate = async {
+        if let Some(units) = estimate_units(project, services).await {
+            let _ = total.set(units);
+        }
+    };
     let read_messages = async {
         let mut executables = Vec::new();
+        let mut done = 0;
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
@@ -302,6 +330,12 @@ async fn cargo_build(
             if message["reason"] != "compiler-artifact" {
                 continue;
             }
+            done += 1;
+            progress(Progress::Compiled {
+                done,
+                total: total.get().copied().map(|total: usize| total.max(done)),
+                unit: message["target"]["name"].as_str().unwrap_or_default(),
+            });
             let (Some(executable), Some(manifest)) = (
                 message["executable"].as_str(),
                 message["manifest_path"].as_str(),
@@ -328,25 +362,118 @@ async fn cargo_build(
         while let Ok(Some(line)) = lines.next_line().await {
             let status = line.trim();
             if !status.is_empty() {
-                progress(status);
+                progress(Progress::Said(status));
             }
             output.push_str(&line);
             output.push('\n');
         }
         output
     };
-    let (executables, output) = tokio::join!(read_messages, read_errors);
+    let ((), executables, output) = tokio::join!(estimate, read_messages, read_errors);
     let status = child.wait().await.map_err(|source| BuildError::Run {
         program: "cargo".into(),
         source,
     })?;
     if !status.success() {
-        return Err(BuildError::CargoFailed { output });
+        let failed = failed_crates(&output);
+        return Err(BuildError::CargoFailed { output, failed });
     }
     Ok(executables)
 }
 
-async fn npm_install(project: &Path, dir: &Path) -> Result<(), BuildError> {
+/// The crates cargo says it could not compile (`error: could not compile `writer` ...`).
+fn failed_crates(output: &str) -> Vec<String> {
+    let mut crates: Vec<String> = output
+        .lines()
+        .filter_map(|line| line.split("could not compile `").nth(1))
+        .filter_map(|rest| rest.split('`').next())
+        .map(str::to_string)
+        .collect();
+    crates.dedup();
+    crates
+}
+
+/// About how many compilation units building `services` takes: every library, build script
+/// and binary the packages and their (non-dev) dependencies have, from `cargo metadata`.
+/// `None` when cargo cannot say (offline, a broken manifest): the build reports it then.
+async fn estimate_units(project: &Path, services: &[&Service]) -> Option<usize> {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.args(["metadata", "--format-version", "1", "--offline"]);
+    if !project.join("Cargo.toml").is_file() {
+        command
+            .arg("--manifest-path")
+            .arg(services.first()?.dir.join("Cargo.toml"));
+    }
+    command
+        .current_dir(project)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let (child, _group) =
+        process::spawn_tool(&mut command, "cargo metadata", &process::pids_dir(project)).ok()?;
+    let output = child.wait_with_output().await.ok()?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    let wanted: Vec<&str> = services
+        .iter()
+        .filter_map(|service| match &service.kind {
+            ServiceKind::Cargo { package } => Some(package.as_str()),
+            ServiceKind::Npm => None,
+        })
+        .collect();
+    count_units(&metadata, &wanted)
+}
+
+/// The units of the packages named `roots` and everything they build with.
+fn count_units(metadata: &serde_json::Value, roots: &[&str]) -> Option<usize> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let packages: BTreeMap<&str, &serde_json::Value> = metadata["packages"]
+        .as_array()?
+        .iter()
+        .filter_map(|package| Some((package["id"].as_str()?, package)))
+        .collect();
+    let nodes: BTreeMap<&str, &serde_json::Value> = metadata["resolve"]["nodes"]
+        .as_array()?
+        .iter()
+        .filter_map(|node| Some((node["id"].as_str()?, node)))
+        .collect();
+    let mut todo: Vec<&str> = packages
+        .iter()
+        .filter(|(_, package)| roots.contains(&package["name"].as_str().unwrap_or_default()))
+        .map(|(id, _)| *id)
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut units = 0;
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let is_root = roots.contains(&packages.get(id)?["name"].as_str().unwrap_or_default());
+        for target in packages.get(id)?["targets"].as_array()? {
+            let kinds = target["kind"].as_array()?;
+            let counts = kinds.iter().any(|kind| {
+                let kind = kind.as_str().unwrap_or_default();
+                matches!(kind, "lib" | "rlib" | "proc-macro" | "custom-build")
+                    || (is_root && kind == "bin")
+            });
+            units += usize::from(counts);
+        }
+        for dep in nodes.get(id)?["deps"].as_array()? {
+            let not_dev_only = dep["dep_kinds"]
+                .as_array()
+                .is_none_or(|kinds| kinds.iter().any(|kind| kind["kind"] != "dev"));
+            if not_dev_only {
+                todo.extend(dep["pkg"].as_str());
+            }
+        }
+    }
+    Some(units)
+}
+
+async fn npm_install(
+    project: &Path,
+    dir: &Path,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<(), BuildError> {
     if dir.join("node_modules").is_dir() || !has_dependencies(dir) {
         return Ok(());
     }
@@ -366,24 +493,37 @@ async fn npm_install(project: &Path, dir: &Path) -> Result<(), BuildError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let (child, _group) = process::spawn_tool(
+    let (mut child, _group) = process::spawn_tool(
         &mut command,
         &format!("npm {subcommand}"),
         &process::pids_dir(project),
     )
     .map_err(run_error)?;
-    let output = child.wait_with_output().await.map_err(run_error)?;
-    if output.status.success() {
+    // Every line npm prints goes to the progress (its last one shows beside the spinner), and
+    // is kept for the error.
+    let stdout = child.stdout.take().expect("stdout was piped");
+    let stderr = child.stderr.take().expect("stderr was piped");
+    let collect = |stream: Box<dyn tokio::io::AsyncRead + Unpin + Send>| async move {
+        let mut output = String::new();
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if !line.trim().is_empty() {
+                progress(Progress::Said(line.trim()));
+            }
+            output.push_str(&line);
+            output.push('\n');
+        }
+        output
+    };
+    let (out, err) = tokio::join!(collect(Box::new(stdout)), collect(Box::new(stderr)));
+    let status = child.wait().await.map_err(run_error)?;
+    if status.success() {
         return Ok(());
     }
     Err(BuildError::NpmFailed {
         command: format!("npm {subcommand}"),
         dir: dir.display().to_string(),
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
+        output: format!("{out}{err}"),
     })
 }
 
@@ -541,6 +681,37 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cargo_names_the_crates_that_failed() {
+        let output = "   Compiling writer v0.1.0\nerror[E0308]: mismatched types\nerror: could not compile `writer` (bin \"writer\") due to 1 previous error\nerror: could not compile `writer` (lib) due to 1 previous error\n";
+        assert_eq!(failed_crates(output), ["writer"]);
+        assert_eq!(failed_crates("warning: unused\n"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn units_are_the_libraries_build_scripts_and_root_binaries_built() {
+        let metadata = serde_json::json!({
+            "packages": [
+                {"id": "app", "name": "app", "targets": [{"kind": ["bin"]}, {"kind": ["lib"]}, {"kind": ["custom-build"]}, {"kind": ["test"]}]},
+                {"id": "dep", "name": "dep", "targets": [{"kind": ["lib"]}, {"kind": ["bin"]}]},
+                {"id": "macro", "name": "macro", "targets": [{"kind": ["proc-macro"]}]},
+                {"id": "devonly", "name": "devonly", "targets": [{"kind": ["lib"]}]}
+            ],
+            "resolve": {"nodes": [
+                {"id": "app", "deps": [
+                    {"pkg": "dep", "dep_kinds": [{"kind": null}]},
+                    {"pkg": "macro", "dep_kinds": [{"kind": "build"}]},
+                    {"pkg": "devonly", "dep_kinds": [{"kind": "dev"}]}
+                ]},
+                {"id": "dep", "deps": []},
+                {"id": "macro", "deps": []},
+                {"id": "devonly", "deps": []}
+            ]}
+        });
+        // app: bin, lib, build script; dep: lib (not its bin); macro; not the dev-only one.
+        assert_eq!(count_units(&metadata, &["app"]), Some(5));
+    }
+
     use super::*;
 
     #[test]
