@@ -32,6 +32,8 @@ pub enum EnvError {
     UnclosedQuote { place: Place, key: String },
     #[error("{place}: unexpected text after the quoted value of `{key}`")]
     TrailingText { place: Place, key: String },
+    #[error("{place}: the value of `{key}` is not valid `.env` syntax: quote a value with spaces or special characters (`{key}=\"...\"`)")]
+    Unquoted { place: Place, key: String },
     #[error("{place}: the value of `{key}` holds a NUL byte, which no process can receive in its environment")]
     NulByte { place: Place, key: String },
     #[error("{place}: `{key}=...` is {kib} KiB; a process receives at most 128 KiB per variable (Linux's MAX_ARG_STRLEN)")]
@@ -124,106 +126,209 @@ pub fn read_dotenv(path: &Path) -> Result<Pairs, EnvErrors> {
     parse_dotenv(path, &text)
 }
 
-/// Parses dotenv text: `KEY=VALUE`, optional `export `, `#` comments, blank lines, values in
-/// single quotes (literal) or double quotes (`\n`, `\"`, `\\` escapes, may span lines), and
-/// unquoted values with a trailing ` # comment` removed.
+/// Parses dotenv text as dotenvy reads it (the crate the design names): `KEY=VALUE`, an
+/// optional `export `, `#` comments, single quotes (literal, may span lines), double quotes
+/// (escapes and `${VAR}` substitution, may span lines), unquoted values with `$VAR`/`${VAR}`
+/// substitution (earlier keys of the file, then the caller's environment) and no spaces.
+///
+/// dotenvy says *that* a line does not parse, with the line's text; stack says *where* and
+/// *what*, never the text: each logical line is found here by the same rules dotenvy splits
+/// by, so every item dotenvy yields is tied to its line, and a refused line is described from
+/// its shape (no `=`, a bad key, an unclosed quote, text after a quote, a space in an unquoted
+/// value). Every bad line is reported, not only the first.
 pub fn parse_dotenv(path: &Path, text: &str) -> Result<Pairs, EnvErrors> {
     // Editors on Windows start UTF-8 files with a byte-order mark; it is no part of a key.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let lines: Vec<&str> = text.lines().collect();
+    let lines = logical_lines(text);
     let mut pairs = Pairs::new();
     let mut errors = Vec::new();
-    let mut index = 0;
-    while index < lines.len() {
-        let line_number = index + 1;
+    let mut items = dotenvy::from_read_iter(text.as_bytes());
+    for line in &lines {
         let place = |column: usize| Place::File {
             path: path.to_path_buf(),
-            line: line_number,
+            line: line.number,
             column,
         };
-        let raw = lines[index];
-        index += 1;
-        let indent = raw.len() - raw.trim_start().len();
-        let line = raw.trim_start();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (line, indent) = match line.strip_prefix("export ") {
-            Some(rest) => {
-                let skipped = line.len() - rest.trim_start().len();
-                (rest.trim_start(), indent + skipped)
-            }
-            None => (line, indent),
-        };
-        let Some(equals) = line.find('=') else {
-            errors.push(EnvError::MissingEquals {
-                place: place(indent + 1),
-            });
-            continue;
-        };
-        let key = line[..equals].trim_end();
-        if let Err(error) = check_key(key, place(indent + 1)) {
-            errors.push(error);
-            continue;
-        }
-        let after_equals = &line[equals + 1..];
-        let value_start = after_equals.len() - after_equals.trim_start().len();
-        let value_text = after_equals.trim_start();
-        let value_column = indent + equals + 2 + value_start;
-        match value_text.chars().next() {
-            Some(quote @ ('"' | '\'')) => {
-                // A double-quoted value may continue on the next lines until its closing quote.
-                let mut body = value_text[1..].to_string();
-                let mut closed = find_closing_quote(&body, quote);
-                while closed.is_none() && quote == '"' && index < lines.len() {
-                    body.push('\n');
-                    body.push_str(lines[index]);
-                    index += 1;
-                    closed = find_closing_quote(&body, quote);
-                }
-                let Some(end) = closed else {
-                    errors.push(EnvError::UnclosedQuote {
-                        place: place(value_column),
-                        key: key.to_string(),
-                    });
-                    continue;
-                };
-                let rest = body[end + 1..].trim();
-                if !(rest.is_empty() || rest.starts_with('#')) {
-                    errors.push(EnvError::TrailingText {
-                        place: place(value_column),
-                        key: key.to_string(),
-                    });
-                    continue;
-                }
-                let inner = &body[..end];
-                let value = if quote == '"' {
-                    unescape_double_quoted(inner)
-                } else {
-                    inner.to_string()
-                };
-                match check_value(key, &value, place(value_column)) {
-                    Ok(()) => pairs.push((key.to_string(), value)),
+        let shape = LineShape::of(line.text);
+        match items.next() {
+            Some(Ok((key, value))) => {
+                let checked = check_key(&key, place(shape.indent + 1))
+                    .and_then(|()| check_value(&key, &value, place(shape.value_column)));
+                match checked {
+                    Ok(()) => pairs.push((key, value)),
                     Err(error) => errors.push(error),
                 }
             }
-            _ => {
-                let value = match value_text.find(" #") {
-                    Some(comment) => &value_text[..comment],
-                    None => value_text,
-                };
-                let value = value.trim_end();
-                match check_value(key, value, place(value_column)) {
-                    Ok(()) => pairs.push((key.to_string(), value.to_string())),
-                    Err(error) => errors.push(error),
-                }
-            }
+            Some(Err(_)) | None => errors.push(shape.describe(place)),
         }
     }
     if errors.is_empty() {
         Ok(pairs)
     } else {
         Err(EnvErrors(errors))
+    }
+}
+
+/// One logical line of a dotenv file: a `KEY=VALUE` that may span physical lines while a quote
+/// is open, and the physical line it starts on.
+struct LogicalLine<'a> {
+    number: usize,
+    text: &'a str,
+}
+
+/// The file's logical lines that hold a variable (blank and comment lines left out), split by
+/// the rules dotenvy splits by: a line goes on past its newline while a quote is open, and an
+/// unquoted `#` after whitespace starts a comment that ends it.
+fn logical_lines(text: &str) -> Vec<LogicalLine<'_>> {
+    let mut lines = Vec::new();
+    // Where the logical line being read starts (byte offset, line number), while one is open.
+    let mut open: Option<(usize, usize)> = None;
+    let mut state = QuoteState::Complete;
+    let mut offset = 0;
+    for (index, physical) in text.split_inclusive('\n').enumerate() {
+        let from = match open {
+            Some((from, _)) => from,
+            None if physical.trim_start().starts_with('#') => {
+                offset += physical.len();
+                continue;
+            }
+            None => {
+                open = Some((offset, index + 1));
+                offset
+            }
+        };
+        let (next, comment) = state.advance(physical);
+        let end = comment.map_or(offset + physical.len(), |at| offset + at);
+        offset += physical.len();
+        state = next;
+        if matches!(state, QuoteState::Complete | QuoteState::Comment) {
+            let (_, number) = open.take().expect("a logical line is open");
+            let line = text[from..end].trim_end_matches(['\n', '\r']);
+            if !line.trim().is_empty() {
+                lines.push(LogicalLine { number, text: line });
+            }
+            state = QuoteState::Complete;
+        }
+    }
+    // A quote still open at the end: dotenvy refuses that line (and yields nothing after it).
+    if let Some((from, number)) = open {
+        lines.push(LogicalLine {
+            number,
+            text: &text[from..],
+        });
+    }
+    lines
+}
+
+/// Where a dotenv line is in its quoting, character by character (dotenvy's states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuoteState {
+    Complete,
+    WhiteSpace,
+    Escape,
+    Strong,
+    StrongEscape,
+    Weak,
+    WeakEscape,
+    Comment,
+}
+
+impl QuoteState {
+    /// The state after `physical`, and where in it a comment starts, if one does.
+    fn advance(self, physical: &str) -> (QuoteState, Option<usize>) {
+        let mut state = self;
+        for (at, c) in physical.char_indices() {
+            state = match state {
+                QuoteState::WhiteSpace if c == '#' => return (QuoteState::Comment, Some(at)),
+                QuoteState::WhiteSpace | QuoteState::Complete => match c {
+                    '\\' => QuoteState::Escape,
+                    '"' => QuoteState::Weak,
+                    '\'' => QuoteState::Strong,
+                    c if state == QuoteState::Complete
+                        && c.is_whitespace()
+                        && c != '\n'
+                        && c != '\r' =>
+                    {
+                        QuoteState::WhiteSpace
+                    }
+                    _ => QuoteState::Complete,
+                },
+                QuoteState::Escape => QuoteState::Complete,
+                QuoteState::Weak => match c {
+                    '\\' => QuoteState::WeakEscape,
+                    '"' => QuoteState::Complete,
+                    _ => QuoteState::Weak,
+                },
+                QuoteState::WeakEscape => QuoteState::Weak,
+                QuoteState::Strong => match c {
+                    '\\' => QuoteState::StrongEscape,
+                    '\'' => QuoteState::Complete,
+                    _ => QuoteState::Strong,
+                },
+                QuoteState::StrongEscape => QuoteState::Strong,
+                QuoteState::Comment => QuoteState::Comment,
+            };
+        }
+        (state, None)
+    }
+}
+
+/// Where the parts of a `KEY=VALUE` line are, to say what is wrong with one dotenvy refused.
+struct LineShape<'a> {
+    /// Columns before the key (an `export ` included).
+    indent: usize,
+    key: Option<&'a str>,
+    value: &'a str,
+    value_column: usize,
+}
+
+impl<'a> LineShape<'a> {
+    fn of(line: &'a str) -> LineShape<'a> {
+        let first = line.lines().next().unwrap_or_default();
+        let mut indent = first.len() - first.trim_start().len();
+        let mut rest = first.trim_start();
+        if let Some(after) = rest.strip_prefix("export ") {
+            indent += rest.len() - after.trim_start().len();
+            rest = after.trim_start();
+        }
+        let Some(equals) = rest.find('=') else {
+            return LineShape {
+                indent,
+                key: None,
+                value: "",
+                value_column: indent + 1,
+            };
+        };
+        // `rest` is a part of `first`, which starts `line`: the value runs on from there.
+        let after = &line[first.len() - rest.len() + equals + 1..];
+        let blank = after.len() - after.trim_start().len();
+        LineShape {
+            indent,
+            key: Some(rest[..equals].trim_end()),
+            value: after.trim_start(),
+            value_column: indent + equals + 2 + blank,
+        }
+    }
+
+    /// The error for a line dotenvy refused.
+    fn describe(&self, place: impl Fn(usize) -> Place) -> EnvError {
+        let Some(key) = self.key else {
+            return EnvError::MissingEquals {
+                place: place(self.indent + 1),
+            };
+        };
+        if let Err(error) = check_key(key, place(self.indent + 1)) {
+            return error;
+        }
+        let key = key.to_string();
+        let place = place(self.value_column);
+        match self.value.chars().next() {
+            Some(quote @ ('"' | '\'')) => match find_closing_quote(&self.value[1..], quote) {
+                None => EnvError::UnclosedQuote { place, key },
+                Some(_) => EnvError::TrailingText { place, key },
+            },
+            _ => EnvError::Unquoted { place, key },
+        }
     }
 }
 
@@ -364,25 +469,6 @@ fn find_closing_quote(body: &str, quote: char) -> Option<usize> {
     None
 }
 
-fn unescape_double_quoted(inner: &str) -> String {
-    let mut value = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            value.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => value.push('\n'),
-            Some('r') => value.push('\r'),
-            Some('t') => value.push('\t'),
-            Some(other) => value.push(other),
-            None => value.push('\\'),
-        }
-    }
-    value
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,5 +575,92 @@ mod tests {
             errors.to_string(),
             "`-e` #1: expected `KEY=VALUE`\n`-e` #2: `B-2` is not a valid variable name (use letters, digits and `_`, not starting with a digit)"
         );
+    }
+
+    /// What dotenvy itself makes of `text`: its variables, and how many items it refused.
+    fn dotenvy_reads(text: &str) -> (Pairs, usize) {
+        let mut pairs = Pairs::new();
+        let mut refused = 0;
+        for item in dotenvy::from_read_iter(text.as_bytes()) {
+            match item {
+                Ok(pair) => pairs.push(pair),
+                Err(_) => refused += 1,
+            }
+        }
+        (pairs, refused)
+    }
+
+    /// A corpus of `.env` files as people write them: stack reads every one to the same
+    /// variables as dotenvy, in the same order.
+    #[test]
+    fn stack_reads_a_corpus_of_dotenv_files_as_dotenvy_does() {
+        std::env::set_var("STACK_TEST_FROM_CALLER", "caller-value");
+        let corpus = [
+            "A=1\nB=2\n",
+            "# comment\n\n  # indented comment\nA=1 # trailing comment\nB=a#b\n",
+            "export A=1\nexport B='two words'\n",
+            "A=x\nB=${A}y\nC=$A\nD='${A}'\nE=\"${A} and more\"\nF=${STACK_TEST_FROM_CALLER}\nG=${MISSING}z\n",
+            "JSON='{\"a\": 1, \"b\": [2, 3]}'\n",
+            "MULTI=\"line one\nline two\n  line three\"\nAFTER=1\n",
+            "SINGLE='first\nsecond'\nNEXT=2\n",
+            "ESCAPES=\"one\\ntwo \\\"quoted\\\" back\\\\slash\"\n",
+            "CRLF=1\r\nALSO=2\r\n",
+            "EMPTY=\nQUOTED_EMPTY=\"\"\nSPACE_ONLY=' '\n",
+            "URL=redis://:p%40ss@127.0.0.1:6379/0?password=x\n",
+            "KEY_1=a\nkey_lower=b\n_UNDERSCORE=c\n",
+            "HASH_IN_QUOTES=\"a # not a comment\"\nHASH_UNQUOTED=a#b\n",
+            "CONCAT=\"x\"y'z'\n",
+            "ESCAPED_DOLLAR=\"\\$NOT\"\n",
+            "",
+            "\n\n\n",
+        ];
+        for text in corpus {
+            let ours = parse_dotenv(Path::new(".env"), text)
+                .unwrap_or_else(|errors| panic!("{text:?}: {errors}"));
+            let (theirs, refused) = dotenvy_reads(text);
+            assert_eq!(refused, 0, "{text:?}");
+            assert_eq!(ours, theirs, "{text:?}");
+        }
+        std::env::remove_var("STACK_TEST_FROM_CALLER");
+    }
+
+    /// And a line dotenvy refuses is refused by stack too, at the line it is on, while the
+    /// lines around it read the same.
+    #[test]
+    fn lines_dotenvy_refuses_are_refused_at_their_line() {
+        let corpus = [
+            ("A=1\nNO EQUALS HERE\nB=2\n", vec![2]),
+            ("A=x y\nB=2\n", vec![1]),
+            ("A='hunter2-canary\nB=2\n", vec![1]),
+            (
+                "OK=1\n\n# c\nBAD='x' tail\nGOOD=\"multi\nline\"\n1A=2\n",
+                vec![4, 7],
+            ),
+        ];
+        for (text, lines) in corpus {
+            let (_, refused) = dotenvy_reads(text);
+            let errors = parse_dotenv(Path::new(".env"), text).unwrap_err();
+            assert_eq!(errors.0.len(), refused, "{text:?}: {errors}");
+            let at: Vec<usize> = errors
+                .0
+                .iter()
+                .map(|error| match error {
+                    EnvError::MissingEquals { place }
+                    | EnvError::EmptyKey { place }
+                    | EnvError::BadKey { place, .. }
+                    | EnvError::UnclosedQuote { place, .. }
+                    | EnvError::TrailingText { place, .. }
+                    | EnvError::Unquoted { place, .. }
+                    | EnvError::NulByte { place, .. }
+                    | EnvError::TooLong { place, .. } => match place {
+                        Place::File { line, .. } => *line,
+                        Place::Argument { .. } => 0,
+                    },
+                    EnvError::Read { .. } => 0,
+                })
+                .collect();
+            assert_eq!(at, lines, "{text:?}: {errors}");
+            assert!(!errors.to_string().contains("canary"), "{errors}");
+        }
     }
 }
