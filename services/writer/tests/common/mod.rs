@@ -14,7 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use session::testing::RedisServer;
+pub use session::testing::{RedisCluster, RedisServer, SentinelSet};
+
+pub mod failover;
 
 pub const SECRET: &str = "keyboard cat";
 
