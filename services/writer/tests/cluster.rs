@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use session::testing::RedisCluster;
 use session::testing::cluster::CLUSTER_NODE_TIMEOUT;
 use std::time::Duration;
 

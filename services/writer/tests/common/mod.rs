@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use session::testing::{RedisCluster, RedisServer, SentinelSet};
+pub use session::testing::RedisServer;
 
 pub mod failover;
 
