@@ -142,36 +142,43 @@ fn compact(value: &Value) -> String {
     serde_json::to_string(value).expect("a JSON value always serialises")
 }
 
-/// Checks that Redis sends keyspace events for what the feed needs: `K` (keyspace channel)
-/// and the classes of `set` (`$`), `del` (`g`) and `expired` (`x`), or `A` for all. A server
-/// that refuses `CONFIG` (managed services often do) is given the benefit of the doubt.
+/// Checks that every server sends keyspace events for what the feed needs: `K` (keyspace
+/// channel) and the classes of `set` (`$`), `del` (`g`) and `expired` (`x`), or `A` for all. A
+/// server that refuses `CONFIG` (managed services often do) is given the benefit of the doubt.
 pub async fn check_notifications(inspector: &mut Inspector) -> Result<(), FeedError> {
-    let reply: redis::RedisResult<(String, String)> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("notify-keyspace-events")
-        .query_async(inspector.connection())
-        .await;
-    let current = match reply {
-        Ok((_, current)) => current,
-        Err(error) => {
-            tracing::warn!(error = %redact(inspector.url(), &error.to_string()), "cannot read notify-keyspace-events; assuming it is on");
-            return Ok(());
+    let url = inspector.url().clone();
+    for server in inspector.servers() {
+        let reply: redis::RedisResult<(String, String)> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query_async(&mut server.connection)
+            .await;
+        let current = match reply {
+            Ok((_, current)) => current,
+            Err(error) => {
+                tracing::warn!(server = %server.label, error = %redact(&url, &error.to_string()), "cannot read notify-keyspace-events; assuming it is on");
+                continue;
+            }
+        };
+        let has = |class: char| current.contains(class);
+        let classes_on = has('A') || (has('$') && has('g') && has('x'));
+        if !(has('K') && classes_on) {
+            let url = if url.is_cluster() {
+                format!("{url} (node {})", server.label)
+            } else {
+                url.to_string()
+            };
+            return Err(FeedError::NotificationsOff { url, current });
         }
-    };
-    let has = |class: char| current.contains(class);
-    let classes_on = has('A') || (has('$') && has('g') && has('x'));
-    if has('K') && classes_on {
-        Ok(())
-    } else {
-        Err(FeedError::NotificationsOff {
-            url: inspector.url().to_string(),
-            current,
-        })
     }
+    Ok(())
 }
 
-/// The feed: fills the cache, subscribes, calls `ready` once the subscription is confirmed,
-/// then `on_change` for every session write, delete and expiry until `stop` resolves.
+/// The feed: fills the cache, subscribes on every server (each master of a cluster sends only
+/// its own keys' events), calls `ready` once every subscription is confirmed, then `on_change`
+/// for every session write, delete and expiry until `stop` resolves. A server whose
+/// subscription ends (it died, or a failover moved the master) ends the feed with
+/// [`FeedError::Lost`] rather than going on with part of the sessions silently missing.
 pub async fn run(
     mut inspector: Inspector,
     ready: impl FnOnce(usize),
@@ -183,20 +190,29 @@ pub async fn run(
     let lost = || FeedError::Lost {
         url: url.to_string(),
     };
-    // Subscribe before filling the cache, so no write falls between the two.
-    let mut pubsub = inspector
-        .client()
-        .get_async_pubsub()
-        .await
-        .map_err(|error| InspectError::Unreachable {
-            url: url.to_string(),
-            reason: redact(&url, &error.to_string()),
-        })?;
     let channel_prefix = format!("__keyspace@{}__:", url.db);
-    pubsub
-        .psubscribe(format!("{channel_prefix}{SESSION_PATTERN}"))
-        .await
-        .map_err(|error| inspector.failed("PSUBSCRIBE", &error))?;
+    // Subscribe before filling the cache, so no write falls between the two.
+    let mut subscriptions = Vec::new();
+    for server in inspector.servers() {
+        let mut pubsub =
+            server
+                .client
+                .get_async_pubsub()
+                .await
+                .map_err(|error| InspectError::Unreachable {
+                    url: url.to_string(),
+                    reason: redact(&url, &error.to_string()),
+                })?;
+        pubsub
+            .psubscribe(format!("{channel_prefix}{SESSION_PATTERN}"))
+            .await
+            .map_err(|error| InspectError::Command {
+                url: url.to_string(),
+                operation: "PSUBSCRIBE",
+                reason: redact(&url, &error.to_string()),
+            })?;
+        subscriptions.push(pubsub);
+    }
     let mut cache: HashMap<String, Map<String, Value>> = HashMap::new();
     inspector
         .scan(SESSION_PATTERN, |batch| {
@@ -208,11 +224,18 @@ pub async fn run(
         })
         .await?;
     ready(cache.len());
-    let mut messages = pubsub.on_message();
+    // One stream of every server's messages; `None` marks the end of one server's.
+    let mut messages = futures_util::stream::select_all(subscriptions.iter_mut().map(|pubsub| {
+        pubsub
+            .on_message()
+            .map(Some)
+            .chain(futures_util::stream::once(async { None }))
+            .boxed()
+    }));
     tokio::pin!(stop);
     loop {
         let message = tokio::select! {
-            message = messages.next() => message.ok_or_else(lost)?,
+            message = messages.next() => message.flatten().ok_or_else(lost)?,
             () = &mut stop => return Ok(()),
         };
         let channel = message.get_channel_name();

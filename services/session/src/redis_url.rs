@@ -281,28 +281,54 @@ impl RedisUrl {
 
     /// A client that finds the master through the sentinels of a `redis-sentinel://` URL.
     pub fn sentinel_client(&self) -> redis::RedisResult<redis::sentinel::SentinelClient> {
+        let (sentinels, master, node_info) = self.sentinel_parts()?;
+        redis::sentinel::SentinelClient::build(
+            sentinels,
+            master,
+            Some(node_info),
+            redis::sentinel::SentinelServerType::Master,
+        )
+    }
+
+    /// The sentinels of a `redis-sentinel://` URL, to ask with `Sentinel::async_master_for`'s
+    /// arguments: the master's name and how to reach the data nodes.
+    pub fn sentinel(
+        &self,
+    ) -> redis::RedisResult<(
+        redis::sentinel::Sentinel,
+        String,
+        redis::sentinel::SentinelNodeConnectionInfo,
+    )> {
+        let (sentinels, master, node_info) = self.sentinel_parts()?;
+        Ok((redis::sentinel::Sentinel::build(sentinels)?, master, node_info))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn sentinel_parts(
+        &self,
+    ) -> redis::RedisResult<(
+        Vec<redis::ConnectionInfo>,
+        String,
+        redis::sentinel::SentinelNodeConnectionInfo,
+    )> {
         let RedisAddr::Sentinel { sentinels, master } = &self.addr else {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
                 "not a Sentinel URL",
             )));
         };
-        let sentinels: Vec<redis::ConnectionInfo> = sentinels
+        let sentinels = sentinels
             .iter()
             .map(|node| redis::ConnectionInfo {
                 addr: redis::ConnectionAddr::Tcp(node.host.clone(), node.port),
                 redis: redis::RedisConnectionInfo::default(),
             })
             .collect();
-        redis::sentinel::SentinelClient::build(
-            sentinels,
-            master.clone(),
-            Some(redis::sentinel::SentinelNodeConnectionInfo {
-                tls_mode: None,
-                redis_connection_info: Some(self.redis_info()),
-            }),
-            redis::sentinel::SentinelServerType::Master,
-        )
+        let node_info = redis::sentinel::SentinelNodeConnectionInfo {
+            tls_mode: None,
+            redis_connection_info: Some(self.redis_info()),
+        };
+        Ok((sentinels, master.clone(), node_info))
     }
 
     /// What the `redis` crate needs to connect to a single server. For a Sentinel or Cluster URL

@@ -194,6 +194,24 @@ impl RedisCluster {
             .unwrap_or_else(|| panic!("no live master serves the slot of `{key}`"))
     }
 
+    /// For each of the 16,384 slots, the index of the live master serving it (for tests that
+    /// write many keys straight to the nodes that own them).
+    pub fn slot_owners(&self) -> Vec<usize> {
+        let lines = self.node_lines().unwrap_or_else(|why| panic!("{why}"));
+        let mut owners = vec![usize::MAX; 16_384];
+        for line in lines.iter().filter(|line| line.master && !line.failed) {
+            let index = self.index_of(line.port).expect("every node is ours");
+            for (from, to) in &line.slots {
+                owners[usize::from(*from)..=usize::from(*to)].fill(index);
+            }
+        }
+        assert!(
+            !owners.contains(&usize::MAX),
+            "every slot has a live master"
+        );
+        owners
+    }
+
     fn master_of_slot(&self, slot: u16) -> Option<usize> {
         let lines = self.node_lines().ok()?;
         lines
