@@ -318,3 +318,53 @@ fn every_command_works_through_sentinel_before_and_after_a_failover() {
     assert_eq!(left, 0);
     assert!(!run.all().contains(SENTINEL_CANARY));
 }
+
+#[test]
+fn stack_up_probes_a_cluster_and_a_sentinel_set_and_stack_redis_finds_them_through_it() {
+    for tool in ["node", "npm"] {
+        support::require(tool);
+    }
+    let cluster = RedisCluster::start_with_password(CLUSTER_CANARY);
+    let set = SentinelSet::start_with_password(SENTINEL_CANARY);
+    for (url, shown, canary) in [
+        (
+            cluster.seed_url(&[2]),
+            format!("redis-cluster://:***@127.0.0.1:{}", cluster.node(2).port()),
+            CLUSTER_CANARY,
+        ),
+        (
+            set.url(),
+            format!("redis-sentinel://:***@127.0.0.1:{}", set.sentinel(0).port()),
+            SENTINEL_CANARY,
+        ),
+    ] {
+        let project = Project::fixture("node-pair");
+        let env = format!("REDIS_SESSION_URL={url}");
+        let mut up = Up::start(&project, &["hello", "-e", &env]);
+        let line = up.wait_for("(REDIS_SESSION_URL) answers", Duration::from_secs(60));
+        assert!(line.contains(&shown), "{line}");
+        up.wait_ready("hello");
+        assert!(
+            !project.path().join(".stack/redis").exists(),
+            "no managed Redis when the URL is set"
+        );
+        // Asked with no REDIS_SESSION_URL of its own, `stack redis` uses the running stack's.
+        let run = project.stack(&["redis", "keys"]);
+        assert_eq!(run.code, 0, "{}", run.all());
+        assert!(run.stdout.contains(&shown), "{}", run.stdout);
+        for text in [up.output(), run.all()] {
+            assert!(!text.contains(canary), "the password leaked:\n{text}");
+        }
+    }
+    // A cluster nobody runs: a warning with the masked URL, and the stack still starts.
+    let dead = format!(
+        "REDIS_SESSION_URL=redis-cluster://:{CLUSTER_CANARY}@127.0.0.1:{}",
+        support::free_port()
+    );
+    let project = Project::fixture("node-pair");
+    let mut up = Up::start(&project, &["hello", "-e", &dead]);
+    let line = up.wait_for("(REDIS_SESSION_URL) does not answer", Duration::from_secs(60));
+    assert!(line.contains("redis-cluster://:***@127.0.0.1:"), "{line}");
+    up.wait_ready("hello");
+    assert!(!up.output().contains(CLUSTER_CANARY));
+}

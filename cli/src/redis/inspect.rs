@@ -249,12 +249,10 @@ impl Inspector {
         let mut topology = topology::connect(url, CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
             .await
             .map_err(unreachable)?;
-        for server in &mut topology.servers {
-            redis::cmd("PING")
-                .query_async::<()>(&mut server.connection)
-                .await
-                .map_err(unreachable)?;
-        }
+        topology
+            .ping_every_server()
+            .await
+            .map_err(|(_server, error)| unreachable(error))?;
         Ok(Inspector {
             topology,
             url: url.clone(),

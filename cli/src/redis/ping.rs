@@ -113,12 +113,10 @@ async fn every_server(url: &RedisUrl, timeout: Duration) -> Result<PingOutcome, 
     let mut topology = topology::connect(url, timeout, timeout)
         .await
         .map_err(failed)?;
-    for server in &mut topology.servers {
-        redis::cmd("PING")
-            .query_async::<()>(&mut server.connection)
-            .await
-            .map_err(|error| format!("{}: {}", server.label, failed(error)))?;
-    }
+    topology
+        .ping_every_server()
+        .await
+        .map_err(|(server, error)| format!("{server}: {}", failed(error)))?;
     Ok(PingOutcome::Answers)
 }
 

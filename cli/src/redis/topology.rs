@@ -123,6 +123,19 @@ pub async fn connect(
     }
 }
 
+impl Topology {
+    /// `PING` to every server; the first failure names its server.
+    pub async fn ping_every_server(&mut self) -> Result<(), (String, redis::RedisError)> {
+        for server in &mut self.servers {
+            redis::cmd("PING")
+                .query_async::<()>(&mut server.connection)
+                .await
+                .map_err(|error| (server.label.clone(), error))?;
+        }
+        Ok(())
+    }
+}
+
 fn timed_out(what: &'static str) -> redis::RedisError {
     redis::RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,

@@ -3,7 +3,7 @@
 //! replica each, with a short `cluster-node-timeout` so a killed master's replica takes over in
 //! about two seconds. Each node has its own temp dir and is stopped by PID on drop.
 
-use super::{free_port, RedisServer};
+use super::{free_port, poll_until, RedisServer};
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -104,16 +104,7 @@ impl RedisCluster {
     /// Waits until every running node says `cluster_state:ok`, sees every other running node,
     /// every slot has a live master, and every replica of a live master has synced.
     pub fn wait_until_healthy(&self, deadline: Duration) {
-        let until = Instant::now() + deadline;
-        loop {
-            match self.health() {
-                Ok(()) => return,
-                Err(why) if Instant::now() >= until => {
-                    panic!("the test cluster is not healthy after {deadline:?}: {why}")
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+        poll_until("the test cluster is not healthy", deadline, || self.health());
     }
 
     fn health(&self) -> Result<(), String> {

@@ -418,6 +418,19 @@ fn make_certificates(dir: &Path) {
     }
 }
 
+/// Polls `check` every 50 ms until it passes; panics with `what` and its last reason after
+/// `deadline` (the cluster and Sentinel set wait for their health this way).
+fn poll_until(what: &str, deadline: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let until = Instant::now() + deadline;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(why) if Instant::now() >= until => panic!("{what} after {deadline:?}: {why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())

@@ -3,7 +3,7 @@
 //! `down-after-milliseconds` so a killed master's replica is promoted in a few seconds. Each
 //! process has its own temp dir and is stopped by PID on drop.
 
-use super::{free_port, RedisServer};
+use super::{free_port, poll_until, RedisServer};
 use std::time::{Duration, Instant};
 
 /// The master's name in the sentinels' configuration (the URL's `#fragment`).
@@ -81,16 +81,9 @@ impl SentinelSet {
     /// Waits until every running sentinel knows the master, its replica and the other
     /// sentinels, and the replica has synced: only then can a failover happen.
     pub fn wait_until_ready(&self, deadline: Duration) {
-        let until = Instant::now() + deadline;
-        loop {
-            match self.readiness() {
-                Ok(()) => return,
-                Err(why) if Instant::now() >= until => {
-                    panic!("the test Sentinel set is not ready after {deadline:?}: {why}")
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+        poll_until("the test Sentinel set is not ready", deadline, || {
+            self.readiness()
+        });
     }
 
     fn readiness(&self) -> Result<(), String> {
