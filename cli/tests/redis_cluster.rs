@@ -141,7 +141,9 @@ fn keys_get_del_and_flush_across_every_master_of_a_cluster() {
     let table = project.stack(&["redis", "keys", "id00001*"]);
     assert_eq!(table.code, 0, "{}", table.all());
     assert!(
-        table.stdout.contains("> 10 sessions in redis-cluster://:***@"),
+        table
+            .stdout
+            .contains("> 10 sessions in redis-cluster://:***@"),
         "{}",
         table.stdout
     );
@@ -161,7 +163,9 @@ fn keys_get_del_and_flush_across_every_master_of_a_cluster() {
         .iter()
         .map(|master| {
             ids.iter()
-                .find(|id| owners[usize::from(key_slot(format!("sess:{id}").as_bytes()))] == *master)
+                .find(|id| {
+                    owners[usize::from(key_slot(format!("sess:{id}").as_bytes()))] == *master
+                })
                 .expect("each master holds sessions")
                 .clone()
         })
@@ -172,13 +176,21 @@ fn keys_get_del_and_flush_across_every_master_of_a_cluster() {
     let run = project.stack(&args);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stdout.contains("Deleted 3 sessions"), "{}", run.all());
-    assert!(run.stderr.contains("no such session: `no-such-session`"), "{}", run.all());
+    assert!(
+        run.stderr.contains("no such session: `no-such-session`"),
+        "{}",
+        run.all()
+    );
     let after = json(&project.stack_ok(&["redis", "keys", "--json"]));
     assert_eq!(after["total"], 99_997);
 
     let run = project.stack(&["redis", "flush", "--yes"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(run.stdout.contains("Deleted 99997 sessions"), "{}", run.all());
+    assert!(
+        run.stdout.contains("Deleted 99997 sessions"),
+        "{}",
+        run.all()
+    );
     for &master in &masters {
         let left = if master == other { 1 } else { 0 };
         assert_eq!(keys_on(cluster.node(master)), left, "only user:1 is left");
@@ -211,10 +223,8 @@ fn watch_follows_sessions_on_every_master() {
     let run = project.stack(&["redis", "watch"]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
-        run.stderr.contains(&format!(
-            "(node 127.0.0.1:{})",
-            cluster.node(last).port()
-        )),
+        run.stderr
+            .contains(&format!("(node 127.0.0.1:{})", cluster.node(last).port())),
         "{}",
         run.stderr
     );
@@ -363,7 +373,10 @@ fn stack_up_probes_a_cluster_and_a_sentinel_set_and_stack_redis_finds_them_throu
     );
     let project = Project::fixture("node-pair");
     let mut up = Up::start(&project, &["hello", "-e", &dead]);
-    let line = up.wait_for("(REDIS_SESSION_URL) does not answer", Duration::from_secs(60));
+    let line = up.wait_for(
+        "(REDIS_SESSION_URL) does not answer",
+        Duration::from_secs(60),
+    );
     assert!(line.contains("redis-cluster://:***@127.0.0.1:"), "{line}");
     up.wait_ready("hello");
     assert!(!up.output().contains(CLUSTER_CANARY));

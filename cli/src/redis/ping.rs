@@ -28,7 +28,9 @@ pub enum PingOutcome {
 pub async fn ping(url: &RedisUrl, timeout: Duration) -> PingOutcome {
     let attempt = async {
         match &url.addr {
-            RedisAddr::Sentinel { .. } | RedisAddr::Cluster { .. } => every_server(url, timeout).await,
+            RedisAddr::Sentinel { .. } | RedisAddr::Cluster { .. } => {
+                every_server(url, timeout).await
+            }
             RedisAddr::Tcp { tls: true, .. } => tls_exchange(url).await,
             RedisAddr::Tcp { host, port, .. } => {
                 let stream = TcpStream::connect((host.as_str(), *port))

@@ -112,7 +112,9 @@ pub async fn connect(
             }
             let mut servers = Vec::with_capacity(masters.len());
             for node in masters {
-                servers.push(server(node.to_string(), redis::Client::open(url.node_info(&node))?).await?);
+                servers.push(
+                    server(node.to_string(), redis::Client::open(url.node_info(&node))?).await?,
+                );
             }
             Ok(Topology {
                 servers,
@@ -152,7 +154,9 @@ pub fn masters_in(listing: &str) -> Vec<Node> {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let flags = *fields.get(2)?;
             let serves_slots = fields.len() > 8;
-            let live = !flags.split(',').any(|flag| flag == "fail" || flag == "noaddr");
+            let live = !flags
+                .split(',')
+                .any(|flag| flag == "fail" || flag == "noaddr");
             if !(flags.split(',').any(|flag| flag == "master") && live && serves_slots) {
                 return None;
             }

@@ -127,10 +127,14 @@ impl Lease {
 
 /// Every way the store dials, each behind one lazily made shared connection.
 pub(crate) enum Backend {
-    /// One server or a Sentinel set's master.
-    Server(Lazy),
+    /// One server or a Sentinel set's master. (Boxed, as the cluster's: a `Lazy` holds a whole
+    /// client, and a backend is made once per service.)
+    Server(Box<Lazy>),
     /// A cluster: `retrying` for idempotent commands, `once` for the others (module docs).
-    Cluster { retrying: Lazy, once: Lazy },
+    Cluster {
+        retrying: Box<Lazy>,
+        once: Box<Lazy>,
+    },
 }
 
 impl Backend {
@@ -138,12 +142,12 @@ impl Backend {
     pub(crate) fn new(url: &RedisUrl, timeout: Duration) -> RedisResult<Self> {
         Ok(match &url.addr {
             RedisAddr::Tcp { .. } | RedisAddr::Unix(_) => {
-                Backend::Server(Lazy::new(url, Dial::Server(url.client()?)))
+                Backend::Server(Box::new(Lazy::new(url, Dial::Server(url.client()?))))
             }
-            RedisAddr::Sentinel { .. } => Backend::Server(Lazy::new(
+            RedisAddr::Sentinel { .. } => Backend::Server(Box::new(Lazy::new(
                 url,
                 Dial::Sentinel(tokio::sync::Mutex::new(url.sentinel_client()?)),
-            )),
+            ))),
             RedisAddr::Cluster { nodes } => {
                 let builder = || {
                     let mut builder =
@@ -159,8 +163,8 @@ impl Backend {
                     builder
                 };
                 Backend::Cluster {
-                    retrying: Lazy::new(url, Dial::Cluster(builder().build()?)),
-                    once: Lazy::new(url, Dial::Cluster(builder().retries(0).build()?)),
+                    retrying: Box::new(Lazy::new(url, Dial::Cluster(builder().build()?))),
+                    once: Box::new(Lazy::new(url, Dial::Cluster(builder().retries(0).build()?))),
                 }
             }
         })

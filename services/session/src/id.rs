@@ -168,7 +168,11 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
             heads.insert(id.as_str()[..28].to_owned());
         }
-        assert_eq!(heads.len(), 20, "the first 28 characters are fresh randomness");
+        assert_eq!(
+            heads.len(),
+            20,
+            "the first 28 characters are fresh randomness"
+        );
         for slot in [0, 1, 8191, 16383] {
             assert_eq!(SessionId::generate_in_slot(slot).slot(), slot);
         }

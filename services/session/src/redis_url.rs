@@ -300,7 +300,11 @@ impl RedisUrl {
         redis::sentinel::SentinelNodeConnectionInfo,
     )> {
         let (sentinels, master, node_info) = self.sentinel_parts()?;
-        Ok((redis::sentinel::Sentinel::build(sentinels)?, master, node_info))
+        Ok((
+            redis::sentinel::Sentinel::build(sentinels)?,
+            master,
+            node_info,
+        ))
     }
 
     #[allow(clippy::type_complexity)]
@@ -335,7 +339,10 @@ impl RedisUrl {
     /// it names the first node listed (use the dedicated clients to talk to them).
     pub fn connection_info(&self) -> redis::ConnectionInfo {
         let addr = match &self.addr {
-            RedisAddr::Sentinel { sentinels: nodes, .. } | RedisAddr::Cluster { nodes } => {
+            RedisAddr::Sentinel {
+                sentinels: nodes, ..
+            }
+            | RedisAddr::Cluster { nodes } => {
                 let first = &nodes[0];
                 redis::ConnectionAddr::Tcp(first.host.clone(), first.port)
             }
@@ -784,7 +791,10 @@ mod tests {
                     reason: "the port is not a number from 1 to 65535".into(),
                 },
             ),
-            ("redis-cluster://:hunter2@c1:7000,", RedisUrlError::MissingHost),
+            (
+                "redis-cluster://:hunter2@c1:7000,",
+                RedisUrlError::MissingHost,
+            ),
             ("redis-cluster://:hunter2@", RedisUrlError::MissingHost),
             (
                 "redis-sentinel://:hunter2@s1/x#m",

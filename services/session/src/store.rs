@@ -130,11 +130,10 @@ impl Script {
 impl RedisStore {
     /// A store for `url`. Connects lazily: Redis may well be down at this point.
     pub fn new(url: &RedisUrl) -> Result<Self, StoreError> {
-        let backend =
-            Backend::new(url, COMMAND_TIMEOUT).map_err(|source| StoreError::Redis {
-                operation: "configuration",
-                source,
-            })?;
+        let backend = Backend::new(url, COMMAND_TIMEOUT).map_err(|source| StoreError::Redis {
+            operation: "configuration",
+            source,
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 backend,
@@ -372,4 +371,3 @@ impl RedisStore {
 
 /// How long a command refused before it ran waits before it is sent again.
 const REFUSED_PAUSE: Duration = Duration::from_millis(20);
-

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use session::testing::RedisCluster;
 use session::testing::cluster::CLUSTER_NODE_TIMEOUT;
+use session::testing::RedisCluster;
 use std::time::Duration;
 
 /// A password that must never show up in output (`common` checks nothing; the tests do).
@@ -67,10 +67,17 @@ async fn demo_flow_on_a_cluster_found_from_one_seed() {
         assert!(stored.contains(r#""count":3"#), "{stored}");
         let logout = get(&http, &writer.url("/logout"), Some(&cookie)).await;
         assert_eq!(logout.body, r#"{"message":"logged out : count reset"}"#);
-        assert_eq!(get(&http, &reader.url("/"), Some(&cookie)).await.status, 403);
+        assert_eq!(
+            get(&http, &reader.url("/"), Some(&cookie)).await.status,
+            403
+        );
         assert_eq!(node_get(&cluster, master, &key), None);
     }
-    assert_eq!(masters_used.len(), 3, "30 sessions spread over all 3 masters");
+    assert_eq!(
+        masters_used.len(),
+        3,
+        "30 sessions spread over all 3 masters"
+    );
 }
 
 #[tokio::test]
@@ -106,7 +113,10 @@ async fn login_rotates_the_id_within_its_slot_in_one_step() {
             format!(r#"{{"user":{},"count":1}}"#, login.raw("user"))
         );
         // The planted old id is worthless after login.
-        assert_eq!(get(&http, &reader.url("/"), Some(&old_cookie)).await.status, 403);
+        assert_eq!(
+            get(&http, &reader.url("/"), Some(&old_cookie)).await.status,
+            403
+        );
     }
 }
 

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use session::testing::SentinelSet;
 use session::testing::sentinel::DOWN_AFTER;
+use session::testing::SentinelSet;
 use std::time::Duration;
 
 const CANARY: &str = "sentinel-canary-pw-77c2";
@@ -21,7 +21,10 @@ async fn demo_flow_through_the_sentinels() {
     assert_eq!(login.status, 200, "{login:?}");
     let cookie = login.cookie();
     let increment = get(&http, &writer.url("/increment"), Some(&cookie)).await;
-    assert_eq!(increment.body, r#"{"message":"Incremented Count","count":1}"#);
+    assert_eq!(
+        increment.body,
+        r#"{"message":"Incremented Count","count":1}"#
+    );
     let home = get(&http, &reader.url("/"), Some(&cookie)).await;
     assert_eq!(
         home.body,
@@ -46,7 +49,10 @@ async fn demo_flow_through_the_sentinels() {
     assert!(replicated, "the replica has the session");
     let logout = get(&http, &writer.url("/logout"), Some(&cookie)).await;
     assert_eq!(logout.status, 200);
-    assert_eq!(get(&http, &reader.url("/"), Some(&cookie)).await.status, 403);
+    assert_eq!(
+        get(&http, &reader.url("/"), Some(&cookie)).await.status,
+        403
+    );
 }
 
 #[tokio::test]

@@ -104,7 +104,9 @@ impl RedisCluster {
     /// Waits until every running node says `cluster_state:ok`, sees every other running node,
     /// every slot has a live master, and every replica of a live master has synced.
     pub fn wait_until_healthy(&self, deadline: Duration) {
-        poll_until("the test cluster is not healthy", deadline, || self.health());
+        poll_until("the test cluster is not healthy", deadline, || {
+            self.health()
+        });
     }
 
     fn health(&self) -> Result<(), String> {
@@ -208,7 +210,11 @@ impl RedisCluster {
         lines
             .iter()
             .filter(|line| line.master && !line.failed)
-            .find(|line| line.slots.iter().any(|(from, to)| (*from..=*to).contains(&slot)))
+            .find(|line| {
+                line.slots
+                    .iter()
+                    .any(|(from, to)| (*from..=*to).contains(&slot))
+            })
             .and_then(|line| self.index_of(line.port))
     }
 

@@ -87,8 +87,7 @@ impl SentinelSet {
     }
 
     fn readiness(&self) -> Result<(), String> {
-        let running: Vec<&RedisServer> =
-            self.sentinels.iter().filter(|s| s.is_running()).collect();
+        let running: Vec<&RedisServer> = self.sentinels.iter().filter(|s| s.is_running()).collect();
         let n_servers = self.servers.iter().filter(|s| s.is_running()).count();
         for sentinel in &running {
             let fields = sentinel_master(sentinel)?;

@@ -227,7 +227,7 @@ pub async fn run(
             shared.figures.lock().unwrap_or_else(|p| p.into_inner())
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    }
     tokio::time::sleep(COOL_DOWN).await;
     shared.stop.store(true, Ordering::SeqCst);
     let recovered_at = recovered(&shared);
@@ -240,7 +240,10 @@ pub async fn run(
     let mut idle_lost = 0;
     for session in &idle {
         let home = get(&http, &format!("{reader}/"), Some(&session.cookie)).await;
-        let expected = format!(r#"{{"user":{},"count":{}}}"#, session.user, session.confirmed);
+        let expected = format!(
+            r#"{{"user":{},"count":{}}}"#,
+            session.user, session.confirmed
+        );
         if home.status != 200 || home.body != expected {
             idle_lost += 1;
         }
@@ -312,7 +315,11 @@ async fn busy_client(
         let home = get(http, &format!("{reader}/"), Some(&session.cookie)).await;
         if home.status == 403 {
             // The session is not there (not a 503): a lost write. Log in again.
-            shared.figures.lock().unwrap_or_else(|p| p.into_inner()).requests += 1;
+            shared
+                .figures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .requests += 1;
             lost += 1;
             match login(http, writer, shared).await {
                 Some(new) => session = new,
