@@ -211,3 +211,78 @@ async fn killing_the_master_of_a_busy_session_under_load() {
     figures.print("cluster: kill -9 the master of a busy session's slot");
     failover::check(&figures, CLUSTER_NODE_TIMEOUT);
 }
+
+/// The data commands a master ran since its last `CONFIG RESETSTAT` (its own bookkeeping,
+/// topology queries and the test's connection left out).
+fn data_commands(cluster: &RedisCluster, index: usize) -> Vec<(String, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut cluster.node(index).connection())
+        .expect("INFO works");
+    let mut calls: Vec<(String, u64)> = info
+        .lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let count = stats
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            (!name.starts_with("cluster")
+                && !matches!(name, "info" | "ping" | "auth" | "asking" | "readonly")
+                && !name.starts_with("client")
+                && !name.starts_with("config"))
+            .then(|| (name.to_owned(), count))
+        })
+        .collect();
+    calls.sort();
+    calls
+}
+
+#[tokio::test]
+async fn a_read_is_one_getex_and_a_save_one_script_on_the_master_of_the_slot() {
+    let cluster = RedisCluster::start();
+    let writer = InProcess::start(writer::app, &cluster.url(), SECRET).await;
+    let reader = InProcess::start(reader::app, &cluster.url(), SECRET).await;
+    let http = client();
+    let login = get(&http, &writer.url("/login"), None).await;
+    let cookie = login.cookie();
+    // Warm both services' connections and the script cache.
+    assert_eq!(
+        get(&http, &writer.url("/increment"), Some(&cookie))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&http, &reader.url("/"), Some(&cookie)).await.status,
+        200
+    );
+    let master = cluster.master_of(&format!("sess:{}", session_id(&cookie, SECRET)));
+    let reset = || {
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .exec(&mut cluster.node(master).connection())
+            .expect("RESETSTAT works")
+    };
+    reset();
+    let home = get(&http, &reader.url("/"), Some(&cookie)).await;
+    assert_eq!(home.status, 200);
+    assert_eq!(data_commands(&cluster, master), [("getex".to_owned(), 1)]);
+    reset();
+    let increment = get(&http, &writer.url("/increment"), Some(&cookie)).await;
+    assert_eq!(
+        increment.body,
+        r#"{"message":"Incremented Count","count":2}"#
+    );
+    // One read and one script; the script's own GET and SET run inside Redis (commandstats
+    // counts them too), not as round trips.
+    let calls = data_commands(&cluster, master);
+    let expected = [("evalsha", 1), ("get", 1), ("getex", 1), ("set", 1)];
+    assert_eq!(
+        calls,
+        expected.map(|(name, n)| (name.to_owned(), n)),
+        "one GETEX and one EVALSHA on the master of the slot"
+    );
+}
