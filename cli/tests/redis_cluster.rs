@@ -286,12 +286,15 @@ fn every_command_works_through_sentinel_before_and_after_a_failover() {
             .exec(&mut connection)
             .expect("SET");
     }
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("notify-keyspace-events")
-        .arg("KEA")
-        .exec(&mut connection)
-        .expect("CONFIG SET");
+    // On both data nodes: CONFIG SET is not replicated, and the replica becomes the master.
+    for index in 0..2 {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg("KEA")
+            .exec(&mut set.server(index).connection())
+            .expect("CONFIG SET");
+    }
     let run = project.stack(&["redis", "keys"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(
@@ -309,19 +312,36 @@ fn every_command_works_through_sentinel_before_and_after_a_failover() {
     assert!(project.stack(&["redis", "del", "s001"]).code == 0);
     watch.wait_for_parts(&["deleted", "s001"], 1, LINE_DEADLINE);
 
-    // Failover: the watch says it lost its master; every command then finds the new one.
+    // Failover: the watch says it lost its master, follows the sentinels to the new one and
+    // goes on; every other command finds the new master too.
     let old = set.kill_master();
-    let lost = watch.wait_for("lost the notification connection", LINE_DEADLINE);
+    let lost = watch.wait_for("reconnecting", LINE_DEADLINE);
     assert!(!lost.contains(SENTINEL_CANARY), "{lost}");
     let (new, _) = set.wait_for_failover(old, Duration::from_secs(20));
     assert_ne!(new, old);
-    support::wait_until("the replica to have every session", LINE_DEADLINE, || {
-        json(&project.stack_ok(&["redis", "keys", "--json"]))["total"] == 49
-    });
+    watch.wait_for_parts(
+        &["> Reconnected to ", "49 known"],
+        1,
+        Duration::from_secs(30),
+    );
+    redis::cmd("SET")
+        .arg("sess:after-failover")
+        .arg(session_json(9))
+        .arg("EX")
+        .arg(60)
+        .exec(&mut set.server(new).connection())
+        .expect("SET on the promoted master");
+    watch.wait_for_parts(&["created", "after-failover"], 1, LINE_DEADLINE);
+    support::wait_until(
+        "the new master to have every session",
+        LINE_DEADLINE,
+        || json(&project.stack_ok(&["redis", "keys", "--json"]))["total"] == 50,
+    );
     let run = project.stack(&["redis", "del", "s002"]);
     assert_eq!(run.code, 0, "{}", run.all());
+    watch.wait_for_parts(&["deleted", "s002"], 1, LINE_DEADLINE);
     let run = project.stack(&["redis", "flush", "--yes"]);
-    assert!(run.stdout.contains("Deleted 48 sessions"), "{}", run.all());
+    assert!(run.stdout.contains("Deleted 49 sessions"), "{}", run.all());
     let left: usize = redis::cmd("DBSIZE")
         .query(&mut set.server(new).connection())
         .expect("DBSIZE");
