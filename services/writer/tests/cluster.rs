@@ -36,8 +36,7 @@ async fn demo_flow_on_a_cluster_found_from_one_seed() {
     let cluster = RedisCluster::start_with_password(CANARY);
     // One seed: the other five nodes are discovered.
     let url = cluster.seed_url(&[3]);
-    let writer = InProcess::start(writer::app, &url, SECRET).await;
-    let reader = InProcess::start(reader::app, &url, SECRET).await;
+    let (writer, reader) = demo_on(&url).await;
     let http = client();
     let anonymous = get(&http, &reader.url("/"), None).await;
     assert_eq!(anonymous.status, 403);
@@ -83,8 +82,7 @@ async fn demo_flow_on_a_cluster_found_from_one_seed() {
 #[tokio::test]
 async fn login_rotates_the_id_within_its_slot_in_one_step() {
     let cluster = RedisCluster::start();
-    let writer = InProcess::start(writer::app, &cluster.url(), SECRET).await;
-    let reader = InProcess::start(reader::app, &cluster.url(), SECRET).await;
+    let (writer, reader) = demo_on(&cluster.url()).await;
     let http = client();
     for _ in 0..10 {
         // A session with data before login (an anonymous increment)...
@@ -123,8 +121,7 @@ async fn login_rotates_the_id_within_its_slot_in_one_step() {
 #[tokio::test]
 async fn saves_follow_ask_and_moved_while_a_slot_migrates() {
     let cluster = RedisCluster::start();
-    let writer = InProcess::start(writer::app, &cluster.url(), SECRET).await;
-    let reader = InProcess::start(reader::app, &cluster.url(), SECRET).await;
+    let (writer, reader) = demo_on(&cluster.url()).await;
     let http = client();
     let login = get(&http, &writer.url("/login"), None).await;
     let cookie = login.cookie();
@@ -185,8 +182,7 @@ async fn saves_follow_ask_and_moved_while_a_slot_migrates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_master_of_a_busy_session_under_load() {
     let mut cluster = RedisCluster::start();
-    let writer = InProcess::start(writer::app, &cluster.url(), SECRET).await;
-    let reader = InProcess::start(reader::app, &cluster.url(), SECRET).await;
+    let (writer, reader) = demo_on(&cluster.url()).await;
     let killed = std::cell::Cell::new(None);
     let cluster_ref = std::cell::RefCell::new(&mut cluster);
     let figures = failover::run(
@@ -212,39 +208,21 @@ async fn killing_the_master_of_a_busy_session_under_load() {
     failover::check(&figures, CLUSTER_NODE_TIMEOUT);
 }
 
-/// The data commands a master ran since its last `CONFIG RESETSTAT` (its own bookkeeping,
-/// topology queries and the test's connection left out).
+/// The data commands a master ran since its last `CONFIG RESETSTAT`: `command_calls` less
+/// the cluster client's topology queries and redirections.
 fn data_commands(cluster: &RedisCluster, index: usize) -> Vec<(String, u64)> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut cluster.node(index).connection())
-        .expect("INFO works");
-    let mut calls: Vec<(String, u64)> = info
-        .lines()
-        .filter_map(|line| {
-            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let count = stats
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            (!name.starts_with("cluster")
-                && !matches!(name, "info" | "ping" | "auth" | "asking" | "readonly")
-                && !name.starts_with("client")
-                && !name.starts_with("config"))
-            .then(|| (name.to_owned(), count))
+    command_calls(cluster.node(index))
+        .into_iter()
+        .filter(|(name, _)| {
+            !name.starts_with("cluster") && !matches!(name.as_str(), "asking" | "readonly")
         })
-        .collect();
-    calls.sort();
-    calls
+        .collect()
 }
 
 #[tokio::test]
 async fn a_read_is_one_getex_and_a_save_one_script_on_the_master_of_the_slot() {
     let cluster = RedisCluster::start();
-    let writer = InProcess::start(writer::app, &cluster.url(), SECRET).await;
-    let reader = InProcess::start(reader::app, &cluster.url(), SECRET).await;
+    let (writer, reader) = demo_on(&cluster.url()).await;
     let http = client();
     let login = get(&http, &writer.url("/login"), None).await;
     let cookie = login.cookie();
@@ -260,12 +238,7 @@ async fn a_read_is_one_getex_and_a_save_one_script_on_the_master_of_the_slot() {
         200
     );
     let master = cluster.master_of(&format!("sess:{}", session_id(&cookie, SECRET)));
-    let reset = || {
-        redis::cmd("CONFIG")
-            .arg("RESETSTAT")
-            .exec(&mut cluster.node(master).connection())
-            .expect("RESETSTAT works")
-    };
+    let reset = || reset_command_stats(cluster.node(master));
     reset();
     let home = get(&http, &reader.url("/"), Some(&cookie)).await;
     assert_eq!(home.status, 200);

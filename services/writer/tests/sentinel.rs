@@ -14,8 +14,7 @@ const CANARY: &str = "sentinel-canary-pw-77c2";
 #[tokio::test]
 async fn demo_flow_through_the_sentinels() {
     let set = SentinelSet::start_with_password(CANARY);
-    let writer = InProcess::start(writer::app, &set.url(), SECRET).await;
-    let reader = InProcess::start(reader::app, &set.url(), SECRET).await;
+    let (writer, reader) = demo_on(&set.url()).await;
     let http = client();
     let login = get(&http, &writer.url("/login"), None).await;
     assert_eq!(login.status, 200, "{login:?}");
@@ -69,8 +68,7 @@ async fn a_wrong_master_name_is_a_503_not_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_master_under_load() {
     let mut set = SentinelSet::start();
-    let writer = InProcess::start(writer::app, &set.url(), SECRET).await;
-    let reader = InProcess::start(reader::app, &set.url(), SECRET).await;
+    let (writer, reader) = demo_on(&set.url()).await;
     let killed = std::cell::Cell::new(None);
     let set_ref = std::cell::RefCell::new(&mut set);
     let figures = failover::run(
