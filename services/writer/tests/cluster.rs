@@ -3,8 +3,11 @@
 //! id rotation inside one slot, and a master killed under load.
 
 mod common;
+#[path = "common/demo.rs"]
+mod demo;
 
 use common::*;
+use demo::demo_on;
 use session::testing::cluster::CLUSTER_NODE_TIMEOUT;
 use session::testing::RedisCluster;
 use std::time::Duration;

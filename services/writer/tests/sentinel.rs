@@ -3,8 +3,11 @@
 //! itself, with only 503 JSON in between.
 
 mod common;
+#[path = "common/demo.rs"]
+mod demo;
 
 use common::*;
+use demo::demo_on;
 use session::testing::sentinel::DOWN_AFTER;
 use session::testing::SentinelSet;
 use std::time::Duration;

@@ -57,14 +57,6 @@ impl Drop for InProcess {
     }
 }
 
-/// The demo's writer and reader in-process on `redis_url`, with [`SECRET`].
-pub async fn demo_on(redis_url: &str) -> (InProcess, InProcess) {
-    (
-        InProcess::start(writer::app, redis_url, SECRET).await,
-        InProcess::start(reader::app, redis_url, SECRET).await,
-    )
-}
-
 /// One answer, with what the tests look at.
 #[derive(Debug)]
 pub struct Answer {
