@@ -96,39 +96,9 @@ reader_cookie=$(head -1 "$work/node-cookies")
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $reader_cookie" "http://$rust_reader/")" = 200 ] || {
   echo "Error! the Rust reader does not accept the Node session" >&2; exit 1; }
 
-# wrk script: round-robin over the cookies in $COOKIES (one per line).
-cat >"$work/cookies.lua" <<'LUA'
-local cookies, n = {}, 0
-for line in io.lines(os.getenv("COOKIES")) do n = n + 1; cookies[n] = line end
-local i = 0
-request = function()
-  i = i % n + 1
-  return wrk.format("GET", nil, { Cookie = cookies[i] })
-end
-LUA
-
-# CPU time (user + system, in clock ticks) a process has used so far.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-
-# Runs wrk and appends `label|req/s|p50|p99|non-2xx|service CPU µs per request` to
-# $work/results. CPU per request does not depend on what else the machine runs, unlike req/s.
-measure() { # label url cookie-file service-pid
-  local label=$1 url=$2 cookies=$3 pid=$4 out before after requests
-  COOKIES=$cookies wrk -t"$threads" -c"$connections" -d2s -s "$work/cookies.lua" "$url" >/dev/null # warm-up
-  before=$(cpu_ticks "$pid")
-  out=$(COOKIES=$cookies wrk -t"$threads" -c"$connections" -d"$duration" --latency -s "$work/cookies.lua" "$url")
-  after=$(cpu_ticks "$pid")
-  requests=$(awk '/requests in/ { print $1 }' <<<"$out")
-  cpu_us=$(awk -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN { printf "%.0f", ticks * 1e6 / hz / n }')
-  echo "$out" >"$work/wrk-${label//[^A-Za-z0-9]/_}.txt"
-  local rps p50 p99 non2xx
-  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' <<<"$out")
-  echo "$label|$rps|$p50|$p99|${non2xx:-0}|$cpu_us" >>"$work/results"
-  echo "$label: $rps req/s, p50 $p50, p99 $p99, non-2xx ${non2xx:-0}, service CPU ${cpu_us} µs/request"
-}
+# shellcheck source=../lib/wrk.sh
+. "$root/bench/lib/wrk.sh"
+wrk_cookie_script
 
 # Redis round trips per request: what MONITOR sees from clients over sequential requests
 # (commands a Lua script runs show as `[0 lua]` and are not round trips).
@@ -161,13 +131,7 @@ for round in $(seq "$rounds"); do
   measure "Node writer /increment, 1 hot session" "http://$node_writer/increment" "$work/node-hot" "$node_writer_pid"
 done
 
-# The best round of each measurement, in first-seen order, with every round's req/s.
-awk -F'|' '
-  !($1 in best) { order[++n] = $1 }
-  !($1 in best) || $2 > best[$1] { best[$1] = $2; row[$1] = "| " $1 " | " $2 " | " $3 " | " $4 " | " $5 }
-  { if (seen[$1]++) { all[$1] = all[$1] " / " $2; cpu[$1] = cpu[$1] " / " $6 } else { all[$1] = $2; cpu[$1] = $6 } }
-  END { for (i = 1; i <= n; i++) print row[order[i]] " | " all[order[i]] " | " cpu[order[i]] " |" }
-' "$work/results" >"$work/rows"
+best_rows >"$work/rows"
 best_rps() { awk -F'|' -v label="$1" '$1 == label && $2 > best { best = $2 } END { print best }' "$work/results"; }
 # The median over rounds of the service's CPU time per request.
 median_cpu() { awk -F'|' -v label="$1" '$1 == label { print $6 }' "$work/results" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

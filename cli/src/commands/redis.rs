@@ -422,6 +422,14 @@ async fn watch(located: Located) -> CliResult<ExitCode> {
             ))
         },
         |change| println!("{}", change_line(SystemTime::now(), &change)),
+        |link| match link {
+            watch::Link::Lost => output::warn(format!(
+                "lost the connection to {url} (a restart or a failover?); reconnecting"
+            )),
+            watch::Link::Back(n_known) => output::info(format!(
+                "Reconnected to {url} ({n_known} known; changes made meanwhile are not shown)"
+            )),
+        },
         stop,
     )
     .await;

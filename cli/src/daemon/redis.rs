@@ -48,7 +48,7 @@ pub fn shown(url: &str) -> String {
 async fn probe(url: &str, ca_file: Option<&str>) -> CliResult<()> {
     let url = RedisUrl::parse(url).map_err(|error| {
         CliError::new(format!("`REDIS_SESSION_URL` is invalid: {error}")).hint(
-            "Use redis://host:6379, redis://:password@host:6379/0, unix:///path/to/redis.sock, or unset it for a managed Redis.",
+            "Use redis://host:6379, redis://:password@host:6379/0, unix:///path/to/redis.sock, redis-sentinel://host:26379,host:26380#mymaster, redis-cluster://host:7000,host:7001, or unset it for a managed Redis.",
         )
     })?;
     // A `rediss://` server is trusted as the services will trust it.

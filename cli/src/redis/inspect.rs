@@ -1,8 +1,11 @@
 //! Reading and deleting sessions in the store without blocking it: `SCAN` (never `KEYS`) in
 //! batches of [`SCAN_COUNT`], each batch read with one pipelined round trip (`MGET` of the batch,
-//! a `TTL` per key, and the next `SCAN`), deletes with `UNLINK` (freed in the background).
+//! a `TTL` per key, and the next `SCAN`), deletes with `UNLINK` (freed in the background). On a
+//! Redis Cluster every master is scanned at once (a key lives on one master only), and a
+//! command about one session goes to the master of its slot (see [`super::topology`]); through
+//! Sentinel, the master the sentinels name.
 //!
-//! Owns the connection to the inspected Redis, the `sess:` namespace rule (every key it reads,
+//! Owns the connections to the inspected Redis, the `sess:` namespace rule (every key it reads,
 //! lists or deletes starts with `sess:`; nothing else is ever touched) and the summary of a
 //! session for listings. It never prints, and its errors carry the masked URL, never the
 //! password (a password that shows up in a driver message is replaced by `***`).
@@ -13,13 +16,14 @@ use std::fmt;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use session::id::KEY_PREFIX;
 use session::redis_url::{load_tls_ca_file, RedisUrl, TlsCaError};
+
+use super::topology::{self, Keyed, Server, Topology};
 
 /// How many keys one `SCAN` step asks for: big enough for few round trips, small enough that
 /// no single command holds the server for long (an `MGET` of 1,000 small values is well under a
@@ -212,17 +216,16 @@ pub fn session_pattern(pattern: &str) -> String {
     }
 }
 
-/// A connection to the inspected Redis.
+/// Connections to the inspected Redis: every server that holds keys (see [`topology`]).
 pub struct Inspector {
-    client: redis::Client,
-    connection: MultiplexedConnection,
+    topology: Topology,
     url: RedisUrl,
 }
 
 impl Inspector {
-    /// Connects (authenticating and selecting the database) and checks with a `PING`. A
-    /// `rediss://` URL trusts the CA in the environment's `REDIS_TLS_CA_FILE` when set, as the
-    /// services do, and the bundled webpki roots otherwise.
+    /// Connects (authenticating and selecting the database) to every server the URL leads to
+    /// and checks each with a `PING`. A `rediss://` URL trusts the CA in the environment's
+    /// `REDIS_TLS_CA_FILE` when set, as the services do, and the bundled webpki roots otherwise.
     pub async fn connect(url: &RedisUrl) -> Result<Inspector, InspectError> {
         let url = &match std::env::var_os("REDIS_TLS_CA_FILE").filter(|path| !path.is_empty()) {
             Some(path) if url.is_tls() => url
@@ -243,21 +246,15 @@ impl Inspector {
                 InspectError::Unreachable { url, reason }
             }
         };
-        let client = url.client().map_err(unreachable)?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT);
-        let mut connection = client
-            .get_multiplexed_async_connection_with_config(&config)
+        let mut topology = topology::connect(url, CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
             .await
             .map_err(unreachable)?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut connection)
+        topology
+            .ping_every_server()
             .await
-            .map_err(unreachable)?;
+            .map_err(|(_server, error)| unreachable(error))?;
         Ok(Inspector {
-            client,
-            connection,
+            topology,
             url: url.clone(),
         })
     }
@@ -266,111 +263,48 @@ impl Inspector {
         &self.url
     }
 
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// Every server that holds keys: one, or each master of a cluster.
+    pub fn servers(&mut self) -> &mut [Server] {
+        &mut self.topology.servers
     }
 
     /// A command failure, with the masked URL.
     pub fn failed(&self, operation: &'static str, error: &redis::RedisError) -> InspectError {
-        InspectError::Command {
-            url: self.url.to_string(),
-            operation,
-            reason: redact(&self.url, &error.to_string()),
-        }
+        failed(&self.url, operation, error)
     }
 
-    /// Every key matching `pattern` (see [`session_pattern`]), batch by batch: each batch is
-    /// handed to `each` as soon as it is read. Keys that vanish meanwhile are skipped. `SCAN`
-    /// may return a key twice (when the table is resized meanwhile): callers that care dedupe.
+    /// Every key matching `pattern` (see [`session_pattern`]), batch by batch, on every server
+    /// at once: each batch is handed to `each` as soon as it is read. Keys that vanish meanwhile
+    /// are skipped. `SCAN` may return a key twice (when the table is resized meanwhile):
+    /// callers that care dedupe.
     pub async fn scan(
         &mut self,
         pattern: &str,
-        mut each: impl FnMut(Vec<Entry>),
+        each: impl FnMut(Vec<Entry>),
     ) -> Result<(), InspectError> {
         let pattern = session_pattern(pattern);
-        let (mut cursor, mut keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(0)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(&mut self.connection)
-            .await
-            .map_err(|error| self.failed("SCAN", &error))?;
-        loop {
-            // One round trip reads this batch and asks for the next one.
-            let mut pipe = redis::pipe();
-            if !keys.is_empty() {
-                pipe.cmd("MGET").arg(&keys);
-                for key in &keys {
-                    pipe.cmd("TTL").arg(key);
-                }
-            }
-            if cursor != 0 {
-                pipe.cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT);
-            }
-            if keys.is_empty() && cursor == 0 {
-                return Ok(());
-            }
-            let mut replies: Vec<redis::Value> = pipe
-                .query_async(&mut self.connection)
-                .await
-                .map_err(|error| self.failed("SCAN", &error))?;
-            let next = if cursor != 0 {
-                let reply = replies.pop().expect("the pipeline ends with its SCAN");
-                Some(
-                    redis::from_redis_value::<(u64, Vec<String>)>(&reply)
-                        .map_err(|error| self.failed("SCAN", &error))?,
-                )
-            } else {
-                None
-            };
-            if !keys.is_empty() {
-                let mut replies = replies.into_iter();
-                let values: Vec<Option<String>> = redis::from_redis_value(
-                    &replies.next().expect("the pipeline starts with its MGET"),
-                )
-                .map_err(|error| self.failed("MGET", &error))?;
-                let mut batch = Vec::with_capacity(keys.len());
-                for ((key, value), ttl) in keys.iter().zip(values).zip(replies) {
-                    let ttl: i64 = redis::from_redis_value(&ttl)
-                        .map_err(|error| self.failed("TTL", &error))?;
-                    if let Some(ttl) = Ttl::from_reply(ttl) {
-                        batch.push(Entry {
-                            id: key[KEY_PREFIX.len()..].to_owned(),
-                            ttl,
-                            value,
-                        });
-                    }
-                }
-                each(batch);
-            }
-            match next {
-                Some((next_cursor, next_keys)) => {
-                    cursor = next_cursor;
-                    keys = next_keys;
-                }
-                None => return Ok(()),
-            }
-        }
+        let each = std::cell::RefCell::new(each);
+        let (url, is_cluster) = (&self.url, self.topology.is_cluster);
+        let scans = self.topology.servers.iter_mut().map(|server| {
+            scan_server(&mut server.connection, &pattern, is_cluster, url, |batch| {
+                // The scans run interleaved on one task; a batch is handed over whole.
+                (each.borrow_mut())(batch)
+            })
+        });
+        futures_util::future::try_join_all(scans).await?;
+        Ok(())
     }
 
     /// One session by id, `None` when there is no such key.
     pub async fn get(&mut self, id: &str) -> Result<Option<Entry>, InspectError> {
         let key = format!("{KEY_PREFIX}{id}");
-        let (values, ttl): (Vec<Option<String>>, i64) = redis::pipe()
-            .cmd("MGET")
-            .arg(&key)
-            .cmd("TTL")
-            .arg(&key)
-            .query_async(&mut self.connection)
-            .await
-            .map_err(|error| self.failed("GET", &error))?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET").arg(&key).cmd("TTL").arg(&key);
+        let (values, ttl): (Vec<Option<String>>, i64) = match &mut self.topology.keyed {
+            Keyed::Server(connection) => pipe.query_async(connection).await,
+            Keyed::Cluster(connection) => pipe.query_async(connection).await,
+        }
+        .map_err(|error| self.failed("GET", &error))?;
         Ok(Ttl::from_reply(ttl).map(|ttl| Entry {
             id: id.to_owned(),
             ttl,
@@ -380,68 +314,206 @@ impl Inspector {
 
     /// Deletes sessions by id; for each id, whether it existed.
     pub async fn delete(&mut self, ids: &[String]) -> Result<Vec<bool>, InspectError> {
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.cmd("UNLINK").arg(format!("{KEY_PREFIX}{id}"));
+        let keys: Vec<String> = ids.iter().map(|id| format!("{KEY_PREFIX}{id}")).collect();
+        let removed: Vec<i64> = match &mut self.topology.keyed {
+            Keyed::Server(connection) => {
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd("UNLINK").arg(key);
+                }
+                pipe.query_async(connection).await
+            }
+            // Each key to the master of its slot.
+            Keyed::Cluster(connection) => {
+                futures_util::future::try_join_all(keys.iter().map(|key| {
+                    let mut connection = connection.clone();
+                    async move {
+                        redis::cmd("UNLINK")
+                            .arg(key)
+                            .query_async::<i64>(&mut connection)
+                            .await
+                    }
+                }))
+                .await
+            }
         }
-        let removed: Vec<i64> = pipe
-            .query_async(&mut self.connection)
-            .await
-            .map_err(|error| self.failed("UNLINK", &error))?;
+        .map_err(|error| self.failed("UNLINK", &error))?;
         Ok(removed.into_iter().map(|n| n > 0).collect())
     }
 
-    /// How many `sess:` keys there are (a `SCAN` pass; no values read).
+    /// How many `sess:` keys there are (a `SCAN` pass on every server; no values read).
     pub async fn count(&mut self) -> Result<usize, InspectError> {
         let mut seen: HashSet<String> = HashSet::new();
-        let mut cursor = 0_u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self.scan_step(cursor).await?;
-            seen.extend(keys);
-            if next == 0 {
-                return Ok(seen.len());
+        for server in &mut self.topology.servers {
+            let mut cursor = 0_u64;
+            loop {
+                let (next, keys) = scan_step(&mut server.connection, cursor, &self.url).await?;
+                seen.extend(keys);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(seen.len())
     }
 
-    /// Deletes every `sess:` key, a `SCAN` batch at a time; how many were deleted.
+    /// Deletes every `sess:` key, a `SCAN` batch at a time on every server; how many were
+    /// deleted. On a cluster the keys of one batch may sit in different slots, so each is
+    /// unlinked on its own (in one pipelined round trip).
     pub async fn flush(&mut self) -> Result<u64, InspectError> {
         let mut deleted = 0_u64;
-        let mut cursor = 0_u64;
-        loop {
-            let (next, keys) = self.scan_step(cursor).await?;
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut self.connection)
-                    .await
-                    .map_err(|error| self.failed("UNLINK", &error))?;
-                deleted += n;
+        let is_cluster = self.topology.is_cluster;
+        for server in &mut self.topology.servers {
+            let mut cursor = 0_u64;
+            loop {
+                let (next, keys) = scan_step(&mut server.connection, cursor, &self.url).await?;
+                if !keys.is_empty() {
+                    let n: u64 = if is_cluster {
+                        let mut pipe = redis::pipe();
+                        for key in &keys {
+                            pipe.cmd("UNLINK").arg(key);
+                        }
+                        pipe.query_async::<Vec<u64>>(&mut server.connection)
+                            .await
+                            .map(|each| each.iter().sum())
+                    } else {
+                        redis::cmd("UNLINK")
+                            .arg(&keys)
+                            .query_async(&mut server.connection)
+                            .await
+                    }
+                    .map_err(|error| failed(&self.url, "UNLINK", &error))?;
+                    deleted += n;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                return Ok(deleted);
+        }
+        Ok(deleted)
+    }
+}
+
+/// A command failure, with the masked URL.
+fn failed(url: &RedisUrl, operation: &'static str, error: &redis::RedisError) -> InspectError {
+    InspectError::Command {
+        url: url.to_string(),
+        operation,
+        reason: redact(url, &error.to_string()),
+    }
+}
+
+/// One server's keys matching `pattern`: each `SCAN` batch read with one pipelined round trip
+/// that also asks for the next batch. On a cluster the values are read with one `MGET` per key
+/// (a batch spans slots, and no command may).
+async fn scan_server(
+    connection: &mut MultiplexedConnection,
+    pattern: &str,
+    is_cluster: bool,
+    url: &RedisUrl,
+    mut each: impl FnMut(Vec<Entry>),
+) -> Result<(), InspectError> {
+    let scan = |cursor: u64| {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        cmd
+    };
+    let (mut cursor, mut keys): (u64, Vec<String>) = scan(0)
+        .query_async(connection)
+        .await
+        .map_err(|error| failed(url, "SCAN", &error))?;
+    loop {
+        if keys.is_empty() && cursor == 0 {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        if !keys.is_empty() {
+            if is_cluster {
+                for key in &keys {
+                    pipe.cmd("MGET").arg(key);
+                }
+            } else {
+                pipe.cmd("MGET").arg(&keys);
             }
-            cursor = next;
+            for key in &keys {
+                pipe.cmd("TTL").arg(key);
+            }
+        }
+        if cursor != 0 {
+            pipe.add_command(scan(cursor));
+        }
+        let mut replies: Vec<redis::Value> = pipe
+            .query_async(connection)
+            .await
+            .map_err(|error| failed(url, "SCAN", &error))?;
+        let next = if cursor != 0 {
+            let reply = replies.pop().expect("the pipeline ends with its SCAN");
+            Some(
+                redis::from_redis_value::<(u64, Vec<String>)>(&reply)
+                    .map_err(|error| failed(url, "SCAN", &error))?,
+            )
+        } else {
+            None
+        };
+        if !keys.is_empty() {
+            let ttls = replies.split_off(if is_cluster { keys.len() } else { 1 });
+            let values: Vec<Option<String>> = if is_cluster {
+                replies
+                    .iter()
+                    .map(|reply| {
+                        redis::from_redis_value::<Vec<Option<String>>>(reply)
+                            .map(|value| value.into_iter().next().flatten())
+                    })
+                    .collect()
+            } else {
+                redis::from_redis_value(&replies[0])
+            }
+            .map_err(|error| failed(url, "MGET", &error))?;
+            let mut batch = Vec::with_capacity(keys.len());
+            for ((key, value), ttl) in keys.iter().zip(values).zip(ttls) {
+                let ttl: i64 =
+                    redis::from_redis_value(&ttl).map_err(|error| failed(url, "TTL", &error))?;
+                if let Some(ttl) = Ttl::from_reply(ttl) {
+                    batch.push(Entry {
+                        id: key[KEY_PREFIX.len()..].to_owned(),
+                        ttl,
+                        value,
+                    });
+                }
+            }
+            each(batch);
+        }
+        match next {
+            Some((next_cursor, next_keys)) => {
+                cursor = next_cursor;
+                keys = next_keys;
+            }
+            None => return Ok(()),
         }
     }
+}
 
-    async fn scan_step(&mut self, cursor: u64) -> Result<(u64, Vec<String>), InspectError> {
-        redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(SESSION_PATTERN)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(&mut self.connection)
-            .await
-            .map_err(|error| self.failed("SCAN", &error))
-    }
-
-    /// The connection, for the watch feed's reads.
-    pub fn connection(&mut self) -> &mut MultiplexedConnection {
-        &mut self.connection
-    }
+/// One `SCAN` step over every session key of one server.
+async fn scan_step(
+    connection: &mut MultiplexedConnection,
+    cursor: u64,
+    url: &RedisUrl,
+) -> Result<(u64, Vec<String>), InspectError> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(SESSION_PATTERN)
+        .arg("COUNT")
+        .arg(SCAN_COUNT)
+        .query_async(connection)
+        .await
+        .map_err(|error| failed(url, "SCAN", &error))
 }
 
 /// `text` with the URL's password (raw and percent-encoded) replaced by `***`: driver messages

@@ -47,7 +47,7 @@ impl LocateError {
                 "Fix the lines above (`KEY=VALUE`), or leave out `--dotenv`."
             }
             LocateError::BadUrl { .. } => {
-                "Use a form such as redis://127.0.0.1:6379, redis://:password@host:6379/0 or unix:///path/to/redis.sock."
+                "Use a form such as redis://127.0.0.1:6379, redis://:password@host:6379/0, unix:///path/to/redis.sock, redis-sentinel://host:26379,host:26380#mymaster or redis-cluster://host:7000,host:7001."
             }
             LocateError::BadSecret { .. } => {
                 "Set SESSION_SECRET to the secret your services sign cookies with (a comma-separated list when rotating)."

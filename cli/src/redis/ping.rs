@@ -1,5 +1,6 @@
 //! Is the Redis a user brought (`REDIS_SESSION_URL`) there? One `PING` (after `AUTH` when the URL
-//! has a password) over TCP or a Unix socket, bounded in time. `rediss://` goes through the redis
+//! has a password) over TCP or a Unix socket, bounded in time; for Sentinel, to the master the
+//! sentinels name; for a cluster, to every master. `rediss://` goes through the redis
 //! crate's rustls client, the one the services use, trusting the CA the URL carries
 //! ([`RedisUrl::with_tls_ca`], from `REDIS_TLS_CA_FILE`) or the webpki roots, so a certificate
 //! the services would refuse fails here too. Never prints the password: callers show the URL
@@ -12,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::inspect::redact;
+use super::topology;
 
 /// What a probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,9 @@ pub enum PingOutcome {
 pub async fn ping(url: &RedisUrl, timeout: Duration) -> PingOutcome {
     let attempt = async {
         match &url.addr {
+            RedisAddr::Sentinel { .. } | RedisAddr::Cluster { .. } => {
+                every_server(url, timeout).await
+            }
             RedisAddr::Tcp { tls: true, .. } => tls_exchange(url).await,
             RedisAddr::Tcp { host, port, .. } => {
                 let stream = TcpStream::connect((host.as_str(), *port))
@@ -101,6 +106,19 @@ async fn tls_exchange(url: &RedisUrl) -> Result<PingOutcome, String> {
         .query_async::<()>(&mut connection)
         .await
         .map_err(failed)?;
+    Ok(PingOutcome::Answers)
+}
+
+/// The master the sentinels name, or every master of a cluster, answers `PING`.
+async fn every_server(url: &RedisUrl, timeout: Duration) -> Result<PingOutcome, String> {
+    let failed = |error: redis::RedisError| redact(url, &error.to_string());
+    let mut topology = topology::connect(url, timeout, timeout)
+        .await
+        .map_err(failed)?;
+    topology
+        .ping_every_server()
+        .await
+        .map_err(|(server, error)| format!("{server}: {}", failed(error)))?;
     Ok(PingOutcome::Answers)
 }
 

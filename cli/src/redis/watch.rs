@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
@@ -22,7 +23,7 @@ pub enum FeedError {
     Inspect(#[from] InspectError),
     #[error("keyspace notifications are off in Redis at `{url}` (`notify-keyspace-events` is `{current}`), so session changes cannot be seen")]
     NotificationsOff { url: String, current: String },
-    #[error("lost the notification connection to Redis at `{url}`")]
+    #[error("lost the notification connection to Redis at `{url}` and could not get it back within 30 s")]
     Lost { url: String },
 }
 
@@ -142,61 +143,140 @@ fn compact(value: &Value) -> String {
     serde_json::to_string(value).expect("a JSON value always serialises")
 }
 
-/// Checks that Redis sends keyspace events for what the feed needs: `K` (keyspace channel)
-/// and the classes of `set` (`$`), `del` (`g`) and `expired` (`x`), or `A` for all. A server
-/// that refuses `CONFIG` (managed services often do) is given the benefit of the doubt.
+/// Checks that every server sends keyspace events for what the feed needs: `K` (keyspace
+/// channel) and the classes of `set` (`$`), `del` (`g`) and `expired` (`x`), or `A` for all. A
+/// server that refuses `CONFIG` (managed services often do) is given the benefit of the doubt.
 pub async fn check_notifications(inspector: &mut Inspector) -> Result<(), FeedError> {
-    let reply: redis::RedisResult<(String, String)> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("notify-keyspace-events")
-        .query_async(inspector.connection())
-        .await;
-    let current = match reply {
-        Ok((_, current)) => current,
-        Err(error) => {
-            tracing::warn!(error = %redact(inspector.url(), &error.to_string()), "cannot read notify-keyspace-events; assuming it is on");
-            return Ok(());
+    let url = inspector.url().clone();
+    for server in inspector.servers() {
+        let reply: redis::RedisResult<(String, String)> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query_async(&mut server.connection)
+            .await;
+        let current = match reply {
+            Ok((_, current)) => current,
+            Err(error) => {
+                tracing::warn!(server = %server.label, error = %redact(&url, &error.to_string()), "cannot read notify-keyspace-events; assuming it is on");
+                continue;
+            }
+        };
+        let has = |class: char| current.contains(class);
+        let classes_on = has('A') || (has('$') && has('g') && has('x'));
+        if !(has('K') && classes_on) {
+            let url = if url.is_cluster() {
+                format!("{url} (node {})", server.label)
+            } else {
+                url.to_string()
+            };
+            return Err(FeedError::NotificationsOff { url, current });
         }
-    };
-    let has = |class: char| current.contains(class);
-    let classes_on = has('A') || (has('$') && has('g') && has('x'));
-    if has('K') && classes_on {
-        Ok(())
-    } else {
-        Err(FeedError::NotificationsOff {
-            url: inspector.url().to_string(),
-            current,
-        })
     }
+    Ok(())
 }
 
-/// The feed: fills the cache, subscribes, calls `ready` once the subscription is confirmed,
-/// then `on_change` for every session write, delete and expiry until `stop` resolves.
+/// How long the feed tries to get its servers back after losing one (a failover takes a few
+/// seconds; a server that stays away this long ends the feed with [`FeedError::Lost`]).
+const RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+
+/// What happened to the feed's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// A server's subscription ended (it died, or a failover moved the master): reconnecting.
+    Lost,
+    /// Subscribed again on every server, with this many sessions known.
+    Back(usize),
+}
+
+/// The feed: fills the cache, subscribes on every server (each master of a cluster sends only
+/// its own keys' events), calls `ready` once every subscription is confirmed, then `on_change`
+/// for every session write, delete and expiry until `stop` resolves. When a server's
+/// subscription ends (a restart, or a failover that moved the master), it says so through
+/// `on_link`, connects again (through the sentinels, or to the cluster's masters of now) for up
+/// to [`RECONNECT_DEADLINE`], and goes on; changes made while it was away are not shown.
 pub async fn run(
     mut inspector: Inspector,
     ready: impl FnOnce(usize),
     mut on_change: impl FnMut(Change),
+    mut on_link: impl FnMut(Link),
     stop: impl Future<Output = ()>,
 ) -> Result<(), FeedError> {
-    check_notifications(&mut inspector).await?;
     let url = inspector.url().clone();
-    let lost = || FeedError::Lost {
-        url: url.to_string(),
-    };
-    // Subscribe before filling the cache, so no write falls between the two.
-    let mut pubsub = inspector
-        .client()
-        .get_async_pubsub()
-        .await
-        .map_err(|error| InspectError::Unreachable {
-            url: url.to_string(),
-            reason: redact(&url, &error.to_string()),
-        })?;
+    tokio::pin!(stop);
+    let mut ready = Some(ready);
+    loop {
+        let served = serve(
+            &mut inspector,
+            &mut |n_known| match ready.take() {
+                Some(ready) => ready(n_known),
+                None => on_link(Link::Back(n_known)),
+            },
+            &mut on_change,
+            stop.as_mut(),
+        )
+        .await?;
+        if served == Served::Stopped {
+            return Ok(());
+        }
+        on_link(Link::Lost);
+        let deadline = tokio::time::Instant::now() + RECONNECT_DEADLINE;
+        inspector = loop {
+            tokio::select! {
+                () = stop.as_mut() => return Ok(()),
+                connected = Inspector::connect(&url) => match connected {
+                    Ok(inspector) => break inspector,
+                    Err(error) if tokio::time::Instant::now() >= deadline => {
+                        tracing::warn!(%error, "cannot reconnect the watch feed");
+                        return Err(FeedError::Lost { url: url.to_string() });
+                    }
+                    Err(_) => tokio::time::sleep(RECONNECT_PAUSE).await,
+                },
+            }
+        };
+    }
+}
+
+/// How one connection of the feed ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    Stopped,
+    Lost,
+}
+
+/// One connection's life: subscribe everywhere, fill the cache, then follow the events until
+/// `stop` or until a server goes away (its subscription ends, or reading a session fails).
+async fn serve(
+    inspector: &mut Inspector,
+    ready: &mut impl FnMut(usize),
+    on_change: &mut impl FnMut(Change),
+    mut stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Served, FeedError> {
+    check_notifications(inspector).await?;
+    let url = inspector.url().clone();
     let channel_prefix = format!("__keyspace@{}__:", url.db);
-    pubsub
-        .psubscribe(format!("{channel_prefix}{SESSION_PATTERN}"))
-        .await
-        .map_err(|error| inspector.failed("PSUBSCRIBE", &error))?;
+    // Subscribe before filling the cache, so no write falls between the two.
+    let mut subscriptions = Vec::new();
+    for server in inspector.servers() {
+        let mut pubsub =
+            server
+                .client
+                .get_async_pubsub()
+                .await
+                .map_err(|error| InspectError::Unreachable {
+                    url: url.to_string(),
+                    reason: redact(&url, &error.to_string()),
+                })?;
+        pubsub
+            .psubscribe(format!("{channel_prefix}{SESSION_PATTERN}"))
+            .await
+            .map_err(|error| InspectError::Command {
+                url: url.to_string(),
+                operation: "PSUBSCRIBE",
+                reason: redact(&url, &error.to_string()),
+            })?;
+        subscriptions.push(pubsub);
+    }
     let mut cache: HashMap<String, Map<String, Value>> = HashMap::new();
     inspector
         .scan(SESSION_PATTERN, |batch| {
@@ -208,12 +288,21 @@ pub async fn run(
         })
         .await?;
     ready(cache.len());
-    let mut messages = pubsub.on_message();
-    tokio::pin!(stop);
+    // One stream of every server's messages; `None` marks the end of one server's.
+    let mut messages = futures_util::stream::select_all(subscriptions.iter_mut().map(|pubsub| {
+        pubsub
+            .on_message()
+            .map(Some)
+            .chain(futures_util::stream::once(async { None }))
+            .boxed()
+    }));
     loop {
         let message = tokio::select! {
-            message = messages.next() => message.ok_or_else(lost)?,
-            () = &mut stop => return Ok(()),
+            message = messages.next() => match message.flatten() {
+                Some(message) => message,
+                None => return Ok(Served::Lost),
+            },
+            () = stop.as_mut() => return Ok(Served::Stopped),
         };
         let channel = message.get_channel_name();
         let Some(key) = channel.strip_prefix(&channel_prefix) else {
@@ -243,7 +332,11 @@ pub async fn run(
             });
             continue;
         }
-        let Some(entry): Option<Entry> = inspector.get(id).await? else {
+        let Ok(read) = inspector.get(id).await else {
+            // The server went away between its event and this read.
+            return Ok(Served::Lost);
+        };
+        let Some(entry): Option<Entry> = read else {
             // Gone again already: its `del` or `expired` event follows.
             continue;
         };

@@ -41,7 +41,7 @@ impl ConfigError {
                 "Set SESSION_SECRET to a long random string (a comma-separated list rotates secrets: the first signs, all verify)."
             }
             Self::BadRedisUrl(_) => {
-                "Use a form such as redis://host:6379, redis://:password@host:6379/0, unix:///path/to/redis.sock, or unset it for redis://127.0.0.1:6379."
+                "Use a form such as redis://host:6379, redis://:password@host:6379/0, unix:///path/to/redis.sock, redis-sentinel://:password@host:26379,host:26380/0#mymaster, redis-cluster://:password@host:7000,host:7001, or unset it for redis://127.0.0.1:6379."
             }
             Self::BadTlsCaFile(_) => {
                 "Point REDIS_TLS_CA_FILE at a readable PEM file holding the CA certificate that signed the Redis server's certificate, or unset it to trust the public CA roots."

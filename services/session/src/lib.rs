@@ -5,10 +5,13 @@
 //!
 //! # Layout
 //! - [`cookie`]: the signed `connect.sid` cookie (sign, verify with rotation, percent-encoding).
-//! - [`id`]: session ids (24 CSPRNG bytes, base64url) and their `sess:` keys.
-//! - [`redis_url`]: `REDIS_SESSION_URL` in every form, displayed with the password masked;
-//!   `rediss://` (TLS via rustls) trusts the bundled webpki roots, or only the PEM CA file named
-//!   by `REDIS_TLS_CA_FILE` (for a self-signed local Redis).
+//! - [`id`]: session ids (24 CSPRNG bytes, base64url), their `sess:` keys and cluster slots.
+//! - [`redis_url`]: `REDIS_SESSION_URL` in every form (one server, `redis-sentinel://`,
+//!   `redis-cluster://`), displayed with the password masked; `rediss://` (TLS via rustls)
+//!   trusts the bundled webpki roots, or only the PEM CA file named by `REDIS_TLS_CA_FILE` (for
+//!   a self-signed local Redis).
+//! - [`connection`] (private): dialing one server, a Sentinel set's master or a Cluster, and
+//!   which failed commands may be sent again.
 //! - [`data`]: a session's fields as ordered raw JSON, and the TTL rule.
 //! - [`store`]: `RedisStore`, the connect-redis format with timeouts and compare-and-set.
 //! - [`handle`]: `Session`, one request's session: load once, save on change, rotate, destroy.
@@ -16,9 +19,11 @@
 //! - [`config`]: a service's environment (`HOST`, `PORT`, `REDIS_SESSION_URL`,
 //!   `REDIS_TLS_CA_FILE`, `SESSION_SECRET`).
 //! - [`service`]: `main` for a session service binary (serve, stop gracefully on signals).
-//! - `testing` (feature `testing`): a real `redis-server` for tests.
+//! - `testing` (feature `testing`): a real `redis-server`, Redis Cluster and Sentinel set for
+//!   tests.
 
 pub mod config;
+mod connection;
 pub mod cookie;
 pub mod data;
 pub mod handle;

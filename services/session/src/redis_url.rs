@@ -1,10 +1,17 @@
 //! `REDIS_SESSION_URL`: every form a user brings, parsed once, shown only with its password masked.
 //!
 //! Owns parsing (`redis://host:port`, `redis://:pass@host:port/db`, `redis://user:pass@...`,
-//! `rediss://...`, `unix:///path`, `redis+unix:///path`, a bare `/path/to.sock`, and the 2017
-//! `redis://host:port?password=pass`), the masked `Display`, and the conversion to
-//! `redis::ConnectionInfo` / `redis::Client`. It never connects, and neither its `Display`, its
+//! `rediss://...`, `unix:///path`, `redis+unix:///path`, a bare `/path/to.sock`, the 2017
+//! `redis://host:port?password=pass`, and past one server Lettuce's
+//! `redis-sentinel://[:pass@]host:port[,host:port...][/db]#master-name` and
+//! `redis-cluster://[:pass@]host:port[,host:port...]`), the masked `Display`, and the conversion
+//! to `redis::ConnectionInfo` / `redis::Client`. It never connects, and neither its `Display`, its
 //! `Debug` nor its errors ever contain the password.
+//!
+//! In a Sentinel URL the password (and user and db) are the data nodes' (master and replicas),
+//! as in Lettuce: the sentinels themselves are asked without credentials, which is how a
+//! Sentinel set is usually run (`sentinel auth-pass` holds the master's password). A Cluster
+//! URL lists seed nodes: the client discovers the others; a cluster has only database 0.
 //!
 //! TLS (`rediss://`) verifies the server against the webpki roots (Mozilla's CA list) bundled in
 //! the build. To trust a private CA instead (a self-signed local Redis), set `REDIS_TLS_CA_FILE`
@@ -19,6 +26,9 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
 const DEFAULT_PORT: u16 = 6379;
+const DEFAULT_SENTINEL_PORT: u16 = 26379;
+const SENTINEL_SCHEME: &str = "redis-sentinel://";
+const CLUSTER_SCHEME: &str = "redis-cluster://";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RedisUrlError {
@@ -26,8 +36,14 @@ pub enum RedisUrlError {
     Empty,
     #[error("the Redis URL is not a valid URL ({reason})")]
     Invalid { reason: String },
-    #[error("the Redis URL has the scheme `{scheme}`; use redis://, rediss://, unix:// or redis+unix://")]
+    #[error("the Redis URL has the scheme `{scheme}`; use redis://, rediss://, unix://, redis+unix://, redis-sentinel:// or redis-cluster://")]
     UnsupportedScheme { scheme: String },
+    #[error("the Redis URL's node `{node}` is not `host:port` ({reason})")]
+    BadNode { node: String, reason: String },
+    #[error("the Sentinel URL names no master: end it with `#master-name` (e.g. `#mymaster`)")]
+    MissingMasterName,
+    #[error("a Cluster URL takes no `{part}`: a cluster has only database 0 and no master name")]
+    ClusterExtra { part: &'static str },
     #[error("the Redis URL has no host")]
     MissingHost,
     #[error("the Redis URL has no socket path")]
@@ -78,6 +94,30 @@ pub enum RedisAddr {
     Tcp { host: String, port: u16, tls: bool },
     /// A Unix domain socket.
     Unix(PathBuf),
+    /// `redis-sentinel://`: the sentinels to ask for the master named `master`.
+    Sentinel {
+        sentinels: Vec<Node>,
+        master: String,
+    },
+    /// `redis-cluster://`: seed nodes of a Redis Cluster (the others are discovered).
+    Cluster { nodes: Vec<Node> },
+}
+
+/// One `host:port` of a Sentinel or Cluster URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Node {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// A parsed Redis URL. `Display` shows it with the password as `***`.
@@ -106,6 +146,12 @@ impl RedisUrl {
                 password: None,
                 tls_ca: None,
             });
+        }
+        if let Some(rest) = strip_prefix_ignore_case(input, SENTINEL_SCHEME) {
+            return parse_multi(rest, true);
+        }
+        if let Some(rest) = strip_prefix_ignore_case(input, CLUSTER_SCHEME) {
+            return parse_multi(rest, false);
         }
         let url = url::Url::parse(input).map_err(|error| RedisUrlError::Invalid {
             reason: error.to_string(),
@@ -177,6 +223,30 @@ impl RedisUrl {
         matches!(self.addr, RedisAddr::Tcp { tls: true, .. })
     }
 
+    /// True for a Redis Cluster URL.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.addr, RedisAddr::Cluster { .. })
+    }
+
+    /// How to reach one data node at `node` with this URL's credentials and database (a
+    /// cluster's nodes, a Sentinel set's master).
+    pub fn node_info(&self, node: &Node) -> redis::ConnectionInfo {
+        redis::ConnectionInfo {
+            addr: redis::ConnectionAddr::Tcp(node.host.clone(), node.port),
+            redis: self.redis_info(),
+        }
+    }
+
+    /// The credentials and database, without an address.
+    pub fn redis_info(&self) -> redis::RedisConnectionInfo {
+        redis::RedisConnectionInfo {
+            db: self.db,
+            username: self.username.clone(),
+            password: self.password.clone(),
+            ..Default::default()
+        }
+    }
+
     /// Trusts the CA certificates in `pem` (from [`load_tls_ca_file`]) instead of the webpki
     /// roots. Only TLS connections use it.
     pub fn with_tls_ca(mut self, pem: Vec<u8>) -> Self {
@@ -184,8 +254,19 @@ impl RedisUrl {
         self
     }
 
-    /// A client for this URL, with the CA from [`RedisUrl::with_tls_ca`] when one is set.
+    /// A client for this URL, with the CA from [`RedisUrl::with_tls_ca`] when one is set. A
+    /// Sentinel or Cluster URL has no single server: use [`RedisUrl::sentinel_client`] or a
+    /// cluster client over [`RedisUrl::node_info`].
     pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        if matches!(
+            self.addr,
+            RedisAddr::Sentinel { .. } | RedisAddr::Cluster { .. }
+        ) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a Sentinel or Cluster URL names no single server",
+            )));
+        }
         match &self.tls_ca {
             Some(pem) if self.is_tls() => redis::Client::build_with_tls(
                 self.connection_info(),
@@ -198,9 +279,73 @@ impl RedisUrl {
         }
     }
 
-    /// What the `redis` crate needs to connect.
+    /// A client that finds the master through the sentinels of a `redis-sentinel://` URL.
+    pub fn sentinel_client(&self) -> redis::RedisResult<redis::sentinel::SentinelClient> {
+        let (sentinels, master, node_info) = self.sentinel_parts()?;
+        redis::sentinel::SentinelClient::build(
+            sentinels,
+            master,
+            Some(node_info),
+            redis::sentinel::SentinelServerType::Master,
+        )
+    }
+
+    /// The sentinels of a `redis-sentinel://` URL, to ask with `Sentinel::async_master_for`'s
+    /// arguments: the master's name and how to reach the data nodes.
+    pub fn sentinel(
+        &self,
+    ) -> redis::RedisResult<(
+        redis::sentinel::Sentinel,
+        String,
+        redis::sentinel::SentinelNodeConnectionInfo,
+    )> {
+        let (sentinels, master, node_info) = self.sentinel_parts()?;
+        Ok((
+            redis::sentinel::Sentinel::build(sentinels)?,
+            master,
+            node_info,
+        ))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn sentinel_parts(
+        &self,
+    ) -> redis::RedisResult<(
+        Vec<redis::ConnectionInfo>,
+        String,
+        redis::sentinel::SentinelNodeConnectionInfo,
+    )> {
+        let RedisAddr::Sentinel { sentinels, master } = &self.addr else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "not a Sentinel URL",
+            )));
+        };
+        let sentinels = sentinels
+            .iter()
+            .map(|node| redis::ConnectionInfo {
+                addr: redis::ConnectionAddr::Tcp(node.host.clone(), node.port),
+                redis: redis::RedisConnectionInfo::default(),
+            })
+            .collect();
+        let node_info = redis::sentinel::SentinelNodeConnectionInfo {
+            tls_mode: None,
+            redis_connection_info: Some(self.redis_info()),
+        };
+        Ok((sentinels, master.clone(), node_info))
+    }
+
+    /// What the `redis` crate needs to connect to a single server. For a Sentinel or Cluster URL
+    /// it names the first node listed (use the dedicated clients to talk to them).
     pub fn connection_info(&self) -> redis::ConnectionInfo {
         let addr = match &self.addr {
+            RedisAddr::Sentinel {
+                sentinels: nodes, ..
+            }
+            | RedisAddr::Cluster { nodes } => {
+                let first = &nodes[0];
+                redis::ConnectionAddr::Tcp(first.host.clone(), first.port)
+            }
             RedisAddr::Tcp {
                 host,
                 port,
@@ -220,14 +365,136 @@ impl RedisUrl {
         };
         redis::ConnectionInfo {
             addr,
-            redis: redis::RedisConnectionInfo {
-                db: self.db,
-                username: self.username.clone(),
-                password: self.password.clone(),
-                ..Default::default()
-            },
+            redis: self.redis_info(),
         }
     }
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// The part after `redis-sentinel://` or `redis-cluster://`: `[user:pass@]nodes[/db][?query][#master]`.
+/// Hand-parsed: a list of `host:port` is not an authority that URL parsers accept.
+fn parse_multi(rest: &str, sentinel: bool) -> Result<RedisUrl, RedisUrlError> {
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((rest, fragment)) => (rest, Some(decode(fragment))),
+        None => (rest, None),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    let (authority, path) = match rest.split_once('/') {
+        Some((authority, path)) => (authority, path),
+        None => (rest, ""),
+    };
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, authority),
+    };
+    let (username, password) = match userinfo {
+        Some(info) => match info.split_once(':') {
+            Some((user, password)) => (non_empty(decode(user)), non_empty(decode(password))),
+            None => (non_empty(decode(info)), None),
+        },
+        None => (None, None),
+    };
+    let default_port = if sentinel {
+        DEFAULT_SENTINEL_PORT
+    } else {
+        DEFAULT_PORT
+    };
+    let nodes = hosts
+        .split(',')
+        .map(|node| parse_node(node.trim(), default_port))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut db = if path.is_empty() { 0 } else { parse_db(path)? };
+    let mut password = password;
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match name.as_ref() {
+            "password" => password = non_empty(value.into_owned()),
+            "db" => db = parse_db(&value)?,
+            other => {
+                return Err(RedisUrlError::UnknownParameter {
+                    name: other.to_owned(),
+                })
+            }
+        }
+    }
+    let addr = if sentinel {
+        let master = fragment
+            .filter(|name| !name.trim().is_empty())
+            .ok_or(RedisUrlError::MissingMasterName)?;
+        RedisAddr::Sentinel {
+            sentinels: nodes,
+            master,
+        }
+    } else {
+        if fragment.is_some() {
+            return Err(RedisUrlError::ClusterExtra {
+                part: "#master-name",
+            });
+        }
+        if db != 0 {
+            return Err(RedisUrlError::ClusterExtra { part: "database" });
+        }
+        RedisAddr::Cluster { nodes }
+    };
+    Ok(RedisUrl {
+        addr,
+        db,
+        username,
+        password,
+        tls_ca: None,
+    })
+}
+
+/// `host:port`, `host` (default port) or `[v6]:port`. The node text never holds the password
+/// (that was split off before), so errors may show it.
+fn parse_node(text: &str, default_port: u16) -> Result<Node, RedisUrlError> {
+    let bad = |reason: &str| RedisUrlError::BadNode {
+        node: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if text.is_empty() {
+        return Err(RedisUrlError::MissingHost);
+    }
+    let (host, port) = if let Some(bracketed) = text.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| bad("an IPv6 address needs its closing `]`"))?;
+        match after.strip_prefix(':') {
+            Some(port) => (host, Some(port)),
+            None if after.is_empty() => (host, None),
+            None => return Err(bad("unexpected text after `]`")),
+        }
+    } else {
+        match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(RedisUrlError::MissingHost);
+    }
+    if host.contains(['/', '@', ' ']) {
+        return Err(bad("not a host name"));
+    }
+    let port = match port {
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| bad("the port is not a number from 1 to 65535"))?,
+        None => default_port,
+    };
+    Ok(Node {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 fn parse_db(text: &str) -> Result<i64, RedisUrlError> {
@@ -253,15 +520,39 @@ fn non_empty(text: String) -> Option<String> {
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secret = self.password.as_ref().map(|_| "***");
+        let userinfo = |f: &mut fmt::Formatter<'_>| match (&self.username, secret) {
+            (Some(user), Some(mask)) => write!(f, "{user}:{mask}@"),
+            (Some(user), None) => write!(f, "{user}@"),
+            (None, Some(mask)) => write!(f, ":{mask}@"),
+            (None, None) => Ok(()),
+        };
+        let node_list = |f: &mut fmt::Formatter<'_>, nodes: &[Node]| {
+            for (index, node) in nodes.iter().enumerate() {
+                if index > 0 {
+                    f.write_str(",")?;
+                }
+                write!(f, "{node}")?;
+            }
+            Ok(())
+        };
         match &self.addr {
+            RedisAddr::Sentinel { sentinels, master } => {
+                f.write_str(SENTINEL_SCHEME)?;
+                userinfo(f)?;
+                node_list(f, sentinels)?;
+                if self.db != 0 {
+                    write!(f, "/{}", self.db)?;
+                }
+                write!(f, "#{master}")
+            }
+            RedisAddr::Cluster { nodes } => {
+                f.write_str(CLUSTER_SCHEME)?;
+                userinfo(f)?;
+                node_list(f, nodes)
+            }
             RedisAddr::Tcp { host, port, tls } => {
                 f.write_str(if *tls { "rediss://" } else { "redis://" })?;
-                match (&self.username, secret) {
-                    (Some(user), Some(mask)) => write!(f, "{user}:{mask}@")?,
-                    (Some(user), None) => write!(f, "{user}@")?,
-                    (None, Some(mask)) => write!(f, ":{mask}@")?,
-                    (None, None) => {}
-                }
+                userinfo(f)?;
                 if host.contains(':') {
                     write!(f, "[{host}]:{port}")?;
                 } else {
@@ -406,6 +697,121 @@ mod tests {
             None,
             "unix:///run/redis/redis.sock",
         );
+    }
+
+    fn nodes(list: &[(&str, u16)]) -> Vec<Node> {
+        list.iter()
+            .map(|(host, port)| Node {
+                host: (*host).to_owned(),
+                port: *port,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parses_sentinel_and_cluster_urls_and_masks_the_password() {
+        check(
+            "redis-sentinel://:s3nt@10.0.0.1:26379,10.0.0.2:26380/2#mymaster",
+            RedisAddr::Sentinel {
+                sentinels: nodes(&[("10.0.0.1", 26379), ("10.0.0.2", 26380)]),
+                master: "mymaster".into(),
+            },
+            2,
+            None,
+            Some("s3nt"),
+            "redis-sentinel://:***@10.0.0.1:26379,10.0.0.2:26380/2#mymaster",
+        );
+        check(
+            "redis-sentinel://h1,[::1]:26390#my%20master",
+            RedisAddr::Sentinel {
+                sentinels: nodes(&[("h1", 26379), ("::1", 26390)]),
+                master: "my master".into(),
+            },
+            0,
+            None,
+            None,
+            "redis-sentinel://h1:26379,[::1]:26390#my master",
+        );
+        check(
+            "redis-cluster://:cl%40ster@127.0.0.1:7000, 127.0.0.1:7001",
+            RedisAddr::Cluster {
+                nodes: nodes(&[("127.0.0.1", 7000), ("127.0.0.1", 7001)]),
+            },
+            0,
+            None,
+            Some("cl@ster"),
+            "redis-cluster://:***@127.0.0.1:7000,127.0.0.1:7001",
+        );
+        check(
+            "REDIS-CLUSTER://alice:pw@c1:7000?password=legacy",
+            RedisAddr::Cluster {
+                nodes: nodes(&[("c1", 7000)]),
+            },
+            0,
+            Some("alice"),
+            Some("legacy"),
+            "redis-cluster://alice:***@c1:7000",
+        );
+        let url = RedisUrl::parse("redis-cluster://:pw@c1:7000").expect("valid");
+        assert!(url.is_cluster());
+        assert!(url.client().is_err(), "a cluster has no single server");
+        let info = url.node_info(&nodes(&[("c2", 7001)])[0]);
+        assert_eq!(info.addr, redis::ConnectionAddr::Tcp("c2".into(), 7001));
+        assert_eq!(info.redis.password.as_deref(), Some("pw"));
+        let sentinel = RedisUrl::parse("redis-sentinel://:pw@s1:1#m").expect("valid");
+        assert!(sentinel.sentinel_client().is_ok());
+        assert!(url.sentinel_client().is_err());
+    }
+
+    #[test]
+    fn rejects_bad_sentinel_and_cluster_urls_without_echoing_the_password() {
+        let cases = [
+            (
+                "redis-sentinel://:hunter2@s1:26379,s2:26379",
+                RedisUrlError::MissingMasterName,
+            ),
+            (
+                "redis-sentinel://:hunter2@s1:26379#",
+                RedisUrlError::MissingMasterName,
+            ),
+            (
+                "redis-cluster://:hunter2@c1:7000/3",
+                RedisUrlError::ClusterExtra { part: "database" },
+            ),
+            (
+                "redis-cluster://:hunter2@c1:7000#mymaster",
+                RedisUrlError::ClusterExtra {
+                    part: "#master-name",
+                },
+            ),
+            (
+                "redis-cluster://:hunter2@c1:7000,c2:seven",
+                RedisUrlError::BadNode {
+                    node: "c2:seven".into(),
+                    reason: "the port is not a number from 1 to 65535".into(),
+                },
+            ),
+            (
+                "redis-cluster://:hunter2@c1:7000,",
+                RedisUrlError::MissingHost,
+            ),
+            ("redis-cluster://:hunter2@", RedisUrlError::MissingHost),
+            (
+                "redis-sentinel://:hunter2@s1/x#m",
+                RedisUrlError::BadDatabase { value: "x".into() },
+            ),
+            (
+                "redis-cluster://:hunter2@c1?pasword=x",
+                RedisUrlError::UnknownParameter {
+                    name: "pasword".into(),
+                },
+            ),
+        ];
+        for (input, expected) in cases {
+            let error = RedisUrl::parse(input).unwrap_err();
+            assert_eq!(error, expected, "{input}");
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+        }
     }
 
     #[test]

@@ -1,20 +1,18 @@
 //! `RedisStore`: the connect-redis store format (`sess:<id>` -> JSON, always with a TTL) on one
-//! shared multiplexed connection, every command bounded by a timeout.
+//! shared connection (to one server, a Sentinel set's master or a Redis Cluster, see
+//! [`crate::connection`]), every command bounded by a timeout.
 //!
-//! Owns the connection (made lazily, replaced when it breaks or stalls, so the service starts
-//! while Redis is down and recovers on the next request once Redis is back) and the store
-//! commands: read-and-touch in one round trip (`GETEX`), create (`SET NX`), compare-and-set and
+//! Owns the store commands and when each may be sent again (the service starts while Redis is
+//! down and recovers on the next request once Redis is back, or a failover is over): read-and-touch in one round trip (`GETEX`), create (`SET NX`), compare-and-set and
 //! rotate-id as Lua scripts (a save only lands on the value it read, so it never resurrects a
 //! destroyed session and never loses a concurrent change), and destroy (`DEL`). It never decides
 //! what a session holds, and its errors never carry the Redis password.
 
+use crate::connection::{Backend, Failure, Retry};
 use crate::data::{DataError, SessionData, DEFAULT_TTL_SECONDS};
 use crate::id::SessionId;
 use crate::redis_url::RedisUrl;
-use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use redis::{Cmd, ErrorKind};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -97,47 +95,58 @@ pub enum Saved {
 /// The session store. Cheap to clone; clones share one connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    connector: Arc<Connector>,
-    compare_and_set: Arc<redis::Script>,
-    rotate: Arc<redis::Script>,
+    inner: Arc<Inner>,
 }
 
-struct Connector {
-    client: redis::Client,
+struct Inner {
+    backend: Backend,
     url: RedisUrl,
-    current: ArcSwapOption<Connection>,
-    connecting: tokio::sync::Mutex<()>,
-    generations: AtomicU64,
+    compare_and_set: Script,
+    rotate: Script,
 }
 
-struct Connection {
-    generation: u64,
-    connection: MultiplexedConnection,
+/// A Lua script as the commands that run it: `EVALSHA` first, `SCRIPT LOAD` when Redis does not
+/// know it yet (a new server, a promoted replica, a `SCRIPT FLUSH`).
+struct Script {
+    hash: String,
+    load: Cmd,
+}
+
+impl Script {
+    fn new(code: &str) -> Self {
+        let hash = redis::Script::new(code).get_hash().to_owned();
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(code);
+        Self { hash, load }
+    }
+
+    fn call(&self, keys: &[&str], args: &[&str]) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.hash).arg(keys.len()).arg(keys).arg(args);
+        cmd
+    }
 }
 
 impl RedisStore {
     /// A store for `url`. Connects lazily: Redis may well be down at this point.
     pub fn new(url: &RedisUrl) -> Result<Self, StoreError> {
-        let client = url.client().map_err(|source| StoreError::Redis {
+        let backend = Backend::new(url, COMMAND_TIMEOUT).map_err(|source| StoreError::Redis {
             operation: "configuration",
             source,
         })?;
         Ok(Self {
-            connector: Arc::new(Connector {
-                client,
+            inner: Arc::new(Inner {
+                backend,
                 url: url.clone(),
-                current: ArcSwapOption::empty(),
-                connecting: tokio::sync::Mutex::new(()),
-                generations: AtomicU64::new(0),
+                compare_and_set: Script::new(COMPARE_AND_SET),
+                rotate: Script::new(ROTATE),
             }),
-            compare_and_set: Arc::new(redis::Script::new(COMPARE_AND_SET)),
-            rotate: Arc::new(redis::Script::new(ROTATE)),
         })
     }
 
     /// The store's URL, masked (safe to log).
     pub fn url(&self) -> &RedisUrl {
-        &self.connector.url
+        &self.inner.url
     }
 
     /// Reads a session and extends its TTL in one round trip (`GETEX key EX 86400`). A session
@@ -147,19 +156,9 @@ impl RedisStore {
         id: &SessionId,
     ) -> Result<Option<StoredSession>, StoreError> {
         let key = id.store_key();
-        let raw: Option<String> = self
-            .run("read", Retry::Idempotent, |mut connection| {
-                let key = key.clone();
-                async move {
-                    redis::cmd("GETEX")
-                        .arg(&key)
-                        .arg("EX")
-                        .arg(DEFAULT_TTL_SECONDS)
-                        .query_async(&mut connection)
-                        .await
-                }
-            })
-            .await?;
+        let mut getex = redis::cmd("GETEX");
+        getex.arg(&key).arg("EX").arg(DEFAULT_TTL_SECONDS);
+        let raw: Option<String> = self.run("read", Retry::Idempotent, &getex).await?;
         let Some(stored) = raw.and_then(|raw| StoredSession::parse(id, raw)) else {
             return Ok(None);
         };
@@ -171,17 +170,9 @@ impl RedisStore {
             self.destroy(id).await?;
             return Ok(None);
         }
-        self.run("touch", Retry::Idempotent, |mut connection| {
-            let key = key.clone();
-            async move {
-                redis::cmd("EXPIRE")
-                    .arg(&key)
-                    .arg(ttl)
-                    .query_async::<i64>(&mut connection)
-                    .await
-            }
-        })
-        .await?;
+        let mut expire = redis::cmd("EXPIRE");
+        expire.arg(&key).arg(ttl);
+        self.run::<i64>("touch", Retry::Idempotent, &expire).await?;
         Ok(Some(stored))
     }
 
@@ -189,15 +180,7 @@ impl RedisStore {
     pub async fn get(&self, id: &SessionId) -> Result<Option<StoredSession>, StoreError> {
         let key = id.store_key();
         let raw: Option<String> = self
-            .run("read", Retry::Idempotent, |mut connection| {
-                let key = key.clone();
-                async move {
-                    redis::cmd("GET")
-                        .arg(&key)
-                        .query_async(&mut connection)
-                        .await
-                }
-            })
+            .run("read", Retry::Idempotent, redis::cmd("GET").arg(&key))
             .await?;
         Ok(raw.and_then(|raw| StoredSession::parse(id, raw)))
     }
@@ -210,21 +193,9 @@ impl RedisStore {
         for _ in 0..4 {
             let id = SessionId::generate();
             let key = id.store_key();
-            let written: Option<String> = self
-                .run("create", Retry::Idempotent, |mut connection| {
-                    let (key, json) = (key.clone(), json.clone());
-                    async move {
-                        redis::cmd("SET")
-                            .arg(&key)
-                            .arg(&json)
-                            .arg("EX")
-                            .arg(ttl)
-                            .arg("NX")
-                            .query_async(&mut connection)
-                            .await
-                    }
-                })
-                .await?;
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(&json).arg("EX").arg(ttl).arg("NX");
+            let written: Option<String> = self.run("create", Retry::Idempotent, &set).await?;
             if written.is_some() {
                 return Ok((id, json));
             }
@@ -245,20 +216,14 @@ impl RedisStore {
         let json = new.to_json();
         let ttl = new.ttl_seconds(SystemTime::now());
         let key = id.store_key();
+        let ttl = ttl.to_string();
         let outcome: i64 = self
-            .run("save", Retry::Never, |mut connection| {
-                let script = Arc::clone(&self.compare_and_set);
-                let (key, expected, json) = (key.clone(), expected.to_owned(), json.clone());
-                async move {
-                    script
-                        .key(&key)
-                        .arg(&expected)
-                        .arg(&json)
-                        .arg(ttl)
-                        .invoke_async(&mut connection)
-                        .await
-                }
-            })
+            .run_script(
+                "save",
+                &self.inner.compare_and_set,
+                &[&key],
+                &[expected, &json, &ttl],
+            )
             .await?;
         let saved = if outcome == 1 {
             Saved::Done
@@ -277,27 +242,24 @@ impl RedisStore {
         new: &SessionData,
     ) -> Result<Option<(SessionId, String)>, StoreError> {
         let json = new.to_json();
-        let ttl = new.ttl_seconds(SystemTime::now());
+        let ttl = new.ttl_seconds(SystemTime::now()).to_string();
         let old_key = id.store_key();
         for _ in 0..4 {
-            let new_id = SessionId::generate();
+            // On a cluster both keys must share a slot for the script to run atomically on one
+            // master (README: "Login on a cluster"); one server takes any id.
+            let new_id = if self.inner.backend.is_cluster() {
+                SessionId::generate_in_slot(id.slot())
+            } else {
+                SessionId::generate()
+            };
             let new_key = new_id.store_key();
             let outcome: i64 = self
-                .run("rotate", Retry::Never, |mut connection| {
-                    let script = Arc::clone(&self.rotate);
-                    let (old_key, new_key) = (old_key.clone(), new_key.clone());
-                    let (expected, json) = (expected.to_owned(), json.clone());
-                    async move {
-                        script
-                            .key(&old_key)
-                            .key(&new_key)
-                            .arg(&expected)
-                            .arg(&json)
-                            .arg(ttl)
-                            .invoke_async(&mut connection)
-                            .await
-                    }
-                })
+                .run_script(
+                    "rotate",
+                    &self.inner.rotate,
+                    &[&old_key, &new_key],
+                    &[expected, &json, &ttl],
+                )
                 .await?;
             match outcome {
                 1 => return Ok(Some((new_id, json))),
@@ -314,105 +276,98 @@ impl RedisStore {
     /// Deletes a session.
     pub async fn destroy(&self, id: &SessionId) -> Result<(), StoreError> {
         let key = id.store_key();
-        self.run("destroy", Retry::Idempotent, |mut connection| {
-            let key = key.clone();
-            async move {
-                redis::cmd("DEL")
-                    .arg(&key)
-                    .query_async::<i64>(&mut connection)
-                    .await
-            }
-        })
-        .await?;
+        self.run::<i64>("destroy", Retry::Idempotent, redis::cmd("DEL").arg(&key))
+            .await?;
         Ok(())
+    }
+
+    /// Runs a script (`EVALSHA`), loading it first when this Redis does not know it. Scripts
+    /// here all write, so they never run twice (`Retry::Never`); a `NOSCRIPT` answer means it
+    /// did not run at all.
+    async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T, StoreError> {
+        let call = script.call(keys, args);
+        match self.run(operation, Retry::Never, &call).await {
+            Err(StoreError::Redis { source, .. }) if source.kind() == ErrorKind::NoScriptError => {
+                self.run::<String>(operation, Retry::Idempotent, &script.load)
+                    .await?;
+                self.run(operation, Retry::Never, &call).await
+            }
+            other => other,
+        }
     }
 
     /// Runs one command within `COMMAND_TIMEOUT`, connecting first when needed. A connection
     /// that breaks or stalls is dropped so the next command makes a new one. When a connection
     /// made earlier turns out dead (Redis restarted meanwhile), an `Idempotent` command is
     /// retried once on a new connection; a compare-and-set is not, because it may have landed
-    /// before the connection broke and running it twice could apply a change twice.
-    async fn run<T, F, Fut>(
+    /// before the connection broke and running it twice could apply a change twice. A command
+    /// refused before it ran (a cluster redirection or failover, a demoted master) is sent again
+    /// until the deadline, whatever its kind: see `connection`'s docs.
+    async fn run<T: redis::FromRedisValue>(
         &self,
         operation: &'static str,
         retry: Retry,
-        command: F,
-    ) -> Result<T, StoreError>
-    where
-        F: Fn(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
+        cmd: &Cmd,
+    ) -> Result<T, StoreError> {
         let deadline = Instant::now() + COMMAND_TIMEOUT;
         let timeout = || StoreError::Timeout { operation };
-        for attempt in 0..2 {
-            let (connection, fresh) = tokio::time::timeout_at(deadline, self.connector.get())
+        let backend = &self.inner.backend;
+        let mut ask = None;
+        let mut reconnected = false;
+        loop {
+            let lease = tokio::time::timeout_at(deadline, backend.lease(retry))
                 .await
                 .map_err(|_| timeout())?
                 .map_err(|source| StoreError::Redis { operation, source })?;
-            let generation = connection.generation;
-            match tokio::time::timeout_at(deadline, command(connection.connection.clone())).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(source)) if is_connection_failure(&source) => {
-                    self.connector.forget(generation);
-                    if fresh || attempt == 1 || retry == Retry::Never {
-                        return Err(StoreError::Redis { operation, source });
-                    }
-                    tracing::debug!(operation, error = %source, "the Redis connection had died; retrying on a new one");
+            let target = ask.take();
+            let reply = tokio::time::timeout_at(deadline, lease.send(cmd, target.as_ref()));
+            let source = match reply.await {
+                Ok(Ok(value)) => {
+                    return redis::from_owned_redis_value(value)
+                        .map_err(|source| StoreError::Redis { operation, source })
                 }
-                Ok(Err(source)) => return Err(StoreError::Redis { operation, source }),
+                Ok(Err(source)) => source,
                 Err(_elapsed) => {
-                    self.connector.forget(generation);
+                    backend.forget(&lease);
                     return Err(timeout());
                 }
+            };
+            match Failure::of(&source) {
+                Failure::NotRun { ask: target } => {
+                    if source.kind() == ErrorKind::ReadOnly {
+                        // A master demoted by a failover: ask the sentinels again.
+                        backend.forget(&lease);
+                    }
+                    tracing::debug!(operation, error = %source, "Redis refused the command before running it; sending it again");
+                    ask = target;
+                    if ask.is_none() {
+                        // Give a failover or a slot map refresh a moment.
+                        let pause = Instant::now() + REFUSED_PAUSE;
+                        if pause >= deadline {
+                            return Err(StoreError::Redis { operation, source });
+                        }
+                        tokio::time::sleep_until(pause).await;
+                    }
+                }
+                Failure::Connection => {
+                    backend.forget(&lease);
+                    if lease.fresh || reconnected || retry == Retry::Never {
+                        return Err(StoreError::Redis { operation, source });
+                    }
+                    reconnected = true;
+                    tracing::debug!(operation, error = %source, "the Redis connection had died; retrying on a new one");
+                }
+                Failure::Answer => return Err(StoreError::Redis { operation, source }),
             }
         }
-        unreachable!("the loop returns on its second attempt")
     }
 }
 
-/// Whether a command may run again after its connection broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// Running it twice is the same as once (reads, touch, delete, `SET NX` of a fresh id).
-    Idempotent,
-    /// It may have landed already (compare-and-set, rotate).
-    Never,
-}
-
-fn is_connection_failure(error: &redis::RedisError) -> bool {
-    error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error()
-}
-
-impl Connector {
-    /// The live connection, or a new one. `true` when it was made for this call.
-    async fn get(&self) -> redis::RedisResult<(Arc<Connection>, bool)> {
-        if let Some(connection) = self.current.load_full() {
-            return Ok((connection, false));
-        }
-        // One task connects; the others wait for it instead of each opening a socket.
-        let _connecting = self.connecting.lock().await;
-        if let Some(connection) = self.current.load_full() {
-            return Ok((connection, false));
-        }
-        let connection = self
-            .client
-            .get_multiplexed_async_connection_with_config(&redis::AsyncConnectionConfig::new())
-            .await?;
-        let connection = Arc::new(Connection {
-            generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1,
-            connection,
-        });
-        tracing::info!(redis = %self.url, "connected to the session store");
-        self.current.store(Some(Arc::clone(&connection)));
-        Ok((connection, true))
-    }
-
-    /// Drops the connection of `generation` unless it was replaced already.
-    fn forget(&self, generation: u64) {
-        let current = self.current.load();
-        if current.as_ref().is_some_and(|c| c.generation == generation) {
-            tracing::warn!(redis = %self.url, "dropping the session store connection; the next request reconnects");
-            self.current.compare_and_swap(&*current, None);
-        }
-    }
-}
+/// How long a command refused before it ran waits before it is sent again.
+const REFUSED_PAUSE: Duration = Duration::from_millis(20);

@@ -2,17 +2,43 @@
 //! Rust services share one login and one count through one Redis.
 //!
 //! Starting Node is the slow part, so one pair of Node services and one pair of Rust services
-//! serve every scenario of `node_and_rust_share_sessions`, each a function below.
+//! serve every scenario of `node_and_rust_share_sessions`, each a function below; the same
+//! scenarios run on a Redis Cluster and through Sentinel (node-redis's cluster and sentinel
+//! clients under connect-redis).
 
 mod common;
 
 use common::*;
+use session::testing::{RedisCluster, SentinelSet};
 
 const NODE_SECRET: &str = "shared secret between node and rust";
 
-/// Both implementations of both services, on one Redis.
+/// Where the sessions are.
+enum Store {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+    Sentinel(SentinelSet),
+}
+
+impl Store {
+    /// A session's stored value, read from the node that holds it.
+    fn stored(&self, id: &str) -> Option<String> {
+        let key = format!("sess:{id}");
+        let node = match self {
+            Store::Server(redis) => return stored(redis, id),
+            Store::Cluster(cluster) => cluster.node(cluster.master_of(&key)),
+            Store::Sentinel(set) => set.server(set.master()),
+        };
+        redis::cmd("GET")
+            .arg(&key)
+            .query(&mut node.connection())
+            .expect("GET works on the node")
+    }
+}
+
+/// Both implementations of both services, on one store.
 struct Peers {
-    redis: RedisServer,
+    store: Store,
     node_writer: ChildService,
     node_reader: ChildService,
     rust_writer: InProcess,
@@ -25,12 +51,31 @@ async fn node_and_rust_share_sessions() {
     // Both sides also read the 2017 form of a password-protected URL.
     let redis = RedisServer::start_with_password("pw-2017");
     let url = format!("redis://127.0.0.1:{}?password=pw-2017", redis.port());
+    every_scenario(Store::Server(redis), &url).await;
+}
+
+#[tokio::test]
+async fn node_and_rust_share_sessions_on_a_cluster() {
+    let cluster = RedisCluster::start_with_password("node-cluster-pw");
+    // Node and Rust each discover the cluster from two seeds.
+    let url = cluster.seed_url(&[0, 4]);
+    every_scenario(Store::Cluster(cluster), &url).await;
+}
+
+#[tokio::test]
+async fn node_and_rust_share_sessions_through_sentinel() {
+    let set = SentinelSet::start_with_password("node-sentinel-pw");
+    let url = set.url();
+    every_scenario(Store::Sentinel(set), &url).await;
+}
+
+async fn every_scenario(store: Store, url: &str) {
     let peers = Peers {
-        node_writer: node_service("writer", &url, NODE_SECRET, true),
-        node_reader: node_service("reader", &url, NODE_SECRET, true),
-        rust_writer: InProcess::start(writer::app, &url, NODE_SECRET).await,
-        rust_reader: InProcess::start(reader::app, &url, NODE_SECRET).await,
-        redis,
+        node_writer: node_service("writer", url, NODE_SECRET, true),
+        node_reader: node_service("reader", url, NODE_SECRET, true),
+        rust_writer: InProcess::start(writer::app, url, NODE_SECRET).await,
+        rust_reader: InProcess::start(reader::app, url, NODE_SECRET).await,
+        store,
         http: client(),
     };
     node_login_then_rust_reader_sees_the_user(&peers).await;
@@ -99,7 +144,7 @@ async fn a_node_session_keeps_its_fields_after_a_rust_save(peers: &Peers) {
     let login = get(http, &peers.node_writer.url("/login"), None).await;
     let cookie = login.cookie();
     let id = session_id(&cookie, NODE_SECRET);
-    let written_by_node = stored(&peers.redis, &id).expect("Node stored the session");
+    let written_by_node = peers.store.stored(&id).expect("Node stored the session");
     let node_prefix = r#"{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"user":{"id":"#;
     assert!(
         written_by_node.starts_with(node_prefix),
@@ -108,7 +153,7 @@ async fn a_node_session_keeps_its_fields_after_a_rust_save(peers: &Peers) {
 
     let answer = get(http, &peers.rust_writer.url("/increment"), Some(&cookie)).await;
     assert_eq!(answer.body, r#"{"message":"Incremented Count","count":1}"#);
-    let after_rust = stored(&peers.redis, &id).expect("still stored");
+    let after_rust = peers.store.stored(&id).expect("still stored");
     let node_fields = written_by_node.strip_suffix('}').expect("a JSON object");
     assert_eq!(after_rust, format!(r#"{node_fields},"count":1}}"#));
 

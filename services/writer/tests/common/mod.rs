@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 pub use session::testing::RedisServer;
 
+pub mod failover;
+
 pub const SECRET: &str = "keyboard cat";
 
 /// A service (`writer::app` or `reader::app`) served in-process on 127.0.0.1:<free port>.

@@ -3,10 +3,12 @@
 "use strict";
 const session = require("express-session");
 const { RedisStore } = require("connect-redis");
-const { createClient } = require("redis");
+const { createClient, createCluster, createSentinel } = require("redis");
 
 // Every form stack accepts: redis://, rediss://, unix:///path, redis+unix:///path, a bare
-// /path/to.sock, and the 2017 redis://host:port?password=pass.
+// /path/to.sock, the 2017 redis://host:port?password=pass, and past one server
+// redis-sentinel://[:pass@]host:port[,host:port...][/db]#master-name and
+// redis-cluster://[:pass@]host:port[,host:port...] (seed nodes; the others are discovered).
 function redisOptions(raw) {
   const url = raw || "redis://127.0.0.1:6379";
   // Fail fast instead of queueing commands while Redis is away: the services answer 503.
@@ -24,6 +26,73 @@ function redisOptions(raw) {
   return { ...common, url: parsed.toString(), ...(password ? { password } : {}), socket };
 }
 
+// `redis-sentinel://` and `redis-cluster://` by hand: a list of host:port is no URL authority.
+// The password (and db) are the data nodes', as in Lettuce; the sentinels are asked without.
+function multiNodeUrl(url) {
+  const scheme = url.slice(0, url.indexOf("://")).toLowerCase();
+  let rest = url.slice(scheme.length + 3);
+  let name = null;
+  if (rest.includes("#")) [rest, name] = [rest.slice(0, rest.indexOf("#")), decodeURIComponent(rest.slice(rest.indexOf("#") + 1))];
+  const query = new URLSearchParams(rest.includes("?") ? rest.slice(rest.indexOf("?") + 1) : "");
+  rest = rest.split("?")[0];
+  const [authority, db] = [rest.split("/")[0], rest.split("/")[1] || ""];
+  const at = authority.lastIndexOf("@");
+  const userinfo = at >= 0 ? authority.slice(0, at) : "";
+  const hosts = at >= 0 ? authority.slice(at + 1) : authority;
+  const [user, pass] = userinfo.includes(":") ? userinfo.split(/:(.*)/s) : [userinfo, ""];
+  const defaultPort = scheme === "redis-sentinel" ? 26379 : 6379;
+  const nodes = hosts.split(",").map((node) => {
+    const match = node.trim().match(/^\[?([^\]]*?)\]?(?::(\d+))?$/);
+    return { host: match[1], port: Number(match[2] || defaultPort) };
+  });
+  return {
+    scheme,
+    nodes,
+    name,
+    database: Number(query.get("db") || db || 0),
+    username: decodeURIComponent(user) || undefined,
+    password: query.get("password") || decodeURIComponent(pass) || undefined,
+  };
+}
+
+// A node-redis client for any form: a plain client, a cluster client (connect-redis scans
+// every master itself) or a sentinel client that follows failovers.
+function createRedisClient(raw) {
+  const url = raw || "";
+  const scheme = url.slice(0, url.indexOf("://")).toLowerCase();
+  if (scheme !== "redis-cluster" && scheme !== "redis-sentinel") {
+    return createClient(redisOptions(url));
+  }
+  const { nodes, name, database, username, password } = multiNodeUrl(url);
+  const socket = { connectTimeout: 500, reconnectStrategy: () => 200 };
+  const nodeOptions = { disableOfflineQueue: true, username, password, socket };
+  if (scheme === "redis-cluster") {
+    return createCluster({
+      rootNodes: nodes.map(({ host, port }) => ({ socket: { host, port } })),
+      defaults: nodeOptions,
+    });
+  }
+  return createSentinel({
+    name,
+    sentinelRootNodes: nodes,
+    nodeClientOptions: { ...nodeOptions, database },
+    sentinelClientOptions: { socket },
+  });
+}
+
+// Connects, and keeps trying while the store is away at start: a cluster or sentinel client
+// gives up on its first failed connect (a plain one retries by itself, and says "ready").
+function connectForever(client, url) {
+  const multiNode = /^redis-(cluster|sentinel):\/\//i.test(url || "");
+  client.connect().then(
+    () => multiNode && console.log("session store ready"),
+    (err) => {
+      console.error("redis:", err.message);
+      if (multiNode) setTimeout(() => connectForever(client, url), 500);
+    },
+  );
+}
+
 // Longest a request may wait on the session store before answering 503 (a frozen Redis holds
 // commands forever; node-redis has no per-command timeout of its own).
 const STORE_DEADLINE_MS = 600;
@@ -39,10 +108,10 @@ function sessionMiddleware() {
     console.error("Error! SESSION_SECRET is not set\nSet SESSION_SECRET to a long random string.");
     process.exit(1);
   }
-  const client = createClient(redisOptions(process.env.REDIS_SESSION_URL));
-  client.on("error", (err) => console.error("redis:", err.message));
+  const client = createRedisClient(process.env.REDIS_SESSION_URL);
+  client.on("error", (err) => console.error("redis:", err.message || err));
   client.on("ready", () => console.log("session store ready"));
-  client.connect().catch(() => {});
+  connectForever(client, process.env.REDIS_SESSION_URL);
   const middleware = session({
     secret: secret.split(","),
     store: new RedisStore({ client }),
@@ -78,4 +147,4 @@ function storeUnavailable(res) {
   res.status(503).set("Retry-After", "1").json(UNAVAILABLE);
 }
 
-module.exports = { sessionMiddleware, storeUnavailable };
+module.exports = { sessionMiddleware, storeUnavailable, multiNodeUrl };

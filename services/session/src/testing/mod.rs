@@ -5,6 +5,10 @@
 //! no`; `start_persistent` keeps an fsynced append-only file in the temp dir) and never skips: without `redis-server` on PATH it panics with an install
 //! hint, so a test that needs Redis fails loudly. `start_tls` serves TLS only, with a throwaway CA
 //! and server certificate made by `openssl` in the temp dir.
+//!
+//! Past one server: [`RedisCluster`] (3 masters and 3 replicas made by `redis-cli --cluster
+//! create`) and [`SentinelSet`] (a master, a replica and 3 sentinels), each node a
+//! `RedisServer` in its own temp dir, with short failure detection so failover tests are quick.
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -12,6 +16,11 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod cluster;
+pub mod sentinel;
+pub use cluster::RedisCluster;
+pub use sentinel::SentinelSet;
 
 const START_DEADLINE: Duration = Duration::from_secs(10);
 const STOP_DEADLINE: Duration = Duration::from_secs(5);
@@ -24,6 +33,10 @@ pub struct RedisServer {
     persistent: bool,
     /// TLS only (`--port 0 --tls-port`), with the certificates in `dir`.
     tls: bool,
+    /// More `redis-server` arguments (cluster and replica settings).
+    extra_args: Vec<String>,
+    /// A config file to write to `dir` and start from (a sentinel rewrites its own).
+    config: Option<String>,
     child: Option<Child>,
 }
 
@@ -62,16 +75,31 @@ impl RedisServer {
     }
 
     fn start_inner(password: Option<String>, persistent: bool, tls: bool) -> Self {
+        Self::start_node(password, persistent, tls, free_port, |_| (Vec::new(), None))
+    }
+
+    /// Starts a server on a port from `port`, with the extra arguments and config file that
+    /// `setup` makes for that port.
+    fn start_node(
+        password: Option<String>,
+        persistent: bool,
+        tls: bool,
+        port: fn() -> u16,
+        setup: impl Fn(u16) -> (Vec<String>, Option<String>),
+    ) -> Self {
         // The port is free when probed; another process could take it before redis-server
         // binds, so a failed start retries on a new port.
         for _ in 0..5 {
-            let port = free_port();
+            let port = port();
+            let (extra_args, config) = setup(port);
             let mut server = Self {
                 dir: tempfile::tempdir().expect("a temp dir can be created for redis-server"),
                 port,
                 password: password.clone(),
                 persistent,
                 tls,
+                extra_args,
+                config,
                 child: None,
             };
             if tls {
@@ -110,6 +138,16 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is running (not stopped or killed by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// A blocking client connection, for a test's own checks.
@@ -199,6 +237,14 @@ impl RedisServer {
     /// Spawns redis-server and waits until it answers PING. False if it exited (port taken).
     fn spawn(&mut self) -> bool {
         let mut command = Command::new("redis-server");
+        if let Some(config) = &self.config {
+            let file = self.dir.path().join("redis.conf");
+            // Written once: a sentinel rewrites it with what it learns, and a restart keeps that.
+            if !file.exists() {
+                std::fs::write(&file, config).expect("the temp dir is writable");
+            }
+            command.arg(file);
+        }
         if self.tls {
             let dir = self.dir.path();
             command
@@ -231,6 +277,7 @@ impl RedisServer {
         if let Some(password) = &self.password {
             command.args(["--requirepass", password]);
         }
+        command.args(&self.extra_args);
         // Its own process group: a Ctrl-C aimed at the test runner's terminal is not its business.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = match command.spawn() {
@@ -371,7 +418,20 @@ fn make_certificates(dir: &Path) {
     }
 }
 
-fn free_port() -> u16 {
+/// Polls `check` every 50 ms until it passes; panics with `what` and its last reason after
+/// `deadline` (the cluster and Sentinel set wait for their health this way).
+fn poll_until(what: &str, deadline: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let until = Instant::now() + deadline;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(why) if Instant::now() >= until => panic!("{what} after {deadline:?}: {why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
