@@ -53,6 +53,18 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Open an alias (the first one by default) in the browser, or print its URL.
     Open(OpenArgs),
+    /// Check what `stack up` needs here: programs, the port, leftovers, `.env`, permissions.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the checks as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The proxy port to check (the one `stack up --port` will get).
+    #[arg(long, default_value_t = 3000)]
+    pub port: u16,
 }
 
 #[derive(Debug, Args)]

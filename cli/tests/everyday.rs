@@ -108,3 +108,85 @@ fn open_prints_the_first_aliass_url_with_the_last_port() {
     let run = project.run(&mut command);
     assert_eq!(run.stdout, "http://a.localhost:4123/\n", "{}", run.all());
 }
+
+fn doctor(
+    project: &Project,
+    path: Option<&std::path::Path>,
+    port: u16,
+) -> (i32, serde_json::Value) {
+    let mut command = project.command(&["doctor", "--json", "--port", &port.to_string()]);
+    if let Some(path) = path {
+        command.env("PATH", path);
+    }
+    let run = project.run(&mut command);
+    let report = serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{}", run.all()));
+    (run.code, report)
+}
+
+fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|check| check["name"] == name)
+        .unwrap_or_else(|| panic!("no `{name}` check in {report}"))
+}
+
+#[test]
+fn doctor_finds_everything_in_place_and_says_what_is_missing_and_who_holds_the_port() {
+    support::require("redis-server");
+    support::require("node");
+    let project = Project::fixture("node-pair");
+    let port = support::free_port();
+    let (code, report) = doctor(&project, None, port);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["ok"], true);
+    for tool in ["redis-server", "node", "npm"] {
+        let found = check(&report, tool);
+        assert_eq!(found["ok"], true, "{found}");
+        assert!(
+            found["detail"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .any(|c| c.is_ascii_digit()),
+            "a version: {found}"
+        );
+    }
+    assert_eq!(check(&report, &format!("port {port}"))["detail"], "free");
+
+    // Without redis-server on PATH, and with the port held by another program.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["node", "npm"] {
+        let found = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .map(|dir| dir.join(tool))
+            .find(|path| path.is_file())
+            .unwrap();
+        std::os::unix::fs::symlink(found, bin.path().join(tool)).unwrap();
+    }
+    let held = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (code, report) = doctor(&project, Some(bin.path()), port);
+    drop(held);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["ok"], false);
+    let redis = check(&report, "redis-server");
+    assert_eq!(redis["ok"], false);
+    assert!(
+        redis["fix"]
+            .as_str()
+            .unwrap()
+            .contains("install redis-server"),
+        "{redis}"
+    );
+    let busy = check(&report, &format!("port {port}"));
+    assert_eq!(busy["ok"], false, "{busy}");
+    let own = std::process::id();
+    assert!(
+        busy["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("(pid {own})")),
+        "the test process holds it: {busy}"
+    );
+    assert!(busy["fix"].as_str().unwrap().contains("--port"), "{busy}");
+}

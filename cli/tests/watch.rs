@@ -228,7 +228,7 @@ async fn a_syntax_error_is_shown_the_old_deployment_keeps_answering_and_the_fix_
     )
     .unwrap();
     up.wait_for(
-        "the build failed (the compiler's output is above)",
+        "the build failed: `hello` did not compile (the compiler's output is above)",
         DEADLINE,
     );
     let output = up.output();

@@ -3,6 +3,7 @@
 
 pub mod alias;
 pub mod completions;
+pub mod doctor;
 pub mod down;
 pub mod export;
 pub mod init;
@@ -37,5 +38,6 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Export(args) => export::run(&cli.cwd, args),
         Command::Completions(args) => completions::run(args),
         Command::Open(args) => open::run(&cli.cwd, args),
+        Command::Doctor(args) => doctor::run(&cli.cwd, args),
     }
 }

@@ -317,53 +317,100 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
 pub fn listening_ports(pgid: u32) -> Vec<u16> {
     let mut ports = Vec::new();
     for pid in group_members(pgid) {
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        let inodes: Vec<String> = fds
-            .flatten()
-            .filter_map(|fd| {
-                let target = fs::read_link(fd.path()).ok()?;
-                let target = target.to_str()?;
-                Some(
-                    target
-                        .strip_prefix("socket:[")?
-                        .strip_suffix(']')?
-                        .to_string(),
-                )
-            })
-            .collect();
+        let inodes = socket_inodes(pid);
         if inodes.is_empty() {
             continue;
         }
-        for table in ["tcp", "tcp6"] {
-            let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-                continue;
-            };
-            for line in text.lines().skip(1) {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                // local_address is field 1 (`ADDR:PORT` in hex), st is 3 (`0A` = LISTEN), inode 9.
-                let (Some(local), Some(state), Some(inode)) =
-                    (fields.get(1), fields.get(3), fields.get(9))
-                else {
-                    continue;
-                };
-                if *state != "0A" || !inodes.iter().any(|known| known == inode) {
-                    continue;
-                }
-                if let Some(port) = local
-                    .rsplit(':')
-                    .next()
-                    .and_then(|hex| u16::from_str_radix(hex, 16).ok())
-                {
-                    if !ports.contains(&port) {
-                        ports.push(port);
-                    }
-                }
+        for (port, inode) in listening_sockets(&format!("/proc/{pid}/net")) {
+            if inodes.contains(&inode) && !ports.contains(&port) {
+                ports.push(port);
             }
         }
     }
     ports
+}
+
+/// The process listening on TCP `port`, with its command name (`stack doctor`): `None` when
+/// nothing listens, or the listener is a process this user cannot see into.
+pub fn port_holder(port: u16) -> Option<(u32, String)> {
+    let inodes: Vec<String> = listening_sockets("/proc/net")
+        .into_iter()
+        .filter(|(listening, _)| *listening == port)
+        .map(|(_, inode)| inode)
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            socket_inodes(*pid)
+                .iter()
+                .any(|inode| inodes.contains(inode))
+        })
+        .map(|pid| {
+            let command = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            (pid, command.trim().to_string())
+        })
+}
+
+/// The inodes of the sockets `pid` has open.
+fn socket_inodes(pid: u32) -> Vec<String> {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|fd| {
+            let target = fs::read_link(fd.path()).ok()?;
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every (port, inode) in LISTEN state in the `tcp` and `tcp6` tables under `net_dir`.
+fn listening_sockets(net_dir: &str) -> Vec<(u16, String)> {
+    let mut sockets = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(format!("{net_dir}/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is field 1 (`ADDR:PORT` in hex), st is 3 (`0A` = LISTEN), inode 9.
+            let (Some(local), Some(&"0A"), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            if let Some(port) = local
+                .rsplit(':')
+                .next()
+                .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+            {
+                sockets.push((port, inode.to_string()));
+            }
+        }
+    }
+    sockets
+}
+
+/// The process groups recorded under `pids_dir` (by a running `stack up`, or one that died).
+pub fn recorded_groups(pids_dir: &Path) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir(pids_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 #[cfg(test)]

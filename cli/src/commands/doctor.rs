@@ -1,0 +1,275 @@
+//! `stack doctor [--json]`: what a `stack up` here would need, and what is in its way. Each
+//! check says what it found, and for a problem what to do; the exit code is 1 when one fails.
+//!
+//! - the programs the project needs (redis-server when `REDIS_SESSION_URL` is unset, node and
+//!   npm for Node services, cargo for Cargo ones), with their versions;
+//! - the proxy's port (3000, or `--port`) free, or held by whom;
+//! - what a `stack up` killed may have left in `.stack/`: a socket nobody answers on, process
+//!   records of processes that are gone;
+//! - `.env` tracked by git, or not ignored;
+//! - the permissions of `.stack/` and the secrets in it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::args::DoctorArgs;
+use crate::control::{self, lock};
+use crate::env::REDIS_SESSION_URL;
+use crate::init;
+use crate::output::{self, CliResult};
+use crate::prerequisites::{self, Needs, Os, Tool};
+use crate::state::{secret, STATE_DIR};
+use crate::supervisor::build::{self, ServiceKind};
+use crate::supervisor::process;
+
+/// One finding.
+#[derive(Debug, Serialize)]
+struct Check {
+    name: String,
+    ok: bool,
+    /// What was found (a version, who holds a port).
+    detail: String,
+    /// What to do, when it is not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+}
+
+impl Check {
+    fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn problem(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Check {
+        Check {
+            name: name.into(),
+            ok: false,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Report {
+    ok: bool,
+    checks: Vec<Check>,
+}
+
+pub fn run(project_dir: &Path, args: DoctorArgs) -> CliResult<ExitCode> {
+    let mut checks = programs(project_dir);
+    checks.push(port(project_dir, args.port));
+    checks.extend(leftovers(project_dir));
+    checks.extend(dotenv(project_dir));
+    checks.extend(permissions(project_dir));
+    let ok = checks.iter().all(|check| check.ok);
+    if args.json {
+        let report = Report { ok, checks };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report is plain data")
+        );
+    } else {
+        for check in &checks {
+            if check.ok {
+                output::info(format!("{}: {}", check.name, check.detail));
+            } else {
+                output::warn(format!("{}: {}", check.name, check.detail));
+                if let Some(fix) = &check.fix {
+                    eprintln!("  {fix}");
+                }
+            }
+        }
+        let problems = checks.iter().filter(|check| !check.ok).count();
+        match problems {
+            0 => output::success("Nothing in the way of `stack up`"),
+            1 => output::info("1 problem (what to do is under it)"),
+            n => output::info(format!("{n} problems (what to do is under each)")),
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Each program the project needs, with its version, or how to install it.
+fn programs(project_dir: &Path) -> Vec<Check> {
+    let services = build::discover(project_dir, &[]).unwrap_or_default();
+    let needs = Needs {
+        managed_redis: std::env::var_os(REDIS_SESSION_URL).is_none_or(|url| url.is_empty()),
+        node: services
+            .iter()
+            .any(|service| service.kind == ServiceKind::Npm),
+    };
+    let path = std::env::var("PATH").ok();
+    let mut checks: Vec<Check> = needs
+        .tools()
+        .into_iter()
+        .map(|tool| match tool.version(path.as_deref()) {
+            Some(version) => Check::ok(tool.program(), version),
+            None => missing(tool),
+        })
+        .collect();
+    let cargo_services = services
+        .iter()
+        .any(|service| matches!(service.kind, ServiceKind::Cargo { .. }));
+    if cargo_services {
+        checks.push(match prerequisites::find("cargo", path.as_deref()) {
+            Some(found) => Check::ok("cargo", found.display().to_string()),
+            None => Check::problem(
+                "cargo",
+                "not found on PATH; the Rust services need it",
+                "Install Rust with rustup: https://rustup.rs",
+            ),
+        });
+    }
+    checks
+}
+
+fn missing(tool: Tool) -> Check {
+    Check::problem(
+        tool.program(),
+        format!(
+            "not installed (not found on PATH); needed for {}",
+            tool.needed_for()
+        ),
+        format!(
+            "Install it with `{}`.",
+            prerequisites::install_command(&[tool], Os::detect())
+        ),
+    )
+}
+
+/// Whether `port` on 127.0.0.1 is free, and if not, who holds it.
+fn port(project_dir: &Path, port: u16) -> Check {
+    let name = format!("port {port}");
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        return Check::ok(name, "free");
+    }
+    let holder = process::port_holder(port);
+    let ours = lock_holder(project_dir);
+    match holder {
+        Some((pid, _)) if Some(pid) == ours => {
+            Check::ok(name, format!("this project's `stack up` (pid {pid})"))
+        }
+        Some((pid, command)) => Check::problem(
+            name,
+            format!("held by `{command}` (pid {pid})"),
+            format!(
+                "Stop it, or start stack on another port: `stack up --port {}`.",
+                port + 1
+            ),
+        ),
+        None => Check::problem(
+            name,
+            "held by a process of another user, or in use",
+            format!(
+                "Start stack on another port: `stack up --port {}`.",
+                port + 1
+            ),
+        ),
+    }
+}
+
+/// The pid written in `.stack/lock`, while a `stack up` holds it.
+fn lock_holder(project_dir: &Path) -> Option<u32> {
+    let stack_dir = project_dir.join(STATE_DIR);
+    if !lock::is_held(&stack_dir) {
+        return None;
+    }
+    fs::read_to_string(stack_dir.join("lock"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A socket nobody answers on, and process records of processes that are gone: what a
+/// `stack up` that was killed leaves behind.
+fn leftovers(project_dir: &Path) -> Vec<Check> {
+    let stack_dir = project_dir.join(STATE_DIR);
+    let mut checks = Vec::new();
+    let socket = control::socket_path(project_dir);
+    if socket.exists() && !lock::is_held(&stack_dir) {
+        checks.push(Check::problem(
+            "control socket",
+            format!(
+                "`{}` is left from a `stack up` that did not stop cleanly",
+                socket.display()
+            ),
+            "Run `stack down` (it cleans up), or remove the file.",
+        ));
+    }
+    let records = process::recorded_groups(&process::pids_dir(project_dir));
+    if !records.is_empty() && !lock::is_held(&stack_dir) {
+        checks.push(Check::problem(
+            "process records",
+            format!(
+                "{} process group(s) recorded in `.stack/pids` by a `stack up` that did not stop cleanly",
+                records.len()
+            ),
+            "Run `stack down`: it stops what is still running and removes the records.",
+        ));
+    }
+    if checks.is_empty() {
+        checks.push(Check::ok("leftovers", "none in `.stack/`"));
+    }
+    checks
+}
+
+fn dotenv(project_dir: &Path) -> Vec<Check> {
+    if !project_dir.join(".env").is_file() {
+        return Vec::new();
+    }
+    vec![match init::dotenv_warning(project_dir, Path::new(".env")) {
+        None => Check::ok(".env", "not tracked by git, and ignored"),
+        Some(warning) => Check::problem(
+            ".env",
+            warning,
+            "Keep secrets out of the repository (see above).",
+        ),
+    }]
+}
+
+/// `.stack/` 0700 and the secrets 0600: another user of the machine reads none of it.
+fn permissions(project_dir: &Path) -> Vec<Check> {
+    let stack_dir = project_dir.join(STATE_DIR);
+    let mut checks = Vec::new();
+    let mut check = |path: &Path, wanted: u32, name: &str| {
+        let Ok(metadata) = fs::metadata(path) else {
+            return;
+        };
+        let mode = metadata.permissions().mode() & 0o777;
+        checks.push(if mode & !wanted == 0 {
+            Check::ok(name, format!("mode {mode:o}"))
+        } else {
+            Check::problem(
+                name,
+                format!("mode {mode:o}: other users of this machine can read it"),
+                format!("Run `chmod {wanted:o} {}`.", path.display()),
+            )
+        });
+    };
+    check(&stack_dir, 0o700, ".stack/");
+    check(&secret::path(&stack_dir), 0o600, ".stack/session-secret");
+    check(
+        &stack_dir.join(secret::REDIS_PASSWORD),
+        0o600,
+        ".stack/redis-password",
+    );
+    checks
+}
