@@ -287,9 +287,17 @@ async fn websocket_echo_of_1000_messages() {
 }
 
 #[tokio::test]
-async fn all_instances_down_gives_502_within_100ms() {
+async fn all_instances_down_gives_502_without_waiting_for_a_timeout() {
     let (table, _) = one_deployment("app.localhost", "app-abc", &[closed_port(), closed_port()]);
-    let proxy = TestProxy::start(table, test_config()).await;
+    // Refused connections answer at once: the 502 must come well before any timeout the
+    // proxy could have waited on (the speed itself is measured in bench/, not asserted here).
+    let config = ProxyConfig {
+        connect_timeout: Duration::from_secs(10),
+        starting_wait: Duration::from_secs(10),
+        response_timeout: Duration::from_secs(10),
+        ..test_config()
+    };
+    let proxy = TestProxy::start(table, config).await;
     // Warm the client connection to the proxy so the timing covers the proxy only.
     let _ = get(proxy.addr, "warm.localhost", "/").await;
     let started = Instant::now();
@@ -297,7 +305,7 @@ async fn all_instances_down_gives_502_within_100ms() {
     let elapsed = started.elapsed();
     assert_eq!(answer.status, 502);
     assert_eq!(answer.json()["error"], "bad_gateway");
-    assert!(elapsed < Duration::from_millis(100), "502 took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(3), "502 took {elapsed:?}");
 }
 
 #[tokio::test]
