@@ -58,6 +58,13 @@ fn main() -> anyhow::Result<()> {
         on_signal.cancel();
     });
     let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    proxy::run_on_threads(listener, routing, ProxyConfig::default(), n_cores, shutdown)?;
+    proxy::run_on_threads(
+        listener,
+        None,
+        routing,
+        ProxyConfig::default(),
+        n_cores,
+        shutdown,
+    )?;
     Ok(())
 }

@@ -358,6 +358,28 @@ pub fn deployment_url(host_label: &str, proxy_port: u16) -> String {
     }
 }
 
+/// `https://<host>:<port>` (no port for 443): a host's URL on the HTTPS port.
+pub fn https_url(host: &str, https_port: u16) -> String {
+    if https_port == 443 {
+        format!("https://{host}")
+    } else {
+        format!("https://{host}:{https_port}")
+    }
+}
+
+/// The `http://` URL of a deployment, and its `https://` one beside it when there is an HTTPS
+/// port, as `> Ready!` shows them.
+pub fn deployment_urls(host_label: &str, proxy_port: u16, https_port: Option<u16>) -> String {
+    let http = deployment_url(host_label, proxy_port);
+    match https_port {
+        Some(port) => format!(
+            "{http} {}",
+            https_url(&format!("{host_label}.localhost"), port)
+        ),
+        None => http,
+    }
+}
+
 /// `POST /v1/scale`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScaleRequest {

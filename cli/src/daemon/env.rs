@@ -5,7 +5,10 @@
 //! Layers, later winning: the caller's environment, the dotenv file, each `-e KEY=VALUE`. Then
 //! a blank `REDIS_SESSION_URL` (as `.env.example` has it) means "manage one for me" and is
 //! dropped, the managed Redis's URL fills it when there is one, and a missing or blank
-//! `SESSION_SECRET` becomes the project's generated one (`.stack/session-secret`).
+//! `SESSION_SECRET` becomes the project's generated one (`.stack/session-secret`). With HTTPS
+//! on, `STACK_CA_FILE` names the local CA's certificate, and `NODE_EXTRA_CA_CERTS` too unless
+//! the caller set it (Node adds that file to its roots, never replaces them), so a service's
+//! own calls to `https://*.localhost` validate.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -21,7 +24,14 @@ pub struct EnvSources {
     pub dotenv: Option<PathBuf>,
     /// Each `-e KEY=VALUE`, as given.
     pub assignments: Vec<String>,
+    /// The local CA's certificate (`ca.pem`), when the proxy serves HTTPS.
+    pub ca_file: Option<PathBuf>,
 }
+
+/// The local CA's certificate, for a service's own TLS clients.
+pub const STACK_CA_FILE: &str = "STACK_CA_FILE";
+/// The extra roots Node reads at start.
+pub const NODE_EXTRA_CA_CERTS: &str = "NODE_EXTRA_CA_CERTS";
 
 /// Where `SESSION_SECRET` came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +94,12 @@ impl ServiceEnv {
             vars.entry(REDIS_SESSION_URL.into())
                 .or_insert_with(|| url.to_string());
         }
+        if let Some(ca_file) = &sources.ca_file {
+            let ca_file = ca_file.display().to_string();
+            vars.entry(NODE_EXTRA_CA_CERTS.into())
+                .or_insert_with(|| ca_file.clone());
+            vars.insert(STACK_CA_FILE.into(), ca_file);
+        }
         let secret = if vars
             .get(SESSION_SECRET)
             .is_none_or(|secret| secret.trim().is_empty())
@@ -117,7 +133,46 @@ mod tests {
         EnvSources {
             dotenv: Some(path),
             assignments: assignments.iter().map(|pair| pair.to_string()).collect(),
+            ca_file: None,
         }
+    }
+
+    #[test]
+    fn with_https_the_services_get_the_ca_and_node_keeps_a_file_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let stack_dir = dir.path().join(".stack");
+        let mut given = sources(dir.path(), "SESSION_SECRET=s\n", &[]);
+        given.ca_file = Some(PathBuf::from("/home/me/.local/share/stack/ca.pem"));
+        let env = ServiceEnv::assemble(&stack_dir, &given, None).unwrap();
+        assert_eq!(
+            env.vars[STACK_CA_FILE],
+            "/home/me/.local/share/stack/ca.pem"
+        );
+        assert_eq!(
+            env.vars[NODE_EXTRA_CA_CERTS],
+            "/home/me/.local/share/stack/ca.pem"
+        );
+
+        let mut own = sources(
+            dir.path(),
+            "SESSION_SECRET=s\nNODE_EXTRA_CA_CERTS=/etc/corp.pem\n",
+            &[],
+        );
+        own.ca_file = given.ca_file.clone();
+        let env = ServiceEnv::assemble(&stack_dir, &own, None).unwrap();
+        assert_eq!(env.vars[NODE_EXTRA_CA_CERTS], "/etc/corp.pem");
+        assert_eq!(
+            env.vars[STACK_CA_FILE],
+            "/home/me/.local/share/stack/ca.pem"
+        );
+
+        let plain = ServiceEnv::assemble(
+            &stack_dir,
+            &sources(dir.path(), "SESSION_SECRET=s\n", &[]),
+            None,
+        )
+        .unwrap();
+        assert!(!plain.vars.contains_key(STACK_CA_FILE));
     }
 
     #[test]

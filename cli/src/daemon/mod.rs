@@ -70,6 +70,8 @@ pub struct DaemonConfig {
     pub env: EnvSources,
     /// The proxy's port on 127.0.0.1 (0 picks a free one).
     pub port: u16,
+    /// The proxy's HTTPS port on 127.0.0.1 (0 picks a free one); `None`: no HTTPS.
+    pub https_port: Option<u16>,
     pub release: bool,
     /// Redeploy on every save.
     pub watch: bool,
@@ -114,6 +116,8 @@ pub struct Live {
     pub supervisor: Supervisor,
     pub aliases: Arc<Aliases>,
     pub proxy_port: u16,
+    /// The HTTPS port, when the proxy serves HTTPS.
+    pub https_port: Option<u16>,
     /// The Redis URL the services get (managed, or `REDIS_SESSION_URL`); may carry a password.
     pub redis_url: String,
     /// The managed Redis's state, when stack manages it.

@@ -12,9 +12,11 @@
 //! - `ca`: [`Ca`]: create on first use, load and check (permissions, corrupt, expired), issue.
 //! - `resolver`: [`LeafResolver`], rustls's certificate choice: a local SNI name gets its own
 //!   leaf (ECDSA P-256, 30 days) from a bounded cache; no SNI or another name gets an alert.
+//! - `trust`: `stack trust`: the system store, NSS databases, the macOS keychain.
 
 mod ca;
 mod resolver;
+pub mod trust;
 
 use std::path::PathBuf;
 use std::sync::Arc;

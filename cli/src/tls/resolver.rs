@@ -3,8 +3,8 @@
 //! Leaves are issued on the first handshake for a name and kept in a bounded cache (the
 //! least recently used goes first), so a name costs one signature per day at most, and ten
 //! thousand distinct names cost no more memory than [`CACHE_CAPACITY`] leaves. A client that
-//! sends no SNI, or a name outside `localhost`, gets no certificate: rustls answers with a
-//! `handshake_failure` alert rather than a certificate for some other name.
+//! sends no SNI, or a name outside `localhost`, gets no certificate: rustls answers with an
+//! `access_denied` alert rather than a certificate for some other name.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
