@@ -464,6 +464,20 @@ async fn every_host_over_https_with_http2_and_one_secure_login_for_rust_and_node
         .unwrap();
     let cookie = cookie_of(&login).expect("login sets the session cookie");
     assert!(!cookie.contains("Secure"), "{cookie}");
+
+    // `stack ls` and `stack alias ls` show the https URL beside the http one.
+    let ls = project.stack_ok(&["ls"]);
+    assert!(
+        ls.contains(&format!("https://{writer_host}:{port}")),
+        "{ls}"
+    );
+    let aliases = project.stack_ok(&["alias", "ls"]);
+    assert!(
+        aliases.contains(&format!(
+            "counter-demo.localhost https://counter-demo.localhost:{port}"
+        )),
+        "{aliases}"
+    );
 }
 
 #[test]

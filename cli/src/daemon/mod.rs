@@ -311,7 +311,8 @@ impl Daemon {
                 .collect();
         };
         let snapshot = live.supervisor.snapshot();
-        let mut deployments = DeploymentStatus::all_live(&snapshot, live.proxy_port);
+        let mut deployments =
+            DeploymentStatus::all_live(&snapshot, live.proxy_port, live.https_port);
         deployments.extend(building.into_iter().map(|(service, started_ms)| {
             let wanted = snapshot.resolve(&service).map_or(1, |live| live.wanted);
             DeploymentStatus::building(service, started_ms, wanted)

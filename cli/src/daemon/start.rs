@@ -204,6 +204,7 @@ impl Daemon {
             release: config.release,
             keep: config.keep,
             proxy_port,
+            https_port,
         };
         let specs = match history::record_start(daemon.store(), &built, &record) {
             Ok(specs) => specs,
