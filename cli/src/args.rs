@@ -309,5 +309,14 @@ pub enum ExportFormat {
         /// Run `nginx -t` on the result.
         #[arg(long)]
         check: bool,
+        /// Add a TLS server block (HTTP/2) with this certificate (chain) file.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The TLS server block's private key file.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The TLS server block's `listen` parameter.
+        #[arg(long, value_name = "LISTEN", default_value = "443")]
+        tls_listen: String,
     },
 }
