@@ -7,8 +7,9 @@
 //! dropped, the managed Redis's URL fills it when there is one, and a missing or blank
 //! `SESSION_SECRET` becomes the project's generated one (`.stack/session-secret`). With HTTPS
 //! on, `STACK_CA_FILE` names the local CA's certificate, and `NODE_EXTRA_CA_CERTS` too unless
-//! the caller set it (Node adds that file to its roots, never replaces them), so a service's
-//! own calls to `https://*.localhost` validate.
+//! one file with the caller's certificates and the CA's when the caller set one (Node adds that
+//! file to its roots, never replaces them), so a service's own calls to `https://*.localhost`
+//! validate.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -95,10 +96,9 @@ impl ServiceEnv {
                 .or_insert_with(|| url.to_string());
         }
         if let Some(ca_file) = &sources.ca_file {
-            let ca_file = ca_file.display().to_string();
-            vars.entry(NODE_EXTRA_CA_CERTS.into())
-                .or_insert_with(|| ca_file.clone());
-            vars.insert(STACK_CA_FILE.into(), ca_file);
+            let node_extra = node_extra_ca_certs(stack_dir, ca_file, vars.get(NODE_EXTRA_CA_CERTS));
+            vars.insert(NODE_EXTRA_CA_CERTS.into(), node_extra);
+            vars.insert(STACK_CA_FILE.into(), ca_file.display().to_string());
         }
         let secret = if vars
             .get(SESSION_SECRET)
@@ -123,6 +123,30 @@ impl ServiceEnv {
     }
 }
 
+/// The file for `NODE_EXTRA_CA_CERTS`: the CA's own, or, when the caller already names a file
+/// (Node reads one), `.stack/node-extra-ca.pem` holding that file's certificates and the CA's,
+/// so both stay trusted. If that cannot be made, the caller's file stays (and a warning says so).
+fn node_extra_ca_certs(stack_dir: &Path, ca_file: &Path, given: Option<&String>) -> String {
+    let ca = ca_file.display().to_string();
+    let Some(given) = given.filter(|given| !given.trim().is_empty() && **given != ca) else {
+        return ca;
+    };
+    let combined = stack_dir.join("node-extra-ca.pem");
+    let written = std::fs::read_to_string(given)
+        .and_then(|theirs| Ok((theirs, std::fs::read_to_string(ca_file)?)))
+        .and_then(|(theirs, ours)| {
+            std::fs::create_dir_all(stack_dir)?;
+            crate::state::write_atomically(&combined, format!("{theirs}\n{ours}").as_bytes())
+        });
+    match written {
+        Ok(()) => combined.display().to_string(),
+        Err(error) => {
+            tracing::warn!(%error, file = %given, "cannot add the local CA to NODE_EXTRA_CA_CERTS; Node services keep only that file");
+            given.clone()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,7 +165,8 @@ mod tests {
     fn with_https_the_services_get_the_ca_and_node_keeps_a_file_of_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let stack_dir = dir.path().join(".stack");
-        let mut given = sources(dir.path(), "SESSION_SECRET=s\n", &[]);
+        // Whatever the caller's environment holds, none here.
+        let mut given = sources(dir.path(), "SESSION_SECRET=s\nNODE_EXTRA_CA_CERTS=\n", &[]);
         given.ca_file = Some(PathBuf::from("/home/me/.local/share/stack/ca.pem"));
         let env = ServiceEnv::assemble(&stack_dir, &given, None).unwrap();
         assert_eq!(
@@ -153,18 +178,21 @@ mod tests {
             "/home/me/.local/share/stack/ca.pem"
         );
 
-        let mut own = sources(
-            dir.path(),
-            "SESSION_SECRET=s\nNODE_EXTRA_CA_CERTS=/etc/corp.pem\n",
-            &[],
-        );
-        own.ca_file = given.ca_file.clone();
+        // A file of the caller's own: its certificates and the CA's, in one file.
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, "STACK CA\n").unwrap();
+        let corp = dir.path().join("corp.pem");
+        std::fs::write(&corp, "CORP CA\n").unwrap();
+        let dotenv = format!("SESSION_SECRET=s\nNODE_EXTRA_CA_CERTS={}\n", corp.display());
+        let mut own = sources(dir.path(), &dotenv, &[]);
+        own.ca_file = Some(ca_file.clone());
         let env = ServiceEnv::assemble(&stack_dir, &own, None).unwrap();
-        assert_eq!(env.vars[NODE_EXTRA_CA_CERTS], "/etc/corp.pem");
-        assert_eq!(
-            env.vars[STACK_CA_FILE],
-            "/home/me/.local/share/stack/ca.pem"
+        let combined = std::fs::read_to_string(&env.vars[NODE_EXTRA_CA_CERTS]).unwrap();
+        assert!(
+            combined.contains("CORP CA") && combined.contains("STACK CA"),
+            "{combined}"
         );
+        assert_eq!(env.vars[STACK_CA_FILE], ca_file.display().to_string());
 
         let plain = ServiceEnv::assemble(
             &stack_dir,
