@@ -306,6 +306,68 @@ async fn websocket_echo_over_tls() {
     server.await.unwrap();
 }
 
+/// `chromium --headless --dump-dom URL` with `home` as HOME (its NSS database in
+/// `home/.pki/nssdb`): the page's DOM, empty when Chromium refused the certificate.
+fn chromium_dump_dom(home: &Path, url: &str) -> String {
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            home.join("profile").display()
+        ))
+        .args(["--dump-dom", url])
+        .env("HOME", home)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("chromium is installed (apt-get install chromium)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_chromium_trusts_the_ca_that_stack_trust_put_in_its_nss_database() {
+    require("chromium");
+    require("certutil");
+    let echo = echo_upstream().await;
+    let (table, _) = one_deployment("counter-demo.localhost", "app-abcdefghij", &[echo.addr]);
+    let proxy = TlsProxy::start(table, test_config());
+    let trusting = tempfile::tempdir().unwrap();
+    let nss = trusting.path().join(".pki/nssdb");
+    let stack_home = proxy.ca.dir().to_path_buf();
+    let run = Command::new(support::STACK)
+        .arg("trust")
+        .env("STACK_HOME", &stack_home)
+        .env("STACK_TRUST_NSS_DBS", &nss)
+        .env("STACK_TRUST_SYSTEM_DIR", "")
+        .env("STACK_TRUST_UPDATE_COMMAND", "")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let url = format!("https://counter-demo.localhost:{}/login", proxy.tls.port());
+    let (home, page) = (trusting.path().to_path_buf(), url.clone());
+    let dom = tokio::task::spawn_blocking(move || chromium_dump_dom(&home, &page))
+        .await
+        .unwrap();
+    assert!(dom.contains(r#""uri":"/login""#), "{dom}");
+    assert!(dom.contains(r#"["x-forwarded-proto","https"]"#), "{dom}");
+
+    // A browser whose database lacks the CA shows no page: the certificate is refused.
+    let stranger = tempfile::tempdir().unwrap();
+    let home = stranger.path().to_path_buf();
+    let dom = tokio::task::spawn_blocking(move || chromium_dump_dom(&home, &url))
+        .await
+        .unwrap();
+    assert!(!dom.contains(r#""uri":"/login""#), "{dom}");
+}
+
 // The real binary from here on.
 
 const DEADLINE: Duration = Duration::from_secs(60);
