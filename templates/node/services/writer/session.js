@@ -129,13 +129,22 @@ function sessionMiddleware() {
   client.on("error", (err) => console.error("redis:", err.message || err));
   client.on("ready", () => console.log("session store ready"));
   connectForever(client, process.env.REDIS_SESSION_URL);
+  const store = new RedisStore({ client });
   const middleware = session({
     secret: secret.split(","),
-    store: new RedisStore({ client }),
+    store,
     resave: false,
     saveUninitialized: false,
     cookie: cookieOptions(),
   });
+  // With `secure: "auto"`, express-session stores `"secure":false` for a session made over
+  // plain HTTP; leave it out, as express-session's default (and the Rust library) does, so the
+  // stored cookie object stays the same whichever peer made the session.
+  const generate = store.generate;
+  store.generate = (req) => {
+    generate.call(store, req);
+    if (req.session.cookie.secure === false) req.session.cookie.secure = undefined;
+  };
   return (req, res, next) => {
     // express-session answers 200 even when the save at the end fails: refuse up front instead.
     if (!client.isReady) return storeUnavailable(res);
