@@ -5,6 +5,10 @@
 //!
 //! `per-core` (default) is `proxy::run_on_threads` with a thread per core; `multi` is
 //! `proxy::run` on tokio's multi-threaded runtime (a worker per core). SIGINT stops it.
+//!
+//! With `PROXY_BENCH_TLS=127.0.0.1:PORT` (per-core only), it also serves TLS there as
+//! `stack up --https-port` does, with the local CA of `STACK_HOME` (`bench/proxy/tls.sh`).
+//! `localhost` routes as `bench.localhost` does, so clients need no name resolution.
 
 use std::sync::Arc;
 
@@ -22,10 +26,13 @@ fn main() -> anyhow::Result<()> {
     let instance = Arc::new(Backend::new(1, upstream.parse()?));
     let deployment = Deployment::new("bench-abcdefghij", "bench", vec![instance], 0);
     let mut table = RoutingTable::new();
-    table.insert(
-        "bench.localhost",
-        HostRoute::Target(Target::Deployment(Arc::new(deployment))),
-    );
+    let deployment = Arc::new(deployment);
+    for host in ["bench.localhost", "localhost"] {
+        table.insert(
+            host,
+            HostRoute::Target(Target::Deployment(Arc::clone(&deployment))),
+        );
+    }
     let routing = Routing::new(table);
     let listener = std::net::TcpListener::bind(&listen)?;
     println!("listening on {} ({mode})", listener.local_addr()?);
@@ -58,6 +65,25 @@ fn main() -> anyhow::Result<()> {
         on_signal.cancel();
     });
     let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    proxy::run_on_threads(listener, routing, ProxyConfig::default(), n_cores, shutdown)?;
+    let tls = match std::env::var("PROXY_BENCH_TLS") {
+        Ok(addr) => {
+            let ca = Arc::new(stack::tls::Ca::load_or_create(&stack::tls::stack_home())?);
+            let listener = std::net::TcpListener::bind(&addr)?;
+            println!("TLS on {}", listener.local_addr()?);
+            Some(proxy::TlsListener {
+                listener,
+                config: stack::tls::server_config(ca)?,
+            })
+        }
+        Err(_) => None,
+    };
+    proxy::run_on_threads(
+        listener,
+        tls,
+        routing,
+        ProxyConfig::default(),
+        n_cores,
+        shutdown,
+    )?;
     Ok(())
 }

@@ -55,6 +55,18 @@ pub enum Command {
     Open(OpenArgs),
     /// Check what `stack up` needs here: programs, the port, leftovers, `.env`, permissions.
     Doctor(DoctorArgs),
+    /// Install the local CA (it signs `localhost` names only) where browsers and tools look.
+    Trust(TrustArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Remove the CA from every place `stack trust` put it.
+    #[arg(long, conflicts_with = "print")]
+    pub uninstall: bool,
+    /// Print the CA certificate's path (made if there is none yet) and change nothing.
+    #[arg(long)]
+    pub print: bool,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +118,18 @@ pub struct UpArgs {
     /// The proxy's port (0 picks a free one).
     #[arg(long, default_value_t = 3000)]
     pub port: u16,
+    /// The proxy's HTTPS port: every host with HTTP/2 and HTTP/1.1, certificates from the local
+    /// CA (0 picks a free one).
+    #[arg(
+        long,
+        default_value_t = 3443,
+        env = "STACK_HTTPS_PORT",
+        value_name = "PORT"
+    )]
+    pub https_port: u16,
+    /// Serve no HTTPS.
+    #[arg(long)]
+    pub no_https: bool,
     /// Do not watch for changes.
     #[arg(long)]
     pub no_watch: bool,
@@ -285,5 +309,14 @@ pub enum ExportFormat {
         /// Run `nginx -t` on the result.
         #[arg(long)]
         check: bool,
+        /// Add a TLS server block (HTTP/2) with this certificate (chain) file.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The TLS server block's private key file.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The TLS server block's `listen` parameter.
+        #[arg(long, value_name = "LISTEN", default_value = "443")]
+        tls_listen: String,
     },
 }

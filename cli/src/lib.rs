@@ -20,6 +20,8 @@
 //! - [`rules`]: the alias rules file: parse, validate, normalise paths, match. No I/O.
 //! - [`state`]: what persists in `.stack/` (aliases, scale, deployment history); one writer.
 //! - [`supervisor`]: deployments, instances, child processes, restarts, readiness, swaps.
+//! - [`tls`]: the local CA (name-constrained to `localhost`), the leaves the proxy serves per
+//!   SNI name, and `stack trust`.
 //! - [`watch`]: file changes to change sets (which services to redeploy); never builds.
 
 pub mod args;
@@ -37,6 +39,7 @@ pub mod redis;
 pub mod rules;
 pub mod state;
 pub mod supervisor;
+pub mod tls;
 pub mod units;
 pub mod watch;
 

@@ -749,3 +749,83 @@ fn outside_urls_and_pinned_deployments_pass_nginx_t() {
     );
     nginx::check(&config).unwrap_or_else(|error| panic!("{error}\n{config}"));
 }
+
+#[test]
+fn a_tls_server_block_with_the_given_files_passes_nginx_t() {
+    support::require("nginx");
+    let project = demo_project();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=counter-demo.localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed (apt-get install openssl)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let Run {
+        code,
+        stdout,
+        stderr,
+    } = project.stack(&[
+        "export",
+        "nginx",
+        "counter-demo.localhost",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--check",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("    listen 443 ssl http2;\n"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("    ssl_certificate \"{}\";\n", cert.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("    ssl_certificate_key \"{}\";\n", key.display())),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("server_name counter-demo.localhost;")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("proxy_set_header X-Forwarded-Proto $scheme;")
+            .count(),
+        2,
+        "{stdout}"
+    );
+
+    let half = project.stack(&[
+        "export",
+        "nginx",
+        "counter-demo.localhost",
+        "--tls-cert",
+        "x.pem",
+    ]);
+    assert_eq!(half.code, 2, "{}", half.stderr);
+}

@@ -907,7 +907,7 @@ async fn run_on_threads_serves_and_stops() {
     let stop = shutdown.clone();
     let routing = stack::proxy::Routing::new(table);
     let threads = std::thread::spawn(move || {
-        stack::proxy::run_on_threads(listener, routing, test_config(), 2, stop)
+        stack::proxy::run_on_threads(listener, None, routing, test_config(), 2, stop)
     });
     for _ in 0..10 {
         assert_eq!(get(addr, "app.localhost", "/").await.status, 200);

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::args::{AliasArgs, AliasCommand};
+use crate::control::api::https_url;
 use crate::control::{self, AliasChange, Applied};
 use crate::output::{self, CliError, CliResult};
 use crate::rules::{
@@ -253,11 +254,11 @@ fn list(project_dir: &Path, json: bool) -> CliResult<ExitCode> {
     let now = now_millis();
     let mut rows = vec![["source".to_string(), "url".into(), "age".into()]];
     for (host, alias) in &state.aliases {
-        rows.push([
-            alias.source(),
-            host.clone(),
-            output::age(alias.created, now),
-        ]);
+        let url = match state.https_port {
+            Some(port) => format!("{host} {}", https_url(host, port)),
+            None => host.clone(),
+        };
+        rows.push([alias.source(), url, output::age(alias.created, now)]);
     }
     print!("{}", table(&rows));
     Ok(ExitCode::SUCCESS)

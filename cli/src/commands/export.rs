@@ -1,5 +1,6 @@
-//! `stack export nginx <alias> [-o FILE] [--check]`: render a stored alias as an nginx config,
-//! print it or write it to a file, optionally after `nginx -t` accepted it.
+//! `stack export nginx <alias> [-o FILE] [--check] [--tls-cert FILE --tls-key FILE]`: render a
+//! stored alias as an nginx config (with a TLS server block when given the files), print it or
+//! write it to a file, optionally after `nginx -t` accepted it.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -19,6 +20,9 @@ pub fn run(project_dir: &Path, args: ExportArgs) -> CliResult<ExitCode> {
         alias,
         output: output_file,
         check,
+        tls_cert,
+        tls_key,
+        tls_listen,
     } = args.format;
     let host = normalize_host(&alias).map_err(|error| {
         CliError::new(error.to_string()).hint("Use a host name such as `counter-demo.localhost`.")
@@ -34,7 +38,21 @@ pub fn run(project_dir: &Path, args: ExportArgs) -> CliResult<ExitCode> {
     for warning in &plan.warnings {
         output::warn(warning);
     }
-    let config = nginx::render(&plan, &RenderOptions::default());
+    let tls = match (tls_cert, tls_key) {
+        (Some(certificate), Some(key)) => Some(nginx::TlsFiles {
+            certificate,
+            key,
+            listen: tls_listen,
+        }),
+        _ => None,
+    };
+    let config = nginx::render(
+        &plan,
+        &RenderOptions {
+            tls,
+            ..RenderOptions::default()
+        },
+    );
     if check {
         nginx::check(&config).map_err(|error| export_error(&host, error))?;
     }

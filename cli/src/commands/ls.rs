@@ -99,7 +99,10 @@ pub fn run(project_dir: &Path, args: LsArgs) -> CliResult<ExitCode> {
                     if deployment.current { " (live)" } else { "" }
                 )
             },
-            deployment.url.clone(),
+            match &deployment.https_url {
+                Some(https) => format!("{} {https}", deployment.url),
+                None => deployment.url.clone(),
+            },
             format!("{}/{}", deployment.ready, deployment.wanted),
             deployment.state.to_string(),
             output::age(deployment.created_ms, now),

@@ -15,6 +15,7 @@ pub mod rm;
 pub mod rollback;
 pub mod route;
 pub mod scale;
+pub mod trust;
 pub mod up;
 
 use std::process::ExitCode;
@@ -39,5 +40,6 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Completions(args) => completions::run(args),
         Command::Open(args) => open::run(&cli.cwd, args),
         Command::Doctor(args) => doctor::run(&cli.cwd, args),
+        Command::Trust(args) => trust::run(args),
     }
 }

@@ -21,8 +21,10 @@ pub fn run(cwd: &Path, args: UpArgs) -> CliResult<ExitCode> {
         env: EnvSources {
             dotenv: args.dotenv,
             assignments: args.env,
+            ca_file: None,
         },
         port: args.port,
+        https_port: (!args.no_https).then_some(args.https_port),
         release: args.release,
         watch: !args.no_watch,
         keep: args.keep,

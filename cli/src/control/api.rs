@@ -246,6 +246,9 @@ pub struct DeploymentStatus {
     pub id: String,
     pub service: String,
     pub url: String,
+    /// The same deployment on the HTTPS port, when the proxy serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_url: Option<String>,
     pub state: DeploymentState,
     pub ready: usize,
     pub wanted: usize,
@@ -257,7 +260,11 @@ pub struct DeploymentStatus {
 }
 
 impl DeploymentStatus {
-    pub fn from_live(deployment: &LiveDeployment, proxy_port: u16) -> Self {
+    pub fn from_live(
+        deployment: &LiveDeployment,
+        proxy_port: u16,
+        https_port: Option<u16>,
+    ) -> Self {
         use std::sync::atomic::Ordering;
         let instances = deployment
             .instances
@@ -289,6 +296,7 @@ impl DeploymentStatus {
             id: deployment.spec.id.clone(),
             service: deployment.spec.service.clone(),
             url: deployment_url(&deployment.spec.id, proxy_port),
+            https_url: deployment_https_url(&deployment.spec.id, https_port),
             state: deployment.state(),
             ready: deployment.n_ready(),
             wanted: deployment.wanted,
@@ -299,11 +307,11 @@ impl DeploymentStatus {
     }
 
     /// Every running deployment, oldest first.
-    pub fn all_live(snapshot: &Snapshot, proxy_port: u16) -> Vec<Self> {
+    pub fn all_live(snapshot: &Snapshot, proxy_port: u16, https_port: Option<u16>) -> Vec<Self> {
         snapshot
             .deployments
             .iter()
-            .map(|deployment| Self::from_live(deployment, proxy_port))
+            .map(|deployment| Self::from_live(deployment, proxy_port, https_port))
             .collect()
     }
 
@@ -313,6 +321,7 @@ impl DeploymentStatus {
             id: String::new(),
             service,
             url: String::new(),
+            https_url: None,
             state: DeploymentState::Building,
             ready: 0,
             wanted,
@@ -334,6 +343,7 @@ impl DeploymentStatus {
                         id: record.id.clone(),
                         service: service.clone(),
                         url: deployment_url(&record.id, proxy_port),
+                        https_url: deployment_https_url(&record.id, state.https_port),
                         state: DeploymentState::Stopped,
                         ready: 0,
                         wanted: if current { state.scale_of(service) } else { 0 },
@@ -355,6 +365,33 @@ pub fn deployment_url(host_label: &str, proxy_port: u16) -> String {
         format!("http://{host_label}.localhost")
     } else {
         format!("http://{host_label}.localhost:{proxy_port}")
+    }
+}
+
+/// `https://<host>:<port>` (no port for 443): a host's URL on the HTTPS port.
+pub fn https_url(host: &str, https_port: u16) -> String {
+    if https_port == 443 {
+        format!("https://{host}")
+    } else {
+        format!("https://{host}:{https_port}")
+    }
+}
+
+/// `https://<deployment>.localhost:<port>`, when there is an HTTPS port.
+pub fn deployment_https_url(host_label: &str, https_port: Option<u16>) -> Option<String> {
+    https_port.map(|port| https_url(&format!("{host_label}.localhost"), port))
+}
+
+/// The `http://` URL of a deployment, and its `https://` one beside it when there is an HTTPS
+/// port, as `> Ready!` shows them.
+pub fn deployment_urls(host_label: &str, proxy_port: u16, https_port: Option<u16>) -> String {
+    let http = deployment_url(host_label, proxy_port);
+    match https_port {
+        Some(port) => format!(
+            "{http} {}",
+            https_url(&format!("{host_label}.localhost"), port)
+        ),
+        None => http,
     }
 }
 

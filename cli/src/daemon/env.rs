@@ -5,7 +5,11 @@
 //! Layers, later winning: the caller's environment, the dotenv file, each `-e KEY=VALUE`. Then
 //! a blank `REDIS_SESSION_URL` (as `.env.example` has it) means "manage one for me" and is
 //! dropped, the managed Redis's URL fills it when there is one, and a missing or blank
-//! `SESSION_SECRET` becomes the project's generated one (`.stack/session-secret`).
+//! `SESSION_SECRET` becomes the project's generated one (`.stack/session-secret`). With HTTPS
+//! on, `STACK_CA_FILE` names the local CA's certificate, and `NODE_EXTRA_CA_CERTS` too unless
+//! one file with the caller's certificates and the CA's when the caller set one (Node adds that
+//! file to its roots, never replaces them), so a service's own calls to `https://*.localhost`
+//! validate.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -21,7 +25,14 @@ pub struct EnvSources {
     pub dotenv: Option<PathBuf>,
     /// Each `-e KEY=VALUE`, as given.
     pub assignments: Vec<String>,
+    /// The local CA's certificate (`ca.pem`), when the proxy serves HTTPS.
+    pub ca_file: Option<PathBuf>,
 }
+
+/// The local CA's certificate, for a service's own TLS clients.
+pub const STACK_CA_FILE: &str = "STACK_CA_FILE";
+/// The extra roots Node reads at start.
+pub const NODE_EXTRA_CA_CERTS: &str = "NODE_EXTRA_CA_CERTS";
 
 /// Where `SESSION_SECRET` came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +95,11 @@ impl ServiceEnv {
             vars.entry(REDIS_SESSION_URL.into())
                 .or_insert_with(|| url.to_string());
         }
+        if let Some(ca_file) = &sources.ca_file {
+            let node_extra = node_extra_ca_certs(stack_dir, ca_file, vars.get(NODE_EXTRA_CA_CERTS));
+            vars.insert(NODE_EXTRA_CA_CERTS.into(), node_extra);
+            vars.insert(STACK_CA_FILE.into(), ca_file.display().to_string());
+        }
         let secret = if vars
             .get(SESSION_SECRET)
             .is_none_or(|secret| secret.trim().is_empty())
@@ -107,6 +123,30 @@ impl ServiceEnv {
     }
 }
 
+/// The file for `NODE_EXTRA_CA_CERTS`: the CA's own, or, when the caller already names a file
+/// (Node reads one), `.stack/node-extra-ca.pem` holding that file's certificates and the CA's,
+/// so both stay trusted. If that cannot be made, the caller's file stays (and a warning says so).
+fn node_extra_ca_certs(stack_dir: &Path, ca_file: &Path, given: Option<&String>) -> String {
+    let ca = ca_file.display().to_string();
+    let Some(given) = given.filter(|given| !given.trim().is_empty() && **given != ca) else {
+        return ca;
+    };
+    let combined = stack_dir.join("node-extra-ca.pem");
+    let written = std::fs::read_to_string(given)
+        .and_then(|theirs| Ok((theirs, std::fs::read_to_string(ca_file)?)))
+        .and_then(|(theirs, ours)| {
+            std::fs::create_dir_all(stack_dir)?;
+            crate::state::write_atomically(&combined, format!("{theirs}\n{ours}").as_bytes())
+        });
+    match written {
+        Ok(()) => combined.display().to_string(),
+        Err(error) => {
+            tracing::warn!(%error, file = %given, "cannot add the local CA to NODE_EXTRA_CA_CERTS; Node services keep only that file");
+            given.clone()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +157,50 @@ mod tests {
         EnvSources {
             dotenv: Some(path),
             assignments: assignments.iter().map(|pair| pair.to_string()).collect(),
+            ca_file: None,
         }
+    }
+
+    #[test]
+    fn with_https_the_services_get_the_ca_and_node_keeps_a_file_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let stack_dir = dir.path().join(".stack");
+        // Whatever the caller's environment holds, none here.
+        let mut given = sources(dir.path(), "SESSION_SECRET=s\nNODE_EXTRA_CA_CERTS=\n", &[]);
+        given.ca_file = Some(PathBuf::from("/home/me/.local/share/stack/ca.pem"));
+        let env = ServiceEnv::assemble(&stack_dir, &given, None).unwrap();
+        assert_eq!(
+            env.vars[STACK_CA_FILE],
+            "/home/me/.local/share/stack/ca.pem"
+        );
+        assert_eq!(
+            env.vars[NODE_EXTRA_CA_CERTS],
+            "/home/me/.local/share/stack/ca.pem"
+        );
+
+        // A file of the caller's own: its certificates and the CA's, in one file.
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, "STACK CA\n").unwrap();
+        let corp = dir.path().join("corp.pem");
+        std::fs::write(&corp, "CORP CA\n").unwrap();
+        let dotenv = format!("SESSION_SECRET=s\nNODE_EXTRA_CA_CERTS={}\n", corp.display());
+        let mut own = sources(dir.path(), &dotenv, &[]);
+        own.ca_file = Some(ca_file.clone());
+        let env = ServiceEnv::assemble(&stack_dir, &own, None).unwrap();
+        let combined = std::fs::read_to_string(&env.vars[NODE_EXTRA_CA_CERTS]).unwrap();
+        assert!(
+            combined.contains("CORP CA") && combined.contains("STACK CA"),
+            "{combined}"
+        );
+        assert_eq!(env.vars[STACK_CA_FILE], ca_file.display().to_string());
+
+        let plain = ServiceEnv::assemble(
+            &stack_dir,
+            &sources(dir.path(), "SESSION_SECRET=s\n", &[]),
+            None,
+        )
+        .unwrap();
+        assert!(!plain.vars.contains_key(STACK_CA_FILE));
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub struct StartRecord {
     pub keep: usize,
     /// The proxy's port, for the URLs `stack ls` shows once this `stack up` is gone.
     pub proxy_port: u16,
+    pub https_port: Option<u16>,
 }
 
 /// How to start a recorded deployment.
@@ -135,9 +136,11 @@ pub fn record_start(
         release,
         keep,
         proxy_port,
+        https_port,
     } = *start;
     store.try_update(|state| {
         state.proxy_port = Some(proxy_port);
+        state.https_port = https_port;
         let mut specs = Vec::new();
         for build in built {
             let name = build.service.name.clone();

@@ -70,6 +70,8 @@ pub struct DaemonConfig {
     pub env: EnvSources,
     /// The proxy's port on 127.0.0.1 (0 picks a free one).
     pub port: u16,
+    /// The proxy's HTTPS port on 127.0.0.1 (0 picks a free one); `None`: no HTTPS.
+    pub https_port: Option<u16>,
     pub release: bool,
     /// Redeploy on every save.
     pub watch: bool,
@@ -114,6 +116,8 @@ pub struct Live {
     pub supervisor: Supervisor,
     pub aliases: Arc<Aliases>,
     pub proxy_port: u16,
+    /// The HTTPS port, when the proxy serves HTTPS.
+    pub https_port: Option<u16>,
     /// The Redis URL the services get (managed, or `REDIS_SESSION_URL`); may carry a password.
     pub redis_url: String,
     /// The managed Redis's state, when stack manages it.
@@ -307,7 +311,8 @@ impl Daemon {
                 .collect();
         };
         let snapshot = live.supervisor.snapshot();
-        let mut deployments = DeploymentStatus::all_live(&snapshot, live.proxy_port);
+        let mut deployments =
+            DeploymentStatus::all_live(&snapshot, live.proxy_port, live.https_port);
         deployments.extend(building.into_iter().map(|(service, started_ms)| {
             let wanted = snapshot.resolve(&service).map_or(1, |live| live.wanted);
             DeploymentStatus::building(service, started_ms, wanted)

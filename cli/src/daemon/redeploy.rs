@@ -23,7 +23,7 @@ use super::env::{EnvSources, ServiceEnv};
 use super::history::{self, spec_for};
 use super::report::{self, Redeploy};
 use super::Live;
-use crate::control::api::deployment_url;
+use crate::control::api::deployment_urls;
 use crate::output::CliError;
 use crate::state::deployments::deployments_dir;
 use crate::state::{Store, STATE_DIR};
@@ -211,7 +211,7 @@ impl Redeployer {
                     });
                 }
                 report::print(Redeploy::Ready {
-                    url: deployment_url(&record.id, self.live.proxy_port),
+                    url: deployment_urls(&record.id, self.live.proxy_port, self.live.https_port),
                     build: build_time,
                     swap: swap_started.elapsed(),
                 });

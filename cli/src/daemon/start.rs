@@ -31,7 +31,11 @@ use super::redeploy::{self, Redeployer};
 use super::report;
 use super::stop::{Signals, StopReason};
 use super::{redis, Daemon, DaemonConfig, Live};
-use crate::control::{self, api::deployment_url, lock::ProjectLock};
+use crate::control::{
+    self,
+    api::{deployment_urls, https_url},
+    lock::ProjectLock,
+};
 use crate::env::REDIS_SESSION_URL;
 use crate::init;
 use crate::output::{self, CliError, CliResult};
@@ -42,6 +46,7 @@ use crate::state::{self, secret};
 use crate::supervisor::build::{self, BuildError, Built, Service};
 use crate::supervisor::logs::{self, Redactor};
 use crate::supervisor::{self, process, Supervisor, SupervisorError};
+use crate::tls;
 use crate::watch::Watcher;
 
 /// How a start ended.
@@ -104,6 +109,14 @@ impl Daemon {
         })?;
         raise_open_file_limit();
         // Everything below is checked before anything starts.
+        let ca = match config.https_port {
+            Some(_) => {
+                let ca = load_ca()?;
+                config.env.ca_file = Some(ca.cert_path());
+                Some(ca)
+            }
+            None => None,
+        };
         let mut service_env = start_environment(&project_dir, &config)?;
         let pids_dir = process::pids_dir(&project_dir);
         let leftovers = process::kill_leftovers(&pids_dir);
@@ -130,6 +143,11 @@ impl Daemon {
             .local_addr()
             .map_err(|error| CliError::new(format!("cannot read the proxy's address: {error}")))?
             .port();
+        let https = match (config.https_port, ca) {
+            (Some(port), Some(ca)) => Some(bind_https(port, ca).await?),
+            _ => None,
+        };
+        let https_port = https.as_ref().map(|https| https.port);
         let services = build::discover(&project_dir, &config.services).map_err(build_error)?;
         check_prerequisites(&services, &service_env)?;
 
@@ -186,6 +204,7 @@ impl Daemon {
             release: config.release,
             keep: config.keep,
             proxy_port,
+            https_port,
         };
         let specs = match history::record_start(daemon.store(), &built, &record) {
             Ok(specs) => specs,
@@ -218,8 +237,20 @@ impl Daemon {
         let routing = Routing::new(RoutingTable::new());
         let aliases = Arc::new(Aliases::new(state.aliases, routing.clone()));
         let proxy_config = proxy::ProxyConfig::with_response_timeout(config.upstream_timeout);
-        let proxy_task = start_proxy(listener, routing, proxy_config, root.child_token())?;
+        let https_ca = https.as_ref().map(|https| Arc::clone(&https.ca));
+        let proxy_task = start_proxy(listener, https, routing, proxy_config, root.child_token())?;
         output::info(format!("Proxy listening on http://127.0.0.1:{proxy_port}"));
+        if let (Some(port), Some(ca)) = (https_port, &https_ca) {
+            output::info(format!(
+                "Proxy listening on https://localhost:{port} (HTTP/2; certificates from the local CA `{}`)",
+                ca.cert_path().display()
+            ));
+            if !tls::trust::is_trusted(ca.dir()) {
+                output::info(
+                    "This machine does not trust the local CA yet: run `stack trust` once (it can sign `localhost` names only)",
+                );
+            }
+        }
         let routes_task = tokio::spawn(aliases::follow(
             aliases.clone(),
             supervisor.clone(),
@@ -229,6 +260,7 @@ impl Daemon {
             supervisor: supervisor.clone(),
             aliases,
             proxy_port,
+            https_port,
             redis_url,
             redis: redis.as_ref().map(ManagedRedis::subscribe),
             ready_timeout: config.ready_timeout,
@@ -246,8 +278,11 @@ impl Daemon {
             tokio::spawn(say_when_ready(live.clone(), id, service, started));
         }
         for (host, alias) in live.aliases.all() {
+            let https = https_port
+                .map(|port| format!(" {}", https_url(&host, port)))
+                .unwrap_or_default();
             output::info(format!(
-                "Alias http://{host}{} -> {}",
+                "Alias http://{host}{}{https} -> {}",
                 port_suffix(proxy_port),
                 alias.source()
             ));
@@ -472,19 +507,76 @@ impl FirstBuild<'_> {
 /// issue 4).
 fn start_proxy(
     listener: TcpListener,
+    https: Option<Https>,
     routing: Routing,
     config: proxy::ProxyConfig,
     shutdown: CancellationToken,
 ) -> CliResult<JoinHandle<()>> {
-    let listener = listener
-        .into_std()
-        .map_err(|error| CliError::new(format!("cannot hand the proxy its socket: {error}")))?;
+    let hand_over = |listener: TcpListener| {
+        listener
+            .into_std()
+            .map_err(|error| CliError::new(format!("cannot hand the proxy its socket: {error}")))
+    };
+    let listener = hand_over(listener)?;
+    let tls = match https {
+        Some(https) => Some(proxy::TlsListener {
+            listener: hand_over(https.listener)?,
+            config: https.config,
+        }),
+        None => None,
+    };
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     Ok(tokio::task::spawn_blocking(move || {
-        if let Err(error) = proxy::run_on_threads(listener, routing, config, threads, shutdown) {
+        if let Err(error) = proxy::run_on_threads(listener, tls, routing, config, threads, shutdown)
+        {
             tracing::error!(%error, "the proxy stopped");
         }
     }))
+}
+
+/// The proxy's HTTPS side, ready before anything starts.
+struct Https {
+    listener: TcpListener,
+    port: u16,
+    ca: Arc<tls::Ca>,
+    config: Arc<rustls::ServerConfig>,
+}
+
+/// The local CA under `$STACK_HOME`, made on first use; announced when new.
+fn load_ca() -> CliResult<tls::Ca> {
+    let home = tls::stack_home();
+    let ca = tls::Ca::load_or_create(&home)
+        .map_err(|error| CliError::new(error.to_string()).hint(error.hint()))?;
+    if ca.created() {
+        output::info(format!(
+            "Created the local CA `{}` (it can sign `localhost`, `*.localhost`, 127.0.0.0/8 and ::1 only; its key stays in `{}`)",
+            ca.cert_path().display(),
+            home.join(tls::CA_KEY_FILE).display()
+        ));
+    }
+    Ok(ca)
+}
+
+/// Binds the HTTPS port (a busy one fails before anything starts, naming `--https-port`).
+async fn bind_https(port: u16, ca: tls::Ca) -> CliResult<Https> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|error| {
+        CliError::new(format!("cannot listen on 127.0.0.1:{port} for HTTPS: {error}")).hint(
+            "Another program uses that port: pick another with `--https-port` (0 picks a free one), or serve no HTTPS with `--no-https`.",
+        )
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|error| CliError::new(format!("cannot read the HTTPS address: {error}")))?
+        .port();
+    let ca = Arc::new(ca);
+    let config = tls::server_config(Arc::clone(&ca))
+        .map_err(|error| CliError::new(error.to_string()).hint(error.hint()))?;
+    Ok(Https {
+        listener,
+        port,
+        ca,
+        config,
+    })
 }
 
 /// Prints `> Ready!` once a first deployment takes traffic, or why it does not.
@@ -495,7 +587,7 @@ async fn say_when_ready(live: Arc<Live>, id: String, service: String, started: I
     match live.supervisor.wait_ready(&id, timeout).await {
         Ok(()) => output::ready(format!(
             "{} [{:.1}s]",
-            deployment_url(&id, live.proxy_port),
+            deployment_urls(&id, live.proxy_port, live.https_port),
             started.elapsed().as_secs_f64()
         )),
         Err(SupervisorError::Stopped) => {}

@@ -84,6 +84,7 @@ impl Served {
                 Routing::new(RoutingTable::new()),
             )),
             proxy_port: 3000,
+            https_port: None,
             redis_url: "redis://127.0.0.1:6390".into(),
             redis: None,
             ready_timeout: Duration::from_secs(1),

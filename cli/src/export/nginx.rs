@@ -35,6 +35,17 @@ pub struct RenderOptions {
     pub listen: String,
     /// The date in the header.
     pub generated_at: SystemTime,
+    /// Also serve the host over TLS with these files (a second server block).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A TLS server block's certificate (chain) and key, as paths nginx reads.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// The `listen` parameter of the TLS block: `443`, `127.0.0.1:8443`...
+    pub listen: String,
 }
 
 impl Default for RenderOptions {
@@ -42,6 +53,7 @@ impl Default for RenderOptions {
         RenderOptions {
             listen: "80".into(),
             generated_at: SystemTime::now(),
+            tls: None,
         }
     }
 }
@@ -184,10 +196,50 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> String {
         out.push_str("}\n");
     }
 
+    server_block(&mut out, plan, &variables, &external, &options.listen, None);
+    if let Some(tls) = &options.tls {
+        server_block(
+            &mut out,
+            plan,
+            &variables,
+            &external,
+            &tls.listen,
+            Some(tls),
+        );
+    }
+    out
+}
+
+/// One `server` block for the alias's host: plain, or TLS with HTTP/2 (as stack's HTTPS port
+/// serves it), the same routing either way.
+fn server_block(
+    out: &mut String,
+    plan: &Plan,
+    variables: &[String],
+    external: &[(&super::plan::Upstream, &String)],
+    listen: &str,
+    tls: Option<&TlsFiles>,
+) {
+    let host = &plan.aliases[0].host;
     out.push_str("\nserver {\n");
-    out.push_str("    # The alias's host: put the production name (and TLS) here.\n");
-    line(&mut out, format_args!("    listen {};", options.listen));
-    line(&mut out, format_args!("    server_name {host};"));
+    match tls {
+        None => {
+            out.push_str("    # The alias's host: put the production name (and TLS) here.\n");
+            line(out, format_args!("    listen {listen};"));
+        }
+        Some(tls) => {
+            out.push_str(
+                "    # The alias's host over TLS, with HTTP/2 as `stack up --https-port` serves it.\n",
+            );
+            line(out, format_args!("    listen {listen} ssl http2;"));
+            let certificate = quote(&tls.certificate.display().to_string());
+            line(out, format_args!("    ssl_certificate {certificate};"));
+            let key = quote(&tls.key.display().to_string());
+            line(out, format_args!("    ssl_certificate_key {key};"));
+            out.push_str("    ssl_protocols TLSv1.2 TLSv1.3;\n");
+        }
+    }
+    line(out, format_args!("    server_name {host};"));
     out.push_str(
         "    # `//login` is `/login`, as stack matches it.\n\
          \x20   merge_slashes on;\n\
@@ -206,22 +258,19 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> String {
          \x20   location / {\n",
     );
     line(
-        &mut out,
+        out,
         format_args!("        if (${} = \"\") {{", variables[0]),
     );
-    line(&mut out, format_args!("            return 404 '{{\"error\":\"no_route\",\"message\":\"no rule of `{host}` matches this request\"}}';"));
+    line(out, format_args!("            return 404 '{{\"error\":\"no_route\",\"message\":\"no rule of `{host}` matches this request\"}}';"));
     out.push_str("        }\n");
-    line(
-        &mut out,
-        format_args!("        proxy_pass ${};", variables[0]),
-    );
+    line(out, format_args!("        proxy_pass ${};", variables[0]));
     let host_header = if external.is_empty() {
         "$proxy_host"
     } else {
         "$stack_upstream_host"
     };
     line(
-        &mut out,
+        out,
         format_args!("        proxy_set_header Host {host_header};"),
     );
     out.push_str(
@@ -239,7 +288,6 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> String {
         out.push_str("        proxy_ssl_server_name on;\n");
     }
     out.push_str("    }\n}\n");
-    out
 }
 
 fn line(out: &mut String, args: std::fmt::Arguments<'_>) {

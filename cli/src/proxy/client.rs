@@ -691,6 +691,7 @@ pub(super) fn test_head<'a>(
     static FORWARDING: Forwarding<'static> = Forwarding {
         client_ip: &TEST_CLIENT_IP,
         requested_host: None,
+        proto: b"http",
     };
     RequestHead {
         method,

@@ -100,6 +100,8 @@ pub struct Forwarding<'a> {
     pub client_ip: &'a HeaderValue,
     /// The `Host` the client asked for.
     pub requested_host: Option<&'a HeaderValue>,
+    /// How it came: `http` or `https` (whatever `X-Forwarded-Proto` it sent is replaced).
+    pub proto: &'static [u8],
 }
 
 /// Writes a request's headers as they go upstream (`name: value` lines): the client's own,
@@ -141,7 +143,7 @@ pub fn push_request_headers(buf: &mut Vec<u8>, headers: &HeaderMap, forwarding: 
     if let Some(host) = forwarding.requested_host {
         push_header(buf, X_FORWARDED_HOST.as_str(), host.as_bytes());
     }
-    push_header(buf, X_FORWARDED_PROTO.as_str(), b"http");
+    push_header(buf, X_FORWARDED_PROTO.as_str(), forwarding.proto);
     push_header(buf, X_REAL_IP.as_str(), forwarding.client_ip.as_bytes());
 }
 
@@ -250,6 +252,7 @@ mod tests {
         let forwarding = Forwarding {
             client_ip: &HeaderValue::from_static("127.0.0.1"),
             requested_host: host.as_ref(),
+            proto: b"http",
         };
         push_request_headers(&mut buf, &map, &forwarding);
         assert_eq!(
@@ -260,5 +263,20 @@ mod tests {
              x-forwarded-proto: http\r\n\
              x-real-ip: 127.0.0.1\r\n"
         );
+    }
+
+    #[test]
+    fn a_tls_client_is_forwarded_as_https_whatever_it_claims() {
+        let map = headers(&[("x-forwarded-proto", "http"), ("host", "app.localhost")]);
+        let mut buf = Vec::new();
+        let forwarding = Forwarding {
+            client_ip: &HeaderValue::from_static("127.0.0.1"),
+            requested_host: None,
+            proto: b"https",
+        };
+        push_request_headers(&mut buf, &map, &forwarding);
+        let head = String::from_utf8(buf).unwrap();
+        assert_eq!(head.matches("x-forwarded-proto").count(), 1, "{head}");
+        assert!(head.contains("x-forwarded-proto: https\r\n"), "{head}");
     }
 }

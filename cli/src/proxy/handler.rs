@@ -45,13 +45,29 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// The client's IP as a header value, for `X-Forwarded-For` and `X-Real-IP`.
     pub ip_header: HeaderValue,
+    /// `X-Forwarded-Proto`: `http`, or `https` on the TLS port.
+    pub proto: &'static [u8],
 }
 
 impl Peer {
+    /// A client of the plain port.
     pub fn new(addr: SocketAddr) -> Self {
+        Self::with_proto(addr, b"http")
+    }
+
+    /// A client of the TLS port.
+    pub fn tls(addr: SocketAddr) -> Self {
+        Self::with_proto(addr, b"https")
+    }
+
+    fn with_proto(addr: SocketAddr, proto: &'static [u8]) -> Self {
         let ip_header = HeaderValue::from_str(&addr.ip().to_string())
             .expect("an IP address is a valid header value");
-        Self { addr, ip_header }
+        Self {
+            addr,
+            ip_header,
+            proto,
+        }
     }
 }
 
@@ -103,6 +119,9 @@ async fn proxy(
     head: &mut Parts,
     mut body: Incoming,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    if head.version == http::Version::HTTP_2 {
+        host::authority_as_host(&head.uri, &mut head.headers);
+    }
     let requested_host = host::check_request(&head.method, head.version, &head.headers)?;
     if let Some(length) = keep_one_content_length(&mut head.headers) {
         if let Some(limit) = shared.config.max_body_size.filter(|limit| length > *limit) {
@@ -119,6 +138,7 @@ async fn proxy(
     let forwarding = forward::Forwarding {
         client_ip: &client.ip_header,
         requested_host: requested_host.as_ref(),
+        proto: client.proto,
     };
     if let Some(protocol) = &upgrade_protocol {
         forward::set_upgrade(&mut head.headers, protocol.clone());

@@ -47,6 +47,20 @@ pub fn check_request(
     }
 }
 
+/// An HTTP/2 request names its host in `:authority` (the URI), not in `Host`: put it there,
+/// so routing and `X-Forwarded-Host` see what an HTTP/1.1 request would carry. A `Host` the
+/// client sent as well wins (RFC 9113 8.3.1 says they must agree).
+pub fn authority_as_host(uri: &Uri, headers: &mut HeaderMap) {
+    if headers.contains_key(HOST) {
+        return;
+    }
+    if let Some(authority) = uri.authority() {
+        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(HOST, value);
+        }
+    }
+}
+
 /// The path (normalised as the rules match it) and the query, unchanged, as the upstream
 /// will receive them.
 pub fn normalized_path_and_query(uri: &Uri) -> Result<PathAndQuery, ProxyError> {

@@ -104,7 +104,7 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
-use server::Connections;
+use server::{Connections, HandedOver};
 
 pub use error::ProxyError;
 pub use limits::ProxyConfig;
@@ -124,25 +124,42 @@ pub async fn run(
         Connections::Listener(listener),
         routing,
         ProxyConfig::default(),
+        None,
         shutdown,
     )
     .await;
 }
 
+/// The TLS port of [`run_on_threads`]: its socket and the rustls configuration (certificates
+/// per SNI name, ALPN `h2` and `http/1.1`) it is served with.
+pub struct TlsListener {
+    pub listener: std::net::TcpListener,
+    pub config: std::sync::Arc<rustls::ServerConfig>,
+}
+
 /// Runs the proxy on `n_threads` threads, each with its own single-threaded tokio runtime
 /// and upstream pool (nginx's worker model), and one more thread that accepts on `listener`
-/// and deals connections out in turn. On a loaded machine this costs 15-20% less CPU per
-/// request than one multi-threaded runtime, because a request never wakes another thread
+/// (and on `tls`'s, whose clients get HTTPS with HTTP/2 or HTTP/1.1, the same routes) and deals
+/// connections out in turn. On a loaded machine this costs 15-20% less CPU per request than
+/// one multi-threaded runtime, because a request never wakes another thread
 /// (`bench/RESULTS.md`, issue 4). Returns once every thread has stopped after `shutdown` is
 /// cancelled.
 pub fn run_on_threads(
     listener: std::net::TcpListener,
+    tls: Option<TlsListener>,
     routing: Routing,
     config: ProxyConfig,
     n_threads: usize,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    let (tls_listener, tls_config) = match tls {
+        Some(TlsListener { listener, config }) => {
+            listener.set_nonblocking(true)?;
+            (Some(listener), Some(config))
+        }
+        None => (None, None),
+    };
     let mut threads = Vec::new();
     let mut workers = Vec::new();
     for n in 0..n_threads.max(1) {
@@ -150,6 +167,7 @@ pub fn run_on_threads(
         workers.push(handed_over);
         let routing = routing.clone();
         let config = config.clone();
+        let tls_config = tls_config.clone();
         let shutdown = shutdown.clone();
         let thread = std::thread::Builder::new()
             .name(format!("proxy-{n}"))
@@ -158,6 +176,7 @@ pub fn run_on_threads(
                     Connections::HandedOver(connections),
                     routing,
                     config,
+                    tls_config,
                     shutdown.cancelled_owned(),
                 ));
                 Ok(())
@@ -172,8 +191,9 @@ pub fn run_on_threads(
         .spawn(move || -> std::io::Result<()> {
             current_thread_runtime()?.block_on(async move {
                 let listener = TcpListener::from_std(listener)?;
-                tracing::info!(addr = ?listener.local_addr().ok(), threads = workers.len(), "proxy accepting");
-                deal_out(listener, workers, shutdown).await;
+                let tls_listener = tls_listener.map(TcpListener::from_std).transpose()?;
+                tracing::info!(addr = ?listener.local_addr().ok(), tls_addr = ?tls_listener.as_ref().and_then(|tls| tls.local_addr().ok()), threads = workers.len(), "proxy accepting");
+                deal_out(listener, tls_listener, workers, shutdown).await;
                 Ok(())
             })
         })?;
@@ -195,19 +215,28 @@ fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Accepts on `listener` until `shutdown`, handing each connection to the next worker in turn.
+/// Accepts on `listener` (and `tls_listener`) until `shutdown`, handing each connection to the
+/// next worker in turn.
 async fn deal_out(
     listener: TcpListener,
-    workers: Vec<tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, std::net::SocketAddr)>>,
+    tls_listener: Option<TcpListener>,
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<HandedOver>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut next = 0;
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (accepted, tls) = tokio::select! {
+            accepted = listener.accept() => (accepted, false),
+            accepted = accept_on(tls_listener.as_ref()) => (accepted, true),
             () = shutdown.cancelled() => return,
         };
-        let handed_over = accepted.and_then(|(stream, addr)| Ok((stream.into_std()?, addr)));
+        let handed_over = accepted.and_then(|(stream, addr)| {
+            Ok(HandedOver {
+                stream: stream.into_std()?,
+                addr,
+                tls,
+            })
+        });
         match handed_over {
             Ok(connection) => {
                 // A worker that is gone has stopped: its connection is dropped (closed).
@@ -223,6 +252,16 @@ async fn deal_out(
     }
 }
 
+/// The next connection on `listener`; never, without one.
+async fn accept_on(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// [`run`] with explicit timeouts and limits.
 pub async fn run_with_config(
     listener: TcpListener,
@@ -230,5 +269,12 @@ pub async fn run_with_config(
     config: ProxyConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    server::serve(Connections::Listener(listener), routing, config, shutdown).await;
+    server::serve(
+        Connections::Listener(listener),
+        routing,
+        config,
+        None,
+        shutdown,
+    )
+    .await;
 }

@@ -1,22 +1,26 @@
-//! The accept loop: one hyper HTTP/1.1 connection per client, with the header caps applied,
-//! the server's watchdog for the header and idle timeouts, and a graceful shutdown.
+//! The accept loop: one hyper HTTP/1.1 connection per plain client, HTTP/2 or HTTP/1.1 (by
+//! ALPN) per TLS client, with the header caps applied, the server's watchdog for the header and
+//! idle timeouts, and a graceful shutdown.
 //!
-//! Owns client connections and their lifetime. hyper-util's `server_graceful` example is the
-//! template: an accept error is logged and the loop goes on; on shutdown the listener is
-//! dropped at once, in-flight requests get `shutdown_grace` to finish, then everything left is
-//! cut. It never looks inside a request (that is `handler`).
+//! Owns client connections and their lifetime, the TLS handshake included (bounded by the
+//! header timeout: the watchdog counts it as waiting for the first head). hyper-util's
+//! `server_graceful` example is the template: an accept error is logged and the loop goes on;
+//! on shutdown the listener is dropped at once, in-flight requests get `shutdown_grace` to
+//! finish, then everything left is cut. It never looks inside a request (that is `handler`).
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use http::Version;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,9 +30,17 @@ use super::handler::{self, Shared};
 use super::limits::ProxyConfig;
 use super::pool::Pool;
 use super::routing::Routing;
-use super::watchdog::{Activity, Limits, Verdict, Watchdog, WatchedIo};
+use super::watchdog::{Activity, Cut, Limits, Verdict, Watchdog, WatchedIo};
 
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
+/// A client connection handed from the accepting thread to a worker.
+pub struct HandedOver {
+    pub stream: std::net::TcpStream,
+    pub addr: SocketAddr,
+    /// Accepted on the TLS port.
+    pub tls: bool,
+}
 
 /// Where a proxy's client connections come from.
 pub enum Connections {
@@ -36,17 +48,23 @@ pub enum Connections {
     Listener(TcpListener),
     /// Accepted by another thread and handed over ([`super::run_on_threads`] deals them out
     /// in turn, so every thread serves as many connections).
-    HandedOver(mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>),
+    HandedOver(mpsc::UnboundedReceiver<HandedOver>),
 }
 
 impl Connections {
     /// The next client connection; `None` once no more will come.
-    async fn next(&mut self) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+    /// The next client connection and whether it is a TLS one; `None` once no more will come.
+    async fn next(&mut self) -> Option<io::Result<(TcpStream, SocketAddr, bool)>> {
         match self {
-            Self::Listener(listener) => Some(listener.accept().await),
+            Self::Listener(listener) => Some(
+                listener
+                    .accept()
+                    .await
+                    .map(|(stream, addr)| (stream, addr, false)),
+            ),
             Self::HandedOver(handed_over) => {
-                let (stream, addr) = handed_over.recv().await?;
-                Some(TcpStream::from_std(stream).map(|stream| (stream, addr)))
+                let HandedOver { stream, addr, tls } = handed_over.recv().await?;
+                Some(TcpStream::from_std(stream).map(|stream| (stream, addr, tls)))
             }
         }
     }
@@ -59,11 +77,13 @@ impl Connections {
     }
 }
 
-/// Serves `connections` until `shutdown` completes, then shuts down gracefully.
+/// Serves `connections` until `shutdown` completes, then shuts down gracefully. Connections
+/// handed over as TLS ones are served with `tls` (and closed at once without it).
 pub async fn serve(
     mut incoming: Connections,
     routing: Routing,
     config: ProxyConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let shared = Arc::new(Shared {
@@ -83,6 +103,7 @@ pub async fn serve(
     if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         http.max_headers(config.max_headers);
     }
+    let secure = tls.map(|tls| Secure::new(tls, &config));
     // Connections are tracked, and told to finish up through the watchdog (hyper-util's
     // GracefulShutdown does the same, but does not take hyper's upgradeable http1 connection).
     let connections = TaskTracker::new();
@@ -99,7 +120,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = incoming.next(), if open => {
-                let (stream, client_addr) = match accepted {
+                let (stream, client_addr, is_tls) = match accepted {
                     Some(Ok(accepted)) => accepted,
                     // The acceptor stopped: serve what is here until the shutdown.
                     None => {
@@ -118,6 +139,15 @@ pub async fn serve(
                 }
                 let activity = Arc::new(Activity::new());
                 watchdog.watch(Arc::clone(&activity));
+                if is_tls {
+                    let Some(secure) = &secure else {
+                        activity.close();
+                        continue;
+                    };
+                    let io = WatchedIo::new(stream, Arc::clone(&activity));
+                    connections.spawn(secure.serve(io, client_addr, activity, Arc::clone(&shared)));
+                    continue;
+                }
                 let io = TokioIo::new(WatchedIo::new(stream, Arc::clone(&activity)));
                 let request_shared = Arc::clone(&shared);
                 let client = Arc::new(handler::Peer::new(client_addr));
@@ -132,35 +162,15 @@ pub async fn serve(
                 });
                 let connection = http.serve_connection(io, service).with_upgrades();
                 connections.spawn(async move {
-                    let mut connection = pin!(connection);
-                    let mut stopping = false;
                     // The connection, and what the watchdog says about it: one atomic read per
-                    // poll, no timer or shutdown future of its own.
-                    let served = poll_fn(|cx| {
-                        match activity.poll_verdict(cx) {
-                            Verdict::GoOn => {}
-                            Verdict::Stop => {
-                                if !stopping {
-                                    // Finish the request in flight (if any), then close.
-                                    stopping = true;
-                                    connection.as_mut().graceful_shutdown();
-                                }
-                            }
-                            Verdict::Cut(cut) => return Poll::Ready(Err(cut)),
-                        }
-                        connection.as_mut().poll(cx).map(Ok)
+                    // poll, no timer or shutdown future of its own. On a stop it finishes the
+                    // request in flight (if any), then closes.
+                    let served = watched(&activity, pin!(connection), |connection| {
+                        connection.graceful_shutdown();
                     })
                     .await;
                     activity.close();
-                    match served {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => {
-                            tracing::debug!(client = %client_addr, %error, "client connection ended with an error");
-                        }
-                        Err(cut) => {
-                            tracing::debug!(client = %client_addr, reason = cut.reason(), "client connection closed");
-                        }
-                    }
+                    log_end(client_addr, served);
                 });
             }
             () = &mut shutdown => break,
@@ -182,4 +192,114 @@ pub async fn serve(
     shared.cut_off.cancel();
     shared.tunnels.wait().await;
     tracing::info!(addr = ?local_addr, "proxy stopped");
+}
+
+/// How a connection's task ended, in the log.
+fn log_end<E: std::fmt::Display>(client_addr: SocketAddr, served: Result<Result<(), E>, Cut>) {
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::debug!(client = %client_addr, %error, "client connection ended with an error");
+        }
+        Err(cut) => {
+            tracing::debug!(client = %client_addr, reason = cut.reason(), "client connection closed");
+        }
+    }
+}
+
+/// Polls `future` under the watchdog's `activity`: a cut ends it (`Err`), a stop calls
+/// `on_stop` once (which may ask it to finish up), else it runs to its end.
+async fn watched<F: Future>(
+    activity: &Activity,
+    mut future: Pin<&mut F>,
+    mut on_stop: impl FnMut(Pin<&mut F>),
+) -> Result<F::Output, Cut> {
+    let mut stopping = false;
+    poll_fn(|cx| {
+        match activity.poll_verdict(cx) {
+            Verdict::GoOn => {}
+            Verdict::Stop => {
+                if !stopping {
+                    stopping = true;
+                    on_stop(future.as_mut());
+                }
+            }
+            Verdict::Cut(cut) => return Poll::Ready(Err(cut)),
+        }
+        future.as_mut().poll(cx).map(Ok)
+    })
+    .await
+}
+
+/// The TLS side of a server: the handshake, then HTTP/2 or HTTP/1.1 as ALPN chose.
+struct Secure {
+    acceptor: tokio_rustls::TlsAcceptor,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    response_timeout: Duration,
+}
+
+impl Secure {
+    fn new(tls: Arc<rustls::ServerConfig>, config: &ProxyConfig) -> Self {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .keep_alive(true)
+            .max_buf_size(config.max_header_size.max(8192));
+        if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+            http.http1().max_headers(config.max_headers);
+        }
+        http.http2()
+            .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX));
+        Self {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls),
+            http: Arc::new(http),
+            response_timeout: config.response_timeout,
+        }
+    }
+
+    /// One TLS client connection, start to end. The handshake counts as the wait for the first
+    /// request head, so one that dribbles is cut at the header timeout.
+    fn serve(
+        &self,
+        io: WatchedIo,
+        client_addr: SocketAddr,
+        activity: Arc<Activity>,
+        shared: Arc<Shared>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let accept = self.acceptor.accept(io);
+        let http = Arc::clone(&self.http);
+        let response_timeout = self.response_timeout;
+        async move {
+            let handshake = watched(&activity, pin!(accept), |_| {}).await;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(client = %client_addr, %error, "TLS handshake failed");
+                    activity.close();
+                    return;
+                }
+                Err(cut) => {
+                    tracing::debug!(client = %client_addr, reason = cut.reason(), "TLS handshake cut off");
+                    activity.close();
+                    return;
+                }
+            };
+            let client = Arc::new(handler::Peer::tls(client_addr));
+            let request_activity = Arc::clone(&activity);
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let exchange = if request.version() == Version::HTTP_2 {
+                    request_activity.stream_started(response_timeout)
+                } else {
+                    request_activity.request_started()
+                };
+                handler::handle(Arc::clone(&shared), Arc::clone(&client), exchange, request)
+            });
+            let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let served = watched(&activity, pin!(connection), |connection| {
+                connection.graceful_shutdown();
+            })
+            .await;
+            activity.close();
+            log_end(client_addr, served);
+        }
+    }
 }

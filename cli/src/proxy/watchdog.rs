@@ -136,6 +136,18 @@ impl Activity {
         self.n_started.fetch_add(1, Ordering::Relaxed);
         Exchange {
             activity: Arc::clone(self),
+            own_timer: None,
+        }
+    }
+
+    /// [`Activity::request_started`] for one HTTP/2 stream of many on the connection: its
+    /// wait for the upstream has a timer of its own (`response_timeout`), since the sweep
+    /// follows one upstream wait per connection.
+    pub fn stream_started(self: &Arc<Self>, response_timeout: Duration) -> Exchange {
+        self.n_started.fetch_add(1, Ordering::Relaxed);
+        Exchange {
+            activity: Arc::clone(self),
+            own_timer: Some(response_timeout),
         }
     }
 
@@ -349,6 +361,8 @@ async fn sweep_until_dropped(watchdog: Weak<Watchdog>) {
 /// the handler's future is dropped), which ends it.
 pub struct Exchange {
     activity: Arc<Activity>,
+    /// An HTTP/2 stream's response timeout, timed by itself (`None`: the sweep's).
+    own_timer: Option<Duration>,
 }
 
 impl Exchange {
@@ -357,6 +371,9 @@ impl Exchange {
     /// pinned by the caller: taken by value, it would be stored twice in this future's state
     /// and copied on every request.
     pub async fn upstream_response<F: Future>(&self, mut sent: Pin<&mut F>) -> Option<F::Output> {
+        if let Some(limit) = self.own_timer {
+            return tokio::time::timeout(limit, sent).await.ok();
+        }
         let activity = &*self.activity;
         let attempt = activity.n_sent.fetch_add(1, Ordering::Relaxed) + 1;
         // Ends the attempt however the wait ends, dropped future included.

@@ -56,6 +56,9 @@ pub struct State {
     /// The proxy's port at the last `stack up`, for the URLs shown while none runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_port: Option<u16>,
+    /// The proxy's HTTPS port at the last `stack up` (`None`: it served none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_port: Option<u16>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }

@@ -123,6 +123,8 @@ pub fn require(tool: &str) {
         "node" => "install Node.js 20 (sudo apt-get install nodejs npm)",
         "npm" => "install npm (sudo apt-get install npm)",
         "prlimit" => "install util-linux (sudo apt-get install util-linux)",
+        "certutil" => "install NSS's tools (sudo apt-get install libnss3-tools)",
+        "chromium" => "install Chromium (sudo apt-get install chromium)",
         other => panic!("no install hint for `{other}`: add one to support::require"),
     };
     let found = std::env::var_os("PATH")

@@ -18,6 +18,8 @@ pub struct Project {
     pub target_dir: Option<PathBuf>,
     /// Variables set for every `stack` command of this project, over a cleaned environment.
     pub env: BTreeMap<String, String>,
+    /// `STACK_HOME` of its commands (the local CA), never the real one.
+    pub stack_home: tempfile::TempDir,
 }
 
 /// What a short `stack` command did. The project's directory reads `[DIR]` in its output, so
@@ -43,6 +45,7 @@ impl Project {
             dir: tempfile::tempdir().expect("a temp dir"),
             target_dir: None,
             env: BTreeMap::new(),
+            stack_home: tempfile::tempdir().expect("a temp dir"),
         }
     }
 
@@ -114,6 +117,13 @@ impl Project {
             .env_remove("CLICOLOR_FORCE")
             .env_remove("SESSION_SECRET")
             .env_remove("REDIS_SESSION_URL")
+            // The local CA in a temp dir, HTTPS on a free port: never the real home, never a
+            // port another test holds. No trust store is ever touched.
+            .env("STACK_HOME", self.stack_home.path())
+            .env("STACK_HTTPS_PORT", "0")
+            .env("STACK_TRUST_SYSTEM_DIR", "")
+            .env("STACK_TRUST_NSS_DBS", "")
+            .env("STACK_TRUST_UPDATE_COMMAND", "")
             .envs(
                 self.target_dir
                     .iter()

@@ -1,5 +1,10 @@
 //! A session service's configuration from the environment: `HOST`, `PORT`, `REDIS_SESSION_URL`,
-//! `REDIS_TLS_CA_FILE` and `SESSION_SECRET`.
+//! `REDIS_TLS_CA_FILE`, `SESSION_SECRET`, `SESSION_COOKIE_SECURE` and `SESSION_COOKIE_SAMESITE`.
+//!
+//! `SESSION_COOKIE_SECURE` is express-session's `cookie.secure`: `auto` (the demo's default:
+//! `Secure` when the request came over HTTPS through a proxy on loopback, as stack's proxy
+//! says with `X-Forwarded-Proto`), `true` or `false`. `SESSION_COOKIE_SAMESITE` is `lax`,
+//! `strict` or `none`; unset, the cookie has no `SameSite` attribute, as express-session's.
 //!
 //! `REDIS_SESSION_URL=rediss://...` connects over TLS, verifying the server against the bundled
 //! webpki roots; `REDIS_TLS_CA_FILE=/path/ca.pem` trusts that PEM file's CA certificates instead
@@ -10,7 +15,7 @@
 //! to do. It never shows a secret: errors name variables, never their values (a bad Redis URL is
 //! described, not echoed).
 
-use crate::cookie::{Secrets, SecretsError};
+use crate::cookie::{CookieOptions, CookieSecure, SameSite, Secrets, SecretsError};
 use crate::redis_url::{load_tls_ca_file, RedisUrl, RedisUrlError, TlsCaError, DEFAULT_URL};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -31,6 +36,10 @@ pub enum ConfigError {
     BadPort { value: String },
     #[error("`HOST` is `{value}`, not an IP address")]
     BadHost { value: String },
+    #[error("`SESSION_COOKIE_SECURE` is `{value}`, not `auto`, `true` or `false`")]
+    BadCookieSecure { value: String },
+    #[error("`SESSION_COOKIE_SAMESITE` is `{value}`, not `lax`, `strict` or `none`")]
+    BadSameSite { value: String },
 }
 
 impl ConfigError {
@@ -51,6 +60,8 @@ impl ConfigError {
             }
             Self::BadPort { .. } => "Set PORT to a number from 0 to 65535, or unset it.",
             Self::BadHost { .. } => "Set HOST to an IP address such as 127.0.0.1 or 0.0.0.0, or unset it.",
+            Self::BadCookieSecure { .. } => "Set SESSION_COOKIE_SECURE to `auto` (Secure over HTTPS), `true` or `false`, or unset it for `auto`.",
+            Self::BadSameSite { .. } => "Set SESSION_COOKIE_SAMESITE to `lax`, `strict` or `none`, or unset it for no SameSite attribute.",
         }
     }
 }
@@ -61,6 +72,7 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     pub redis_url: RedisUrl,
     pub secrets: Secrets,
+    pub cookie: CookieOptions,
 }
 
 impl ServiceConfig {
@@ -102,10 +114,28 @@ impl ServiceConfig {
                 .map_err(|_| ConfigError::BadHost { value })?,
             None => IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
+        let secure = match lookup("SESSION_COOKIE_SECURE").filter(|value| !value.trim().is_empty())
+        {
+            Some(value) => {
+                CookieSecure::parse(&value).ok_or(ConfigError::BadCookieSecure { value })?
+            }
+            None => CookieSecure::Auto,
+        };
+        let same_site = match lookup("SESSION_COOKIE_SAMESITE")
+            .filter(|value| !value.trim().is_empty())
+        {
+            Some(value) => Some(SameSite::parse(&value).ok_or(ConfigError::BadSameSite { value })?),
+            None => None,
+        };
         Ok(Self {
             listen: SocketAddr::new(host, port),
             redis_url,
             secrets,
+            cookie: CookieOptions {
+                secure,
+                same_site,
+                ..CookieOptions::default()
+            },
         })
     }
 }
@@ -145,6 +175,34 @@ mod tests {
         .expect("rediss:// is accepted");
         assert!(tls.redis_url.is_tls());
         assert_eq!(tls.redis_url.to_string(), "rediss://:***@cache:6380/2");
+    }
+
+    #[test]
+    fn the_cookie_is_secure_over_https_by_default_and_as_asked() {
+        let defaults = config(&[("SESSION_SECRET", "s")]).unwrap();
+        assert_eq!(defaults.cookie.secure, CookieSecure::Auto);
+        assert_eq!(defaults.cookie.same_site, None);
+        let set = config(&[
+            ("SESSION_SECRET", "s"),
+            ("SESSION_COOKIE_SECURE", "false"),
+            ("SESSION_COOKIE_SAMESITE", "Lax"),
+        ])
+        .unwrap();
+        assert_eq!(set.cookie.secure, CookieSecure::Never);
+        assert_eq!(set.cookie.same_site, Some(SameSite::Lax));
+        for (vars, message) in [
+            (
+                ("SESSION_COOKIE_SECURE", "yes"),
+                "`SESSION_COOKIE_SECURE` is `yes`, not `auto`, `true` or `false`",
+            ),
+            (
+                ("SESSION_COOKIE_SAMESITE", "loose"),
+                "`SESSION_COOKIE_SAMESITE` is `loose`, not `lax`, `strict` or `none`",
+            ),
+        ] {
+            let error = config(&[("SESSION_SECRET", "s"), vars]).unwrap_err();
+            assert_eq!(error.to_string(), message);
+        }
     }
 
     /// A file that exists everywhere the tests run and is not PEM.

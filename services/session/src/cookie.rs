@@ -181,13 +181,50 @@ pub enum SameSite {
     None,
 }
 
+/// express-session's `cookie.secure`: `false`, `true`, or `'auto'`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieSecure {
+    /// Never `Secure` (express-session's default).
+    Never,
+    /// Always `Secure`: browsers send it back over HTTPS only.
+    Always,
+    /// `Secure` when the request came over HTTPS, as a trusted proxy says
+    /// (`X-Forwarded-Proto: https` from a loopback peer), as express-session with
+    /// `trust proxy` does.
+    Auto,
+}
+
+impl CookieSecure {
+    /// `SESSION_COOKIE_SECURE`'s value: `auto`, `true` or `false` (any case); `None` otherwise.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Self::Auto),
+            "true" => Some(Self::Always),
+            "false" => Some(Self::Never),
+            _ => None,
+        }
+    }
+}
+
+impl SameSite {
+    /// `SESSION_COOKIE_SAMESITE`'s value: `lax`, `strict` or `none` (any case).
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "lax" => Some(Self::Lax),
+            "strict" => Some(Self::Strict),
+            "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+}
+
 /// Attributes of the session cookie. The default is express-session's: `Path=/; HttpOnly`,
 /// no `Expires` (a browser-session cookie), no `Secure`, no `SameSite`.
 #[derive(Debug, Clone)]
 pub struct CookieOptions {
     pub path: String,
     pub http_only: bool,
-    pub secure: bool,
+    pub secure: CookieSecure,
     pub same_site: Option<SameSite>,
 }
 
@@ -196,17 +233,32 @@ impl Default for CookieOptions {
         Self {
             path: "/".to_owned(),
             http_only: true,
-            secure: false,
+            secure: CookieSecure::Never,
             same_site: None,
         }
     }
 }
 
 impl CookieOptions {
-    /// The `cookie` object stored with a new session, as express-session serialises it.
+    /// Whether the cookie of a request that came over HTTPS (`over_https`) is `Secure`.
+    pub fn is_secure(&self, over_https: bool) -> bool {
+        match self.secure {
+            CookieSecure::Never => false,
+            CookieSecure::Always => true,
+            CookieSecure::Auto => over_https,
+        }
+    }
+
+    /// The `cookie` object stored with a new session, as express-session serialises it (for a
+    /// request over plain HTTP when `secure` is `auto`).
     pub fn stored_json(&self) -> String {
+        self.stored_json_for(self.is_secure(false))
+    }
+
+    /// [`CookieOptions::stored_json`] with `secure` decided for the request.
+    pub fn stored_json_for(&self, secure: bool) -> String {
         let mut json = r#"{"originalMaxAge":null,"expires":null,"#.to_owned();
-        if self.secure {
+        if secure {
             json.push_str(r#""secure":true,"#);
         }
         json.push_str(&format!(
@@ -226,8 +278,14 @@ impl CookieOptions {
         json
     }
 
-    /// The `Set-Cookie` header value for a session id.
+    /// The `Set-Cookie` header value for a session id (for a request over plain HTTP when
+    /// `secure` is `auto`).
     pub fn set_cookie(&self, secrets: &Secrets, id: &str) -> String {
+        self.set_cookie_for(secrets, id, self.is_secure(false))
+    }
+
+    /// [`CookieOptions::set_cookie`] with `secure` decided for the request.
+    pub fn set_cookie_for(&self, secrets: &Secrets, id: &str, secure: bool) -> String {
         let mut header = format!(
             "{COOKIE_NAME}={}; Path={}",
             encode_uri_component(&secrets.sign(id)),
@@ -236,7 +294,7 @@ impl CookieOptions {
         if self.http_only {
             header.push_str("; HttpOnly");
         }
-        if self.secure {
+        if secure {
             header.push_str("; Secure");
         }
         match self.same_site {
@@ -386,7 +444,7 @@ mod tests {
             r#"{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}"#
         );
         let strict = CookieOptions {
-            secure: true,
+            secure: CookieSecure::Always,
             same_site: Some(SameSite::Lax),
             ..CookieOptions::default()
         };
@@ -397,5 +455,40 @@ mod tests {
         assert!(strict
             .set_cookie(&Secrets::new(["s"]), "id")
             .ends_with("; Path=/; HttpOnly; Secure; SameSite=Lax"));
+    }
+
+    #[test]
+    fn auto_is_secure_over_https_only_as_express_session_is() {
+        let auto = CookieOptions {
+            secure: CookieSecure::Auto,
+            ..CookieOptions::default()
+        };
+        let secrets = Secrets::new(["s"]);
+        assert!(auto
+            .set_cookie_for(&secrets, "id", auto.is_secure(true))
+            .ends_with("; HttpOnly; Secure"));
+        assert!(auto
+            .set_cookie_for(&secrets, "id", auto.is_secure(false))
+            .ends_with("; HttpOnly"));
+        assert!(auto
+            .stored_json_for(auto.is_secure(true))
+            .contains(r#""secure":true"#));
+        assert!(!auto.stored_json().contains("secure"));
+        for (value, parsed) in [
+            ("auto", Some(CookieSecure::Auto)),
+            ("TRUE", Some(CookieSecure::Always)),
+            ("false", Some(CookieSecure::Never)),
+            ("yes", None),
+        ] {
+            assert_eq!(CookieSecure::parse(value), parsed, "{value}");
+        }
+        for (value, parsed) in [
+            ("lax", Some(SameSite::Lax)),
+            ("Strict", Some(SameSite::Strict)),
+            ("none", Some(SameSite::None)),
+            ("", None),
+        ] {
+            assert_eq!(SameSite::parse(value), parsed, "{value}");
+        }
     }
 }

@@ -24,8 +24,10 @@ pub struct Sessions {
     store: RedisStore,
     secrets: Secrets,
     cookie: CookieOptions,
-    /// `cookie.stored_json()`, rendered once: every new session starts with it.
+    /// `cookie.stored_json_for(..)`, rendered once for a plain and for a `Secure` cookie: every
+    /// new session starts with one of them.
     new_session_cookie: Arc<str>,
+    new_secure_session_cookie: Arc<str>,
     locks: Arc<SessionLocks>,
 }
 
@@ -34,7 +36,8 @@ impl Sessions {
         Self {
             store,
             secrets,
-            new_session_cookie: cookie.stored_json().into(),
+            new_session_cookie: cookie.stored_json_for(false).into(),
+            new_secure_session_cookie: cookie.stored_json_for(true).into(),
             cookie,
             locks: Arc::default(),
         }
@@ -58,13 +61,39 @@ impl Sessions {
     /// A `Session` for a request with these headers (the middleware's job; public for tests
     /// and for services that want no middleware).
     pub fn session_for(&self, headers: &http::HeaderMap) -> Session {
+        self.session_with_cookie(headers, false)
+    }
+
+    fn session_with_cookie(&self, headers: &http::HeaderMap, secure: bool) -> Session {
+        let new_session_cookie = if secure {
+            &self.new_secure_session_cookie
+        } else {
+            &self.new_session_cookie
+        };
         Session::new(
             self.store.clone(),
             Arc::clone(&self.locks),
-            Arc::clone(&self.new_session_cookie),
+            Arc::clone(new_session_cookie),
             self.verified_id(headers),
         )
     }
+}
+
+/// Whether a request came over HTTPS as express's `trust proxy` (`loopback`) reads it: the
+/// first `X-Forwarded-Proto` is `https` and the peer is on loopback (or unknown: a service
+/// driven in process, as tests do). A client elsewhere cannot claim HTTPS.
+fn came_over_https(request: &Request) -> bool {
+    let trusted_peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_none_or(|peer| peer.0.ip().is_loopback());
+    trusted_peer
+        && request
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 /// Middleware: `.layer(axum::middleware::from_fn_with_state(sessions, session::middleware))`.
@@ -73,12 +102,15 @@ pub async fn middleware(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let session = sessions.session_for(request.headers());
+    let secure = sessions.cookie.is_secure(came_over_https(&request));
+    let session = sessions.session_with_cookie(request.headers(), secure);
     request.extensions_mut().insert(session.clone());
     let mut response = next.run(request).await;
     if let Some(id) = session.take_new_cookie_id() {
         if response.status().is_success() || response.status().is_redirection() {
-            let value = sessions.cookie.set_cookie(&sessions.secrets, id.as_str());
+            let value = sessions
+                .cookie
+                .set_cookie_for(&sessions.secrets, id.as_str(), secure);
             match HeaderValue::from_str(&value) {
                 Ok(value) => {
                     response.headers_mut().append(SET_COOKIE, value);

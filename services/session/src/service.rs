@@ -5,7 +5,6 @@
 //! routes (the service's `app` does) and logs the Redis URL only masked, never a secret.
 
 use crate::config::ServiceConfig;
-use crate::cookie::CookieOptions;
 use crate::layer::Sessions;
 use crate::store::RedisStore;
 use std::io::IsTerminal as _;
@@ -69,9 +68,11 @@ async fn serve(
         secrets = config.secrets.len(),
         "listening"
     );
-    let sessions = Sessions::new(store, config.secrets, CookieOptions::default());
+    let sessions = Sessions::new(store, config.secrets, config.cookie);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app(sessions)).with_graceful_shutdown(async move {
+    // The peer's address, for `SESSION_COOKIE_SECURE=auto` (only a loopback proxy is believed).
+    let app = app(sessions).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         stop_signal().await;
         tracing::info!(service = name, "stopping: finishing in-flight requests");
         // Starts the grace timer below: in-flight requests get SHUTDOWN_GRACE to finish.

@@ -4,6 +4,9 @@ const express = require("express");
 const { sessionMiddleware, storeUnavailable } = require("./session");
 
 const app = express();
+// Believe X-Forwarded-Proto from stack's proxy on loopback only: `cookie.secure: "auto"` then
+// marks the cookie Secure for requests that came over HTTPS.
+app.set("trust proxy", "loopback");
 app.use(sessionMiddleware());
 
 app.get("/", (req, res) => {

@@ -102,6 +102,23 @@ const UNAVAILABLE = {
   message: "The session store (Redis) cannot be reached; try again shortly.",
 };
 
+// SESSION_COOKIE_SECURE (auto, the default: Secure when the request came over HTTPS, which
+// needs the app's `trust proxy` set to loopback; true; false) and SESSION_COOKIE_SAMESITE
+// (lax, strict, none; unset: no attribute), as the Rust session library reads them.
+function cookieOptions() {
+  const secure = (process.env.SESSION_COOKIE_SECURE || "auto").trim().toLowerCase();
+  const sameSite = (process.env.SESSION_COOKIE_SAMESITE || "").trim().toLowerCase();
+  if (!["auto", "true", "false"].includes(secure)) {
+    console.error(`Error! SESSION_COOKIE_SECURE is \`${secure}\`, not \`auto\`, \`true\` or \`false\`\nSet it to one of those, or unset it for \`auto\`.`);
+    process.exit(1);
+  }
+  if (sameSite && !["lax", "strict", "none"].includes(sameSite)) {
+    console.error(`Error! SESSION_COOKIE_SAMESITE is \`${sameSite}\`, not \`lax\`, \`strict\` or \`none\`\nSet it to one of those, or unset it for no SameSite attribute.`);
+    process.exit(1);
+  }
+  return { secure: secure === "auto" ? "auto" : secure === "true", ...(sameSite ? { sameSite } : {}) };
+}
+
 function sessionMiddleware() {
   const secret = process.env.SESSION_SECRET;
   if (!secret) {
@@ -112,12 +129,22 @@ function sessionMiddleware() {
   client.on("error", (err) => console.error("redis:", err.message || err));
   client.on("ready", () => console.log("session store ready"));
   connectForever(client, process.env.REDIS_SESSION_URL);
+  const store = new RedisStore({ client });
   const middleware = session({
     secret: secret.split(","),
-    store: new RedisStore({ client }),
+    store,
     resave: false,
     saveUninitialized: false,
+    cookie: cookieOptions(),
   });
+  // With `secure: "auto"`, express-session stores `"secure":false` for a session made over
+  // plain HTTP; leave it out, as express-session's default (and the Rust library) does, so the
+  // stored cookie object stays the same whichever peer made the session.
+  const generate = store.generate;
+  store.generate = (req) => {
+    generate.call(store, req);
+    if (req.session.cookie.secure === false) req.session.cookie.secure = undefined;
+  };
   return (req, res, next) => {
     // express-session answers 200 even when the save at the end fails: refuse up front instead.
     if (!client.isReady) return storeUnavailable(res);

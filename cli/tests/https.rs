@@ -1,0 +1,638 @@
+//! HTTPS end to end: the proxy's TLS port in process (HTTP/2, `X-Forwarded-Proto`, TLS alerts,
+//! a dribbling handshake, WebSocket over TLS), then the real `stack` binary: every kind of host
+//! over HTTPS with a client that trusts only the local CA, `Secure` cookies with `auto`, one
+//! login shared by the Rust writer, the Rust reader and the Node reader, `stack trust` into a
+//! temporary NSS database and system store and out again, and the bad-input errors. The CA
+//! always lives in a temp `STACK_HOME`; no real trust store is touched.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use stack::proxy::{ProxyConfig, Routing, RoutingTable, TlsListener};
+use stack::tls::{self, Ca};
+
+mod support;
+use support::proxy::{echo_upstream, one_deployment, test_config};
+use support::{require, workspace, Project, Up};
+
+/// The proxy on two loopback ports (plain and TLS) with a CA in a temp dir, on its threads.
+struct TlsProxy {
+    plain: SocketAddr,
+    tls: SocketAddr,
+    ca: Arc<Ca>,
+    shutdown: tokio_util::sync::CancellationToken,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    _home: tempfile::TempDir,
+}
+
+impl TlsProxy {
+    fn start(table: RoutingTable, config: ProxyConfig) -> TlsProxy {
+        let home = tempfile::tempdir().unwrap();
+        let ca = Arc::new(Ca::load_or_create(home.path()).unwrap());
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tls_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (plain_addr, tls_addr) = (
+            plain.local_addr().unwrap(),
+            tls_listener.local_addr().unwrap(),
+        );
+        let tls = TlsListener {
+            listener: tls_listener,
+            config: tls::server_config(Arc::clone(&ca)).unwrap(),
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        let routing = Routing::new(table);
+        let thread = std::thread::spawn(move || {
+            stack::proxy::run_on_threads(plain, Some(tls), routing, config, 2, stop)
+        });
+        TlsProxy {
+            plain: plain_addr,
+            tls: tls_addr,
+            ca,
+            shutdown,
+            thread: Some(thread),
+            _home: home,
+        }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A client that trusts only `ca_pem` and sends `hosts` to `addr`.
+fn tls_client(ca_pem: &str, hosts: &[&str], addr: SocketAddr) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(10));
+    for host in hosts {
+        builder = builder.resolve(host, addr);
+    }
+    builder
+}
+
+fn header<'a>(echoed: &'a Value, name: &str) -> Vec<&'a str> {
+    echoed["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pair| pair[0] == name)
+        .map(|pair| pair[1].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_and_http1_over_tls_forward_as_https_whatever_the_client_claims() {
+    let echo = echo_upstream().await;
+    let (table, _) = one_deployment("app.localhost", "app-abcdefghij", &[echo.addr]);
+    let proxy = TlsProxy::start(table, test_config());
+    let url = format!("https://app.localhost:{}/x?y=1", proxy.tls.port());
+
+    let h2 = tls_client(proxy.ca.cert_pem(), &["app.localhost"], proxy.tls)
+        .build()
+        .unwrap();
+    let response = h2
+        .get(&url)
+        .header("x-forwarded-proto", "http")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.headers()["x-stack-deployment"], "app-abcdefghij");
+    let echoed: Value = response.json().await.unwrap();
+    assert_eq!(echoed["uri"], "/x?y=1");
+    assert_eq!(header(&echoed, "x-forwarded-proto"), ["https"]);
+    let host = format!("app.localhost:{}", proxy.tls.port());
+    assert_eq!(header(&echoed, "x-forwarded-host"), [host.as_str()]);
+    assert_eq!(header(&echoed, "host").len(), 1, "{echoed}");
+
+    // Many streams at once on one connection.
+    let requests = (0..50).map(|n| {
+        let h2 = h2.clone();
+        let url = format!("https://app.localhost:{}/n/{n}", proxy.tls.port());
+        async move { h2.get(&url).send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+
+    let h1 = tls_client(proxy.ca.cert_pem(), &["app.localhost"], proxy.tls)
+        .http1_only()
+        .build()
+        .unwrap();
+    let response = h1.get(&url).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    let echoed: Value = response.json().await.unwrap();
+    assert_eq!(header(&echoed, "x-forwarded-proto"), ["https"]);
+
+    // The plain port says `http`, whatever the client sent.
+    let plain = reqwest::Client::builder()
+        .resolve("app.localhost", proxy.plain)
+        .build()
+        .unwrap();
+    let echoed: Value = plain
+        .get(format!("http://app.localhost:{}/", proxy.plain.port()))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(header(&echoed, "x-forwarded-proto"), ["http"]);
+}
+
+/// `openssl s_client` against `addr` with `servername` (`None`: no SNI); its output.
+fn s_client(addr: SocketAddr, servername: Option<&str>, ca_file: &Path) -> (bool, String) {
+    let mut command = Command::new("openssl");
+    command
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(ca_file);
+    match servername {
+        Some(name) => command.args(["-servername", name]),
+        None => command.arg("-noservername"),
+    };
+    let output = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is installed (apt-get install openssl)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_sni_or_a_name_outside_localhost_gets_an_alert_and_a_local_name_verifies() {
+    let echo = echo_upstream().await;
+    let (table, _) = one_deployment("app.localhost", "app-abcdefghij", &[echo.addr]);
+    let proxy = TlsProxy::start(table, test_config());
+    let ca_file = proxy.ca.cert_path();
+    let tls = proxy.tls;
+    let (ok, text) = tokio::task::spawn_blocking(move || {
+        s_client(tls, Some("writer-abcdefghij.localhost"), &ca_file)
+    })
+    .await
+    .unwrap();
+    assert!(ok && text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(
+        text.contains("CN=writer-abcdefghij.localhost")
+            || text.contains("CN = writer-abcdefghij.localhost"),
+        "{text}"
+    );
+    for servername in [Some("example.com"), None] {
+        let ca_file = proxy.ca.cert_path();
+        let (ok, text) = tokio::task::spawn_blocking(move || s_client(tls, servername, &ca_file))
+            .await
+            .unwrap();
+        // rustls refuses with an `access_denied` alert (49) and sends no certificate at all;
+        // s_client's exit status says nothing more.
+        let _ = ok;
+        assert!(
+            text.contains("tlsv1 alert access denied")
+                && text.contains("no peer certificate available"),
+            "{servername:?}: {text}"
+        );
+        assert!(
+            !text.contains("BEGIN CERTIFICATE"),
+            "{servername:?}: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_that_dribbles_is_cut_off_at_the_header_timeout() {
+    let echo = echo_upstream().await;
+    let (table, _) = one_deployment("app.localhost", "app-abcdefghij", &[echo.addr]);
+    let config = ProxyConfig {
+        header_read_timeout: Duration::from_millis(400),
+        ..test_config()
+    };
+    let proxy = TlsProxy::start(table, config);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy.tls).await.unwrap();
+    // The first bytes of a ClientHello, then nothing.
+    stream.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("the proxy closes the connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_over_tls() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut socket = tokio_tungstenite::accept_async(stream).await.unwrap();
+        while let Some(Ok(message)) = socket.next().await {
+            if message.is_close() {
+                break;
+            }
+            socket.send(message).await.unwrap();
+        }
+    });
+    let (table, _) = one_deployment("ws.localhost", "ws-abcdefghij", &[ws_addr]);
+    let proxy = TlsProxy::start(table, test_config());
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(proxy.ca.cert_der().clone()).unwrap();
+    let mut client_config = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let tcp = tokio::net::TcpStream::connect(proxy.tls).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("ws.localhost").unwrap();
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .expect("TLS with the local CA");
+    let request = http::Request::get(format!("wss://ws.localhost:{}/socket", proxy.tls.port()))
+        .header("host", "ws.localhost")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (mut socket, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("handshake through the proxy over TLS");
+    assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    for n in 0..100 {
+        let text = format!("message {n}");
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::text(text.clone()))
+            .await
+            .unwrap();
+        let echoed = socket.next().await.unwrap().unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+    socket.close(None).await.unwrap();
+    while socket.next().await.is_some() {}
+    server.await.unwrap();
+}
+
+/// `chromium --headless --dump-dom URL` with `home` as HOME (its NSS database in
+/// `home/.pki/nssdb`): the page's DOM, empty when Chromium refused the certificate.
+fn chromium_dump_dom(home: &Path, url: &str) -> String {
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            home.join("profile").display()
+        ))
+        .args(["--dump-dom", url])
+        .env("HOME", home)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("chromium is installed (apt-get install chromium)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_chromium_trusts_the_ca_that_stack_trust_put_in_its_nss_database() {
+    require("chromium");
+    require("certutil");
+    let echo = echo_upstream().await;
+    let (table, _) = one_deployment("counter-demo.localhost", "app-abcdefghij", &[echo.addr]);
+    let proxy = TlsProxy::start(table, test_config());
+    let trusting = tempfile::tempdir().unwrap();
+    let nss = trusting.path().join(".pki/nssdb");
+    let stack_home = proxy.ca.dir().to_path_buf();
+    let run = Command::new(support::STACK)
+        .arg("trust")
+        .env("STACK_HOME", &stack_home)
+        .env("STACK_TRUST_NSS_DBS", &nss)
+        .env("STACK_TRUST_SYSTEM_DIR", "")
+        .env("STACK_TRUST_UPDATE_COMMAND", "")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let url = format!("https://counter-demo.localhost:{}/login", proxy.tls.port());
+    let (home, page) = (trusting.path().to_path_buf(), url.clone());
+    let dom = tokio::task::spawn_blocking(move || chromium_dump_dom(&home, &page))
+        .await
+        .unwrap();
+    assert!(dom.contains(r#""uri":"/login""#), "{dom}");
+    assert!(dom.contains(r#"["x-forwarded-proto","https"]"#), "{dom}");
+
+    // A browser whose database lacks the CA shows no page: the certificate is refused.
+    let stranger = tempfile::tempdir().unwrap();
+    let home = stranger.path().to_path_buf();
+    let dom = tokio::task::spawn_blocking(move || chromium_dump_dom(&home, &url))
+        .await
+        .unwrap();
+    assert!(!dom.contains(r#""uri":"/login""#), "{dom}");
+}
+
+// The real binary from here on.
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The HTTPS port `stack up` printed.
+fn https_port(up: &mut Up) -> u16 {
+    let line = up.wait_for("Proxy listening on https://localhost:", DEADLINE);
+    line.split("https://localhost:")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("a port in {line}"))
+}
+
+/// The Node reader of `templates/node` as `services/node-reader`, with the template's installed
+/// `node_modules` linked in (so nothing is downloaded).
+fn add_node_reader(project: &Project) {
+    let template = workspace().join("templates/node");
+    let modules = template.join("node_modules");
+    assert!(
+        modules.is_dir(),
+        "run `(cd templates/node && npm ci)` first (as .ci/run does)"
+    );
+    let dir = project.path().join("services/node-reader");
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["index.js", "session.js", "package.json"] {
+        std::fs::copy(template.join("services/reader").join(file), dir.join(file)).unwrap();
+    }
+    std::os::unix::fs::symlink(&modules, dir.join("node_modules")).unwrap();
+}
+
+fn cookie_of(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_string())
+        .find(|value| value.starts_with("connect.sid="))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_over_https_with_http2_and_one_secure_login_for_rust_and_node() {
+    for tool in ["redis-server", "node", "npm"] {
+        require(tool);
+    }
+    let project = Project::demo("canary-https-secret-5d1e");
+    add_node_reader(&project);
+    project.stack_ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
+    let writer = workspace().join("services/writer").display().to_string();
+    let reader = workspace().join("services/reader").display().to_string();
+    let node = project
+        .path()
+        .join("services/node-reader")
+        .display()
+        .to_string();
+    let mut up = Up::start(
+        &project,
+        &[&writer, &reader, &node, "--dotenv", "--no-watch"],
+    );
+    let port = https_port(&mut up);
+    let ready = up.wait_for("> Ready! http://writer-", DEADLINE);
+    assert!(
+        ready.contains(&format!(".localhost:{port}")) && ready.contains(" https://writer-"),
+        "{ready}"
+    );
+    up.wait_ready("reader");
+    up.wait_ready("node-reader");
+    assert!(
+        up.output().contains("run `stack trust` once"),
+        "{}",
+        up.output()
+    );
+    let writer_id = project.live("writer")["id"].as_str().unwrap().to_string();
+    let writer_host = format!("{writer_id}.localhost");
+
+    let ca = std::fs::read_to_string(project.stack_home.path().join(tls::CA_CERT_FILE)).unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let hosts = [
+        "counter-demo.localhost",
+        writer_host.as_str(),
+        "reader.localhost",
+        "node-reader.localhost",
+    ];
+    let browser = tls_client(&ca, &hosts, addr)
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let https = |host: &str, path: &str| format!("https://{host}:{port}{path}");
+
+    // The alias: the 2017 flow, every answer over HTTP/2, the cookie `Secure`.
+    let home = browser
+        .get(https("counter-demo.localhost", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(home.version(), reqwest::Version::HTTP_2);
+    assert_eq!(home.status(), 403);
+    let login = browser
+        .get(https("counter-demo.localhost", "/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = cookie_of(&login).expect("login sets the session cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let increment = browser
+        .get(https("counter-demo.localhost", "/increment"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(increment.status(), 200);
+    let home: Value = browser
+        .get(https("counter-demo.localhost", "/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(home["count"], 1, "{home}");
+
+    // A deployment's host and a service's host validate too; the Node reader and the Rust
+    // reader read the login made over HTTPS on the Rust writer.
+    let session = cookie.split(';').next().unwrap().to_string();
+    for host in [
+        writer_host.as_str(),
+        "reader.localhost",
+        "node-reader.localhost",
+    ] {
+        let response = browser
+            .get(https(host, "/"))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{host}: {error:?}"));
+        assert_eq!(response.version(), reqwest::Version::HTTP_2, "{host}");
+        if host == writer_host {
+            continue;
+        }
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status.as_u16(), &body["count"]),
+            (200, &Value::from(1)),
+            "{host}: {body}"
+        );
+    }
+
+    // Over plain HTTP, `auto` leaves `Secure` off, even when the client claims HTTPS.
+    let plain = up.client("counter-demo.localhost");
+    let login = plain
+        .get(up.url("counter-demo.localhost", "/login"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let cookie = cookie_of(&login).expect("login sets the session cookie");
+    assert!(!cookie.contains("Secure"), "{cookie}");
+
+    // `stack ls` and `stack alias ls` show the https URL beside the http one.
+    let ls = project.stack_ok(&["ls"]);
+    assert!(
+        ls.contains(&format!("https://{writer_host}:{port}")),
+        "{ls}"
+    );
+    let aliases = project.stack_ok(&["alias", "ls"]);
+    assert!(
+        aliases.contains(&format!(
+            "counter-demo.localhost https://counter-demo.localhost:{port}"
+        )),
+        "{aliases}"
+    );
+}
+
+#[test]
+fn trust_installs_into_a_temporary_nss_database_and_store_then_uninstall_leaves_nothing() {
+    require("certutil");
+    let project = Project::empty();
+    let stores = tempfile::tempdir().unwrap();
+    let nss = stores.path().join("nssdb");
+    let system = stores.path().join("ca-certificates");
+    let project = project
+        .with_env("STACK_TRUST_NSS_DBS", nss.to_str().unwrap())
+        .with_env("STACK_TRUST_SYSTEM_DIR", system.to_str().unwrap());
+    let printed = project.stack_ok(&["trust", "--print"]);
+    let ca_path = project.stack_home.path().join(tls::CA_CERT_FILE);
+    assert_eq!(printed.trim(), ca_path.display().to_string());
+
+    let run = project.stack(&["trust"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains(&format!("the NSS database `{}`", nss.display())),
+        "{}",
+        run.all()
+    );
+    assert!(run.stdout.contains("> Success!"), "{}", run.all());
+    let listed = Command::new("certutil")
+        .args(["-L", "-n", "stack local CA", "-d"])
+        .arg(format!("sql:{}", nss.display()))
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let installed = system.join("stack-local-ca.crt");
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(&ca_path).unwrap()
+    );
+    assert!(project
+        .stack_home
+        .path()
+        .join(tls::trust::TRUSTED_FILE)
+        .is_file());
+
+    let run = project.stack(&["trust", "--uninstall"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let listed = Command::new("certutil")
+        .args(["-L", "-d"])
+        .arg(format!("sql:{}", nss.display()))
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(!listed.contains("stack local CA"), "{listed}");
+    assert!(!installed.exists());
+    assert!(!project
+        .stack_home
+        .path()
+        .join(tls::trust::TRUSTED_FILE)
+        .exists());
+}
+
+#[test]
+fn a_busy_https_port_or_a_key_others_can_read_fails_before_anything_starts() {
+    let project = Project::empty();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port().to_string();
+    let run = project.stack(&["up", "--port", "0", "--https-port", &busy_port]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains(&format!("cannot listen on 127.0.0.1:{busy_port} for HTTPS"))
+            && run.stderr.contains("`--https-port`"),
+        "{}",
+        run.all()
+    );
+
+    let key = project.stack_home.path().join(tls::CA_KEY_FILE);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = project.stack(&["up", "--port", "0"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains(&format!("`{}` can be read by other users", key.display()))
+            && run.stderr.contains(&format!("chmod 600 {}", key.display())),
+        "{}",
+        run.all()
+    );
+    assert!(!project
+        .path()
+        .join(".stack/pids")
+        .read_dir()
+        .is_ok_and(|mut dir| dir.next().is_some()));
+}
