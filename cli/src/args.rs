@@ -55,6 +55,15 @@ pub enum Command {
     Open(OpenArgs),
     /// Check what `stack up` needs here: programs, the port, leftovers, `.env`, permissions.
     Doctor(DoctorArgs),
+    /// Show the resolved services (stack.toml and detection), each setting with its origin.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print the services as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 pub mod alias;
 pub mod completions;
+pub mod config;
 pub mod doctor;
 pub mod down;
 pub mod export;
@@ -39,5 +40,6 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Completions(args) => completions::run(args),
         Command::Open(args) => open::run(&cli.cwd, args),
         Command::Doctor(args) => doctor::run(&cli.cwd, args),
+        Command::Config(args) => config::run(&cli.cwd, args),
     }
 }
