@@ -132,7 +132,7 @@ pub fn resolve(
     let detected = build::discover(project_dir, &[]).unwrap_or_default();
     let empty = FileConfig::default();
     let file_config = file.unwrap_or(&empty);
-    let mut errors = Vec::new();
+    let mut errors = file_config.errors.clone();
     let mut services: BTreeMap<String, ResolvedService> = BTreeMap::new();
     let mut positions: BTreeMap<String, &ServiceTable> = BTreeMap::new();
     for table in &file_config.services {

@@ -30,15 +30,29 @@ impl CommandLine {
     /// is the venv's, so only a bare name counts).
     pub fn program(&self) -> Option<String> {
         let first = match self {
-            CommandLine::Shell(line) => line
-                .split_whitespace()
-                .find(|word| !word.contains('='))?
-                .to_string(),
+            // The first word that names a program: past assignments and `exec`; a shell
+            // keyword or builtin (`cd dir && ...`, `if`) names none worth checking.
+            CommandLine::Shell(line) => {
+                let word = line
+                    .split_whitespace()
+                    .find(|word| !word.contains('=') && *word != "exec")?;
+                if SHELL_WORDS.contains(&word) {
+                    return None;
+                }
+                word.to_string()
+            }
             CommandLine::Argv(argv) => argv.first()?.clone(),
         };
         (!first.contains('/')).then_some(first)
     }
 }
+
+/// Words `sh` knows itself: not programs on PATH.
+const SHELL_WORDS: &[&str] = &[
+    ".", ":", "cd", "export", "set", "source", "test", "[", "if", "for", "while", "until", "case",
+    "true", "false", "echo", "printf", "read", "trap", "ulimit", "umask", "wait", "eval",
+    "command", "{", "(",
+];
 
 impl std::fmt::Display for CommandLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

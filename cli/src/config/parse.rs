@@ -38,10 +38,12 @@ pub struct ServiceTable {
     pub restart: Option<Written<Restart>>,
 }
 
-/// Everything `stack.toml` says, in file order.
+/// Everything `stack.toml` says, in file order, and what was wrong in its tables (checked
+/// with the whole project's errors, so that every error of the file is said at once).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileConfig {
     pub services: Vec<ServiceTable>,
+    pub errors: Vec<ConfigError>,
 }
 
 const FILE_KEYS: &[&str] = &["services"];
@@ -74,7 +76,8 @@ const SIGNALS: &[&str] = &[
     "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGKILL", "SIGUSR1", "SIGUSR2",
 ];
 
-/// Parses the whole file, or says everything that is wrong with it.
+/// Parses the whole file; a TOML syntax error is the only one that stops it, the others are
+/// in [`FileConfig::errors`] (a setting with an error is left out).
 pub fn parse(text: &str) -> Result<FileConfig, Vec<ConfigError>> {
     let mut walker = Walker {
         text,
@@ -103,11 +106,8 @@ pub fn parse(text: &str) -> Result<FileConfig, Vec<ConfigError>> {
             }
         }
     }
-    if walker.errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(walker.errors)
-    }
+    config.errors = walker.errors;
+    Ok(config)
 }
 
 struct Walker<'t> {
@@ -614,6 +614,7 @@ restart = "on-failure"
 "#,
         )
         .unwrap();
+        assert_eq!(config.errors, []);
         let stats = &config.services[0];
         assert_eq!(stats.name, "stats");
         assert_eq!(stats.position.line, 2);

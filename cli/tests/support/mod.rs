@@ -123,6 +123,7 @@ pub fn require(tool: &str) {
         "node" => "install Node.js 20 (sudo apt-get install nodejs npm)",
         "npm" => "install npm (sudo apt-get install npm)",
         "prlimit" => "install util-linux (sudo apt-get install util-linux)",
+        "python3" => "install Python 3 with venv (sudo apt-get install python3 python3-venv)",
         other => panic!("no install hint for `{other}`: add one to support::require"),
     };
     let found = std::env::var_os("PATH")
