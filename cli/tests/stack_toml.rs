@@ -418,3 +418,75 @@ fn a_crashing_worker_restarts_with_backoff() {
         "a worker has no URL:\n{output}"
     );
 }
+
+async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{url}: {error}"));
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+    )
+}
+
+/// The demo's Python service with the Rust writer, through the alias: log in on the writer,
+/// increment, and read the count from Python (the same signed cookie, the same Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_service_reads_the_writers_login_through_the_alias() {
+    support::require("python3");
+    support::require("redis-server");
+    let secret = "canary-python-secret-51c9e2";
+    let project = Project::demo(secret);
+    for file in ["app.py", "requirements.txt", ".gitignore"] {
+        let text = std::fs::read_to_string(support::workspace().join("services/stats").join(file))
+            .unwrap();
+        project.write(&format!("services/stats/{file}"), &text);
+    }
+    let stack_toml = std::fs::read_to_string(support::workspace().join("stack.toml")).unwrap();
+    project.write("stack.toml", &stack_toml);
+    project.stack_ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
+    let writer = support::workspace()
+        .join("services/writer")
+        .display()
+        .to_string();
+    let mut up = Up::start(&project, &[&writer, "stats", "--dotenv", "--no-watch"]);
+    up.wait_ready("writer");
+    up.wait_ready("stats");
+
+    let host = "counter-demo.localhost";
+    let browser = up.client(host);
+    let (status, body) = get_json(&browser, &up.url(host, "/stats")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["login"], "/login");
+    let (status, login) = get_json(&browser, &up.url(host, "/login")).await;
+    assert_eq!(status, 200);
+    for _ in 0..2 {
+        assert_eq!(get_json(&browser, &up.url(host, "/increment")).await.0, 200);
+    }
+    let (status, stats) = get_json(&browser, &up.url(host, "/stats")).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(
+        stats,
+        serde_json::json!({"user": login["user"], "count": 2})
+    );
+    // A cookie signed with another secret is no login.
+    let forged = raw_http::request(
+        up.port,
+        "GET",
+        "/stats",
+        &[
+            ("Host", host),
+            (
+                "Cookie",
+                "connect.sid=s%3Aabc123.L3URH8qEUlRhbJErOXuJ%2FR5i21GJUY02kERb2c2p5w0",
+            ),
+        ],
+    );
+    assert_eq!(forged.status, 403);
+    let output = up.stop(Signal::SIGINT);
+    assert!(!output.contains(secret), "the secret must never be printed");
+}

@@ -652,3 +652,20 @@ fn add_with_dependencies(resolved: &ResolvedConfig, name: &str, wanted: &mut BTr
         }
     }
 }
+
+/// Every service's name, detected and declared, sorted (with a bad `stack.toml`, the detected
+/// ones: commands that only need names do not fail on it).
+pub fn service_names(project_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match load_resolved(project_dir) {
+        Ok(resolved) => resolved
+            .services
+            .into_iter()
+            .map(|service| service.name)
+            .collect(),
+        Err(_) => build::discover(project_dir, &[])
+            .map(|services| services.into_iter().map(|service| service.name).collect())
+            .unwrap_or_default(),
+    };
+    names.sort();
+    names
+}

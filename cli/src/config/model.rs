@@ -26,24 +26,33 @@ impl CommandLine {
         }
     }
 
-    /// The program a person would have to install (`python3` of `.venv/bin/python3 app.py`
-    /// is the venv's, so only a bare name counts).
-    pub fn program(&self) -> Option<String> {
-        let first = match self {
-            // The first word that names a program: past assignments and `exec`; a shell
-            // keyword or builtin (`cd dir && ...`, `if`) names none worth checking.
-            CommandLine::Shell(line) => {
-                let word = line
-                    .split_whitespace()
-                    .find(|word| !word.contains('=') && *word != "exec")?;
-                if SHELL_WORDS.contains(&word) {
-                    return None;
-                }
-                word.to_string()
-            }
-            CommandLine::Argv(argv) => argv.first()?.clone(),
+    /// The programs a person would have to install: the first word of each simple command
+    /// (`test -x .venv/bin/python || python3 -m venv .venv` names `python3`), past
+    /// assignments and `exec`; shell builtins and paths (`.venv/bin/python`, the build's own)
+    /// are not counted.
+    pub fn programs(&self) -> Vec<String> {
+        let words: Vec<String> = match self {
+            CommandLine::Shell(line) => line
+                .split([';', '&', '|', '(', ')', '\n'])
+                .filter_map(|command| {
+                    command
+                        .split_whitespace()
+                        .find(|word| !word.contains('=') && *word != "exec")
+                        .map(str::to_string)
+                })
+                .collect(),
+            CommandLine::Argv(argv) => argv.first().cloned().into_iter().collect(),
         };
-        (!first.contains('/')).then_some(first)
+        let mut programs: Vec<String> = Vec::new();
+        for word in words {
+            let counted = !word.contains('/')
+                && !word.starts_with('$')
+                && !SHELL_WORDS.contains(&word.as_str());
+            if counted && !programs.contains(&word) {
+                programs.push(word);
+            }
+        }
+        programs
     }
 }
 
@@ -301,5 +310,28 @@ mod setting_duration {
             .or_else(|| (text.value == "0s").then_some(Duration::ZERO))
             .ok_or_else(|| serde::de::Error::custom("not a duration"))?;
         Ok(Setting::new(value, text.from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_the_first_words_of_each_command_but_builtins_and_paths() {
+        let build = CommandLine::Shell(
+            "test -x .venv/bin/python || python3 -m venv .venv; cmp -s a b || (.venv/bin/pip install -r r && cp a b)".into(),
+        );
+        assert_eq!(build.programs(), ["python3", "cmp", "cp"]);
+        let run = CommandLine::Shell("PORT=1 exec node server.js".into());
+        assert_eq!(run.programs(), ["node"]);
+        assert_eq!(
+            CommandLine::Argv(vec![".venv/bin/python".into(), "app.py".into()]).programs(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            CommandLine::Argv(vec!["go".into(), "run".into()]).programs(),
+            ["go"]
+        );
     }
 }

@@ -534,7 +534,7 @@ fn check_programs(services: &[Service], env: &ServiceEnv) -> CliResult<()> {
     for service in services {
         if let build::ServiceKind::Command { build, run } = &service.kind {
             for command in build.iter().chain([run]) {
-                if let Some(program) = command.program() {
+                for program in command.programs() {
                     commands.push((service.name.clone(), program));
                 }
             }
