@@ -312,7 +312,7 @@ fn initialised_project_serves_the_demo_under_stack_up_and_through_the_exported_n
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stdout
-            .contains("written to `counter-demo.conf` (2 upstreams, checked by `nginx -t`)"),
+            .contains("written to `counter-demo.conf` (3 upstreams, checked by `nginx -t`)"),
         "{}",
         run.stdout
     );

@@ -288,7 +288,12 @@ impl DeploymentStatus {
         DeploymentStatus {
             id: deployment.spec.id.clone(),
             service: deployment.spec.service.clone(),
-            url: deployment_url(&deployment.spec.id, proxy_port),
+            // A worker has no port and no host.
+            url: if deployment.spec.settings.is_worker() {
+                "(worker)".into()
+            } else {
+                deployment_url(&deployment.spec.id, proxy_port)
+            },
             state: deployment.state(),
             ready: deployment.n_ready(),
             wanted: deployment.wanted,
