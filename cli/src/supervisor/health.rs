@@ -21,8 +21,9 @@ pub struct Target<'a> {
     pub port: Option<u16>,
     /// The deployment's directory, where a `cmd` check runs.
     pub dir: &'a Path,
-    /// The instance's environment (a `cmd` check sees `PORT` too).
-    pub env: &'a BTreeMap<String, String>,
+    /// The instance's environment (a `cmd` check sees `PORT` too), made only for a `cmd`
+    /// check: 50 instances checked every second should not copy it 50 times a second.
+    pub env: &'a (dyn Fn() -> BTreeMap<String, String> + Sync),
     pub pids_dir: &'a Path,
 }
 
@@ -41,7 +42,8 @@ pub async fn run(check: &Check, target: &Target<'_>, timeout: Duration) -> Resul
         }
         Check::Tcp => {
             let port = target.port.ok_or("a worker has no port to check")?;
-            match tokio::time::timeout(timeout, TcpStream::connect(("127.0.0.1", port))).await {
+            let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(error)) => Err(format!("connecting to port {port}: {error}")),
                 Err(_) => Err(timed_out()),
@@ -58,7 +60,7 @@ async fn run_command(command: &str, target: &Target<'_>, timeout: Duration) -> R
         .arg(command)
         .current_dir(target.dir)
         .env_clear()
-        .envs(target.env)
+        .envs((target.env)())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -99,7 +101,8 @@ pub enum HttpFailure {
 pub async fn http_status(port: u16, path: &str, timeout: Duration) -> Result<u16, HttpFailure> {
     let check = async {
         let io = |error: std::io::Error| HttpFailure::Io(error.to_string());
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(io)?;
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut stream = TcpStream::connect(address).await.map_err(io)?;
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nUser-Agent: stack-health\r\n\r\n"
         );

@@ -339,7 +339,7 @@ impl InstanceTask {
     /// One run of the health check; the outcome is kept for `last_check`.
     async fn check(&self, check: &Check, port: u16, timeout: Duration) -> Result<(), String> {
         let port = (!self.deployment.settings.is_worker()).then_some(port);
-        let env = self.environment(port);
+        let env = || self.environment(port);
         let target = health::Target {
             port,
             dir: &self.deployment.dir,
