@@ -624,6 +624,16 @@ pub fn services(
                 .iter()
                 .map(|(name, condition)| (name.clone(), condition.value))
                 .collect(),
+            watch: if service.watch.from.starts_with(FILE) {
+                service.watch.value.clone()
+            } else {
+                Vec::new()
+            },
+            ignore: service
+                .ignore
+                .as_ref()
+                .map(|ignore| ignore.value.clone())
+                .unwrap_or_default(),
         });
     }
     for service in by_path {

@@ -183,6 +183,25 @@ impl Walker<'_> {
         }
     }
 
+    /// [`strings`](Self::strings) that must be globs relative to the project.
+    fn globs(&mut self, value: &Value<'_>, what: &str) -> Option<Vec<String>> {
+        let globs = self.strings(value, what)?;
+        for glob in &globs {
+            if glob.starts_with('/') {
+                self.error(value.span().start, format!("{what} `{glob}` must be relative to the project (like `services/api/**/*.py`)"));
+                return None;
+            }
+            if let Err(error) = globset::Glob::new(glob) {
+                self.error(
+                    value.span().start,
+                    format!("{what} `{glob}` is not a glob: {}", error.kind()),
+                );
+                return None;
+            }
+        }
+        Some(globs)
+    }
+
     fn strings(&mut self, value: &Value<'_>, what: &str) -> Option<Vec<String>> {
         match value.get_ref() {
             DeValue::String(text) => Some(vec![text.to_string()]),
@@ -429,11 +448,9 @@ impl Walker<'_> {
                     service.stop_timeout =
                         self.duration(value, &what).map(|v| self.written(value, v))
                 }
-                "watch" => {
-                    service.watch = self.strings(value, &what).map(|v| self.written(value, v))
-                }
+                "watch" => service.watch = self.globs(value, &what).map(|v| self.written(value, v)),
                 "ignore" => {
-                    service.ignore = self.strings(value, &what).map(|v| self.written(value, v))
+                    service.ignore = self.globs(value, &what).map(|v| self.written(value, v))
                 }
                 "health" => service.health = self.health(value).map(|v| self.written(value, v)),
                 "depends_on" => {

@@ -23,6 +23,8 @@ fn service(name: &str) -> Service {
         settings: Default::default(),
         instances: None,
         depends_on: Default::default(),
+        watch: Vec::new(),
+        ignore: Vec::new(),
     }
 }
 

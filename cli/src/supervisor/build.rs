@@ -100,6 +100,11 @@ pub struct Service {
     pub instances: Option<usize>,
     /// What must be started, healthy or completed before this one starts.
     pub depends_on: BTreeMap<String, Condition>,
+    /// `watch` globs of stack.toml, relative to the project (empty: the directory and, for
+    /// Cargo, its path dependencies).
+    pub watch: Vec<String>,
+    /// `ignore` globs of stack.toml, relative to the project.
+    pub ignore: Vec<String>,
 }
 
 impl Service {
@@ -115,6 +120,8 @@ impl Service {
             },
             instances: None,
             depends_on: BTreeMap::new(),
+            watch: Vec::new(),
+            ignore: Vec::new(),
         }
     }
 
