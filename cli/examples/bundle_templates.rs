@@ -5,7 +5,7 @@
 //! date; run `cargo run -p stack --example bundle_templates` to write it again.
 //!
 //! One source of truth: the `rust` template is this repository's own `services/` (every file
-//! but build output), the root `aliases.json` and `Cargo.lock`, a workspace `Cargo.toml`
+//! but build output), the root `aliases.json`, `stack.toml` and `Cargo.lock`, a workspace `Cargo.toml`
 //! generated from the root one (the services' manifests stay verbatim: their
 //! `x.workspace = true` lines resolve against a `[workspace.dependencies]` holding exactly the
 //! entries they use), plus the template-only files of `templates/rust/`. The `node` template is
@@ -52,6 +52,7 @@ pub fn bundle(root: &Path) -> String {
     walk(&root.join("services"), "services", &mut rust);
     walk(&root.join("templates/rust"), "", &mut rust);
     push_if_exists(root, "aliases.json", &mut rust);
+    push_if_exists(root, "stack.toml", &mut rust);
     push_if_exists(root, "Cargo.lock", &mut rust);
     let workspace = workspace_manifest(root, &rust);
     rust.push(Entry {

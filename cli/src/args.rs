@@ -57,6 +57,15 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Install the local CA (it signs `localhost` names only) where browsers and tools look.
     Trust(TrustArgs),
+    /// Show the resolved services (stack.toml and detection), each setting with its origin.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print the services as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

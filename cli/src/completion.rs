@@ -9,7 +9,6 @@ use std::path::Path;
 use clap_complete::CompletionCandidate;
 
 use crate::state::State;
-use crate::supervisor::build;
 
 /// The environment variable the scripts set when they call back into `stack`.
 pub const VAR: &str = "COMPLETE";
@@ -24,9 +23,7 @@ pub fn targets() -> Vec<CompletionCandidate> {
 /// Services: the directories under `services/` and those with recorded deployments.
 pub fn services() -> Vec<CompletionCandidate> {
     let dir = Path::new(".");
-    let mut names: Vec<String> = build::discover(dir, &[])
-        .map(|found| found.into_iter().map(|service| service.name).collect())
-        .unwrap_or_default();
+    let mut names: Vec<String> = crate::config::service_names(dir);
     names.extend(state().deployments.into_keys());
     candidates(names, "service")
 }

@@ -27,6 +27,7 @@
 pub mod args;
 pub mod commands;
 pub mod completion;
+pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod env;

@@ -152,7 +152,11 @@ impl Os {
 pub fn install_command(tools: &[Tool], os: Os) -> String {
     let mut packages: Vec<&str> = tools.iter().map(|tool| tool.package(os)).collect();
     packages.dedup();
-    let packages = packages.join(" ");
+    install_command_for(&packages.join(" "), os)
+}
+
+/// The command that installs `packages` (space-separated) on `os`.
+fn install_command_for(packages: &str, os: Os) -> String {
     match os {
         Os::Debian => format!("sudo apt-get install {packages}"),
         Os::Fedora => format!("sudo dnf install {packages}"),
@@ -223,4 +227,51 @@ mod tests {
         assert_eq!(missing(needs, Some(&path)), [Tool::RedisServer, Tool::Npm]);
         assert_eq!(missing(Needs::default(), Some(&path)), []);
     }
+}
+
+/// A program a declared service's `build` or `run` names (`python3`, `go`), missing from PATH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingProgram {
+    pub program: String,
+    /// The services that name it.
+    pub services: Vec<String>,
+}
+
+/// The bare program names of `commands` (service, program) that are not on `path_variable`.
+pub fn missing_programs(
+    commands: &[(String, String)],
+    path_variable: Option<&str>,
+) -> Vec<MissingProgram> {
+    let mut missing: Vec<MissingProgram> = Vec::new();
+    for (service, program) in commands {
+        if find(program, path_variable).is_some() {
+            continue;
+        }
+        match missing.iter_mut().find(|entry| &entry.program == program) {
+            Some(entry) if !entry.services.contains(service) => {
+                entry.services.push(service.clone())
+            }
+            Some(_) => {}
+            None => missing.push(MissingProgram {
+                program: program.clone(),
+                services: vec![service.clone()],
+            }),
+        }
+    }
+    missing
+}
+
+/// How to install an interpreter a declared service names, where stack knows it.
+pub fn interpreter_hint(program: &str, os: Os) -> Option<String> {
+    let package = match (program, os) {
+        ("python3" | "python", Os::Debian) => "python3 python3-venv",
+        ("python3" | "python", _) => "python3",
+        ("go", Os::Debian) => "golang-go",
+        ("go", _) => "go",
+        ("ruby", _) => "ruby",
+        ("php", _) => "php",
+        ("java", Os::Debian) => "default-jre",
+        _ => return None,
+    };
+    Some(install_command_for(package, os))
 }

@@ -14,7 +14,7 @@ fn rules_alias_prints_success_and_is_stored() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
         run.stdout,
-        "> Success! 4 rules configured for counter-demo.localhost\n\
+        "> Success! 5 rules configured for counter-demo.localhost\n\
          > No `stack up` is running: the alias applies at the next `stack up`.\n"
     );
     assert_eq!(run.stderr, "");
@@ -28,7 +28,7 @@ fn rules_alias_prints_success_and_is_stored() {
     assert_eq!(stored, file);
     assert_eq!(
         alias["positions"],
-        serde_json::json!([[3, 5], [4, 5], [5, 5], [6, 5]])
+        serde_json::json!([[3, 5], [4, 5], [5, 5], [6, 5], [7, 5]])
     );
     assert!(alias["created"].as_u64().unwrap() > 1_600_000_000_000);
 }
@@ -123,7 +123,7 @@ fn alias_ls_lists_source_url_and_age() {
     assert_eq!(lines[1], "  source     url                     age");
     // Ages depend on the clock; everything before them does not.
     assert!(
-        lines[2].starts_with("  [4 rules]  counter-demo.localhost  "),
+        lines[2].starts_with("  [5 rules]  counter-demo.localhost  "),
         "{listed}"
     );
     assert!(
@@ -141,7 +141,7 @@ fn alias_ls_lists_source_url_and_age() {
     let json: serde_json::Value =
         serde_json::from_str(&project.stack_ok(&["alias", "ls", "--json"])).unwrap();
     assert_eq!(json[0]["host"], "counter-demo.localhost");
-    assert_eq!(json[0]["source"], "[4 rules]");
+    assert_eq!(json[0]["source"], "[5 rules]");
     assert_eq!(json[1]["target"], "writer");
 }
 

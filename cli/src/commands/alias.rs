@@ -20,7 +20,6 @@ use crate::rules::{
 };
 use crate::state::aliases::{normalize_host, now_millis, owner_of, plural, AliasTarget, HostOwner};
 use crate::state::{Alias, State};
-use crate::supervisor::build;
 
 pub fn run(project_dir: &Path, args: AliasArgs) -> CliResult<ExitCode> {
     match (args.command, args.host, args.target, args.rules) {
@@ -55,9 +54,7 @@ fn host_arg(host: &str) -> CliResult<String> {
 fn free_host_arg(project_dir: &Path, host: &str) -> CliResult<String> {
     let host = host_arg(host)?;
     let state = load(project_dir)?;
-    let discovered: Vec<String> = build::discover(project_dir, &[])
-        .map(|services| services.into_iter().map(|service| service.name).collect())
-        .unwrap_or_default();
+    let discovered: Vec<String> = crate::config::service_names(project_dir);
     let services = discovered
         .iter()
         .chain(state.deployments.keys())

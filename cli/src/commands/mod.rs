@@ -3,6 +3,7 @@
 
 pub mod alias;
 pub mod completions;
+pub mod config;
 pub mod doctor;
 pub mod down;
 pub mod export;
@@ -41,5 +42,6 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Open(args) => open::run(&cli.cwd, args),
         Command::Doctor(args) => doctor::run(&cli.cwd, args),
         Command::Trust(args) => trust::run(args),
+        Command::Config(args) => config::run(&cli.cwd, args),
     }
 }

@@ -47,9 +47,10 @@ pub fn run(cwd: &Path, args: UpArgs) -> CliResult<ExitCode> {
         match Daemon::start(config, &mut signals).await? {
             Start::Stopped(reason) => Ok::<_, CliError>(reason),
             Start::Launched(launched) => {
-                let reason = signals
-                    .stop_requested(launched.daemon.down_requested())
-                    .await;
+                let reason = tokio::select! {
+                    reason = signals.stop_requested(launched.daemon.down_requested()) => reason,
+                    () = launched.start_failed.cancelled() => daemon::StopReason::StartFailed,
+                };
                 launched.shutdown().await;
                 Ok(reason)
             }

@@ -295,8 +295,17 @@ impl DeploymentStatus {
         DeploymentStatus {
             id: deployment.spec.id.clone(),
             service: deployment.spec.service.clone(),
-            url: deployment_url(&deployment.spec.id, proxy_port),
-            https_url: deployment_https_url(&deployment.spec.id, https_port),
+            // A worker has no port and no host.
+            url: if deployment.spec.settings.is_worker() {
+                "(worker)".into()
+            } else {
+                deployment_url(&deployment.spec.id, proxy_port)
+            },
+            https_url: if deployment.spec.settings.is_worker() {
+                None
+            } else {
+                deployment_https_url(&deployment.spec.id, https_port)
+            },
             state: deployment.state(),
             ready: deployment.n_ready(),
             wanted: deployment.wanted,

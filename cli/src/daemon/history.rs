@@ -12,7 +12,7 @@ use crate::state::deployments::{deployments_dir, DeploymentRecord, ServiceHistor
 use crate::state::{StateError, Store};
 use crate::supervisor::build::{self, BuildError, Built};
 use crate::supervisor::logs::now_ms;
-use crate::supervisor::{DeploymentSpec, SupervisorError};
+use crate::supervisor::{DeploymentSpec, RunSettings, SupervisorError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RollbackError {
@@ -82,9 +82,17 @@ pub struct StartRecord {
 }
 
 /// How to start a recorded deployment.
-pub fn spec_for(deployments_dir: &Path, record: &DeploymentRecord) -> DeploymentSpec {
+pub fn spec_for(
+    deployments_dir: &Path,
+    record: &DeploymentRecord,
+    settings: RunSettings,
+) -> DeploymentSpec {
     let dir = deployments_dir.join(&record.id);
-    let program = if record.kind == "cargo" {
+    // A copied artifact, or a declared `run` naming a file of the service (`./server`,
+    // `.venv/bin/python`): both are found in the deployment's own directory.
+    let copied =
+        record.kind == "cargo" || (record.kind == "command" && record.program.contains('/'));
+    let program = if copied {
         dir.join(&record.program)
     } else {
         PathBuf::from(&record.program)
@@ -96,7 +104,7 @@ pub fn spec_for(deployments_dir: &Path, record: &DeploymentRecord) -> Deployment
         program,
         args: record.args.clone(),
         created_ms: record.created_ms,
-        health: record.health.clone(),
+        settings,
     }
 }
 
@@ -152,7 +160,12 @@ pub fn record_start(
             }
             history.current = Some(record.id.clone());
             retain_recent(&deployments_dir, history, keep);
-            specs.push((spec_for(&deployments_dir, &record), state.scale_of(&name)));
+            let instances = state
+                .recorded_scale(&name)
+                .or(build.service.instances)
+                .unwrap_or(1);
+            let spec = spec_for(&deployments_dir, &record, build.service.settings.clone());
+            specs.push((spec, instances));
         }
         Ok(specs)
     })
@@ -210,7 +223,14 @@ pub async fn rollback(
         .map(|deployment| deployment.wanted)
         .filter(|wanted| *wanted > 0)
         .unwrap_or_else(|| state.scale_of(&service));
-    let spec = spec_for(&deployments_dir, &record);
+    // The settings the service runs with now (`stack.toml` and detection), not the record's.
+    let settings = live
+        .supervisor
+        .snapshot()
+        .resolve(&service)
+        .map(|deployment| deployment.spec.settings.clone())
+        .unwrap_or_default();
+    let spec = spec_for(&deployments_dir, &record, settings);
     live.supervisor
         .swap_in(spec, instances, live.ready_timeout)
         .await?;

@@ -196,7 +196,7 @@ impl Redeployer {
             }
         };
         let instances = self.instances_of(&name);
-        let spec = spec_for(&deployments_dir, &record);
+        let spec = spec_for(&deployments_dir, &record, built.service.settings.clone());
         let swapped = self
             .live
             .supervisor

@@ -44,6 +44,8 @@ pub fn build(snapshot: &Snapshot, aliases: &BTreeMap<String, Alias>) -> Routes {
     let targets: Vec<(&LiveDeployment, Target)> = snapshot
         .deployments
         .iter()
+        // A worker has no port: no host, no route.
+        .filter(|deployment| !deployment.spec.settings.is_worker())
         .map(|deployment| (deployment, deployment_target(deployment)))
         .collect();
     for (deployment, target) in &targets {

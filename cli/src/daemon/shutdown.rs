@@ -31,7 +31,7 @@ impl Launched {
             drop(watcher);
             let _ = tokio::time::timeout(REDEPLOY_TIMEOUT, redeploy_task).await;
         }
-        self.supervisor.stop().await;
+        self.supervisor.stop_in_order(self.stop_order).await;
         let _ = self.supervisor_task.await;
         let _ = tokio::time::timeout(ROUTES_TIMEOUT, self.routes_task).await;
         let _ = tokio::time::timeout(PROXY_TIMEOUT, self.proxy_task).await;

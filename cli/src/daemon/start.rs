@@ -31,6 +31,7 @@ use super::redeploy::{self, Redeployer};
 use super::report;
 use super::stop::{Signals, StopReason};
 use super::{redis, Daemon, DaemonConfig, Live};
+use crate::config::{self, model::Condition, ServicesError};
 use crate::control::{
     self,
     api::{deployment_urls, https_url},
@@ -69,6 +70,10 @@ pub struct Launched {
     pub(super) control_task: JoinHandle<()>,
     pub(super) watching: Option<(Watcher, JoinHandle<()>)>,
     pub(super) redis: Option<ManagedRedis>,
+    /// Cancelled when a dependency failed the start: `stack up` stops then, with exit 1.
+    pub start_failed: CancellationToken,
+    /// Dependents before what they depend on: the start order reversed.
+    pub(super) stop_order: Vec<String>,
     pub(super) _socket: SocketFile,
     pub(super) _watchdog: process::Guard,
     pub(super) _lock: ProjectLock,
@@ -148,8 +153,9 @@ impl Daemon {
             _ => None,
         };
         let https_port = https.as_ref().map(|https| https.port);
-        let services = build::discover(&project_dir, &config.services).map_err(build_error)?;
+        let services = project_services(&project_dir, &config.services)?;
         check_prerequisites(&services, &service_env)?;
+        check_programs(&services, &service_env)?;
 
         let root = CancellationToken::new();
         let builds = Builds::default();
@@ -269,14 +275,30 @@ impl Daemon {
         daemon.run(live.clone());
         drop(first_build);
 
-        for (spec, instances) in specs {
-            let id = spec.id.clone();
-            let service = spec.service.clone();
-            if supervisor.deploy(spec, instances).await.is_err() {
-                break;
-            }
-            tokio::spawn(say_when_ready(live.clone(), id, service, started));
-        }
+        let start_failed = CancellationToken::new();
+        // Only where something depends on something: otherwise all stop at once, as before.
+        let stop_order: Vec<String> = if services
+            .iter()
+            .any(|service| !service.depends_on.is_empty())
+        {
+            services
+                .iter()
+                .rev()
+                .map(|service| service.name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ordered = OrderedStart {
+            live: live.clone(),
+            specs,
+            depends_on: services
+                .iter()
+                .map(|service| (service.name.clone(), service.depends_on.clone()))
+                .collect(),
+            started,
+        };
+        tokio::spawn(ordered.run(start_failed.clone(), root.child_token()));
         for (host, alias) in live.aliases.all() {
             let https = https_port
                 .map(|port| format!(" {}", https_url(&host, port)))
@@ -323,6 +345,8 @@ impl Daemon {
             control_task,
             watching,
             redis,
+            start_failed,
+            stop_order,
             _socket: socket,
             _watchdog: watchdog,
             _lock: lock,
@@ -579,12 +603,193 @@ async fn bind_https(port: u16, ca: tls::Ca) -> CliResult<Https> {
     })
 }
 
-/// Prints `> Ready!` once a first deployment takes traffic, or why it does not.
-async fn say_when_ready(live: Arc<Live>, id: String, service: String, started: Instant) {
+/// The services of the project (`stack.toml` resolved against discovery), or every error of
+/// the file at once with nothing started.
+fn project_services(project_dir: &Path, requested: &[String]) -> CliResult<Vec<Service>> {
+    let resolved = config::load_resolved(project_dir).map_err(|errors| {
+        errors.to_cli("Fix the file and run `stack up` again. Nothing was started.")
+    })?;
+    config::services(project_dir, &resolved, requested).map_err(|error| match error {
+        ServicesError::Build(error) => build_error(error),
+        ServicesError::Config(errors) => {
+            errors.to_cli("Fix the file and run `stack up` again. Nothing was started.")
+        }
+        env_file @ ServicesError::EnvFile { .. } => CliError::new(env_file.to_string())
+            .hint("Fix the file and run `stack up` again. Nothing was started."),
+    })
+}
+
+/// Every program a declared service's `build` or `run` names is on PATH, or the start ends
+/// now naming each with the services that need it.
+fn check_programs(services: &[Service], env: &ServiceEnv) -> CliResult<()> {
+    let mut commands = Vec::new();
+    for service in services {
+        if let build::ServiceKind::Command { build, run } = &service.kind {
+            for command in build.iter().chain([run]) {
+                for program in command.programs() {
+                    commands.push((service.name.clone(), program));
+                }
+            }
+        }
+    }
+    let missing =
+        prerequisites::missing_programs(&commands, env.vars.get("PATH").map(String::as_str));
+    let Some(first) = missing.first() else {
+        return Ok(());
+    };
+    let lines: Vec<String> = missing
+        .iter()
+        .map(|entry| {
+            let quoted: Vec<String> = entry
+                .services
+                .iter()
+                .map(|name| format!("`{name}`"))
+                .collect();
+            format!("`{}` (for {})", entry.program, quoted.join(", "))
+        })
+        .collect();
+    let hint = match prerequisites::interpreter_hint(&first.program, prerequisites::Os::detect()) {
+        Some(command) => format!("Install it (`{command}`), then run `stack up` again."),
+        None => "Install it, or change the service's `build`/`run` in `stack.toml`, then run `stack up` again.".into(),
+    };
+    Err(CliError::new(format!(
+        "{} not installed (not found on PATH); nothing was built",
+        lines.join(" and ")
+    ))
+    .hint(hint))
+}
+
+/// The first start of every deployment in `depends_on` order: each waits for what it depends
+/// on (running, ready, or exited 0) before it starts. A dependency that fails that ends the
+/// start, naming it and what its check or its exit said.
+struct OrderedStart {
+    live: Arc<Live>,
+    specs: Vec<(supervisor::DeploymentSpec, usize)>,
+    depends_on: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Condition>>,
+    started: Instant,
+}
+
+impl OrderedStart {
+    async fn run(self, start_failed: CancellationToken, shutdown: CancellationToken) {
+        let ids: std::collections::BTreeMap<String, String> = self
+            .specs
+            .iter()
+            .map(|(spec, _)| (spec.service.clone(), spec.id.clone()))
+            .collect();
+        // A little longer than an instance's own readiness timeout, so its error (with the
+        // last log lines) is what gets said.
+        let timeout = self.live.ready_timeout + Duration::from_secs(2);
+        for (spec, instances) in self.specs {
+            let service = spec.service.clone();
+            let dependencies = self.depends_on.get(&service).cloned().unwrap_or_default();
+            for (dependency, condition) in dependencies {
+                let Some(dependency_id) = ids.get(&dependency) else {
+                    continue;
+                };
+                let waited = tokio::select! {
+                    waited = self.live.supervisor.wait_for(dependency_id, condition, timeout) => waited,
+                    () = shutdown.cancelled() => return,
+                };
+                if let Err(error) = waited {
+                    if !matches!(error, SupervisorError::Stopped) {
+                        output::print_error(&dependency_failed(
+                            &self.live,
+                            &service,
+                            &dependency,
+                            dependency_id,
+                            condition,
+                            &error,
+                        ));
+                        start_failed.cancel();
+                    }
+                    return;
+                }
+            }
+            let id = spec.id.clone();
+            let worker = spec.settings.is_worker();
+            if self.live.supervisor.deploy(spec, instances).await.is_err() {
+                return;
+            }
+            tokio::spawn(say_when_ready(
+                self.live.clone(),
+                id,
+                service,
+                worker,
+                self.started,
+            ));
+        }
+    }
+}
+
+/// `stats` waits for `writer` to be healthy, and what `writer` said instead.
+fn dependency_failed(
+    live: &Live,
+    service: &str,
+    dependency: &str,
+    dependency_id: &str,
+    condition: Condition,
+    error: &SupervisorError,
+) -> CliError {
+    let snapshot = live.supervisor.snapshot();
+    let deployment = snapshot.resolve(dependency_id);
+    let last_check = deployment.and_then(|deployment| {
+        deployment
+            .instances
+            .iter()
+            .find_map(|instance| instance.last_check())
+    });
+    let wanted = match condition {
+        Condition::Started => "to start",
+        Condition::Healthy => "to become healthy",
+        Condition::Completed => "to complete (exit 0)",
+    };
+    let mut message =
+        format!("`{service}` waits for `{dependency}` {wanted}, and it did not: {error}");
+    if let Some(check) = last_check.filter(|_| condition == Condition::Healthy) {
+        message.push_str(&format!("\nits last health check: {check}"));
+    }
+    if condition == Condition::Completed && !error.to_string().contains("last lines:") {
+        if let Some(deployment) = deployment {
+            let lines: Vec<String> = deployment
+                .log
+                .recent(10, None)
+                .into_iter()
+                .filter(|line| !line.text.starts_with("[stack]"))
+                .map(|line| format!("  {}", line.text))
+                .collect();
+            if !lines.is_empty() {
+                message.push_str(&format!("\nlast lines:\n{}", lines.join("\n")));
+            }
+        }
+    }
+    CliError::new(message).hint(format!(
+        "`{service}` and what depends on it were not started; stopping. See `stack logs {dependency}`."
+    ))
+}
+
+/// Prints `> Ready!` once a first deployment takes traffic (a worker: runs), or why it does not.
+async fn say_when_ready(
+    live: Arc<Live>,
+    id: String,
+    service: String,
+    worker: bool,
+    started: Instant,
+) {
     // A little longer than an instance's own readiness timeout, so its error (with the last
     // log lines) is what gets printed.
     let timeout = live.ready_timeout + Duration::from_secs(2);
-    match live.supervisor.wait_ready(&id, timeout).await {
+    let ready = if worker {
+        live.supervisor
+            .wait_for(&id, Condition::Started, timeout)
+            .await
+    } else {
+        live.supervisor.wait_ready(&id, timeout).await
+    };
+    match ready {
+        Ok(()) if worker => output::ready(format!(
+            "{id} (worker `{service}`) [{:.1}s]",
+            started.elapsed().as_secs_f64()
+        )),
         Ok(()) => output::ready(format!(
             "{} [{:.1}s]",
             deployment_urls(&id, live.proxy_port, live.https_port),
@@ -625,6 +830,11 @@ fn build_error(error: BuildError) -> CliError {
                 did_not_compile(&failed)
             ))
             .hint("Fix the errors and run `stack up` again. Nothing was started.")
+        }
+        BuildError::CommandFailed { ref output, .. } => {
+            eprint!("{output}");
+            CliError::new(format!("{error} (its output is above)"))
+                .hint("Fix the build and run `stack up` again. Nothing was started.")
         }
         BuildError::NpmFailed { ref output, .. } => {
             eprint!("{output}");

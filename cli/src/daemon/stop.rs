@@ -13,6 +13,8 @@ pub enum StopReason {
     Interrupt,
     Terminate,
     Down,
+    /// A dependency failed the start (it never became healthy, a one-shot exited non-zero).
+    StartFailed,
 }
 
 impl StopReason {
@@ -22,6 +24,7 @@ impl StopReason {
             StopReason::Interrupt => 130,
             StopReason::Terminate => 143,
             StopReason::Down => 0,
+            StopReason::StartFailed => 1,
         }
     }
 }

@@ -20,7 +20,11 @@ fn service(name: &str) -> Service {
         name: name.into(),
         dir: name.into(),
         kind: ServiceKind::Npm,
-        health: None,
+        settings: Default::default(),
+        instances: None,
+        depends_on: Default::default(),
+        watch: Vec::new(),
+        ignore: Vec::new(),
     }
 }
 

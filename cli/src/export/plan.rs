@@ -39,7 +39,8 @@ pub struct Project<'a> {
 
 impl<'a> Project<'a> {
     /// The services of the project at `project_dir`: directories under `services/` with a
-    /// `src/main.rs`, a `src/bin/` or a `package.json` (a library such as `session` is not one).
+    /// `src/main.rs`, a `src/bin/` or a `package.json` (a library such as `session` is not one),
+    /// and those `stack.toml` declares.
     pub fn find_services(project_dir: &Path) -> Vec<String> {
         let Ok(entries) = fs::read_dir(project_dir.join("services")) else {
             return Vec::new();
@@ -54,7 +55,10 @@ impl<'a> Project<'a> {
             })
             .filter_map(|entry| entry.file_name().into_string().ok())
             .collect();
+        // Declared in `stack.toml` (a Python service, say) counts too.
+        services.extend(crate::config::service_names(project_dir));
         services.sort();
+        services.dedup();
         services
     }
 }

@@ -75,7 +75,12 @@ impl State {
 
     /// How many instances `service` runs (1 unless recorded otherwise).
     pub fn scale_of(&self, service: &str) -> usize {
-        self.scale.get(service).copied().unwrap_or(1)
+        self.recorded_scale(service).unwrap_or(1)
+    }
+
+    /// The scale `stack scale` recorded for `service`, if any.
+    pub fn recorded_scale(&self, service: &str) -> Option<usize> {
+        self.scale.get(service).copied()
     }
 
     /// A service's current deployment, or a deployment id, as recorded (`<name>.localhost`

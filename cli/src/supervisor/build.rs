@@ -9,6 +9,7 @@
 //! deployments is the supervisor's job, not this module's.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io;
@@ -20,8 +21,9 @@ use rand::Rng;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use crate::config::model::{Check, CommandLine, Condition};
 use crate::state::deployments::{DeploymentRecord, ServiceHistory};
-use crate::supervisor::process;
+use crate::supervisor::{process, RunSettings};
 
 /// Where services live in a project.
 pub const SERVICES_DIR: &str = "services";
@@ -56,6 +58,13 @@ pub enum BuildError {
         dir: String,
         output: String,
     },
+    #[error("`{command}` failed in `{dir}` ({status})")]
+    CommandFailed {
+        command: String,
+        dir: String,
+        status: String,
+        output: String,
+    },
     #[error("cannot prepare `{path}`: {source}")]
     Copy { path: String, source: io::Error },
 }
@@ -67,6 +76,12 @@ pub enum ServiceKind {
     Cargo { package: String },
     /// A directory with `package.json` and a `start` script.
     Npm,
+    /// Declared in `stack.toml`: `build` (optional) runs in the directory before each
+    /// deployment, `run` starts an instance in the deployment's copy of it.
+    Command {
+        build: Option<CommandLine>,
+        run: CommandLine,
+    },
 }
 
 /// A directory that can run.
@@ -76,10 +91,47 @@ pub struct Service {
     pub name: String,
     pub dir: PathBuf,
     pub kind: ServiceKind,
-    /// An HTTP path that must answer 2xx or 3xx before an instance takes traffic:
-    /// `[package.metadata.stack] health = "/healthz"` in Cargo.toml, or
-    /// `"stack": {"health": "/healthz"}` in package.json. `None`: a TCP connect is enough.
-    pub health: Option<String>,
+    /// How its instances run: kind, health check, environment, stop and restart. Detected
+    /// services get a health path from `[package.metadata.stack] health = "/healthz"` in
+    /// Cargo.toml or `"stack": {"health": "/healthz"}` in package.json; `stack.toml` may say
+    /// more.
+    pub settings: RunSettings,
+    /// `instances` of `stack.toml`: the scale when `stack scale` recorded none.
+    pub instances: Option<usize>,
+    /// What must be started, healthy or completed before this one starts.
+    pub depends_on: BTreeMap<String, Condition>,
+    /// `watch` globs of stack.toml, relative to the project (empty: the directory and, for
+    /// Cargo, its path dependencies).
+    pub watch: Vec<String>,
+    /// `ignore` globs of stack.toml, relative to the project.
+    pub ignore: Vec<String>,
+}
+
+impl Service {
+    /// A detected service with the default settings.
+    fn detected(name: String, dir: PathBuf, kind: ServiceKind, health: Option<String>) -> Self {
+        Service {
+            name,
+            dir,
+            kind,
+            settings: RunSettings {
+                health: crate::config::detected_health(health),
+                ..RunSettings::default()
+            },
+            instances: None,
+            depends_on: BTreeMap::new(),
+            watch: Vec::new(),
+            ignore: Vec::new(),
+        }
+    }
+
+    /// The HTTP path of its health check, if that is its check (recorded with a deployment).
+    pub fn health_path(&self) -> Option<String> {
+        match &self.settings.health.as_ref()?.check {
+            Check::Http(path) => Some(path.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// Finds the services to start: those named (by name under `services/`, or by path), or
@@ -147,22 +199,24 @@ fn inspect(dir: &Path) -> Option<Service> {
             || dir.join("src/bin").is_dir()
             || manifest.contains("[[bin]]");
         let package = package_name(&manifest)?;
-        return has_binary.then(|| Service {
-            name,
-            dir: dir.to_path_buf(),
-            kind: ServiceKind::Cargo { package },
-            health: toml_string(&manifest, "[package.metadata.stack]", "health"),
+        return has_binary.then(|| {
+            Service::detected(
+                name,
+                dir.to_path_buf(),
+                ServiceKind::Cargo { package },
+                toml_string(&manifest, "[package.metadata.stack]", "health"),
+            )
         });
     }
     let package_json = fs::read_to_string(dir.join("package.json")).ok()?;
     let value: serde_json::Value = serde_json::from_str(&package_json).ok()?;
     value["scripts"]["start"].as_str()?;
-    Some(Service {
+    Some(Service::detected(
         name,
-        dir: dir.to_path_buf(),
-        kind: ServiceKind::Npm,
-        health: value["stack"]["health"].as_str().map(str::to_string),
-    })
+        dir.to_path_buf(),
+        ServiceKind::Npm,
+        value["stack"]["health"].as_str().map(str::to_string),
+    ))
 }
 
 /// `name = "..."` inside `[package]`.
@@ -254,6 +308,17 @@ pub async fn build(
                     service: service.clone(),
                     artifact: executable,
                     fingerprint,
+                });
+            }
+            ServiceKind::Command { build, .. } => {
+                if let Some(build) = build {
+                    progress(Progress::Said(&format!("{build} ({})", service.name)));
+                    run_build_command(project, &service.dir, build, progress).await?;
+                }
+                built.push(Built {
+                    service: service.clone(),
+                    artifact: service.dir.clone(),
+                    fingerprint: tree_fingerprint(&service.dir),
                 });
             }
             ServiceKind::Npm => {
@@ -417,7 +482,7 @@ async fn estimate_units(project: &Path, services: &[&Service]) -> Option<usize> 
         .iter()
         .filter_map(|service| match &service.kind {
             ServiceKind::Cargo { package } => Some(package.as_str()),
-            ServiceKind::Npm => None,
+            ServiceKind::Npm | ServiceKind::Command { .. } => None,
         })
         .collect();
     count_units(&metadata, &wanted)
@@ -503,19 +568,10 @@ async fn npm_install(
     // is kept for the error.
     let stdout = child.stdout.take().expect("stdout was piped");
     let stderr = child.stderr.take().expect("stderr was piped");
-    let collect = |stream: Box<dyn tokio::io::AsyncRead + Unpin + Send>| async move {
-        let mut output = String::new();
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if !line.trim().is_empty() {
-                progress(Progress::Said(line.trim()));
-            }
-            output.push_str(&line);
-            output.push('\n');
-        }
-        output
-    };
-    let (out, err) = tokio::join!(collect(Box::new(stdout)), collect(Box::new(stderr)));
+    let (out, err) = tokio::join!(
+        collect_lines(Box::new(stdout), progress),
+        collect_lines(Box::new(stderr), progress)
+    );
     let status = child.wait().await.map_err(run_error)?;
     if status.success() {
         return Ok(());
@@ -525,6 +581,67 @@ async fn npm_install(
         dir: dir.display().to_string(),
         output: format!("{out}{err}"),
     })
+}
+
+/// Runs a declared service's `build` in its directory; its output goes to the progress and,
+/// when it fails, into the error.
+async fn run_build_command(
+    project: &Path,
+    dir: &Path,
+    build: &CommandLine,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<(), BuildError> {
+    let (program, args) = build.argv();
+    let run_error = |source| BuildError::Run {
+        program: program.clone(),
+        source,
+    };
+    let mut command = Command::new(&program);
+    command
+        .args(&args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (mut child, _group) = process::spawn_tool(
+        &mut command,
+        &build.to_string(),
+        &process::pids_dir(project),
+    )
+    .map_err(run_error)?;
+    let stdout = child.stdout.take().expect("stdout was piped");
+    let stderr = child.stderr.take().expect("stderr was piped");
+    let (out, err) = tokio::join!(
+        collect_lines(Box::new(stdout), progress),
+        collect_lines(Box::new(stderr), progress)
+    );
+    let status = child.wait().await.map_err(run_error)?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(BuildError::CommandFailed {
+        command: build.to_string(),
+        dir: dir.display().to_string(),
+        status: status.to_string(),
+        output: format!("{out}{err}"),
+    })
+}
+
+/// Every line of a build tool's stream, each told to the progress as it comes.
+async fn collect_lines(
+    stream: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> String {
+    let mut output = String::new();
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if !line.trim().is_empty() {
+            progress(Progress::Said(line.trim()));
+        }
+        output.push_str(&line);
+        output.push('\n');
+    }
+    output
 }
 
 /// Whether package.json lists any (dev) dependency; without one there is nothing to install.
@@ -565,7 +682,10 @@ fn tree_fingerprint(dir: &Path) -> String {
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name();
-            if name == "node_modules" || name == ".git" {
+            let name_text = name.to_string_lossy();
+            if LINKED_DIRS.contains(&name_text.as_ref())
+                || SKIPPED_DIRS.contains(&name_text.as_ref())
+            {
                 continue;
             }
             if path.is_dir() {
@@ -602,7 +722,7 @@ pub fn prepare_deployment(
     if let Some(current) = history.current_record() {
         let reusable = current.fingerprint == built.fingerprint
             && current.release == release
-            && current.health == built.service.health
+            && current.health == built.service.health_path()
             && deployments_dir.join(&current.id).is_dir();
         if reusable {
             return Ok((current.clone(), false));
@@ -645,6 +765,19 @@ pub fn prepare_deployment(
             }
             ("npm", "npm".to_string(), vec!["start".to_string()])
         }
+        ServiceKind::Command { run, .. } => {
+            copy_tree(&built.artifact, &target).map_err(copy_error)?;
+            for linked in LINKED_DIRS {
+                let original = built.artifact.join(linked);
+                if original.is_dir() {
+                    let absolute = original.canonicalize().map_err(copy_error)?;
+                    std::os::unix::fs::symlink(absolute, target.join(linked))
+                        .map_err(copy_error)?;
+                }
+            }
+            let (program, args) = run.argv();
+            ("command", program, args)
+        }
     };
     let record = DeploymentRecord {
         id,
@@ -655,18 +788,25 @@ pub fn prepare_deployment(
         args,
         fingerprint: built.fingerprint.clone(),
         release,
-        health: built.service.health.clone(),
+        health: built.service.health_path(),
     };
     Ok((record, true))
 }
 
-/// Copies a source tree, leaving out `node_modules` (linked instead) and `.git`.
+/// What a build installs into a service's directory (dependencies, a virtualenv): linked
+/// into each deployment rather than copied, as `node_modules` is.
+const LINKED_DIRS: &[&str] = &["node_modules", ".venv", "venv"];
+/// Never part of a deployment.
+const SKIPPED_DIRS: &[&str] = &[".git", "target", "__pycache__"];
+
+/// Copies a source tree, leaving out what [`LINKED_DIRS`] links and [`SKIPPED_DIRS`].
 fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
         let name = entry.file_name();
-        if name == "node_modules" || name == ".git" {
+        let name_text = name.to_string_lossy();
+        if LINKED_DIRS.contains(&name_text.as_ref()) || SKIPPED_DIRS.contains(&name_text.as_ref()) {
             continue;
         }
         let file_type = entry.file_type()?;

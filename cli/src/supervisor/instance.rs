@@ -1,21 +1,25 @@
-//! One instance's life: pick a free port, start the process with `PORT`, wait until it accepts
-//! TCP connections (or find the port it listens on instead), run until it exits or is stopped,
-//! restart it with backoff (1, 2, 4, 8 .. 30 s), and give up after five fast failures in a row.
+//! One instance's life: pick a free port, start the process with `PORT` (a worker gets none),
+//! wait until its health check passes (the port accepting when it has none; a worker: started),
+//! or find the port it listens on instead, run until it exits or is stopped, check its health
+//! every `interval` (`retries` failures in a row take it out of rotation and restart it), and
+//! after an exit follow its restart policy: with backoff (1, 2, 4, 8 .. 30 s), giving up after
+//! five fast failures in a row; an exit 0 under `on-failure` or `never` completes it.
 //! Stopping drains first: the instance leaves the routing table, in-flight requests finish
-//! (bounded by the grace period), then its process group is stopped.
+//! (bounded by the grace period), then its process group gets its stop signal.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::health::{self, HttpFailure};
 use super::logs::DeploymentLog;
 use super::process::{self, ChildSpec, RunningChild};
 use super::{Config, DeploymentSpec, Event};
+use crate::config::model::{Check, Restart};
 
 /// Five failures in a row, each sooner than this after its start, mark the instance crashed.
 const FAST_FAILURE: Duration = Duration::from_secs(10);
@@ -40,8 +44,10 @@ pub struct Instance {
     pub ready: AtomicBool,
     /// Being stopped: takes no new requests.
     pub draining: AtomicBool,
-    /// Gave up after five fast failures.
+    /// Gave up after five fast failures (or exited non-zero under `restart = "never"`).
     pub crashed: AtomicBool,
+    /// Exited 0 under `restart = "on-failure"` or `"never"`: a one-shot that did its work.
+    pub completed: AtomicBool,
     /// Ready, but out of the proxy's rotation: it refused a connection or sent no response
     /// in time. Probed until it answers again.
     pub unresponsive: AtomicBool,
@@ -51,6 +57,8 @@ pub struct Instance {
     pub upstream: Mutex<Option<Arc<crate::proxy::Backend>>>,
     /// Why the last start failed (a readiness timeout with the last log lines, an exit status).
     pub last_error: Mutex<Option<String>>,
+    /// What the last failed health check saw (`GET /healthz answered 503`), cleared by a pass.
+    pub last_check: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -75,11 +83,28 @@ impl Instance {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
+            completed: AtomicBool::new(false),
             unresponsive: AtomicBool::new(false),
             restarts: AtomicU32::new(0),
             upstream: Mutex::new(None),
             last_error: Mutex::new(None),
+            last_check: Mutex::new(None),
         }
+    }
+
+    /// What the last failed health check saw, if the last one failed.
+    pub fn last_check(&self) -> Option<String> {
+        self.last_check
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .clone()
+    }
+
+    fn set_check(&self, outcome: Option<String>) {
+        *self
+            .last_check
+            .lock()
+            .expect("never poisoned: no panics while held") = outcome;
     }
 
     /// Ready and not draining: the proxy may send it requests.
@@ -143,7 +168,16 @@ pub(super) struct InstanceTask {
 
 enum Started {
     Ready(Box<RunningChild>),
-    Failed(String),
+    /// Why, and the exit status when the process exited.
+    Failed(String, Option<std::process::ExitStatus>),
+    Stopped,
+}
+
+/// How a ready instance's run ended.
+enum Ended {
+    Exited(String, Option<std::process::ExitStatus>),
+    /// Its health check failed `retries` times in a row; it was stopped for a restart.
+    Unhealthy(String),
     Stopped,
 }
 
@@ -159,28 +193,21 @@ impl InstanceTask {
             let started_at = Instant::now();
             let started = self.start(&source).await;
             drop(permit);
-            let reason = match started {
+            let (reason, status) = match started {
                 Started::Stopped => return,
-                Started::Failed(reason) => reason,
-                Started::Ready(mut child) => {
-                    self.instance
-                        .set_upstream(Some(self.instance.port.load(Ordering::Acquire)));
+                Started::Failed(reason, status) => (reason, status),
+                Started::Ready(child) => {
+                    if !self.deployment.settings.is_worker() {
+                        self.instance
+                            .set_upstream(Some(self.instance.port.load(Ordering::Acquire)));
+                    }
                     self.instance.ready.store(true, Ordering::Release);
                     self.instance.set_error(None);
                     self.changed();
-                    let mut rotation = tokio::time::interval(ROTATION_CHECK);
-                    loop {
-                        tokio::select! {
-                            status = child.wait() => break match status {
-                                Ok(status) => format!("exited ({status})"),
-                                Err(error) => format!("could not be waited on: {error}"),
-                            },
-                            () = self.stop.cancelled() => {
-                                self.drain_and_stop(*child).await;
-                                return;
-                            }
-                            _ = rotation.tick() => self.check_rotation(&source).await,
-                        }
+                    match self.serve(*child, &source).await {
+                        Ended::Stopped => return,
+                        Ended::Exited(reason, status) => (reason, status),
+                        Ended::Unhealthy(reason) => (reason, None),
                     }
                 }
             };
@@ -194,7 +221,25 @@ impl InstanceTask {
             } else {
                 failures = 1;
             }
+            let succeeded = status.is_some_and(|status| status.success());
+            let policy = self.deployment.settings.restart;
+            if succeeded && policy != Restart::Always {
+                self.log.push(&source, "[stack] exited 0: completed");
+                self.instance.completed.store(true, Ordering::Release);
+                self.changed();
+                return;
+            }
             self.instance.set_error(Some(reason.clone()));
+            if policy == Restart::Never {
+                let summary = reason.lines().next().unwrap_or_default();
+                self.log.push(
+                    &source,
+                    &format!("[stack] {summary}; not restarting (restart = \"never\")"),
+                );
+                self.instance.crashed.store(true, Ordering::Release);
+                self.changed();
+                return;
+            }
             if failures >= FAILURES_BEFORE_CRASHED {
                 let summary = reason.lines().next().unwrap_or_default();
                 self.log.push(
@@ -228,13 +273,96 @@ impl InstanceTask {
         let _ = self.events.send(Event::InstanceChanged);
     }
 
+    /// Runs a ready instance until it exits, fails its health check `retries` times in a row,
+    /// or is stopped.
+    async fn serve(&self, mut child: RunningChild, source: &str) -> Ended {
+        let settings = &self.deployment.settings;
+        let mut rotation = tokio::time::interval(ROTATION_CHECK);
+        let interval = settings
+            .health
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |health| health.interval);
+        let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                status = child.wait() => return match status {
+                    Ok(status) => Ended::Exited(format!("exited ({status})"), Some(status)),
+                    Err(error) => Ended::Exited(format!("could not be waited on: {error}"), None),
+                },
+                () = self.stop.cancelled() => {
+                    self.drain_and_stop(child).await;
+                    return Ended::Stopped;
+                }
+                _ = rotation.tick(), if !settings.is_worker() => self.check_rotation(source).await,
+                _ = checks.tick(), if settings.health.is_some() => {
+                    let Some(health) = &settings.health else { continue };
+                    let port = self.instance.port.load(Ordering::Acquire);
+                    match self.check(&health.check, port, health.timeout).await {
+                        Ok(()) => failures = 0,
+                        Err(seen) => {
+                            failures += 1;
+                            if failures >= health.retries {
+                                let reason = format!(
+                                    "failed its health check {failures} times in a row ({seen})"
+                                );
+                                self.log.push(
+                                    source,
+                                    &format!("[stack] {source} {reason}: out of rotation, restarting"),
+                                );
+                                self.instance.ready.store(false, Ordering::Release);
+                                self.instance.set_upstream(None);
+                                self.changed();
+                                let _ = child
+                                    .stop_with(settings.stop_signal, settings.stop_timeout)
+                                    .await;
+                                return Ended::Unhealthy(reason);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The instance's environment: the stack's, the service's own, and `PORT` (web only).
+    fn environment(&self, port: Option<u16>) -> std::collections::BTreeMap<String, String> {
+        let mut env = self.config.env.clone();
+        env.extend(self.deployment.settings.env.clone());
+        if let Some(port) = port {
+            env.insert("PORT".into(), port.to_string());
+        }
+        env
+    }
+
+    /// One run of the health check; the outcome is kept for `last_check`.
+    async fn check(&self, check: &Check, port: u16, timeout: Duration) -> Result<(), String> {
+        let port = (!self.deployment.settings.is_worker()).then_some(port);
+        let env = || self.environment(port);
+        let target = health::Target {
+            port,
+            dir: &self.deployment.dir,
+            env: &env,
+            pids_dir: &self.config.pids_dir,
+        };
+        let outcome = health::run(check, &target, timeout).await;
+        self.instance.set_check(outcome.as_ref().err().cloned());
+        outcome
+    }
+
     /// Starts the process and waits until it is ready, fails, or the instance is stopped.
     async fn start(&self, source: &str) -> Started {
-        let Some(port) = free_port() else {
-            return Started::Failed("no free port on 127.0.0.1".into());
+        let settings = &self.deployment.settings;
+        let port = if settings.is_worker() {
+            0
+        } else {
+            match free_port() {
+                Some(port) => port,
+                None => return Started::Failed("no free port on 127.0.0.1".into(), None),
+            }
         };
-        let mut env = self.config.env.clone();
-        env.insert("PORT".into(), port.to_string());
+        let env = self.environment((!settings.is_worker()).then_some(port));
         let spec = ChildSpec {
             program: self.deployment.program.clone(),
             args: self.deployment.args.iter().map(Into::into).collect(),
@@ -244,7 +372,7 @@ impl InstanceTask {
         };
         let mut child = match process::spawn(&spec, &self.config.pids_dir) {
             Ok(child) => child,
-            Err(error) => return Started::Failed(error.to_string()),
+            Err(error) => return Started::Failed(error.to_string(), None),
         };
         self.instance.pid.store(child.pid, Ordering::Release);
         if let Some(stdout) = child.stdout.take() {
@@ -253,17 +381,22 @@ impl InstanceTask {
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(self.log.clone().pump(source.to_string(), stderr));
         }
-        let deadline = Instant::now() + self.config.ready_timeout;
+        let start_period = settings
+            .health
+            .as_ref()
+            .map_or(Duration::ZERO, |health| health.start_period);
+        let ready_within = self.config.ready_timeout + start_period;
+        let deadline = Instant::now() + ready_within;
         let ready = tokio::select! {
             ready = self.wait_ready(port, child.pid, deadline, source) => ready,
             status = child.wait() => {
-                return Started::Failed(match status {
-                    Ok(status) => format!("exited before it was ready ({status})"),
-                    Err(error) => format!("could not be waited on: {error}"),
-                });
+                return match status {
+                    Ok(status) => Started::Failed(format!("exited before it was ready ({status})"), Some(status)),
+                    Err(error) => Started::Failed(format!("could not be waited on: {error}"), None),
+                };
             }
             () = self.stop.cancelled() => {
-                let _ = child.stop(self.config.grace).await;
+                let _ = child.stop_with(settings.stop_signal, settings.stop_timeout).await;
                 return Started::Stopped;
             }
         };
@@ -273,7 +406,9 @@ impl InstanceTask {
                 Started::Ready(Box::new(child))
             }
             None => {
-                let _ = child.stop(self.config.grace).await;
+                let _ = child
+                    .stop_with(settings.stop_signal, settings.stop_timeout)
+                    .await;
                 // The program's own lines: stack's notes about earlier attempts would nest
                 // one reason inside the next.
                 let last_lines: Vec<String> = self
@@ -283,15 +418,22 @@ impl InstanceTask {
                     .filter(|line| !line.text.starts_with("[stack]"))
                     .map(|line| format!("  {}", line.text))
                     .collect();
-                let mut reason = format!(
-                    "nothing accepted connections on PORT={port} within {}s",
-                    self.config.ready_timeout.as_secs()
-                );
+                let mut reason = match (&settings.health, self.instance.last_check()) {
+                    (Some(health), Some(seen)) => format!(
+                        "its health check ({}) did not pass within {}s: {seen}",
+                        health.check,
+                        ready_within.as_secs()
+                    ),
+                    _ => format!(
+                        "nothing accepted connections on PORT={port} within {}s",
+                        ready_within.as_secs()
+                    ),
+                };
                 if !last_lines.is_empty() {
                     reason.push_str("\nlast lines:\n");
                     reason.push_str(&last_lines.join("\n"));
                 }
-                Started::Failed(reason)
+                Started::Failed(reason, None)
             }
         }
     }
@@ -311,10 +453,48 @@ impl InstanceTask {
             .lock()
             .expect("never poisoned: no panics while held");
         let mut checked_proc_at = started;
+        let health = self.deployment.settings.health.clone();
+        if self.deployment.settings.is_worker() {
+            // A worker is ready once started, or once its `cmd` check passes.
+            let Some(health) = health else {
+                return Some(0);
+            };
+            let poll = health.interval.min(Duration::from_millis(250));
+            loop {
+                if self.check(&health.check, 0, health.timeout).await.is_ok() {
+                    return Some(0);
+                }
+                if Instant::now() + poll >= deadline {
+                    return None;
+                }
+                tokio::time::sleep(poll).await;
+            }
+        }
+        // Before it is ready, checked more often than its interval: a start should not wait
+        // a whole interval for nothing. A command costs a process, so it is polled gentler.
+        let poll = match &health {
+            Some(health) if matches!(health.check, Check::Cmd(_)) => {
+                health.interval.min(Duration::from_millis(250))
+            }
+            _ => Duration::from_millis(15),
+        };
         loop {
             let target = fixed.unwrap_or(port);
-            if TcpStream::connect(("127.0.0.1", target)).await.is_ok() && self.healthy(target).await
-            {
+            let accepts = TcpStream::connect(("127.0.0.1", target)).await.is_ok();
+            if !accepts {
+                self.instance.set_check(Some(format!(
+                    "nothing accepts connections on port {target}"
+                )));
+            }
+            let passes = accepts
+                && match &health {
+                    Some(health) => self
+                        .check(&health.check, target, health.timeout)
+                        .await
+                        .is_ok(),
+                    None => true,
+                };
+            if passes {
                 return Some(target);
             }
             let now = Instant::now();
@@ -341,18 +521,8 @@ impl InstanceTask {
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(15)).await;
+            tokio::time::sleep(poll).await;
         }
-    }
-
-    /// With a health path: `GET` it and accept 2xx or 3xx. Without one: always.
-    async fn healthy(&self, port: u16) -> bool {
-        let Some(path) = &self.deployment.health else {
-            return true;
-        };
-        http_status(port, path, Duration::from_secs(2))
-            .await
-            .is_some_and(|status| (200..400).contains(&status))
     }
 
     /// Says when the proxy took this instance out of its rotation (a refused connection, no
@@ -378,11 +548,17 @@ impl InstanceTask {
             self.changed();
         }
         let port = self.instance.port.load(Ordering::Acquire);
-        let path = self.deployment.health.as_deref().unwrap_or("/");
-        let answers = match http_status(port, path, PROBE_TIMEOUT).await {
-            Some(status) if self.deployment.health.is_some() => (200..400).contains(&status),
-            Some(_) => true,
-            None => false,
+        // Its own health check when it has one (a `cmd` or `tcp` one included), else any HTTP
+        // answer to `GET /`.
+        let answers = match &self.deployment.settings.health {
+            Some(health) => self
+                .check(&health.check, port, PROBE_TIMEOUT.min(health.timeout))
+                .await
+                .is_ok(),
+            None => !matches!(
+                health::http_status(port, "/", PROBE_TIMEOUT).await,
+                Err(HttpFailure::TimedOut | HttpFailure::Io(_))
+            ),
         };
         if answers {
             backend.put_back_in_rotation();
@@ -416,28 +592,14 @@ impl InstanceTask {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = child.stop(self.config.grace).await;
+        let settings = &self.deployment.settings;
+        let _ = child
+            .stop_with(settings.stop_signal, settings.stop_timeout)
+            .await;
         self.instance.ready.store(false, Ordering::Release);
         self.instance.set_upstream(None);
         self.changed();
     }
-}
-
-/// The status of `GET path` on 127.0.0.1:`port`, if a response head arrives within `timeout`.
-async fn http_status(port: u16, path: &str, timeout: Duration) -> Option<u16> {
-    let check = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nUser-Agent: stack-health\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut head = [0u8; 16];
-        let read = stream.read(&mut head).await.ok()?;
-        // `HTTP/1.1 200 ...`: the status is the 3 digits after the first space.
-        let text = std::str::from_utf8(&head[..read]).ok()?;
-        text.split(' ').nth(1)?.get(..3)?.parse().ok()
-    };
-    tokio::time::timeout(timeout, check).await.ok().flatten()
 }
 
 /// A port that was free a moment ago on 127.0.0.1 (the OS picks it).

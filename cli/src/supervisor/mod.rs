@@ -16,6 +16,7 @@
 //! answers and log lines, and printed (when at all) by the daemon.
 
 pub mod build;
+pub mod health;
 pub mod instance;
 pub mod logs;
 pub mod process;
@@ -32,6 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::model::{Condition, Health, Kind, Restart};
 pub use instance::Instance;
 use instance::InstanceTask;
 use logs::{DeploymentLog, Redactor, Rotation};
@@ -103,8 +105,42 @@ pub struct DeploymentSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub created_ms: u64,
-    /// When set, ready means `GET <health>` answers 2xx or 3xx, not just a TCP connect.
-    pub health: Option<String>,
+    /// How its instances run (health, environment, stop, restarts).
+    pub settings: RunSettings,
+}
+
+/// How a service's instances run, from detection and `stack.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    /// A worker gets no `PORT` and no route.
+    pub kind: Kind,
+    /// Readiness and liveness; `None`: the port accepting (a worker: the process running).
+    pub health: Option<Health>,
+    /// Added to the stack's environment for this service only.
+    pub env: BTreeMap<String, String>,
+    pub stop_signal: nix::sys::signal::Signal,
+    /// Between the stop signal and SIGKILL.
+    pub stop_timeout: Duration,
+    pub restart: Restart,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            kind: Kind::Web,
+            health: None,
+            env: BTreeMap::new(),
+            stop_signal: nix::sys::signal::Signal::SIGTERM,
+            stop_timeout: DEFAULT_GRACE,
+            restart: Restart::Always,
+        }
+    }
+}
+
+impl RunSettings {
+    pub fn is_worker(&self) -> bool {
+        self.kind == Kind::Worker
+    }
 }
 
 /// Orders to the supervisor task, each answered through its oneshot.
@@ -146,7 +182,12 @@ pub enum Order {
         reply: oneshot::Sender<()>,
     },
     /// Stop everything; answers once every process group is gone.
-    Stop { reply: oneshot::Sender<()> },
+    /// The services of `order` stop one after another (each one's instances in parallel),
+    /// then every other deployment at once.
+    Stop {
+        order: Vec<String>,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Sent by instance tasks; any change makes the supervisor publish a new snapshot.
@@ -163,6 +204,8 @@ pub enum DeploymentState {
     Starting,
     Ready,
     Crashed,
+    /// Every instance exited 0 and stays stopped (a one-shot).
+    Completed,
     Stopped,
 }
 
@@ -173,6 +216,7 @@ impl std::fmt::Display for DeploymentState {
             DeploymentState::Starting => "STARTING",
             DeploymentState::Ready => "READY",
             DeploymentState::Crashed => "CRASHED",
+            DeploymentState::Completed => "COMPLETED",
             DeploymentState::Stopped => "STOPPED",
         };
         f.write_str(text)
@@ -212,6 +256,11 @@ impl LiveDeployment {
             DeploymentState::Stopped
         } else if self.n_ready() > 0 {
             DeploymentState::Ready
+        } else if active
+            .iter()
+            .all(|instance| instance.completed.load(Ordering::Acquire))
+        {
+            DeploymentState::Completed
         } else if active
             .iter()
             .all(|instance| instance.crashed.load(Ordering::Acquire))
@@ -338,8 +387,14 @@ impl Supervisor {
 
     /// Stops every instance (in parallel, each within the grace period) and waits for it.
     pub async fn stop(&self) {
+        self.stop_in_order(Vec::new()).await;
+    }
+
+    /// Stops the services of `order` one after another (dependents before what they depend
+    /// on), then the rest in parallel, and waits for all of it.
+    pub async fn stop_in_order(&self, order: Vec<String>) {
         let (reply, answer) = oneshot::channel();
-        if self.send(Order::Stop { reply }).await.is_ok() {
+        if self.send(Order::Stop { order, reply }).await.is_ok() {
             let _ = answer.await;
         }
     }
@@ -368,6 +423,53 @@ impl Supervisor {
         deployment_id: &str,
         timeout: Duration,
     ) -> Result<(), SupervisorError> {
+        self.wait_until(deployment_id, timeout, |deployment| {
+            let active = deployment
+                .instances
+                .iter()
+                .filter(|instance| !instance.draining.load(Ordering::Acquire))
+                .count();
+            deployment.n_ready() >= deployment.wanted && active == deployment.wanted
+        })
+        .await
+    }
+
+    /// Waits until `deployment_id` meets what a dependent waits for: a process running
+    /// (`started`), ready (`healthy`), or every instance exited 0 (`completed`).
+    pub async fn wait_for(
+        &self,
+        deployment_id: &str,
+        condition: Condition,
+        timeout: Duration,
+    ) -> Result<(), SupervisorError> {
+        match condition {
+            Condition::Healthy => self.wait_ready(deployment_id, timeout).await,
+            Condition::Started => {
+                self.wait_until(deployment_id, timeout, |deployment| {
+                    deployment.instances.iter().any(|instance| {
+                        instance.pid.load(Ordering::Acquire) != 0
+                            || instance.completed.load(Ordering::Acquire)
+                    })
+                })
+                .await
+            }
+            Condition::Completed => {
+                self.wait_until(deployment_id, timeout, |deployment| {
+                    deployment.state() == DeploymentState::Completed
+                })
+                .await
+            }
+        }
+    }
+
+    /// Waits until `done` holds for the deployment; fails when it crashes (or, for a one-shot,
+    /// exits non-zero) or `timeout` passes first.
+    async fn wait_until(
+        &self,
+        deployment_id: &str,
+        timeout: Duration,
+        done: impl Fn(&LiveDeployment) -> bool,
+    ) -> Result<(), SupervisorError> {
         let mut receiver = self.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -383,12 +485,7 @@ impl Supervisor {
                         running: snapshot.names(),
                     });
                 };
-                let active = deployment
-                    .instances
-                    .iter()
-                    .filter(|instance| !instance.draining.load(Ordering::Acquire))
-                    .count();
-                if deployment.n_ready() >= deployment.wanted && active == deployment.wanted {
+                if done(deployment) {
                     return Ok(());
                 }
                 if deployment.state() == DeploymentState::Crashed {
@@ -454,7 +551,10 @@ impl SupervisorTask {
         loop {
             tokio::select! {
                 order = orders.recv() => match order {
-                    Some(Order::Stop { reply }) => {
+                    Some(Order::Stop { order, reply }) => {
+                        for service in order {
+                            self.stop_service(&service).await;
+                        }
                         self.stop_all().await;
                         let _ = reply.send(());
                         return;
@@ -673,6 +773,34 @@ impl SupervisorTask {
         running.slots.sort_by_key(|slot| slot.instance.number);
     }
 
+    /// Stops every deployment of `service`, waits for them, and says so in their logs.
+    async fn stop_service(&mut self, service: &str) {
+        let mut stopped = Vec::new();
+        let mut tasks = Vec::new();
+        for running in &mut self.deployments {
+            if running.spec.service != service {
+                continue;
+            }
+            for slot in running.slots.drain(..).chain(running.stopping.drain(..)) {
+                slot.stop.cancel();
+                tasks.push(slot.task);
+            }
+            stopped.push(running.log.clone());
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        for log in stopped {
+            log.push(
+                &format!("{service}.0"),
+                &format!("[stack] {service} stopped"),
+            );
+        }
+        self.deployments
+            .retain(|running| running.spec.service != service);
+        self.publish();
+    }
+
     async fn stop_all(&mut self) {
         let mut tasks: Vec<JoinHandle<()>> = self.removed.drain(..).map(|slot| slot.task).collect();
         for running in &mut self.deployments {
@@ -727,7 +855,7 @@ mod tests {
             program: "node".into(),
             args: vec![format!("{id}.js")],
             created_ms: 0,
-            health: None,
+            settings: RunSettings::default(),
         }
     }
 
@@ -811,7 +939,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let script = "const fs = require('fs'); require('http').createServer((q, s) => { s.statusCode = fs.existsSync('healthy') ? 200 : 503; s.end(); }).listen(+process.env.PORT, '127.0.0.1')";
         let mut spec = node_deployment(dir.path(), "web-healthzzzz", script);
-        spec.health = Some("/healthz".into());
+        spec.settings.health = Some(Health::new(crate::config::model::Check::Http(
+            "/healthz".into(),
+        )));
         let (supervisor, task) = Supervisor::start(config(dir.path()));
         supervisor.deploy(spec, 1).await.unwrap();
         // It listens at once but answers 503: not ready.

@@ -162,7 +162,12 @@ impl RunningChild {
 
     /// Stops the group: SIGTERM to every process in it, SIGKILL once `grace` has passed.
     pub async fn stop(&mut self, grace: Duration) -> io::Result<ExitStatus> {
-        signal_group(self.pid, Signal::SIGTERM);
+        self.stop_with(Signal::SIGTERM, grace).await
+    }
+
+    /// [`stop`](Self::stop) with another first signal (a service's `stop_signal`).
+    pub async fn stop_with(&mut self, signal: Signal, grace: Duration) -> io::Result<ExitStatus> {
+        signal_group(self.pid, signal);
         let status = match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => status,
             Err(_) => {

@@ -39,6 +39,37 @@ struct Dependency {
 }
 
 /// Each service with the directories to watch for it.
+/// The directory part of a glob before its first wildcard: `src` of `src/**/*.py`.
+fn literal_prefix(glob: &str) -> &str {
+    let wild = glob.find(['*', '?', '[', '{']).unwrap_or(glob.len());
+    match glob[..wild].rfind('/') {
+        Some(slash) if wild < glob.len() => &glob[..slash],
+        None if wild < glob.len() => "",
+        _ => glob.trim_end_matches('/'),
+    }
+}
+
+/// Globs relative to the project as one absolute matcher; a plain path matches what is under
+/// it too. Globs were checked when `stack.toml` was read: a bad one matches nothing.
+fn glob_set(project: &Path, globs: &[String]) -> globset::GlobSet {
+    let mut builder = globset::GlobSetBuilder::new();
+    for glob in globs {
+        let absolute = project.join(glob.trim_end_matches('/'));
+        let text = absolute.to_string_lossy().into_owned();
+        for pattern in [text.clone(), format!("{text}/**")] {
+            if let Ok(glob) = globset::GlobBuilder::new(&pattern)
+                .literal_separator(true)
+                .build()
+            {
+                builder.add(glob);
+            }
+        }
+    }
+    builder
+        .build()
+        .unwrap_or_else(|_| globset::GlobSet::empty())
+}
+
 pub fn watched_dirs(
     project: &Path,
     services: &[Service],
@@ -92,9 +123,24 @@ pub fn watched_dirs(
                     }
                 }
             }
+            // `watch` of stack.toml: the directories its globs start in, and only what they match.
+            let project_root = project.canonicalize().unwrap_or(project.to_path_buf());
+            let only = (!service.watch.is_empty()).then(|| {
+                dirs = service
+                    .watch
+                    .iter()
+                    .map(|glob| project_root.join(literal_prefix(glob)))
+                    .map(|dir| dir.canonicalize().unwrap_or(dir))
+                    .collect();
+                glob_set(&project_root, &service.watch)
+            });
+            let ignore =
+                (!service.ignore.is_empty()).then(|| glob_set(&project_root, &service.ignore));
             WatchedService {
                 name: service.name.clone(),
                 dirs: dirs.into_iter().collect(),
+                only,
+                ignore,
             }
         })
         .collect())
@@ -138,4 +184,25 @@ fn metadata(manifest: &Path) -> Result<Vec<Package>, DepsError> {
             reason: error.to_string(),
         })?;
     Ok(metadata.packages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_glob_is_watched_from_its_literal_directory_and_matches_what_it_says() {
+        assert_eq!(literal_prefix("services/api/**/*.py"), "services/api");
+        assert_eq!(literal_prefix("*.py"), "");
+        assert_eq!(literal_prefix("services/api/"), "services/api");
+        let project = Path::new("/p");
+        let watch = glob_set(project, &["services/api/**/*.py".into(), "shared".into()]);
+        assert!(watch.is_match("/p/services/api/app.py"));
+        assert!(watch.is_match("/p/services/api/lib/db.py"));
+        assert!(!watch.is_match("/p/services/api/README.md"));
+        assert!(watch.is_match("/p/shared/x.txt"));
+        let ignore = glob_set(project, &["services/api/*.log".into()]);
+        assert!(ignore.is_match("/p/services/api/out.log"));
+        assert!(!ignore.is_match("/p/services/api/app.py"));
+    }
 }

@@ -1,5 +1,5 @@
 //! Which changed paths are noise: build output and tool directories (`target/`, `.git/`,
-//! `node_modules/`, `.stack/`), editor temp and backup files (`*.swp`, `*~`, `#*#`, `.#*`,
+//! `node_modules/`, `.stack/`, a Python service's `.venv/`, `venv/` and `__pycache__/`), editor temp and backup files (`*.swp`, `*~`, `#*#`, `.#*`,
 //! vim's `4913` probe), and whatever the `.gitignore` files around the watched directories
 //! ignore (the `ignore` crate's gitignore matcher, one per file, rooted where the file is).
 //! Pure path logic once built: no watching, no I/O per check.
@@ -10,7 +10,15 @@ use std::path::{Path, PathBuf};
 use ignore::gitignore::Gitignore;
 
 /// Directory names whose contents never trigger a build.
-const IGNORED_DIRS: [&str; 4] = ["target", ".git", "node_modules", ".stack"];
+const IGNORED_DIRS: [&str; 7] = [
+    "target",
+    ".git",
+    "node_modules",
+    ".stack",
+    ".venv",
+    "venv",
+    "__pycache__",
+];
 
 /// The noise filter for a set of watched directories.
 #[derive(Debug, Default)]

@@ -43,10 +43,14 @@ pub enum WatchError {
 }
 
 /// A service and every directory whose files it is built from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WatchedService {
     pub name: String,
     pub dirs: Vec<PathBuf>,
+    /// `watch` of stack.toml as absolute globs: only paths it matches count (`None`: all).
+    pub only: Option<globset::GlobSet>,
+    /// `ignore` of stack.toml as absolute globs: paths it matches never count.
+    pub ignore: Option<globset::GlobSet>,
 }
 
 /// What changed in one burst of saves.
@@ -109,6 +113,8 @@ impl Watcher {
                     .iter()
                     .filter_map(|dir| dir.canonicalize().ok())
                     .collect(),
+                only: service.only.clone(),
+                ignore: service.ignore.clone(),
             })
             .collect();
         let dotenv = config.dotenv.as_ref().map(|file| absolute_file(file));
@@ -213,7 +219,13 @@ impl Classifier {
         }
         let mut counted = false;
         for service in &self.services {
-            if service.dirs.iter().any(|dir| path.starts_with(dir)) {
+            let watched = service.dirs.iter().any(|dir| path.starts_with(dir))
+                && service.only.as_ref().is_none_or(|only| only.is_match(path))
+                && !service
+                    .ignore
+                    .as_ref()
+                    .is_some_and(|ignore| ignore.is_match(path));
+            if watched {
                 changes.services.insert(service.name.clone());
                 counted = true;
             }

@@ -39,10 +39,14 @@ impl Fixture {
                 WatchedService {
                     name: "web".into(),
                     dirs: vec![web.clone(), lib.clone()],
+                    only: None,
+                    ignore: None,
                 },
                 WatchedService {
                     name: "api".into(),
                     dirs: vec![lib],
+                    only: None,
+                    ignore: None,
                 },
             ],
             dotenv: Some(dir.path().join(".env")),

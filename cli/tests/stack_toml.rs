@@ -1,0 +1,492 @@
+//! `stack.toml` through the real binary: every bad-file error as a snapshot, `stack config
+//! --json`'s round trip, and `stack up` with declared services (real shell and Python
+//! processes): `depends_on` order and its reverse at the stop, a failing one-shot, a slow
+//! health check gating traffic and a redeploy, a crashing worker's backoff.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::{raw_http, Project, Up, COMMAND_DEADLINE};
+
+/// What `stack config` says about a bad `stack.toml`, after checking that `stack up` refuses it
+/// the same way and starts nothing.
+fn rejected(text: &str) -> String {
+    let project = Project::empty();
+    project.write("services/api/app.sh", "exit 0\n");
+    project.write("stack.toml", text);
+    let config = project.stack(&["config"]);
+    assert_eq!(config.code, 1, "{}", config.all());
+    assert_eq!(config.stdout, "");
+    let up = project.stack(&["up", "--port", "0", "--no-watch"]);
+    assert_eq!(up.code, 1, "{}", up.all());
+    assert!(
+        !project.path().join(".stack/deployments").exists(),
+        "nothing may be built: {}",
+        up.all()
+    );
+    let config_errors: Vec<&str> = config
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .collect();
+    let up_errors: Vec<&str> = up.stderr.lines().filter(|l| l.starts_with("  ")).collect();
+    assert_eq!(config_errors, up_errors);
+    config.stderr
+}
+
+macro_rules! error_snapshot {
+    ($name:ident, $text:expr) => {
+        #[test]
+        fn $name() {
+            insta::assert_snapshot!(stringify!($name), rejected($text));
+        }
+    };
+}
+
+error_snapshot!(
+    error_unknown_key,
+    "[services.api]\nrun = \"sh app.sh\"\ndepend_on = { db = \"healthy\" }\n"
+);
+error_snapshot!(
+    error_unknown_file_key,
+    "[service.api]\nrun = \"sh app.sh\"\n"
+);
+error_snapshot!(
+    error_wrong_type,
+    "[services.api]\nrun = 42\ninstances = \"two\"\n"
+);
+error_snapshot!(error_no_run, "[services.api]\nkind = \"web\"\n");
+error_snapshot!(
+    error_unknown_dependency,
+    "[services.api]\nrun = \"sh app.sh\"\ndepends_on = { dbb = \"healthy\" }\n\n[services.db]\npath = \"services/api\"\nrun = \"sh app.sh\"\n"
+);
+error_snapshot!(
+    error_bad_duration,
+    "[services.api]\nrun = \"sh app.sh\"\nstop_timeout = \"5 seconds\"\nhealth = { http = \"/healthz\", interval = \"1.5s\" }\n"
+);
+error_snapshot!(
+    error_cycle,
+    "[services.a]\npath = \"services/api\"\nrun = \"sh app.sh\"\ndepends_on = { b = \"started\" }\n\n[services.b]\npath = \"services/api\"\nrun = \"sh app.sh\"\ndepends_on = { c = \"healthy\" }\n\n[services.c]\npath = \"services/api\"\nrun = \"sh app.sh\"\ndepends_on = { a = \"healthy\" }\n"
+);
+error_snapshot!(
+    error_worker_with_http_health,
+    "[services.api]\nrun = \"sh app.sh\"\nkind = \"worker\"\nhealth = { http = \"/healthz\" }\n"
+);
+error_snapshot!(
+    error_bad_choices,
+    "[services.api]\nrun = \"sh app.sh\"\nrestart = \"on-fail\"\nkind = \"daemon\"\nstop_signal = \"SIGWHAT\"\ndepends_on = { db = \"ready\" }\n\n[services.db]\npath = \"services/api\"\nrun = \"sh app.sh\"\n"
+);
+error_snapshot!(
+    error_health_without_check,
+    "[services.api]\nrun = \"sh app.sh\"\nhealth = { interval = \"1s\" }\n"
+);
+error_snapshot!(error_invalid_toml, "[services.api\nrun = \"sh app.sh\"\n");
+error_snapshot!(
+    error_several_in_one_file,
+    "[services.api]\nrun = \"sh app.sh\"\ncomand = \"x\"\ninstances = 0\n\n[services.worker]\nkind = \"worker\"\n\n[services.Bad]\npath = \"services/api\"\nrun = []\n"
+);
+
+#[test]
+fn config_json_round_trips_and_names_each_origin() {
+    let project = Project::empty();
+    project.write("services/api/app.sh", "exit 0\n");
+    project.write(
+        "stack.toml",
+        r#"[services.api]
+build = "true"
+run = ["sh", "app.sh"]
+instances = 2
+env = { MODE = "dev", TOKEN = "not-shown" }
+health = { http = "/healthz", interval = "500ms", timeout = "1s", retries = 2, start_period = "2s" }
+depends_on = { migrate = "completed" }
+stop_signal = "INT"
+stop_timeout = "3s"
+restart = "on-failure"
+
+[services.migrate]
+path = "services/api"
+run = "sh app.sh"
+kind = "worker"
+"#,
+    );
+    let json = project.stack_ok(&["config", "--json"]);
+    assert!(!json.contains("not-shown"), "env values are never shown");
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let services = value["services"].as_array().unwrap();
+    // Dependencies first.
+    assert_eq!(services[0]["name"], "migrate");
+    assert_eq!(services[0]["restart"]["value"], "never");
+    let api = &services[1];
+    assert_eq!(api["path"]["from"], "default");
+    assert_eq!(api["builder"]["from"], "stack.toml:3");
+    assert_eq!(
+        api["builder"]["value"]["run"],
+        serde_json::json!(["sh", "app.sh"])
+    );
+    assert_eq!(api["builder"]["value"]["build"], "true");
+    assert_eq!(
+        api["instances"],
+        serde_json::json!({"value": 2, "from": "stack.toml:4"})
+    );
+    assert_eq!(
+        api["health"]["value"]["check"],
+        serde_json::json!({"http": "/healthz"})
+    );
+    assert_eq!(api["health"]["value"]["interval"], "500ms");
+    assert_eq!(api["health"]["value"]["start_period"], "2s");
+    assert_eq!(api["stop_signal"]["value"], "SIGINT");
+    assert_eq!(api["stop_timeout"]["value"], "3s");
+    assert_eq!(
+        api["restart"],
+        serde_json::json!({"value": "on-failure", "from": "stack.toml:10"})
+    );
+    assert_eq!(
+        api["env"]["TOKEN"],
+        serde_json::json!({"value": "***", "from": "stack.toml:5"})
+    );
+    // Read back as the typed model and written again: the same JSON.
+    let model: stack::config::model::ResolvedConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        serde_json::to_string_pretty(&model).unwrap(),
+        json.trim_end()
+    );
+    // The text form names the same origins.
+    let text = project.stack_ok(&["config"]);
+    assert!(text.contains("stack.toml:7"), "{text}");
+}
+
+#[test]
+fn without_stack_toml_the_detected_services_are_shown() {
+    let project = Project::empty();
+    project.write(
+        "services/web/package.json",
+        r#"{"scripts":{"start":"node index.js"}}"#,
+    );
+    let text = project.stack_ok(&["config"]);
+    assert!(
+        text.contains("detected under `services/` (no `stack.toml`)"),
+        "{text}"
+    );
+    assert!(text.contains("npm install, npm start"), "{text}");
+    // Named in stack.toml, a detected service keeps how it builds and gains the settings.
+    project.write("stack.toml", "[services.web]\nhealth.http = \"/healthz\"\n");
+    let json = project.stack_ok(&["config", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let web = &value["services"][0];
+    assert_eq!(
+        web["builder"],
+        serde_json::json!({"value": {"type": "npm"}, "from": "detected"})
+    );
+    assert_eq!(web["health"]["from"], "stack.toml:2");
+}
+
+/// A Python web service that answers 503 on `/healthz` until `HEALTHY_AFTER` seconds after
+/// its start, and prints every other request with whether it was healthy then.
+const SLOW_SERVICE: &str = r#"import http.server, os, sys, time
+START = time.time()
+DELAY = float(os.environ.get("HEALTHY_AFTER", "0"))
+VERSION = open("version.txt").read().strip()
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        healthy = time.time() - START >= DELAY
+        if self.path == "/healthz":
+            status = 200 if healthy else 503
+        else:
+            print(f"request {self.path} healthy={healthy}", flush=True)
+            status = 200
+        body = VERSION.encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+print(f"listening on {os.environ['PORT']}", flush=True)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+fn slow_project(healthy_after: &str) -> Project {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/slow/app.py", SLOW_SERVICE);
+    project.write("services/slow/version.txt", "one\n");
+    project.write(
+        "stack.toml",
+        &format!(
+            "[services.slow]\nrun = [\"python3\", \"app.py\"]\nenv = {{ HEALTHY_AFTER = \"{healthy_after}\" }}\nhealth = {{ http = \"/healthz\", interval = \"200ms\" }}\nstop_timeout = \"2s\"\n"
+        ),
+    );
+    project
+}
+
+fn state_of(project: &Project, service: &str) -> String {
+    let live = project.live(service);
+    live["state"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_slow_health_check_gets_no_request_before_it_passes_and_ls_shows_starting_then_ready() {
+    let project = slow_project("3");
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("slow.0 | listening on", COMMAND_DEADLINE);
+    let started = Instant::now();
+    assert_eq!(state_of(&project, "slow"), "STARTING");
+    // A request sent now waits in the proxy until the instance is healthy, then reaches it.
+    let reply = raw_http::request(up.port, "GET", "/", &[("Host", "slow.localhost")]);
+    assert_eq!((reply.status, reply.body.as_str()), (200, "one"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "answered {:?} after the start, before the health check passed",
+        started.elapsed()
+    );
+    up.wait_ready("slow");
+    assert!(started.elapsed() >= Duration::from_millis(2500));
+    assert_eq!(state_of(&project, "slow"), "READY");
+    let reply = raw_http::request(up.port, "GET", "/", &[("Host", "slow.localhost")]);
+    assert_eq!((reply.status, reply.body.as_str()), (200, "one"));
+    let output = up.stop(Signal::SIGINT);
+    assert!(output.contains("request / healthy=True"), "{output}");
+    assert!(
+        !output.contains("healthy=False"),
+        "a request reached it before it was healthy:\n{output}"
+    );
+}
+
+#[test]
+fn a_redeploy_swaps_only_once_the_new_deployment_is_healthy_with_no_failed_request() {
+    let project = slow_project("2");
+    let mut up = Up::start(&project, &[]);
+    up.wait_ready("slow");
+    let port = up.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // What each load thread saw, in order: the old version, then the new one, never back.
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut seen: Vec<String> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = raw_http::request(port, "GET", "/", &[("Host", "slow.localhost")]);
+                    if reply.status == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        if seen.last() != Some(&reply.body) {
+                            seen.push(reply.body);
+                        }
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    project.write("services/slow/version.txt", "two\n");
+    up.wait_for_nth("> Ready! http://slow-", 2, COMMAND_DEADLINE);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<Vec<String>> = load
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .collect();
+    let output = up.stop(Signal::SIGINT);
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "{output}");
+    assert!(ok.load(Ordering::Relaxed) > 20);
+    for versions in seen {
+        assert_eq!(versions, ["one", "two"], "{output}");
+    }
+    assert!(
+        !output.contains("healthy=False"),
+        "a request reached an unhealthy instance:\n{output}"
+    );
+}
+
+/// `db` (healthy after its check passes), `migrate` (a one-shot), and `api` waiting for both.
+fn ordered_project(migrate: &str) -> Project {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/db/app.py", SLOW_SERVICE);
+    project.write("services/db/version.txt", "db\n");
+    project.write("services/api/app.py", SLOW_SERVICE);
+    project.write("services/api/version.txt", "api\n");
+    project.write("services/migrate/run.sh", migrate);
+    project.write(
+        "stack.toml",
+        r#"[services.api]
+run = "python3 app.py"
+depends_on = { db = "healthy", migrate = "completed" }
+stop_timeout = "2s"
+
+[services.db]
+run = "exec python3 app.py"
+env = { HEALTHY_AFTER = "1" }
+health = { http = "/healthz", interval = "200ms" }
+stop_timeout = "2s"
+
+[services.migrate]
+run = "sh run.sh"
+kind = "worker"
+depends_on = { db = "healthy" }
+"#,
+    );
+    project
+}
+
+fn line_of(output: &str, needle: &str) -> usize {
+    output
+        .lines()
+        .position(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("no line with `{needle}` in:\n{output}"))
+}
+
+#[test]
+fn depends_on_orders_the_start_and_the_stop_is_reversed() {
+    let project = ordered_project("echo migrating; sleep 0.3; echo migrated\n");
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_ready("api");
+    let output = up.stop(Signal::SIGINT);
+    let db_ready = line_of(&output, "> Ready! http://db-");
+    assert!(
+        db_ready < line_of(&output, "migrate.0 | migrating"),
+        "{output}"
+    );
+    assert!(
+        line_of(&output, "migrate.0 | [stack] exited 0: completed")
+            < line_of(&output, "api.0 | listening"),
+        "{output}"
+    );
+    assert!(
+        line_of(&output, "[stack] api stopped") < line_of(&output, "[stack] db stopped"),
+        "{output}"
+    );
+}
+
+#[test]
+fn a_failing_one_shot_stops_the_start_with_its_exit_status_and_last_lines() {
+    let project = ordered_project("echo cannot reach the schema; exit 3\n");
+    let mut up = Up::launch(&project, &["--no-watch"], &[]);
+    let status = up.wait_exit(COMMAND_DEADLINE);
+    let output = up.output();
+    assert_eq!(status.code(), Some(1), "{output}");
+    let error = &output[line_of(&output, "Error!")..];
+    assert!(
+        error.contains("`api` waits for `migrate` to complete (exit 0)"),
+        "{output}"
+    );
+    assert!(error.contains("exit status: 3"), "{output}");
+    assert!(error.contains("cannot reach the schema"), "{output}");
+    assert!(!output.contains("api.0 |"), "api must not start:\n{output}");
+    assert!(output.contains("Stopped everything"), "{output}");
+}
+
+#[test]
+fn a_crashing_worker_restarts_with_backoff() {
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write(
+        "services/queue/work.sh",
+        "echo \"working PORT=${PORT:-none}\"; exit 1\n",
+    );
+    project.write(
+        "stack.toml",
+        "[services.queue]\nrun = \"sh work.sh\"\nkind = \"worker\"\nrestart = \"on-failure\"\n",
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("restarting in 1s", COMMAND_DEADLINE);
+    let first = Instant::now();
+    up.wait_for("restarting in 2s", COMMAND_DEADLINE);
+    assert!(
+        first.elapsed() >= Duration::from_millis(900),
+        "the second try came too soon"
+    );
+    let output = up.stop(Signal::SIGINT);
+    assert!(
+        output.contains("queue.0 | working PORT=none"),
+        "a worker gets no PORT:\n{output}"
+    );
+    assert!(
+        !output.contains("http://queue-"),
+        "a worker has no URL:\n{output}"
+    );
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("{url}: {error}"));
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+    )
+}
+
+/// The demo's Python service with the Rust writer, through the alias: log in on the writer,
+/// increment, and read the count from Python (the same signed cookie, the same Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_service_reads_the_writers_login_through_the_alias() {
+    support::require("python3");
+    support::require("redis-server");
+    let secret = "canary-python-secret-51c9e2";
+    let project = Project::demo(secret);
+    for file in ["app.py", "requirements.txt", ".gitignore"] {
+        let text = std::fs::read_to_string(support::workspace().join("services/stats").join(file))
+            .unwrap();
+        project.write(&format!("services/stats/{file}"), &text);
+    }
+    let stack_toml = std::fs::read_to_string(support::workspace().join("stack.toml")).unwrap();
+    project.write("stack.toml", &stack_toml);
+    project.stack_ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
+    let writer = support::workspace()
+        .join("services/writer")
+        .display()
+        .to_string();
+    let mut up = Up::start(&project, &[&writer, "stats", "--dotenv", "--no-watch"]);
+    up.wait_ready("writer");
+    up.wait_ready("stats");
+
+    let host = "counter-demo.localhost";
+    let browser = up.client(host);
+    let (status, body) = get_json(&browser, &up.url(host, "/stats")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["login"], "/login");
+    let (status, login) = get_json(&browser, &up.url(host, "/login")).await;
+    assert_eq!(status, 200);
+    for _ in 0..2 {
+        assert_eq!(get_json(&browser, &up.url(host, "/increment")).await.0, 200);
+    }
+    let (status, stats) = get_json(&browser, &up.url(host, "/stats")).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(
+        stats,
+        serde_json::json!({"user": login["user"], "count": 2})
+    );
+    // A cookie signed with another secret is no login.
+    let forged = raw_http::request(
+        up.port,
+        "GET",
+        "/stats",
+        &[
+            ("Host", host),
+            (
+                "Cookie",
+                "connect.sid=s%3Aabc123.L3URH8qEUlRhbJErOXuJ%2FR5i21GJUY02kERb2c2p5w0",
+            ),
+        ],
+    );
+    assert_eq!(forged.status, 403);
+    let output = up.stop(Signal::SIGINT);
+    assert!(!output.contains(secret), "the secret must never be printed");
+}
