@@ -20,6 +20,7 @@
 //! - [`progress`]: a first build's progress: a bar on a terminal, periodic lines elsewhere.
 //! - [`redeploy`]: change sets from [`crate::watch`] to builds and hot swaps.
 //! - [`report`]: what a redeploy prints, in one place.
+//! - [`requests`]: the proxy's request log as `stack requests` and the dashboard show it.
 //! - [`stop`]: what ends a `stack up` (Ctrl-C, SIGTERM, `stack down`).
 
 pub mod aliases;
@@ -30,6 +31,7 @@ pub mod progress;
 pub mod redeploy;
 pub mod redis;
 pub mod report;
+pub mod requests;
 pub mod routes;
 pub mod shutdown;
 pub mod start;
@@ -44,17 +46,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::api::{
     AliasAnswer, AliasChange, Applied, DeploymentStatus, LogsQuery, RedisAnswer, RemoveAnswer,
-    RollbackAnswer, RollbackRequest, ScaleAnswer, ScaleRequest,
+    RequestsAnswer, RollbackAnswer, RollbackRequest, ScaleAnswer, ScaleRequest,
 };
+use crate::proxy::RequestLog;
 use crate::redis::managed::RedisStatus;
 use crate::state::aliases::HostOwner;
 use crate::state::{deployments, State, StateError, Store};
-use crate::supervisor::logs::{self, LogLine, Rotation};
+use crate::supervisor::logs::{self, LogLine, Redactor, Rotation};
 use crate::supervisor::{Supervisor, SupervisorError};
 use aliases::Aliases;
 use builds::Builds;
 use history::RollbackError;
 use routes::UnresolvedDest;
+use session::cookie::Secrets;
 
 pub use env::EnvSources;
 pub use start::{Launched, Start};
@@ -120,6 +124,14 @@ pub struct Live {
     pub redis: Option<watch::Receiver<RedisStatus>>,
     pub ready_timeout: Duration,
     pub max_instances: usize,
+    /// The proxy's request log; `None` when it is off (`STACK_REQUEST_LOG=off`).
+    pub requests: Option<RequestLog>,
+    /// The secrets that verify session cookies (`SESSION_SECRET`), for the session column.
+    pub session_secrets: Option<Secrets>,
+    /// Every secret value of the services' environment, masked wherever it would show.
+    pub redactor: Redactor,
+    /// The environment the services got at the start (with `PORT` set per instance).
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a call was refused, with what to do about it.
@@ -242,6 +254,12 @@ impl Daemon {
             Phase::Running(live) => Ok(live.clone()),
             Phase::Starting { .. } => Err(self.still_starting()),
         }
+    }
+
+    /// The running parts (the dashboard reads aliases, the request log and the environment
+    /// from them), `None` while starting.
+    pub fn live_parts(&self) -> Option<Arc<Live>> {
+        self.live().ok()
     }
 
     fn still_starting(&self) -> DaemonError {
@@ -470,6 +488,32 @@ impl Daemon {
             stored,
             live: live_lines,
             live_from_ms,
+        })
+    }
+
+    /// The requests the proxy logged after `since` (`stack requests`), nothing secret in them.
+    pub async fn requests(&self, since: u64) -> Result<RequestsAnswer, DaemonError> {
+        let live = self.live()?;
+        let Some(log) = &live.requests else {
+            return Ok(RequestsAnswer {
+                last_seq: 0,
+                enabled: false,
+                requests: Vec::new(),
+            });
+        };
+        let logged = log.since(since);
+        let aliases = live.aliases.all();
+        let renderer = requests::Renderer {
+            secrets: live.session_secrets.as_ref(),
+            redactor: &live.redactor,
+            aliases: &aliases,
+        };
+        Ok(RequestsAnswer {
+            last_seq: logged
+                .last()
+                .map_or_else(|| log.last_seq().max(since), |entry| entry.seq),
+            enabled: true,
+            requests: logged.iter().map(|entry| renderer.record(entry)).collect(),
         })
     }
 

@@ -1,0 +1,218 @@
+//! The request log: the last [`CAPACITY`] requests the proxy answered, and each path alias
+//! rule's hit count, for `stack requests` and the dashboard.
+//!
+//! Owns the bounded ring and the counters. The request path only moves what it already has
+//! into an entry (the request's headers are taken, not copied; host, path and deployment are
+//! reference-counted) and takes one short lock to push it when the response body is done, so
+//! logging costs little (`bench/RESULTS.md`, issue 17). Everything that costs more (masking,
+//! verifying a session cookie, JSON) happens when an entry is read, never on the request path.
+//! It never stores or returns anything a reader has not asked for, and never grows past
+//! [`CAPACITY`] entries.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Method};
+
+use super::routing::host_key;
+
+/// Requests kept: the oldest is dropped when one more comes.
+pub const CAPACITY: usize = 1000;
+
+/// One answered request, as the proxy saw it.
+#[derive(Clone, Debug)]
+pub struct LoggedRequest {
+    /// Position in the log since the proxy started, from 1; never reused.
+    pub seq: u64,
+    /// When the request head was read.
+    pub time: SystemTime,
+    /// From the request head to the end of the response body.
+    pub duration: Duration,
+    pub method: Method,
+    /// The `Host` the client sent, as sent.
+    pub host: Option<HeaderValue>,
+    /// The path (normalised, as routed) and the query.
+    pub path: Option<PathAndQuery>,
+    pub status: u16,
+    /// The request body's `Content-Length` (a chunked request body counts 0).
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+    /// The path alias rule that matched, counted from 1.
+    pub rule: Option<u32>,
+    /// The deployment id the request went to.
+    pub deployment: Option<HeaderValue>,
+    /// The instance number that answered.
+    pub instance: Option<u32>,
+    /// The request's headers as the client sent them, minus hop-by-hop ones. Raw: a reader
+    /// masks `cookie` and `authorization` before showing them.
+    pub headers: HeaderMap,
+}
+
+/// What a request learns on its way, filled in by the handler as it goes.
+#[derive(Default)]
+pub struct Trace {
+    pub path: Option<PathAndQuery>,
+    pub rule: Option<u32>,
+    pub deployment: Option<HeaderValue>,
+    pub instance: Option<u32>,
+}
+
+/// A cheap, cloneable handle to one proxy's request log.
+#[derive(Clone, Default)]
+pub struct RequestLog {
+    shared: Arc<Mutex<Ring>>,
+}
+
+#[derive(Default)]
+struct Ring {
+    entries: VecDeque<LoggedRequest>,
+    last_seq: u64,
+    /// Per host (lookup key), the hits of each rule (index from 0).
+    hits: HashMap<Box<str>, Vec<u64>, foldhash::fast::RandomState>,
+}
+
+impl std::fmt::Debug for RequestLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestLog")
+    }
+}
+
+impl RequestLog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ring> {
+        self.shared
+            .lock()
+            .expect("never poisoned: nothing panics while it is held")
+    }
+
+    /// Adds `entry` (its `seq` is set here), dropping the oldest one past [`CAPACITY`].
+    pub fn record(&self, mut entry: LoggedRequest) {
+        let mut ring = self.lock();
+        ring.last_seq += 1;
+        entry.seq = ring.last_seq;
+        if let (Some(rule), Some(host)) = (entry.rule, &entry.host) {
+            let key = host_key(host.to_str().unwrap_or(""));
+            let index = rule as usize - 1;
+            let counts = match ring.hits.get_mut(key.as_ref()) {
+                Some(counts) => counts,
+                None => ring.hits.entry(key.as_ref().into()).or_default(),
+            };
+            if counts.len() <= index {
+                counts.resize(index + 1, 0);
+            }
+            counts[index] += 1;
+        }
+        let evicted = if ring.entries.len() == CAPACITY {
+            ring.entries.pop_front()
+        } else {
+            None
+        };
+        ring.entries.push_back(entry);
+        drop(ring);
+        // The evicted entry's headers are freed outside the lock.
+        drop(evicted);
+    }
+
+    /// Entries after `seq` (0: every entry), oldest first.
+    pub fn since(&self, seq: u64) -> Vec<LoggedRequest> {
+        let ring = self.lock();
+        let first_kept = ring.entries.front().map_or(0, |entry| entry.seq);
+        let skip = (seq + 1).saturating_sub(first_kept) as usize;
+        ring.entries.iter().skip(skip).cloned().collect()
+    }
+
+    /// The last seq given out (0 before the first request).
+    pub fn last_seq(&self) -> u64 {
+        self.lock().last_seq
+    }
+
+    /// Hits of each rule of `host`'s path alias (index 0 is rule 1).
+    pub fn hits(&self, host: &str) -> Vec<u64> {
+        self.lock()
+            .hits
+            .get(host_key(host).as_ref())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Forgets `host`'s hit counts (its rules changed, so old numbers would mean other rules).
+    pub fn reset_hits(&self, host: &str) {
+        self.lock().hits.remove(host_key(host).as_ref());
+    }
+}
+
+/// A request being answered: becomes a [`LoggedRequest`] when its response body is done.
+pub struct Pending {
+    pub log: RequestLog,
+    pub started: tokio::time::Instant,
+    pub entry: LoggedRequest,
+}
+
+impl Pending {
+    /// Logs the request with `bytes_out` sent.
+    pub fn finish(mut self, bytes_out: u64) {
+        self.entry.duration = self.started.elapsed();
+        self.entry.bytes_out = bytes_out;
+        self.log.record(self.entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(host: &str, rule: Option<u32>) -> LoggedRequest {
+        LoggedRequest {
+            seq: 0,
+            time: SystemTime::now(),
+            duration: Duration::ZERO,
+            method: Method::GET,
+            host: Some(HeaderValue::from_str(host).unwrap()),
+            path: Some(PathAndQuery::from_static("/")),
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 0,
+            rule,
+            deployment: None,
+            instance: None,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    #[test]
+    fn keeps_the_last_capacity_entries_in_order() {
+        let log = RequestLog::new();
+        for _ in 0..CAPACITY + 5 {
+            log.record(entry("a.localhost", None));
+        }
+        let all = log.since(0);
+        assert_eq!(all.len(), CAPACITY);
+        assert_eq!(all[0].seq, 6);
+        assert_eq!(all.last().unwrap().seq, (CAPACITY + 5) as u64);
+        let tail = log.since((CAPACITY + 2) as u64);
+        assert_eq!(
+            tail.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
+            [1003, 1004, 1005]
+        );
+        assert!(log.since(log.last_seq()).is_empty());
+    }
+
+    #[test]
+    fn counts_hits_per_alias_rule_whatever_the_port_and_case() {
+        let log = RequestLog::new();
+        log.record(entry("Counter-Demo.localhost:3000", Some(2)));
+        log.record(entry("counter-demo.localhost", Some(2)));
+        log.record(entry("counter-demo.localhost", Some(1)));
+        log.record(entry("reader.localhost", None));
+        assert_eq!(log.hits("counter-demo.localhost"), [1, 2]);
+        assert_eq!(log.hits("reader.localhost"), Vec::<u64>::new());
+        log.reset_hits("counter-demo.localhost");
+        assert_eq!(log.hits("counter-demo.localhost"), Vec::<u64>::new());
+    }
+}
