@@ -59,7 +59,7 @@ NGINX
 build_examples() {
     echo "building the examples (profile $PROFILE)..." >&2
     (cd "$ROOT" && cargo build --profile "$PROFILE" -p stack --example bench_upstream --example proxy_bench >&2)
-    EXAMPLES="$ROOT/target/$PROFILE/examples"
+    EXAMPLES="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/examples"
 }
 
 # start_upstream: runs cli/examples/bench_upstream.rs on a free port, its pid in PIDS, and

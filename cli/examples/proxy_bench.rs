@@ -5,6 +5,8 @@
 //!
 //! `per-core` (default) is `proxy::run_on_threads` with a thread per core; `multi` is
 //! `proxy::run` on tokio's multi-threaded runtime (a worker per core). SIGINT stops it.
+//! `per-core` logs requests as `stack up` does (the request log, issue 17) unless
+//! `STACK_REQUEST_LOG=off`, as in `stack up`.
 
 use std::sync::Arc;
 
@@ -58,6 +60,10 @@ fn main() -> anyhow::Result<()> {
         on_signal.cancel();
     });
     let n_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    proxy::run_on_threads(listener, routing, ProxyConfig::default(), n_cores, shutdown)?;
+    let mut config = ProxyConfig::default();
+    if std::env::var("STACK_REQUEST_LOG").as_deref() != Ok("off") {
+        config.request_log = Some(proxy::RequestLog::new());
+    }
+    proxy::run_on_threads(listener, routing, config, n_cores, shutdown)?;
     Ok(())
 }

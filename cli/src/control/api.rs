@@ -225,7 +225,9 @@ pub struct RequestRecord {
     pub instance: Option<u32>,
     /// The first 8 characters of the session id of a validly signed `connect.sid` cookie.
     pub session: Option<String>,
-    /// The request headers, masked.
+    /// The request headers, masked (left out of the dashboard's listing, which asks for one
+    /// request's headers when it is clicked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
 }
 

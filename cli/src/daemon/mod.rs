@@ -46,9 +46,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::api::{
     AliasAnswer, AliasChange, Applied, DeploymentStatus, LogsQuery, RedisAnswer, RemoveAnswer,
-    RequestsAnswer, RollbackAnswer, RollbackRequest, ScaleAnswer, ScaleRequest,
+    RequestRecord, RequestsAnswer, RollbackAnswer, RollbackRequest, ScaleAnswer, ScaleRequest,
 };
-use crate::proxy::RequestLog;
+use crate::proxy::{LoggedRequest, RequestLog};
 use crate::redis::managed::RedisStatus;
 use crate::state::aliases::HostOwner;
 use crate::state::{deployments, State, StateError, Store};
@@ -132,6 +132,8 @@ pub struct Live {
     pub redactor: Redactor,
     /// The environment the services got at the start (with `PORT` set per instance).
     pub env: std::collections::BTreeMap<String, String>,
+    /// Session cookies the request log's readers verified already.
+    pub session_cache: requests::SessionCache,
 }
 
 /// Why a call was refused, with what to do about it.
@@ -459,6 +461,10 @@ impl Daemon {
         };
         live.aliases
             .apply(&change, &live.supervisor.snapshot(), &self.inner.store)?;
+        // Old counts would be read as the new rules' hits.
+        if let Some(log) = &live.requests {
+            log.reset_hits(change.host());
+        }
         Ok(AliasAnswer {
             applied: Applied::Live,
         })
@@ -493,6 +499,30 @@ impl Daemon {
 
     /// The requests the proxy logged after `since` (`stack requests`), nothing secret in them.
     pub async fn requests(&self, since: u64) -> Result<RequestsAnswer, DaemonError> {
+        self.read_requests(since, |log| log.since(since))
+    }
+
+    /// As [`Daemon::requests`], without the headers and at most the last `at_most`: what the
+    /// dashboard's listing shows (it asks for one request's headers with [`Daemon::request`]).
+    pub async fn requests_brief(
+        &self,
+        since: u64,
+        at_most: usize,
+    ) -> Result<RequestsAnswer, DaemonError> {
+        self.read_requests(since, |log| log.since_brief(since, at_most))
+    }
+
+    /// One logged request with its (masked) headers, if it is still kept.
+    pub async fn request(&self, seq: u64) -> Result<Option<RequestRecord>, DaemonError> {
+        let answer = self.read_requests(seq, |log| log.get(seq).into_iter().collect())?;
+        Ok(answer.requests.into_iter().next())
+    }
+
+    fn read_requests(
+        &self,
+        since: u64,
+        read: impl FnOnce(&RequestLog) -> Vec<LoggedRequest>,
+    ) -> Result<RequestsAnswer, DaemonError> {
         let live = self.live()?;
         let Some(log) = &live.requests else {
             return Ok(RequestsAnswer {
@@ -501,17 +531,20 @@ impl Daemon {
                 requests: Vec::new(),
             });
         };
-        let logged = log.since(since);
+        let last_seq = log.last_seq();
+        let logged = read(log);
         let aliases = live.aliases.all();
         let renderer = requests::Renderer {
             secrets: live.session_secrets.as_ref(),
             redactor: &live.redactor,
             aliases: &aliases,
+            sessions: &live.session_cache,
         };
         Ok(RequestsAnswer {
+            // Read before the entries: one logged in between comes again next time, never lost.
             last_seq: logged
                 .last()
-                .map_or_else(|| log.last_seq().max(since), |entry| entry.seq),
+                .map_or(last_seq.max(since), |entry| entry.seq.max(since)),
             enabled: true,
             requests: logged.iter().map(|entry| renderer.record(entry)).collect(),
         })

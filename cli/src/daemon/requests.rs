@@ -6,7 +6,8 @@
 //! verifies with the project's session secrets, never the id itself, never for a cookie that
 //! does not verify. This runs when a record is read, not on the proxy's request path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
 use session::cookie::{find_session_cookie, Secrets};
@@ -23,12 +24,44 @@ pub struct Renderer<'a> {
     pub secrets: Option<&'a Secrets>,
     pub redactor: &'a Redactor,
     pub aliases: &'a BTreeMap<String, Alias>,
+    pub sessions: &'a SessionCache,
+}
+
+/// Cookies already verified, and the session prefix each gave: a browser sends one cookie on
+/// many requests, and an HMAC per record would be most of a listing's cost. Bounded: emptied
+/// when full.
+#[derive(Default)]
+pub struct SessionCache {
+    verified: Mutex<HashMap<String, Option<String>, foldhash::fast::RandomState>>,
+}
+
+/// Cookies remembered at most.
+const CACHED_COOKIES: usize = 1024;
+
+impl SessionCache {
+    fn prefix(&self, signed: &str, verify: impl FnOnce() -> Option<String>) -> Option<String> {
+        let mut verified = self
+            .verified
+            .lock()
+            .expect("never poisoned: nothing panics while it is held");
+        if let Some(prefix) = verified.get(signed) {
+            return prefix.clone();
+        }
+        let prefix = verify();
+        if verified.len() >= CACHED_COOKIES {
+            verified.clear();
+        }
+        verified.insert(signed.to_owned(), prefix.clone());
+        prefix
+    }
 }
 
 /// Characters of the session id shown.
 const SESSION_PREFIX: usize = 8;
 
 impl Renderer<'_> {
+    /// The record of `logged`, its headers masked (a brief entry from
+    /// [`crate::proxy::RequestLog::since_brief`] has only its cookies: left out here).
     pub fn record(&self, logged: &LoggedRequest) -> RequestRecord {
         let host = logged
             .host
@@ -73,11 +106,17 @@ impl Renderer<'_> {
             .iter()
             .filter_map(|value| value.to_str().ok());
         let signed = find_session_cookie(cookies)?;
-        let id = secrets.unsign(&signed)?;
-        Some(id.chars().take(SESSION_PREFIX).collect())
+        self.sessions.prefix(&signed, || {
+            let id = secrets.unsign(&signed)?;
+            Some(id.chars().take(SESSION_PREFIX).collect())
+        })
     }
 
     fn headers(&self, logged: &LoggedRequest) -> Vec<(String, String)> {
+        let only_cookies = logged.headers.keys().all(|name| name == COOKIE);
+        if only_cookies {
+            return Vec::new();
+        }
         logged
             .headers
             .iter()

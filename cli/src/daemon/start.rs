@@ -255,6 +255,7 @@ impl Daemon {
             session_secrets,
             redactor: live_redactor,
             env,
+            session_cache: Default::default(),
         });
         daemon.run(live.clone());
         drop(first_build);

@@ -92,6 +92,7 @@ impl Served {
             session_secrets: None,
             redactor: Redactor::default(),
             env: Default::default(),
+            session_cache: Default::default(),
         }));
         supervisor
     }

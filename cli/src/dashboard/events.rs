@@ -1,7 +1,8 @@
 //! The dashboard's live feeds, as server-sent events.
 //!
 //! `GET /api/events`: one stream for the whole page, batched: every [`TICK`] one `requests`
-//! event with every request logged since the last one (none when there were none), and, when
+//! event with the requests logged since the last one (none when there were none; at most the
+//! last 1,000, all the page keeps; without headers, which the page asks for on a click), and, when
 //! it changed, one `overview` event (deployments and instances, aliases with their rules and
 //! hit counts). No widget polls; a quiet stack sends nothing but keep-alives.
 //! `GET /api/logs?target=T`: a service's (or deployment's) stored lines, then its live ones,
@@ -20,6 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{refusal, Dashboard};
 use crate::control::api::{DeploymentStatus, LogsQuery};
+use crate::proxy::requests;
 use crate::supervisor::logs::LogLine;
 
 /// How often the page gets a batch.
@@ -155,7 +157,13 @@ impl Feed {
             }
         }
         self.ticks = self.ticks.wrapping_add(1);
-        if let Ok(answer) = self.dashboard.daemon.requests(self.since).await {
+        // The page keeps the last 1,000: a batch never carries more, whatever the rate.
+        let answer = self
+            .dashboard
+            .daemon
+            .requests_brief(self.since, requests::CAPACITY)
+            .await;
+        if let Ok(answer) = answer {
             self.since = answer.last_seq;
             if !answer.requests.is_empty() {
                 let json = serde_json::to_string(&answer.requests).expect("plain data serialises");

@@ -86,6 +86,7 @@ pub fn app(dashboard: Dashboard) -> Router {
         .route("/app.css", get(style))
         .route("/api/events", get(events::stream))
         .route("/api/logs", get(events::logs))
+        .route("/api/requests/{seq}", get(views::request))
         .route("/api/route", get(views::explain_route))
         .route("/api/sessions", get(views::sessions))
         .route("/api/env", get(views::environment))

@@ -95,6 +95,18 @@ pub async fn explain_route(
     Json(explained).into_response()
 }
 
+/// One logged request with its (masked) headers, for a click in the listing.
+pub async fn request(
+    State(dashboard): State<Dashboard>,
+    axum::extract::Path(seq): axum::extract::Path<u64>,
+) -> Response {
+    match dashboard.daemon.request(seq).await {
+        Ok(Some(record)) => Json(record).into_response(),
+        Ok(None) => refusal(StatusCode::NOT_FOUND, "that request is no longer kept"),
+        Err(error) => refusal(status_of(&error), error.to_string()),
+    }
+}
+
 #[derive(Serialize)]
 struct SessionView {
     /// The first 8 characters of the id.

@@ -127,6 +127,50 @@ impl RequestLog {
         ring.entries.iter().skip(skip).cloned().collect()
     }
 
+    /// The last `at_most` entries after `seq`, oldest first, each with only its `cookie`
+    /// headers (what a listing needs for the session column): cheaper to copy than
+    /// [`RequestLog::since`], for a reader that shows headers on demand ([`RequestLog::get`]).
+    pub fn since_brief(&self, seq: u64, at_most: usize) -> Vec<LoggedRequest> {
+        let ring = self.lock();
+        let first_kept = ring.entries.front().map_or(0, |entry| entry.seq);
+        let skip = (seq + 1).saturating_sub(first_kept) as usize;
+        let n_after = ring.entries.len().saturating_sub(skip);
+        let skip = skip + n_after.saturating_sub(at_most);
+        ring.entries
+            .iter()
+            .skip(skip)
+            .map(|entry| {
+                let mut cookies = HeaderMap::new();
+                for value in entry.headers.get_all(http::header::COOKIE) {
+                    cookies.append(http::header::COOKIE, value.clone());
+                }
+                LoggedRequest {
+                    seq: entry.seq,
+                    time: entry.time,
+                    duration: entry.duration,
+                    method: entry.method.clone(),
+                    host: entry.host.clone(),
+                    path: entry.path.clone(),
+                    status: entry.status,
+                    bytes_in: entry.bytes_in,
+                    bytes_out: entry.bytes_out,
+                    rule: entry.rule,
+                    deployment: entry.deployment.clone(),
+                    instance: entry.instance,
+                    headers: cookies,
+                }
+            })
+            .collect()
+    }
+
+    /// The entry `seq`, if it is still kept.
+    pub fn get(&self, seq: u64) -> Option<LoggedRequest> {
+        let ring = self.lock();
+        let first_kept = ring.entries.front()?.seq;
+        let index = usize::try_from(seq.checked_sub(first_kept)?).ok()?;
+        ring.entries.get(index).cloned()
+    }
+
     /// The last seq given out (0 before the first request).
     pub fn last_seq(&self) -> u64 {
         self.lock().last_seq
@@ -201,6 +245,14 @@ mod tests {
             [1003, 1004, 1005]
         );
         assert!(log.since(log.last_seq()).is_empty());
+        let brief = log.since_brief(1000, 2);
+        assert_eq!(
+            brief.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
+            [1004, 1005]
+        );
+        assert_eq!(log.get(1004).map(|entry| entry.seq), Some(1004));
+        assert!(log.get(5).is_none(), "dropped");
+        assert!(log.get(1006).is_none(), "not yet");
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub fn require(tool: &str) {
         "node" => "install Node.js 20 (sudo apt-get install nodejs npm)",
         "npm" => "install npm (sudo apt-get install npm)",
         "prlimit" => "install util-linux (sudo apt-get install util-linux)",
+        "chromium" => "install Debian's Chromium (sudo apt-get install chromium)",
+        "curl" => "install curl (sudo apt-get install curl)",
         other => panic!("no install hint for `{other}`: add one to support::require"),
     };
     let found = std::env::var_os("PATH")

@@ -105,11 +105,13 @@ function drawRequests(added) {
     const tr = row([r.time.slice(11, 23), r.method, r.host, r.path,
       el("td", r.status, "s" + String(r.status)[0]), r.duration_ms.toFixed(1), r.bytes_in,
       r.bytes_out, r.rule ?? "-", r.deployment ?? "-", r.instance ?? "-", r.session ?? "-"]);
-    tr.addEventListener("click", () => {
+    tr.addEventListener("click", async () => {
       for (const selected of body.querySelectorAll(".selected")) selected.classList.remove("selected");
       tr.classList.add("selected");
-      $("#request-headers").textContent =
-        `${r.method} ${r.path}\n` + r.headers.map(([name, value]) => `${name}: ${value}`).join("\n");
+      const response = await fetch("/api/requests/" + r.seq);
+      const full = await response.json();
+      $("#request-headers").textContent = !response.ok ? full.error
+        : `${full.method} ${full.path}\n` + full.headers.map(([name, value]) => `${name}: ${value}`).join("\n");
     });
     body.insertBefore(tr, body.firstChild);
   }
