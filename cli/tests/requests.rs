@@ -282,6 +282,34 @@ fn the_dashboard_answers_only_its_own_host_and_guards_its_actions() {
     assert_eq!(project.live("web")["wanted"], 2);
     assert_eq!(project.live("web")["ready"], 2);
 
+    // Restart one instance: a new process, counted as a restart.
+    let first = project.live("web")["instances"][0].clone();
+    let restart = format!(
+        r#"{{"deployment": "web", "instance": {}}}"#,
+        first["number"]
+    );
+    let own = [
+        ("Host", dashboard_host.as_str()),
+        ("Content-Type", "application/json"),
+        ("x-stack-token", token.as_str()),
+        ("Origin", origin.as_str()),
+    ];
+    let (status, answer) = post(port, "/api/restart", &own[..2], &restart);
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = post(port, "/api/restart", &own, &restart);
+    assert_eq!(status, 200, "{answer}");
+    support::wait_until("the instance restarted", Duration::from_secs(20), || {
+        let web = project.live("web");
+        let again = web["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|instance| instance["number"] == first["number"])
+            .cloned()
+            .unwrap_or_default();
+        web["ready"] == 2 && again["restarts"] == 1 && again["pid"] != first["pid"]
+    });
+
     // The environment: secrets as `***`.
     let env = raw_http::request(port, "GET", "/api/env", &[("Host", &dashboard_host)]);
     assert_eq!(env.status, 200);

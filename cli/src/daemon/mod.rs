@@ -202,6 +202,13 @@ fn supervisor_hint(error: &SupervisorError) -> Option<String> {
     }
 }
 
+/// The answer to a restart: which instance restarts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestartAnswer {
+    pub deployment: String,
+    pub instance: usize,
+}
+
 /// A logs answer: the stored lines, then (when following) the live ones.
 pub struct LogFeed {
     pub stored: Vec<LogLine>,
@@ -443,6 +450,30 @@ impl Daemon {
         }
         deployments::remove_artifact(&self.inner.project_dir, id);
         Ok(RemoveAnswer { removed: id.into() })
+    }
+
+    /// Restarts instance `number` of a service's live deployment or of a deployment (the
+    /// dashboard's restart action): it drains, stops and starts again; answers at once.
+    pub async fn restart(&self, target: &str, number: usize) -> Result<RestartAnswer, DaemonError> {
+        let live = self.live()?;
+        let snapshot = live.supervisor.snapshot();
+        let running = snapshot
+            .resolve(target)
+            .ok_or_else(|| DaemonError::UnknownTarget {
+                target: target.into(),
+            })?;
+        let instance = running
+            .instances
+            .iter()
+            .find(|instance| instance.number == number)
+            .ok_or_else(|| DaemonError::UnknownTarget {
+                target: format!("{}.{number}", running.spec.id),
+            })?;
+        instance.request_restart();
+        Ok(RestartAnswer {
+            deployment: running.spec.id.clone(),
+            instance: number,
+        })
     }
 
     /// Swaps a kept deployment back in (`stack rollback`); no build.

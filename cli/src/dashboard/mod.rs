@@ -75,6 +75,7 @@ pub fn app(dashboard: Dashboard) -> Router {
         .route("/api/scale", post(views::scale))
         .route("/api/rollback", post(views::rollback))
         .route("/api/remove", post(views::remove))
+        .route("/api/restart", post(views::restart))
         .route("/api/delete-session", post(views::delete_session))
         .route_layer(middleware::from_fn_with_state(
             dashboard.clone(),

@@ -262,6 +262,26 @@ pub async fn remove(State(dashboard): State<Dashboard>, Json(body): Json<RemoveB
 }
 
 #[derive(Deserialize)]
+pub struct RestartBody {
+    /// A service (its live deployment) or a deployment id.
+    deployment: String,
+    /// The instance number `stack ls` shows.
+    instance: usize,
+}
+
+pub async fn restart(
+    State(dashboard): State<Dashboard>,
+    Json(body): Json<RestartBody>,
+) -> Response {
+    answer(
+        dashboard
+            .daemon
+            .restart(&body.deployment, body.instance)
+            .await,
+    )
+}
+
+#[derive(Deserialize)]
 pub struct DeleteSessionBody {
     /// The 8 characters the page shows.
     session: String,

@@ -51,6 +51,8 @@ pub struct Instance {
     pub upstream: Mutex<Option<Arc<crate::proxy::Backend>>>,
     /// Why the last start failed (a readiness timeout with the last log lines, an exit status).
     pub last_error: Mutex<Option<String>>,
+    /// Asked to restart (the dashboard's restart action): drain, stop, start again.
+    restart: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Instance {
@@ -67,6 +69,12 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
+    /// Asks the instance's task to drain and stop its process and start a new one (counted
+    /// in `restarts`, not as a failure). A request made while it is not running waits for it.
+    pub fn request_restart(&self) {
+        self.restart.notify_one();
+    }
+
     pub fn new(number: usize) -> Self {
         Instance {
             number,
@@ -78,6 +86,7 @@ impl Instance {
             unresponsive: AtomicBool::new(false),
             restarts: AtomicU32::new(0),
             upstream: Mutex::new(None),
+            restart: tokio::sync::Notify::new(),
             last_error: Mutex::new(None),
         }
     }
@@ -151,7 +160,7 @@ impl InstanceTask {
     pub async fn run(self) {
         let source = format!("{}.{}", self.deployment.service, self.instance.number);
         let mut failures = 0u32;
-        loop {
+        'start: loop {
             let permit = tokio::select! {
                 permit = self.starts.clone().acquire_owned() => permit,
                 () = self.stop.cancelled() => return,
@@ -178,6 +187,19 @@ impl InstanceTask {
                             () = self.stop.cancelled() => {
                                 self.drain_and_stop(*child).await;
                                 return;
+                            }
+                            () = self.instance.restart.notified() => {
+                                self.drain_and_stop(*child).await;
+                                self.instance.draining.store(false, Ordering::Release);
+                                self.instance.port.store(0, Ordering::Release);
+                                self.instance.pid.store(0, Ordering::Release);
+                                failures = 0;
+                                let restarts = self.instance.restarts.fetch_add(1, Ordering::AcqRel) + 1;
+                                self.log.push(
+                                    &source,
+                                    &format!("[stack] restarting on request (restart {restarts})"),
+                                );
+                                continue 'start;
                             }
                             _ = rotation.tick() => self.check_rotation(&source).await,
                         }

@@ -55,9 +55,12 @@ function drawDeployments() {
     if (d.current) name.title = "live deployment of " + d.service;
     const instances = el("td");
     instances.className = "instances";
-    instances.textContent = d.instances
-      .map((i) => `#${i.number} ${i.state} :${i.port ?? "-"} ↻${i.restarts}`)
-      .join("  ") || `${d.ready}/${d.wanted}`;
+    for (const i of d.instances) {
+      const item = el("span", `#${i.number} ${i.state} :${i.port ?? "-"} ↻${i.restarts} `, "instance");
+      item.appendChild(button("restart", () => act("restart", { deployment: d.id, instance: i.number })));
+      instances.appendChild(item);
+    }
+    if (!d.instances.length) instances.textContent = `${d.ready}/${d.wanted}`;
     const actions = el("td");
     actions.append(
       button("+1", () => act("scale", { service: d.id, instances: d.wanted + 1 })),
