@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{HeaderMap, HeaderValue, Method};
 use session::cookie::{encode_uri_component, sign, Secrets};
 use stack::daemon::requests::Renderer;
+use stack::proxy::requests::RawHeaders;
 use stack::proxy::{LoggedRequest, RequestLog};
 use stack::supervisor::logs::Redactor;
 
@@ -44,15 +45,15 @@ fn main() {
         time: SystemTime::now(),
         duration: Duration::from_micros(180),
         method: Method::GET,
-        host: Some(HeaderValue::from_static("counter-demo.localhost:3000")),
-        path: Some("/increment".parse().unwrap()),
+        host: "counter-demo.localhost:3000".into(),
+        path: "/increment".into(),
         status: 200,
         bytes_in: 0,
         bytes_out: 38,
         rule: Some(2),
         deployment: Some(HeaderValue::from_static("writer-abcdefghij")),
         instance: Some(0),
-        headers,
+        headers: RawHeaders::copy_of(&headers),
     };
     let log = RequestLog::new();
     let secrets = Secrets::new([secret]);

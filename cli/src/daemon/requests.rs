@@ -63,11 +63,7 @@ impl Renderer<'_> {
     /// The record of `logged`, its headers masked (a brief entry from
     /// [`crate::proxy::RequestLog::since_brief`] has only its cookies: left out here).
     pub fn record(&self, logged: &LoggedRequest) -> RequestRecord {
-        let host = logged
-            .host
-            .as_ref()
-            .and_then(|host| host.to_str().ok())
-            .unwrap_or("");
+        let host = &*logged.host;
         let alias = crate::proxy::host_key(host);
         let alias = self
             .aliases
@@ -78,9 +74,7 @@ impl Renderer<'_> {
             time: units::rfc3339_ms(logged.time),
             method: logged.method.to_string(),
             host: self.redactor.redact(host),
-            path: self
-                .redactor
-                .redact(logged.path.as_ref().map_or("", |path| path.as_str())),
+            path: self.redactor.redact(&logged.path),
             status: logged.status,
             duration_ms: (logged.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
             bytes_in: logged.bytes_in,
@@ -102,9 +96,9 @@ impl Renderer<'_> {
         let secrets = self.secrets?;
         let cookies = logged
             .headers
-            .get_all(COOKIE)
             .iter()
-            .filter_map(|value| value.to_str().ok());
+            .filter(|(name, _)| *name == COOKIE.as_str())
+            .filter_map(|(_, value)| std::str::from_utf8(value).ok());
         let signed = find_session_cookie(cookies)?;
         self.sessions.prefix(&signed, || {
             let id = secrets.unsign(&signed)?;
@@ -113,7 +107,10 @@ impl Renderer<'_> {
     }
 
     fn headers(&self, logged: &LoggedRequest) -> Vec<(String, String)> {
-        let only_cookies = logged.headers.keys().all(|name| name == COOKIE);
+        let only_cookies = logged
+            .headers
+            .iter()
+            .all(|(name, _)| name == COOKIE.as_str());
         if only_cookies {
             return Vec::new();
         }
@@ -121,15 +118,15 @@ impl Renderer<'_> {
             .headers
             .iter()
             .map(|(name, value)| {
-                let text = String::from_utf8_lossy(value.as_bytes());
-                let shown = if name == COOKIE {
+                let text = String::from_utf8_lossy(value);
+                let shown = if name == COOKIE.as_str() {
                     mask_cookies(&text)
-                } else if name == AUTHORIZATION || name == PROXY_AUTHORIZATION {
+                } else if name == AUTHORIZATION.as_str() || name == PROXY_AUTHORIZATION.as_str() {
                     mask_credentials(&text)
                 } else {
                     self.redactor.redact(&text)
                 };
-                (name.as_str().to_owned(), shown)
+                (name.to_owned(), shown)
             })
             .collect()
     }

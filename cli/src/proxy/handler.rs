@@ -26,7 +26,7 @@ use super::forward::{self, X_STACK_DEPLOYMENT, X_STACK_INSTANCE};
 use super::host;
 use super::limits::ProxyConfig;
 use super::pool::Pool;
-use super::requests::{LoggedRequest, Pending, RequestLog, Trace};
+use super::requests::{LoggedRequest, Pending, RawHeaders, RequestLog, Trace};
 use super::routing::{Routing, Target};
 use super::upstream::{self, Answered, Outgoing, SendError};
 use super::watchdog::{Exchange, WatchedBody};
@@ -112,7 +112,7 @@ async fn answer(
     };
     let pending = match (&shared.config.request_log, started) {
         (Some(log), Some((started, time))) => {
-            Some(pending(log, started, time, &mut head, trace, &response))
+            Some(pending(log, started, time, &head, trace, &response))
         }
         _ => None,
     };
@@ -120,20 +120,28 @@ async fn answer(
 }
 
 /// The log entry of a request answered with `response`, to be finished when its body is done.
-/// Moves what the request no longer needs (its headers) rather than copying it.
+/// Copies what it keeps: a slice of the request would pin hyper's read buffer.
 fn pending(
     log: &RequestLog,
     started: Instant,
     time: SystemTime,
-    head: &mut Parts,
+    head: &Parts,
     trace: Trace,
     response: &Response<ResponseBody>,
 ) -> Box<Pending> {
-    let headers = std::mem::take(&mut head.headers);
+    let headers = &head.headers;
     let bytes_in = headers
         .get(CONTENT_LENGTH)
         .and_then(|length| length.to_str().ok()?.parse().ok())
         .unwrap_or(0);
+    let host = headers
+        .get(HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or("");
+    let path = match &trace.path {
+        Some(path) => path.as_str(),
+        None => head.uri.path_and_query().map_or("", |path| path.as_str()),
+    };
     Box::new(Pending {
         log: log.clone(),
         started,
@@ -142,15 +150,15 @@ fn pending(
             time,
             duration: std::time::Duration::ZERO,
             method: head.method.clone(),
-            host: headers.get(HOST).cloned(),
-            path: trace.path.or_else(|| head.uri.path_and_query().cloned()),
+            host: host.into(),
+            path: path.into(),
             status: response.status().as_u16(),
             bytes_in,
             bytes_out: 0,
             rule: trace.rule,
             deployment: trace.deployment,
             instance: trace.instance,
-            headers,
+            headers: RawHeaders::copy_of(headers),
         },
     })
 }
