@@ -9,6 +9,8 @@
 //! With `PROXY_BENCH_TLS=127.0.0.1:PORT` (per-core only), it also serves TLS there as
 //! `stack up --https-port` does, with the local CA of `STACK_HOME` (`bench/proxy/tls.sh`).
 //! `localhost` routes as `bench.localhost` does, so clients need no name resolution.
+//! `per-core` logs requests as `stack up` does (the request log, issue 17) unless
+//! `STACK_REQUEST_LOG=off`, as in `stack up`.
 
 use std::sync::Arc;
 
@@ -77,13 +79,10 @@ fn main() -> anyhow::Result<()> {
         }
         Err(_) => None,
     };
-    proxy::run_on_threads(
-        listener,
-        tls,
-        routing,
-        ProxyConfig::default(),
-        n_cores,
-        shutdown,
-    )?;
+    let mut config = ProxyConfig::default();
+    if std::env::var("STACK_REQUEST_LOG").as_deref() != Ok("off") {
+        config.request_log = Some(proxy::RequestLog::new());
+    }
+    proxy::run_on_threads(listener, tls, routing, config, n_cores, shutdown)?;
     Ok(())
 }

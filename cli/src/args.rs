@@ -37,6 +37,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Show stored and live logs of a service or deployment.
     Logs(LogsArgs),
+    /// Show the last requests the proxy answered: rule, deployment, instance, session.
+    Requests(RequestsArgs),
     /// Point a service back at an earlier deployment, without rebuilding.
     Rollback(RollbackArgs),
     /// Remove a deployment.
@@ -235,6 +237,25 @@ pub struct LogsArgs {
     /// an RFC 3339 time (`2026-11-28T10:00:00Z`).
     #[arg(long, value_name = "T")]
     pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestsArgs {
+    /// How many of the last requests to print first (the proxy keeps 1,000).
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub lines: usize,
+    /// Keep printing new requests.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Only requests to this host (port and case ignored).
+    #[arg(long, value_name = "H")]
+    pub host: Option<String>,
+    /// Only these statuses: `404`, a class such as `5xx`, or several with commas (`404,5xx`).
+    #[arg(long, value_name = "S")]
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@
 //! - [`control`]: the HTTP+JSON API on `.stack/stack.sock` that `stack up` serves and other commands call.
 //! - [`daemon`]: the running `stack up`: one handle that owns the supervisor, the proxy's routing,
 //!   the aliases, the Redis in use and the state; its start and its ordered shutdown.
+//! - [`dashboard`]: the dashboard and request inspector the proxy serves at `stack.localhost`.
 //! - [`units`]: durations and sizes as people write them (`500ms`, `1h30m`, `10MB`).
 //! - [`env`]: `.env` files and `-e` pairs, checked and merged; never prints a value.
 //! - [`export`]: an alias rendered as a production config (nginx), checked with `nginx -t`.
@@ -30,6 +31,7 @@ pub mod completion;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dashboard;
 pub mod env;
 pub mod export;
 pub mod init;

@@ -1,8 +1,51 @@
 //! Durations and sizes as people write them on a command line: durations as one or more
 //! number-unit pairs, units `ms`, `s`, `m`, `h`, `d` (`500ms`, `90s`, `1h30m`, `2d`); sizes as a
-//! number and an optional unit, `B`, `KB`, `MB`, `GB` (powers of 1024: `512KB`, `10MB`).
+//! number and an optional unit, `B`, `KB`, `MB`, `GB` (powers of 1024: `512KB`, `10MB`);
+//! and times as RFC 3339 UTC text.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+/// `2026-11-28T04:50:00Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let (date, seconds, _) = civil(time);
+    format!("{date}T{seconds}Z")
+}
+
+/// `2026-11-28T04:50:00.250Z`.
+pub fn rfc3339_ms(time: SystemTime) -> String {
+    let (date, seconds, millis) = civil(time);
+    format!("{date}T{seconds}.{millis:03}Z")
+}
+
+/// The date and the time of day (to the second) of `time` in UTC, and its milliseconds.
+fn civil(time: SystemTime) -> (String, String, u32) {
+    let elapsed = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = elapsed.as_secs();
+    let days = (seconds / 86_400) as i64;
+    let rest = seconds % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        format!(
+            "{:02}:{:02}:{:02}",
+            rest / 3600,
+            rest % 3600 / 60,
+            rest % 60
+        ),
+        elapsed.subsec_millis(),
+    )
+}
 
 /// `None` for anything else (no unit, a fraction, a sign, an overflow).
 pub fn duration(text: &str) -> Option<Duration> {
@@ -65,6 +108,21 @@ pub fn size_arg(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dates() {
+        let at = |ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(super::rfc3339(at(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(at(951_782_400_000)), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            super::rfc3339(at(1_795_825_800_000)),
+            "2026-11-28T00:30:00Z"
+        );
+        assert_eq!(
+            super::rfc3339_ms(at(1_795_825_800_250)),
+            "2026-11-28T00:30:00.250Z"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod ls;
 pub mod open;
 pub mod redis;
+pub mod requests;
 pub mod rm;
 pub mod rollback;
 pub mod route;
@@ -32,6 +33,7 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Scale(args) => scale::run(&cli.cwd, args),
         Command::Ls(args) => ls::run(&cli.cwd, args),
         Command::Logs(args) => logs::run(&cli.cwd, args),
+        Command::Requests(args) => requests::run(&cli.cwd, args),
         Command::Rm(args) => rm::run(&cli.cwd, args),
         Command::Down => down::run(&cli.cwd),
         Command::Rollback(args) => rollback::run(&cli.cwd, args),

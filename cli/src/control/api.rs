@@ -12,6 +12,7 @@
 //! | [`Request::Rollback`] | `POST /v1/rollback` | [`RollbackAnswer`] |
 //! | [`Request::Redis`] | `GET /v1/redis` | [`RedisAnswer`]: the URL the services get |
 //! | [`Request::Down`] | `POST /v1/down` | [`DownAnswer`] |
+//! | [`Request::Requests`] | `GET /v1/requests?since=SEQ` | [`RequestsAnswer`]: the proxy's request log after `SEQ` |
 //!
 //! A refusal is an [`ErrorBody`] with a 4xx or 5xx status.
 
@@ -37,6 +38,7 @@ const ALIASES: &str = "/v1/aliases";
 const ROLLBACK: &str = "/v1/rollback";
 const REDIS: &str = "/v1/redis";
 const DOWN: &str = "/v1/down";
+const REQUESTS: &str = "/v1/requests";
 
 /// Stored log lines sent when a logs request does not say how many.
 pub const DEFAULT_LOG_LINES: usize = 100;
@@ -46,12 +48,18 @@ pub const DEFAULT_LOG_LINES: usize = 100;
 pub enum Request {
     Deployments,
     Scale(ScaleRequest),
-    Remove { deployment: String },
+    Remove {
+        deployment: String,
+    },
     Logs(LogsQuery),
     Alias(AliasChange),
     Rollback(RollbackRequest),
     Redis,
     Down,
+    /// The logged requests after `since` (0: all of them).
+    Requests {
+        since: u64,
+    },
 }
 
 /// A request the server cannot read: no such route, or a body or query that does not parse.
@@ -68,7 +76,9 @@ pub enum BadRequest {
 impl Request {
     pub fn method(&self) -> Method {
         match self {
-            Request::Deployments | Request::Logs(_) | Request::Redis => Method::GET,
+            Request::Deployments | Request::Logs(_) | Request::Redis | Request::Requests { .. } => {
+                Method::GET
+            }
             Request::Remove { .. } => Method::DELETE,
             Request::Scale(_) | Request::Alias(_) | Request::Rollback(_) | Request::Down => {
                 Method::POST
@@ -93,6 +103,7 @@ impl Request {
             Request::Rollback(_) => ROLLBACK.into(),
             Request::Redis => REDIS.into(),
             Request::Down => DOWN.into(),
+            Request::Requests { since } => format!("{REQUESTS}?since={since}"),
         }
     }
 
@@ -106,7 +117,8 @@ impl Request {
             | Request::Remove { .. }
             | Request::Logs(_)
             | Request::Redis
-            | Request::Down => Vec::new(),
+            | Request::Down
+            | Request::Requests { .. } => Vec::new(),
         }
     }
 
@@ -141,6 +153,9 @@ impl Request {
             (&Method::POST, ROLLBACK) => Ok(Request::Rollback(from_json(body)?)),
             (&Method::GET, REDIS) => Ok(Request::Redis),
             (&Method::POST, DOWN) => Ok(Request::Down),
+            (&Method::GET, REQUESTS) => Ok(Request::Requests {
+                since: requests_since(query)?,
+            }),
             _ => Err(no_route()),
         }
     }
@@ -163,6 +178,57 @@ fn decode(text: &str) -> Result<String, String> {
         .decode_utf8()
         .map(|decoded| decoded.into_owned())
         .map_err(|_| format!("`{text}` is not UTF-8 once decoded"))
+}
+
+fn requests_since(query: &str) -> Result<u64, BadRequest> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("since="))
+        .next_back()
+        .map_or(Ok(0), |value| {
+            value
+                .parse()
+                .map_err(|_| BadRequest::Query("`since` is not a number".into()))
+        })
+}
+
+/// `GET /v1/requests`: what the proxy logged, oldest first, and where to ask from next.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RequestsAnswer {
+    /// The last sequence number given out: ask `since` it for the next ones.
+    pub last_seq: u64,
+    /// False when `stack up` runs with the request log off (`STACK_REQUEST_LOG=off`).
+    pub enabled: bool,
+    pub requests: Vec<RequestRecord>,
+}
+
+/// One logged request, as `stack requests` and the dashboard show it: nothing secret in it
+/// (cookie and authorization values masked, secrets from the environment as `***`, the session
+/// id cut to 8 characters).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RequestRecord {
+    pub seq: u64,
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub status: u16,
+    pub duration_ms: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// The alias the host is, if it is one.
+    pub alias: Option<String>,
+    /// The path alias rule that matched, from 1.
+    pub rule: Option<u32>,
+    pub deployment: Option<String>,
+    pub instance: Option<u32>,
+    /// The first 8 characters of the session id of a validly signed `connect.sid` cookie.
+    pub session: Option<String>,
+    /// The request headers, masked (left out of the dashboard's listing, which asks for one
+    /// request's headers when it is clicked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
 }
 
 /// `GET /v1/logs`: the last `lines` stored lines from `since_ms` (ms since the Unix epoch)
@@ -557,7 +623,13 @@ mod tests {
         round_trip(Request::Alias(AliasChange::Remove {
             host: "hi.localhost".into(),
         }));
-        for request in [Request::Deployments, Request::Redis, Request::Down] {
+        for request in [
+            Request::Deployments,
+            Request::Redis,
+            Request::Down,
+            Request::Requests { since: 0 },
+            Request::Requests { since: 42 },
+        ] {
             round_trip(request);
         }
     }

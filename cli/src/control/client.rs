@@ -17,7 +17,8 @@ use tokio::net::UnixStream;
 
 use super::api::{
     self, AliasAnswer, AliasChange, DeploymentStatus, DownAnswer, ErrorBody, LogsQuery,
-    RedisAnswer, RemoveAnswer, RollbackAnswer, RollbackRequest, ScaleAnswer, ScaleRequest,
+    RedisAnswer, RemoveAnswer, RequestsAnswer, RollbackAnswer, RollbackRequest, ScaleAnswer,
+    ScaleRequest,
 };
 use super::{socket_path, ControlError};
 use crate::supervisor::logs::LogLine;
@@ -75,6 +76,10 @@ impl Client {
 
     pub async fn redis(&self) -> Result<RedisAnswer, ControlError> {
         self.call(&api::Request::Redis).await
+    }
+
+    pub async fn requests(&self, since: u64) -> Result<RequestsAnswer, ControlError> {
+        self.call(&api::Request::Requests { since }).await
     }
 
     pub async fn down(&self) -> Result<DownAnswer, ControlError> {

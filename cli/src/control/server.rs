@@ -117,6 +117,7 @@ async fn route(
         api::Request::Alias(change) => answer(daemon.change_alias(change).await),
         api::Request::Rollback(rollback) => answer(daemon.rollback(rollback).await),
         api::Request::Redis => answer(daemon.redis().await),
+        api::Request::Requests { since } => answer(daemon.requests(since).await),
         api::Request::Down => {
             daemon.down();
             json(StatusCode::OK, &DownAnswer { stopping: true })
@@ -133,7 +134,19 @@ fn answer<T: Serialize>(result: Result<T, DaemonError>) -> Response<Body> {
 
 /// A refusal as a status and an [`ErrorBody`]: what kind of refusal it is decides the status.
 fn daemon_error(error: DaemonError) -> Response<Body> {
-    let status = match &error {
+    json(
+        status_of(&error),
+        &ErrorBody {
+            error: error.to_string(),
+            hint: error.hint(),
+            starting: matches!(error, DaemonError::Starting { .. }),
+        },
+    )
+}
+
+/// The HTTP status of a refusal (the control socket's and the dashboard's).
+pub fn status_of(error: &DaemonError) -> StatusCode {
+    match error {
         DaemonError::Starting { .. } => StatusCode::SERVICE_UNAVAILABLE,
         DaemonError::UnknownTarget { .. } | DaemonError::UnknownDeployment { .. } => {
             StatusCode::NOT_FOUND
@@ -161,15 +174,7 @@ fn daemon_error(error: DaemonError) -> Response<Body> {
         DaemonError::Rollback(RollbackError::State(_)) | DaemonError::State(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
-    };
-    json(
-        status,
-        &ErrorBody {
-            error: error.to_string(),
-            hint: error.hint(),
-            starting: matches!(error, DaemonError::Starting { .. }),
-        },
-    )
+    }
 }
 
 /// The stored lines, then the live ones (until the follower lags out or `shutdown`), as NDJSON.

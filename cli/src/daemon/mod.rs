@@ -20,6 +20,7 @@
 //! - [`progress`]: a first build's progress: a bar on a terminal, periodic lines elsewhere.
 //! - [`redeploy`]: change sets from [`crate::watch`] to builds and hot swaps.
 //! - [`report`]: what a redeploy prints, in one place.
+//! - [`requests`]: the proxy's request log as `stack requests` and the dashboard show it.
 //! - [`stop`]: what ends a `stack up` (Ctrl-C, SIGTERM, `stack down`).
 
 pub mod aliases;
@@ -30,6 +31,7 @@ pub mod progress;
 pub mod redeploy;
 pub mod redis;
 pub mod report;
+pub mod requests;
 pub mod routes;
 pub mod shutdown;
 pub mod start;
@@ -44,17 +46,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::api::{
     AliasAnswer, AliasChange, Applied, DeploymentStatus, LogsQuery, RedisAnswer, RemoveAnswer,
-    RollbackAnswer, RollbackRequest, ScaleAnswer, ScaleRequest,
+    RequestRecord, RequestsAnswer, RollbackAnswer, RollbackRequest, ScaleAnswer, ScaleRequest,
 };
+use crate::proxy::{LoggedRequest, RequestLog};
 use crate::redis::managed::RedisStatus;
 use crate::state::aliases::HostOwner;
 use crate::state::{deployments, State, StateError, Store};
-use crate::supervisor::logs::{self, LogLine, Rotation};
+use crate::supervisor::logs::{self, LogLine, Redactor, Rotation};
 use crate::supervisor::{Supervisor, SupervisorError};
 use aliases::Aliases;
 use builds::Builds;
 use history::RollbackError;
 use routes::UnresolvedDest;
+use session::cookie::Secrets;
 
 pub use env::EnvSources;
 pub use start::{Launched, Start};
@@ -124,6 +128,16 @@ pub struct Live {
     pub redis: Option<watch::Receiver<RedisStatus>>,
     pub ready_timeout: Duration,
     pub max_instances: usize,
+    /// The proxy's request log; `None` when it is off (`STACK_REQUEST_LOG=off`).
+    pub requests: Option<RequestLog>,
+    /// The secrets that verify session cookies (`SESSION_SECRET`), for the session column.
+    pub session_secrets: Option<Secrets>,
+    /// Every secret value of the services' environment, masked wherever it would show.
+    pub redactor: Redactor,
+    /// The environment the services got at the start (with `PORT` set per instance).
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Session cookies the request log's readers verified already.
+    pub session_cache: requests::SessionCache,
 }
 
 /// Why a call was refused, with what to do about it.
@@ -192,6 +206,13 @@ fn supervisor_hint(error: &SupervisorError) -> Option<String> {
     }
 }
 
+/// The answer to a restart: which instance restarts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestartAnswer {
+    pub deployment: String,
+    pub instance: usize,
+}
+
 /// A logs answer: the stored lines, then (when following) the live ones.
 pub struct LogFeed {
     pub stored: Vec<LogLine>,
@@ -246,6 +267,12 @@ impl Daemon {
             Phase::Running(live) => Ok(live.clone()),
             Phase::Starting { .. } => Err(self.still_starting()),
         }
+    }
+
+    /// The running parts (the dashboard reads aliases, the request log and the environment
+    /// from them), `None` while starting.
+    pub fn live_parts(&self) -> Option<Arc<Live>> {
+        self.live().ok()
     }
 
     fn still_starting(&self) -> DaemonError {
@@ -430,6 +457,30 @@ impl Daemon {
         Ok(RemoveAnswer { removed: id.into() })
     }
 
+    /// Restarts instance `number` of a service's live deployment or of a deployment (the
+    /// dashboard's restart action): it drains, stops and starts again; answers at once.
+    pub async fn restart(&self, target: &str, number: usize) -> Result<RestartAnswer, DaemonError> {
+        let live = self.live()?;
+        let snapshot = live.supervisor.snapshot();
+        let running = snapshot
+            .resolve(target)
+            .ok_or_else(|| DaemonError::UnknownTarget {
+                target: target.into(),
+            })?;
+        let instance = running
+            .instances
+            .iter()
+            .find(|instance| instance.number == number)
+            .ok_or_else(|| DaemonError::UnknownTarget {
+                target: format!("{}.{number}", running.spec.id),
+            })?;
+        instance.request_restart();
+        Ok(RestartAnswer {
+            deployment: running.spec.id.clone(),
+            instance: number,
+        })
+    }
+
     /// Swaps a kept deployment back in (`stack rollback`); no build.
     pub async fn rollback(&self, request: RollbackRequest) -> Result<RollbackAnswer, DaemonError> {
         let live = self.live()?;
@@ -446,6 +497,10 @@ impl Daemon {
         };
         live.aliases
             .apply(&change, &live.supervisor.snapshot(), &self.inner.store)?;
+        // Old counts would be read as the new rules' hits.
+        if let Some(log) = &live.requests {
+            log.reset_hits(change.host());
+        }
         Ok(AliasAnswer {
             applied: Applied::Live,
         })
@@ -475,6 +530,59 @@ impl Daemon {
             stored,
             live: live_lines,
             live_from_ms,
+        })
+    }
+
+    /// The requests the proxy logged after `since` (`stack requests`), nothing secret in them.
+    pub async fn requests(&self, since: u64) -> Result<RequestsAnswer, DaemonError> {
+        self.read_requests(since, |log| log.since(since))
+    }
+
+    /// As [`Daemon::requests`], without the headers and at most the last `at_most`: what the
+    /// dashboard's listing shows (it asks for one request's headers with [`Daemon::request`]).
+    pub async fn requests_brief(
+        &self,
+        since: u64,
+        at_most: usize,
+    ) -> Result<RequestsAnswer, DaemonError> {
+        self.read_requests(since, |log| log.since_brief(since, at_most))
+    }
+
+    /// One logged request with its (masked) headers, if it is still kept.
+    pub async fn request(&self, seq: u64) -> Result<Option<RequestRecord>, DaemonError> {
+        let answer = self.read_requests(seq, |log| log.get(seq).into_iter().collect())?;
+        Ok(answer.requests.into_iter().next())
+    }
+
+    fn read_requests(
+        &self,
+        since: u64,
+        read: impl FnOnce(&RequestLog) -> Vec<LoggedRequest>,
+    ) -> Result<RequestsAnswer, DaemonError> {
+        let live = self.live()?;
+        let Some(log) = &live.requests else {
+            return Ok(RequestsAnswer {
+                last_seq: 0,
+                enabled: false,
+                requests: Vec::new(),
+            });
+        };
+        let last_seq = log.last_seq();
+        let logged = read(log);
+        let aliases = live.aliases.all();
+        let renderer = requests::Renderer {
+            secrets: live.session_secrets.as_ref(),
+            redactor: &live.redactor,
+            aliases: &aliases,
+            sessions: &live.session_cache,
+        };
+        Ok(RequestsAnswer {
+            // Read before the entries: one logged in between comes again next time, never lost.
+            last_seq: logged
+                .last()
+                .map_or(last_seq.max(since), |entry| entry.seq.max(since)),
+            enabled: true,
+            requests: logged.iter().map(|entry| renderer.record(entry)).collect(),
         })
     }
 

@@ -227,6 +227,12 @@ impl Daemon {
 
         let redis_url = service_env.redis_url().unwrap_or_default().to_string();
         let redactor = Redactor::new(crate::env::secret_values(&service_env.vars));
+        let session_secrets = service_env
+            .vars
+            .get(crate::env::SESSION_SECRET)
+            .and_then(|value| session::cookie::Secrets::parse(value).ok());
+        let env = service_env.vars.clone();
+        let live_redactor = redactor.clone();
         let (supervisor, supervisor_task) = Supervisor::start(supervisor::Config {
             pids_dir,
             logs_dir,
@@ -242,7 +248,14 @@ impl Daemon {
         // Routing: rebuilt whole after every change of the supervisor or of the aliases.
         let routing = Routing::new(RoutingTable::new());
         let aliases = Arc::new(Aliases::new(state.aliases, routing.clone()));
-        let proxy_config = proxy::ProxyConfig::with_response_timeout(config.upstream_timeout);
+        let request_log = request_log_wanted().then(proxy::RequestLog::new);
+        let mut proxy_config = proxy::ProxyConfig::with_response_timeout(config.upstream_timeout);
+        proxy_config.request_log = request_log.clone();
+        proxy_config.reserved = Some(crate::dashboard::reserved_host(
+            daemon.clone(),
+            proxy_port,
+            root.child_token(),
+        ));
         let https_ca = https.as_ref().map(|https| Arc::clone(&https.ca));
         let proxy_task = start_proxy(listener, https, routing, proxy_config, root.child_token())?;
         output::info(format!("Proxy listening on http://127.0.0.1:{proxy_port}"));
@@ -257,6 +270,11 @@ impl Daemon {
                 );
             }
         }
+        output::info(format!(
+            "Dashboard at http://{}{}",
+            crate::state::aliases::RESERVED_HOST,
+            port_suffix(proxy_port)
+        ));
         let routes_task = tokio::spawn(aliases::follow(
             aliases.clone(),
             supervisor.clone(),
@@ -271,6 +289,11 @@ impl Daemon {
             redis: redis.as_ref().map(ManagedRedis::subscribe),
             ready_timeout: config.ready_timeout,
             max_instances: config.max_instances,
+            requests: request_log,
+            session_secrets,
+            redactor: live_redactor,
+            env,
+            session_cache: Default::default(),
         });
         daemon.run(live.clone());
         drop(first_build);
@@ -352,6 +375,15 @@ impl Daemon {
             _lock: lock,
         })))
     }
+}
+
+/// Whether the proxy logs requests: on unless `STACK_REQUEST_LOG` is `off` (or `0`, `false`),
+/// which the proxy benchmark uses to measure what the log costs.
+fn request_log_wanted() -> bool {
+    !matches!(
+        std::env::var("STACK_REQUEST_LOG").as_deref(),
+        Ok("off" | "0" | "false")
+    )
 }
 
 /// Raises the soft limit on open files to the hard one, as nginx's `worker_rlimit_nofile`

@@ -93,6 +93,11 @@ impl Served {
             redis: None,
             ready_timeout: Duration::from_secs(1),
             max_instances: 64,
+            requests: None,
+            session_secrets: None,
+            redactor: Redactor::default(),
+            env: Default::default(),
+            session_cache: Default::default(),
         }));
         supervisor
     }

@@ -77,7 +77,7 @@ pub fn render(plan: &Plan, options: &RenderOptions) -> String {
         &mut out,
         format_args!(
             "# on {}. Render it again with `stack export nginx {host}`.",
-            rfc3339(options.generated_at)
+            crate::units::rfc3339(options.generated_at)
         ),
     );
     out.push_str(
@@ -404,31 +404,6 @@ fn quote(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// `2026-11-28T04:50:00Z`.
-fn rfc3339(time: SystemTime) -> String {
-    let seconds = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let days = (seconds / 86_400) as i64;
-    let rest = seconds % 86_400;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 /// The nginx binary: `nginx` on `PATH`, else `/usr/sbin/nginx`.
 pub fn find_nginx() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|path| {
@@ -525,13 +500,5 @@ mod tests {
             "(?s)^(?:VERSION\\-CONTROL) /a\\x20b\\xC3\\xA9\\z"
         );
         assert_eq!(quote("~a\\.b\"c"), "\"~a\\\\.b\\\"c\"");
-    }
-
-    #[test]
-    fn dates() {
-        let at = |seconds| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
-        assert_eq!(rfc3339(at(0)), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(at(1_795_825_800)), "2026-11-28T00:30:00Z");
     }
 }

@@ -21,7 +21,12 @@ pub enum ResponseBody {
     Upstream(UpstreamBody),
     /// A body the proxy wrote itself (errors), sent in one frame.
     Full(Option<Bytes>),
+    /// A body of the reserved host's own service (the dashboard), streamed as it comes.
+    Reserved(ReservedBody),
 }
+
+/// The body type of the reserved host's service.
+pub type ReservedBody = http_body_util::combinators::UnsyncBoxBody<Bytes, io::Error>;
 
 /// An upstream's body; the guard keeps the instance's in-flight count until it ends, and the
 /// connection goes back to the pool when it ends (closed instead if the body is cut short).
@@ -91,6 +96,7 @@ impl Body for ResponseBody {
                 polled
             }
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            Self::Reserved(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -98,6 +104,7 @@ impl Body for ResponseBody {
         match self {
             Self::Upstream(upstream) => upstream.reader.is_end_stream(),
             Self::Full(bytes) => bytes.is_none(),
+            Self::Reserved(body) => body.is_end_stream(),
         }
     }
 
@@ -109,6 +116,7 @@ impl Body for ResponseBody {
             },
             Self::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
+            Self::Reserved(body) => body.size_hint(),
         }
     }
 }

@@ -8,7 +8,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::CONTENT_LENGTH;
+use std::time::SystemTime;
+
+use http::header::{CONTENT_LENGTH, HOST};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -24,6 +26,7 @@ use super::forward::{self, X_STACK_DEPLOYMENT, X_STACK_INSTANCE};
 use super::host;
 use super::limits::ProxyConfig;
 use super::pool::Pool;
+use super::requests::{LoggedRequest, Pending, RawHeaders, RequestLog, Trace};
 use super::routing::{Routing, Target};
 use super::upstream::{self, Answered, Outgoing, SendError};
 use super::watchdog::{Exchange, WatchedBody};
@@ -96,7 +99,21 @@ async fn answer(
     mut head: Box<Parts>,
     body: Incoming,
 ) -> Result<Response<WatchedBody>, Infallible> {
-    let response = match proxy(&shared, &client, &exchange, &mut head, body).await {
+    if let Some(reserved) = &shared.config.reserved {
+        if reserved.takes(&head.headers, &client.addr) {
+            let response = reserved.serve(Request::from_parts(*head, body)).await;
+            return Ok(
+                response.map(|body| WatchedBody::new(ResponseBody::Reserved(body), exchange, None))
+            );
+        }
+    }
+    let started = shared
+        .config
+        .request_log
+        .as_ref()
+        .map(|_| (Instant::now(), SystemTime::now()));
+    let mut trace = Trace::default();
+    let response = match proxy(&shared, &client, &exchange, &mut head, body, &mut trace).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(
@@ -109,7 +126,57 @@ async fn answer(
             error.into_response()
         }
     };
-    Ok(response.map(|body| WatchedBody::new(body, exchange)))
+    let pending = match (&shared.config.request_log, started) {
+        (Some(log), Some((started, time))) => {
+            Some(pending(log, started, time, &head, trace, &response))
+        }
+        _ => None,
+    };
+    Ok(response.map(|body| WatchedBody::new(body, exchange, pending)))
+}
+
+/// The log entry of a request answered with `response`, to be finished when its body is done.
+/// Copies what it keeps: a slice of the request would pin hyper's read buffer.
+fn pending(
+    log: &RequestLog,
+    started: Instant,
+    time: SystemTime,
+    head: &Parts,
+    trace: Trace,
+    response: &Response<ResponseBody>,
+) -> Box<Pending> {
+    let headers = &head.headers;
+    let bytes_in = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse().ok())
+        .unwrap_or(0);
+    let host = headers
+        .get(HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or("");
+    let path = match &trace.path {
+        Some(path) => path.as_str(),
+        None => head.uri.path_and_query().map_or("", |path| path.as_str()),
+    };
+    Box::new(Pending {
+        log: log.clone(),
+        started,
+        entry: LoggedRequest {
+            seq: 0,
+            time,
+            duration: std::time::Duration::ZERO,
+            method: head.method.clone(),
+            host: host.into(),
+            path: path.into(),
+            status: response.status().as_u16(),
+            bytes_in,
+            bytes_out: 0,
+            rule: trace.rule,
+            deployment: trace.deployment,
+            instance: trace.instance,
+            headers: RawHeaders::copy_of(headers),
+        },
+    })
 }
 
 async fn proxy(
@@ -118,6 +185,7 @@ async fn proxy(
     exchange: &Exchange,
     head: &mut Parts,
     mut body: Incoming,
+    trace: &mut Trace,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if head.version == http::Version::HTTP_2 {
         host::authority_as_host(&head.uri, &mut head.headers);
@@ -129,6 +197,9 @@ async fn proxy(
         }
     }
     let path_and_query = host::normalized_path_and_query(&head.uri)?;
+    if shared.config.request_log.is_some() {
+        trace.path = Some(path_and_query.clone());
+    }
 
     let upgrade_protocol = forward::strip_hop_by_hop(&mut head.headers);
     // What `hyper::upgrade::on` does for a whole request: hyper left it for a request that asked.
@@ -158,12 +229,13 @@ async fn proxy(
     let wait_deadline = Instant::now() + shared.config.starting_wait;
     loop {
         let table = shared.routing.load();
-        let target = host::resolve(
+        let (target, rule) = host::resolve(
             &table,
             requested_host.as_ref(),
             &parts.method,
             path_and_query.path(),
         )?;
+        trace.rule = rule;
         let deployment = match target {
             Target::Unavailable { status, message } => {
                 return Err(ProxyError::unavailable(*status, message));
@@ -190,6 +262,7 @@ async fn proxy(
             Target::Deployment(deployment) => Arc::clone(deployment),
         };
         drop(table);
+        trace.deployment = Some(deployment.deployment_header.clone());
         if deployment.instances.is_empty() && deployment.n_starting == 0 {
             return Err(ProxyError::ServiceUnavailable(format!(
                 "`{}` has no running instance",
@@ -208,6 +281,7 @@ async fn proxy(
             .await
             {
                 Ok(answered) => {
+                    trace.instance = answered.instance.as_ref().map(|instance| instance.number);
                     let deployment_header = Some(deployment.deployment_header.clone());
                     return Ok(respond(
                         shared,

@@ -79,13 +79,14 @@ pub fn normalized_path_and_query(uri: &Uri) -> Result<PathAndQuery, ProxyError> 
     .map_err(|_| ProxyError::BadRequest("the request path is not a valid absolute path".into()))
 }
 
-/// The target of a request to `host` with `method` and (normalised) `path`.
+/// The target of a request to `host` with `method` and (normalised) `path`, and the number
+/// (from 1) of the path alias rule that chose it.
 pub fn resolve<'table>(
     table: &'table RoutingTable,
     host: Option<&HeaderValue>,
     method: &Method,
     path: &str,
-) -> Result<&'table Target, ProxyError> {
+) -> Result<(&'table Target, Option<u32>), ProxyError> {
     let host_text = host.and_then(|host| host.to_str().ok()).unwrap_or("");
     let Some(route) = table.get(host_text) else {
         return Err(ProxyError::NoRoute {
@@ -94,11 +95,14 @@ pub fn resolve<'table>(
         });
     };
     match route {
-        HostRoute::Target(target) => Ok(target),
+        HostRoute::Target(target) => Ok((target, None)),
         HostRoute::Rules(path_rules) => path_rules
             .rule_set()
             .route(method, path)
-            .and_then(|index| path_rules.target(index))
+            .and_then(|index| {
+                let target = path_rules.target(index)?;
+                Some((target, u32::try_from(index + 1).ok()))
+            })
             .ok_or_else(|| ProxyError::NoRuleMatches {
                 host: host_text.to_owned(),
                 method: method.clone(),

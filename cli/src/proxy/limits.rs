@@ -1,10 +1,14 @@
 //! Every timeout and size limit of the proxy, in one [`ProxyConfig`] with production defaults,
-//! so tests can set short ones.
+//! so tests can set short ones; and the two things the daemon plugs in (the request log, the
+//! reserved host).
 //!
 //! Owns the numbers only; the server (`server.rs`), the upstream side (`upstream.rs`,
 //! `pool.rs`) and the upstream client (`client.rs`, the body limit) apply them.
 
 use std::time::Duration;
+
+use super::requests::RequestLog;
+use super::reserved::ReservedHost;
 
 /// Timeouts and limits. `ProxyConfig::default()` is what `stack up` uses.
 #[derive(Clone, Debug)]
@@ -40,6 +44,10 @@ pub struct ProxyConfig {
     pub pool_max_idle_per_host: usize,
     /// How long an idle pooled upstream connection is kept.
     pub pool_idle_timeout: Duration,
+    /// Where answered requests are logged; `None`: not logged.
+    pub request_log: Option<RequestLog>,
+    /// The host the proxy serves itself (the dashboard); `None`: every host is routed.
+    pub reserved: Option<ReservedHost>,
 }
 
 impl ProxyConfig {
@@ -71,6 +79,8 @@ impl Default for ProxyConfig {
             shutdown_grace: Duration::from_secs(10),
             pool_max_idle_per_host: 256,
             pool_idle_timeout: Duration::from_secs(60),
+            request_log: None,
+            reserved: None,
         }
     }
 }

@@ -18,6 +18,8 @@
 //! - `body`: response bodies, streamed frame by frame.
 //! - `limits`: [`ProxyConfig`], every timeout and size limit.
 //! - `error`: [`ProxyError`] and its JSON body.
+//! - `requests`: [`RequestLog`], the last 1,000 requests answered and each rule's hits.
+//! - `reserved`: [`ReservedHost`], the host the proxy serves itself (`stack.localhost`).
 //! - `handler`, `server`: one request end to end; the accept loop and graceful shutdown.
 //! - `watchdog`: the header, idle and response timeouts of client connections: one sweep per
 //!   server, no timer per request or per connection.
@@ -95,6 +97,8 @@ mod handler;
 mod host;
 mod limits;
 mod pool;
+pub mod requests;
+mod reserved;
 mod routing;
 mod server;
 mod upstream;
@@ -106,8 +110,11 @@ use tokio::net::TcpListener;
 
 use server::{Connections, HandedOver};
 
+pub use body::ReservedBody;
 pub use error::ProxyError;
 pub use limits::ProxyConfig;
+pub use requests::{LoggedRequest, RequestLog};
+pub use reserved::ReservedHost;
 pub use routing::{
     host_key, Backend, Deployment, HostRoute, PathRules, Routing, RoutingError, RoutingTable,
     Target,

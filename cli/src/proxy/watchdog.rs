@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::body::ResponseBody;
+use super::requests::Pending;
 
 /// Checks per shortest period.
 const CHECKS_PER_PERIOD: u32 = 4;
@@ -406,17 +407,31 @@ impl Drop for Exchange {
     }
 }
 
-/// A response body that ends its exchange when hyper is done with it.
+/// A response body that ends its exchange when hyper is done with it, and logs its request
+/// (with the bytes sent) when the request log is on.
 pub struct WatchedBody {
     body: ResponseBody,
     _exchange: Exchange,
+    /// Boxed: most of the entry is only carried, and the body is moved on every poll setup.
+    pending: Option<Box<Pending>>,
+    bytes_out: u64,
 }
 
 impl WatchedBody {
-    pub fn new(body: ResponseBody, exchange: Exchange) -> Self {
+    pub fn new(body: ResponseBody, exchange: Exchange, pending: Option<Box<Pending>>) -> Self {
         Self {
             body,
             _exchange: exchange,
+            pending,
+            bytes_out: 0,
+        }
+    }
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            pending.finish(self.bytes_out);
         }
     }
 }
@@ -429,7 +444,13 @@ impl Body for WatchedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.bytes_out += data.len() as u64;
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

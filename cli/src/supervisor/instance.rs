@@ -59,6 +59,8 @@ pub struct Instance {
     pub last_error: Mutex<Option<String>>,
     /// What the last failed health check saw (`GET /healthz answered 503`), cleared by a pass.
     pub last_check: Mutex<Option<String>>,
+    /// Asked to restart (the dashboard's restart action): drain, stop, start again.
+    restart: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Instance {
@@ -75,6 +77,12 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
+    /// Asks the instance's task to drain and stop its process and start a new one (counted
+    /// in `restarts`, not as a failure). A request made while it is not running waits for it.
+    pub fn request_restart(&self) {
+        self.restart.notify_one();
+    }
+
     pub fn new(number: usize) -> Self {
         Instance {
             number,
@@ -87,6 +95,7 @@ impl Instance {
             unresponsive: AtomicBool::new(false),
             restarts: AtomicU32::new(0),
             upstream: Mutex::new(None),
+            restart: tokio::sync::Notify::new(),
             last_error: Mutex::new(None),
             last_check: Mutex::new(None),
         }
@@ -178,6 +187,8 @@ enum Ended {
     Exited(String, Option<std::process::ExitStatus>),
     /// Its health check failed `retries` times in a row; it was stopped for a restart.
     Unhealthy(String),
+    /// Drained and stopped on request (the dashboard's restart action), to start again.
+    RestartRequested,
     Stopped,
 }
 
@@ -185,7 +196,7 @@ impl InstanceTask {
     pub async fn run(self) {
         let source = format!("{}.{}", self.deployment.service, self.instance.number);
         let mut failures = 0u32;
-        loop {
+        'start: loop {
             let permit = tokio::select! {
                 permit = self.starts.clone().acquire_owned() => permit,
                 () = self.stop.cancelled() => return,
@@ -208,6 +219,22 @@ impl InstanceTask {
                         Ended::Stopped => return,
                         Ended::Exited(reason, status) => (reason, status),
                         Ended::Unhealthy(reason) => (reason, None),
+                        Ended::RestartRequested => {
+                            self.instance.ready.store(false, Ordering::Release);
+                            self.instance.unresponsive.store(false, Ordering::Release);
+                            self.instance.set_upstream(None);
+                            self.instance.draining.store(false, Ordering::Release);
+                            self.instance.port.store(0, Ordering::Release);
+                            self.instance.pid.store(0, Ordering::Release);
+                            failures = 0;
+                            let restarts =
+                                self.instance.restarts.fetch_add(1, Ordering::AcqRel) + 1;
+                            self.log.push(
+                                &source,
+                                &format!("[stack] restarting on request (restart {restarts})"),
+                            );
+                            continue 'start;
+                        }
                     }
                 }
             };
@@ -294,6 +321,10 @@ impl InstanceTask {
                 () = self.stop.cancelled() => {
                     self.drain_and_stop(child).await;
                     return Ended::Stopped;
+                }
+                () = self.instance.restart.notified() => {
+                    self.drain_and_stop(child).await;
+                    return Ended::RestartRequested;
                 }
                 _ = rotation.tick(), if !settings.is_worker() => self.check_rotation(source).await,
                 _ = checks.tick(), if settings.health.is_some() => {

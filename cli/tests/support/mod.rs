@@ -126,6 +126,7 @@ pub fn require(tool: &str) {
         "certutil" => "install NSS's tools (sudo apt-get install libnss3-tools)",
         "chromium" => "install Chromium (sudo apt-get install chromium)",
         "python3" => "install Python 3 with venv (sudo apt-get install python3 python3-venv)",
+        "curl" => "install curl (sudo apt-get install curl)",
         other => panic!("no install hint for `{other}`: add one to support::require"),
     };
     let found = std::env::var_os("PATH")
