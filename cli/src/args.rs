@@ -107,7 +107,7 @@ pub enum Shell {
 
 #[derive(Debug, Args)]
 pub struct OpenArgs {
-    /// The alias (its host) to open; the first alias when omitted.
+    /// The alias (its host) to open; the first alias when omitted, else the dashboard.
     #[arg(add = ArgValueCandidates::new(completion::aliases))]
     pub host: Option<String>,
     /// Print the URL instead of opening a browser.

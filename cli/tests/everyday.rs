@@ -81,13 +81,13 @@ fn completion_offers_the_projects_services_deployments_and_aliases() {
 #[test]
 fn open_prints_the_first_aliass_url_with_the_last_port() {
     let project = Project::empty();
-    let none = project.stack(&["open", "--print"]);
-    assert_eq!(none.code, 1, "{}", none.all());
-    assert!(
-        none.stderr.contains("there is no alias to open yet"),
-        "{}",
-        none.stderr
+    // No alias yet: the dashboard, on the default port.
+    assert_eq!(
+        project.stack_ok(&["open", "--print"]),
+        "http://stack.localhost:3000/\n"
     );
+    let unknown = project.stack(&["open", "nope.localhost", "--print"]);
+    assert_eq!(unknown.code, 1, "{}", unknown.all());
     project.write(
         ".stack/state.json",
         r#"{"aliases": {"b.localhost": {"kind": "plain", "target": "x", "created": 1},

@@ -1,13 +1,14 @@
-//! `stack open [host]`: opens an alias (the first one when none is named) in the browser, with
-//! the port the last `stack up` used; prints the URL instead with `--print`, or when there is no
-//! browser to hand it to (no display, no `xdg-open` or `open`).
+//! `stack open [host]`: opens an alias (the first one when none is named; the dashboard at
+//! `stack.localhost` when there is no alias) in the browser, with the port the last `stack up`
+//! used; prints the URL instead with `--print`, or when there is no browser to hand it to (no
+//! display, no `xdg-open` or `open`).
 
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 
 use crate::args::OpenArgs;
 use crate::output::{self, CliError, CliResult};
-use crate::state::aliases::normalize_host;
+use crate::state::aliases::{normalize_host, RESERVED_HOST};
 use crate::state::State;
 
 /// The port shown when no `stack up` has run yet (the default of `--port`).
@@ -21,13 +22,17 @@ pub fn run(project_dir: &Path, args: OpenArgs) -> CliResult<ExitCode> {
                 CliError::new(error.to_string())
                     .hint("Use a host name such as `counter-demo.localhost`.")
             })?;
-            super::alias::find(&state, &host)?;
+            if host != RESERVED_HOST {
+                super::alias::find(&state, &host)?;
+            }
             host
         }
-        None => state.aliases.keys().next().cloned().ok_or_else(|| {
-            CliError::new("there is no alias to open yet")
-                .hint("Set one with `stack alias counter-demo.localhost --rules aliases.json`.")
-        })?,
+        None => state
+            .aliases
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| RESERVED_HOST.to_string()),
     };
     let port = state.proxy_port.unwrap_or(DEFAULT_PORT);
     let url = if port == 80 {
