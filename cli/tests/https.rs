@@ -372,16 +372,6 @@ async fn headless_chromium_trusts_the_ca_that_stack_trust_put_in_its_nss_databas
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// The HTTPS port `stack up` printed.
-fn https_port(up: &mut Up) -> u16 {
-    let line = up.wait_for("Proxy listening on https://localhost:", DEADLINE);
-    line.split("https://localhost:")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("a port in {line}"))
-}
-
 /// The Node reader of `templates/node` as `services/node-reader`, with the template's installed
 /// `node_modules` linked in (so nothing is downloaded).
 fn add_node_reader(project: &Project) {
@@ -427,7 +417,7 @@ async fn every_host_over_https_with_http2_and_one_secure_login_for_rust_and_node
         &project,
         &[&writer, &reader, &node, "--dotenv", "--no-watch"],
     );
-    let port = https_port(&mut up);
+    let port = up.https_port();
     let ready = up.wait_for("> Ready! http://writer-", DEADLINE);
     assert!(
         ready.contains(&format!(".localhost:{port}")) && ready.contains(" https://writer-"),

@@ -125,6 +125,7 @@ pub async fn run(
         routing,
         ProxyConfig::default(),
         None,
+        None,
         shutdown,
     )
     .await;
@@ -153,6 +154,10 @@ pub fn run_on_threads(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    let https_port = tls
+        .as_ref()
+        .and_then(|tls| tls.listener.local_addr().ok())
+        .map(|addr| addr.port());
     let (tls_listener, tls_config) = match tls {
         Some(TlsListener { listener, config }) => {
             listener.set_nonblocking(true)?;
@@ -177,6 +182,7 @@ pub fn run_on_threads(
                     routing,
                     config,
                     tls_config,
+                    https_port,
                     shutdown.cancelled_owned(),
                 ));
                 Ok(())
@@ -273,6 +279,7 @@ pub async fn run_with_config(
         Connections::Listener(listener),
         routing,
         config,
+        None,
         None,
         shutdown,
     )

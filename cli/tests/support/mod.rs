@@ -125,6 +125,7 @@ pub fn require(tool: &str) {
         "prlimit" => "install util-linux (sudo apt-get install util-linux)",
         "certutil" => "install NSS's tools (sudo apt-get install libnss3-tools)",
         "chromium" => "install Chromium (sudo apt-get install chromium)",
+        "curl" => "install curl (sudo apt-get install curl)",
         other => panic!("no install hint for `{other}`: add one to support::require"),
     };
     let found = std::env::var_os("PATH")
