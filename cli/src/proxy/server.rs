@@ -281,7 +281,9 @@ impl Secure {
             http.http1().max_headers(config.max_headers);
         }
         http.http2()
-            .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX))
+            // WebSocket over HTTP/2 (RFC 8441), forwarded as an HTTP/1.1 upgrade.
+            .enable_connect_protocol();
         Self {
             acceptor: tokio_rustls::TlsAcceptor::from(tls),
             http: Arc::new(http),
