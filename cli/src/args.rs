@@ -88,6 +88,14 @@ pub struct DoctorArgs {
     /// The proxy port to check (the one `stack up --port` will get).
     #[arg(long, default_value_t = 3000)]
     pub port: u16,
+    /// The HTTPS port to check (the one `stack up --https-port` will get).
+    #[arg(
+        long,
+        default_value_t = 3443,
+        env = "STACK_HTTPS_PORT",
+        value_name = "PORT"
+    )]
+    pub https_port: u16,
 }
 
 #[derive(Debug, Args)]

@@ -190,3 +190,87 @@ fn doctor_finds_everything_in_place_and_says_what_is_missing_and_who_holds_the_p
     );
     assert!(busy["fix"].as_str().unwrap().contains("--port"), "{busy}");
 }
+
+#[test]
+fn doctor_checks_the_local_ca_its_trust_and_the_https_port() {
+    let project = Project::fixture("node-pair");
+    let home = project.stack_home.path();
+    let (port, https_port) = (support::free_port(), support::free_port());
+    let doctor_https = || {
+        let mut command = project.command(&[
+            "doctor",
+            "--json",
+            "--port",
+            &port.to_string(),
+            "--https-port",
+            &https_port.to_string(),
+        ]);
+        let run = project.run(&mut command);
+        let report: serde_json::Value =
+            serde_json::from_str(&run.stdout).unwrap_or_else(|_| panic!("{}", run.all()));
+        report
+    };
+
+    // No CA yet: fine, `stack up` makes one; the HTTPS port is free.
+    let report = doctor_https();
+    let ca = check(&report, "local CA");
+    assert_eq!(ca["ok"], true, "{ca}");
+    assert!(ca["detail"].as_str().unwrap().contains("none yet"), "{ca}");
+    assert_eq!(
+        check(&report, &format!("HTTPS port {https_port}"))["detail"],
+        "free"
+    );
+
+    // A CA (made by `stack trust --print`), not trusted: advice to run `stack trust`.
+    project.stack_ok(&["trust", "--print"]);
+    let report = doctor_https();
+    let ca = check(&report, "local CA");
+    assert_eq!(ca["ok"], true, "{ca}");
+    assert!(ca["detail"].as_str().unwrap().contains("mode 600"), "{ca}");
+    let trust = check(&report, "CA trust");
+    assert_eq!(trust["ok"], true, "advice, not a failure: {trust}");
+    assert!(
+        trust["fix"].as_str().unwrap().contains("`stack trust`"),
+        "{trust}"
+    );
+
+    // Trusted (into a temporary system store), and the HTTPS port held by this test.
+    let store = tempfile::tempdir().unwrap();
+    let mut trust_command = project.command(&["trust"]);
+    trust_command
+        .env("STACK_TRUST_SYSTEM_DIR", store.path())
+        .env("STACK_TRUST_UPDATE_COMMAND", "");
+    let run = project.run(&mut trust_command);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let held = std::net::TcpListener::bind(("127.0.0.1", https_port)).unwrap();
+    let report = doctor_https();
+    drop(held);
+    let trust = check(&report, "CA trust");
+    assert_eq!(trust["ok"], true, "{trust}");
+    assert!(trust.get("fix").is_none(), "{trust}");
+    let busy = check(&report, &format!("HTTPS port {https_port}"));
+    assert_eq!(busy["ok"], false, "{busy}");
+    assert!(
+        busy["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("(pid {})", std::process::id())),
+        "{busy}"
+    );
+    assert!(
+        busy["fix"].as_str().unwrap().contains("--https-port"),
+        "{busy}"
+    );
+
+    // A key others can read: a problem, with the fix.
+    let key = home.join("ca-key.pem");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let report = doctor_https();
+    assert_eq!(report["ok"], false, "{report:#}");
+    let ca = check(&report, "local CA");
+    assert_eq!(ca["ok"], false, "{ca}");
+    assert!(ca["fix"].as_str().unwrap().contains("chmod 600"), "{ca}");
+    let key_pem = std::fs::read_to_string(&key).unwrap();
+    let key_line = key_pem.lines().nth(1).unwrap();
+    assert!(!report.to_string().contains(key_line));
+}

@@ -245,8 +245,8 @@ async fn a_handshake_that_dribbles_is_cut_off_at_the_header_timeout() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_echo_over_tls() {
+/// A WebSocket echo server for one connection, and a proxy in front of it as `ws.localhost`.
+async fn websocket_behind_the_proxy() -> (TlsProxy, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ws_addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -260,8 +260,14 @@ async fn websocket_echo_over_tls() {
         }
     });
     let (table, _) = one_deployment("ws.localhost", "ws-abcdefghij", &[ws_addr]);
-    let proxy = TlsProxy::start(table, test_config());
+    (TlsProxy::start(table, test_config()), server)
+}
 
+/// A TLS connection to the proxy as `ws.localhost`, trusting only its CA, offering `alpn`.
+async fn tls_to(
+    proxy: &TlsProxy,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(proxy.ca.cert_der().clone()).unwrap();
     let mut client_config = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
@@ -269,29 +275,23 @@ async fn websocket_echo_over_tls() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    client_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    client_config.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
     let tcp = tokio::net::TcpStream::connect(proxy.tls).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("ws.localhost").unwrap();
-    let stream = connector
+    connector
         .connect(name, tcp)
         .await
-        .expect("TLS with the local CA");
-    let request = http::Request::get(format!("wss://ws.localhost:{}/socket", proxy.tls.port()))
-        .header("host", "ws.localhost")
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header(
-            "sec-websocket-key",
-            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-        )
-        .body(())
-        .unwrap();
-    let (mut socket, response) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .expect("handshake through the proxy over TLS");
-    assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+        .expect("TLS with the local CA")
+}
+
+/// 100 messages there and back, then a clean close.
+async fn echo_100<S>(
+    mut socket: tokio_tungstenite::WebSocketStream<S>,
+    server: tokio::task::JoinHandle<()>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     for n in 0..100 {
         let text = format!("message {n}");
         socket
@@ -304,6 +304,68 @@ async fn websocket_echo_over_tls() {
     socket.close(None).await.unwrap();
     while socket.next().await.is_some() {}
     server.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_over_tls() {
+    let (proxy, server) = websocket_behind_the_proxy().await;
+    let stream = tls_to(&proxy, b"http/1.1").await;
+    let request = http::Request::get(format!("wss://ws.localhost:{}/socket", proxy.tls.port()))
+        .header("host", "ws.localhost")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (socket, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("handshake through the proxy over TLS");
+    assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    echo_100(socket, server).await;
+}
+
+/// RFC 8441: the client opens a WebSocket as an HTTP/2 stream (`CONNECT` with `:protocol
+/// websocket`, hyper's client), the proxy forwards it as an HTTP/1.1 `Upgrade: websocket` and
+/// answers `200`; WebSocket frames then flow in the stream's DATA frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_over_http2_extended_connect() {
+    let (proxy, server) = websocket_behind_the_proxy().await;
+    let stream = tls_to(&proxy, b"h2").await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut request =
+        http::Request::connect(format!("https://ws.localhost:{}/socket", proxy.tls.port()))
+            .header("sec-websocket-version", "13")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = sender
+        .send_request(request)
+        .await
+        .expect("the proxy takes extended CONNECT");
+    assert_eq!(response.status(), http::StatusCode::OK, "{response:?}");
+    assert!(response.headers().get("x-stack-deployment").is_some());
+    assert!(response.headers().get("sec-websocket-accept").is_none());
+    let upgraded = hyper::upgrade::on(response).await.unwrap();
+    let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    echo_100(socket, server).await;
 }
 
 /// `chromium --headless --dump-dom URL` with `home` as HOME (its NSS database in
@@ -372,16 +434,6 @@ async fn headless_chromium_trusts_the_ca_that_stack_trust_put_in_its_nss_databas
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// The HTTPS port `stack up` printed.
-fn https_port(up: &mut Up) -> u16 {
-    let line = up.wait_for("Proxy listening on https://localhost:", DEADLINE);
-    line.split("https://localhost:")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("a port in {line}"))
-}
-
 /// The Node reader of `templates/node` as `services/node-reader`, with the template's installed
 /// `node_modules` linked in (so nothing is downloaded).
 fn add_node_reader(project: &Project) {
@@ -427,7 +479,7 @@ async fn every_host_over_https_with_http2_and_one_secure_login_for_rust_and_node
         &project,
         &[&writer, &reader, &node, "--dotenv", "--no-watch"],
     );
-    let port = https_port(&mut up);
+    let port = up.https_port();
     let ready = up.wait_for("> Ready! http://writer-", DEADLINE);
     assert!(
         ready.contains(&format!(".localhost:{port}")) && ready.contains(" https://writer-"),

@@ -116,3 +116,49 @@ async fn credentials_for_a_proxy_and_forged_stack_headers_never_reach_an_upstrea
         "{seen}"
     );
 }
+
+/// `curl --http2-prior-knowledge` on the plain port: HTTP/2 is served over TLS only, so the
+/// preface is answered with a GOAWAY (`HTTP_1_1_REQUIRED`) whose text names the HTTPS port,
+/// not a silent close; HTTP/1.1 on the same port goes on as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_on_the_plain_port_is_told_to_use_https() {
+    require("redis-server");
+    require("curl");
+    let project = Project::fixture("raw");
+    let mut up = Up::start(
+        &project,
+        &["--no-watch", "-e", "SESSION_SECRET=canary-secret"],
+    );
+    up.wait_ready("raw");
+    let https_port = up.https_port();
+    let url = format!("http://raw.localhost:{}/", up.port);
+    let curl = |extra: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-sS", "-v", "--max-time", "10", "--connect-to"])
+            .arg(format!("raw.localhost:{}:127.0.0.1:{}", up.port, up.port))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap()
+    };
+    let refused = curl(&["--http2-prior-knowledge"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("GOAWAY") && said.contains("error=13"),
+        "{said}"
+    );
+    // The GOAWAY's debug text (curl does not print it) names the HTTPS port.
+    let preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0".to_string();
+    let answer = exchange(&up, preface).await;
+    assert!(
+        answer.contains(&format!("for HTTP/2 use HTTPS on port {https_port}")),
+        "{answer:?}"
+    );
+    let plain = curl(&["--http1.1"]);
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+}

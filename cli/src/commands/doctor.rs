@@ -3,7 +3,10 @@
 //!
 //! - the programs the project needs (redis-server when `REDIS_SESSION_URL` is unset, node and
 //!   npm for Node services, cargo for Cargo ones), with their versions;
-//! - the proxy's port (3000, or `--port`) free, or held by whom;
+//! - the proxy's port (3000, or `--port`) and HTTPS port (3443, or `--https-port`) free, or
+//!   held by whom;
+//! - the local CA under `$STACK_HOME`: loadable (its key 0600, not corrupt or expired), and
+//!   whether `stack trust` installed it (advice only: `stack up` works without);
 //! - what a `stack up` killed may have left in `.stack/`: a socket nobody answers on, process
 //!   records of processes that are gone;
 //! - `.env` tracked by git, or not ignored;
@@ -25,6 +28,7 @@ use crate::prerequisites::{self, Needs, Os, Tool};
 use crate::state::{secret, STATE_DIR};
 use crate::supervisor::build::{self, ServiceKind};
 use crate::supervisor::process;
+use crate::tls::{self, trust, Ca};
 
 /// One finding.
 #[derive(Debug, Serialize)]
@@ -33,7 +37,7 @@ struct Check {
     ok: bool,
     /// What was found (a version, who holds a port).
     detail: String,
-    /// What to do, when it is not ok.
+    /// What to do, when it is not ok (or, for advice, what would be better).
     #[serde(skip_serializing_if = "Option::is_none")]
     fix: Option<String>,
 }
@@ -45,6 +49,14 @@ impl Check {
             ok: true,
             detail: detail.into(),
             fix: None,
+        }
+    }
+
+    /// Nothing in the way of `stack up`, but something worth doing.
+    fn advice(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            fix: Some(fix.into()),
+            ..Check::ok(name, detail)
         }
     }
 
@@ -70,7 +82,14 @@ struct Report {
 
 pub fn run(project_dir: &Path, args: DoctorArgs) -> CliResult<ExitCode> {
     let mut checks = programs(project_dir);
-    checks.push(port(project_dir, args.port));
+    checks.push(port(project_dir, args.port, "port", "--port"));
+    checks.push(port(
+        project_dir,
+        args.https_port,
+        "HTTPS port",
+        "--https-port",
+    ));
+    checks.extend(local_ca(&tls::stack_home()));
     checks.extend(leftovers(project_dir));
     checks.extend(dotenv(project_dir));
     checks.extend(permissions(project_dir));
@@ -83,7 +102,7 @@ pub fn run(project_dir: &Path, args: DoctorArgs) -> CliResult<ExitCode> {
         );
     } else {
         for check in &checks {
-            if check.ok {
+            if check.ok && check.fix.is_none() {
                 output::info(format!("{}: {}", check.name, check.detail));
             } else {
                 output::warn(format!("{}: {}", check.name, check.detail));
@@ -154,9 +173,12 @@ fn missing(tool: Tool) -> Check {
     )
 }
 
-/// Whether `port` on 127.0.0.1 is free, and if not, who holds it.
-fn port(project_dir: &Path, port: u16) -> Check {
-    let name = format!("port {port}");
+/// Whether `port` on 127.0.0.1 is free, and if not, who holds it; `flag` chooses another.
+fn port(project_dir: &Path, port: u16, what: &str, flag: &str) -> Check {
+    let name = format!("{what} {port}");
+    if port == 0 {
+        return Check::ok(name, "a free one is picked at start");
+    }
     if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
         return Check::ok(name, "free");
     }
@@ -170,19 +192,59 @@ fn port(project_dir: &Path, port: u16) -> Check {
             name,
             format!("held by `{command}` (pid {pid})"),
             format!(
-                "Stop it, or start stack on another port: `stack up --port {}`.",
-                port + 1
+                "Stop it, or start stack on another port: `stack up {flag} {}`.",
+                port.saturating_add(1)
             ),
         ),
         None => Check::problem(
             name,
             "held by a process of another user, or in use",
             format!(
-                "Start stack on another port: `stack up --port {}`.",
-                port + 1
+                "Start stack on another port: `stack up {flag} {}`.",
+                port.saturating_add(1)
             ),
         ),
     }
+}
+
+/// The local CA in `home`: none yet (the first `stack up` makes it), or loadable as `stack up`
+/// loads it (the key 0600, both files valid and together, not expired); then whether `stack
+/// trust` installed it.
+fn local_ca(home: &Path) -> Vec<Check> {
+    let cert = home.join(tls::CA_CERT_FILE);
+    let key = home.join(tls::CA_KEY_FILE);
+    if !cert.exists() && !key.exists() {
+        return vec![Check::ok(
+            "local CA",
+            format!(
+                "none yet in `{}`: the first `stack up` makes one",
+                home.display()
+            ),
+        )];
+    }
+    let ca = match Ca::load(home) {
+        Ok(ca) => ca,
+        Err(error) => return vec![Check::problem("local CA", error.to_string(), error.hint())],
+    };
+    let mode = fs::metadata(&key).map_or(0, |metadata| metadata.permissions().mode() & 0o777);
+    let mut checks = vec![Check::ok(
+        "local CA",
+        format!(
+            "`{}`, its key `{}` mode {mode:o}",
+            ca.cert_path().display(),
+            key.display()
+        ),
+    )];
+    checks.push(if trust::is_trusted(home) {
+        Check::ok("CA trust", "installed by `stack trust`")
+    } else {
+        Check::advice(
+            "CA trust",
+            "not installed: browsers and tools will refuse the HTTPS port's certificates",
+            "Run `stack trust` (it says what it changes; `stack trust --uninstall` undoes it).",
+        )
+    });
+    checks
 }
 
 /// The pid written in `.stack/lock`, while a `stack up` holds it.

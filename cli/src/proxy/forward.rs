@@ -94,6 +94,37 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(UPGRADE, protocol);
 }
 
+static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+
+/// Whether `head` is a WebSocket over HTTP/2 (RFC 8441: `CONNECT` with `:protocol websocket`).
+/// If so, it becomes the HTTP/1.1 handshake the upstream expects: `GET` with a fresh
+/// `Sec-WebSocket-Key` (the client's `Sec-WebSocket-Version`, `-Protocol` and `-Extensions`
+/// go on as they are); the caller adds `Upgrade: websocket` after the hop-by-hop removal.
+pub fn websocket_over_http2(head: &mut http::request::Parts) -> bool {
+    let is_websocket = head.version == http::Version::HTTP_2
+        && head.method == http::Method::CONNECT
+        && head
+            .extensions
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"));
+    if is_websocket {
+        use base64::Engine as _;
+        head.method = http::Method::GET;
+        let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+        let key = HeaderValue::from_str(&key).expect("base64 is a valid header value");
+        head.headers.insert(SEC_WEBSOCKET_KEY.clone(), key);
+    }
+    is_websocket
+}
+
+/// The upstream's `101 Switching Protocols` as the `200` that accepts a WebSocket over HTTP/2
+/// (RFC 8441, 5): no `Sec-WebSocket-Accept`, which answered the key the proxy made up.
+pub fn accept_websocket_over_http2(response: &mut http::response::Parts) {
+    response.status = http::StatusCode::OK;
+    response.headers.remove(&SEC_WEBSOCKET_ACCEPT);
+}
+
 /// Who asked, for the headers an upstream uses to see the real client.
 pub struct Forwarding<'a> {
     /// The client's IP as a header value.

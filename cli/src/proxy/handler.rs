@@ -187,8 +187,10 @@ async fn proxy(
     mut body: Incoming,
     trace: &mut Trace,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let mut websocket_over_http2 = false;
     if head.version == http::Version::HTTP_2 {
         host::authority_as_host(&head.uri, &mut head.headers);
+        websocket_over_http2 = forward::websocket_over_http2(head);
     }
     let requested_host = host::check_request(&head.method, head.version, &head.headers)?;
     if let Some(length) = keep_one_content_length(&mut head.headers) {
@@ -201,7 +203,10 @@ async fn proxy(
         trace.path = Some(path_and_query.clone());
     }
 
-    let upgrade_protocol = forward::strip_hop_by_hop(&mut head.headers);
+    let mut upgrade_protocol = forward::strip_hop_by_hop(&mut head.headers);
+    if websocket_over_http2 {
+        upgrade_protocol = Some(HeaderValue::from_static("websocket"));
+    }
     // What `hyper::upgrade::on` does for a whole request: hyper left it for a request that asked.
     let client_upgrade = upgrade_protocol
         .as_ref()
@@ -255,8 +260,11 @@ async fn proxy(
                     shared,
                     answered,
                     None,
-                    upgrade_protocol,
-                    client_upgrade,
+                    Upgrade {
+                        protocol: upgrade_protocol,
+                        client: client_upgrade,
+                        over_http2: websocket_over_http2,
+                    },
                 ));
             }
             Target::Deployment(deployment) => Arc::clone(deployment),
@@ -287,8 +295,11 @@ async fn proxy(
                         shared,
                         answered,
                         deployment_header,
-                        upgrade_protocol,
-                        client_upgrade,
+                        Upgrade {
+                            protocol: upgrade_protocol,
+                            client: client_upgrade,
+                            over_http2: websocket_over_http2,
+                        },
                     ));
                 }
                 Err(SendError::Failed(error)) => return Err(error),
@@ -321,14 +332,23 @@ async fn proxy(
     }
 }
 
+/// The upgrade a client asked for, if any.
+struct Upgrade {
+    /// The `Upgrade` protocol sent upstream.
+    protocol: Option<HeaderValue>,
+    /// The client's side of the upgrade, once it is answered.
+    client: Option<OnUpgrade>,
+    /// A WebSocket over HTTP/2 (extended `CONNECT`): a `101` from upstream is a `200` here.
+    over_http2: bool,
+}
+
 /// Turns an upstream's response into the client's: hop-by-hop headers out, `x-stack-*` in,
 /// and for a `101 Switching Protocols` the two upgraded streams joined.
 fn respond(
     shared: &Shared,
     answered: Answered,
     deployment_header: Option<HeaderValue>,
-    upgrade_protocol: Option<HeaderValue>,
-    client_upgrade: Option<OnUpgrade>,
+    upgrade: Upgrade,
 ) -> Response<ResponseBody> {
     let Answered {
         response,
@@ -342,13 +362,15 @@ fn respond(
     let body = match upstream {
         Reply::Body(reader) => ResponseBody::upstream(reader, guard, Some(slot)),
         Reply::Upgraded(upgraded) => {
-            let Some(client_upgrade) = client_upgrade else {
+            let Some(client_upgrade) = upgrade.client else {
                 return ProxyError::BadGateway(
                     "the upstream switched protocols though the client asked for no upgrade".into(),
                 )
                 .into_response();
             };
-            if let Some(protocol) = answered_protocol.or(upgrade_protocol) {
+            if upgrade.over_http2 {
+                forward::accept_websocket_over_http2(&mut parts);
+            } else if let Some(protocol) = answered_protocol.or(upgrade.protocol) {
                 forward::set_upgrade(&mut parts.headers, protocol);
             }
             // An upgraded connection belongs to its tunnel, never back in the pool.

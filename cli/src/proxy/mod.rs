@@ -132,6 +132,7 @@ pub async fn run(
         routing,
         ProxyConfig::default(),
         None,
+        None,
         shutdown,
     )
     .await;
@@ -160,6 +161,10 @@ pub fn run_on_threads(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    let https_port = tls
+        .as_ref()
+        .and_then(|tls| tls.listener.local_addr().ok())
+        .map(|addr| addr.port());
     let (tls_listener, tls_config) = match tls {
         Some(TlsListener { listener, config }) => {
             listener.set_nonblocking(true)?;
@@ -184,6 +189,7 @@ pub fn run_on_threads(
                     routing,
                     config,
                     tls_config,
+                    https_port,
                     shutdown.cancelled_owned(),
                 ));
                 Ok(())
@@ -280,6 +286,7 @@ pub async fn run_with_config(
         Connections::Listener(listener),
         routing,
         config,
+        None,
         None,
         shutdown,
     )

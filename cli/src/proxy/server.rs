@@ -84,8 +84,10 @@ pub async fn serve(
     routing: Routing,
     config: ProxyConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
+    https_port: Option<u16>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
+    let h2_refusal = h2_refusal(https_port);
     let shared = Arc::new(Shared {
         routing,
         pool: Pool::new(&config),
@@ -148,7 +150,7 @@ pub async fn serve(
                     connections.spawn(secure.serve(io, client_addr, activity, Arc::clone(&shared)));
                     continue;
                 }
-                let io = TokioIo::new(WatchedIo::new(stream, Arc::clone(&activity)));
+                let io = TokioIo::new(WatchedIo::plain(stream, Arc::clone(&activity), Arc::clone(&h2_refusal)));
                 let request_shared = Arc::clone(&shared);
                 let client = Arc::new(handler::Peer::new(client_addr));
                 let request_activity = Arc::clone(&activity);
@@ -192,6 +194,37 @@ pub async fn serve(
     shared.cut_off.cancel();
     shared.tunnels.wait().await;
     tracing::info!(addr = ?local_addr, "proxy stopped");
+}
+
+/// What a client that speaks HTTP/2 with prior knowledge on the plain port gets: the server's
+/// SETTINGS, then a GOAWAY with `HTTP_1_1_REQUIRED` whose debug text names the HTTPS port
+/// (RFC 9113, 6.8). HTTP/2 is served over TLS only; the plain port stays hyper's HTTP/1.1 server
+/// (hyper-util's auto builder would serve h2c here, but it has no `max_header_size`, so the
+/// plain port would lose its 431 at the configured head size).
+fn h2_refusal(https_port: Option<u16>) -> Arc<[u8]> {
+    const SETTINGS: u8 = 0x4;
+    const GOAWAY: u8 = 0x7;
+    const HTTP_1_1_REQUIRED: u32 = 0xd;
+    let text = match https_port {
+        Some(port) => format!(
+            "this port serves HTTP/1.1 only; for HTTP/2 use HTTPS on port {port} (https://<host>.localhost:{port}/)"
+        ),
+        None => "this port serves HTTP/1.1 only; HTTP/2 needs HTTPS, which `--no-https` turned off".to_string(),
+    };
+    let mut frames = Vec::with_capacity(9 + 9 + 8 + text.len());
+    let mut frame = |kind: u8, payload: &[u8]| {
+        let length = u32::try_from(payload.len()).unwrap_or(0).to_be_bytes();
+        frames.extend_from_slice(&length[1..]);
+        frames.extend_from_slice(&[kind, 0, 0, 0, 0, 0]);
+        frames.extend_from_slice(payload);
+    };
+    frame(SETTINGS, &[]);
+    let mut goaway = Vec::with_capacity(8 + text.len());
+    goaway.extend_from_slice(&0u32.to_be_bytes());
+    goaway.extend_from_slice(&HTTP_1_1_REQUIRED.to_be_bytes());
+    goaway.extend_from_slice(text.as_bytes());
+    frame(GOAWAY, &goaway);
+    frames.into()
 }
 
 /// How a connection's task ended, in the log.
@@ -248,7 +281,9 @@ impl Secure {
             http.http1().max_headers(config.max_headers);
         }
         http.http2()
-            .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX))
+            // WebSocket over HTTP/2 (RFC 8441), forwarded as an HTTP/1.1 upgrade.
+            .enable_connect_protocol();
         Self {
             acceptor: tokio_rustls::TlsAcceptor::from(tls),
             http: Arc::new(http),

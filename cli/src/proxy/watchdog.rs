@@ -466,13 +466,33 @@ impl Body for WatchedBody {
 pub struct WatchedIo {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// Until the first bytes arrive on a plain connection: what to write back if they are an
+    /// HTTP/2 connection preface (hyper's HTTP/1.1 server then closes the connection).
+    h2_refusal: Option<Arc<[u8]>>,
 }
 
 impl WatchedIo {
     pub fn new(stream: TcpStream, activity: Arc<Activity>) -> Self {
-        Self { stream, activity }
+        Self {
+            stream,
+            activity,
+            h2_refusal: None,
+        }
+    }
+
+    /// A plain HTTP/1.1 connection: a client that opens it with the HTTP/2 preface (`curl
+    /// --http2-prior-knowledge`) gets `h2_refusal` (frames that say why) before the close.
+    pub fn plain(stream: TcpStream, activity: Arc<Activity>, h2_refusal: Arc<[u8]>) -> Self {
+        Self {
+            stream,
+            activity,
+            h2_refusal: Some(h2_refusal),
+        }
     }
 }
+
+/// The start of the HTTP/2 connection preface (RFC 9113, 3.4).
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
 impl AsyncRead for WatchedIo {
     fn poll_read(
@@ -480,9 +500,21 @@ impl AsyncRead for WatchedIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         if polled.is_ready() {
             self.activity.touch();
+            if self.h2_refusal.is_some() && buf.filled().len() > before {
+                let refusal = self.h2_refusal.take();
+                if let Some(refusal) =
+                    refusal.filter(|_| buf.filled()[before..].starts_with(H2_PREFACE_START))
+                {
+                    // A few dozen bytes into an empty send buffer: written whole or not at all.
+                    if let Err(error) = self.stream.try_write(&refusal) {
+                        tracing::debug!(%error, "could not answer an HTTP/2 preface");
+                    }
+                }
+            }
         }
         polled
     }

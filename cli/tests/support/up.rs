@@ -47,6 +47,16 @@ impl Up {
             .expect("the proxy line ends with the port");
     }
 
+    /// The HTTPS port `stack up` printed.
+    pub fn https_port(&mut self) -> u16 {
+        let line = self.wait_for("Proxy listening on https://localhost:", BUILD_DEADLINE);
+        line.split("https://localhost:")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("a port in {line}"))
+    }
+
     /// Starts `stack up` and returns at once: the proxy's port is not known yet (0), as
     /// during its first build.
     pub fn launch(project: &Project, args: &[&str], env: &[(&str, &str)]) -> Up {
