@@ -490,3 +490,50 @@ async fn the_python_service_reads_the_writers_login_through_the_alias() {
     let output = up.stop(Signal::SIGINT);
     assert!(!output.contains(secret), "the secret must never be printed");
 }
+
+#[test]
+fn a_stack_toml_saved_while_up_runs_is_checked_and_reported_and_the_stack_keeps_serving() {
+    let project = slow_project("0");
+    let mut up = Up::start(&project, &[]);
+    up.wait_ready("slow");
+    up.wait_for("Watching for changes", COMMAND_DEADLINE);
+    let serves_one = |up: &Up| {
+        let reply = raw_http::request(up.port, "GET", "/", &[("Host", "slow.localhost")]);
+        assert_eq!((reply.status, reply.body.as_str()), (200, "one"));
+    };
+
+    // A bad file: its errors as `stack up` prints them at the start, and nothing changes.
+    project.write(
+        "stack.toml",
+        "[services.slow]\nrun = 42\ninstances = \"two\"\n",
+    );
+    up.wait_for("Error! `stack.toml` has", COMMAND_DEADLINE);
+    up.wait_for(
+        "stack.toml:3:13: `instances` must be a positive whole number",
+        COMMAND_DEADLINE,
+    );
+    up.wait_for("the stack keeps running", COMMAND_DEADLINE);
+    let output = up.output();
+    assert!(
+        output.contains("stack.toml:2:7: `run` must be a command"),
+        "{output}"
+    );
+    serves_one(&up);
+
+    // A good, changed file: not applied while running, and said so.
+    project.write(
+        "stack.toml",
+        "[services.slow]\nrun = [\"python3\", \"app.py\"]\ninstances = 2\n",
+    );
+    up.wait_for("take effect at the next `stack up`", COMMAND_DEADLINE);
+    let output = up.output();
+    assert!(!output.contains("Building"), "{output}");
+    serves_one(&up);
+    assert_eq!(
+        project.live("slow")["instances"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        project.live("slow")
+    );
+    up.stop(Signal::SIGINT);
+}

@@ -10,7 +10,7 @@
 //! ([`ServiceEnv::assemble`]) and redeploys every service with it.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,9 @@ use super::env::{EnvSources, ServiceEnv};
 use super::history::{self, spec_for};
 use super::report::{self, Redeploy};
 use super::Live;
+use crate::config;
 use crate::control::api::deployment_urls;
-use crate::output::CliError;
+use crate::output::{self, CliError};
 use crate::state::deployments::deployments_dir;
 use crate::state::{Store, STATE_DIR};
 use crate::supervisor::build::{self, Built, Service};
@@ -62,6 +63,7 @@ pub fn start_watching(
     let (watcher, changes) = Watcher::start(WatchConfig {
         services,
         dotenv: redeployer.env.dotenv.clone(),
+        config: Some(project_dir.join(config::FILE)),
         quiet: watch::DEFAULT_QUIET,
     })
     .map_err(|error| {
@@ -80,6 +82,8 @@ impl Redeployer {
         mut changes: mpsc::UnboundedReceiver<ChangeSet>,
         shutdown: CancellationToken,
     ) {
+        // The stack.toml last seen (`None`: no file); a save that changes nothing says nothing.
+        let mut config_seen = read_config(&self.project_dir());
         loop {
             let mut next = tokio::select! {
                 next = changes.recv() => match next {
@@ -91,6 +95,9 @@ impl Redeployer {
             while let Ok(more) = changes.try_recv() {
                 next.merge(more);
             }
+            if std::mem::take(&mut next.config) {
+                self.config_saved(&mut config_seen);
+            }
             if next.is_empty() {
                 continue;
             }
@@ -98,6 +105,28 @@ impl Redeployer {
                 () = self.redeploy(next) => {}
                 () = shutdown.cancelled() => return,
             }
+        }
+    }
+
+    /// A saved `stack.toml` is checked with the start's parser and reported, never applied
+    /// while running: a bad one prints its errors as `stack up` does, and a good one that
+    /// changed says it takes effect at the next `stack up`. Either way the stack keeps running
+    /// with the settings it started with.
+    fn config_saved(&self, seen: &mut Option<String>) {
+        let project_dir = self.project_dir();
+        let text = read_config(&project_dir);
+        if text == *seen {
+            return;
+        }
+        *seen = text;
+        match config::load_resolved(&project_dir) {
+            Err(errors) => output::print_error(&errors.to_cli(
+                "Fix the file and save it again. Nothing was applied: the stack keeps running with the settings it started with.",
+            )),
+            Ok(_) => output::warn(format!(
+                "`{}` changed: changes to it take effect at the next `stack up` (the running stack keeps the settings it started with). Stop it and run `stack up` again to apply them.",
+                config::FILE
+            )),
         }
     }
 
@@ -239,4 +268,9 @@ impl Redeployer {
         live.or_else(|| self.store.load().ok().map(|state| state.scale_of(service)))
             .unwrap_or(1)
     }
+}
+
+/// The project's `stack.toml` as it is now (`None`: no file, or unreadable).
+fn read_config(project_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(project_dir.join(config::FILE)).ok()
 }

@@ -28,12 +28,17 @@ pub struct Target<'a> {
 }
 
 /// Runs `check` once: `Ok` when it passes, else what it saw.
-pub async fn run(check: &Check, target: &Target<'_>, timeout: Duration) -> Result<(), String> {
+pub async fn run(
+    check: &Check,
+    target: &Target<'_>,
+    timeout: Duration,
+    http: &mut HttpConnection,
+) -> Result<(), String> {
     let timed_out = || format!("{check} did not answer within {}ms", timeout.as_millis());
     match check {
         Check::Http(path) => {
             let port = target.port.ok_or("a worker has no port to check")?;
-            match http_status(port, path, timeout).await {
+            match http.status(port, path, timeout).await {
                 Ok(status) if (200..400).contains(&status) => Ok(()),
                 Ok(status) => Err(format!("GET {path} answered {status}")),
                 Err(HttpFailure::TimedOut) => Err(timed_out()),
@@ -89,44 +94,247 @@ async fn run_command(command: &str, target: &Target<'_>, timeout: Duration) -> R
     }
 }
 
-/// A health answer's body is read (and dropped) up to this much.
+/// A health answer's body is read (and dropped) up to this much; a longer one ends the connection.
 const MAX_DRAINED: usize = 64 * 1024;
+/// A response head longer than this is not a health answer.
+const MAX_HEAD: usize = 16 * 1024;
 
 pub enum HttpFailure {
     TimedOut,
     Io(String),
 }
 
-/// The status of `GET path` on 127.0.0.1:`port`, if a response head arrives within `timeout`.
+/// The status of `GET path` on 127.0.0.1:`port`, once, on a connection of its own.
 pub async fn http_status(port: u16, path: &str, timeout: Duration) -> Result<u16, HttpFailure> {
-    let check = async {
-        let io = |error: std::io::Error| HttpFailure::Io(error.to_string());
-        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let mut stream = TcpStream::connect(address).await.map_err(io)?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nUser-Agent: stack-health\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.map_err(io)?;
-        let mut head = [0u8; 16];
-        let read = stream.read(&mut head).await.map_err(io)?;
-        // `HTTP/1.1 200 ...`: the status is the 3 digits after the first space.
-        let status = std::str::from_utf8(&head[..read])
-            .ok()
-            .and_then(|text| text.split(' ').nth(1)?.get(..3)?.parse().ok())
-            .ok_or_else(|| HttpFailure::Io("the answer is not HTTP".into()))?;
-        // Read the rest (`Connection: close` ends it): closing with unread bytes would reset
-        // the connection, and a server such as Python's logs every reset as an error.
-        let mut rest = [0u8; 4096];
-        let mut drained = 0;
-        while drained < MAX_DRAINED {
-            match stream.read(&mut rest).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
+    HttpConnection::default().status(port, path, timeout).await
+}
+
+/// One instance's keep-alive connection for its HTTP health check, reused check after check:
+/// 50 instances checked every second cost no connect, accept and close each, and no
+/// allocation once warm (the request is written once, the read buffer kept). A new connection
+/// after an error, a timeout, or an answer that ends the connection (`Connection: close`,
+/// HTTP/1.0, a body without a length).
+#[derive(Default)]
+pub struct HttpConnection {
+    stream: Option<TcpStream>,
+    /// The port and path `request` is for.
+    port: u16,
+    path: String,
+    request: Vec<u8>,
+    buffer: Vec<u8>,
+}
+
+/// How a response's body ends.
+enum Body {
+    Length(usize),
+    Chunked,
+    AtClose,
+}
+
+impl HttpConnection {
+    /// Closes the connection (before the instance is stopped: a server draining its
+    /// connections should not wait for this one).
+    pub fn close(&mut self) {
+        self.stream = None;
+    }
+
+    /// The status of `GET path` on 127.0.0.1:`port` within `timeout`. A reused connection
+    /// that the server closed meanwhile (an idle timeout) is retried once on a new one, within
+    /// the same timeout.
+    pub async fn status(
+        &mut self,
+        port: u16,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<u16, HttpFailure> {
+        if self.request.is_empty() || self.port != port || self.path != path {
+            self.stream = None;
+            self.port = port;
+            self.path = path.to_string();
+            self.request = format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: stack-health\r\n\r\n"
+            )
+            .into_bytes();
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let reused = self.stream.is_some();
+        let mut outcome = tokio::time::timeout_at(deadline, self.exchange()).await;
+        if reused && matches!(outcome, Ok(Err(_))) {
+            self.stream = None;
+            outcome = tokio::time::timeout_at(deadline, self.exchange()).await;
+        }
+        match outcome {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(error)) => {
+                self.stream = None;
+                Err(HttpFailure::Io(error))
+            }
+            Err(_) => {
+                self.stream = None;
+                Err(HttpFailure::TimedOut)
             }
         }
+    }
+
+    /// Writes the request and reads the whole answer; the connection is kept when the answer
+    /// allows it.
+    async fn exchange(&mut self) -> Result<u16, String> {
+        let Self {
+            stream,
+            port,
+            request,
+            buffer,
+            ..
+        } = self;
+        let io = |error: std::io::Error| error.to_string();
+        let connection = match stream {
+            Some(connection) => connection,
+            None => {
+                let address = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
+                stream.insert(TcpStream::connect(address).await.map_err(io)?)
+            }
+        };
+        connection.write_all(request).await.map_err(io)?;
+        buffer.clear();
+        let head_end = loop {
+            if let Some(at) = find(buffer, b"\r\n\r\n") {
+                break at + 4;
+            }
+            if buffer.len() > MAX_HEAD {
+                return Err("the answer's head is too long".into());
+            }
+            read_more(connection, buffer).await?;
+        };
+        let (status, body, mut close) =
+            parse_head(&buffer[..head_end]).ok_or("the answer is not HTTP")?;
+        match body {
+            Body::Length(length) if length > MAX_DRAINED => close = true,
+            Body::Length(length) => {
+                while buffer.len() - head_end < length {
+                    read_more(connection, buffer).await?;
+                }
+                // Bytes beyond the body answer nothing we asked: start again next time.
+                close |= buffer.len() - head_end > length;
+            }
+            Body::Chunked => loop {
+                match chunked_end(&buffer[head_end..]) {
+                    Some(Ok(end)) => {
+                        close |= buffer.len() - head_end > end;
+                        break;
+                    }
+                    Some(Err(())) => return Err("the answer's chunked body is malformed".into()),
+                    None if buffer.len() - head_end > MAX_DRAINED => {
+                        close = true;
+                        break;
+                    }
+                    None => read_more(connection, buffer).await?,
+                }
+            },
+            Body::AtClose => {
+                // Read to the server's close: closing with unread bytes would reset the
+                // connection, and a server such as Python's logs every reset as an error.
+                close = true;
+                let mut drained = buffer.len() - head_end;
+                while drained < MAX_DRAINED {
+                    buffer.clear();
+                    match connection.read_buf(buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => drained += n,
+                    }
+                }
+            }
+        }
+        if close {
+            *stream = None;
+        }
         Ok(status)
+    }
+}
+
+/// Reads what has arrived onto `buffer`; the server closing first is an error.
+async fn read_more(connection: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<(), String> {
+    buffer.reserve(4096);
+    match connection.read_buf(buffer).await {
+        Ok(0) => Err("the connection closed before a whole answer".into()),
+        Ok(_) => Ok(()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// The status, how the body ends, and whether the server ends the connection after it.
+fn parse_head(head: &[u8]) -> Option<(u16, Body, bool)> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let mut status_line = lines.next()?.splitn(3, ' ');
+    let version = status_line.next()?;
+    if !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    let status: u16 = status_line.next()?.get(..3)?.parse().ok()?;
+    let mut close = version == "HTTP/1.0";
+    let mut length = None;
+    let mut chunked = false;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(value.parse().ok()?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.to_ascii_lowercase().contains("chunked");
+        } else if name.eq_ignore_ascii_case("connection") {
+            let value = value.to_ascii_lowercase();
+            close = value.contains("close") || (close && !value.contains("keep-alive"));
+        }
+    }
+    let body = if status == 204 || status == 304 || (100..200).contains(&status) {
+        Body::Length(0)
+    } else if chunked {
+        Body::Chunked
+    } else {
+        match length {
+            Some(length) => Body::Length(length),
+            None => Body::AtClose,
+        }
     };
-    tokio::time::timeout(timeout, check)
-        .await
-        .unwrap_or(Err(HttpFailure::TimedOut))
+    Some((status, body, close))
+}
+
+/// Where a chunked body in `data` ends: `None` while incomplete.
+fn chunked_end(data: &[u8]) -> Option<Result<usize, ()>> {
+    let mut at = 0;
+    loop {
+        let line = find(&data[at..], b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[at..at + line]).ok();
+        let size = size_text
+            .and_then(|text| usize::from_str_radix(text.split(';').next()?.trim(), 16).ok());
+        let Some(size) = size else {
+            return Some(Err(()));
+        };
+        at += line + 2;
+        if size == 0 {
+            // Trailers, then an empty line.
+            loop {
+                let line = find(&data[at..], b"\r\n")?;
+                at += line + 2;
+                if line == 0 {
+                    return Some(Ok(at));
+                }
+            }
+        }
+        if data.len() < at + size + 2 {
+            return None;
+        }
+        if &data[at + size..at + size + 2] != b"\r\n" {
+            return Some(Err(()));
+        }
+        at += size + 2;
+    }
 }

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::health::{self, HttpFailure};
+use super::health::{self, HttpConnection, HttpFailure};
 use super::logs::DeploymentLog;
 use super::process::{self, ChildSpec, RunningChild};
 use super::{Config, DeploymentSpec, Event};
@@ -312,6 +312,8 @@ impl InstanceTask {
         let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures = 0u32;
+        // One keep-alive connection for all of this run's HTTP checks.
+        let mut http = HttpConnection::default();
         loop {
             tokio::select! {
                 status = child.wait() => return match status {
@@ -319,10 +321,12 @@ impl InstanceTask {
                     Err(error) => Ended::Exited(format!("could not be waited on: {error}"), None),
                 },
                 () = self.stop.cancelled() => {
+                    http.close();
                     self.drain_and_stop(child).await;
                     return Ended::Stopped;
                 }
                 () = self.instance.restart.notified() => {
+                    http.close();
                     self.drain_and_stop(child).await;
                     return Ended::RestartRequested;
                 }
@@ -330,7 +334,7 @@ impl InstanceTask {
                 _ = checks.tick(), if settings.health.is_some() => {
                     let Some(health) = &settings.health else { continue };
                     let port = self.instance.port.load(Ordering::Acquire);
-                    match self.check(&health.check, port, health.timeout).await {
+                    match self.check(&health.check, port, health.timeout, &mut http).await {
                         Ok(()) => failures = 0,
                         Err(seen) => {
                             failures += 1;
@@ -345,6 +349,7 @@ impl InstanceTask {
                                 self.instance.ready.store(false, Ordering::Release);
                                 self.instance.set_upstream(None);
                                 self.changed();
+                                http.close();
                                 let _ = child
                                     .stop_with(settings.stop_signal, settings.stop_timeout)
                                     .await;
@@ -368,7 +373,13 @@ impl InstanceTask {
     }
 
     /// One run of the health check; the outcome is kept for `last_check`.
-    async fn check(&self, check: &Check, port: u16, timeout: Duration) -> Result<(), String> {
+    async fn check(
+        &self,
+        check: &Check,
+        port: u16,
+        timeout: Duration,
+        http: &mut HttpConnection,
+    ) -> Result<(), String> {
         let port = (!self.deployment.settings.is_worker()).then_some(port);
         let env = || self.environment(port);
         let target = health::Target {
@@ -377,7 +388,7 @@ impl InstanceTask {
             env: &env,
             pids_dir: &self.config.pids_dir,
         };
-        let outcome = health::run(check, &target, timeout).await;
+        let outcome = health::run(check, &target, timeout, http).await;
         self.instance.set_check(outcome.as_ref().err().cloned());
         outcome
     }
@@ -485,6 +496,7 @@ impl InstanceTask {
             .expect("never poisoned: no panics while held");
         let mut checked_proc_at = started;
         let health = self.deployment.settings.health.clone();
+        let mut http = HttpConnection::default();
         if self.deployment.settings.is_worker() {
             // A worker is ready once started, or once its `cmd` check passes.
             let Some(health) = health else {
@@ -492,7 +504,11 @@ impl InstanceTask {
             };
             let poll = health.interval.min(Duration::from_millis(250));
             loop {
-                if self.check(&health.check, 0, health.timeout).await.is_ok() {
+                if self
+                    .check(&health.check, 0, health.timeout, &mut http)
+                    .await
+                    .is_ok()
+                {
                     return Some(0);
                 }
                 if Instant::now() + poll >= deadline {
@@ -520,7 +536,7 @@ impl InstanceTask {
             let passes = accepts
                 && match &health {
                     Some(health) => self
-                        .check(&health.check, target, health.timeout)
+                        .check(&health.check, target, health.timeout, &mut http)
                         .await
                         .is_ok(),
                     None => true,
@@ -583,7 +599,12 @@ impl InstanceTask {
         // answer to `GET /`.
         let answers = match &self.deployment.settings.health {
             Some(health) => self
-                .check(&health.check, port, PROBE_TIMEOUT.min(health.timeout))
+                .check(
+                    &health.check,
+                    port,
+                    PROBE_TIMEOUT.min(health.timeout),
+                    &mut HttpConnection::default(),
+                )
                 .await
                 .is_ok(),
             None => !matches!(

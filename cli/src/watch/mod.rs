@@ -60,19 +60,22 @@ pub struct ChangeSet {
     pub services: BTreeSet<String>,
     /// The dotenv file changed: every service redeploys with the new environment.
     pub dotenv: bool,
+    /// `stack.toml` changed (it is checked and reported, not applied while running).
+    pub config: bool,
     /// The changed paths that counted (for logs), sorted.
     pub paths: BTreeSet<PathBuf>,
 }
 
 impl ChangeSet {
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && !self.dotenv
+        self.services.is_empty() && !self.dotenv && !self.config
     }
 
     /// Adds another change set (a change that arrived during a build).
     pub fn merge(&mut self, other: ChangeSet) {
         self.services.extend(other.services);
         self.dotenv |= other.dotenv;
+        self.config |= other.config;
         self.paths.extend(other.paths);
     }
 }
@@ -93,6 +96,8 @@ impl std::fmt::Debug for Watcher {
 pub struct WatchConfig {
     pub services: Vec<WatchedService>,
     pub dotenv: Option<PathBuf>,
+    /// The project's `stack.toml` (it may not exist yet).
+    pub config: Option<PathBuf>,
     /// A burst ends after this long without a relevant event.
     pub quiet: Duration,
 }
@@ -118,6 +123,7 @@ impl Watcher {
             })
             .collect();
         let dotenv = config.dotenv.as_ref().map(|file| absolute_file(file));
+        let config_file = config.config.as_ref().map(|file| absolute_file(file));
         let roots = watch_roots(&services);
         let filter = Filter::new(&roots);
 
@@ -133,10 +139,13 @@ impl Watcher {
                     source,
                 })?;
         }
-        if let Some(dotenv) = &dotenv {
-            let parent = dotenv.parent().unwrap_or(Path::new("/"));
+        // A single file is watched through its directory (an atomic save replaces the file).
+        let mut parents: Vec<&Path> = Vec::new();
+        for file in dotenv.iter().chain(&config_file) {
+            let parent = file.parent().unwrap_or(Path::new("/"));
             let covered = roots.iter().any(|root| parent.starts_with(root));
-            if !covered {
+            if !covered && !parents.contains(&parent) {
+                parents.push(parent);
                 debouncer
                     .watch(parent, RecursiveMode::NonRecursive)
                     .map_err(|source| WatchError::Watch {
@@ -150,6 +159,7 @@ impl Watcher {
         let classifier = Classifier {
             services,
             dotenv,
+            config: config_file,
             filter,
         };
         let quiet = config.quiet;
@@ -203,6 +213,7 @@ fn watch_roots(services: &[WatchedService]) -> Vec<PathBuf> {
 struct Classifier {
     services: Vec<WatchedService>,
     dotenv: Option<PathBuf>,
+    config: Option<PathBuf>,
     filter: Filter,
 }
 
@@ -211,6 +222,11 @@ impl Classifier {
     fn add_path(&self, path: &Path, changes: &mut ChangeSet) -> bool {
         if self.dotenv.as_deref() == Some(path) {
             changes.dotenv = true;
+            changes.paths.insert(path.to_path_buf());
+            return true;
+        }
+        if self.config.as_deref() == Some(path) {
+            changes.config = true;
             changes.paths.insert(path.to_path_buf());
             return true;
         }

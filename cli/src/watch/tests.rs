@@ -50,6 +50,7 @@ impl Fixture {
                 },
             ],
             dotenv: Some(dir.path().join(".env")),
+            config: None,
             quiet,
         })
         .unwrap();
