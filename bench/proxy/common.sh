@@ -1,5 +1,15 @@
-# Shared by bench/proxy/run.sh, instructions.sh and syscalls.sh (sourced, not run). The
-# functions below expect ROOT, PROFILE, WORK and the PIDS array of the sourcing script.
+# Shared by bench/proxy/run.sh, tls.sh, request_log.sh, instructions.sh and syscalls.sh
+# (sourced, not run). The functions below expect ROOT, PROFILE, WORK and the PIDS array of the
+# sourcing script.
+
+# stop_gently: the EXIT trap of run.sh, tls.sh and request_log.sh: SIGINT to every process in
+# PIDS (the proxies and nginx drain), SIGKILL to what is left after 0.5 s, then WORK removed.
+stop_gently() {
+    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+    sleep 0.5
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

@@ -26,16 +26,9 @@ PIDS=()
 
 command -v wrk >/dev/null || { echo "Error! \`wrk\` is not installed (apt-get install wrk)" >&2; exit 1; }
 
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 # shellcheck source=bench/proxy/common.sh
 source "$(dirname "$0")/common.sh"
+trap stop_gently EXIT
 
 build_examples
 (cd "$ROOT" && cargo build --profile "$PROFILE" -p stack --example request_log_render >&2)

@@ -36,16 +36,9 @@ for tool in wrk nginx; do
     command -v "$tool" >/dev/null || { echo "Error! \`$tool\` is not installed (apt-get install $tool)" >&2; exit 1; }
 done
 
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 # shellcheck source=bench/proxy/common.sh
 source "$(dirname "$0")/common.sh"
+trap stop_gently EXIT
 
 build_examples
 BIN=$EXAMPLES
