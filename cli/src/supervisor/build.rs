@@ -552,35 +552,42 @@ async fn npm_install(
         source,
     };
     let mut command = Command::new("npm");
+    command.arg(subcommand).current_dir(dir);
+    let label = format!("npm {subcommand}");
+    let (status, output) = run_tool(project, &mut command, &label, progress)
+        .await
+        .map_err(run_error)?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(BuildError::NpmFailed {
+        command: label,
+        dir: dir.display().to_string(),
+        output,
+    })
+}
+
+/// Runs a build tool in a process group of its own; every line it prints goes to the progress
+/// (its last one shows beside the spinner) and is kept, stdout then stderr, for the error.
+async fn run_tool(
+    project: &Path,
+    command: &mut Command,
+    label: &str,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> std::io::Result<(std::process::ExitStatus, String)> {
     command
-        .arg(subcommand)
-        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let (mut child, _group) = process::spawn_tool(
-        &mut command,
-        &format!("npm {subcommand}"),
-        &process::pids_dir(project),
-    )
-    .map_err(run_error)?;
-    // Every line npm prints goes to the progress (its last one shows beside the spinner), and
-    // is kept for the error.
+    let (mut child, _group) = process::spawn_tool(command, label, &process::pids_dir(project))?;
     let stdout = child.stdout.take().expect("stdout was piped");
     let stderr = child.stderr.take().expect("stderr was piped");
     let (out, err) = tokio::join!(
         collect_lines(Box::new(stdout), progress),
         collect_lines(Box::new(stderr), progress)
     );
-    let status = child.wait().await.map_err(run_error)?;
-    if status.success() {
-        return Ok(());
-    }
-    Err(BuildError::NpmFailed {
-        command: format!("npm {subcommand}"),
-        dir: dir.display().to_string(),
-        output: format!("{out}{err}"),
-    })
+    let status = child.wait().await?;
+    Ok((status, format!("{out}{err}")))
 }
 
 /// Runs a declared service's `build` in its directory; its output goes to the progress and,
@@ -597,25 +604,10 @@ async fn run_build_command(
         source,
     };
     let mut command = Command::new(&program);
-    command
-        .args(&args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (mut child, _group) = process::spawn_tool(
-        &mut command,
-        &build.to_string(),
-        &process::pids_dir(project),
-    )
-    .map_err(run_error)?;
-    let stdout = child.stdout.take().expect("stdout was piped");
-    let stderr = child.stderr.take().expect("stderr was piped");
-    let (out, err) = tokio::join!(
-        collect_lines(Box::new(stdout), progress),
-        collect_lines(Box::new(stderr), progress)
-    );
-    let status = child.wait().await.map_err(run_error)?;
+    command.args(&args).current_dir(dir);
+    let (status, output) = run_tool(project, &mut command, &build.to_string(), progress)
+        .await
+        .map_err(run_error)?;
     if status.success() {
         return Ok(());
     }
@@ -623,7 +615,7 @@ async fn run_build_command(
         command: build.to_string(),
         dir: dir.display().to_string(),
         status: status.to_string(),
-        output: format!("{out}{err}"),
+        output,
     })
 }
 
