@@ -1,8 +1,9 @@
 //! HTTPS end to end: the proxy's TLS port in process (HTTP/2, `X-Forwarded-Proto`, TLS alerts,
 //! a dribbling handshake, WebSocket over TLS), then the real `stack` binary: every kind of host
 //! over HTTPS with a client that trusts only the local CA, `Secure` cookies with `auto`, one
-//! login shared by the Rust writer, the Rust reader and the Node reader, `stack trust` into a
-//! temporary NSS database and system store and out again, and the bad-input errors. The CA
+//! login shared by the Rust writer, the Rust reader and the Node reader, the 2017 demo flow in
+//! headless Chromium trusting the CA through its NSS database, `stack trust` into a temporary
+//! NSS database and system store and out again, and the bad-input errors. The CA
 //! always lives in a temp `STACK_HOME`; no real trust store is touched.
 
 use std::net::SocketAddr;
@@ -368,68 +369,6 @@ async fn websocket_echo_over_http2_extended_connect() {
     echo_100(socket, server).await;
 }
 
-/// `chromium --headless --dump-dom URL` with `home` as HOME (its NSS database in
-/// `home/.pki/nssdb`): the page's DOM, empty when Chromium refused the certificate.
-fn chromium_dump_dom(home: &Path, url: &str) -> String {
-    let output = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            home.join("profile").display()
-        ))
-        .args(["--dump-dom", url])
-        .env("HOME", home)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("chromium is installed (apt-get install chromium)");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn headless_chromium_trusts_the_ca_that_stack_trust_put_in_its_nss_database() {
-    require("chromium");
-    require("certutil");
-    let echo = echo_upstream().await;
-    let (table, _) = one_deployment("counter-demo.localhost", "app-abcdefghij", &[echo.addr]);
-    let proxy = TlsProxy::start(table, test_config());
-    let trusting = tempfile::tempdir().unwrap();
-    let nss = trusting.path().join(".pki/nssdb");
-    let stack_home = proxy.ca.dir().to_path_buf();
-    let run = Command::new(support::STACK)
-        .arg("trust")
-        .env("STACK_HOME", &stack_home)
-        .env("STACK_TRUST_NSS_DBS", &nss)
-        .env("STACK_TRUST_SYSTEM_DIR", "")
-        .env("STACK_TRUST_UPDATE_COMMAND", "")
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let url = format!("https://counter-demo.localhost:{}/login", proxy.tls.port());
-    let (home, page) = (trusting.path().to_path_buf(), url.clone());
-    let dom = tokio::task::spawn_blocking(move || chromium_dump_dom(&home, &page))
-        .await
-        .unwrap();
-    assert!(dom.contains(r#""uri":"/login""#), "{dom}");
-    assert!(dom.contains(r#"["x-forwarded-proto","https"]"#), "{dom}");
-
-    // A browser whose database lacks the CA shows no page: the certificate is refused.
-    let stranger = tempfile::tempdir().unwrap();
-    let home = stranger.path().to_path_buf();
-    let dom = tokio::task::spawn_blocking(move || chromium_dump_dom(&home, &url))
-        .await
-        .unwrap();
-    assert!(!dom.contains(r#""uri":"/login""#), "{dom}");
-}
-
 // The real binary from here on.
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -591,6 +530,65 @@ async fn every_host_over_https_with_http2_and_one_secure_login_for_rust_and_node
             "counter-demo.localhost https://counter-demo.localhost:{port}"
         )),
         "{aliases}"
+    );
+}
+
+/// The 2017 demo flow in headless Chromium over `https://counter-demo.localhost:PORT`
+/// (tests/browser/https_demo.mjs through playwright-core), certificate errors not ignored: the
+/// browser whose NSS database got the CA from `stack trust` logs in (a `Secure` cookie),
+/// increments twice, reads 2 on the reader and logs out, every page over HTTP/2; a browser
+/// with an empty database refuses the certificate.
+#[test]
+fn headless_chromium_runs_the_demo_over_https_once_stack_trust_put_the_ca_in_its_nss_database() {
+    for tool in ["redis-server", "node", "chromium", "certutil"] {
+        require(tool);
+    }
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci` in {}",
+        browser_dir.display()
+    );
+    let project = Project::demo("canary-chromium-secret-7a2f");
+    project.stack_ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
+    let writer = workspace().join("services/writer").display().to_string();
+    let reader = workspace().join("services/reader").display().to_string();
+    let mut up = Up::start(&project, &[&writer, &reader, "--dotenv", "--no-watch"]);
+    let port = up.https_port();
+    up.wait_ready("writer");
+    up.wait_ready("reader");
+
+    let trusting = tempfile::tempdir().unwrap();
+    let stranger = tempfile::tempdir().unwrap();
+    let mut trust = project.command(&["trust"]);
+    trust
+        .env("STACK_TRUST_NSS_DBS", trusting.path().join(".pki/nssdb"))
+        .env("STACK_TRUST_SYSTEM_DIR", "")
+        .env("STACK_TRUST_UPDATE_COMMAND", "");
+    let trusted = project.run(&mut trust);
+    assert_eq!(trusted.code, 0, "{}", trusted.all());
+
+    let output = Command::new("node")
+        .arg(browser_dir.join("https_demo.mjs"))
+        .arg(port.to_string())
+        .arg(trusting.path())
+        .arg(stranger.path())
+        .current_dir(&browser_dir)
+        .output()
+        .expect("node runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("{printed}");
+    assert!(
+        output.status.success() && printed.contains("ok"),
+        "the browser test failed:\n{printed}"
+    );
+    assert!(
+        !up.output().contains("canary-chromium-secret-7a2f"),
+        "the secret shows in stack up's output"
     );
 }
 
