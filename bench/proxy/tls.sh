@@ -38,12 +38,17 @@ PLAIN_PORT=$(free_port)
 STACK_PORT=$(free_port)
 NGINX_PORT=$(free_port)
 
-# The stack proxy, per-core (what `stack up` runs), its CA in a temp STACK_HOME.
-STACK_HOME="$WORK/stack-home" PROXY_BENCH_TLS="127.0.0.1:$STACK_PORT" \
-    "$EXAMPLES/proxy_bench" "127.0.0.1:$PLAIN_PORT" "127.0.0.1:$UPSTREAM_PORT" per-core >"$WORK/stack.log" 2>&1 &
-STACK_PID=$!
-PIDS+=($STACK_PID)
-wait_port "$STACK_PORT"
+# start_stack_proxy NAME PLAIN_PORT TLS_PORT: the stack proxy, per-core (what `stack up` runs),
+# its CA in a temp STACK_HOME, its output in $WORK/NAME.log; sets PROXY_PID once TLS_PORT accepts.
+start_stack_proxy() {
+    STACK_HOME="$WORK/stack-home" PROXY_BENCH_TLS="127.0.0.1:$3" \
+        "$EXAMPLES/proxy_bench" "127.0.0.1:$2" "127.0.0.1:$UPSTREAM_PORT" per-core >"$WORK/$1.log" 2>&1 &
+    PROXY_PID=$!
+    PIDS+=($PROXY_PID)
+    wait_port "$3"
+}
+start_stack_proxy stack "$PLAIN_PORT" "$STACK_PORT"
+STACK_PID=$PROXY_PID
 
 # nginx: the same upstream pool and headers, TLS with an ECDSA P-256 certificate, HTTP/2.
 mkdir -p "$WORK/nginx"
@@ -133,11 +138,8 @@ rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 RSS_BENCHED=$(rss_kb "$STACK_PID")
 FRESH_PLAIN_PORT=$(free_port)
 FRESH_PORT=$(free_port)
-STACK_HOME="$WORK/stack-home" PROXY_BENCH_TLS="127.0.0.1:$FRESH_PORT" \
-    "$EXAMPLES/proxy_bench" "127.0.0.1:$FRESH_PLAIN_PORT" "127.0.0.1:$UPSTREAM_PORT" per-core >"$WORK/fresh.log" 2>&1 &
-FRESH_PID=$!
-PIDS+=($FRESH_PID)
-wait_port "$FRESH_PORT"
+start_stack_proxy fresh "$FRESH_PLAIN_PORT" "$FRESH_PORT"
+FRESH_PID=$PROXY_PID
 RSS_BEFORE=$(rss_kb "$FRESH_PID")
 NAMES_STARTED=$(date +%s.%N)
 python3 - "$FRESH_PORT" "$NAMES" <<'PY'

@@ -19,7 +19,7 @@ use stack::tls::{self, Ca};
 
 mod support;
 use support::proxy::{echo_upstream, one_deployment, test_config};
-use support::{require, workspace, Project, Up};
+use support::{browser, require, workspace, Project, Up};
 
 /// The proxy on two loopback ports (plain and TLS) with a CA in a temp dir, on its threads.
 struct TlsProxy {
@@ -540,23 +540,11 @@ async fn every_host_over_https_with_http2_and_one_secure_login_for_rust_and_node
 /// with an empty database refuses the certificate.
 #[test]
 fn headless_chromium_runs_the_demo_over_https_once_stack_trust_put_the_ca_in_its_nss_database() {
-    for tool in ["redis-server", "node", "chromium", "certutil"] {
-        require(tool);
-    }
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: run `npm ci` in {}",
-        browser_dir.display()
-    );
+    require("certutil");
+    browser::browser_dir();
     let project = Project::demo("canary-chromium-secret-7a2f");
-    project.stack_ok(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
-    let writer = workspace().join("services/writer").display().to_string();
-    let reader = workspace().join("services/reader").display().to_string();
-    let mut up = Up::start(&project, &[&writer, &reader, "--dotenv", "--no-watch"]);
+    let mut up = browser::demo_up(&project);
     let port = up.https_port();
-    up.wait_ready("writer");
-    up.wait_ready("reader");
 
     let trusting = tempfile::tempdir().unwrap();
     let stranger = tempfile::tempdir().unwrap();
@@ -568,23 +556,14 @@ fn headless_chromium_runs_the_demo_over_https_once_stack_trust_put_the_ca_in_its
     let trusted = project.run(&mut trust);
     assert_eq!(trusted.code, 0, "{}", trusted.all());
 
-    let output = Command::new("node")
-        .arg(browser_dir.join("https_demo.mjs"))
-        .arg(port.to_string())
-        .arg(trusting.path())
-        .arg(stranger.path())
-        .current_dir(&browser_dir)
-        .output()
-        .expect("node runs");
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    eprintln!("{printed}");
-    assert!(
-        output.status.success() && printed.contains("ok"),
-        "the browser test failed:\n{printed}"
+    let port = port.to_string();
+    browser::run_script(
+        "https_demo.mjs",
+        &[
+            port.as_ref(),
+            trusting.path().as_os_str(),
+            stranger.path().as_os_str(),
+        ],
     );
     assert!(
         !up.output().contains("canary-chromium-secret-7a2f"),

@@ -10,10 +10,12 @@
 //! - `raw_http`: a raw HTTP/1.1 client that sends a request exactly as written.
 //! - `nginx`: [`Nginx`], a real nginx serving an exported config from a temp prefix.
 //! - `proxy`: `stack::proxy` in process, with small upstreams and clients (the proxy tests).
+//! - `browser`: headless Chromium tests: the demo they open and their node scripts.
 //!
 //! Each test binary uses a different part of it, hence the one allowance below.
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
 mod child;
 pub mod nginx;
 mod project;
