@@ -54,8 +54,11 @@ try {
   const session = (await browserRow.locator("td").allTextContents())[11];
   if (!/^[A-Za-z0-9_-]{8}$/.test(session)) throw new Error(`session column ${session}`);
   await row.click();
-  const headers = await page.locator("#request-headers").textContent();
-  if (!headers.includes("host: counter-demo.localhost")) throw new Error(`headers: ${headers}`);
+  // The headers come from a fetch the click starts: wait for them, not for the placeholder.
+  const headersShown = page.locator("#request-headers", { hasText: "host: counter-demo.localhost" });
+  await headersShown.waitFor({ timeout: 5000 }).catch(async () => {
+    throw new Error(`headers: ${await page.locator("#request-headers").textContent()}`);
+  });
 
   step("the log view follows reader");
   await page.locator("#log-target").selectOption("reader");
