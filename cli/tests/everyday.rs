@@ -192,6 +192,53 @@ fn doctor_finds_everything_in_place_and_says_what_is_missing_and_who_holds_the_p
 }
 
 #[test]
+fn doctor_checks_what_declared_services_run_and_a_stack_toml_that_up_would_refuse() {
+    let project = Project::empty();
+    project.write(
+        "stack.toml",
+        "[services.api]\npath = \".\"\nrun = \"sh -c 'exit 0'\"\n\n\
+         [services.jobs]\npath = \".\"\nkind = \"worker\"\n\
+         build = \"stack-test-missing-compiler build\"\nrun = [\"stack-test-missing-runtime\", \"jobs.x\"]\n",
+    );
+    project.write(".env", "SESSION_SECRET=doctor-declared-canary\n");
+    let port = support::free_port();
+    let (code, report) = doctor(&project, None, port);
+    assert_eq!(code, 1, "{report:#}");
+    let sh = check(&report, "sh");
+    assert_eq!(sh["ok"], true, "{sh}");
+    assert!(sh["detail"].as_str().unwrap().ends_with("/sh"), "{sh}");
+    for program in ["stack-test-missing-compiler", "stack-test-missing-runtime"] {
+        let missing = check(&report, program);
+        assert_eq!(missing["ok"], false, "{missing}");
+        assert!(
+            missing["detail"]
+                .as_str()
+                .unwrap()
+                .contains("needed for `jobs`"),
+            "{missing}"
+        );
+        assert!(
+            missing["fix"].as_str().unwrap().contains("stack.toml"),
+            "{missing}"
+        );
+    }
+
+    // A file `stack up` would refuse is a problem with its place in the file.
+    project.write("stack.toml", "[services.api]\npath = \".\"\nrun = 7\n");
+    let (code, report) = doctor(&project, None, port);
+    assert_eq!(code, 1, "{report:#}");
+    let services = check(&report, "services");
+    assert_eq!(services["ok"], false, "{services}");
+    assert!(
+        services["detail"]
+            .as_str()
+            .unwrap()
+            .contains("stack.toml:3"),
+        "{services}"
+    );
+}
+
+#[test]
 fn doctor_checks_the_local_ca_its_trust_and_the_https_port() {
     let project = Project::fixture("node-pair");
     let home = project.stack_home.path();

@@ -2,7 +2,9 @@
 //! check says what it found, and for a problem what to do; the exit code is 1 when one fails.
 //!
 //! - the programs the project needs (redis-server when `REDIS_SESSION_URL` is unset, node and
-//!   npm for Node services, cargo for Cargo ones), with their versions;
+//!   npm for Node services, cargo for Cargo ones, and what the `build` and `run` of services
+//!   declared in `stack.toml` name), with their versions or paths; a `stack.toml` that
+//!   `stack up` would refuse;
 //! - the proxy's port (3000, or `--port`) and HTTPS port (3443, or `--https-port`) free, or
 //!   held by whom;
 //! - the local CA under `$STACK_HOME`: loadable (its key 0600, not corrupt or expired), and
@@ -20,13 +22,14 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use crate::args::DoctorArgs;
+use crate::config::{self, ServicesError};
 use crate::control::{self, lock};
 use crate::env::REDIS_SESSION_URL;
 use crate::init;
 use crate::output::{self, CliResult};
 use crate::prerequisites::{self, Needs, Os, Tool};
 use crate::state::{secret, STATE_DIR};
-use crate::supervisor::build::{self, ServiceKind};
+use crate::supervisor::build::{self, Service, ServiceKind};
 use crate::supervisor::process;
 use crate::tls::{self, trust, Ca};
 
@@ -105,7 +108,9 @@ pub fn run(project_dir: &Path, args: DoctorArgs) -> CliResult<ExitCode> {
             if check.ok && check.fix.is_none() {
                 output::info(format!("{}: {}", check.name, check.detail));
             } else {
-                output::warn(format!("{}: {}", check.name, check.detail));
+                // A detail of several lines (a stack.toml with errors) stays under its name.
+                let detail = check.detail.replace('\n', "\n  ");
+                output::warn(format!("{}: {detail}", check.name));
                 if let Some(fix) = &check.fix {
                     eprintln!("  {fix}");
                 }
@@ -127,7 +132,23 @@ pub fn run(project_dir: &Path, args: DoctorArgs) -> CliResult<ExitCode> {
 
 /// Each program the project needs, with its version, or how to install it.
 fn programs(project_dir: &Path) -> Vec<Check> {
-    let services = build::discover(project_dir, &[]).unwrap_or_default();
+    let mut checks = Vec::new();
+    // What `stack up` would run: `stack.toml` resolved against discovery. A file it would
+    // refuse is a problem of its own; the rest is still checked on what discovery finds.
+    let declared = config::load_resolved(project_dir)
+        .map_err(ServicesError::from)
+        .and_then(|resolved| config::services(project_dir, &resolved, &[]));
+    let services = match declared {
+        Ok(services) => services,
+        Err(error) => {
+            checks.push(Check::problem(
+                "services",
+                error.to_string(),
+                "Fix it: `stack up` stops on it before building anything.",
+            ));
+            build::discover(project_dir, &[]).unwrap_or_default()
+        }
+    };
     let needs = Needs {
         managed_redis: std::env::var_os(REDIS_SESSION_URL).is_none_or(|url| url.is_empty()),
         node: services
@@ -135,14 +156,15 @@ fn programs(project_dir: &Path) -> Vec<Check> {
             .any(|service| service.kind == ServiceKind::Npm),
     };
     let path = std::env::var("PATH").ok();
-    let mut checks: Vec<Check> = needs
-        .tools()
-        .into_iter()
-        .map(|tool| match tool.version(path.as_deref()) {
-            Some(version) => Check::ok(tool.program(), version),
-            None => missing(tool),
-        })
-        .collect();
+    checks.extend(
+        needs
+            .tools()
+            .into_iter()
+            .map(|tool| match tool.version(path.as_deref()) {
+                Some(version) => Check::ok(tool.program(), version),
+                None => missing(tool),
+            }),
+    );
     let cargo_services = services
         .iter()
         .any(|service| matches!(service.kind, ServiceKind::Cargo { .. }));
@@ -156,7 +178,47 @@ fn programs(project_dir: &Path) -> Vec<Check> {
             ),
         });
     }
+    checks.extend(declared_programs(&services, path.as_deref()));
     checks
+}
+
+/// The programs declared services run (`python3`, `go`): where each was found, or which
+/// services need it and how to install it.
+fn declared_programs(services: &[Service], path: Option<&str>) -> Vec<Check> {
+    let mut needed: Vec<(String, Vec<String>)> = Vec::new();
+    for service in services {
+        for program in service.programs() {
+            match needed.iter_mut().find(|(name, _)| *name == program) {
+                Some((_, users)) => users.push(format!("`{}`", service.name)),
+                None => needed.push((program, vec![format!("`{}`", service.name)])),
+            }
+        }
+    }
+    needed
+        .into_iter()
+        .map(
+            |(program, users)| match prerequisites::find(&program, path) {
+                Some(found) => Check::ok(&program, found.display().to_string()),
+                None => {
+                    let fix = match prerequisites::interpreter_hint(&program, Os::detect()) {
+                        Some(command) => format!("Install it with `{command}`."),
+                        None => {
+                            "Install it, or change the service's `build`/`run` in `stack.toml`."
+                                .into()
+                        }
+                    };
+                    Check::problem(
+                        &program,
+                        format!(
+                            "not installed (not found on PATH); needed for {}",
+                            users.join(", ")
+                        ),
+                        fix,
+                    )
+                }
+            },
+        )
+        .collect()
 }
 
 fn missing(tool: Tool) -> Check {

@@ -108,6 +108,22 @@ pub struct Service {
 }
 
 impl Service {
+    /// The programs its declared `build` and `run` name (`python3`, `go`), which must be on
+    /// PATH; none for a detected service (cargo and npm are checked as tools).
+    pub fn programs(&self) -> Vec<String> {
+        let mut programs: Vec<String> = Vec::new();
+        if let ServiceKind::Command { build, run } = &self.kind {
+            for command in build.iter().chain([run]) {
+                for program in command.programs() {
+                    if !programs.contains(&program) {
+                        programs.push(program);
+                    }
+                }
+            }
+        }
+        programs
+    }
+
     /// A detected service with the default settings.
     fn detected(name: String, dir: PathBuf, kind: ServiceKind, health: Option<String>) -> Self {
         Service {
