@@ -4,9 +4,11 @@
 //! deployment and instance, the log view following reader while the page scales it to two
 //! instances (and `stack ls` agrees), the login's session decoded in the sessions view and
 //! deleted from there. It takes the screenshot the README shows (`docs/dashboard.png`).
+//! `tests/browser/dashboard_actions.mjs` clicks the other actions on the hello fixture with two
+//! deployments: rollback, remove a deployment, restart an instance; `stack ls` agrees after.
 
 mod support;
-use support::{browser, require, workspace, Project};
+use support::{browser, require, workspace, Project, Up, COMMAND_DEADLINE};
 
 #[test]
 fn the_dashboard_in_headless_chromium() {
@@ -28,4 +30,44 @@ fn the_dashboard_in_headless_chromium() {
         !up.output().contains(secret),
         "the secret shows in stack up's output"
     );
+}
+
+#[test]
+fn the_dashboards_rollback_remove_and_restart_in_headless_chromium() {
+    require("redis-server");
+    require("curl");
+    browser::browser_dir();
+    let project = Project::hello("dashboard-actions");
+    let mut up = Up::start(&project, &[]);
+    up.wait_watching(&["hello"]);
+    let first = project.live("hello")["id"].as_str().unwrap().to_owned();
+    project.set_message("hello v2");
+    up.wait_for_nth("> Ready! http://hello-", 2, COMMAND_DEADLINE);
+    let second = project.live("hello")["id"].as_str().unwrap().to_owned();
+    assert_ne!(first, second);
+
+    let port = up.port.to_string();
+    browser::run_script(
+        "dashboard_actions.mjs",
+        &[port.as_ref(), first.as_ref(), second.as_ref()],
+    );
+
+    let listed = project.ls();
+    let ids: Vec<&str> = listed.iter().filter_map(|d| d["id"].as_str()).collect();
+    assert_eq!(ids, [first.as_str()], "only the rolled-back one is left");
+    let live = project.live("hello");
+    assert_eq!(live["instances"][0]["restarts"], 1, "{live}");
+    assert_eq!(live["instances"][0]["state"], "READY", "{live}");
+    assert!(!project
+        .path()
+        .join(".stack/deployments")
+        .join(&second)
+        .exists());
+    // The rolled-back code answers, from the restarted instance.
+    let answer = std::process::Command::new("curl")
+        .args(["-sf", "-H", "Host: hello.localhost"])
+        .arg(up.url("127.0.0.1", "/"))
+        .output()
+        .expect("curl runs");
+    assert_eq!(String::from_utf8_lossy(&answer.stdout), "hello v1\n");
 }

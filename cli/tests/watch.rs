@@ -10,7 +10,7 @@
 //! suite's time budget on a 2-core machine).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,37 +24,6 @@ use support::{alive, require, wait_until, workspace, Project, Up, BUILD_DEADLINE
 const DEADLINE: Duration = Duration::from_secs(180);
 /// How long to watch for a build that must not happen.
 const QUIET_WINDOW: Duration = Duration::from_millis(1500);
-
-impl Project {
-    /// A copy of the hello fixture with a target dir of its own (`name`): cargo gives copies
-    /// of one package in different directories the same unit hash, so tests running in
-    /// parallel would otherwise build over each other's binaries.
-    fn hello(name: &str) -> Project {
-        Project::fixture("watch-hello")
-            .with_target_dir(workspace().join("target/watch-fixture").join(name))
-    }
-
-    fn main_rs(&self) -> PathBuf {
-        self.path().join("services/hello/src/main.rs")
-    }
-
-    /// The hello service's source with another answer.
-    fn source_with(&self, message: &str) -> String {
-        let text = fs::read_to_string(self.main_rs()).unwrap();
-        let start = text.find("const MESSAGE").unwrap();
-        let end = start + text[start..].find('\n').unwrap();
-        format!(
-            "{}const MESSAGE: &str = \"{message}\";{}",
-            &text[..start],
-            &text[end..]
-        )
-    }
-
-    /// Rewrites the answer of the hello service in place.
-    fn set_message(&self, message: &str) {
-        fs::write(self.main_rs(), self.source_with(message)).unwrap();
-    }
-}
 
 /// What only these tests ask of a running `stack up`.
 impl Up {
@@ -70,14 +39,6 @@ impl Up {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    /// Waits for the first `stack up` to be serving and watching.
-    fn wait_watching(&mut self, services: &[&str]) {
-        for service in services {
-            self.wait_for(&format!("> Ready! http://{service}-"), BUILD_DEADLINE);
-        }
-        self.wait_for("Watching for changes", DEADLINE);
     }
 }
 

@@ -1,5 +1,5 @@
 //! `stack ls [--json]`: deployments with url, instances (ready/wanted), state and age; from the
-//! running `stack up` (plus the kept, stopped ones a rollback can return to), else from
+//! running `stack up` (which adds the kept, stopped ones a rollback can return to), else from
 //! `.stack/state.json` (everything STOPPED). `(live)` marks each service's current deployment;
 //! a service a redeploy is building shows as `<service> (building)`, state BUILDING.
 
@@ -21,24 +21,7 @@ const DEFAULT_PORT: u16 = 3000;
 pub fn run(project_dir: &Path, args: LsArgs) -> CliResult<ExitCode> {
     let client = Client::new(project_dir);
     let (deployments, running) = match client.blocking(client.deployments()) {
-        Ok(mut deployments) => {
-            // Kept deployments that do not run (rollback targets), from the history.
-            if let Ok(state) = State::load(project_dir) {
-                let port = deployments
-                    .first()
-                    .and_then(|live| live.url.rsplit(':').next())
-                    .and_then(|port| port.parse().ok())
-                    .unwrap_or(DEFAULT_PORT);
-                let mut kept = DeploymentStatus::all_stored(&state, port);
-                kept.retain(|stored| !deployments.iter().any(|live| live.id == stored.id));
-                deployments.extend(kept.into_iter().map(|mut stored| {
-                    stored.current = false;
-                    stored.wanted = 0;
-                    stored
-                }));
-            }
-            (deployments, true)
-        }
+        Ok(deployments) => (deployments, true),
         Err(ControlError::NotRunning { .. }) => {
             let state =
                 State::load(project_dir).map_err(|error| CliError::new(error.to_string()))?;

@@ -323,7 +323,8 @@ impl Daemon {
         *self.phase() = Phase::Running(live);
     }
 
-    /// Every running deployment and every service being built (`stack ls`).
+    /// Every running deployment, every service being built, and the kept deployments that do
+    /// not run (`stack ls`, the dashboard).
     pub async fn deployments(&self) -> Vec<DeploymentStatus> {
         let building = self.inner.builds.in_progress();
         let Ok(live) = self.live() else {
@@ -344,6 +345,16 @@ impl Daemon {
             let wanted = snapshot.resolve(&service).map_or(1, |live| live.wanted);
             DeploymentStatus::building(service, started_ms, wanted)
         }));
+        // Kept deployments that do not run: what a rollback can return to, from the history.
+        if let Ok(state) = self.inner.store.load() {
+            let mut kept = DeploymentStatus::all_stored(&state, live.proxy_port);
+            kept.retain(|stored| !deployments.iter().any(|shown| shown.id == stored.id));
+            deployments.extend(kept.into_iter().map(|stored| DeploymentStatus {
+                current: false,
+                wanted: 0,
+                ..stored
+            }));
+        }
         deployments
     }
 

@@ -11,12 +11,14 @@
 //! - `nginx`: [`Nginx`], a real nginx serving an exported config from a temp prefix.
 //! - `proxy`: `stack::proxy` in process, with small upstreams and clients (the proxy tests).
 //! - `browser`: headless Chromium tests: the demo they open and their node scripts.
+//! - `hello`: the hello fixture, a service that rebuilds in a second (second deployments).
 //!
 //! Each test binary uses a different part of it, hence the one allowance below.
 #![allow(dead_code, unused_imports)]
 
 pub mod browser;
 mod child;
+mod hello;
 pub mod nginx;
 mod project;
 pub mod proxy;

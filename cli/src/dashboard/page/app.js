@@ -62,11 +62,16 @@ function drawDeployments() {
     }
     if (!d.instances.length) instances.textContent = `${d.ready}/${d.wanted}`;
     const actions = el("td");
-    actions.append(
-      button("+1", () => act("scale", { service: d.id, instances: d.wanted + 1 })),
-      button("−1", () => act("scale", { service: d.id, instances: Math.max(0, d.wanted - 1) })),
-    );
-    if (!d.current) {
+    // A kept deployment that does not run (STOPPED) can be rolled back to or removed; one
+    // being built has no actions yet.
+    const running = d.state !== "STOPPED" && d.state !== "BUILDING";
+    if (running) {
+      actions.append(
+        button("+1", () => act("scale", { service: d.id, instances: d.wanted + 1 })),
+        button("−1", () => act("scale", { service: d.id, instances: Math.max(0, d.wanted - 1) })),
+      );
+    }
+    if (!d.current && d.state !== "BUILDING") {
       actions.append(
         button("rollback", () => act("rollback", { service: d.service, deployment: d.id })),
         button("remove", () => act("remove", { deployment: d.id })),
