@@ -171,7 +171,7 @@ cat <<MD
 - Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), shared with other builds (load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)): compare ratios.
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC'); $(nginx -v 2>&1); $(h2load --version 2>&1 | head -1); $(openssl version).
 - stack: \`cli/examples/proxy_bench.rs\` per-core (profile \`$PROFILE\`) with \`PROXY_BENCH_TLS\`: rustls (ring), a leaf per SNI name from
-  the local CA (ECDSA P-256), ALPN h2/http1.1. nginx: \`worker_processes auto\`, \`listen ssl http2\`, a self-signed ECDSA P-256
+  the local CA (ECDSA P-256), ALPN h2/http1.1. nginx: \`worker_processes auto\`, \`listen ssl http2\`, \`keepalive_requests 1000000\`, a self-signed ECDSA P-256
   certificate, TLS 1.2 and 1.3, the same upstream pool and headers. CPU/request: utime+stime of the proxy's processes / requests.
 
 | measurement | stack | nginx | stack / nginx | stack CPU/request (us) | nginx CPU/request (us) |
