@@ -137,6 +137,11 @@ pub(crate) enum Backend {
     },
 }
 
+/// The cluster client's wait before a retry: random between the minimum and
+/// 10 ms x 2^retry, capped at the maximum.
+const RETRY_WAIT_MIN_MS: u64 = 20;
+const RETRY_WAIT_MAX_MS: u64 = 100;
+
 impl Backend {
     /// The backend for `url`; connects nothing yet.
     pub(crate) fn new(url: &RedisUrl, timeout: Duration) -> RedisResult<Self> {
@@ -150,10 +155,16 @@ impl Backend {
             ))),
             RedisAddr::Cluster { nodes } => {
                 let builder = || {
+                    // redis-rs waits at least 1.28 s before it retries a command whose node
+                    // is gone (and rebuilds the slot map meanwhile); every such command would
+                    // outlive the command timeout and answer 503 even once a replica was
+                    // promoted. 20 ms, doubling to at most 100 ms, retries inside the timeout.
                     let mut builder =
                         ClusterClientBuilder::new(nodes.iter().map(|node| url.node_info(node)))
                             .connection_timeout(timeout / 2)
-                            .response_timeout(timeout);
+                            .response_timeout(timeout)
+                            .min_retry_wait(RETRY_WAIT_MIN_MS)
+                            .max_retry_wait(RETRY_WAIT_MAX_MS);
                     if let Some(password) = url.password() {
                         builder = builder.password(password.to_owned());
                     }
