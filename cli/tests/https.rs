@@ -635,6 +635,11 @@ fn trust_installs_into_a_temporary_nss_database_and_store_then_uninstall_leaves_
 #[test]
 fn a_busy_https_port_or_a_key_others_can_read_fails_before_anything_starts() {
     let project = Project::empty();
+    // Something to run (a project with nothing fails before the ports are looked at).
+    project.write(
+        "stack.toml",
+        "[services.api]\npath = \".\"\nrun = \"sleep 30\"\n",
+    );
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port().to_string();
     let run = project.stack(&["up", "--port", "0", "--https-port", &busy_port]);

@@ -573,6 +573,25 @@ async fn a_tls_redis_is_probed_with_the_services_ca_and_its_password_never_shows
 }
 
 #[test]
+fn up_where_there_is_nothing_to_run_says_so_and_writes_nothing() {
+    let project = Project::empty();
+    let output = project.stack(&["up", "--port", "0", "--https-port", "0"]);
+    assert_eq!(output.code, 1, "{}", output.all());
+    let text = output.all();
+    assert!(text.contains("Error! no services found under"), "{text}");
+    assert!(text.contains("stack init"), "{text}");
+    let written: Vec<_> = fs::read_dir(project.path()).unwrap().collect();
+    assert!(written.is_empty(), "wrote {written:?}");
+    assert!(
+        fs::read_dir(project.stack_home.path())
+            .unwrap()
+            .next()
+            .is_none(),
+        "no CA was made for nothing"
+    );
+}
+
+#[test]
 fn a_bad_env_line_names_the_line_hides_the_value_and_starts_nothing() {
     require_tools();
     let project = Project::fixture("node-pair");

@@ -101,6 +101,9 @@ impl Daemon {
             ))
             .hint("Pass an existing directory with `--cwd`.")
         })?;
+        // What to run, first: a directory with nothing to run (or a `stack.toml` with errors)
+        // gets its error before anything is written there or under `$STACK_HOME`.
+        let services = project_services(&project_dir, &config.services)?;
         // A relative dotenv file is the project's (an absolute one stays as it is).
         config.env.dotenv = config.env.dotenv.map(|file| project_dir.join(file));
         let stack_dir = project_dir.join(state::STATE_DIR);
@@ -153,7 +156,6 @@ impl Daemon {
             _ => None,
         };
         let https_port = https.as_ref().map(|https| https.port);
-        let services = project_services(&project_dir, &config.services)?;
         check_prerequisites(&services, &service_env)?;
         check_programs(&services, &service_env)?;
 
@@ -881,7 +883,7 @@ fn build_error(error: BuildError) -> CliError {
             CliError::new(error.to_string()).hint(hint)
         }
         BuildError::NoServices { .. } => CliError::new(error.to_string()).hint(
-            "A service is a directory under `services/` with a Cargo package that has a binary, or a package.json with a `start` script.",
+            "A service is a directory under `services/` with a Cargo package that has a binary, or a package.json with a `start` script; or declare one in `stack.toml`. `stack init` writes the demo's.",
         ),
         other => CliError::new(other.to_string())
             .hint("A service is a Cargo package with a binary, or a package.json with a `start` script."),
