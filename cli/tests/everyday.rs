@@ -236,6 +236,23 @@ fn doctor_checks_what_declared_services_run_and_a_stack_toml_that_up_would_refus
             .contains("stack.toml:3"),
         "{services}"
     );
+
+    // Nothing to run at all: said, with how to get something.
+    std::fs::remove_file(project.path().join("stack.toml")).unwrap();
+    let (code, report) = doctor(&project, None, port);
+    assert_eq!(code, 1, "{report:#}");
+    let services = check(&report, "services");
+    assert!(
+        services["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no services found"),
+        "{services}"
+    );
+    assert!(
+        services["fix"].as_str().unwrap().contains("stack init"),
+        "{services}"
+    );
 }
 
 #[test]

@@ -141,11 +141,15 @@ fn programs(project_dir: &Path) -> Vec<Check> {
     let services = match declared {
         Ok(services) => services,
         Err(error) => {
-            checks.push(Check::problem(
-                "services",
-                error.to_string(),
-                "Fix it: `stack up` stops on it before building anything.",
-            ));
+            let fix = match error {
+                ServicesError::Build(build::BuildError::NoServices { .. }) => {
+                    "Add a directory under `services/` (a Cargo package with a binary, or a \
+                     package.json with a `start` script), or declare a service in `stack.toml`; \
+                     `stack init` writes the demo's."
+                }
+                _ => "Fix it: `stack up` stops on it before building anything.",
+            };
+            checks.push(Check::problem("services", error.to_string(), fix));
             build::discover(project_dir, &[]).unwrap_or_default()
         }
     };
