@@ -6,23 +6,15 @@
 // Each step throws with what it waited for; the Rust test checks the exit status and, after
 // it, `stack ls`. Chromium resolves every *.localhost name to loopback itself.
 import { execFileSync } from "node:child_process";
-import { chromium } from "playwright-core";
+import { dashboardPage, launch, step } from "./chromium.mjs";
 
 const [port, screenshot] = process.argv.slice(2);
 const dashboard = `http://stack.localhost:${port}/`;
 const demo = `http://counter-demo.localhost:${port}`;
-const step = (what) => console.log(`step: ${what}`);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
-});
+const browser = await launch();
 try {
-  // The page forbids eval (its CSP); playwright's waitForFunction needs it.
-  const context = await browser.newContext({ viewport: { width: 1400, height: 1100 }, bypassCSP: true });
-  const page = await context.newPage();
-  const failures = [];
-  page.on("pageerror", (error) => failures.push(String(error)));
+  const { context, page, failures } = await dashboardPage(browser);
   await page.goto(dashboard);
 
   step("deployments listed");

@@ -6,20 +6,13 @@
 // Clicks rollback on FIRST, remove on SECOND, restart on FIRST's instance, and waits after
 // each for the page to show what the daemon did (the overview comes from its event stream).
 // The Rust test checks `stack ls` and the answers after it.
-import { chromium } from "playwright-core";
+import { dashboardPage, launch, step } from "./chromium.mjs";
 
 const [port, first, second] = process.argv.slice(2);
-const step = (what) => console.log(`step: ${what}`);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
-});
+const browser = await launch();
 try {
-  const context = await browser.newContext({ viewport: { width: 1400, height: 1100 }, bypassCSP: true });
-  const page = await context.newPage();
-  const failures = [];
-  page.on("pageerror", (error) => failures.push(String(error)));
+  const { page, failures } = await dashboardPage(browser);
   // The page alerts what a refused action answered: that is a failure here.
   page.on("dialog", async (dialog) => {
     failures.push(`alert: ${dialog.message()}`);

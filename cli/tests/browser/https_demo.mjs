@@ -7,18 +7,10 @@
 // No certificate error is ignored: Chromium verifies every page against its NSS database
 // (HOME/.pki/nssdb), so a refused certificate fails the navigation. The browser with
 // STRANGER_HOME (an empty database) must refuse it. Each step throws with what it expected.
-import { chromium } from "playwright-core";
+import { launch, step } from "./chromium.mjs";
 
 const [port, trustingHome, strangerHome] = process.argv.slice(2);
 const demo = `https://counter-demo.localhost:${port}`;
-const step = (what) => console.log(`step: ${what}`);
-
-const launch = (home) =>
-  chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
-    env: { ...process.env, HOME: home },
-  });
 
 // A page's body as JSON (the demo answers JSON), with the protocol its navigation used.
 async function visit(page, path, wantStatus) {
