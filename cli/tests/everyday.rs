@@ -237,6 +237,20 @@ fn doctor_checks_what_declared_services_run_and_a_stack_toml_that_up_would_refus
         "{services}"
     );
 
+    // A `.env` line `stack up --dotenv` would refuse, by its place, its value never shown.
+    project.write(
+        ".env",
+        "SESSION_SECRET=doctor-declared-canary\nNOT A LINE canary-2\n",
+    );
+    let (_, report) = doctor(&project, None, port);
+    let lines = check(&report, ".env lines");
+    assert_eq!(lines["ok"], false, "{lines}");
+    assert!(
+        lines["detail"].as_str().unwrap().starts_with(".env:2:1: "),
+        "{lines}"
+    );
+    assert!(!report.to_string().contains("canary"), "{report}");
+
     // Nothing to run at all: said, with how to get something.
     std::fs::remove_file(project.path().join("stack.toml")).unwrap();
     let (code, report) = doctor(&project, None, port);

@@ -11,7 +11,7 @@
 //!   whether `stack trust` installed it (advice only: `stack up` works without);
 //! - what a `stack up` killed may have left in `.stack/`: a socket nobody answers on, process
 //!   records of processes that are gone;
-//! - `.env` tracked by git, or not ignored;
+//! - `.env` tracked by git, or not ignored, and each line `stack up --dotenv` would refuse;
 //! - the permissions of `.stack/` and the secrets in it.
 
 use std::fs;
@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::args::DoctorArgs;
 use crate::config::{self, ServicesError};
 use crate::control::{self, lock};
-use crate::env::REDIS_SESSION_URL;
+use crate::env::{self, REDIS_SESSION_URL};
 use crate::init;
 use crate::output::{self, CliResult};
 use crate::prerequisites::{self, Needs, Os, Tool};
@@ -360,17 +360,35 @@ fn leftovers(project_dir: &Path) -> Vec<Check> {
 }
 
 fn dotenv(project_dir: &Path) -> Vec<Check> {
-    if !project_dir.join(".env").is_file() {
+    let path = project_dir.join(".env");
+    if !path.is_file() {
         return Vec::new();
     }
-    vec![match init::dotenv_warning(project_dir, Path::new(".env")) {
+    let git = match init::dotenv_warning(project_dir, Path::new(".env")) {
         None => Check::ok(".env", "not tracked by git, and ignored"),
         Some(warning) => Check::problem(
             ".env",
             warning,
             "Keep secrets out of the repository (see above).",
         ),
-    }]
+    };
+    // What `stack up --dotenv` would refuse, each line by its place; values never shown.
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) => {
+            let fix = "Make it readable, or remove it.";
+            return vec![git, Check::problem(".env lines", error.to_string(), fix)];
+        }
+    };
+    let parsed = match env::parse_dotenv(Path::new(".env"), &text) {
+        Ok(pairs) => Check::ok(".env lines", format!("{} variables", pairs.len())),
+        Err(errors) => Check::problem(
+            ".env lines",
+            errors.to_string(),
+            "Fix those lines: `stack up --dotenv` stops on them and starts nothing.",
+        ),
+    };
+    vec![git, parsed]
 }
 
 /// `.stack/` 0700 and the secrets 0600: another user of the machine reads none of it.
