@@ -204,9 +204,12 @@ fn doctor_checks_what_declared_services_run_and_a_stack_toml_that_up_would_refus
     let port = support::free_port();
     let (code, report) = doctor(&project, None, port);
     assert_eq!(code, 1, "{report:#}");
-    let sh = check(&report, "sh");
-    assert_eq!(sh["ok"], true, "{sh}");
-    assert!(sh["detail"].as_str().unwrap().ends_with("/sh"), "{sh}");
+    let found = check(&report, "programs of stack.toml");
+    assert_eq!(found["ok"], true, "{found}");
+    assert!(
+        found["detail"].as_str().unwrap().starts_with("sh (/"),
+        "{found}"
+    );
     for program in ["stack-test-missing-compiler", "stack-test-missing-runtime"] {
         let missing = check(&report, program);
         assert_eq!(missing["ok"], false, "{missing}");

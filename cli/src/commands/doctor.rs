@@ -198,32 +198,36 @@ fn declared_programs(services: &[Service], path: Option<&str>) -> Vec<Check> {
             }
         }
     }
-    needed
-        .into_iter()
-        .map(
-            |(program, users)| match prerequisites::find(&program, path) {
-                Some(found) => Check::ok(&program, found.display().to_string()),
-                None => {
-                    let fix = match prerequisites::interpreter_hint(&program, Os::detect()) {
-                        Some(command) => format!("Install it with `{command}`."),
-                        None => {
-                            "Install it, or change the service's `build`/`run` in `stack.toml`."
-                                .into()
-                        }
-                    };
-                    Check::problem(
-                        &program,
-                        format!(
-                            "not installed (not found on PATH); needed for {}",
-                            users.join(", ")
-                        ),
-                        fix,
-                    )
-                }
-            },
-        )
-        .collect()
+    // Found ones on one line (a build names `cp` and `cmp` as readily as `python3`); each
+    // missing one is a problem of its own, with the services that need it.
+    let mut found = Vec::new();
+    let mut checks = Vec::new();
+    for (program, users) in needed {
+        match prerequisites::find(&program, path) {
+            Some(at) => found.push(format!("{program} ({})", at.display())),
+            None => {
+                let fix = match prerequisites::interpreter_hint(&program, Os::detect()) {
+                    Some(command) => format!("Install it with `{command}`."),
+                    None => {
+                        "Install it, or change the service's `build`/`run` in `stack.toml`.".into()
+                    }
+                };
+                let detail = format!(
+                    "not installed (not found on PATH); needed for {}",
+                    users.join(", ")
+                );
+                checks.push(Check::problem(&program, detail, fix));
+            }
+        }
+    }
+    if !found.is_empty() {
+        checks.insert(0, Check::ok(DECLARED_PROGRAMS, found.join(", ")));
+    }
+    checks
 }
+
+/// The check listing the programs declared services run that are on PATH.
+const DECLARED_PROGRAMS: &str = "programs of stack.toml";
 
 fn missing(tool: Tool) -> Check {
     Check::problem(
