@@ -66,9 +66,21 @@ fn a_killed_managed_redis_is_restarted_with_its_sessions_and_shown_in_ls() {
         .arg(session)
         .exec(&mut redis)
         .unwrap();
-    // The append-only file is fsynced every second: a session written a second before the
-    // kill is on disk.
-    std::thread::sleep(Duration::from_millis(1500));
+    // In the append-only file before the kill (the page cache, which a kill -9 keeps): with
+    // `appendfsync everysec` Redis may hold a write back while a slow fsync runs (up to 2 s
+    // on a busy disk), so a fixed sleep would not do.
+    let aof_dir = project.path().join(".stack/redis/appendonlydir");
+    wait_until("the SET in the append-only file", DEADLINE, || {
+        fs::read_dir(&aof_dir).is_ok_and(|files| {
+            files.flatten().any(|file| {
+                fs::read(file.path()).is_ok_and(|bytes| {
+                    bytes
+                        .windows(b"sess:written-before".len())
+                        .any(|window| window == b"sess:written-before")
+                })
+            })
+        })
+    });
     let pid = listener_pid(&project);
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     let killed = Instant::now();

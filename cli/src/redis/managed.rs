@@ -416,7 +416,16 @@ mod tests {
         let mut answer = Vec::new();
         while !String::from_utf8_lossy(&answer).contains(until) {
             let mut chunk = [0u8; 256];
-            let read = stream.read(&mut chunk).await.unwrap();
+            // Another answer than `until` would otherwise wait here for ever.
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no `{until:?}` in 10 s: {:?}",
+                        String::from_utf8_lossy(&answer)
+                    )
+                })
+                .unwrap();
             assert!(read > 0, "{}", String::from_utf8_lossy(&answer));
             answer.extend_from_slice(&chunk[..read]);
         }
@@ -475,8 +484,24 @@ mod tests {
             "+OK\r\n+OK",
         )
         .await;
-        // The append-only file is fsynced every second.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // In the append-only file (the page cache, which a kill -9 keeps) before the kill:
+        // with `appendfsync everysec` Redis may hold a write back while a slow fsync runs
+        // (up to 2 s, on a busy disk), so a fixed sleep would not do.
+        let aof_dir = dir.path().join(DATA_DIR).join("appendonlydir");
+        let written = Instant::now();
+        while !std::fs::read_dir(&aof_dir).is_ok_and(|files| {
+            files.flatten().any(|file| {
+                std::fs::read(file.path())
+                    .is_ok_and(|bytes| bytes.windows(9).any(|window| window == b"sess:kept"))
+            })
+        }) {
+            assert!(
+                written.elapsed() < Duration::from_secs(10),
+                "the SET never reached {}",
+                aof_dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let mut status = redis.subscribe();
         let pid = status.borrow().pid.unwrap();
         nix::sys::signal::kill(
@@ -485,15 +510,21 @@ mod tests {
         )
         .unwrap();
         let killed = Instant::now();
-        status
-            .wait_for(|status| status.state == RedisState::Restarting)
-            .await
-            .unwrap();
-        let back = status
-            .wait_for(|status| status.state == RedisState::Ready)
-            .await
-            .unwrap()
-            .clone();
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            status.wait_for(|status| status.state == RedisState::Restarting),
+        )
+        .await
+        .expect("redis-server restarting within 15 s of the kill")
+        .unwrap();
+        let back = tokio::time::timeout(
+            Duration::from_secs(15),
+            status.wait_for(|status| status.state == RedisState::Ready),
+        )
+        .await
+        .expect("redis-server ready within 15 s of the kill")
+        .unwrap()
+        .clone();
         assert!(
             killed.elapsed() < Duration::from_secs(5),
             "{:?}",
