@@ -172,11 +172,13 @@ struct Launcher {
     spec: ChildSpec,
     pids_dir: PathBuf,
     port: u16,
+    /// For the readiness check only.
+    password: String,
     log: DeploymentLog,
 }
 
 impl ManagedRedis {
-    /// Starts the server and waits until it answers PING, then supervises it. Its output goes
+    /// Starts the server and waits until it serves (data loaded), then supervises it. Its output goes
     /// to `.stack/logs/redis.log` (the password masked).
     pub async fn start(
         stack_dir: &Path,
@@ -203,6 +205,7 @@ impl ManagedRedis {
             spec: command(&server, &config, &data_dir, port, env),
             pids_dir: pids_dir.to_path_buf(),
             port,
+            password: password.clone(),
             log,
         };
         let child = launcher.launch().await?;
@@ -244,7 +247,7 @@ impl ManagedRedis {
 }
 
 impl Launcher {
-    /// Spawns the server and waits until it answers PING.
+    /// Spawns the server and waits until it answers an authenticated PING (its data loaded).
     async fn launch(&self) -> Result<RunningChild, RedisError> {
         let mut child = process::spawn(&self.spec, &self.pids_dir)?;
         if let Some(stdout) = child.stdout.take() {
@@ -255,7 +258,7 @@ impl Launcher {
         }
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if ping_tcp(self.port, Duration::from_millis(500))
+            if ping(self.port, &self.password, Duration::from_millis(500))
                 .await
                 .is_ok()
             {
@@ -370,18 +373,33 @@ fn write_config(path: &Path, password: &str) -> io::Result<()> {
     writeln!(file, "requirepass {password}")
 }
 
-/// Sends `PING` to 127.0.0.1:`port` and expects `+PONG` (a password-protected server answers
-/// `-NOAUTH`, which also proves it is up).
-pub async fn ping_tcp(port: u16, timeout: Duration) -> io::Result<()> {
+/// Logs in to 127.0.0.1:`port` with `password` and expects `PING` to answer `+PONG`. Only an
+/// authenticated `PING` says the server serves: before `AUTH` a server still loading its
+/// append-only file answers `-NOAUTH` like a ready one, and after it, `-LOADING`.
+async fn ping(port: u16, password: &str, timeout: Duration) -> io::Result<()> {
     tokio::time::timeout(timeout, async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.write_all(b"PING\r\n").await?;
-        let mut answer = [0u8; 64];
-        let read = stream.read(&mut answer).await?;
-        if answer[..read].starts_with(b"+PONG") || answer[..read].starts_with(b"-NOAUTH") {
+        let login = format!(
+            "*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n*1\r\n$4\r\nPING\r\n",
+            password.len()
+        );
+        stream.write_all(login.as_bytes()).await?;
+        // Two one-line answers: AUTH's, then PING's.
+        let mut answer = Vec::new();
+        while answer.windows(2).filter(|pair| pair == b"\r\n").count() < 2 {
+            let mut chunk = [0u8; 128];
+            let read = stream.read(&mut chunk).await?;
+            if read == 0 {
+                return Err(io::Error::other("closed before answering PING"));
+            }
+            answer.extend_from_slice(&chunk[..read]);
+        }
+        if answer.starts_with(b"+OK\r\n+PONG\r\n") {
             Ok(())
         } else {
-            Err(io::Error::other("unexpected answer to PING"))
+            Err(io::Error::other(
+                "not serving yet (loading, or refused the login)",
+            ))
         }
     })
     .await
@@ -470,7 +488,10 @@ mod tests {
             assert_eq!(mode(&file.path()), 0o600, "{}", file.path().display());
         }
         redis.stop(Duration::from_secs(5)).await;
-        assert!(ping_tcp(port, Duration::from_millis(200)).await.is_err());
+        let password = password(dir.path());
+        assert!(ping(port, &password, Duration::from_millis(200))
+            .await
+            .is_err());
     }
 
     #[tokio::test]
@@ -482,6 +503,15 @@ mod tests {
             redis.port,
             &format!("{auth}SET sess:kept 1\r\n"),
             "+OK\r\n+OK",
+        )
+        .await;
+        // Enough data that loading it again takes a while: until it is loaded, the server
+        // answers `-LOADING`, and is not ready.
+        let fill = "for i = 1, 200000 do redis.call('SET', 'filler:' .. i, i) end return 1";
+        talk(
+            redis.port,
+            &format!("{auth}EVAL \"{fill}\" 0\r\nDBSIZE\r\n"),
+            ":200001\r\n",
         )
         .await;
         // In the append-only file (the page cache, which a kill -9 keeps) before the kill:
