@@ -189,37 +189,38 @@ fn programs(project_dir: &Path) -> Vec<Check> {
 /// The programs declared services run (`python3`, `go`): where each was found, or which
 /// services need it and how to install it.
 fn declared_programs(services: &[Service], path: Option<&str>) -> Vec<Check> {
-    let mut needed: Vec<(String, Vec<String>)> = Vec::new();
-    for service in services {
-        for program in service.programs() {
-            match needed.iter_mut().find(|(name, _)| *name == program) {
-                Some((_, users)) => users.push(format!("`{}`", service.name)),
-                None => needed.push((program, vec![format!("`{}`", service.name)])),
-            }
-        }
-    }
+    let commands = Service::programs_of(services);
+    let missing = prerequisites::missing_programs(&commands, path);
     // Found ones on one line (a build names `cp` and `cmp` as readily as `python3`); each
     // missing one is a problem of its own, with the services that need it.
-    let mut found = Vec::new();
-    let mut checks = Vec::new();
-    for (program, users) in needed {
-        match prerequisites::find(&program, path) {
-            Some(at) => found.push(format!("{program} ({})", at.display())),
-            None => {
-                let fix = match prerequisites::interpreter_hint(&program, Os::detect()) {
-                    Some(command) => format!("Install it with `{command}`."),
-                    None => {
-                        "Install it, or change the service's `build`/`run` in `stack.toml`.".into()
-                    }
-                };
-                let detail = format!(
-                    "not installed (not found on PATH); needed for {}",
-                    users.join(", ")
-                );
-                checks.push(Check::problem(&program, detail, fix));
+    let mut found: Vec<String> = Vec::new();
+    for (_, program) in &commands {
+        if let Some(at) = prerequisites::find(program, path) {
+            let shown = format!("{program} ({})", at.display());
+            if !found.contains(&shown) {
+                found.push(shown);
             }
         }
     }
+    let mut checks: Vec<Check> = missing
+        .into_iter()
+        .map(|entry| {
+            let fix = match prerequisites::interpreter_hint(&entry.program, Os::detect()) {
+                Some(command) => format!("Install it with `{command}`."),
+                None => "Install it, or change the service's `build`/`run` in `stack.toml`.".into(),
+            };
+            let users: Vec<String> = entry
+                .services
+                .iter()
+                .map(|name| format!("`{name}`"))
+                .collect();
+            let detail = format!(
+                "not installed (not found on PATH); needed for {}",
+                users.join(", ")
+            );
+            Check::problem(&entry.program, detail, fix)
+        })
+        .collect();
     if !found.is_empty() {
         checks.insert(0, Check::ok(DECLARED_PROGRAMS, found.join(", ")));
     }

@@ -656,16 +656,7 @@ fn project_services(project_dir: &Path, requested: &[String]) -> CliResult<Vec<S
 /// Every program a declared service's `build` or `run` names is on PATH, or the start ends
 /// now naming each with the services that need it.
 fn check_programs(services: &[Service], env: &ServiceEnv) -> CliResult<()> {
-    let commands: Vec<(String, String)> = services
-        .iter()
-        .flat_map(|service| {
-            let name = &service.name;
-            service
-                .programs()
-                .into_iter()
-                .map(move |program| (name.clone(), program))
-        })
-        .collect();
+    let commands = Service::programs_of(services);
     let missing =
         prerequisites::missing_programs(&commands, env.vars.get("PATH").map(String::as_str));
     let Some(first) = missing.first() else {

@@ -124,6 +124,20 @@ impl Service {
         programs
     }
 
+    /// (service, program) for every program the declared services of `services` run, which
+    /// [`crate::prerequisites::missing_programs`] checks against PATH.
+    pub fn programs_of(services: &[Service]) -> Vec<(String, String)> {
+        services
+            .iter()
+            .flat_map(|service| {
+                service
+                    .programs()
+                    .into_iter()
+                    .map(|program| (service.name.clone(), program))
+            })
+            .collect()
+    }
+
     /// A detected service with the default settings.
     fn detected(name: String, dir: PathBuf, kind: ServiceKind, health: Option<String>) -> Self {
         Service {
