@@ -1,7 +1,8 @@
 //! `stack.toml` through the real binary: every bad-file error as a snapshot, `stack config
 //! --json`'s round trip, and `stack up` with declared services (real shell and Python
 //! processes): `depends_on` order and its reverse at the stop, a failing one-shot, a slow
-//! health check gating traffic and a redeploy, a crashing worker's backoff.
+//! health check gating traffic and a redeploy, a crashing worker's backoff, a `stack.toml`
+//! saved while it runs.
 
 mod support;
 
@@ -189,7 +190,7 @@ fn without_stack_toml_the_detected_services_are_shown() {
 const SLOW_SERVICE: &str = r#"import http.server, os, sys, time
 START = time.time()
 DELAY = float(os.environ.get("HEALTHY_AFTER", "0"))
-VERSION = open("version.txt").read().strip()
+VERSION = os.environ.get("VERSION") or open("version.txt").read().strip()
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -261,29 +262,22 @@ fn a_slow_health_check_gets_no_request_before_it_passes_and_ls_shows_starting_th
     );
 }
 
-#[test]
-fn a_redeploy_swaps_only_once_the_new_deployment_is_healthy_with_no_failed_request() {
-    let project = slow_project("2");
-    let mut up = Up::start(&project, &[]);
-    up.wait_ready("slow");
-    let port = up.port;
+/// Sends GET / to `host` from 4 threads until `until` returns, and answers how many requests
+/// failed and, per thread, each body it saw in order (a new one only when it changed).
+fn under_load(port: u16, host: &'static str, until: impl FnOnce()) -> (usize, Vec<Vec<String>>) {
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    // What each load thread saw, in order: the old version, then the new one, never back.
+    let failed = Arc::new(AtomicUsize::new(0));
     let load: Vec<_> = (0..4)
         .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            let (stop, failed) = (stop.clone(), failed.clone());
             std::thread::spawn(move || {
                 let mut seen: Vec<String> = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let reply = raw_http::request(port, "GET", "/", &[("Host", "slow.localhost")]);
-                    if reply.status == 200 {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                        if seen.last() != Some(&reply.body) {
-                            seen.push(reply.body);
-                        }
-                    } else {
+                    let reply = raw_http::request(port, "GET", "/", &[("Host", host)]);
+                    if reply.status != 200 {
                         failed.fetch_add(1, Ordering::Relaxed);
+                    } else if seen.last() != Some(&reply.body) {
+                        seen.push(reply.body);
                     }
                 }
                 seen
@@ -291,20 +285,40 @@ fn a_redeploy_swaps_only_once_the_new_deployment_is_healthy_with_no_failed_reque
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    project.write("services/slow/version.txt", "two\n");
-    up.wait_for_nth("> Ready! http://slow-", 2, COMMAND_DEADLINE);
-    std::thread::sleep(Duration::from_millis(500));
+    until();
+    std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let seen: Vec<Vec<String>> = load
+    let seen = load
         .into_iter()
         .map(|thread| thread.join().unwrap())
         .collect();
+    (failed.load(Ordering::Relaxed), seen)
+}
+
+fn instances_of(project: &Project, service: &str) -> Option<usize> {
+    project.live(service)["instances"].as_array().map(Vec::len)
+}
+
+#[test]
+fn a_redeploy_swaps_only_once_the_new_deployment_is_healthy_with_no_failed_request() {
+    let project = slow_project("2");
+    let mut up = Up::start(&project, &[]);
+    up.wait_ready("slow");
+    let (failed, seen) = under_load(up.port, "slow.localhost", || {
+        project.write("services/slow/version.txt", "two\n");
+        up.wait_for_nth("> Ready! http://slow-", 2, COMMAND_DEADLINE);
+        std::thread::sleep(Duration::from_millis(200));
+    });
     let output = up.stop(Signal::SIGINT);
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "{output}");
-    assert!(ok.load(Ordering::Relaxed) > 20);
+    assert_eq!(failed, 0, "{output}");
+    // What each load thread saw, in order: the old version, then the new one, never back.
     for versions in seen {
         assert_eq!(versions, ["one", "two"], "{output}");
     }
+    assert!(
+        output.contains("request / healthy=True"),
+        "no request reached it:\n{output}"
+    );
     assert!(
         !output.contains("healthy=False"),
         "a request reached an unhealthy instance:\n{output}"
@@ -492,14 +506,22 @@ async fn the_python_service_reads_the_writers_login_through_the_alias() {
 }
 
 #[test]
-fn a_stack_toml_saved_while_up_runs_is_checked_and_reported_and_the_stack_keeps_serving() {
+fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_changes_nothing() {
     let project = slow_project("0");
+    let slow = "[services.slow]\nrun = [\"python3\", \"app.py\"]\nhealth = { http = \"/healthz\", interval = \"200ms\" }\nstop_timeout = \"2s\"\n";
+    project.write("stack.toml", slow);
     let mut up = Up::start(&project, &[]);
     up.wait_ready("slow");
     up.wait_for("Watching for changes", COMMAND_DEADLINE);
-    let serves_one = |up: &Up| {
-        let reply = raw_http::request(up.port, "GET", "/", &[("Host", "slow.localhost")]);
-        assert_eq!((reply.status, reply.body.as_str()), (200, "one"));
+    let first = project.live("slow")["id"].as_str().unwrap().to_string();
+    let serves = |up: &Up, host: &str, body: &str| {
+        let reply = raw_http::request(up.port, "GET", "/", &[("Host", host)]);
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, body),
+            "{}",
+            up.output()
+        );
     };
 
     // A bad file: its errors as `stack up` prints them at the start, and nothing changes.
@@ -513,27 +535,81 @@ fn a_stack_toml_saved_while_up_runs_is_checked_and_reported_and_the_stack_keeps_
         COMMAND_DEADLINE,
     );
     up.wait_for("the stack keeps running", COMMAND_DEADLINE);
-    let output = up.output();
     assert!(
-        output.contains("stack.toml:2:7: `run` must be a command"),
-        "{output}"
+        up.output()
+            .contains("stack.toml:2:7: `run` must be a command"),
+        "{}",
+        up.output()
     );
-    serves_one(&up);
+    serves(&up, "slow.localhost", "one");
+    // The same good file as at the start: nothing to do, nothing said, nothing built.
+    project.write("stack.toml", slow);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!up.output().contains("Building"), "{}", up.output());
+    assert!(
+        !up.output().contains("`stack.toml` changed"),
+        "{}",
+        up.output()
+    );
 
-    // A good, changed file: not applied while running, and said so.
+    // A new `env` and `instances`: a new deployment with both, swapped in under load with no
+    // failed request, each client seeing the old version, then the new one.
+    let (failed, seen) = under_load(up.port, "slow.localhost", || {
+        project.write(
+            "stack.toml",
+            &format!("{slow}env = {{ VERSION = \"two\" }}\ninstances = 2\n"),
+        );
+        up.wait_for(
+            "`stack.toml` changed: a new deployment of `slow` (env)",
+            COMMAND_DEADLINE,
+        );
+        up.wait_for_nth("> Ready! http://slow-", 2, COMMAND_DEADLINE);
+    });
+    assert_eq!(failed, 0, "{}", up.output());
+    for versions in seen {
+        assert_eq!(versions, ["one", "two"], "{}", up.output());
+    }
+    let second = project.live("slow")["id"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    assert_eq!(instances_of(&project, "slow"), Some(2));
+
+    // `instances` alone scales the live deployment; a new service starts once what it
+    // depends on is healthy; neither makes a new deployment of `slow`.
+    project.write("services/extra/app.py", SLOW_SERVICE);
+    project.write("services/extra/version.txt", "extra\n");
     project.write(
         "stack.toml",
-        "[services.slow]\nrun = [\"python3\", \"app.py\"]\ninstances = 2\n",
+        &format!("{slow}env = {{ VERSION = \"two\" }}\ninstances = 3\n\n[services.extra]\nrun = [\"python3\", \"app.py\"]\ndepends_on = {{ slow = \"healthy\" }}\n"),
     );
-    up.wait_for("take effect at the next `stack up`", COMMAND_DEADLINE);
-    let output = up.output();
-    assert!(!output.contains("Building"), "{output}");
-    serves_one(&up);
-    assert_eq!(
-        project.live("slow")["instances"].as_array().map(Vec::len),
-        Some(1),
-        "{}",
-        project.live("slow")
+    up.wait_for(
+        "`stack.toml` changed: `slow` scales to 3; `extra` starts",
+        COMMAND_DEADLINE,
     );
-    up.stop(Signal::SIGINT);
+    up.wait_for("> Ready! http://extra-", COMMAND_DEADLINE);
+    serves(&up, "extra.localhost", "extra");
+    assert_eq!(project.live("slow")["id"], second.as_str());
+    let deadline = Instant::now() + COMMAND_DEADLINE;
+    while instances_of(&project, "slow") != Some(3) {
+        assert!(Instant::now() < deadline, "{}", project.live("slow"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A save of the new service's code redeploys it: it is watched now.
+    project.write("services/extra/version.txt", "extra two\n");
+    up.wait_for_nth("> Ready! http://extra-", 2, COMMAND_DEADLINE);
+    serves(&up, "extra.localhost", "extra two");
+
+    // Out of the file, it stops; `slow` keeps serving.
+    project.write(
+        "stack.toml",
+        &format!("{slow}env = {{ VERSION = \"two\" }}\ninstances = 3\n"),
+    );
+    up.wait_for("Stopped `extra`", COMMAND_DEADLINE);
+    let reply = raw_http::request(up.port, "GET", "/", &[("Host", "extra.localhost")]);
+    assert_ne!(reply.status, 200, "{}", reply.body);
+    serves(&up, "slow.localhost", "two");
+    let output = up.stop(Signal::SIGINT);
+    assert!(
+        !output.contains("healthy=False"),
+        "a request reached an unhealthy instance:\n{output}"
+    );
 }

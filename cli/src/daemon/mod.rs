@@ -19,6 +19,7 @@
 //! - [`builds`]: which services are being built right now (`stack ls` shows BUILDING).
 //! - [`progress`]: a first build's progress: a bar on a terminal, periodic lines elsewhere.
 //! - [`redeploy`]: change sets from [`crate::watch`] to builds and hot swaps.
+//! - [`reconfigure`]: what a saved `stack.toml` changes in the running stack.
 //! - [`report`]: what a redeploy prints, in one place.
 //! - [`requests`]: the proxy's request log as `stack requests` and the dashboard show it.
 //! - [`stop`]: what ends a `stack up` (Ctrl-C, SIGTERM, `stack down`).
@@ -28,6 +29,7 @@ pub mod builds;
 pub mod env;
 pub mod history;
 pub mod progress;
+pub mod reconfigure;
 pub mod redeploy;
 pub mod redis;
 pub mod report;

@@ -7,9 +7,10 @@
 //! ([`super::report`]) and changes nothing: the live deployment keeps serving. A change that
 //! arrives during a build queues exactly one follow-up build, which includes everything that
 //! changed meanwhile. A `.env` save assembles the environment exactly as the start did
-//! ([`ServiceEnv::assemble`]) and redeploys every service with it.
+//! ([`ServiceEnv::assemble`]) and redeploys every service with it. A good `stack.toml` save is
+//! applied as [`super::reconfigure`] plans it; a bad one changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,9 +22,11 @@ use tokio_util::sync::CancellationToken;
 use super::builds::Builds;
 use super::env::{EnvSources, ServiceEnv};
 use super::history::{self, spec_for};
+use super::reconfigure::{self, Plan, StopOrder};
 use super::report::{self, Redeploy};
+use super::start::{check_prerequisites, check_programs, dependency_failed};
 use super::Live;
-use crate::config;
+use crate::config::{self, ServicesError};
 use crate::control::api::deployment_urls;
 use crate::output::{self, CliError};
 use crate::state::deployments::deployments_dir;
@@ -32,12 +35,21 @@ use crate::supervisor::build::{self, Built, Service};
 use crate::supervisor::logs::now_ms;
 use crate::watch::{self, ChangeSet, WatchConfig, Watcher};
 
+/// What a `stack.toml` error or a missing program asks for, while the stack runs.
+const SAVE_AGAIN: &str = "save `stack.toml` again";
+const NOTHING_APPLIED: &str = "Fix the file and save it again. Nothing was applied: the stack keeps running with the settings it had.";
+
 /// What a running `stack up` redeploys with.
 pub struct Redeployer {
     pub live: Arc<Live>,
     pub store: Store,
-    /// Every service `stack up` started.
+    /// Every service that runs: those `stack up` started, as `stack.toml` saves changed them.
     pub services: Vec<Service>,
+    /// The services named on `stack up`'s command line (empty: all), for reading `stack.toml`
+    /// again.
+    pub requested: Vec<String>,
+    /// Shared with the shutdown, which stops in this order.
+    pub stop_order: StopOrder,
     pub release: bool,
     /// Artifacts kept per service.
     pub keep: usize,
@@ -49,39 +61,43 @@ pub struct Redeployer {
     pub builds: Builds,
 }
 
-/// Watches the services (and the dotenv file) and redeploys on change until `shutdown`.
-/// Returns the watcher (watching stops when it is dropped) and the redeploy task.
+/// Watches the services (and the dotenv file, and `stack.toml`) and redeploys on change until
+/// `shutdown`. Returns the redeploy task; watching stops when it ends.
 pub fn start_watching(
     redeployer: Redeployer,
     shutdown: CancellationToken,
-) -> Result<(Watcher, JoinHandle<()>), CliError> {
-    let project_dir = redeployer.store.project_dir();
-    let services = watch::watched_dirs(project_dir, &redeployer.services).map_err(|error| {
-        CliError::new(error.to_string())
-            .hint("Run `stack up --no-watch` to start without watching.")
-    })?;
-    let (watcher, changes) = Watcher::start(WatchConfig {
-        services,
-        dotenv: redeployer.env.dotenv.clone(),
-        config: Some(project_dir.join(config::FILE)),
-        quiet: watch::DEFAULT_QUIET,
-    })
-    .map_err(|error| {
-        CliError::new(error.to_string()).hint(
-            "Raise the inotify limits (fs.inotify.max_user_watches), or run `stack up --no-watch`.",
-        )
-    })?;
-    let task = tokio::spawn(redeployer.run(changes, shutdown));
-    Ok((watcher, task))
+) -> Result<JoinHandle<()>, CliError> {
+    let (watcher, changes) = redeployer.watch(&redeployer.services)?;
+    Ok(tokio::spawn(redeployer.run(watcher, changes, shutdown)))
 }
 
+type Changes = mpsc::UnboundedReceiver<ChangeSet>;
+
 impl Redeployer {
+    /// A watcher of `services`, the dotenv file and `stack.toml`.
+    fn watch(&self, services: &[Service]) -> Result<(Watcher, Changes), CliError> {
+        let project_dir = self.store.project_dir();
+        let services = watch::watched_dirs(project_dir, services).map_err(|error| {
+            CliError::new(error.to_string())
+                .hint("Run `stack up --no-watch` to start without watching.")
+        })?;
+        Watcher::start(WatchConfig {
+            services,
+            dotenv: self.env.dotenv.clone(),
+            config: Some(project_dir.join(config::FILE)),
+            quiet: watch::DEFAULT_QUIET,
+        })
+        .map_err(|error| {
+            CliError::new(error.to_string()).hint(
+                "Raise the inotify limits (fs.inotify.max_user_watches), or run `stack up --no-watch`.",
+            )
+        })
+    }
+
     /// One redeploy at a time; whatever changed meanwhile becomes ONE follow-up.
-    pub async fn run(
-        self,
-        mut changes: mpsc::UnboundedReceiver<ChangeSet>,
-        shutdown: CancellationToken,
-    ) {
+    async fn run(mut self, watcher: Watcher, mut changes: Changes, shutdown: CancellationToken) {
+        // Dropped (watching stops) when this task ends, or replaced when the watched paths change.
+        let mut _watcher = watcher;
         // The stack.toml last seen (`None`: no file); a save that changes nothing says nothing.
         let mut config_seen = read_config(&self.project_dir());
         loop {
@@ -96,7 +112,19 @@ impl Redeployer {
                 next.merge(more);
             }
             if std::mem::take(&mut next.config) {
-                self.config_saved(&mut config_seen);
+                let rewatched = tokio::select! {
+                    rewatched = self.config_saved(&mut config_seen) => rewatched,
+                    () = shutdown.cancelled() => return,
+                };
+                if let Some((watcher, new_changes)) = rewatched {
+                    // Saves the old watcher saw meanwhile still count.
+                    while let Ok(more) = changes.try_recv() {
+                        next.merge(more);
+                    }
+                    next.config = false;
+                    _watcher = watcher;
+                    changes = new_changes;
+                }
             }
             if next.is_empty() {
                 continue;
@@ -108,26 +136,118 @@ impl Redeployer {
         }
     }
 
-    /// A saved `stack.toml` is checked with the start's parser and reported, never applied
-    /// while running: a bad one prints its errors as `stack up` does, and a good one that
-    /// changed says it takes effect at the next `stack up`. Either way the stack keeps running
-    /// with the settings it started with.
-    fn config_saved(&self, seen: &mut Option<String>) {
+    /// A saved `stack.toml`, checked with the start's parser: a bad one prints its errors as
+    /// `stack up` does and changes nothing; a good one is applied as [`reconfigure::plan`]
+    /// says. Answers with a new watcher when the watched paths changed.
+    async fn config_saved(&mut self, seen: &mut Option<String>) -> Option<(Watcher, Changes)> {
         let project_dir = self.project_dir();
         let text = read_config(&project_dir);
         if text == *seen {
-            return;
+            return None;
         }
         *seen = text;
-        match config::load_resolved(&project_dir) {
-            Err(errors) => output::print_error(&errors.to_cli(
-                "Fix the file and save it again. Nothing was applied: the stack keeps running with the settings it started with.",
-            )),
-            Ok(_) => output::warn(format!(
-                "`{}` changed: changes to it take effect at the next `stack up` (the running stack keeps the settings it started with). Stop it and run `stack up` again to apply them.",
-                config::FILE
-            )),
+        let declared = match declared_services(&project_dir, &self.requested) {
+            Ok(declared) => declared,
+            Err(error) => {
+                output::print_error(&error);
+                return None;
+            }
+        };
+        let plan = reconfigure::plan(&self.services, &declared);
+        if plan.is_empty() {
+            return None;
         }
+        let starting: Vec<Service> = declared
+            .iter()
+            .filter(|service| plan.redeploys(&service.name) || plan.added.contains(&service.name))
+            .cloned()
+            .collect();
+        let vars = &self.live.env;
+        if let Err(error) = check_prerequisites(&starting, vars, SAVE_AGAIN)
+            .and_then(|()| check_programs(&starting, vars, SAVE_AGAIN))
+        {
+            output::print_error(&error);
+            return None;
+        }
+        let rewatched = if plan.rewatch {
+            match self.watch(&declared) {
+                Ok(watching) => Some(watching),
+                Err(error) => {
+                    output::print_error(&error);
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        output::info(format!("`{}` changed: {}", config::FILE, plan.summary()));
+        let running = std::mem::replace(&mut self.services, declared);
+        *self.stop_order.lock().expect("never poisoned") = reconfigure::stop_order(&self.services);
+        self.apply(&plan, &running).await;
+        rewatched
+    }
+
+    /// Stops what is no longer declared, scales, then builds and swaps in the rest in start
+    /// order (a new service once what it depends on is there).
+    async fn apply(&self, plan: &Plan, running: &[Service]) {
+        let supervisor = &self.live.supervisor;
+        for service in &plan.removed {
+            let ids: Vec<String> = supervisor
+                .snapshot()
+                .deployments
+                .iter()
+                .filter(|deployment| deployment.spec.service == *service)
+                .map(|deployment| deployment.spec.id.clone())
+                .collect();
+            for id in &ids {
+                let _ = supervisor.remove(id).await;
+            }
+            output::info(format!(
+                "Stopped `{service}` ({}): `{}` no longer declares it",
+                ids.join(", "),
+                config::FILE
+            ));
+        }
+        for (service, instances) in &plan.rescale {
+            // The file says how many again: a scale `stack scale` recorded gives way to it.
+            if let Err(error) = self.store.update(|state| state.forget_scale(service)) {
+                tracing::warn!(%error, "cannot record the scale");
+            }
+            if plan.redeploys(service) || plan.added.contains(service) {
+                continue;
+            }
+            match supervisor.scale(service, *instances).await {
+                Ok(deployment) => output::info(format!(
+                    "Scaled `{deployment}` to {instances} (`{}`)",
+                    config::FILE
+                )),
+                Err(error) => output::print_error(&CliError::new(format!(
+                    "cannot scale `{service}` to {instances}: {error}"
+                ))),
+            }
+        }
+        let services: Vec<Service> = self
+            .services
+            .iter()
+            .filter(|service| plan.redeploys(&service.name) || plan.added.contains(&service.name))
+            .cloned()
+            .collect();
+        if services.is_empty() {
+            return;
+        }
+        let fresh = services
+            .iter()
+            .filter(|service| !running.iter().any(|old| old.name == service.name))
+            .map(|service| service.name.clone())
+            .collect();
+        self.build_and_swap(
+            services,
+            vec![config::FILE.to_string()],
+            true,
+            fresh,
+            &plan.rescale,
+        )
+        .await;
     }
 
     fn project_dir(&self) -> PathBuf {
@@ -135,7 +255,6 @@ impl Redeployer {
     }
 
     async fn redeploy(&self, changes: ChangeSet) {
-        let started = Instant::now();
         let mut names: BTreeSet<String> = changes.services.clone();
         if changes.dotenv {
             let stack_dir = self.project_dir().join(STATE_DIR);
@@ -170,14 +289,40 @@ impl Redeployer {
                     .to_string()
             })
             .collect();
+        self.build_and_swap(
+            services,
+            changed,
+            changes.dotenv,
+            BTreeSet::new(),
+            &BTreeMap::new(),
+        )
+        .await;
+    }
+
+    /// Builds `services` (one cargo run) and swaps each good build in, in their order. `renew`:
+    /// a new deployment even where the build output did not change (a new environment or new
+    /// settings). A service of `fresh` has no deployment yet: it first waits for what it
+    /// depends on, as at the start. One of `rescale` starts with that many instances.
+    async fn build_and_swap(
+        &self,
+        services: Vec<Service>,
+        changed: Vec<String>,
+        renew: bool,
+        fresh: BTreeSet<String>,
+        rescale: &BTreeMap<String, usize>,
+    ) {
+        let started = Instant::now();
         report::print(Redeploy::Building {
-            services: names.iter().cloned().collect(),
+            services: services
+                .iter()
+                .map(|service| service.name.clone())
+                .collect(),
             changed,
         });
         let building = self.builds.start(&services);
-        let built = build::build(&project_dir, &services, self.release, &|_| {}).await;
+        let built = build::build(&self.project_dir(), &services, self.release, &|_| {}).await;
         drop(building);
-        let built = match built {
+        let mut built = match built {
             Ok(built) => built,
             Err(error) => {
                 let snapshot = self.live.supervisor.snapshot();
@@ -190,14 +335,63 @@ impl Redeployer {
                 return;
             }
         };
+        built.sort_by_key(|build| {
+            services
+                .iter()
+                .position(|service| service.name == build.service.name)
+        });
         let build_time = started.elapsed();
         for build in &built {
-            self.swap_in_build(build, build_time, changes.dotenv).await;
+            if fresh.contains(&build.service.name) && !self.dependencies_ready(&build.service).await
+            {
+                continue;
+            }
+            let scale = rescale.get(&build.service.name).copied();
+            self.swap_in_build(build, build_time, renew, scale).await;
         }
     }
 
+    /// Waits, as the start does, for each running dependency of a service that starts now.
+    async fn dependencies_ready(&self, service: &Service) -> bool {
+        let supervisor = &self.live.supervisor;
+        let timeout = self.live.ready_timeout + Duration::from_secs(2);
+        for (dependency, condition) in &service.depends_on {
+            let Some(id) = supervisor
+                .snapshot()
+                .resolve(dependency)
+                .map(|deployment| deployment.spec.id.clone())
+            else {
+                continue;
+            };
+            if let Err(error) = supervisor.wait_for(&id, *condition, timeout).await {
+                output::print_error(&dependency_failed(
+                    &self.live,
+                    &service.name,
+                    dependency,
+                    &id,
+                    *condition,
+                    &error,
+                )
+                .hint(format!(
+                    "`{}` was not started; the rest keeps running. See `stack logs {dependency}`, then save `{}` again.",
+                    service.name,
+                    config::FILE
+                )));
+                return false;
+            }
+        }
+        true
+    }
+
     /// Turns one build into a deployment and swaps it in.
-    async fn swap_in_build(&self, built: &Built, build_time: Duration, new_env: bool) {
+    /// `scale`: how many instances it starts with, when not as many as the live one has.
+    async fn swap_in_build(
+        &self,
+        built: &Built,
+        build_time: Duration,
+        renew: bool,
+        scale: Option<usize>,
+    ) {
         let swap_started = Instant::now();
         let name = built.service.name.clone();
         let deployments_dir = deployments_dir(self.store.project_dir());
@@ -207,8 +401,8 @@ impl Redeployer {
             .map_err(|error| error.to_string())
             .and_then(|state| {
                 let mut history = state.deployments.get(&name).cloned().unwrap_or_default();
-                if new_env {
-                    // Same code, new environment: still a new deployment.
+                if renew {
+                    // Same code, new environment or settings: still a new deployment.
                     history.current = None;
                 }
                 build::prepare_deployment(&deployments_dir, built, &history, self.release, now_ms())
@@ -224,7 +418,7 @@ impl Redeployer {
                 })
             }
         };
-        let instances = self.instances_of(&name);
+        let instances = scale.unwrap_or_else(|| self.instances_of(&built.service));
         let spec = spec_for(&deployments_dir, &record, built.service.settings.clone());
         let swapped = self
             .live
@@ -256,18 +450,35 @@ impl Redeployer {
         }
     }
 
-    /// The live deployment's instance count, else the recorded scale, else 1.
-    fn instances_of(&self, service: &str) -> usize {
+    /// The live deployment's instance count, else the recorded scale, else `instances` of
+    /// `stack.toml`, else 1.
+    fn instances_of(&self, service: &Service) -> usize {
         let live = self
             .live
             .supervisor
             .snapshot()
-            .resolve(service)
+            .resolve(&service.name)
             .map(|deployment| deployment.wanted)
             .filter(|wanted| *wanted > 0);
-        live.or_else(|| self.store.load().ok().map(|state| state.scale_of(service)))
-            .unwrap_or(1)
+        live.or_else(|| {
+            self.store
+                .load()
+                .ok()
+                .and_then(|state| state.recorded_scale(&service.name))
+        })
+        .or(service.instances)
+        .unwrap_or(1)
     }
+}
+
+/// The services a saved `stack.toml` declares (with what discovery finds), or its errors.
+fn declared_services(project_dir: &Path, requested: &[String]) -> Result<Vec<Service>, CliError> {
+    let resolved =
+        config::load_resolved(project_dir).map_err(|errors| errors.to_cli(NOTHING_APPLIED))?;
+    config::services(project_dir, &resolved, requested).map_err(|error| match error {
+        ServicesError::Config(errors) => errors.to_cli(NOTHING_APPLIED),
+        other => CliError::new(other.to_string()).hint(NOTHING_APPLIED),
+    })
 }
 
 /// The project's `stack.toml` as it is now (`None`: no file, or unreadable).

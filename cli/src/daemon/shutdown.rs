@@ -27,11 +27,12 @@ impl Launched {
         output::info("Stopping...");
         let stopping = Instant::now();
         self.root.cancel();
-        if let Some((watcher, redeploy_task)) = self.watching {
-            drop(watcher);
+        if let Some(redeploy_task) = self.watching {
+            // It ends, and drops its watcher, once cancelled.
             let _ = tokio::time::timeout(REDEPLOY_TIMEOUT, redeploy_task).await;
         }
-        self.supervisor.stop_in_order(self.stop_order).await;
+        let stop_order = self.stop_order.lock().expect("never poisoned").clone();
+        self.supervisor.stop_in_order(stop_order).await;
         let _ = self.supervisor_task.await;
         let _ = tokio::time::timeout(ROUTES_TIMEOUT, self.routes_task).await;
         let _ = tokio::time::timeout(PROXY_TIMEOUT, self.proxy_task).await;

@@ -14,8 +14,9 @@
 //! writer.0 | ...
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -27,6 +28,7 @@ use super::builds::Builds;
 use super::env::{SecretSource, ServiceEnv, ServiceEnvError};
 use super::history::{self, RecordError};
 use super::progress::BuildView;
+use super::reconfigure::{self, StopOrder};
 use super::redeploy::{self, Redeployer};
 use super::report;
 use super::stop::{Signals, StopReason};
@@ -48,7 +50,6 @@ use crate::supervisor::build::{self, BuildError, Built, Service};
 use crate::supervisor::logs::{self, Redactor};
 use crate::supervisor::{self, process, Supervisor, SupervisorError};
 use crate::tls;
-use crate::watch::Watcher;
 
 /// How a start ended.
 pub enum Start {
@@ -68,12 +69,13 @@ pub struct Launched {
     pub(super) routes_task: JoinHandle<()>,
     pub(super) proxy_task: JoinHandle<()>,
     pub(super) control_task: JoinHandle<()>,
-    pub(super) watching: Option<(Watcher, JoinHandle<()>)>,
+    /// The redeploy task, which owns the watcher.
+    pub(super) watching: Option<JoinHandle<()>>,
     pub(super) redis: Option<ManagedRedis>,
     /// Cancelled when a dependency failed the start: `stack up` stops then, with exit 1.
     pub start_failed: CancellationToken,
     /// Dependents before what they depend on: the start order reversed.
-    pub(super) stop_order: Vec<String>,
+    pub(super) stop_order: StopOrder,
     pub(super) _socket: SocketFile,
     pub(super) _watchdog: process::Guard,
     pub(super) _lock: ProjectLock,
@@ -156,8 +158,8 @@ impl Daemon {
             _ => None,
         };
         let https_port = https.as_ref().map(|https| https.port);
-        check_prerequisites(&services, &service_env)?;
-        check_programs(&services, &service_env)?;
+        check_prerequisites(&services, &service_env.vars, AGAIN)?;
+        check_programs(&services, &service_env.vars, AGAIN)?;
 
         let root = CancellationToken::new();
         let builds = Builds::default();
@@ -302,18 +304,7 @@ impl Daemon {
 
         let start_failed = CancellationToken::new();
         // Only where something depends on something: otherwise all stop at once, as before.
-        let stop_order: Vec<String> = if services
-            .iter()
-            .any(|service| !service.depends_on.is_empty())
-        {
-            services
-                .iter()
-                .rev()
-                .map(|service| service.name.clone())
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let stop_order: StopOrder = Arc::new(Mutex::new(reconfigure::stop_order(&services)));
         let ordered = OrderedStart {
             live: live.clone(),
             specs,
@@ -340,6 +331,8 @@ impl Daemon {
                 live,
                 store: daemon.store().clone(),
                 services,
+                requested: config.services.clone(),
+                stop_order: stop_order.clone(),
                 release: config.release,
                 keep: config.keep,
                 env: config.env.clone(),
@@ -379,6 +372,9 @@ impl Daemon {
     }
 }
 
+/// What the prerequisite errors of the start tell a user to do once installed.
+const AGAIN: &str = "run `stack up` again";
+
 /// Whether the proxy logs requests: on unless `STACK_REQUEST_LOG` is `off` (or `0`, `false`),
 /// which the proxy benchmark uses to measure what the log costs.
 fn request_log_wanted() -> bool {
@@ -407,14 +403,18 @@ fn raise_open_file_limit() {
 /// Every program the services and the managed Redis will need is there, or the start ends
 /// now, naming each missing one with the command that installs them all: a missing
 /// `redis-server` costs a second, not a build.
-fn check_prerequisites(services: &[Service], env: &ServiceEnv) -> CliResult<()> {
+pub(super) fn check_prerequisites(
+    services: &[Service],
+    env: &BTreeMap<String, String>,
+    again: &str,
+) -> CliResult<()> {
     let needs = prerequisites::Needs {
-        managed_redis: env.redis_url().is_none(),
+        managed_redis: !env.contains_key(REDIS_SESSION_URL),
         node: services
             .iter()
             .any(|service| service.kind == build::ServiceKind::Npm),
     };
-    let missing = prerequisites::missing(needs, env.vars.get("PATH").map(String::as_str));
+    let missing = prerequisites::missing(needs, env.get("PATH").map(String::as_str));
     if missing.is_empty() {
         return Ok(());
     }
@@ -422,7 +422,7 @@ fn check_prerequisites(services: &[Service], env: &ServiceEnv) -> CliResult<()> 
     let mut why: Vec<&str> = missing.iter().map(|tool| tool.needed_for()).collect();
     why.dedup();
     let mut hint = format!(
-        "Install {} with `{}`, then run `stack up` again.",
+        "Install {} with `{}`, then {again}.",
         if missing.len() == 1 { "it" } else { "them" },
         prerequisites::install_command(&missing, prerequisites::Os::detect())
     );
@@ -655,10 +655,13 @@ fn project_services(project_dir: &Path, requested: &[String]) -> CliResult<Vec<S
 
 /// Every program a declared service's `build` or `run` names is on PATH, or the start ends
 /// now naming each with the services that need it.
-fn check_programs(services: &[Service], env: &ServiceEnv) -> CliResult<()> {
+pub(super) fn check_programs(
+    services: &[Service],
+    env: &BTreeMap<String, String>,
+    again: &str,
+) -> CliResult<()> {
     let commands = Service::programs_of(services);
-    let missing =
-        prerequisites::missing_programs(&commands, env.vars.get("PATH").map(String::as_str));
+    let missing = prerequisites::missing_programs(&commands, env.get("PATH").map(String::as_str));
     let Some(first) = missing.first() else {
         return Ok(());
     };
@@ -674,8 +677,10 @@ fn check_programs(services: &[Service], env: &ServiceEnv) -> CliResult<()> {
         })
         .collect();
     let hint = match prerequisites::interpreter_hint(&first.program, prerequisites::Os::detect()) {
-        Some(command) => format!("Install it (`{command}`), then run `stack up` again."),
-        None => "Install it, or change the service's `build`/`run` in `stack.toml`, then run `stack up` again.".into(),
+        Some(command) => format!("Install it (`{command}`), then {again}."),
+        None => format!(
+            "Install it, or change the service's `build`/`run` in `stack.toml`, then {again}."
+        ),
     };
     Err(CliError::new(format!(
         "{} not installed (not found on PATH); nothing was built",
@@ -747,7 +752,7 @@ impl OrderedStart {
 }
 
 /// `stats` waits for `writer` to be healthy, and what `writer` said instead.
-fn dependency_failed(
+pub(super) fn dependency_failed(
     live: &Live,
     service: &str,
     dependency: &str,

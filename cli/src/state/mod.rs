@@ -73,6 +73,11 @@ impl State {
         }
     }
 
+    /// Forgets what `stack scale` recorded for `service` (its `stack.toml` says again).
+    pub fn forget_scale(&mut self, service: &str) {
+        self.scale.remove(service);
+    }
+
     /// How many instances `service` runs (1 unless recorded otherwise).
     pub fn scale_of(&self, service: &str) -> usize {
         self.recorded_scale(service).unwrap_or(1)

@@ -60,7 +60,7 @@ pub struct ChangeSet {
     pub services: BTreeSet<String>,
     /// The dotenv file changed: every service redeploys with the new environment.
     pub dotenv: bool,
-    /// `stack.toml` changed (it is checked and reported, not applied while running).
+    /// `stack.toml` changed (checked, then applied to what it changed).
     pub config: bool,
     /// The changed paths that counted (for logs), sorted.
     pub paths: BTreeSet<PathBuf>,
