@@ -542,6 +542,17 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
         up.output()
     );
     serves(&up, "slow.localhost", "one");
+    // A new service whose program is not installed: said as the start says it, nothing applied.
+    project.write("services/ghost/README", "none\n");
+    project.write(
+        "stack.toml",
+        &format!("{slow}\n[services.ghost]\nrun = [\"stack-no-such-program\", \"serve\"]\n"),
+    );
+    up.wait_for(
+        "`stack-no-such-program` (for `ghost`) not installed",
+        COMMAND_DEADLINE,
+    );
+    up.wait_for("save `stack.toml` again", COMMAND_DEADLINE);
     // The same good file as at the start: nothing to do, nothing said, nothing built.
     project.write("stack.toml", slow);
     std::thread::sleep(Duration::from_millis(800));
@@ -598,15 +609,31 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
     up.wait_for_nth("> Ready! http://extra-", 2, COMMAND_DEADLINE);
     serves(&up, "extra.localhost", "extra two");
 
-    // Out of the file, it stops; `slow` keeps serving.
+    // Out of the file, it stops; `slow` keeps serving, now with an `env_file`, which is
+    // watched from then on.
+    project.write("services/slow/slow.env", "VERSION=three\n");
     project.write(
         "stack.toml",
-        &format!("{slow}env = {{ VERSION = \"two\" }}\ninstances = 3\n"),
+        &format!("{slow}env_file = \"slow.env\"\ninstances = 3\n"),
     );
     up.wait_for("Stopped `extra`", COMMAND_DEADLINE);
+    up.wait_for(
+        "a new deployment of `slow` (env); `extra` stops (no longer declared)",
+        COMMAND_DEADLINE,
+    );
     let reply = raw_http::request(up.port, "GET", "/", &[("Host", "extra.localhost")]);
     assert_ne!(reply.status, 200, "{}", reply.body);
-    serves(&up, "slow.localhost", "two");
+    up.wait_for_nth("> Ready! http://slow-", 3, COMMAND_DEADLINE);
+    serves(&up, "slow.localhost", "three");
+    project.write("services/slow/slow.env", "VERSION=four\n");
+    up.wait_for(
+        "`services/slow/slow.env` changed: a new deployment of `slow` (env)",
+        COMMAND_DEADLINE,
+    );
+    up.wait_for_nth("> Ready! http://slow-", 4, COMMAND_DEADLINE);
+    serves(&up, "slow.localhost", "four");
+    assert_eq!(instances_of(&project, "slow"), Some(3));
+    assert_eq!(up.count("Building slow"), 3, "{}", up.output());
     let output = up.stop(Signal::SIGINT);
     assert!(
         !output.contains("healthy=False"),

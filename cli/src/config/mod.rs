@@ -14,7 +14,7 @@ pub mod parse;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use model::{
@@ -500,19 +500,24 @@ fn start_order(mut services: BTreeMap<String, ResolvedService>) -> Vec<ResolvedS
     ordered
 }
 
+/// The file `env_file` names: in the service's directory, else in the project.
+fn env_file(service: &ResolvedService, project_dir: &Path) -> Option<PathBuf> {
+    let name = &service.env_file.as_ref()?.value;
+    let in_service = project_dir.join(&service.path.value).join(name);
+    Some(if in_service.is_file() {
+        in_service
+    } else {
+        project_dir.join(name)
+    })
+}
+
 /// A resolved service's runtime settings for the supervisor.
 pub fn run_settings(
     service: &ResolvedService,
     project_dir: &Path,
 ) -> Result<crate::supervisor::RunSettings, String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(env_file) = &service.env_file {
-        let in_service = project_dir.join(&service.path.value).join(&env_file.value);
-        let file = if in_service.is_file() {
-            in_service
-        } else {
-            project_dir.join(&env_file.value)
-        };
+    if let Some(file) = env_file(service, project_dir) {
         let pairs = crate::env::read_dotenv(&file).map_err(|errors| errors.to_string())?;
         env.extend(pairs);
     }
@@ -634,6 +639,7 @@ pub fn services(
                 .as_ref()
                 .map(|ignore| ignore.value.clone())
                 .unwrap_or_default(),
+            env_file: env_file(service, project_dir),
         });
     }
     for service in by_path {

@@ -4,7 +4,7 @@
 //! `stop_signal`, `stop_timeout`, `restart`) makes a new deployment of it, swapped in as a save
 //! of its code is (no failed request); `instances` alone scales the live deployment; a new
 //! service starts once what it depends on is ready; a service no longer declared stops;
-//! `watch`, `ignore` and `path` restart the watcher; `depends_on` reorders `stack down`.
+//! `watch`, `ignore`, `path` and `env_file` restart the watcher; `depends_on` reorders `stack down`.
 //! Services that did not change are not touched.
 
 use std::collections::BTreeMap;
@@ -93,7 +93,10 @@ pub fn plan(running: &[Service], declared: &[Service]) -> Plan {
             plan.rescale
                 .insert(new.name.clone(), new.instances.unwrap_or(1));
         }
-        plan.rewatch |= old.dir != new.dir || old.watch != new.watch || old.ignore != new.ignore;
+        plan.rewatch |= old.dir != new.dir
+            || old.watch != new.watch
+            || old.ignore != new.ignore
+            || old.env_file != new.env_file;
         plan.reorder |= old.depends_on != new.depends_on;
     }
     for old in running {
@@ -191,6 +194,7 @@ mod tests {
             depends_on: BTreeMap::new(),
             watch: Vec::new(),
             ignore: Vec::new(),
+            env_file: None,
         }
     }
 

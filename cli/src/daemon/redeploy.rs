@@ -73,18 +73,29 @@ pub fn start_watching(
 
 type Changes = mpsc::UnboundedReceiver<ChangeSet>;
 
+/// What applying a saved configuration did.
+#[derive(Default)]
+struct Applied {
+    /// A watcher of the new set of paths, when it changed.
+    rewatched: Option<(Watcher, Changes)>,
+    /// The services it built (new deployments and new services).
+    built: BTreeSet<String>,
+}
+
 impl Redeployer {
     /// A watcher of `services`, the dotenv file and `stack.toml`.
     fn watch(&self, services: &[Service]) -> Result<(Watcher, Changes), CliError> {
         let project_dir = self.store.project_dir();
-        let services = watch::watched_dirs(project_dir, services).map_err(|error| {
+        let watched = watch::watched_dirs(project_dir, services).map_err(|error| {
             CliError::new(error.to_string())
                 .hint("Run `stack up --no-watch` to start without watching.")
         })?;
+        let mut config_files = vec![project_dir.join(config::FILE)];
+        config_files.extend(services_env_files(services));
         Watcher::start(WatchConfig {
-            services,
+            services: watched,
             dotenv: self.env.dotenv.clone(),
-            config: Some(project_dir.join(config::FILE)),
+            config: config_files,
             quiet: watch::DEFAULT_QUIET,
         })
         .map_err(|error| {
@@ -98,8 +109,6 @@ impl Redeployer {
     async fn run(mut self, watcher: Watcher, mut changes: Changes, shutdown: CancellationToken) {
         // Dropped (watching stops) when this task ends, or replaced when the watched paths change.
         let mut _watcher = watcher;
-        // The stack.toml last seen (`None`: no file); a save that changes nothing says nothing.
-        let mut config_seen = read_config(&self.project_dir());
         loop {
             let mut next = tokio::select! {
                 next = changes.recv() => match next {
@@ -111,17 +120,21 @@ impl Redeployer {
             while let Ok(more) = changes.try_recv() {
                 next.merge(more);
             }
-            if std::mem::take(&mut next.config) {
-                let rewatched = tokio::select! {
-                    rewatched = self.config_saved(&mut config_seen) => rewatched,
+            // A save of the configuration during its own apply is applied next, in this loop.
+            while std::mem::take(&mut next.config) {
+                let files = self.config_files_in(&next);
+                let applied = tokio::select! {
+                    applied = self.config_saved(&files) => applied,
                     () = shutdown.cancelled() => return,
                 };
-                if let Some((watcher, new_changes)) = rewatched {
-                    // Saves the old watcher saw meanwhile still count.
-                    while let Ok(more) = changes.try_recv() {
-                        next.merge(more);
-                    }
-                    next.config = false;
+                // Built after every save of this burst: they need no build of their own.
+                next.services
+                    .retain(|service| !applied.built.contains(service));
+                // Saves the old watcher saw meanwhile still count.
+                while let Ok(more) = changes.try_recv() {
+                    next.merge(more);
+                }
+                if let Some((watcher, new_changes)) = applied.rewatched {
                     _watcher = watcher;
                     changes = new_changes;
                 }
@@ -136,26 +149,22 @@ impl Redeployer {
         }
     }
 
-    /// A saved `stack.toml`, checked with the start's parser: a bad one prints its errors as
-    /// `stack up` does and changes nothing; a good one is applied as [`reconfigure::plan`]
-    /// says. Answers with a new watcher when the watched paths changed.
-    async fn config_saved(&mut self, seen: &mut Option<String>) -> Option<(Watcher, Changes)> {
+    /// A saved `stack.toml` (or `env_file`), checked with the start's parser: a bad one prints
+    /// its errors as `stack up` does and changes nothing; a good one is applied as
+    /// [`reconfigure::plan`] says (a save that changes nothing says nothing). Answers with a
+    /// new watcher when the watched paths changed, and the services it built.
+    async fn config_saved(&mut self, files: &str) -> Applied {
         let project_dir = self.project_dir();
-        let text = read_config(&project_dir);
-        if text == *seen {
-            return None;
-        }
-        *seen = text;
         let declared = match declared_services(&project_dir, &self.requested) {
             Ok(declared) => declared,
             Err(error) => {
                 output::print_error(&error);
-                return None;
+                return Applied::default();
             }
         };
         let plan = reconfigure::plan(&self.services, &declared);
         if plan.is_empty() {
-            return None;
+            return Applied::default();
         }
         let starting: Vec<Service> = declared
             .iter()
@@ -167,24 +176,54 @@ impl Redeployer {
             .and_then(|()| check_programs(&starting, vars, SAVE_AGAIN))
         {
             output::print_error(&error);
-            return None;
+            return Applied::default();
         }
         let rewatched = if plan.rewatch {
             match self.watch(&declared) {
                 Ok(watching) => Some(watching),
                 Err(error) => {
                     output::print_error(&error);
-                    return None;
+                    return Applied::default();
                 }
             }
         } else {
             None
         };
-        output::info(format!("`{}` changed: {}", config::FILE, plan.summary()));
+        output::info(format!("{files} changed: {}", plan.summary()));
         let running = std::mem::replace(&mut self.services, declared);
         *self.stop_order.lock().expect("never poisoned") = reconfigure::stop_order(&self.services);
         self.apply(&plan, &running).await;
-        rewatched
+        Applied {
+            rewatched,
+            built: plan
+                .redeploy
+                .iter()
+                .map(|(name, _)| name.clone())
+                .chain(plan.added.iter().cloned())
+                .collect(),
+        }
+    }
+
+    /// The configuration files among a burst's paths, for saying what changed: "`stack.toml`",
+    /// "`services/stats/stats.env`".
+    fn config_files_in(&self, changes: &ChangeSet) -> String {
+        let project_dir = self.project_dir();
+        let config_file = project_dir.join(config::FILE);
+        let env_files = services_env_files(&self.services);
+        let named: Vec<String> = changes
+            .paths
+            .iter()
+            .filter(|path| **path == config_file || env_files.contains(path))
+            .map(|path| {
+                let shown = path.strip_prefix(&project_dir).unwrap_or(path);
+                format!("`{}`", shown.display())
+            })
+            .collect();
+        if named.is_empty() {
+            format!("`{}`", config::FILE)
+        } else {
+            named.join(", ")
+        }
     }
 
     /// Stops what is no longer declared, scales, then builds and swaps in the rest in start
@@ -471,6 +510,17 @@ impl Redeployer {
     }
 }
 
+/// The `env_file`s of `services`, each once.
+fn services_env_files(services: &[Service]) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = services
+        .iter()
+        .filter_map(|service| service.env_file.clone())
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
 /// The services a saved `stack.toml` declares (with what discovery finds), or its errors.
 fn declared_services(project_dir: &Path, requested: &[String]) -> Result<Vec<Service>, CliError> {
     let resolved =
@@ -479,9 +529,4 @@ fn declared_services(project_dir: &Path, requested: &[String]) -> Result<Vec<Ser
         ServicesError::Config(errors) => errors.to_cli(NOTHING_APPLIED),
         other => CliError::new(other.to_string()).hint(NOTHING_APPLIED),
     })
-}
-
-/// The project's `stack.toml` as it is now (`None`: no file, or unreadable).
-fn read_config(project_dir: &Path) -> Option<String> {
-    std::fs::read_to_string(project_dir.join(config::FILE)).ok()
 }

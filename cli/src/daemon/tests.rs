@@ -25,6 +25,7 @@ fn service(name: &str) -> Service {
         depends_on: Default::default(),
         watch: Vec::new(),
         ignore: Vec::new(),
+        env_file: None,
     }
 }
 

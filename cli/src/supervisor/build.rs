@@ -105,6 +105,8 @@ pub struct Service {
     pub watch: Vec<String>,
     /// `ignore` globs of stack.toml, relative to the project.
     pub ignore: Vec<String>,
+    /// The file `env_file` of stack.toml names (its variables are in `settings.env`).
+    pub env_file: Option<PathBuf>,
 }
 
 impl Service {
@@ -152,6 +154,7 @@ impl Service {
             depends_on: BTreeMap::new(),
             watch: Vec::new(),
             ignore: Vec::new(),
+            env_file: None,
         }
     }
 

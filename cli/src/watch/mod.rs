@@ -60,7 +60,7 @@ pub struct ChangeSet {
     pub services: BTreeSet<String>,
     /// The dotenv file changed: every service redeploys with the new environment.
     pub dotenv: bool,
-    /// `stack.toml` changed (checked, then applied to what it changed).
+    /// `stack.toml` or an `env_file` changed (checked, then applied to what it changed).
     pub config: bool,
     /// The changed paths that counted (for logs), sorted.
     pub paths: BTreeSet<PathBuf>,
@@ -96,8 +96,9 @@ impl std::fmt::Debug for Watcher {
 pub struct WatchConfig {
     pub services: Vec<WatchedService>,
     pub dotenv: Option<PathBuf>,
-    /// The project's `stack.toml` (it may not exist yet).
-    pub config: Option<PathBuf>,
+    /// The project's `stack.toml` (it may not exist yet) and each `env_file` it names: a save
+    /// of any of them is a `config` change.
+    pub config: Vec<PathBuf>,
     /// A burst ends after this long without a relevant event.
     pub quiet: Duration,
 }
@@ -123,7 +124,11 @@ impl Watcher {
             })
             .collect();
         let dotenv = config.dotenv.as_ref().map(|file| absolute_file(file));
-        let config_file = config.config.as_ref().map(|file| absolute_file(file));
+        let config_files: Vec<PathBuf> = config
+            .config
+            .iter()
+            .map(|file| absolute_file(file))
+            .collect();
         let roots = watch_roots(&services);
         let filter = Filter::new(&roots);
 
@@ -141,7 +146,7 @@ impl Watcher {
         }
         // A single file is watched through its directory (an atomic save replaces the file).
         let mut parents: Vec<&Path> = Vec::new();
-        for file in dotenv.iter().chain(&config_file) {
+        for file in dotenv.iter().chain(&config_files) {
             let parent = file.parent().unwrap_or(Path::new("/"));
             let covered = roots.iter().any(|root| parent.starts_with(root));
             if !covered && !parents.contains(&parent) {
@@ -159,7 +164,7 @@ impl Watcher {
         let classifier = Classifier {
             services,
             dotenv,
-            config: config_file,
+            config: config_files,
             filter,
         };
         let quiet = config.quiet;
@@ -213,7 +218,7 @@ fn watch_roots(services: &[WatchedService]) -> Vec<PathBuf> {
 struct Classifier {
     services: Vec<WatchedService>,
     dotenv: Option<PathBuf>,
-    config: Option<PathBuf>,
+    config: Vec<PathBuf>,
     filter: Filter,
 }
 
@@ -225,7 +230,7 @@ impl Classifier {
             changes.paths.insert(path.to_path_buf());
             return true;
         }
-        if self.config.as_deref() == Some(path) {
+        if self.config.iter().any(|file| file == path) {
             changes.config = true;
             changes.paths.insert(path.to_path_buf());
             return true;

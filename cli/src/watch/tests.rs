@@ -50,7 +50,7 @@ impl Fixture {
                 },
             ],
             dotenv: Some(dir.path().join(".env")),
-            config: None,
+            config: Vec::new(),
             quiet,
         })
         .unwrap();
