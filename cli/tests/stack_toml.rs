@@ -588,14 +588,19 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
     // depends on is healthy; neither makes a new deployment of `slow`.
     project.write("services/extra/app.py", SLOW_SERVICE);
     project.write("services/extra/version.txt", "extra\n");
+    project.write("services/seed/README", "a one-shot\n");
     project.write(
         "stack.toml",
-        &format!("{slow}env = {{ VERSION = \"two\" }}\ninstances = 3\n\n[services.extra]\nrun = [\"python3\", \"app.py\"]\ndepends_on = {{ slow = \"healthy\" }}\n"),
+        &format!("{slow}env = {{ VERSION = \"two\" }}\ninstances = 3\n\n[services.extra]\nrun = [\"python3\", \"app.py\"]\ndepends_on = {{ slow = \"healthy\", seed = \"completed\" }}\n\n[services.seed]\nrun = \"echo seeded\"\nkind = \"worker\"\n"),
     );
     up.wait_for(
-        "`stack.toml` changed: `slow` scales to 3; `extra` starts",
+        "`stack.toml` changed: `slow` scales to 3; `seed` starts; `extra` starts",
         COMMAND_DEADLINE,
     );
+    // A one-shot that the new service waits for runs first; a worker has no URL.
+    up.wait_for("> Ready! seed-", COMMAND_DEADLINE);
+    assert!(up.output().contains("(worker `seed`)"), "{}", up.output());
+    assert!(!up.output().contains("http://seed-"), "{}", up.output());
     up.wait_for("> Ready! http://extra-", COMMAND_DEADLINE);
     serves(&up, "extra.localhost", "extra");
     assert_eq!(project.live("slow")["id"], second.as_str());
@@ -609,16 +614,21 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
     up.wait_for_nth("> Ready! http://extra-", 2, COMMAND_DEADLINE);
     serves(&up, "extra.localhost", "extra two");
 
-    // Out of the file, it stops; `slow` keeps serving, now with an `env_file`, which is
-    // watched from then on.
+    // Out of the file, they stop (dependents first); `slow` keeps serving, now with an
+    // `env_file`, which is watched from then on.
     project.write("services/slow/slow.env", "VERSION=three\n");
     project.write(
         "stack.toml",
         &format!("{slow}env_file = \"slow.env\"\ninstances = 3\n"),
     );
-    up.wait_for("Stopped `extra`", COMMAND_DEADLINE);
+    up.wait_for("Stopped `seed`", COMMAND_DEADLINE);
+    assert!(
+        line_of(&up.output(), "Stopped `extra`") < line_of(&up.output(), "Stopped `seed`"),
+        "{}",
+        up.output()
+    );
     up.wait_for(
-        "a new deployment of `slow` (env); `extra` stops (no longer declared)",
+        "a new deployment of `slow` (env); `seed` stops (no longer declared); `extra` stops (no longer declared)",
         COMMAND_DEADLINE,
     );
     let reply = raw_http::request(up.port, "GET", "/", &[("Host", "extra.localhost")]);

@@ -230,7 +230,8 @@ impl Redeployer {
     /// order (a new service once what it depends on is there).
     async fn apply(&self, plan: &Plan, running: &[Service]) {
         let supervisor = &self.live.supervisor;
-        for service in &plan.removed {
+        // Dependents first, as `stack down` stops them.
+        for service in plan.removed.iter().rev() {
             let ids: Vec<String> = supervisor
                 .snapshot()
                 .deployments
@@ -400,7 +401,18 @@ impl Redeployer {
                 .resolve(dependency)
                 .map(|deployment| deployment.spec.id.clone())
             else {
-                continue;
+                output::print_error(
+                    &CliError::new(format!(
+                        "`{}` waits for `{dependency}`, which does not run",
+                        service.name
+                    ))
+                    .hint(format!(
+                        "`{}` was not started; the rest keeps running. Fix `{dependency}`, then save `{}` again.",
+                        service.name,
+                        config::FILE
+                    )),
+                );
+                return false;
             };
             if let Err(error) = supervisor.wait_for(&id, *condition, timeout).await {
                 output::print_error(&dependency_failed(
@@ -472,8 +484,14 @@ impl Redeployer {
                         error,
                     });
                 }
+                // A worker has no URL: its id and service, as the start says it.
+                let url = if built.service.settings.is_worker() {
+                    format!("{} (worker `{}`)", record.id, built.service.name)
+                } else {
+                    deployment_urls(&record.id, self.live.proxy_port, self.live.https_port)
+                };
                 report::print(Redeploy::Ready {
-                    url: deployment_urls(&record.id, self.live.proxy_port, self.live.https_port),
+                    url,
                     build: build_time,
                     swap: swap_started.elapsed(),
                 });

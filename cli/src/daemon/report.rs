@@ -34,6 +34,7 @@ pub enum Redeploy {
     NotPrepared { service: String, reason: String },
     /// The new deployment is live.
     Ready {
+        /// Its URLs (a worker: its id and service).
         url: String,
         build: Duration,
         swap: Duration,

@@ -90,8 +90,11 @@ impl Supervisor {
                     .iter()
                     .filter(|instance| !instance.draining.load(Ordering::Acquire))
                     .collect();
+                // A one-shot that already did its work (exited 0) started well.
                 if active.len() == deployment.wanted
-                    && active.iter().all(|instance| instance.takes_traffic())
+                    && active.iter().all(|instance| {
+                        instance.takes_traffic() || instance.completed.load(Ordering::Acquire)
+                    })
                 {
                     return Ok(());
                 }
