@@ -650,3 +650,44 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
         "a request reached an unhealthy instance:\n{output}"
     );
 }
+
+#[test]
+fn a_service_at_the_project_root_runs_and_redeploys_without_the_projects_state() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("app.py", SLOW_SERVICE);
+    project.write("version.txt", "root\n");
+    project.write(
+        "stack.toml",
+        "[services.web]\npath = \".\"\nrun = [\"python3\", \"app.py\"]\n",
+    );
+    let mut up = Up::start(&project, &[]);
+    up.wait_ready("web");
+    up.wait_for("Watching for changes", COMMAND_DEADLINE);
+    let serves = |up: &Up, body: &str| {
+        let reply = raw_http::request(up.port, "GET", "/", &[("Host", "web.localhost")]);
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, body),
+            "{}",
+            up.output()
+        );
+    };
+    serves(&up, "root");
+    // The deployment is a copy of the project without `.stack/` (its deployments, logs and
+    // secrets): a copy of that would copy itself.
+    let deployment = |project: &Project| {
+        let id = project.live("web")["id"].as_str().unwrap().to_string();
+        project.path().join(".stack/deployments").join(id)
+    };
+    let first = deployment(&project);
+    assert!(first.join("app.py").is_file());
+    assert!(!first.join(".stack").exists(), "{}", first.display());
+    project.write("version.txt", "root two\n");
+    up.wait_for_nth("> Ready! http://web-", 2, COMMAND_DEADLINE);
+    serves(&up, "root two");
+    let second = deployment(&project);
+    assert_ne!(first, second);
+    assert!(!second.join(".stack").exists(), "{}", second.display());
+    up.stop(Signal::SIGINT);
+}

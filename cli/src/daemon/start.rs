@@ -881,6 +881,9 @@ fn build_error(error: BuildError) -> CliError {
         BuildError::NoServices { .. } => CliError::new(error.to_string()).hint(
             "A service is a directory under `services/` with a Cargo package that has a binary, or a package.json with a `start` script; or declare one in `stack.toml`. `stack init` writes the demo's.",
         ),
+        BuildError::Copy { .. } => CliError::new(error.to_string()).hint(
+            "Check the free space and the permissions of `.stack/deployments/`, then run `stack up` again. Nothing was started.",
+        ),
         other => CliError::new(other.to_string())
             .hint("A service is a Cargo package with a binary, or a package.json with a `start` script."),
     }

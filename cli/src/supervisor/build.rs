@@ -695,7 +695,7 @@ fn file_fingerprint(path: &Path) -> io::Result<String> {
     Ok(format!("{}-{modified}", metadata.len()))
 }
 
-/// A hash of every file's path, size and mtime, `node_modules` and `.git` left out.
+/// A hash of every file's path, size and mtime, [`LINKED_DIRS`] and [`SKIPPED_DIRS`] left out.
 fn tree_fingerprint(dir: &Path) -> String {
     let mut hasher = DefaultHasher::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -821,8 +821,10 @@ pub fn prepare_deployment(
 /// What a build installs into a service's directory (dependencies, a virtualenv): linked
 /// into each deployment rather than copied, as `node_modules` is.
 const LINKED_DIRS: &[&str] = &["node_modules", ".venv", "venv"];
-/// Never part of a deployment.
-const SKIPPED_DIRS: &[&str] = &[".git", "target", "__pycache__"];
+/// Never part of a deployment. `.stack` is the project's own state (deployments, logs, the
+/// secret and the Redis password) when a service's `path` is the project's root (`"."`):
+/// copied, it would copy itself without end and put secrets into every deployment.
+const SKIPPED_DIRS: &[&str] = &[".git", "target", "__pycache__", crate::state::STATE_DIR];
 
 /// Copies a source tree, leaving out what [`LINKED_DIRS`] links and [`SKIPPED_DIRS`].
 fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
