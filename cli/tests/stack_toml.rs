@@ -691,3 +691,69 @@ fn a_service_at_the_project_root_runs_and_redeploys_without_the_projects_state()
     assert!(!second.join(".stack").exists(), "{}", second.display());
     up.stop(Signal::SIGINT);
 }
+
+#[test]
+fn a_procfile_runs_as_foreman_runs_it_with_release_first_and_stack_toml_settings() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("app.py", SLOW_SERVICE);
+    project.write("version.txt", "procfile\n");
+    // A bad line: refused as stack.toml is, file:line:column, nothing started.
+    project.write("Procfile", "web: python3 app.py\nclock sh -c 'sleep 1'\n");
+    let refused = project.stack(&["up", "--port", "0", "--no-watch"]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused
+            .stderr
+            .contains("Procfile:2:1: a line is `name: command`"),
+        "{}",
+        refused.all()
+    );
+    assert!(!project.path().join(".stack/deployments").exists());
+
+    project.write(
+        "Procfile",
+        "# as on Heroku\nweb: python3 app.py\nclock: sh -c 'while true; do echo tick; sleep 1; done'\nrelease: echo migrated > migrated.txt\n",
+    );
+    // stack.toml gives an entry settings by naming it, as it does a detected service.
+    project.write(
+        "stack.toml",
+        "[services.web]\nhealth = { http = \"/healthz\", interval = \"200ms\" }\n",
+    );
+    let json = project.stack_ok(&["config", "--json"]);
+    let config: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let web = config["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|service| service["name"] == "web")
+        .unwrap();
+    assert_eq!(web["builder"]["from"], "Procfile:2", "{web}");
+    assert_eq!(web["health"]["from"], "stack.toml:2", "{web}");
+    assert_eq!(web["kind"]["value"], "web", "{web}");
+
+    let mut up = Up::start(&project, &[]);
+    up.wait_ready("web");
+    up.wait_for("clock.0 | tick", COMMAND_DEADLINE);
+    let output = up.output();
+    // `release` ran to completion before the others started; `clock` is a worker.
+    assert!(
+        line_of(&output, "[stack] exited 0: completed") < line_of(&output, "> Ready! http://web-"),
+        "{output}"
+    );
+    assert!(output.contains("(worker `clock`)"), "{output}");
+    let reply = raw_http::request(up.port, "GET", "/", &[("Host", "web.localhost")]);
+    assert_eq!((reply.status, reply.body.as_str()), (200, "procfile"));
+    assert_eq!(project.live("release")["state"], "COMPLETED");
+
+    // A save of the Procfile is applied as a save of stack.toml is.
+    project.write("Procfile", "web: python3 app.py\n");
+    up.wait_for(
+        "`Procfile` changed: `release` stops (no longer declared); `clock` stops (no longer declared)",
+        COMMAND_DEADLINE,
+    );
+    up.wait_for("Stopped `release`", COMMAND_DEADLINE);
+    let reply = raw_http::request(up.port, "GET", "/", &[("Host", "web.localhost")]);
+    assert_eq!((reply.status, reply.body.as_str()), (200, "procfile"));
+    up.stop(Signal::SIGINT);
+}

@@ -18,16 +18,20 @@ pub fn run(cwd: &Path, args: ConfigArgs) -> CliResult<ExitCode> {
         println!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
-    match &resolved.file {
-        Some(file) => crate::output::info(format!(
-            "{} service(s) from `{file}` and `services/`, in start order",
-            resolved.services.len()
-        )),
-        None => crate::output::info(format!(
-            "{} service(s) detected under `services/` (no `stack.toml`)",
-            resolved.services.len()
-        )),
-    }
+    let procfile = resolved
+        .services
+        .iter()
+        .any(|service| service.path.from.starts_with(crate::config::procfile::FILE));
+    let sources = match (&resolved.file, procfile) {
+        (Some(file), true) => format!("from `{file}`, the `Procfile` and `services/`"),
+        (Some(file), false) => format!("from `{file}` and `services/`"),
+        (None, true) => "from the `Procfile` and `services/` (no `stack.toml`)".to_string(),
+        (None, false) => "detected under `services/` (no `stack.toml`)".to_string(),
+    };
+    crate::output::info(format!(
+        "{} service(s) {sources}, in start order",
+        resolved.services.len()
+    ));
     for service in &resolved.services {
         println!();
         println!("{}", service.name);

@@ -1,6 +1,7 @@
 //! `stack.toml`: the optional file at the project's root that declares services of any language
 //! (`build`, `run`, `health`, `depends_on`, `kind = "worker"`, ...) and gives detected ones
 //! settings by naming them. Without it, discovery under `services/` is exactly what it was.
+//! A `Procfile` at the root ([`procfile`]) adds its entries as discovered services.
 //!
 //! - [`model`]: the typed settings, and the JSON form `stack config --json` prints.
 //! - [`parse`]: the file's text to its tables, every error at once with line and column.
@@ -11,6 +12,7 @@
 
 pub mod model;
 pub mod parse;
+pub mod procfile;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -49,9 +51,10 @@ impl Position {
     }
 }
 
-/// One thing wrong with the file.
+/// One thing wrong with a file: `stack.toml` (or the `Procfile`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    pub file: &'static str,
     pub position: Position,
     pub message: String,
 }
@@ -68,8 +71,8 @@ impl fmt::Display for ConfigErrors {
             }
             write!(
                 f,
-                "{FILE}:{}:{}: {}",
-                error.position.line, error.position.column, error.message
+                "{}:{}:{}: {}",
+                error.file, error.position.line, error.position.column, error.message
             )?;
         }
         Ok(())
@@ -79,6 +82,16 @@ impl fmt::Display for ConfigErrors {
 impl ConfigErrors {
     /// For the CLI: `stack.toml has 2 errors:` and each on its own line.
     pub fn to_cli(&self, what_to_do: &str) -> crate::output::CliError {
+        let mut files: Vec<String> = self
+            .0
+            .iter()
+            .map(|error| format!("`{}`", error.file))
+            .collect();
+        files.dedup();
+        let (files, verb) = match files.len() {
+            1 => (files.remove(0), "has"),
+            _ => (files.join(" and "), "have"),
+        };
         let count = match self.0.len() {
             1 => "an error".to_string(),
             n => format!("{n} errors"),
@@ -88,7 +101,7 @@ impl ConfigErrors {
             .lines()
             .map(|line| format!("  {line}"))
             .collect();
-        crate::output::CliError::new(format!("`{FILE}` has {count}:\n{}", lines.join("\n")))
+        crate::output::CliError::new(format!("{files} {verb} {count}:\n{}", lines.join("\n")))
             .hint(what_to_do)
     }
 }
@@ -101,6 +114,7 @@ pub fn load(project_dir: &Path) -> Result<Option<FileConfig>, ConfigErrors> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => {
             return Err(ConfigErrors(vec![ConfigError {
+                file: FILE,
                 position: Position { line: 1, column: 1 },
                 message: format!("cannot be read: {error}"),
             }]))
@@ -133,6 +147,17 @@ pub fn resolve(
     let empty = FileConfig::default();
     let file_config = file.unwrap_or(&empty);
     let mut errors = file_config.errors.clone();
+    let from_procfile = match procfile::load(project_dir) {
+        Ok(entries) => procfile::services(&procfile::without_conflicts(
+            entries,
+            &detected,
+            &mut errors,
+        )),
+        Err(procfile_errors) => {
+            errors.extend(procfile_errors);
+            Vec::new()
+        }
+    };
     let mut services: BTreeMap<String, ResolvedService> = BTreeMap::new();
     let mut positions: BTreeMap<String, &ServiceTable> = BTreeMap::new();
     for table in &file_config.services {
@@ -144,8 +169,13 @@ pub fn resolve(
         }
         services.insert(service.name.clone(), detected_service(project_dir, service));
     }
+    for service in &from_procfile {
+        if !positions.contains_key(&service.name) {
+            services.insert(service.name.clone(), service.clone());
+        }
+    }
     for table in &file_config.services {
-        match declared_service(project_dir, table, &detected) {
+        match declared_service(project_dir, table, &detected, &from_procfile) {
             Ok(service) => {
                 services.insert(table.name.clone(), service);
             }
@@ -161,6 +191,7 @@ pub fn resolve(
                     .map(|hint| format!(", did you mean `{hint}`?"))
                     .unwrap_or_else(|| format!(": this project has {}", quoted(&names)));
                 errors.push(ConfigError {
+                    file: FILE,
                     position: condition.position,
                     message: format!(
                         "`depends_on` names `{dependency}`, which is not a service{hint}"
@@ -181,6 +212,7 @@ pub fn resolve(
         };
         match &table.restart {
             Some(restart) if restart.value == Restart::Always => errors.push(ConfigError {
+                file: FILE,
                 position: restart.position,
                 message: format!("`{name}` is waited on to complete (`depends_on ... = \"completed\"`), so it cannot restart `always`: use `never` or `on-failure`"),
             }),
@@ -189,6 +221,7 @@ pub fn resolve(
         }
         if table.instances.as_ref().is_some_and(|n| n.value > 1) {
             errors.push(ConfigError {
+                file: FILE,
                 position: table
                     .instances
                     .as_ref()
@@ -202,7 +235,7 @@ pub fn resolve(
     }
     errors.extend(cycles(&file_config.services));
     if !errors.is_empty() {
-        errors.sort_by_key(|error| error.position);
+        errors.sort_by_key(|error| (error.file, error.position));
         errors.dedup();
         return Err(ConfigErrors(errors));
     }
@@ -271,6 +304,7 @@ fn declared_service(
     project_dir: &Path,
     table: &ServiceTable,
     detected: &[build::Service],
+    from_procfile: &[ResolvedService],
 ) -> Result<ResolvedService, ConfigError> {
     let path = match &table.path {
         Some(path) => setting(path),
@@ -281,7 +315,12 @@ fn declared_service(
     let found = detected.iter().find(|service| {
         dir_canonical.is_some() && service.dir.canonicalize().ok() == dir_canonical
     });
+    // A `Procfile` entry named without a `path` of its own keeps what the Procfile says.
+    let in_procfile = from_procfile
+        .iter()
+        .find(|service| table.path.is_none() && service.name == table.name);
     let mut service = match found {
+        _ if in_procfile.is_some() => in_procfile.cloned().expect("just checked"),
         Some(found) => {
             let mut service = detected_service(project_dir, found);
             service.name = table.name.clone();
@@ -297,6 +336,7 @@ fn declared_service(
                     format!("`{}` does not exist", path.value)
                 };
                 return Err(ConfigError {
+                    file: FILE,
                     position: table.position,
                     message: format!("`services.{}` has no `run`, and {why}: add `run = \"...\"` (and `path` if it lives elsewhere)", table.name),
                 });
@@ -307,6 +347,7 @@ fn declared_service(
                     .as_ref()
                     .map_or(table.position, |path| path.position);
                 return Err(ConfigError {
+                    file: FILE,
                     position,
                     message: format!("`{}` is not a directory: create it or set `path` to the service's directory", path.value),
                 });
@@ -350,6 +391,7 @@ fn declared_service(
             *slot = Some(build.value.clone());
         } else {
             return Err(ConfigError {
+                file: FILE,
                 position: build.position,
                 message: format!(
                     "`build` replaces how stack builds `{}`, so it needs a `run` too",
@@ -372,6 +414,7 @@ fn declared_service(
     if let Some(env_file) = &table.env_file {
         if !dir.join(&env_file.value).is_file() && !project_dir.join(&env_file.value).is_file() {
             return Err(ConfigError {
+                file: FILE,
                 position: env_file.position,
                 message: format!(
                     "`env_file` `{}` is not a file (in `{}` or the project)",
@@ -392,17 +435,21 @@ fn declared_service(
                     .as_ref()
                     .map_or(table.position, |health| health.position);
                 return Err(ConfigError {
+                    file: FILE,
                     position,
                     message: format!("`{}` is a worker (no `PORT`), so its health cannot be `http` or `tcp`: use `cmd = \"...\"` or leave `health` out", table.name),
                 });
             }
         }
     }
-    service.depends_on = table
-        .depends_on
-        .iter()
-        .map(|(name, condition)| (name.clone(), setting(condition)))
-        .collect();
+    // What a Procfile entry waits for (its `release`) stays unless the table says otherwise.
+    if !table.depends_on.is_empty() || in_procfile.is_none() {
+        service.depends_on = table
+            .depends_on
+            .iter()
+            .map(|(name, condition)| (name.clone(), setting(condition)))
+            .collect();
+    }
     if let Some(watch) = &table.watch {
         service.watch = setting(watch);
     }
@@ -448,6 +495,7 @@ fn cycles(tables: &[ServiceTable]) -> Vec<ConfigError> {
                 .get(cycle[1])
                 .map_or(table.position, |condition| condition.position);
             errors.push(ConfigError {
+                file: FILE,
                 position,
                 message: format!("`depends_on` makes a cycle: {}; no order can start them: remove one of these dependencies", cycle.join(" -> ")),
             });

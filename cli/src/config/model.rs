@@ -28,17 +28,18 @@ impl CommandLine {
 
     /// The programs a person would have to install: the first word of each simple command
     /// (`test -x .venv/bin/python || python3 -m venv .venv` names `python3`), past
-    /// assignments and `exec`; shell builtins and paths (`.venv/bin/python`, the build's own)
-    /// are not counted.
+    /// assignments, `exec` and the keywords before a command (`do`, `then`); shell builtins,
+    /// keywords and paths (`.venv/bin/python`, the build's own) are not counted, and quoted
+    /// text is one word (`sh -c 'while true; do ...; done'` names `sh`).
     pub fn programs(&self) -> Vec<String> {
         let words: Vec<String> = match self {
-            CommandLine::Shell(line) => line
-                .split([';', '&', '|', '(', ')', '\n'])
-                .filter_map(|command| {
-                    command
-                        .split_whitespace()
-                        .find(|word| !word.contains('=') && *word != "exec")
-                        .map(str::to_string)
+            CommandLine::Shell(line) => shell_commands(line)
+                .into_iter()
+                .filter_map(|words| {
+                    let first = words.into_iter().find(|word| {
+                        !word.contains('=') && !BEFORE_A_COMMAND.contains(&word.as_str())
+                    })?;
+                    (!NOT_A_COMMAND.contains(&first.as_str())).then_some(first)
                 })
                 .collect(),
             CommandLine::Argv(argv) => argv.first().cloned().into_iter().collect(),
@@ -55,6 +56,52 @@ impl CommandLine {
         programs
     }
 }
+
+/// The words of each simple command of a shell line: split at unquoted `;`, `&`, `|`, `(`,
+/// `)`, backquotes and newlines, and at unquoted blanks; quotes removed, backslash escapes
+/// kept as the character they escape.
+fn shell_commands(line: &str) -> Vec<Vec<String>> {
+    let mut commands: Vec<Vec<String>> = vec![Vec::new()];
+    let mut word: Option<String> = None;
+    let mut quote: Option<char> = None;
+    let mut chars = line.chars();
+    let end_word = |word: &mut Option<String>, commands: &mut Vec<Vec<String>>| {
+        if let Some(word) = word.take() {
+            commands.last_mut().expect("never empty").push(word);
+        }
+    };
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(open), c) if c == open => quote = None,
+            (Some('"') | None, '\\') => {
+                if let Some(escaped) = chars.next() {
+                    word.get_or_insert_with(String::new).push(escaped);
+                }
+            }
+            (Some(_), c) => word.get_or_insert_with(String::new).push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                word.get_or_insert_with(String::new);
+            }
+            (None, ';' | '&' | '|' | '(' | ')' | '`' | '\n') => {
+                end_word(&mut word, &mut commands);
+                commands.push(Vec::new());
+            }
+            (None, c) if c.is_whitespace() => end_word(&mut word, &mut commands),
+            (None, c) => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    end_word(&mut word, &mut commands);
+    commands.retain(|words| !words.is_empty());
+    commands
+}
+
+/// Words that come before a command: `do sleep 1`, `then exec node`.
+const BEFORE_A_COMMAND: &[&str] = &[
+    "exec", "do", "then", "else", "elif", "if", "while", "until", "!", "{", "time",
+];
+/// A simple command that starts with one of these runs no program of its own.
+const NOT_A_COMMAND: &[&str] = &["for", "case", "in", "done", "fi", "esac", "}"];
 
 /// Words `sh` knows itself: not programs on PATH.
 const SHELL_WORDS: &[&str] = &[
@@ -333,5 +380,21 @@ mod tests {
             CommandLine::Argv(vec!["go".into(), "run".into()]).programs(),
             ["go"]
         );
+    }
+
+    #[test]
+    fn quoted_text_and_shell_keywords_name_no_programs() {
+        let clock = CommandLine::Shell("sh -c 'while true; do echo tick; sleep 1; done'".into());
+        assert_eq!(clock.programs(), ["sh"]);
+        let inline = CommandLine::Shell(
+            "while true; do celery -A app worker; sleep 1; done; if [ -f x ]; then exec gunicorn \"app:make()\"; fi".into(),
+        );
+        assert_eq!(inline.programs(), ["celery", "sleep", "gunicorn"]);
+        let loops = CommandLine::Shell(
+            "for f in a b; do cat \"$f\"; done; case $X in a) go run . ;; esac".into(),
+        );
+        assert_eq!(loops.programs(), ["cat", "go"]);
+        let escaped = CommandLine::Shell("echo a\\;b && node 'server.js'".into());
+        assert_eq!(escaped.programs(), ["node"]);
     }
 }

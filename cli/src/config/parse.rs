@@ -124,6 +124,7 @@ impl Walker<'_> {
 
     fn error(&mut self, offset: usize, message: impl Into<String>) {
         self.errors.push(ConfigError {
+            file: super::FILE,
             position: self.position(offset),
             message: message.into(),
         });
@@ -326,11 +327,7 @@ impl Walker<'_> {
         value: &Value<'_>,
     ) -> Option<ServiceTable> {
         let service_name = name.get_ref().to_string();
-        let valid_name = !service_name.is_empty()
-            && service_name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if !valid_name {
+        if !is_service_name(&service_name) {
             self.error(
                 name.span().start,
                 format!("`{service_name}` is not a service name: use lowercase letters, digits, `-` and `_` (it becomes `{service_name}.localhost`)"),
@@ -600,6 +597,14 @@ fn edit_distance(a: &str, b: &str) -> usize {
         previous = current;
     }
     previous[b.len()]
+}
+
+/// Lowercase letters, digits, `-` and `_`: it becomes `<name>.localhost`.
+pub fn is_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 #[cfg(test)]

@@ -90,7 +90,10 @@ impl Redeployer {
             CliError::new(error.to_string())
                 .hint("Run `stack up --no-watch` to start without watching.")
         })?;
-        let mut config_files = vec![project_dir.join(config::FILE)];
+        let mut config_files = vec![
+            project_dir.join(config::FILE),
+            project_dir.join(config::procfile::FILE),
+        ];
         config_files.extend(services_env_files(services));
         Watcher::start(WatchConfig {
             services: watched,
@@ -208,12 +211,13 @@ impl Redeployer {
     /// "`services/stats/stats.env`".
     fn config_files_in(&self, changes: &ChangeSet) -> String {
         let project_dir = self.project_dir();
-        let config_file = project_dir.join(config::FILE);
-        let env_files = services_env_files(&self.services);
+        let mut files = services_env_files(&self.services);
+        files.push(project_dir.join(config::FILE));
+        files.push(project_dir.join(config::procfile::FILE));
         let named: Vec<String> = changes
             .paths
             .iter()
-            .filter(|path| **path == config_file || env_files.contains(path))
+            .filter(|path| files.contains(path))
             .map(|path| {
                 let shown = path.strip_prefix(&project_dir).unwrap_or(path);
                 format!("`{}`", shown.display())
@@ -243,9 +247,8 @@ impl Redeployer {
                 let _ = supervisor.remove(id).await;
             }
             output::info(format!(
-                "Stopped `{service}` ({}): `{}` no longer declares it",
-                ids.join(", "),
-                config::FILE
+                "Stopped `{service}` ({}): it is no longer declared",
+                ids.join(", ")
             ));
         }
         for (service, instances) in &plan.rescale {
