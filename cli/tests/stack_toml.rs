@@ -757,3 +757,31 @@ fn a_procfile_runs_as_foreman_runs_it_with_release_first_and_stack_toml_settings
     assert_eq!((reply.status, reply.body.as_str()), (200, "procfile"));
     up.stop(Signal::SIGINT);
 }
+
+#[test]
+fn a_save_while_the_first_deployments_wait_for_their_dependencies_is_deployed_after_them() {
+    let project = ordered_project("echo migrated\n");
+    let stack_toml = std::fs::read_to_string(project.path().join("stack.toml")).unwrap();
+    project.write(
+        "stack.toml",
+        &stack_toml.replace("HEALTHY_AFTER = \"1\"", "HEALTHY_AFTER = \"3\""),
+    );
+    let mut up = Up::start(&project, &[]);
+    up.wait_for("Watching for changes", COMMAND_DEADLINE);
+    // `api` waits for `db`, healthy after 3 s; a save of `api` meanwhile waits for its start.
+    project.write("services/api/version.txt", "api two\n");
+    up.wait_for_nth("> Ready! http://api-", 2, COMMAND_DEADLINE);
+    let reply = raw_http::request(up.port, "GET", "/", &[("Host", "api.localhost")]);
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "api two"),
+        "{}",
+        up.output()
+    );
+    let output = up.output();
+    assert!(
+        line_of(&output, "> Ready! http://db-") < line_of(&output, "Building api"),
+        "{output}"
+    );
+    up.stop(Signal::SIGINT);
+}

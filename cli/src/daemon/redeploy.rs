@@ -50,6 +50,9 @@ pub struct Redeployer {
     pub requested: Vec<String>,
     /// Shared with the shutdown, which stops in this order.
     pub stop_order: StopOrder,
+    /// Cancelled once the start has handed every first deployment to the supervisor: changes
+    /// wait for it.
+    pub first_deploys: CancellationToken,
     pub release: bool,
     /// Artifacts kept per service.
     pub keep: usize,
@@ -120,6 +123,10 @@ impl Redeployer {
                 },
                 () = shutdown.cancelled() => return,
             };
+            tokio::select! {
+                () = self.first_deploys.cancelled() => {}
+                () = shutdown.cancelled() => return,
+            }
             while let Ok(more) = changes.try_recv() {
                 next.merge(more);
             }

@@ -314,7 +314,14 @@ impl Daemon {
                 .collect(),
             started,
         };
-        tokio::spawn(ordered.run(start_failed.clone(), root.child_token()));
+        // Saves made while the first deployments start wait for them, so that no redeploy
+        // races the start's own deploy of the same service.
+        let first_deploys = CancellationToken::new();
+        tokio::spawn(ordered.run(
+            start_failed.clone(),
+            first_deploys.clone(),
+            root.child_token(),
+        ));
         for (host, alias) in live.aliases.all() {
             let https = https_port
                 .map(|port| format!(" {}", https_url(&host, port)))
@@ -332,6 +339,7 @@ impl Daemon {
                 store: daemon.store().clone(),
                 services,
                 requested: config.services.clone(),
+                first_deploys,
                 stop_order: stop_order.clone(),
                 release: config.release,
                 keep: config.keep,
@@ -700,7 +708,15 @@ struct OrderedStart {
 }
 
 impl OrderedStart {
-    async fn run(self, start_failed: CancellationToken, shutdown: CancellationToken) {
+    /// `deployed` is cancelled once every first deployment was handed to the supervisor (or
+    /// the start ended).
+    async fn run(
+        self,
+        start_failed: CancellationToken,
+        deployed: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
+        let _deployed = deployed.drop_guard();
         let ids: std::collections::BTreeMap<String, String> = self
             .specs
             .iter()
