@@ -786,3 +786,55 @@ fn a_save_while_the_first_deployments_wait_for_their_dependencies_is_deployed_af
     );
     up.stop(Signal::SIGINT);
 }
+
+/// A server that listens on `[::1]` only, as one that binds `localhost` does where that
+/// resolves to `::1` first (Node 17+, Vite).
+const IPV6_ONLY_SERVICE: &str = r#"import http.server, os, socket
+
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = b"over ::1"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+Server(("::1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[test]
+fn a_service_that_listens_on_ipv6_loopback_only_is_ready_checked_and_routed() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/plain/app.py", IPV6_ONLY_SERVICE);
+    project.write("services/checked/app.py", IPV6_ONLY_SERVICE);
+    project.write(
+        "stack.toml",
+        "[services.plain]\nrun = [\"python3\", \"app.py\"]\n\n[services.checked]\nrun = [\"python3\", \"app.py\"]\nhealth = { http = \"/healthz\", interval = \"200ms\" }\n",
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_ready("plain");
+    up.wait_ready("checked");
+    for host in ["plain.localhost", "checked.localhost"] {
+        let reply = raw_http::request(up.port, "GET", "/", &[("Host", host)]);
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "over ::1"),
+            "{host}: {}",
+            up.output()
+        );
+    }
+    // The health check keeps passing there: no restart.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(project.live("checked")["state"], "READY");
+    assert!(!up.output().contains("restarting"), "{}", up.output());
+    up.stop(Signal::SIGINT);
+}

@@ -4,6 +4,7 @@
 //! and for a dependent's start error.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,8 +18,8 @@ use crate::config::model::Check;
 
 /// Where and how an instance is checked.
 pub struct Target<'a> {
-    /// The instance's port; `None` for a worker.
-    pub port: Option<u16>,
+    /// Where the instance listens (127.0.0.1 or [::1], its port); `None` for a worker.
+    pub addr: Option<SocketAddr>,
     /// The deployment's directory, where a `cmd` check runs.
     pub dir: &'a Path,
     /// The instance's environment (a `cmd` check sees `PORT` too), made only for a `cmd`
@@ -37,8 +38,8 @@ pub async fn run(
     let timed_out = || format!("{check} did not answer within {}ms", timeout.as_millis());
     match check {
         Check::Http(path) => {
-            let port = target.port.ok_or("a worker has no port to check")?;
-            match http.status(port, path, timeout).await {
+            let addr = target.addr.ok_or("a worker has no port to check")?;
+            match http.status(addr, path, timeout).await {
                 Ok(status) if (200..400).contains(&status) => Ok(()),
                 Ok(status) => Err(format!("GET {path} answered {status}")),
                 Err(HttpFailure::TimedOut) => Err(timed_out()),
@@ -46,11 +47,10 @@ pub async fn run(
             }
         }
         Check::Tcp => {
-            let port = target.port.ok_or("a worker has no port to check")?;
-            let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            let addr = target.addr.ok_or("a worker has no port to check")?;
+            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) => Err(format!("connecting to port {port}: {error}")),
+                Ok(Err(error)) => Err(format!("connecting to port {}: {error}", addr.port())),
                 Err(_) => Err(timed_out()),
             }
         }
@@ -104,9 +104,13 @@ pub enum HttpFailure {
     Io(String),
 }
 
-/// The status of `GET path` on 127.0.0.1:`port`, once, on a connection of its own.
-pub async fn http_status(port: u16, path: &str, timeout: Duration) -> Result<u16, HttpFailure> {
-    HttpConnection::default().status(port, path, timeout).await
+/// The status of `GET path` on `addr`, once, on a connection of its own.
+pub async fn http_status(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<u16, HttpFailure> {
+    HttpConnection::default().status(addr, path, timeout).await
 }
 
 /// One instance's keep-alive connection for its HTTP health check, reused check after check:
@@ -117,8 +121,8 @@ pub async fn http_status(port: u16, path: &str, timeout: Duration) -> Result<u16
 #[derive(Default)]
 pub struct HttpConnection {
     stream: Option<TcpStream>,
-    /// The port and path `request` is for.
-    port: u16,
+    /// The address and path `request` is for.
+    addr: Option<SocketAddr>,
     path: String,
     request: Vec<u8>,
     buffer: Vec<u8>,
@@ -138,23 +142,22 @@ impl HttpConnection {
         self.stream = None;
     }
 
-    /// The status of `GET path` on 127.0.0.1:`port` within `timeout`. A reused connection
-    /// that the server closed meanwhile (an idle timeout) is retried once on a new one, within
-    /// the same timeout.
+    /// The status of `GET path` on `addr` within `timeout`. A reused connection that the
+    /// server closed meanwhile (an idle timeout) is retried once on a new one, within the same
+    /// timeout.
     pub async fn status(
         &mut self,
-        port: u16,
+        addr: SocketAddr,
         path: &str,
         timeout: Duration,
     ) -> Result<u16, HttpFailure> {
-        if self.request.is_empty() || self.port != port || self.path != path {
+        if self.request.is_empty() || self.addr != Some(addr) || self.path != path {
             self.stream = None;
-            self.port = port;
+            self.addr = Some(addr);
             self.path = path.to_string();
-            self.request = format!(
-                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: stack-health\r\n\r\n"
-            )
-            .into_bytes();
+            self.request =
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: stack-health\r\n\r\n")
+                    .into_bytes();
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let reused = self.stream.is_some();
@@ -181,7 +184,7 @@ impl HttpConnection {
     async fn exchange(&mut self) -> Result<u16, String> {
         let Self {
             stream,
-            port,
+            addr,
             request,
             buffer,
             ..
@@ -190,7 +193,7 @@ impl HttpConnection {
         let connection = match stream {
             Some(connection) => connection,
             None => {
-                let address = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
+                let address = addr.ok_or("no address to check")?;
                 stream.insert(TcpStream::connect(address).await.map_err(io)?)
             }
         };

@@ -7,6 +7,7 @@
 //! Stopping drains first: the instance leaves the routing table, in-flight requests finish
 //! (bounded by the grace period), then its process group gets its stop signal.
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,6 +40,9 @@ pub struct Instance {
     pub number: usize,
     /// 0 until a process has a port.
     pub port: AtomicU16,
+    /// It listens on `[::1]`, not on 127.0.0.1 (a server that binds `localhost` where that
+    /// resolves to `::1` first, as Node 17+ and Vite do).
+    pub ipv6: AtomicBool,
     pub pid: AtomicU32,
     /// Accepting connections; takes traffic unless draining.
     pub ready: AtomicBool,
@@ -87,6 +91,7 @@ impl Instance {
         Instance {
             number,
             port: AtomicU16::new(0),
+            ipv6: AtomicBool::new(false),
             pid: AtomicU32::new(0),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -129,13 +134,19 @@ impl Instance {
             .clone()
     }
 
+    /// Where it listens on `port`: 127.0.0.1, or `[::1]` when that is what accepted.
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        if self.ipv6.load(Ordering::Acquire) {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, port))
+        } else {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+        }
+    }
+
     fn set_upstream(&self, port: Option<u16>) {
         let upstream = port.map(|port| {
             let number = u32::try_from(self.number).unwrap_or(u32::MAX);
-            Arc::new(crate::proxy::Backend::new(
-                number,
-                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            ))
+            Arc::new(crate::proxy::Backend::new(number, self.addr(port)))
         });
         *self
             .upstream
@@ -372,6 +383,18 @@ impl InstanceTask {
         env
     }
 
+    /// Whether `port` accepts a connection on 127.0.0.1, else on `[::1]`; remembers which.
+    async fn accepts(&self, port: u16) -> bool {
+        for ipv6 in [false, true] {
+            self.instance.ipv6.store(ipv6, Ordering::Release);
+            if TcpStream::connect(self.instance.addr(port)).await.is_ok() {
+                return true;
+            }
+        }
+        self.instance.ipv6.store(false, Ordering::Release);
+        false
+    }
+
     /// One run of the health check; the outcome is kept for `last_check`.
     async fn check(
         &self,
@@ -383,7 +406,7 @@ impl InstanceTask {
         let port = (!self.deployment.settings.is_worker()).then_some(port);
         let env = || self.environment(port);
         let target = health::Target {
-            port,
+            addr: port.map(|port| self.instance.addr(port)),
             dir: &self.deployment.dir,
             env: &env,
             pids_dir: &self.config.pids_dir,
@@ -527,10 +550,10 @@ impl InstanceTask {
         };
         loop {
             let target = fixed.unwrap_or(port);
-            let accepts = TcpStream::connect(("127.0.0.1", target)).await.is_ok();
+            let accepts = self.accepts(target).await;
             if !accepts {
                 self.instance.set_check(Some(format!(
-                    "nothing accepts connections on port {target}"
+                    "nothing accepts connections on port {target} (of 127.0.0.1 or [::1])"
                 )));
             }
             let passes = accepts
@@ -608,7 +631,7 @@ impl InstanceTask {
                 .await
                 .is_ok(),
             None => !matches!(
-                health::http_status(port, "/", PROBE_TIMEOUT).await,
+                health::http_status(self.instance.addr(port), "/", PROBE_TIMEOUT).await,
                 Err(HttpFailure::TimedOut | HttpFailure::Io(_))
             ),
         };
