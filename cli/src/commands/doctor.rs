@@ -207,7 +207,7 @@ fn declared_programs(services: &[Service], path: Option<&str>) -> Vec<Check> {
         .map(|entry| {
             let fix = match prerequisites::interpreter_hint(&entry.program, Os::detect()) {
                 Some(command) => format!("Install it with `{command}`."),
-                None => "Install it, or change the service's `build`/`run` in `stack.toml`.".into(),
+                None => "Install it, or change the service's `build`/`run` in `stack.toml` (or its `Procfile` line).".into(),
             };
             let users: Vec<String> = entry
                 .services

@@ -687,7 +687,7 @@ pub(super) fn check_programs(
     let hint = match prerequisites::interpreter_hint(&first.program, prerequisites::Os::detect()) {
         Some(command) => format!("Install it (`{command}`), then {again}."),
         None => format!(
-            "Install it, or change the service's `build`/`run` in `stack.toml`, then {again}."
+            "Install it, or change the service's `build`/`run` in `stack.toml` (or its `Procfile` line), then {again}."
         ),
     };
     Err(CliError::new(format!(
