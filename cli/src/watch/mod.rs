@@ -240,7 +240,10 @@ impl Classifier {
         }
         let mut counted = false;
         for service in &self.services {
-            let watched = service.dirs.iter().any(|dir| path.starts_with(dir))
+            let watched = service
+                .dirs
+                .iter()
+                .any(|dir| path.starts_with(dir) && !self.owned_deeper(service, dir, path))
                 && service.only.as_ref().is_none_or(|only| only.is_match(path))
                 && !service
                     .ignore
@@ -255,6 +258,19 @@ impl Classifier {
             changes.paths.insert(path.to_path_buf());
         }
         counted
+    }
+
+    /// Whether `path`, under `dir` of `service`, is in a directory of another service inside
+    /// `dir`: that one owns it, so a service at the project's root (`path = "."`, a Procfile)
+    /// does not rebuild for every save under `services/`. `watch` globs still see everything.
+    fn owned_deeper(&self, service: &WatchedService, dir: &Path, path: &Path) -> bool {
+        service.only.is_none()
+            && self.services.iter().any(|other| {
+                other.name != service.name
+                    && other.dirs.iter().any(|deeper| {
+                        deeper != dir && deeper.starts_with(dir) && path.starts_with(deeper)
+                    })
+            })
     }
 
     /// Whether any event of the batch counted.

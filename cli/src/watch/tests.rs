@@ -235,3 +235,32 @@ fn cargo_metadata_finds_local_path_dependencies() {
     assert_eq!(dirs("writer"), expected("writer"));
     assert_eq!(dirs("reader"), expected("reader"));
 }
+
+#[test]
+fn a_service_at_the_root_leaves_the_services_inside_it_to_them() {
+    let root = PathBuf::from("/project");
+    let service = |name: &str, dir: &str| WatchedService {
+        name: name.into(),
+        dirs: vec![root.join(dir)],
+        only: None,
+        ignore: None,
+    };
+    let classifier = Classifier {
+        services: vec![
+            service("web", ""),
+            service("clock", ""),
+            service("writer", "services/writer"),
+        ],
+        dotenv: None,
+        config: Vec::new(),
+        filter: Filter::new(&[]),
+    };
+    let saved = |path: &str| {
+        let mut changes = ChangeSet::default();
+        classifier.add_path(&root.join(path), &mut changes);
+        changes.services.into_iter().collect::<Vec<_>>()
+    };
+    assert_eq!(saved("services/writer/src/main.rs"), ["writer"]);
+    assert_eq!(saved("app.py"), ["clock", "web"]);
+    assert_eq!(saved("services/README.md"), ["clock", "web"]);
+}
