@@ -295,6 +295,17 @@ fn under_load(port: u16, host: &'static str, until: impl FnOnce()) -> (usize, Ve
     (failed.load(Ordering::Relaxed), seen)
 }
 
+/// `GET /` on `host` answers 200 with `body`.
+fn assert_serves(up: &Up, host: &str, body: &str) {
+    let reply = raw_http::request(up.port, "GET", "/", &[("Host", host)]);
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, body),
+        "{host}: {}",
+        up.output()
+    );
+}
+
 fn instances_of(project: &Project, service: &str) -> Option<usize> {
     project.live(service)["instances"].as_array().map(Vec::len)
 }
@@ -514,15 +525,6 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
     up.wait_ready("slow");
     up.wait_for("Watching for changes", COMMAND_DEADLINE);
     let first = project.live("slow")["id"].as_str().unwrap().to_string();
-    let serves = |up: &Up, host: &str, body: &str| {
-        let reply = raw_http::request(up.port, "GET", "/", &[("Host", host)]);
-        assert_eq!(
-            (reply.status, reply.body.as_str()),
-            (200, body),
-            "{}",
-            up.output()
-        );
-    };
 
     // A bad file: its errors as `stack up` prints them at the start, and nothing changes.
     project.write(
@@ -541,7 +543,7 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
         "{}",
         up.output()
     );
-    serves(&up, "slow.localhost", "one");
+    assert_serves(&up, "slow.localhost", "one");
     // A new service whose program is not installed: said as the start says it, nothing applied.
     project.write("services/ghost/README", "none\n");
     project.write(
@@ -602,7 +604,7 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
     assert!(up.output().contains("(worker `seed`)"), "{}", up.output());
     assert!(!up.output().contains("http://seed-"), "{}", up.output());
     up.wait_for("> Ready! http://extra-", COMMAND_DEADLINE);
-    serves(&up, "extra.localhost", "extra");
+    assert_serves(&up, "extra.localhost", "extra");
     assert_eq!(project.live("slow")["id"], second.as_str());
     let deadline = Instant::now() + COMMAND_DEADLINE;
     while instances_of(&project, "slow") != Some(3) {
@@ -612,7 +614,7 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
     // A save of the new service's code redeploys it: it is watched now.
     project.write("services/extra/version.txt", "extra two\n");
     up.wait_for_nth("> Ready! http://extra-", 2, COMMAND_DEADLINE);
-    serves(&up, "extra.localhost", "extra two");
+    assert_serves(&up, "extra.localhost", "extra two");
 
     // Out of the file, they stop (dependents first); `slow` keeps serving, now with an
     // `env_file`, which is watched from then on.
@@ -634,14 +636,14 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
     let reply = raw_http::request(up.port, "GET", "/", &[("Host", "extra.localhost")]);
     assert_ne!(reply.status, 200, "{}", reply.body);
     up.wait_for_nth("> Ready! http://slow-", 3, COMMAND_DEADLINE);
-    serves(&up, "slow.localhost", "three");
+    assert_serves(&up, "slow.localhost", "three");
     project.write("services/slow/slow.env", "VERSION=four\n");
     up.wait_for(
         "`services/slow/slow.env` changed: a new deployment of `slow` (env)",
         COMMAND_DEADLINE,
     );
     up.wait_for_nth("> Ready! http://slow-", 4, COMMAND_DEADLINE);
-    serves(&up, "slow.localhost", "four");
+    assert_serves(&up, "slow.localhost", "four");
     assert_eq!(instances_of(&project, "slow"), Some(3));
     assert_eq!(up.count("Building slow"), 3, "{}", up.output());
     let output = up.stop(Signal::SIGINT);
@@ -664,16 +666,7 @@ fn a_service_at_the_project_root_runs_and_redeploys_without_the_projects_state()
     let mut up = Up::start(&project, &[]);
     up.wait_ready("web");
     up.wait_for("Watching for changes", COMMAND_DEADLINE);
-    let serves = |up: &Up, body: &str| {
-        let reply = raw_http::request(up.port, "GET", "/", &[("Host", "web.localhost")]);
-        assert_eq!(
-            (reply.status, reply.body.as_str()),
-            (200, body),
-            "{}",
-            up.output()
-        );
-    };
-    serves(&up, "root");
+    assert_serves(&up, "web.localhost", "root");
     // The deployment is a copy of the project without `.stack/` (its deployments, logs and
     // secrets): a copy of that would copy itself.
     let deployment = |project: &Project| {
@@ -685,7 +678,7 @@ fn a_service_at_the_project_root_runs_and_redeploys_without_the_projects_state()
     assert!(!first.join(".stack").exists(), "{}", first.display());
     project.write("version.txt", "root two\n");
     up.wait_for_nth("> Ready! http://web-", 2, COMMAND_DEADLINE);
-    serves(&up, "root two");
+    assert_serves(&up, "web.localhost", "root two");
     let second = deployment(&project);
     assert_ne!(first, second);
     assert!(!second.join(".stack").exists(), "{}", second.display());
@@ -742,8 +735,7 @@ fn a_procfile_runs_as_foreman_runs_it_with_release_first_and_stack_toml_settings
         "{output}"
     );
     assert!(output.contains("(worker `clock`)"), "{output}");
-    let reply = raw_http::request(up.port, "GET", "/", &[("Host", "web.localhost")]);
-    assert_eq!((reply.status, reply.body.as_str()), (200, "procfile"));
+    assert_serves(&up, "web.localhost", "procfile");
     assert_eq!(project.live("release")["state"], "COMPLETED");
 
     // A save of the Procfile is applied as a save of stack.toml is.
@@ -753,8 +745,7 @@ fn a_procfile_runs_as_foreman_runs_it_with_release_first_and_stack_toml_settings
         COMMAND_DEADLINE,
     );
     up.wait_for("Stopped `release`", COMMAND_DEADLINE);
-    let reply = raw_http::request(up.port, "GET", "/", &[("Host", "web.localhost")]);
-    assert_eq!((reply.status, reply.body.as_str()), (200, "procfile"));
+    assert_serves(&up, "web.localhost", "procfile");
     up.stop(Signal::SIGINT);
 }
 
@@ -772,13 +763,7 @@ fn a_save_while_the_first_deployments_wait_for_their_dependencies_is_deployed_af
     project.write("services/api/version.txt", "api two\n");
     // The redeploy's line (the first deployment may be retired before it says `Ready!`).
     up.wait_for_parts(&["> Ready! http://api-", "[build "], 1, COMMAND_DEADLINE);
-    let reply = raw_http::request(up.port, "GET", "/", &[("Host", "api.localhost")]);
-    assert_eq!(
-        (reply.status, reply.body.as_str()),
-        (200, "api two"),
-        "{}",
-        up.output()
-    );
+    assert_serves(&up, "api.localhost", "api two");
     let output = up.output();
     assert!(
         line_of(&output, "> Ready! http://db-") < line_of(&output, "Building api"),
@@ -824,13 +809,7 @@ fn a_service_that_listens_on_ipv6_loopback_only_is_ready_checked_and_routed() {
     up.wait_ready("plain");
     up.wait_ready("checked");
     for host in ["plain.localhost", "checked.localhost"] {
-        let reply = raw_http::request(up.port, "GET", "/", &[("Host", host)]);
-        assert_eq!(
-            (reply.status, reply.body.as_str()),
-            (200, "over ::1"),
-            "{host}: {}",
-            up.output()
-        );
+        assert_serves(&up, host, "over ::1");
     }
     // The health check keeps passing there: no restart.
     std::thread::sleep(Duration::from_millis(800));

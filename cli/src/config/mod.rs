@@ -319,16 +319,16 @@ fn declared_service(
     let in_procfile = from_procfile
         .iter()
         .find(|service| table.path.is_none() && service.name == table.name);
-    let mut service = match found {
-        _ if in_procfile.is_some() => in_procfile.cloned().expect("just checked"),
-        Some(found) => {
+    let mut service = match (in_procfile, found) {
+        (Some(entry), _) => entry.clone(),
+        (None, Some(found)) => {
             let mut service = detected_service(project_dir, found);
             service.name = table.name.clone();
             service.path = path.clone();
             service.watch = Setting::new(vec![path.value.clone()], "default");
             service
         }
-        None => {
+        (None, None) => {
             let Some(run) = &table.run else {
                 let why = if dir.is_dir() {
                     format!("stack cannot tell how to run `{}` (no Cargo package with a binary, no package.json with a `start` script)", path.value)

@@ -103,11 +103,10 @@ const BEFORE_A_COMMAND: &[&str] = &[
 /// A simple command that starts with one of these runs no program of its own.
 const NOT_A_COMMAND: &[&str] = &["for", "case", "in", "done", "fi", "esac", "}"];
 
-/// Words `sh` knows itself: not programs on PATH.
+/// Builtins of `sh`: not programs on PATH (its keywords are in the two lists above).
 const SHELL_WORDS: &[&str] = &[
-    ".", ":", "cd", "export", "set", "source", "test", "[", "if", "for", "while", "until", "case",
-    "true", "false", "echo", "printf", "read", "trap", "ulimit", "umask", "wait", "eval",
-    "command", "{", "(",
+    ".", ":", "cd", "export", "set", "source", "test", "[", "true", "false", "echo", "printf",
+    "read", "trap", "ulimit", "umask", "wait", "eval", "command",
 ];
 
 impl std::fmt::Display for CommandLine {

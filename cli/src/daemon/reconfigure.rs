@@ -72,6 +72,11 @@ impl Plan {
     pub fn redeploys(&self, service: &str) -> bool {
         self.redeploy.iter().any(|(name, _)| name == service)
     }
+
+    /// Whether `service` is built: a new deployment of it, or it is new.
+    pub fn builds(&self, service: &str) -> bool {
+        self.redeploys(service) || self.added.iter().any(|name| name == service)
+    }
 }
 
 /// What changes from `running` to `declared` (both as [`crate::config::services`] gives them,

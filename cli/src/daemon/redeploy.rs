@@ -163,7 +163,7 @@ impl Redeployer {
     /// its errors as `stack up` does and changes nothing; a good one is applied as
     /// [`reconfigure::plan`] says (a save that changes nothing says nothing). Answers with a
     /// new watcher when the watched paths changed, and the services it built.
-    async fn config_saved(&mut self, files: &str) -> Applied {
+    async fn config_saved(&mut self, files: &[String]) -> Applied {
         let project_dir = self.project_dir();
         let declared = match declared_services(&project_dir, &self.requested) {
             Ok(declared) => declared,
@@ -178,7 +178,7 @@ impl Redeployer {
         }
         let starting: Vec<Service> = declared
             .iter()
-            .filter(|service| plan.redeploys(&service.name) || plan.added.contains(&service.name))
+            .filter(|service| plan.builds(&service.name))
             .cloned()
             .collect();
         let vars = &self.live.env;
@@ -199,24 +199,21 @@ impl Redeployer {
         } else {
             None
         };
-        output::info(format!("{files} changed: {}", plan.summary()));
-        let running = std::mem::replace(&mut self.services, declared);
-        *self.stop_order.lock().expect("never poisoned") = reconfigure::stop_order(&self.services);
-        self.apply(&plan, &running).await;
-        Applied {
-            rewatched,
-            built: plan
-                .redeploy
-                .iter()
-                .map(|(name, _)| name.clone())
-                .chain(plan.added.iter().cloned())
-                .collect(),
-        }
+        let quoted: Vec<String> = files.iter().map(|file| format!("`{file}`")).collect();
+        output::info(format!("{} changed: {}", quoted.join(", "), plan.summary()));
+        *self.stop_order.lock().expect("never poisoned") = reconfigure::stop_order(&declared);
+        self.services = declared;
+        let built = starting
+            .iter()
+            .map(|service| service.name.clone())
+            .collect();
+        self.apply(&plan, starting, files.to_vec()).await;
+        Applied { rewatched, built }
     }
 
-    /// The configuration files among a burst's paths, for saying what changed: "`stack.toml`",
-    /// "`services/stats/stats.env`".
-    fn config_files_in(&self, changes: &ChangeSet) -> String {
+    /// The configuration files among a burst's paths, relative to the project, for saying
+    /// what changed: `stack.toml`, `services/stats/stats.env`.
+    fn config_files_in(&self, changes: &ChangeSet) -> Vec<String> {
         let project_dir = self.project_dir();
         let mut files = services_env_files(&self.services);
         files.push(project_dir.join(config::FILE));
@@ -227,19 +224,20 @@ impl Redeployer {
             .filter(|path| files.contains(path))
             .map(|path| {
                 let shown = path.strip_prefix(&project_dir).unwrap_or(path);
-                format!("`{}`", shown.display())
+                shown.display().to_string()
             })
             .collect();
         if named.is_empty() {
-            format!("`{}`", config::FILE)
+            vec![config::FILE.to_string()]
         } else {
-            named.join(", ")
+            named
         }
     }
 
-    /// Stops what is no longer declared, scales, then builds and swaps in the rest in start
-    /// order (a new service once what it depends on is there).
-    async fn apply(&self, plan: &Plan, running: &[Service]) {
+    /// Stops what is no longer declared, scales, then builds `starting` (the new deployments
+    /// and the new services) and swaps each in, in start order (a new service once what it
+    /// depends on is there). `changed`: the saved files, for the build's line.
+    async fn apply(&self, plan: &Plan, starting: Vec<Service>, changed: Vec<String>) {
         let supervisor = &self.live.supervisor;
         // Dependents first, as `stack down` stops them.
         for service in plan.removed.iter().rev() {
@@ -263,7 +261,7 @@ impl Redeployer {
             if let Err(error) = self.store.update(|state| state.forget_scale(service)) {
                 tracing::warn!(%error, "cannot record the scale");
             }
-            if plan.redeploys(service) || plan.added.contains(service) {
+            if plan.builds(service) {
                 continue;
             }
             match supervisor.scale(service, *instances).await {
@@ -276,28 +274,12 @@ impl Redeployer {
                 ))),
             }
         }
-        let services: Vec<Service> = self
-            .services
-            .iter()
-            .filter(|service| plan.redeploys(&service.name) || plan.added.contains(&service.name))
-            .cloned()
-            .collect();
-        if services.is_empty() {
+        if starting.is_empty() {
             return;
         }
-        let fresh = services
-            .iter()
-            .filter(|service| !running.iter().any(|old| old.name == service.name))
-            .map(|service| service.name.clone())
-            .collect();
-        self.build_and_swap(
-            services,
-            vec![config::FILE.to_string()],
-            true,
-            fresh,
-            &plan.rescale,
-        )
-        .await;
+        let fresh = plan.added.iter().cloned().collect();
+        self.build_and_swap(starting, changed, true, fresh, &plan.rescale)
+            .await;
     }
 
     fn project_dir(&self) -> PathBuf {

@@ -7,7 +7,7 @@
 //! Stopping drains first: the instance leaves the routing table, in-flight requests finish
 //! (bounded by the grace period), then its process group gets its stop signal.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -385,13 +385,16 @@ impl InstanceTask {
 
     /// Whether `port` accepts a connection on 127.0.0.1, else on `[::1]`; remembers which.
     async fn accepts(&self, port: u16) -> bool {
-        for ipv6 in [false, true] {
-            self.instance.ipv6.store(ipv6, Ordering::Release);
-            if TcpStream::connect(self.instance.addr(port)).await.is_ok() {
+        let loopbacks = [
+            IpAddr::from(Ipv4Addr::LOCALHOST),
+            IpAddr::from(Ipv6Addr::LOCALHOST),
+        ];
+        for ip in loopbacks {
+            if TcpStream::connect((ip, port)).await.is_ok() {
+                self.instance.ipv6.store(ip.is_ipv6(), Ordering::Release);
                 return true;
             }
         }
-        self.instance.ipv6.store(false, Ordering::Release);
         false
     }
 
