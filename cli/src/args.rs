@@ -41,6 +41,8 @@ pub enum Command {
     Requests(RequestsArgs),
     /// Point a service back at an earlier deployment, without rebuilding.
     Rollback(RollbackArgs),
+    /// Give a service's instances new processes, one at a time, with no failed request.
+    Restart(RestartArgs),
     /// Remove a deployment.
     Rm(RmArgs),
     /// Stop everything that `stack up` started.
@@ -273,6 +275,14 @@ pub struct RollbackArgs {
     /// The deployment to go back to (the previous one when omitted).
     #[arg(add = ArgValueCandidates::new(completion::deployments))]
     pub deployment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// A service or a deployment id, or one instance of it as its log lines name it
+    /// (`reader.1`).
+    #[arg(add = ArgValueCandidates::new(completion::targets))]
+    pub target: String,
 }
 
 #[derive(Debug, Args)]

@@ -6,12 +6,10 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::{raw_http, Project, Up, COMMAND_DEADLINE};
+use support::{raw_http, under_load, Project, Up, COMMAND_DEADLINE, SLOW_SERVICE};
 
 /// What `stack config` says about a bad `stack.toml`, after checking that `stack up` refuses it
 /// the same way and starts nothing.
@@ -185,36 +183,6 @@ fn without_stack_toml_the_detected_services_are_shown() {
     assert_eq!(web["health"]["from"], "stack.toml:2");
 }
 
-/// A Python web service that answers 503 on `/healthz` until `HEALTHY_AFTER` seconds after
-/// its start, and prints every other request with whether it was healthy then.
-const SLOW_SERVICE: &str = r#"import http.server, os, sys, time
-START = time.time()
-DELAY = float(os.environ.get("HEALTHY_AFTER", "0"))
-VERSION = os.environ.get("VERSION") or open("version.txt").read().strip()
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        healthy = time.time() - START >= DELAY
-        if self.path == "/healthz":
-            status = 200 if healthy else 503
-        else:
-            print(f"request {self.path} healthy={healthy}", flush=True)
-            status = 200
-        body = VERSION.encode()
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-print(f"listening on {os.environ['PORT']}", flush=True)
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
-
 fn slow_project(healthy_after: &str) -> Project {
     support::require("python3");
     let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
@@ -260,39 +228,6 @@ fn a_slow_health_check_gets_no_request_before_it_passes_and_ls_shows_starting_th
         !output.contains("healthy=False"),
         "a request reached it before it was healthy:\n{output}"
     );
-}
-
-/// Sends GET / to `host` from 4 threads until `until` returns, and answers how many requests
-/// failed and, per thread, each body it saw in order (a new one only when it changed).
-fn under_load(port: u16, host: &'static str, until: impl FnOnce()) -> (usize, Vec<Vec<String>>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, failed) = (stop.clone(), failed.clone());
-            std::thread::spawn(move || {
-                let mut seen: Vec<String> = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let reply = raw_http::request(port, "GET", "/", &[("Host", host)]);
-                    if reply.status != 200 {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    } else if seen.last() != Some(&reply.body) {
-                        seen.push(reply.body);
-                    }
-                }
-                seen
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    until();
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let seen = load
-        .into_iter()
-        .map(|thread| thread.join().unwrap())
-        .collect();
-    (failed.load(Ordering::Relaxed), seen)
 }
 
 /// `GET /` on `host` answers 200 with `body`.

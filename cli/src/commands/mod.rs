@@ -13,6 +13,7 @@ pub mod ls;
 pub mod open;
 pub mod redis;
 pub mod requests;
+pub mod restart;
 pub mod rm;
 pub mod rollback;
 pub mod route;
@@ -37,6 +38,7 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Rm(args) => rm::run(&cli.cwd, args),
         Command::Down => down::run(&cli.cwd),
         Command::Rollback(args) => rollback::run(&cli.cwd, args),
+        Command::Restart(args) => restart::run(&cli.cwd, args),
         Command::Redis(args) => redis::run(&cli.cwd, args),
         Command::Init(args) => init::run(&cli.cwd, args),
         Command::Export(args) => export::run(&cli.cwd, args),

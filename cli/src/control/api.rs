@@ -10,6 +10,7 @@
 //! | [`Request::Logs`] | `GET /v1/logs?target=T&lines=N&since=MS&follow=1` | NDJSON of [`LogLine`](crate::supervisor::logs::LogLine)s |
 //! | [`Request::Alias`] | `POST /v1/aliases` | [`AliasAnswer`] |
 //! | [`Request::Rollback`] | `POST /v1/rollback` | [`RollbackAnswer`] |
+//! | [`Request::Restart`] | `POST /v1/restart` | [`RestartAnswer`], once every instance is ready again |
 //! | [`Request::Redis`] | `GET /v1/redis` | [`RedisAnswer`]: the URL the services get |
 //! | [`Request::Down`] | `POST /v1/down` | [`DownAnswer`] |
 //! | [`Request::Requests`] | `GET /v1/requests?since=SEQ` | [`RequestsAnswer`]: the proxy's request log after `SEQ` |
@@ -36,6 +37,7 @@ const SCALE: &str = "/v1/scale";
 const LOGS: &str = "/v1/logs";
 const ALIASES: &str = "/v1/aliases";
 const ROLLBACK: &str = "/v1/rollback";
+const RESTART: &str = "/v1/restart";
 const REDIS: &str = "/v1/redis";
 const DOWN: &str = "/v1/down";
 const REQUESTS: &str = "/v1/requests";
@@ -54,6 +56,7 @@ pub enum Request {
     Logs(LogsQuery),
     Alias(AliasChange),
     Rollback(RollbackRequest),
+    Restart(RestartRequest),
     Redis,
     Down,
     /// The logged requests after `since` (0: all of them).
@@ -80,9 +83,11 @@ impl Request {
                 Method::GET
             }
             Request::Remove { .. } => Method::DELETE,
-            Request::Scale(_) | Request::Alias(_) | Request::Rollback(_) | Request::Down => {
-                Method::POST
-            }
+            Request::Scale(_)
+            | Request::Alias(_)
+            | Request::Rollback(_)
+            | Request::Restart(_)
+            | Request::Down => Method::POST,
         }
     }
 
@@ -101,6 +106,7 @@ impl Request {
             ),
             Request::Alias(_) => ALIASES.into(),
             Request::Rollback(_) => ROLLBACK.into(),
+            Request::Restart(_) => RESTART.into(),
             Request::Redis => REDIS.into(),
             Request::Down => DOWN.into(),
             Request::Requests { since } => format!("{REQUESTS}?since={since}"),
@@ -113,6 +119,7 @@ impl Request {
             Request::Scale(scale) => json(scale),
             Request::Alias(change) => json(change),
             Request::Rollback(rollback) => json(rollback),
+            Request::Restart(restart) => json(restart),
             Request::Deployments
             | Request::Remove { .. }
             | Request::Logs(_)
@@ -151,6 +158,7 @@ impl Request {
             (&Method::GET, LOGS) => Ok(Request::Logs(LogsQuery::parse(query)?)),
             (&Method::POST, ALIASES) => Ok(Request::Alias(from_json(body)?)),
             (&Method::POST, ROLLBACK) => Ok(Request::Rollback(from_json(body)?)),
+            (&Method::POST, RESTART) => Ok(Request::Restart(from_json(body)?)),
             (&Method::GET, REDIS) => Ok(Request::Redis),
             (&Method::POST, DOWN) => Ok(Request::Down),
             (&Method::GET, REQUESTS) => Ok(Request::Requests {
@@ -478,6 +486,46 @@ pub struct ScaleRequest {
     pub instances: usize,
 }
 
+/// `POST /v1/restart`: new processes for a service's live deployment or a deployment, one
+/// instance at a time, or for one instance only.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestartRequest {
+    /// A service (its live deployment) or a deployment id.
+    pub target: String,
+    /// Only this instance (the number `stack ls` shows); every one when absent.
+    #[serde(default)]
+    pub instance: Option<usize>,
+}
+
+impl RestartRequest {
+    /// `reader`, `reader-abcdefghij`, or one instance as its log lines name it: `reader.1`.
+    pub fn parse(target: &str) -> RestartRequest {
+        let one = target.rsplit_once('.').and_then(|(target, number)| {
+            let digits = !number.is_empty() && number.bytes().all(|byte| byte.is_ascii_digit());
+            digits.then(|| (target, number.parse().ok()))
+        });
+        match one {
+            Some((target, Some(number))) => RestartRequest {
+                target: target.into(),
+                instance: Some(number),
+            },
+            _ => RestartRequest {
+                target: target.into(),
+                instance: None,
+            },
+        }
+    }
+}
+
+/// The answer to a restart: the instances that run new processes now, in the order they
+/// were restarted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestartAnswer {
+    pub deployment: String,
+    pub service: String,
+    pub instances: Vec<usize>,
+}
+
 /// The answer to a scale: which deployment, how many take traffic now.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScaleAnswer {
@@ -594,11 +642,39 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_target_names_one_instance_by_its_log_name() {
+        let parsed = |text: &str| {
+            let request = RestartRequest::parse(text);
+            (request.target, request.instance)
+        };
+        assert_eq!(parsed("reader"), ("reader".into(), None));
+        assert_eq!(parsed("reader.1"), ("reader".into(), Some(1)));
+        assert_eq!(
+            parsed("reader-abcdefghij.12"),
+            ("reader-abcdefghij".into(), Some(12))
+        );
+        assert_eq!(
+            parsed("reader.localhost"),
+            ("reader.localhost".into(), None)
+        );
+        assert_eq!(parsed("reader."), ("reader.".into(), None));
+        // Too many digits for a number: no instance, the whole text is the target.
+        assert_eq!(
+            parsed("reader.99999999999999999999999"),
+            ("reader.99999999999999999999999".into(), None)
+        );
+    }
+
+    #[test]
     fn every_request_round_trips_through_its_path_and_body() {
         for text in ["writer", "a b", "%", "../x", "a/b", "é?#&=+", ""] {
             round_trip(Request::Remove {
                 deployment: text.into(),
             });
+            round_trip(Request::Restart(RestartRequest {
+                target: text.into(),
+                instance: Some(3),
+            }));
             round_trip(Request::Logs(LogsQuery {
                 target: text.into(),
                 lines: 7,

@@ -17,8 +17,8 @@ use tokio::net::UnixStream;
 
 use super::api::{
     self, AliasAnswer, AliasChange, DeploymentStatus, DownAnswer, ErrorBody, LogsQuery,
-    RedisAnswer, RemoveAnswer, RequestsAnswer, RollbackAnswer, RollbackRequest, ScaleAnswer,
-    ScaleRequest,
+    RedisAnswer, RemoveAnswer, RequestsAnswer, RestartAnswer, RestartRequest, RollbackAnswer,
+    RollbackRequest, ScaleAnswer, ScaleRequest,
 };
 use super::{socket_path, ControlError};
 use crate::supervisor::logs::LogLine;
@@ -72,6 +72,10 @@ impl Client {
 
     pub async fn rollback(&self, request: RollbackRequest) -> Result<RollbackAnswer, ControlError> {
         self.call(&api::Request::Rollback(request)).await
+    }
+
+    pub async fn restart(&self, request: RestartRequest) -> Result<RestartAnswer, ControlError> {
+        self.call(&api::Request::Restart(request)).await
     }
 
     pub async fn redis(&self) -> Result<RedisAnswer, ControlError> {

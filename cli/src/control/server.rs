@@ -116,6 +116,7 @@ async fn route(
         },
         api::Request::Alias(change) => answer(daemon.change_alias(change).await),
         api::Request::Rollback(rollback) => answer(daemon.rollback(rollback).await),
+        api::Request::Restart(restart) => answer(daemon.restart(restart).await),
         api::Request::Redis => answer(daemon.redis().await),
         api::Request::Requests { since } => answer(daemon.requests(since).await),
         api::Request::Down => {
@@ -151,7 +152,10 @@ pub fn status_of(error: &DaemonError) -> StatusCode {
         DaemonError::UnknownTarget { .. } | DaemonError::UnknownDeployment { .. } => {
             StatusCode::NOT_FOUND
         }
-        DaemonError::LiveDeployment { .. } | DaemonError::HostTaken(_) => StatusCode::CONFLICT,
+        DaemonError::LiveDeployment { .. }
+        | DaemonError::HostTaken(_)
+        | DaemonError::NothingToRestart { .. } => StatusCode::CONFLICT,
+        DaemonError::RestartFailed { .. } => StatusCode::GATEWAY_TIMEOUT,
         DaemonError::TooManyInstances { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         DaemonError::UnresolvedAlias(_) => StatusCode::UNPROCESSABLE_ENTITY,
         DaemonError::Supervisor(failure)

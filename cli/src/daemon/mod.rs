@@ -40,6 +40,7 @@ pub mod start;
 pub mod stop;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -48,14 +49,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::api::{
     AliasAnswer, AliasChange, Applied, DeploymentStatus, LogsQuery, RedisAnswer, RemoveAnswer,
-    RequestRecord, RequestsAnswer, RollbackAnswer, RollbackRequest, ScaleAnswer, ScaleRequest,
+    RequestRecord, RequestsAnswer, RestartAnswer, RestartRequest, RollbackAnswer, RollbackRequest,
+    ScaleAnswer, ScaleRequest,
 };
 use crate::proxy::{LoggedRequest, RequestLog};
 use crate::redis::managed::RedisStatus;
 use crate::state::aliases::HostOwner;
 use crate::state::{deployments, State, StateError, Store};
 use crate::supervisor::logs::{self, LogLine, Redactor, Rotation};
-use crate::supervisor::{Supervisor, SupervisorError};
+use crate::supervisor::{self, Instance, Supervisor, SupervisorError};
 use aliases::Aliases;
 use builds::Builds;
 use history::RollbackError;
@@ -159,6 +161,15 @@ pub enum DaemonError {
     UnresolvedAlias(Vec<UnresolvedDest>),
     #[error("{0}; an alias cannot take it over")]
     HostTaken(HostOwner),
+    #[error("`{deployment}` runs no instance to restart")]
+    NothingToRestart { deployment: String },
+    #[error("{instance} did not restart: {reason}")]
+    RestartFailed {
+        instance: String,
+        reason: String,
+        /// The instances restarted before it.
+        restarted: Vec<String>,
+    },
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
     #[error(transparent)]
@@ -181,6 +192,17 @@ impl DaemonError {
             DaemonError::TooManyInstances { cap, .. } => format!(
                 "Ask for {cap} or fewer, or start `stack up --max-instances N`. Nothing was started."
             ),
+            DaemonError::NothingToRestart { deployment } => {
+                format!("Start it with `stack scale {deployment} 1`.")
+            }
+            DaemonError::RestartFailed { restarted, .. } => {
+                let done = if restarted.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} restarted before it. ", restarted.join(", "))
+                };
+                format!("{done}A process it replaced keeps serving; see `stack logs` for the new one's output.")
+            }
             DaemonError::HostTaken(_) => "Pick another host name (such as `counter-demo.localhost`). Nothing was changed.".into(),
             DaemonError::UnresolvedAlias(_) => "Point each `dest` at a running service or deployment, an alias, or a URL. Nothing was changed.".into(),
             DaemonError::Supervisor(error) => return supervisor_hint(error),
@@ -206,13 +228,6 @@ fn supervisor_hint(error: &SupervisorError) -> Option<String> {
         }
         SupervisorError::Stopped => None,
     }
-}
-
-/// The answer to a restart: which instance restarts.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RestartAnswer {
-    pub deployment: String,
-    pub instance: usize,
 }
 
 /// A logs answer: the stored lines, then (when following) the live ones.
@@ -470,27 +485,75 @@ impl Daemon {
         Ok(RemoveAnswer { removed: id.into() })
     }
 
-    /// Restarts instance `number` of a service's live deployment or of a deployment (the
-    /// dashboard's restart action): it drains, stops and starts again; answers at once.
-    pub async fn restart(&self, target: &str, number: usize) -> Result<RestartAnswer, DaemonError> {
+    /// New processes for the instances of a service's live deployment or of a deployment
+    /// (`stack restart`, the dashboard's restart action), one instance at a time, each ready
+    /// again before the next one restarts (see [`Instance::request_restart`]); answers once
+    /// the last one is, or with the first one that fails.
+    pub async fn restart(&self, request: RestartRequest) -> Result<RestartAnswer, DaemonError> {
         let live = self.live()?;
         let snapshot = live.supervisor.snapshot();
-        let running = snapshot
-            .resolve(target)
-            .ok_or_else(|| DaemonError::UnknownTarget {
-                target: target.into(),
-            })?;
-        let instance = running
+        let running =
+            snapshot
+                .resolve(&request.target)
+                .ok_or_else(|| DaemonError::UnknownTarget {
+                    target: request.target.clone(),
+                })?;
+        let instances: Vec<&Arc<Instance>> = running
             .instances
             .iter()
-            .find(|instance| instance.number == number)
-            .ok_or_else(|| DaemonError::UnknownTarget {
-                target: format!("{}.{number}", running.spec.id),
-            })?;
-        instance.request_restart();
+            .filter(|instance| !instance.draining.load(Ordering::Acquire))
+            .filter(|instance| {
+                request
+                    .instance
+                    .is_none_or(|number| instance.number == number)
+            })
+            .collect();
+        if instances.is_empty() {
+            return Err(match request.instance {
+                Some(number) => DaemonError::UnknownTarget {
+                    target: format!("{}.{number}", running.spec.service),
+                },
+                None => DaemonError::NothingToRestart {
+                    deployment: running.spec.id.clone(),
+                },
+            });
+        }
+        let settings = &running.spec.settings;
+        let start_period = settings
+            .health
+            .as_ref()
+            .map_or(Duration::ZERO, |health| health.start_period);
+        // Its new process's start, then the old one's drain and stop, and some slack.
+        let limit = live.ready_timeout
+            + start_period
+            + supervisor::DEFAULT_GRACE
+            + settings.stop_timeout
+            + Duration::from_secs(5);
+        let mut restarted = Vec::new();
+        for instance in instances {
+            let name = format!("{}.{}", running.spec.service, instance.number);
+            let reason = match tokio::time::timeout(limit, instance.request_restart()).await {
+                Ok(Ok(Ok(()))) => {
+                    restarted.push(name);
+                    continue;
+                }
+                Ok(Ok(Err(reason))) => reason,
+                Ok(Err(_)) => "it stopped, or another restart was asked for meanwhile".into(),
+                Err(_) => format!("not ready again within {}s", limit.as_secs()),
+            };
+            return Err(DaemonError::RestartFailed {
+                instance: name,
+                reason,
+                restarted,
+            });
+        }
         Ok(RestartAnswer {
             deployment: running.spec.id.clone(),
-            instance: number,
+            service: running.spec.service.clone(),
+            instances: restarted
+                .iter()
+                .filter_map(|name| name.rsplit_once('.')?.1.parse().ok())
+                .collect(),
         })
     }
 

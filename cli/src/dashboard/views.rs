@@ -15,7 +15,7 @@ use serde_json::Value;
 use session::redis_url::RedisUrl;
 
 use super::{refusal, Dashboard};
-use crate::control::api::{RollbackRequest, ScaleRequest};
+use crate::control::api::{RestartRequest, RollbackRequest, ScaleRequest};
 use crate::control::server::status_of;
 use crate::daemon::DaemonError;
 use crate::redis::inspect::{Entry, Inspector};
@@ -273,12 +273,11 @@ pub async fn restart(
     State(dashboard): State<Dashboard>,
     Json(body): Json<RestartBody>,
 ) -> Response {
-    answer(
-        dashboard
-            .daemon
-            .restart(&body.deployment, body.instance)
-            .await,
-    )
+    let request = RestartRequest {
+        target: body.deployment,
+        instance: Some(body.instance),
+    };
+    answer(dashboard.daemon.restart(request).await)
 }
 
 #[derive(Deserialize)]

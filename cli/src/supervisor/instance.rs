@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::health::{self, HttpConnection, HttpFailure};
@@ -63,8 +64,10 @@ pub struct Instance {
     pub last_error: Mutex<Option<String>>,
     /// What the last failed health check saw (`GET /healthz answered 503`), cleared by a pass.
     pub last_check: Mutex<Option<String>>,
-    /// Asked to restart (the dashboard's restart action): drain, stop, start again.
+    /// Asked to restart (`stack restart`, the dashboard's restart action).
     restart: tokio::sync::Notify,
+    /// Told how the restart asked for last went: ready again, or why not.
+    restart_reply: Mutex<Option<oneshot::Sender<Result<(), String>>>>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -81,10 +84,34 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
-    /// Asks the instance's task to drain and stop its process and start a new one (counted
-    /// in `restarts`, not as a failure). A request made while it is not running waits for it.
-    pub fn request_restart(&self) {
+    /// Asks the instance's task for a new process (counted in `restarts`, not as a failure):
+    /// a web instance on `PORT` starts the new one first and drains the old one once the new
+    /// one is ready; a worker, or a program on a port of its own, stops first. A crashed or
+    /// completed instance starts again, one waiting out a backoff starts now. The answer says
+    /// when the new process is ready, or why it is not (then a replaced process keeps serving).
+    pub fn request_restart(&self) -> oneshot::Receiver<Result<(), String>> {
+        let (reply, answer) = oneshot::channel();
+        // A request still unanswered is answered with this one: its receiver sees it dropped.
+        *self
+            .restart_reply
+            .lock()
+            .expect("never poisoned: no panics while held") = Some(reply);
         self.restart.notify_one();
+        answer
+    }
+
+    /// A process started (or failed to): a restart asked for meanwhile is done by it, so its
+    /// wake-up is dropped, and its asker gets `outcome`.
+    fn answer_restart(&self, outcome: Result<(), String>) {
+        let _ = self.restart.notified().now_or_never();
+        let reply = self
+            .restart_reply
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .take();
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
     }
 
     pub fn new(number: usize) -> Self {
@@ -101,6 +128,7 @@ impl Instance {
             restarts: AtomicU32::new(0),
             upstream: Mutex::new(None),
             restart: tokio::sync::Notify::new(),
+            restart_reply: Mutex::new(None),
             last_error: Mutex::new(None),
             last_check: Mutex::new(None),
         }
@@ -154,10 +182,6 @@ impl Instance {
             .expect("never poisoned: no panics while held") = upstream;
     }
 
-    fn in_flight(&self) -> usize {
-        self.upstream().map_or(0, |upstream| upstream.in_flight())
-    }
-
     fn set_error(&self, error: Option<String>) {
         *self
             .last_error
@@ -198,8 +222,17 @@ enum Ended {
     Exited(String, Option<std::process::ExitStatus>),
     /// Its health check failed `retries` times in a row; it was stopped for a restart.
     Unhealthy(String),
-    /// Drained and stopped on request (the dashboard's restart action), to start again.
-    RestartRequested,
+    /// A restart was asked for; the process still runs and serves.
+    RestartRequested(Box<RunningChild>),
+    Stopped,
+}
+
+/// How a restart on request went.
+enum Replaced {
+    /// This process serves now: the new one, or the old one when the new one failed.
+    Serving(Box<RunningChild>),
+    /// The old process stopped first: start afresh.
+    StartAgain,
     Stopped,
 }
 
@@ -217,7 +250,10 @@ impl InstanceTask {
             drop(permit);
             let (reason, status) = match started {
                 Started::Stopped => return,
-                Started::Failed(reason, status) => (reason, status),
+                Started::Failed(reason, status) => {
+                    self.instance.answer_restart(Err(reason.clone()));
+                    (reason, status)
+                }
                 Started::Ready(child) => {
                     if !self.deployment.settings.is_worker() {
                         self.instance
@@ -226,25 +262,23 @@ impl InstanceTask {
                     self.instance.ready.store(true, Ordering::Release);
                     self.instance.set_error(None);
                     self.changed();
-                    match self.serve(*child, &source).await {
-                        Ended::Stopped => return,
-                        Ended::Exited(reason, status) => (reason, status),
-                        Ended::Unhealthy(reason) => (reason, None),
-                        Ended::RestartRequested => {
-                            self.instance.ready.store(false, Ordering::Release);
-                            self.instance.unresponsive.store(false, Ordering::Release);
-                            self.instance.set_upstream(None);
-                            self.instance.draining.store(false, Ordering::Release);
-                            self.instance.port.store(0, Ordering::Release);
-                            self.instance.pid.store(0, Ordering::Release);
-                            failures = 0;
-                            let restarts =
-                                self.instance.restarts.fetch_add(1, Ordering::AcqRel) + 1;
-                            self.log.push(
-                                &source,
-                                &format!("[stack] restarting on request (restart {restarts})"),
-                            );
-                            continue 'start;
+                    self.instance.answer_restart(Ok(()));
+                    let mut child = child;
+                    loop {
+                        match self.serve(*child, &source).await {
+                            Ended::RestartRequested(serving) => {
+                                match self.replace(serving, &source).await {
+                                    Replaced::Serving(serving) => child = serving,
+                                    Replaced::StartAgain => {
+                                        failures = 0;
+                                        continue 'start;
+                                    }
+                                    Replaced::Stopped => return,
+                                }
+                            }
+                            Ended::Stopped => return,
+                            Ended::Exited(reason, status) => break (reason, status),
+                            Ended::Unhealthy(reason) => break (reason, None),
                         }
                     }
                 }
@@ -265,7 +299,11 @@ impl InstanceTask {
                 self.log.push(&source, "[stack] exited 0: completed");
                 self.instance.completed.store(true, Ordering::Release);
                 self.changed();
-                return;
+                if !self.wait_for_restart(&source).await {
+                    return;
+                }
+                failures = 0;
+                continue 'start;
             }
             self.instance.set_error(Some(reason.clone()));
             if policy == Restart::Never {
@@ -276,7 +314,11 @@ impl InstanceTask {
                 );
                 self.instance.crashed.store(true, Ordering::Release);
                 self.changed();
-                return;
+                if !self.wait_for_restart(&source).await {
+                    return;
+                }
+                failures = 0;
+                continue 'start;
             }
             if failures >= FAILURES_BEFORE_CRASHED {
                 let summary = reason.lines().next().unwrap_or_default();
@@ -286,7 +328,11 @@ impl InstanceTask {
                 );
                 self.instance.crashed.store(true, Ordering::Release);
                 self.changed();
-                return;
+                if !self.wait_for_restart(&source).await {
+                    return;
+                }
+                failures = 0;
+                continue 'start;
             }
             let delay = backoff(failures);
             // The first line only: the last lines a reason may carry are in the log already.
@@ -296,13 +342,17 @@ impl InstanceTask {
                 &format!("[stack] {summary}; restarting in {}s", delay.as_secs()),
             );
             self.changed();
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+            let asked = tokio::select! {
+                () = tokio::time::sleep(delay) => false,
+                () = self.instance.restart.notified() => true,
                 () = self.stop.cancelled() => return,
-            }
+            };
             let restarts = self.instance.restarts.fetch_add(1, Ordering::AcqRel) + 1;
-            self.log
-                .push(&source, &format!("[stack] restarting (restart {restarts})"));
+            let why = if asked { " now, on request" } else { "" };
+            self.log.push(
+                &source,
+                &format!("[stack] restarting{why} (restart {restarts})"),
+            );
         }
     }
 
@@ -338,8 +388,7 @@ impl InstanceTask {
                 }
                 () = self.instance.restart.notified() => {
                     http.close();
-                    self.drain_and_stop(child).await;
-                    return Ended::RestartRequested;
+                    return Ended::RestartRequested(Box::new(child));
                 }
                 _ = rotation.tick(), if !settings.is_worker() => self.check_rotation(source).await,
                 _ = checks.tick(), if settings.health.is_some() => {
@@ -655,15 +704,25 @@ impl InstanceTask {
 
     /// Takes the instance out of the routing table, lets in-flight requests finish (at most the
     /// grace period), then stops the process group.
-    async fn drain_and_stop(&self, mut child: RunningChild) {
+    async fn drain_and_stop(&self, child: RunningChild) {
         self.instance.draining.store(true, Ordering::Release);
         self.changed();
+        self.drain(self.instance.upstream(), child).await;
+        self.instance.ready.store(false, Ordering::Release);
+        self.instance.set_upstream(None);
+        self.changed();
+    }
+
+    /// Waits (at most the grace period) until no request is in flight on `backend`, which the
+    /// routing table no longer lists, then stops `child`.
+    async fn drain(&self, backend: Option<Arc<crate::proxy::Backend>>, mut child: RunningChild) {
+        let in_flight = || backend.as_ref().map_or(0, |backend| backend.in_flight());
         let deadline = Instant::now() + self.config.grace;
         // The table swap reaches the proxy right after the event; a request that picked this
-        // instance just before it still counts itself in, so wait for two quiet reads in a row.
+        // backend just before it still counts itself in, so wait for two quiet reads in a row.
         let mut quiet_reads = 0;
         while Instant::now() < deadline && quiet_reads < 2 && !self.config.shutdown_now() {
-            if self.instance.in_flight() == 0 {
+            if in_flight() == 0 {
                 quiet_reads += 1;
             } else {
                 quiet_reads = 0;
@@ -674,9 +733,98 @@ impl InstanceTask {
         let _ = child
             .stop_with(settings.stop_signal, settings.stop_timeout)
             .await;
-        self.instance.ready.store(false, Ordering::Release);
-        self.instance.set_upstream(None);
+    }
+
+    /// A restart on request of a running process. A web instance on `PORT` starts its new
+    /// process while the old one serves, swaps the routing to it once it is ready and drains
+    /// the old one, so even a single instance restarts with no failed request; when the new
+    /// one fails, the old one keeps serving. A worker (whose work must not run twice at
+    /// once) and a program on a port of its own (two cannot listen on it) stop first.
+    async fn replace(&self, old: Box<RunningChild>, source: &str) -> Replaced {
+        let restarts = self.instance.restarts.fetch_add(1, Ordering::AcqRel) + 1;
+        let own_port = self
+            .fixed_port
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .is_some();
+        if self.deployment.settings.is_worker() || own_port {
+            self.log.push(
+                source,
+                &format!("[stack] restarting on request: stopping first (restart {restarts})"),
+            );
+            self.drain_and_stop(*old).await;
+            self.instance.unresponsive.store(false, Ordering::Release);
+            self.instance.draining.store(false, Ordering::Release);
+            self.instance.port.store(0, Ordering::Release);
+            self.instance.pid.store(0, Ordering::Release);
+            return Replaced::StartAgain;
+        }
+        self.log.push(
+            source,
+            &format!("[stack] restarting on request: a new process starts, then the old one drains (restart {restarts})"),
+        );
+        let old_port = self.instance.port.load(Ordering::Acquire);
+        let old_pid = self.instance.pid.load(Ordering::Acquire);
+        let old_ipv6 = self.instance.ipv6.load(Ordering::Acquire);
+        let permit = tokio::select! {
+            permit = self.starts.clone().acquire_owned() => permit,
+            () = self.stop.cancelled() => {
+                self.drain_and_stop(*old).await;
+                return Replaced::Stopped;
+            }
+        };
+        let started = self.start(source).await;
+        drop(permit);
+        match started {
+            Started::Ready(new) => {
+                let old_backend = self.instance.upstream();
+                self.instance
+                    .set_upstream(Some(self.instance.port.load(Ordering::Acquire)));
+                self.instance.unresponsive.store(false, Ordering::Release);
+                self.changed();
+                self.drain(old_backend, *old).await;
+                self.log.push(
+                    source,
+                    &format!("[stack] pid {} serves; pid {old_pid} stopped", new.pid),
+                );
+                self.instance.answer_restart(Ok(()));
+                Replaced::Serving(new)
+            }
+            Started::Failed(reason, _) => {
+                self.instance.port.store(old_port, Ordering::Release);
+                self.instance.pid.store(old_pid, Ordering::Release);
+                self.instance.ipv6.store(old_ipv6, Ordering::Release);
+                let summary = reason.lines().next().unwrap_or_default();
+                self.log.push(
+                    source,
+                    &format!("[stack] the new process {summary}; pid {old_pid} keeps serving"),
+                );
+                self.instance.answer_restart(Err(reason));
+                Replaced::Serving(old)
+            }
+            Started::Stopped => {
+                self.drain_and_stop(*old).await;
+                Replaced::Stopped
+            }
+        }
+    }
+
+    /// A crashed or completed instance waits here: `true` once a restart is asked for (it
+    /// starts again, its state cleared), `false` when the instance is stopped.
+    async fn wait_for_restart(&self, source: &str) -> bool {
+        tokio::select! {
+            () = self.instance.restart.notified() => {}
+            () = self.stop.cancelled() => return false,
+        }
+        self.instance.crashed.store(false, Ordering::Release);
+        self.instance.completed.store(false, Ordering::Release);
+        let restarts = self.instance.restarts.fetch_add(1, Ordering::AcqRel) + 1;
+        self.log.push(
+            source,
+            &format!("[stack] starting again on request (restart {restarts})"),
+        );
         self.changed();
+        true
     }
 }
 

@@ -33,6 +33,8 @@ pub use up::Up;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const STACK: &str = env!("CARGO_BIN_EXE_stack");
@@ -47,6 +49,86 @@ pub fn workspace() -> PathBuf {
         .parent()
         .expect("cli/ has a parent")
         .to_path_buf()
+}
+
+/// A Python web service (the declared-service tests): answers 503 on `/healthz` until
+/// `HEALTHY_AFTER` seconds after its start; answers everything else with `VERSION`, else
+/// `version.txt`, else its pid; prints each such request with whether it was healthy then
+/// (unless `LOG_REQUESTS=0`); exits 3 at once while the file `FAIL_FILE` names exists.
+pub const SLOW_SERVICE: &str = r#"import http.server, os, sys, time
+FAIL_FILE = os.environ.get("FAIL_FILE")
+if FAIL_FILE and os.path.exists(FAIL_FILE):
+    print("refusing to start: the fail file exists", flush=True)
+    sys.exit(3)
+START = time.time()
+DELAY = float(os.environ.get("HEALTHY_AFTER", "0"))
+LOG_REQUESTS = os.environ.get("LOG_REQUESTS") != "0"
+if os.environ.get("VERSION"):
+    VERSION = os.environ["VERSION"]
+elif os.path.exists("version.txt"):
+    VERSION = open("version.txt").read().strip()
+else:
+    VERSION = str(os.getpid())
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        healthy = time.time() - START >= DELAY
+        if self.path == "/healthz":
+            status = 200 if healthy else 503
+        else:
+            if LOG_REQUESTS:
+                print(f"request {self.path} healthy={healthy}", flush=True)
+            status = 200
+        body = VERSION.encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+print(f"listening on {os.environ['PORT']}", flush=True)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+/// Sends GET / to `host` from 4 threads until `until` returns, and answers how many requests
+/// failed and, per thread, each body it saw in order (a new one only when it changed).
+pub fn under_load(
+    port: u16,
+    host: &'static str,
+    until: impl FnOnce(),
+) -> (usize, Vec<Vec<String>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, failed) = (stop.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut seen: Vec<String> = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = raw_http::request(port, "GET", "/", &[("Host", host)]);
+                    if reply.status != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    } else if seen.last() != Some(&reply.body) {
+                        seen.push(reply.body);
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    until();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let seen = load
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .collect();
+    (failed.load(Ordering::Relaxed), seen)
 }
 
 /// Polls `check` until it is true; fails naming `what` after `timeout`.
