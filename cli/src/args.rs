@@ -43,6 +43,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Give a service's instances new processes, one at a time, with no failed request.
     Restart(RestartArgs),
+    /// Run a command with the environment a service's instances get (secret, Redis, `.env`).
+    Exec(ExecArgs),
     /// Remove a deployment.
     Rm(RmArgs),
     /// Stop everything that `stack up` started.
@@ -283,6 +285,17 @@ pub struct RestartArgs {
     /// (`reader.1`).
     #[arg(add = ArgValueCandidates::new(completion::targets))]
     pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// A service (its live deployment) or a deployment id.
+    #[arg(add = ArgValueCandidates::new(completion::targets))]
+    pub target: String,
+    /// The program and its arguments, run in the current directory (`--` before it when it
+    /// has options of its own).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

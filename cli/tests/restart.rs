@@ -113,15 +113,10 @@ fn restart_gives_new_processes_one_instance_at_a_time_with_no_failed_request() {
     // A new process that cannot start: the restart fails, saying why, and the old one serves.
     std::fs::write(&fail_file, "").unwrap();
     let (failed, answered) = under_load(up.port, || {
-        let run = project.stack(&["restart", "web.0"]);
-        assert_eq!(run.code, 1, "{}", run.all());
-        assert!(
-            run.stderr
-                .contains("Error! web.0 did not restart: exited before it was ready"),
-            "{}",
-            run.all()
-        );
-        assert!(run.stderr.contains("keeps serving"), "{}", run.all());
+        project.stack(&["restart", "web.0"]).assert_refused(&[
+            "Error! web.0 did not restart: exited before it was ready",
+            "keeps serving",
+        ]);
     });
     assert_eq!(failed, 0, "{}", up.output());
     assert_eq!(pids(&project, "web"), again, "{}", up.output());
@@ -137,14 +132,12 @@ fn restart_gives_new_processes_one_instance_at_a_time_with_no_failed_request() {
         ("web.7", "Error! no service or deployment named `web.7`"),
         ("nope", "Error! no service or deployment named `nope`"),
     ] {
-        let run = project.stack(&["restart", target]);
-        assert_eq!(run.code, 1, "{}", run.all());
-        assert!(run.stderr.contains(error), "{}", run.all());
+        project.stack(&["restart", target]).assert_refused(&[error]);
     }
     up.stop(Signal::SIGINT);
-    let run = project.stack(&["restart", "web"]);
-    assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stderr.contains("nothing to restart"), "{}", run.all());
+    project
+        .stack(&["restart", "web"])
+        .assert_refused(&["nothing to restart"]);
 }
 
 #[test]

@@ -26,20 +26,6 @@ fn require_tools() {
     }
 }
 
-/// What only these tests ask of a project.
-impl Project {
-    /// Every log file `stack up` wrote, concatenated.
-    fn all_logs(&self) -> String {
-        let mut text = String::new();
-        if let Ok(entries) = fs::read_dir(self.path().join(".stack/logs")) {
-            for entry in entries.flatten() {
-                text.push_str(&fs::read_to_string(entry.path()).unwrap_or_default());
-            }
-        }
-        text
-    }
-}
-
 /// Pids and ports of every instance in `stack ls --json`.
 fn instances(deployments: &[Value]) -> Vec<(u64, u16)> {
     deployments

@@ -6,6 +6,7 @@ pub mod completions;
 pub mod config;
 pub mod doctor;
 pub mod down;
+pub mod exec;
 pub mod export;
 pub mod init;
 pub mod logs;
@@ -39,6 +40,7 @@ pub fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Down => down::run(&cli.cwd),
         Command::Rollback(args) => rollback::run(&cli.cwd, args),
         Command::Restart(args) => restart::run(&cli.cwd, args),
+        Command::Exec(args) => exec::run(&cli.cwd, args),
         Command::Redis(args) => redis::run(&cli.cwd, args),
         Command::Init(args) => init::run(&cli.cwd, args),
         Command::Export(args) => export::run(&cli.cwd, args),

@@ -11,6 +11,7 @@
 //! | [`Request::Alias`] | `POST /v1/aliases` | [`AliasAnswer`] |
 //! | [`Request::Rollback`] | `POST /v1/rollback` | [`RollbackAnswer`] |
 //! | [`Request::Restart`] | `POST /v1/restart` | [`RestartAnswer`], once every instance is ready again |
+//! | [`Request::Env`] | `GET /v1/env?target=T` | [`EnvAnswer`]: what stack adds to a service's environment (`stack exec`) |
 //! | [`Request::Redis`] | `GET /v1/redis` | [`RedisAnswer`]: the URL the services get |
 //! | [`Request::Down`] | `POST /v1/down` | [`DownAnswer`] |
 //! | [`Request::Requests`] | `GET /v1/requests?since=SEQ` | [`RequestsAnswer`]: the proxy's request log after `SEQ` |
@@ -39,6 +40,7 @@ const ALIASES: &str = "/v1/aliases";
 const ROLLBACK: &str = "/v1/rollback";
 const RESTART: &str = "/v1/restart";
 const REDIS: &str = "/v1/redis";
+const ENV: &str = "/v1/env";
 const DOWN: &str = "/v1/down";
 const REQUESTS: &str = "/v1/requests";
 
@@ -57,6 +59,10 @@ pub enum Request {
     Alias(AliasChange),
     Rollback(RollbackRequest),
     Restart(RestartRequest),
+    /// What stack adds to the environment of a service (its live deployment) or a deployment.
+    Env {
+        target: String,
+    },
     Redis,
     Down,
     /// The logged requests after `since` (0: all of them).
@@ -79,9 +85,11 @@ pub enum BadRequest {
 impl Request {
     pub fn method(&self) -> Method {
         match self {
-            Request::Deployments | Request::Logs(_) | Request::Redis | Request::Requests { .. } => {
-                Method::GET
-            }
+            Request::Deployments
+            | Request::Logs(_)
+            | Request::Env { .. }
+            | Request::Redis
+            | Request::Requests { .. } => Method::GET,
             Request::Remove { .. } => Method::DELETE,
             Request::Scale(_)
             | Request::Alias(_)
@@ -107,6 +115,7 @@ impl Request {
             Request::Alias(_) => ALIASES.into(),
             Request::Rollback(_) => ROLLBACK.into(),
             Request::Restart(_) => RESTART.into(),
+            Request::Env { target } => format!("{ENV}?target={}", encode(target)),
             Request::Redis => REDIS.into(),
             Request::Down => DOWN.into(),
             Request::Requests { since } => format!("{REQUESTS}?since={since}"),
@@ -123,6 +132,7 @@ impl Request {
             Request::Deployments
             | Request::Remove { .. }
             | Request::Logs(_)
+            | Request::Env { .. }
             | Request::Redis
             | Request::Down
             | Request::Requests { .. } => Vec::new(),
@@ -159,6 +169,10 @@ impl Request {
             (&Method::POST, ALIASES) => Ok(Request::Alias(from_json(body)?)),
             (&Method::POST, ROLLBACK) => Ok(Request::Rollback(from_json(body)?)),
             (&Method::POST, RESTART) => Ok(Request::Restart(from_json(body)?)),
+            (&Method::GET, ENV) => Ok(Request::Env {
+                target: query_value(query, "target")?
+                    .ok_or_else(|| BadRequest::Query("`target` is missing".into()))?,
+            }),
             (&Method::GET, REDIS) => Ok(Request::Redis),
             (&Method::POST, DOWN) => Ok(Request::Down),
             (&Method::GET, REQUESTS) => Ok(Request::Requests {
@@ -186,6 +200,17 @@ fn decode(text: &str) -> Result<String, String> {
         .decode_utf8()
         .map(|decoded| decoded.into_owned())
         .map_err(|_| format!("`{text}` is not UTF-8 once decoded"))
+}
+
+/// The last `key=` in `query`, decoded.
+fn query_value(query: &str, key: &str) -> Result<Option<String>, BadRequest> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(name, _)| *name == key)
+        .map(|(_, value)| decode(value).map_err(BadRequest::Query))
+        .next_back()
+        .transpose()
 }
 
 fn requests_since(query: &str) -> Result<u64, BadRequest> {
@@ -526,6 +551,17 @@ pub struct RestartAnswer {
     pub instances: Vec<usize>,
 }
 
+/// `GET /v1/env`: what a service's instances get beyond the environment `stack up` was
+/// started in (the dotenv file, `-e`, the generated secret, the managed Redis, the service's
+/// own `env`), `PORT` aside. Secrets in the clear: it is for `stack exec`, over the owner-only
+/// control socket, and is never printed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvAnswer {
+    pub deployment: String,
+    pub service: String,
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
 /// The answer to a scale: which deployment, how many take traffic now.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScaleAnswer {
@@ -670,6 +706,9 @@ mod tests {
         for text in ["writer", "a b", "%", "../x", "a/b", "é?#&=+", ""] {
             round_trip(Request::Remove {
                 deployment: text.into(),
+            });
+            round_trip(Request::Env {
+                target: text.into(),
             });
             round_trip(Request::Restart(RestartRequest {
                 target: text.into(),

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::api::{
-    self, AliasAnswer, AliasChange, DeploymentStatus, DownAnswer, ErrorBody, LogsQuery,
+    self, AliasAnswer, AliasChange, DeploymentStatus, DownAnswer, EnvAnswer, ErrorBody, LogsQuery,
     RedisAnswer, RemoveAnswer, RequestsAnswer, RestartAnswer, RestartRequest, RollbackAnswer,
     RollbackRequest, ScaleAnswer, ScaleRequest,
 };
@@ -72,6 +72,13 @@ impl Client {
 
     pub async fn rollback(&self, request: RollbackRequest) -> Result<RollbackAnswer, ControlError> {
         self.call(&api::Request::Rollback(request)).await
+    }
+
+    pub async fn environment(&self, target: &str) -> Result<EnvAnswer, ControlError> {
+        let request = api::Request::Env {
+            target: target.to_string(),
+        };
+        self.call(&request).await
     }
 
     pub async fn restart(&self, request: RestartRequest) -> Result<RestartAnswer, ControlError> {

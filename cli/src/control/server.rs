@@ -117,6 +117,7 @@ async fn route(
         api::Request::Alias(change) => answer(daemon.change_alias(change).await),
         api::Request::Rollback(rollback) => answer(daemon.rollback(rollback).await),
         api::Request::Restart(restart) => answer(daemon.restart(restart).await),
+        api::Request::Env { target } => answer(daemon.environment(&target).await),
         api::Request::Redis => answer(daemon.redis().await),
         api::Request::Requests { since } => answer(daemon.requests(since).await),
         api::Request::Down => {

@@ -39,6 +39,7 @@ pub mod shutdown;
 pub mod start;
 pub mod stop;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,9 +49,9 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::api::{
-    AliasAnswer, AliasChange, Applied, DeploymentStatus, LogsQuery, RedisAnswer, RemoveAnswer,
-    RequestRecord, RequestsAnswer, RestartAnswer, RestartRequest, RollbackAnswer, RollbackRequest,
-    ScaleAnswer, ScaleRequest,
+    AliasAnswer, AliasChange, Applied, DeploymentStatus, EnvAnswer, LogsQuery, RedisAnswer,
+    RemoveAnswer, RequestRecord, RequestsAnswer, RestartAnswer, RestartRequest, RollbackAnswer,
+    RollbackRequest, ScaleAnswer, ScaleRequest,
 };
 use crate::proxy::{LoggedRequest, RequestLog};
 use crate::redis::managed::RedisStatus;
@@ -138,8 +139,6 @@ pub struct Live {
     pub session_secrets: Option<Secrets>,
     /// Every secret value of the services' environment, masked wherever it would show.
     pub redactor: Redactor,
-    /// The environment the services got at the start (with `PORT` set per instance).
-    pub env: std::collections::BTreeMap<String, String>,
     /// Session cookies the request log's readers verified already.
     pub session_cache: requests::SessionCache,
 }
@@ -554,6 +553,31 @@ impl Daemon {
                 .iter()
                 .filter_map(|name| name.rsplit_once('.')?.1.parse().ok())
                 .collect(),
+        })
+    }
+
+    /// What stack adds to the environment of a service's live deployment or of a deployment
+    /// (`stack exec`): every variable its next instance gets that this process's own
+    /// environment (the one `stack up` was started in) lacks or has otherwise, `PORT` aside.
+    pub async fn environment(&self, target: &str) -> Result<EnvAnswer, DaemonError> {
+        let live = self.live()?;
+        let snapshot = live.supervisor.snapshot();
+        let running = snapshot
+            .resolve(target)
+            .ok_or_else(|| DaemonError::UnknownTarget {
+                target: target.into(),
+            })?;
+        let inherited: BTreeMap<String, String> =
+            crate::env::caller_environment().into_iter().collect();
+        let env = snapshot
+            .environment(running)
+            .into_iter()
+            .filter(|(key, value)| key != "PORT" && inherited.get(key) != Some(value))
+            .collect();
+        Ok(EnvAnswer {
+            deployment: running.spec.id.clone(),
+            service: running.spec.service.clone(),
+            env,
         })
     }
 

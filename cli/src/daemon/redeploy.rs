@@ -181,9 +181,10 @@ impl Redeployer {
             .filter(|service| plan.builds(&service.name))
             .cloned()
             .collect();
-        let vars = &self.live.env;
-        if let Err(error) = check_prerequisites(&starting, vars, SAVE_AGAIN)
-            .and_then(|()| check_programs(&starting, vars, SAVE_AGAIN))
+        // The environment now: a `.env` save may have changed `PATH`.
+        let vars = self.live.supervisor.snapshot().env.clone();
+        if let Err(error) = check_prerequisites(&starting, &vars, SAVE_AGAIN)
+            .and_then(|()| check_programs(&starting, &vars, SAVE_AGAIN))
         {
             output::print_error(&error);
             return Applied::default();

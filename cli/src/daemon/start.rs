@@ -235,7 +235,6 @@ impl Daemon {
             .vars
             .get(crate::env::SESSION_SECRET)
             .and_then(|value| session::cookie::Secrets::parse(value).ok());
-        let env = service_env.vars.clone();
         let live_redactor = redactor.clone();
         let (supervisor, supervisor_task) = Supervisor::start(supervisor::Config {
             pids_dir,
@@ -296,7 +295,6 @@ impl Daemon {
             requests: request_log,
             session_secrets,
             redactor: live_redactor,
-            env,
             session_cache: Default::default(),
         });
         daemon.run(live.clone());

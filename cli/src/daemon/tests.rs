@@ -97,7 +97,6 @@ impl Served {
             requests: None,
             session_secrets: None,
             redactor: Redactor::default(),
-            env: Default::default(),
             session_cache: Default::default(),
         }));
         supervisor

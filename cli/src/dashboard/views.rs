@@ -5,6 +5,8 @@
 //! Sessions are named by the first 8 characters of their id only: the page never gets a full
 //! id, so deleting one finds the single stored session with that prefix (two sharing it: 409).
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -21,6 +23,8 @@ use crate::daemon::DaemonError;
 use crate::redis::inspect::{Entry, Inspector};
 use crate::rules::normalize_path;
 use crate::state::aliases::normalize_host;
+use crate::supervisor::logs::Redactor;
+use crate::supervisor::LiveDeployment;
 
 /// Characters of a session id the page sees.
 const SESSION_PREFIX: usize = 8;
@@ -198,31 +202,49 @@ pub async fn environment(State(dashboard): State<Dashboard>) -> Response {
             "stack up is still starting",
         );
     };
-    let secret_values = crate::env::secret_values(&live.env);
-    let shown: Vec<(String, String)> = live
-        .env
-        .iter()
-        .map(|(key, value)| {
-            let secret = secret_values.contains(value);
-            let value = if secret {
-                "***".to_owned()
-            } else {
-                live.redactor.redact(value)
-            };
-            (key.clone(), value)
-        })
-        .collect();
-    let services: Vec<String> = live
-        .supervisor
-        .snapshot()
+    // The environment now (after a `.env` save, the new one), each service's own on top.
+    let snapshot = live.supervisor.snapshot();
+    let current: Vec<&LiveDeployment> = snapshot
         .deployments
+        .iter()
+        .filter(|running| running.current)
+        .collect();
+    let mut secrets = crate::env::secret_values(&snapshot.env);
+    for running in &current {
+        secrets.extend(crate::env::secret_values(&snapshot.environment(running)));
+    }
+    let fresh = Redactor::new(secrets.clone());
+    let show = |env: &BTreeMap<String, String>| -> Vec<(String, String)> {
+        env.iter()
+            .map(|(key, value)| {
+                let value = if secrets.contains(value) {
+                    "***".to_owned()
+                } else {
+                    live.redactor.redact(&fresh.redact(value))
+                };
+                (key.clone(), value)
+            })
+            .collect()
+    };
+    let services: Vec<String> = current
         .iter()
         .map(|running| running.spec.service.clone())
         .collect();
+    let own: BTreeMap<&str, Vec<(String, String)>> = current
+        .iter()
+        .filter(|running| !running.spec.settings.env.is_empty())
+        .map(|running| {
+            (
+                running.spec.service.as_str(),
+                show(&running.spec.settings.env),
+            )
+        })
+        .collect();
     Json(serde_json::json!({
         "services": services,
-        "env": shown,
-        "note": "every service gets this environment, and PORT set per instance",
+        "env": show(&snapshot.env),
+        "service_env": own,
+        "note": "every service gets this environment, its own `env` (stack.toml) over it, and PORT set per instance",
     }))
     .into_response()
 }

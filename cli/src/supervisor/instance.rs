@@ -424,8 +424,7 @@ impl InstanceTask {
 
     /// The instance's environment: the stack's, the service's own, and `PORT` (web only).
     fn environment(&self, port: Option<u16>) -> std::collections::BTreeMap<String, String> {
-        let mut env = self.config.env.clone();
-        env.extend(self.deployment.settings.env.clone());
+        let mut env = self.deployment.settings.environment(&self.config.env);
         if let Some(port) = port {
             env.insert("PORT".into(), port.to_string());
         }

@@ -124,6 +124,15 @@ pub struct RunSettings {
     pub restart: Restart,
 }
 
+impl RunSettings {
+    /// The stack's environment, then the service's own (`env`, `env_file`) over it.
+    pub fn environment(&self, stack: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut env = stack.clone();
+        env.extend(self.env.clone());
+        env
+    }
+}
+
 impl Default for RunSettings {
     fn default() -> Self {
         RunSettings {
@@ -287,9 +296,16 @@ impl LiveDeployment {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub deployments: Vec<LiveDeployment>,
+    /// The stack's environment a new instance gets now (after a `.env` save, the new one).
+    pub env: Arc<BTreeMap<String, String>>,
 }
 
 impl Snapshot {
+    /// What a new instance of `deployment` gets, its `PORT` aside.
+    pub fn environment(&self, deployment: &LiveDeployment) -> BTreeMap<String, String> {
+        deployment.spec.settings.environment(&self.env)
+    }
+
     /// A deployment id, or a service name (its current deployment).
     pub fn resolve(&self, target: &str) -> Option<&LiveDeployment> {
         let target = target.strip_suffix(".localhost").unwrap_or(target);
@@ -326,7 +342,10 @@ impl Supervisor {
     /// dropped (which stops everything too).
     pub fn start(config: Config) -> (Supervisor, JoinHandle<()>) {
         let (order_tx, order_rx) = mpsc::channel(32);
-        let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+        let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot {
+            deployments: Vec::new(),
+            env: Arc::new(config.env.clone()),
+        }));
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let task = SupervisorTask {
             config: Arc::new(config),
@@ -622,6 +641,7 @@ impl SupervisorTask {
             }
             Order::SetEnv { env, reply } => {
                 self.set_env(env);
+                self.publish();
                 let _ = reply.send(());
             }
             Order::Stop { .. } => unreachable!("Stop is handled by the loop"),
@@ -836,8 +856,10 @@ impl SupervisorTask {
                 log: running.log.clone(),
             })
             .collect();
-        self.snapshot
-            .send_replace(Arc::new(Snapshot { deployments }));
+        self.snapshot.send_replace(Arc::new(Snapshot {
+            deployments,
+            env: Arc::new(self.config.env.clone()),
+        }));
     }
 }
 

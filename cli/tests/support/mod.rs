@@ -205,7 +205,9 @@ pub fn require(tool: &str) {
         return;
     }
     let hint = match tool {
-        "redis-server" => "sudo apt-get install redis-server (macOS: brew install redis)",
+        "redis-server" | "redis-cli" => {
+            "sudo apt-get install redis-server (macOS: brew install redis)"
+        }
         "node" => "install Node.js 20 (sudo apt-get install nodejs npm)",
         "npm" => "install npm (sudo apt-get install npm)",
         "prlimit" => "install util-linux (sudo apt-get install util-linux)",

@@ -36,6 +36,18 @@ impl Run {
     pub fn all(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
     }
+
+    /// Asserts that the command exited 1 with each of `texts` on stderr.
+    pub fn assert_refused(&self, texts: &[&str]) {
+        assert_eq!(self.code, 1, "{}", self.all());
+        for text in texts {
+            assert!(
+                self.stderr.contains(text),
+                "no `{text}` in:\n{}",
+                self.all()
+            );
+        }
+    }
 }
 
 impl Project {
@@ -211,6 +223,17 @@ impl Project {
             stdout,
             stderr,
         }
+    }
+
+    /// Every log file `stack up` wrote, concatenated.
+    pub fn all_logs(&self) -> String {
+        let mut text = String::new();
+        if let Ok(entries) = fs::read_dir(self.path().join(".stack/logs")) {
+            for entry in entries.flatten() {
+                text.push_str(&fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        text
     }
 
     /// `.stack/state.json`, if written.

@@ -193,6 +193,10 @@ async function loadEnv() {
   const body = $("#env tbody");
   body.replaceChildren();
   for (const [key, value] of answer.env) body.appendChild(row([key, el("td", value, "data")]));
+  // Each service's own `env` from stack.toml, over the shared one.
+  for (const [service, env] of Object.entries(answer.service_env ?? {})) {
+    for (const [key, value] of env) body.appendChild(row([`${service}: ${key}`, el("td", value, "data")]));
+  }
   filterEnv();
 }
 
