@@ -56,7 +56,7 @@ fn the_dashboards_rollback_remove_and_restart_in_headless_chromium() {
     let ids: Vec<&str> = listed.iter().filter_map(|d| d["id"].as_str()).collect();
     assert_eq!(ids, [first.as_str()], "only the rolled-back one is left");
     let live = project.live("hello");
-    assert_eq!(live["instances"][0]["restarts"], 1, "{live}");
+    assert_eq!(live["instances"][0]["restarts"], 2, "{live}");
     assert_eq!(live["instances"][0]["state"], "READY", "{live}");
     assert!(!project
         .path()

@@ -309,6 +309,17 @@ fn the_dashboard_answers_only_its_own_host_and_guards_its_actions() {
             .unwrap_or_default();
         web["ready"] == 2 && again["restarts"] == 1 && again["pid"] != first["pid"]
     });
+    // Without an instance: all of them, one at a time, answered once they are back.
+    let (status, answer) = post(port, "/api/restart", &own, r#"{"deployment": "web"}"#);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""instances":[0,1]"#), "{answer}");
+    let restarts: Vec<u64> = project.live("web")["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|instance| instance["restarts"].as_u64().unwrap())
+        .collect();
+    assert_eq!(restarts.iter().sum::<u64>(), 3, "{restarts:?}");
 
     // The environment: secrets as `***`.
     let env = raw_http::request(port, "GET", "/api/env", &[("Host", &dashboard_host)]);

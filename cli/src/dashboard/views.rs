@@ -287,8 +287,9 @@ pub async fn remove(State(dashboard): State<Dashboard>, Json(body): Json<RemoveB
 pub struct RestartBody {
     /// A service (its live deployment) or a deployment id.
     deployment: String,
-    /// The instance number `stack ls` shows.
-    instance: usize,
+    /// The instance number `stack ls` shows; every instance, one at a time, when absent.
+    #[serde(default)]
+    instance: Option<usize>,
 }
 
 pub async fn restart(
@@ -297,7 +298,7 @@ pub async fn restart(
 ) -> Response {
     let request = RestartRequest {
         target: body.deployment,
-        instance: Some(body.instance),
+        instance: body.instance,
     };
     answer(dashboard.daemon.restart(request).await)
 }

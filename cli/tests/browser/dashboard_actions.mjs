@@ -3,8 +3,9 @@
 //
 //   node dashboard_actions.mjs PORT FIRST SECOND
 //
-// Clicks rollback on FIRST, remove on SECOND, restart on FIRST's instance, and waits after
-// each for the page to show what the daemon did (the overview comes from its event stream).
+// Clicks rollback on FIRST, remove on SECOND, restart on FIRST's instance, then restart all on
+// FIRST, and waits after each for the page to show what the daemon did (the overview comes
+// from its event stream).
 // The Rust test checks `stack ls` and the answers after it.
 import { dashboardPage, launch, step } from "./chromium.mjs";
 
@@ -61,8 +62,12 @@ try {
   step("restart the first deployment's instance");
   const before = await shown(first);
   if (!/↻0/.test(before.instances)) throw new Error(`restarts before: ${before.instances}`);
-  await rowOf(first).getByRole("button", { name: "restart" }).click();
+  await rowOf(first).getByRole("button", { name: "restart", exact: true }).click();
   await waitShown("restarted and ready", first, "row && /#0 READY :\\d+ ↻1/.test(row.instances)");
+
+  step("restart all of the first deployment's instances");
+  await rowOf(first).getByRole("button", { name: "restart all" }).click();
+  await waitShown("restarted again and ready", first, "row && /#0 READY :\\d+ ↻2/.test(row.instances)");
 
   if (failures.length) throw new Error(`page errors: ${failures.join("; ")}`);
   console.log("ok");

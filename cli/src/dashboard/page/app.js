@@ -70,6 +70,8 @@ function drawDeployments() {
         button("+1", () => act("scale", { service: d.id, instances: d.wanted + 1 })),
         button("−1", () => act("scale", { service: d.id, instances: Math.max(0, d.wanted - 1) })),
       );
+      // Every instance, one at a time (`stack restart <deployment>`).
+      if (d.instances.length) actions.append(button("restart all", () => act("restart", { deployment: d.id })));
     }
     if (!d.current && d.state !== "BUILDING") {
       actions.append(
