@@ -236,7 +236,8 @@ pub struct LsArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// A service or a deployment id.
+    /// A service or a deployment id, or one instance of it as its lines are prefixed
+    /// (`reader.1`).
     #[arg(add = ArgValueCandidates::new(completion::targets))]
     pub target: String,
     /// Keep printing new lines.

@@ -109,8 +109,23 @@ fn restart_gives_new_processes_one_instance_at_a_time_with_no_failed_request() {
     let again = pids(&project, "web");
     assert_eq!(again[0], after[0], "web.0 was left alone");
     assert_ne!(again[1], after[1]);
+    // The same name gives that instance's logs alone, live and (at the end) from the files.
+    let own_logs = |project: &Project| {
+        let logs = project.stack_ok(&["logs", "web.1", "-n", "1000"]);
+        assert!(
+            logs.contains("web.1 | [stack] restarting on request"),
+            "{logs}"
+        );
+        assert!(
+            logs.lines().all(|line| line.starts_with("web.1 | ")),
+            "{logs}"
+        );
+    };
+    own_logs(&project);
 
-    // A new process that cannot start: the restart fails, saying why, and the old one serves.
+    // A new process that cannot start: the restart fails, saying why, and the old one serves
+    // (`stack logs web.0 -f` follows that instance's lines only).
+    let mut follow = Up::spawn(&project, &["logs", "web.0", "-f", "-n", "1000"], &[]);
     std::fs::write(&fail_file, "").unwrap();
     let (failed, answered) = under_load(up.port, || {
         project.stack(&["restart", "web.0"]).assert_refused(&[
@@ -122,6 +137,14 @@ fn restart_gives_new_processes_one_instance_at_a_time_with_no_failed_request() {
     assert_eq!(pids(&project, "web"), again, "{}", up.output());
     assert!(answered.contains(&again[0].to_string()));
     up.wait_for("web.0 | refusing to start", COMMAND_DEADLINE);
+    let followed = follow.wait_for("web.0 | refusing to start", COMMAND_DEADLINE);
+    assert!(followed.starts_with("web.0 | "), "{followed}");
+    let followed = follow.output();
+    assert!(
+        followed.lines().all(|line| line.starts_with("web.0 | ")),
+        "{followed}"
+    );
+    drop(follow);
     up.wait_for(
         &format!("[stack] the new process exited before it was ready (exit status: 3); pid {} keeps serving", again[0]),
         COMMAND_DEADLINE,
@@ -135,6 +158,7 @@ fn restart_gives_new_processes_one_instance_at_a_time_with_no_failed_request() {
         project.stack(&["restart", target]).assert_refused(&[error]);
     }
     up.stop(Signal::SIGINT);
+    own_logs(&project);
     project
         .stack(&["restart", "web"])
         .assert_refused(&["nothing to restart"]);

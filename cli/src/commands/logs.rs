@@ -1,12 +1,12 @@
-//! `stack logs <service|deployment> [-f] [-n N] [--since T]`: stored lines, then live ones with
-//! `-f`, from the running `stack up` (`-f` waits while it is still starting); without one, what
-//! `.stack/logs/` holds.
+//! `stack logs <service|deployment>[.N] [-f] [-n N] [--since T]`: stored lines, then live ones
+//! with `-f`, from the running `stack up` (`-f` waits while it is still starting); without one,
+//! what `.stack/logs/` holds. `reader.1` keeps instance 1's lines only.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::args::LogsArgs;
-use crate::control::api::{LogsQuery, DEFAULT_LOG_LINES};
+use crate::control::api::{self, LogsQuery, DEFAULT_LOG_LINES};
 use crate::control::{Client, ControlError};
 use crate::output::{self, CliError, CliResult};
 use crate::state::State;
@@ -87,17 +87,29 @@ async fn logs_async(
 
 fn from_disk(project_dir: &Path, args: &LogsArgs, selection: &Selection) -> CliResult<ExitCode> {
     let state = State::load(project_dir).map_err(|error| CliError::new(error.to_string()))?;
-    let Some(deployment) = state.resolve_deployment(&args.target) else {
+    // A service or deployment, else one instance of it (`reader.1`).
+    let (deployment, instance) = match state.resolve_deployment(&args.target) {
+        Some(deployment) => (Some(deployment), None),
+        None => match api::split_instance(&args.target) {
+            (base, Some(instance)) => (state.resolve_deployment(base), Some(instance)),
+            (_, None) => (None, None),
+        },
+    };
+    let Some(deployment) = deployment else {
         return Err(
             CliError::new(format!("no service or deployment named `{}`", args.target))
                 .hint("See `stack ls` for the deployments."),
         );
     };
     let logs_dir = logs::logs_dir(project_dir);
-    let lines = logs::read_stored(&logs_dir, &deployment, selection.lines, selection.since_ms)
-        .map_err(|error| {
-            CliError::new(format!("cannot read the logs of `{deployment}`: {error}"))
-        })?;
+    let lines = logs::read_stored(
+        &logs_dir,
+        &deployment,
+        selection.lines,
+        selection.since_ms,
+        instance,
+    )
+    .map_err(|error| CliError::new(format!("cannot read the logs of `{deployment}`: {error}")))?;
     for line in &lines {
         print_line(line);
     }

@@ -525,21 +525,22 @@ pub struct RestartRequest {
 impl RestartRequest {
     /// `reader`, `reader-abcdefghij`, or one instance as its log lines name it: `reader.1`.
     pub fn parse(target: &str) -> RestartRequest {
-        let one = target.rsplit_once('.').and_then(|(target, number)| {
-            let digits = !number.is_empty() && number.bytes().all(|byte| byte.is_ascii_digit());
-            digits.then(|| (target, number.parse().ok()))
-        });
-        match one {
-            Some((target, Some(number))) => RestartRequest {
-                target: target.into(),
-                instance: Some(number),
-            },
-            _ => RestartRequest {
-                target: target.into(),
-                instance: None,
-            },
+        let (target, instance) = split_instance(target);
+        RestartRequest {
+            target: target.into(),
+            instance,
         }
     }
+}
+
+/// A service or deployment and, when `target` names one instance as its log lines do
+/// (`reader.1`), that instance's number. Service names and deployment ids have no `.`.
+pub fn split_instance(target: &str) -> (&str, Option<usize>) {
+    target
+        .rsplit_once('.')
+        .filter(|(_, number)| !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|(base, number)| Some((base, Some(number.parse().ok()?))))
+        .unwrap_or((target, None))
 }
 
 /// The answer to a restart: the instances that run new processes now, in the order they
@@ -675,6 +676,19 @@ mod tests {
         );
         let parsed = Request::parse(&request.method(), &path, &request.body());
         assert_eq!(parsed, Ok(request), "through `{path}`");
+    }
+
+    #[test]
+    fn a_log_line_is_of_the_instance_its_source_names() {
+        let line = crate::supervisor::logs::LogLine {
+            time_ms: 0,
+            source: "reader.12".into(),
+            text: String::new(),
+        };
+        assert!(line.is_of(None));
+        assert!(line.is_of(Some(12)));
+        assert!(!line.is_of(Some(1)));
+        assert_eq!(split_instance("reader.12"), ("reader", Some(12)));
     }
 
     #[test]

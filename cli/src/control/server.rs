@@ -184,7 +184,7 @@ pub fn status_of(error: &DaemonError) -> StatusCode {
 
 /// The stored lines, then the live ones (until the follower lags out or `shutdown`), as NDJSON.
 fn ndjson(feed: LogFeed, shutdown: CancellationToken) -> Response<Body> {
-    let live_from_ms = feed.live_from_ms;
+    let filter = feed.filter;
     let stored = stream::iter(
         feed.stored
             .into_iter()
@@ -200,7 +200,7 @@ fn ndjson(feed: LogFeed, shutdown: CancellationToken) -> Response<Body> {
                     () = shutdown.cancelled() => return None,
                 };
                 match next {
-                    Ok(line) if line.time_ms < live_from_ms => continue,
+                    Ok(line) if !filter.keeps(&line) => continue,
                     Ok(line) => {
                         let frame = Ok(Frame::data(ndjson_line(&line)));
                         return Some((frame, (Some(receiver), shutdown)));

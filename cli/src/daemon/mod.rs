@@ -234,8 +234,23 @@ pub struct LogFeed {
     pub stored: Vec<LogLine>,
     /// Subscribed before the file was read, so no line falls between the two.
     pub live: Option<broadcast::Receiver<LogLine>>,
-    /// Live lines older than this were sent from the file already, or were not asked for.
-    pub live_from_ms: u64,
+    /// Which live lines to send.
+    pub filter: LiveFilter,
+}
+
+/// The live lines a logs answer sends on: those of the instance asked for (all when none
+/// was) that are not older than the last stored line sent.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveFilter {
+    /// Older lines were sent from the file already, or were not asked for.
+    pub from_ms: u64,
+    pub instance: Option<usize>,
+}
+
+impl LiveFilter {
+    pub fn keeps(&self, line: &LogLine) -> bool {
+        line.time_ms >= self.from_ms && line.is_of(self.instance)
+    }
 }
 
 impl Daemon {
@@ -611,25 +626,39 @@ impl Daemon {
     pub async fn logs(&self, query: &LogsQuery) -> Result<LogFeed, DaemonError> {
         let live = self.live()?;
         let snapshot = live.supervisor.snapshot();
-        let (deployment_id, log) = match snapshot.resolve(&query.target) {
-            Some(running) => (running.spec.id.clone(), Some(running.log.clone())),
-            None => {
-                let stored = self.inner.store.load()?.resolve_deployment(&query.target);
-                let id = stored.ok_or_else(|| DaemonError::UnknownTarget {
-                    target: query.target.clone(),
-                })?;
-                (id, None)
+        // A service or deployment (running, else kept), else one instance of it (`reader.1`).
+        let find = |target: &str| -> Result<_, DaemonError> {
+            if let Some(running) = snapshot.resolve(target) {
+                return Ok(Some((running.spec.id.clone(), Some(running.log.clone()))));
             }
+            let kept = self.inner.store.load()?.resolve_deployment(target);
+            Ok(kept.map(|id| (id, None)))
         };
+        let (found, instance) = match find(&query.target)? {
+            Some(found) => (Some(found), None),
+            None => match crate::control::api::split_instance(&query.target) {
+                (base, Some(instance)) => (find(base)?, Some(instance)),
+                (_, None) => (None, None),
+            },
+        };
+        let (deployment_id, log) = found.ok_or_else(|| DaemonError::UnknownTarget {
+            target: query.target.clone(),
+        })?;
         let live_lines = log.filter(|_| query.follow).map(|log| log.follow());
         let logs_dir = logs::logs_dir(&self.inner.project_dir);
-        let stored = logs::read_stored(&logs_dir, &deployment_id, query.lines, query.since_ms)
-            .unwrap_or_default();
-        let live_from_ms = stored.last().map_or(query.since_ms, |line| line.time_ms);
+        let stored = logs::read_stored(
+            &logs_dir,
+            &deployment_id,
+            query.lines,
+            query.since_ms,
+            instance,
+        )
+        .unwrap_or_default();
+        let from_ms = stored.last().map_or(query.since_ms, |line| line.time_ms);
         Ok(LogFeed {
             stored,
             live: live_lines,
-            live_from_ms,
+            filter: LiveFilter { from_ms, instance },
         })
     }
 

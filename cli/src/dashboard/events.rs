@@ -205,7 +205,7 @@ pub async fn logs(
         Err(error) => return refusal(StatusCode::NOT_FOUND, error.to_string()),
     };
     let first = lines_event(&feed.stored);
-    let live_from_ms = feed.live_from_ms;
+    let filter = feed.filter;
     let state = (feed.live, dashboard.stopping.clone());
     let live = stream::unfold(state, move |(receiver, stopping)| async move {
         let mut receiver = receiver?;
@@ -227,7 +227,7 @@ pub async fn logs(
                 }
             };
             match next {
-                Ok(line) if line.time_ms < live_from_ms => {}
+                Ok(line) if !filter.keeps(&line) => {}
                 Ok(line) => batch.push(line),
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) if batch.is_empty() => return None,

@@ -39,6 +39,17 @@ impl LogLine {
     }
 
     /// Reads a stored line back; `None` for a line that is not in the stored form.
+    /// Whether it is instance `instance`'s line (its source is `<service>.<instance>`); any
+    /// instance's when `None`.
+    pub fn is_of(&self, instance: Option<usize>) -> bool {
+        instance.is_none_or(|wanted| {
+            self.source
+                .rsplit_once('.')
+                .and_then(|(_, number)| number.parse::<usize>().ok())
+                == Some(wanted)
+        })
+    }
+
     pub fn from_stored(line: &str) -> Option<LogLine> {
         let (time, rest) = line.split_once(' ')?;
         let (source, text) = rest.split_once(" | ")?;
@@ -349,6 +360,7 @@ pub fn read_stored(
     deployment_id: &str,
     n: usize,
     since_ms: u64,
+    instance: Option<usize>,
 ) -> io::Result<Vec<LogLine>> {
     let current = log_path(logs_dir, deployment_id);
     let mut lines = Vec::new();
@@ -360,7 +372,12 @@ pub fn read_stored(
             Err(error) => return Err(error),
         };
         let mut older_than_wanted = false;
-        for line in text.lines().rev().filter_map(LogLine::from_stored) {
+        let of_instance = text
+            .lines()
+            .rev()
+            .filter_map(LogLine::from_stored)
+            .filter(|line| line.is_of(instance));
+        for line in of_instance {
             if lines.len() == n {
                 break;
             }
@@ -423,13 +440,15 @@ mod tests {
         .unwrap();
         log.push("writer.0", "secret is canary-secret-value!");
         log.push("writer.1", "ab stays");
-        let stored = read_stored(dir.path(), "writer-abcdefghij", 10, 0).unwrap();
+        let stored = read_stored(dir.path(), "writer-abcdefghij", 10, 0, None).unwrap();
         let texts: Vec<&str> = stored.iter().map(|line| line.text.as_str()).collect();
         assert_eq!(texts, ["secret is ***!", "ab stays"]);
         let since = stored[1].time_ms + 1;
-        assert!(read_stored(dir.path(), "writer-abcdefghij", 10, since)
-            .unwrap()
-            .is_empty());
+        assert!(
+            read_stored(dir.path(), "writer-abcdefghij", 10, since, None)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(log.recent(5, Some("writer.1")).len(), 1);
         let file = fs::read_to_string(log_path(dir.path(), "writer-abcdefghij")).unwrap();
         assert!(!file.contains("canary"));
@@ -456,7 +475,7 @@ mod tests {
             .unwrap();
             let output = format!("{}{secret} and é after\n", "x".repeat(padding));
             log.clone().pump("web.0".into(), output.as_bytes()).await;
-            let stored = read_stored(dir.path(), "web-abcdefghij", 10, 0).unwrap();
+            let stored = read_stored(dir.path(), "web-abcdefghij", 10, 0, None).unwrap();
             let joined: String = stored.iter().map(|line| line.text.as_str()).collect();
             assert_eq!(joined, format!("{}*** and é after", "x".repeat(padding)));
             for line in &stored {
@@ -520,13 +539,13 @@ mod tests {
         assert!(sizes.iter().all(|size| *size <= 4096 + 80), "{sizes:?}");
         assert!(!rotated_path(&current, 3).exists(), "only 3 files are kept");
         // The last 100 lines span the current file and the ones before it, in order.
-        let last = read_stored(dir.path(), "web-abcdefghij", 100, 0).unwrap();
+        let last = read_stored(dir.path(), "web-abcdefghij", 100, 0, None).unwrap();
         let numbers: Vec<usize> = last
             .iter()
             .map(|line| line.text[5..9].parse().unwrap())
             .collect();
         assert_eq!(numbers, (900..1000).collect::<Vec<_>>());
-        let all = read_stored(dir.path(), "web-abcdefghij", usize::MAX, 0).unwrap();
+        let all = read_stored(dir.path(), "web-abcdefghij", usize::MAX, 0, None).unwrap();
         assert!(all.len() > 100 && all.len() < 1000, "{}", all.len());
         assert_eq!(
             all.last().unwrap().text[5..9].parse::<usize>().unwrap(),
