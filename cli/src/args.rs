@@ -284,7 +284,7 @@ pub struct RollbackArgs {
 pub struct RestartArgs {
     /// A service or a deployment id, or one instance of it as its log lines name it
     /// (`reader.1`).
-    #[arg(add = ArgValueCandidates::new(completion::targets))]
+    #[arg(add = ArgValueCandidates::new(completion::instance_targets))]
     pub target: String,
 }
 

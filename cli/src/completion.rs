@@ -20,6 +20,22 @@ pub fn targets() -> Vec<CompletionCandidate> {
     names
 }
 
+/// [`targets`] and each instance a service runs by its recorded scale (`reader.1`): what
+/// `restart` takes.
+pub fn instance_targets() -> Vec<CompletionCandidate> {
+    let state = state();
+    let services: Vec<String> = services()
+        .iter()
+        .map(|candidate| candidate.get_value().to_string_lossy().into_owned())
+        .collect();
+    let instances = services.iter().flat_map(|service| {
+        (0..state.scale_of(service)).map(move |number| format!("{service}.{number}"))
+    });
+    let mut names = targets();
+    names.extend(candidates(instances, "instance"));
+    names
+}
+
 /// Services: the directories under `services/` and those with recorded deployments.
 pub fn services() -> Vec<CompletionCandidate> {
     let dir = Path::new(".");

@@ -74,6 +74,9 @@ fn completion_offers_the_projects_services_deployments_and_aliases() {
     };
     assert_eq!(names(&["stack", "rm", ""]), ["hello-abcdefghij"]);
     assert_eq!(names(&["stack", "alias", "rm", ""]), ["pair.localhost"]);
+    // `restart` takes one instance too, by the name its log lines carry.
+    let restartable = names(&["stack", "restart", "hel"]);
+    assert_eq!(restartable, ["hello", "hello-abcdefghij", "hello.0"]);
     let started = complete(&project, &["stack", "logs", "cr"]);
     assert_eq!(started, ["crasher"]);
 }
