@@ -60,6 +60,9 @@ fn exec_runs_a_command_with_the_services_environment_and_its_exit_status() {
     );
     // Its exit status is the command's.
     assert_eq!(exec(&project, "exit 7").code, 7);
+    // An instance's name means its service.
+    let run = project.stack(&["exec", "web.0", "--", "sh", "-c", "echo $SERVICE_ONLY"]);
+    assert_eq!(run.stdout, "yes\n", "{}", run.all());
 
     // What cannot run says so.
     project

@@ -577,8 +577,10 @@ impl Daemon {
     pub async fn environment(&self, target: &str) -> Result<EnvAnswer, DaemonError> {
         let live = self.live()?;
         let snapshot = live.supervisor.snapshot();
+        // Every instance gets the same: `reader.1` is `reader`.
         let running = snapshot
             .resolve(target)
+            .or_else(|| snapshot.resolve(crate::control::api::split_instance(target).0))
             .ok_or_else(|| DaemonError::UnknownTarget {
                 target: target.into(),
             })?;
