@@ -152,7 +152,10 @@ fn restart_gives_new_processes_one_instance_at_a_time_with_no_failed_request() {
 
     // What is not there is refused.
     for (target, error) in [
-        ("web.7", "Error! no service or deployment named `web.7`"),
+        (
+            "web.7",
+            "Error! `web` has no instance 7\nIt runs web.0, web.1;",
+        ),
         ("nope", "Error! no service or deployment named `nope`"),
     ] {
         project.stack(&["restart", target]).assert_refused(&[error]);

@@ -150,9 +150,9 @@ fn daemon_error(error: DaemonError) -> Response<Body> {
 pub fn status_of(error: &DaemonError) -> StatusCode {
     match error {
         DaemonError::Starting { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        DaemonError::UnknownTarget { .. } | DaemonError::UnknownDeployment { .. } => {
-            StatusCode::NOT_FOUND
-        }
+        DaemonError::UnknownTarget { .. }
+        | DaemonError::UnknownDeployment { .. }
+        | DaemonError::UnknownInstance { .. } => StatusCode::NOT_FOUND,
         DaemonError::LiveDeployment { .. }
         | DaemonError::HostTaken(_)
         | DaemonError::NothingToRestart { .. } => StatusCode::CONFLICT,

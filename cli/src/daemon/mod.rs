@@ -160,6 +160,13 @@ pub enum DaemonError {
     UnresolvedAlias(Vec<UnresolvedDest>),
     #[error("{0}; an alias cannot take it over")]
     HostTaken(HostOwner),
+    #[error("`{service}` has no instance {number}")]
+    UnknownInstance {
+        service: String,
+        number: usize,
+        /// The instances it runs, by name.
+        running: Vec<String>,
+    },
     #[error("`{deployment}` runs no instance to restart")]
     NothingToRestart { deployment: String },
     #[error("{instance} did not restart: {reason}")]
@@ -191,6 +198,12 @@ impl DaemonError {
             DaemonError::TooManyInstances { cap, .. } => format!(
                 "Ask for {cap} or fewer, or start `stack up --max-instances N`. Nothing was started."
             ),
+            DaemonError::UnknownInstance {
+                service, running, ..
+            } => match running.as_slice() {
+                [] => format!("It runs none; `stack scale {service} 1` starts one."),
+                _ => format!("It runs {}; `stack ls` shows them.", running.join(", ")),
+            },
             DaemonError::NothingToRestart { deployment } => {
                 format!("Start it with `stack scale {deployment} 1`.")
             }
@@ -524,8 +537,15 @@ impl Daemon {
             .collect();
         if instances.is_empty() {
             return Err(match request.instance {
-                Some(number) => DaemonError::UnknownTarget {
-                    target: format!("{}.{number}", running.spec.service),
+                Some(number) => DaemonError::UnknownInstance {
+                    service: running.spec.service.clone(),
+                    number,
+                    running: running
+                        .instances
+                        .iter()
+                        .filter(|instance| !instance.draining.load(Ordering::Acquire))
+                        .map(|instance| format!("{}.{}", running.spec.service, instance.number))
+                        .collect(),
                 },
                 None => DaemonError::NothingToRestart {
                     deployment: running.spec.id.clone(),
