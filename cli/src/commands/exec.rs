@@ -2,8 +2,8 @@
 //! REPL, `env`) with what the running `stack up` gives that service's instances on top of the
 //! caller's own environment: the `.env` and `-e` values, the generated `SESSION_SECRET`, the
 //! managed Redis's URL with its password, the service's `env` from `stack.toml`; never a
-//! `PORT` (the caller's own stays). stack replaces itself with the command, so its exit status, signals and terminal are the
-//! command's own. Nothing of the environment is printed.
+//! `PORT` (the caller's own stays). stack replaces itself with the command, so its exit
+//! status, signals and terminal are the command's own. Nothing of the environment is printed.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;

@@ -88,14 +88,10 @@ async fn logs_async(
 fn from_disk(project_dir: &Path, args: &LogsArgs, selection: &Selection) -> CliResult<ExitCode> {
     let state = State::load(project_dir).map_err(|error| CliError::new(error.to_string()))?;
     // A service or deployment, else one instance of it (`reader.1`).
-    let (deployment, instance) = match state.resolve_deployment(&args.target) {
-        Some(deployment) => (Some(deployment), None),
-        None => match api::split_instance(&args.target) {
-            (base, Some(instance)) => (state.resolve_deployment(base), Some(instance)),
-            (_, None) => (None, None),
-        },
-    };
-    let Some(deployment) = deployment else {
+    let Ok(found) = api::find_with_instance(&args.target, |target| {
+        Ok::<_, std::convert::Infallible>(state.resolve_deployment(target))
+    });
+    let Some((deployment, instance)) = found else {
         return Err(
             CliError::new(format!("no service or deployment named `{}`", args.target))
                 .hint("See `stack ls` for the deployments."),

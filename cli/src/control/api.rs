@@ -543,6 +543,21 @@ pub fn split_instance(target: &str) -> (&str, Option<usize>) {
         .unwrap_or((target, None))
 }
 
+/// What `find` finds for `target`, else, when `target` names one instance (`reader.1`), for
+/// its service or deployment, with that instance's number.
+pub fn find_with_instance<T, E>(
+    target: &str,
+    mut find: impl FnMut(&str) -> Result<Option<T>, E>,
+) -> Result<Option<(T, Option<usize>)>, E> {
+    if let Some(found) = find(target)? {
+        return Ok(Some((found, None)));
+    }
+    match split_instance(target) {
+        (base, Some(number)) => Ok(find(base)?.map(|found| (found, Some(number)))),
+        (_, None) => Ok(None),
+    }
+}
+
 /// The answer to a restart: the instances that run new processes now, in the order they
 /// were restarted.
 #[derive(Debug, Clone, Serialize, Deserialize)]

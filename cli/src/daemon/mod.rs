@@ -49,7 +49,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::api::{
-    AliasAnswer, AliasChange, Applied, DeploymentStatus, EnvAnswer, LogsQuery, RedisAnswer,
+    self, AliasAnswer, AliasChange, Applied, DeploymentStatus, EnvAnswer, LogsQuery, RedisAnswer,
     RemoveAnswer, RequestRecord, RequestsAnswer, RestartAnswer, RestartRequest, RollbackAnswer,
     RollbackRequest, ScaleAnswer, ScaleRequest,
 };
@@ -525,10 +525,15 @@ impl Daemon {
                 .ok_or_else(|| DaemonError::UnknownTarget {
                     target: request.target.clone(),
                 })?;
-        let instances: Vec<&Arc<Instance>> = running
+        let service = &running.spec.service;
+        let active: Vec<&Arc<Instance>> = running
             .instances
             .iter()
             .filter(|instance| !instance.draining.load(Ordering::Acquire))
+            .collect();
+        let instances: Vec<&Arc<Instance>> = active
+            .iter()
+            .copied()
             .filter(|instance| {
                 request
                     .instance
@@ -538,13 +543,11 @@ impl Daemon {
         if instances.is_empty() {
             return Err(match request.instance {
                 Some(number) => DaemonError::UnknownInstance {
-                    service: running.spec.service.clone(),
+                    service: service.clone(),
                     number,
-                    running: running
-                        .instances
+                    running: active
                         .iter()
-                        .filter(|instance| !instance.draining.load(Ordering::Acquire))
-                        .map(|instance| format!("{}.{}", running.spec.service, instance.number))
+                        .map(|instance| format!("{service}.{}", instance.number))
                         .collect(),
                 },
                 None => DaemonError::NothingToRestart {
@@ -565,10 +568,9 @@ impl Daemon {
             + Duration::from_secs(5);
         let mut restarted = Vec::new();
         for instance in instances {
-            let name = format!("{}.{}", running.spec.service, instance.number);
             let reason = match tokio::time::timeout(limit, instance.request_restart()).await {
                 Ok(Ok(Ok(()))) => {
-                    restarted.push(name);
+                    restarted.push(instance.number);
                     continue;
                 }
                 Ok(Ok(Err(reason))) => reason,
@@ -576,18 +578,18 @@ impl Daemon {
                 Err(_) => format!("not ready again within {}s", limit.as_secs()),
             };
             return Err(DaemonError::RestartFailed {
-                instance: name,
+                instance: format!("{service}.{}", instance.number),
                 reason,
-                restarted,
+                restarted: restarted
+                    .iter()
+                    .map(|number| format!("{service}.{number}"))
+                    .collect(),
             });
         }
         Ok(RestartAnswer {
             deployment: running.spec.id.clone(),
-            service: running.spec.service.clone(),
-            instances: restarted
-                .iter()
-                .filter_map(|name| name.rsplit_once('.')?.1.parse().ok())
-                .collect(),
+            service: service.clone(),
+            instances: restarted,
         })
     }
 
@@ -598,12 +600,12 @@ impl Daemon {
         let live = self.live()?;
         let snapshot = live.supervisor.snapshot();
         // Every instance gets the same: `reader.1` is `reader`.
-        let running = snapshot
-            .resolve(target)
-            .or_else(|| snapshot.resolve(crate::control::api::split_instance(target).0))
-            .ok_or_else(|| DaemonError::UnknownTarget {
-                target: target.into(),
-            })?;
+        let Ok(found) = api::find_with_instance(target, |target| {
+            Ok::<_, std::convert::Infallible>(snapshot.resolve(target))
+        });
+        let (running, _) = found.ok_or_else(|| DaemonError::UnknownTarget {
+            target: target.into(),
+        })?;
         let inherited: BTreeMap<String, String> =
             crate::env::caller_environment().into_iter().collect();
         let env = snapshot
@@ -656,16 +658,10 @@ impl Daemon {
             let kept = self.inner.store.load()?.resolve_deployment(target);
             Ok(kept.map(|id| (id, None)))
         };
-        let (found, instance) = match find(&query.target)? {
-            Some(found) => (Some(found), None),
-            None => match crate::control::api::split_instance(&query.target) {
-                (base, Some(instance)) => (find(base)?, Some(instance)),
-                (_, None) => (None, None),
-            },
-        };
-        let (deployment_id, log) = found.ok_or_else(|| DaemonError::UnknownTarget {
-            target: query.target.clone(),
-        })?;
+        let ((deployment_id, log), instance) = api::find_with_instance(&query.target, find)?
+            .ok_or_else(|| DaemonError::UnknownTarget {
+                target: query.target.clone(),
+            })?;
         let live_lines = log.filter(|_| query.follow).map(|log| log.follow());
         let logs_dir = logs::logs_dir(&self.inner.project_dir);
         let stored = logs::read_stored(

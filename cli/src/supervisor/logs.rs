@@ -38,7 +38,6 @@ impl LogLine {
         format!("{} {} | {}", self.time_ms, self.source, self.text)
     }
 
-    /// Reads a stored line back; `None` for a line that is not in the stored form.
     /// Whether it is instance `instance`'s line (its source is `<service>.<instance>`); any
     /// instance's when `None`.
     pub fn is_of(&self, instance: Option<usize>) -> bool {
@@ -50,6 +49,7 @@ impl LogLine {
         })
     }
 
+    /// Reads a stored line back; `None` for a line that is not in the stored form.
     pub fn from_stored(line: &str) -> Option<LogLine> {
         let (time, rest) = line.split_once(' ')?;
         let (source, text) = rest.split_once(" | ")?;

@@ -342,9 +342,10 @@ impl Supervisor {
     /// dropped (which stops everything too).
     pub fn start(config: Config) -> (Supervisor, JoinHandle<()>) {
         let (order_tx, order_rx) = mpsc::channel(32);
+        let env = Arc::new(config.env.clone());
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot {
             deployments: Vec::new(),
-            env: Arc::new(config.env.clone()),
+            env: env.clone(),
         }));
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let task = SupervisorTask {
@@ -352,6 +353,7 @@ impl Supervisor {
             deployments: Vec::new(),
             removed: Vec::new(),
             snapshot: snapshot_tx,
+            env,
             events: event_tx,
             starts: Arc::new(Semaphore::new(CONCURRENT_STARTS)),
         };
@@ -557,6 +559,8 @@ struct SupervisorTask {
     /// Instances of removed deployments, still draining; awaited by a full stop.
     removed: Vec<Slot>,
     snapshot: watch::Sender<Arc<Snapshot>>,
+    /// `config.env`, shared by every snapshot until a `.env` save replaces it.
+    env: Arc<BTreeMap<String, String>>,
     events: mpsc::UnboundedSender<Event>,
     starts: Arc<Semaphore>,
 }
@@ -641,6 +645,7 @@ impl SupervisorTask {
             }
             Order::SetEnv { env, reply } => {
                 self.set_env(env);
+                self.env = Arc::new(self.config.env.clone());
                 self.publish();
                 let _ = reply.send(());
             }
@@ -858,7 +863,7 @@ impl SupervisorTask {
             .collect();
         self.snapshot.send_replace(Arc::new(Snapshot {
             deployments,
-            env: Arc::new(self.config.env.clone()),
+            env: self.env.clone(),
         }));
     }
 }
