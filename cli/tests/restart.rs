@@ -122,6 +122,10 @@ fn restart_gives_new_processes_one_instance_at_a_time_with_no_failed_request() {
         );
     };
     own_logs(&project);
+    // An instance that neither runs nor ever wrote a line is named as a mistake.
+    project
+        .stack(&["logs", "web.7"])
+        .assert_refused(&["Error! `web` has no instance 7", "It runs web.0, web.1"]);
 
     // A new process that cannot start: the restart fails, saying why, and the old one serves
     // (`stack logs web.0 -f` follows that instance's lines only).

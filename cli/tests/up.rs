@@ -393,6 +393,11 @@ async fn a_crashing_service_backs_off_then_is_crashed_while_the_other_serves() {
     assert!(recent.contains("hello.0 | hello: listening"), "{recent}");
     let none = project.stack_ok(&["logs", "hello", "--since", "2099-01-01T00:00:00Z"]);
     assert!(!none.contains("hello.0 |"), "{none}");
+    let only = project.stack_ok(&["logs", "hello.0", "-n", "50"]);
+    assert!(only.contains("hello.0 | hello: listening"), "{only}");
+    project
+        .stack(&["logs", "hello.4"])
+        .assert_refused(&["Error! `hello-", "has no lines from instance 4"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

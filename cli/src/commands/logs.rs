@@ -106,6 +106,14 @@ fn from_disk(project_dir: &Path, args: &LogsArgs, selection: &Selection) -> CliR
         instance,
     )
     .map_err(|error| CliError::new(format!("cannot read the logs of `{deployment}`: {error}")))?;
+    if let Some(number) = instance.filter(|_| lines.is_empty()) {
+        if !logs::has_lines_of(&logs_dir, &deployment, number) {
+            return Err(CliError::new(format!(
+                "`{deployment}` has no lines from instance {number}"
+            ))
+            .hint(format!("`stack logs {deployment}` prints every instance's lines, each prefixed with its name.")));
+        }
+    }
     for line in &lines {
         print_line(line);
     }

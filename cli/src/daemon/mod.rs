@@ -41,7 +41,6 @@ pub mod stop;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -526,11 +525,7 @@ impl Daemon {
                     target: request.target.clone(),
                 })?;
         let service = &running.spec.service;
-        let active: Vec<&Arc<Instance>> = running
-            .instances
-            .iter()
-            .filter(|instance| !instance.draining.load(Ordering::Acquire))
-            .collect();
+        let active: Vec<&Arc<Instance>> = running.active().collect();
         let instances: Vec<&Arc<Instance>> = active
             .iter()
             .copied()
@@ -653,15 +648,16 @@ impl Daemon {
         // A service or deployment (running, else kept), else one instance of it (`reader.1`).
         let find = |target: &str| -> Result<_, DaemonError> {
             if let Some(running) = snapshot.resolve(target) {
-                return Ok(Some((running.spec.id.clone(), Some(running.log.clone()))));
+                return Ok(Some((running.spec.id.clone(), Some(running))));
             }
             let kept = self.inner.store.load()?.resolve_deployment(target);
             Ok(kept.map(|id| (id, None)))
         };
-        let ((deployment_id, log), instance) = api::find_with_instance(&query.target, find)?
+        let ((deployment_id, running), instance) = api::find_with_instance(&query.target, find)?
             .ok_or_else(|| DaemonError::UnknownTarget {
                 target: query.target.clone(),
             })?;
+        let log = running.map(|running| running.log.clone());
         let live_lines = log.filter(|_| query.follow).map(|log| log.follow());
         let logs_dir = logs::logs_dir(&self.inner.project_dir);
         let stored = logs::read_stored(
@@ -672,6 +668,27 @@ impl Daemon {
             instance,
         )
         .unwrap_or_default();
+        // `reader.9` that neither runs nor ever wrote a line is a typo, not a quiet instance.
+        if let Some(number) = instance.filter(|_| stored.is_empty()) {
+            let active: Vec<usize> = running
+                .into_iter()
+                .flat_map(|running| running.active().map(|instance| instance.number))
+                .collect();
+            if !active.contains(&number) && !logs::has_lines_of(&logs_dir, &deployment_id, number) {
+                let service = running.map_or_else(
+                    || api::split_instance(&query.target).0.to_string(),
+                    |running| running.spec.service.clone(),
+                );
+                return Err(DaemonError::UnknownInstance {
+                    running: active
+                        .iter()
+                        .map(|number| format!("{service}.{number}"))
+                        .collect(),
+                    service,
+                    number,
+                });
+            }
+        }
         let from_ms = stored.last().map_or(query.since_ms, |line| line.time_ms);
         Ok(LogFeed {
             stored,

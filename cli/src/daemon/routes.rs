@@ -145,11 +145,9 @@ fn deployment_target(deployment: &LiveDeployment) -> Target {
         .filter_map(|instance| instance.upstream())
         .collect();
     let n_starting = deployment
-        .instances
-        .iter()
+        .active()
         .filter(|instance| {
             !instance.takes_traffic()
-                && !instance.draining.load(std::sync::atomic::Ordering::Acquire)
                 && !instance.crashed.load(std::sync::atomic::Ordering::Acquire)
         })
         .count();

@@ -395,6 +395,11 @@ pub fn read_stored(
     Ok(lines)
 }
 
+/// Whether any stored file of `deployment_id` holds a line of instance `number`.
+pub fn has_lines_of(logs_dir: &Path, deployment_id: &str, number: usize) -> bool {
+    read_stored(logs_dir, deployment_id, 1, 0, Some(number)).is_ok_and(|lines| !lines.is_empty())
+}
+
 /// A prefix colour per service, stable across runs; `None` when colour is off
 /// (not a terminal, or `NO_COLOR` set).
 pub fn prefix_style(service: &str) -> Style {

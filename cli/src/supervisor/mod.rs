@@ -245,6 +245,13 @@ pub struct LiveDeployment {
 }
 
 impl LiveDeployment {
+    /// Instances that are not draining: what `stack ls` counts and `stack restart` restarts.
+    pub fn active(&self) -> impl Iterator<Item = &Arc<Instance>> {
+        self.instances
+            .iter()
+            .filter(|instance| !instance.draining.load(Ordering::Acquire))
+    }
+
     /// Instances taking traffic and answering it (an unresponsive one is out of rotation).
     pub fn n_ready(&self) -> usize {
         self.instances
@@ -256,11 +263,7 @@ impl LiveDeployment {
     }
 
     pub fn state(&self) -> DeploymentState {
-        let active: Vec<&Arc<Instance>> = self
-            .instances
-            .iter()
-            .filter(|instance| !instance.draining.load(Ordering::Acquire))
-            .collect();
+        let active: Vec<&Arc<Instance>> = self.active().collect();
         if self.wanted == 0 || active.is_empty() {
             DeploymentState::Stopped
         } else if self.n_ready() > 0 {
@@ -445,11 +448,7 @@ impl Supervisor {
         timeout: Duration,
     ) -> Result<(), SupervisorError> {
         self.wait_until(deployment_id, timeout, |deployment| {
-            let active = deployment
-                .instances
-                .iter()
-                .filter(|instance| !instance.draining.load(Ordering::Acquire))
-                .count();
+            let active = deployment.active().count();
             deployment.n_ready() >= deployment.wanted && active == deployment.wanted
         })
         .await

@@ -85,11 +85,7 @@ impl Supervisor {
                 else {
                     return Err(SupervisorError::Stopped);
                 };
-                let active: Vec<_> = deployment
-                    .instances
-                    .iter()
-                    .filter(|instance| !instance.draining.load(Ordering::Acquire))
-                    .collect();
+                let active: Vec<_> = deployment.active().collect();
                 // A one-shot that already did its work (exited 0) started well.
                 if active.len() == deployment.wanted
                     && active.iter().all(|instance| {
