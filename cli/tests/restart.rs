@@ -1,7 +1,8 @@
 //! `stack restart` through the real binary, with real Python and shell processes: a single
 //! instance and a scaled service get new processes under load with no failed request, one
 //! instance alone by its log name (`web.1`), a new process that fails leaves the old one
-//! serving, and a CRASHED worker and a completed one-shot start again.
+//! serving, an old one killed while its replacement starts leaves the rotation at once, and a
+//! CRASHED worker and a completed one-shot start again.
 
 mod support;
 
@@ -215,5 +216,49 @@ fn restart_brings_back_a_crashed_worker_and_runs_a_completed_one_shot_again() {
     assert!(out.contains("Restarted seed.0 (seed-"), "{out}");
     up.wait_for_nth("seed.0 | seeded", 2, COMMAND_DEADLINE);
     up.wait_for_nth("seed.0 | [stack] exited 0: completed", 2, COMMAND_DEADLINE);
+    up.stop(Signal::SIGINT);
+}
+
+#[test]
+fn an_old_process_that_dies_while_its_replacement_starts_leaves_the_rotation_at_once() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/web/app.py", SLOW_SERVICE);
+    // Healthy 2 s after its start: a window to kill the old process in.
+    project.write(
+        "stack.toml",
+        "[services.web]\nrun = [\"python3\", \"app.py\"]\nenv = { HEALTHY_AFTER = \"2\", LOG_REQUESTS = \"0\" }\nhealth = { http = \"/healthz\", interval = \"200ms\" }\n",
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_ready("web");
+    let before = pids(&project, "web");
+    std::thread::scope(|scope| {
+        let restart = scope.spawn(|| project.stack_ok(&["restart", "web"]));
+        up.wait_for(
+            "web.0 | [stack] restarting on request: a new process starts",
+            COMMAND_DEADLINE,
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(before[0]).unwrap()),
+            Signal::SIGKILL,
+        )
+        .unwrap();
+        up.wait_for(
+            &format!("web.0 | [stack] pid {} exited (signal: 9 (SIGKILL)) while its new process starts: out of rotation until that one is ready", before[0]),
+            COMMAND_DEADLINE,
+        );
+        assert_ne!(project.live("web")["state"], "READY", "{}", up.output());
+        let out = restart.join().unwrap();
+        assert!(out.contains("Restarted web.0 (web-"), "{out}");
+    });
+    let after = pids(&project, "web");
+    assert_ne!(after, before);
+    up.wait_for(
+        &format!("web.0 | [stack] pid {} serves", after[0]),
+        COMMAND_DEADLINE,
+    );
+    let reply = support::raw_http::request(up.port, "GET", "/", &[("Host", "web.localhost")]);
+    assert_eq!((reply.status, reply.body), (200, after[0].to_string()));
+    assert_eq!(project.live("web")["state"], "READY");
     up.stop(Signal::SIGINT);
 }

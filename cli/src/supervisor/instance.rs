@@ -233,6 +233,9 @@ enum Replaced {
     Serving(Box<RunningChild>),
     /// The old process stopped first: start afresh.
     StartAgain,
+    /// The old process exited while the new one started, and the new one failed too: the
+    /// instance restarts as after any exit.
+    Exited(String, Option<std::process::ExitStatus>),
     Stopped,
 }
 
@@ -273,6 +276,7 @@ impl InstanceTask {
                                         failures = 0;
                                         continue 'start;
                                     }
+                                    Replaced::Exited(reason, status) => break (reason, status),
                                     Replaced::Stopped => return,
                                 }
                             }
@@ -772,15 +776,50 @@ impl InstanceTask {
                 return Replaced::Stopped;
             }
         };
-        let started = self.start(source).await;
+        // The old process keeps being watched: should it exit while the new one starts, it
+        // leaves the routing table at once rather than at the swap.
+        let mut old = Some(old);
+        let started = {
+            let start = self.start(source);
+            tokio::pin!(start);
+            loop {
+                tokio::select! {
+                    started = &mut start => break started,
+                    status = async { old.as_mut().expect("checked by the guard").wait().await }, if old.is_some() => {
+                        old = None;
+                        let status = status.map_or_else(|error| error.to_string(), |status| status.to_string());
+                        self.log.push(
+                            source,
+                            &format!("[stack] pid {old_pid} exited ({status}) while its new process starts: out of rotation until that one is ready"),
+                        );
+                        self.instance.ready.store(false, Ordering::Release);
+                        self.instance.set_upstream(None);
+                        self.changed();
+                    }
+                }
+            }
+        };
         drop(permit);
+        let Some(old) = old else {
+            return match started {
+                Started::Ready(new) => {
+                    self.route_to_new_process();
+                    self.log
+                        .push(source, &format!("[stack] pid {} serves", new.pid));
+                    self.instance.answer_restart(Ok(()));
+                    Replaced::Serving(new)
+                }
+                Started::Failed(reason, status) => {
+                    self.instance.answer_restart(Err(reason.clone()));
+                    Replaced::Exited(reason, status)
+                }
+                Started::Stopped => Replaced::Stopped,
+            };
+        };
         match started {
             Started::Ready(new) => {
                 let old_backend = self.instance.upstream();
-                self.instance
-                    .set_upstream(Some(self.instance.port.load(Ordering::Acquire)));
-                self.instance.unresponsive.store(false, Ordering::Release);
-                self.changed();
+                self.route_to_new_process();
                 self.drain(old_backend, *old).await;
                 self.log.push(
                     source,
@@ -806,6 +845,15 @@ impl InstanceTask {
                 Replaced::Stopped
             }
         }
+    }
+
+    /// Routes the instance to the new process `start` made ready in place of the old one.
+    fn route_to_new_process(&self) {
+        self.instance
+            .set_upstream(Some(self.instance.port.load(Ordering::Acquire)));
+        self.instance.unresponsive.store(false, Ordering::Release);
+        self.instance.ready.store(true, Ordering::Release);
+        self.changed();
     }
 
     /// A crashed or completed instance waits here: `true` once a restart is asked for (it
