@@ -441,6 +441,7 @@ async fn every_host_over_https_with_http2_and_one_secure_login_for_rust_and_node
         writer_host.as_str(),
         "reader.localhost",
         "node-reader.localhost",
+        "stack.localhost",
     ];
     let browser = tls_client(&ca, &hosts, addr)
         .cookie_store(true)
@@ -506,6 +507,18 @@ async fn every_host_over_https_with_http2_and_one_secure_login_for_rust_and_node
             "{host}: {body}"
         );
     }
+
+    // The dashboard answers over HTTP/2 too (its host in `:authority`, no `Host` header).
+    let dashboard = browser
+        .get(https("stack.localhost", "/api/env"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dashboard.version(), reqwest::Version::HTTP_2);
+    assert_eq!(dashboard.status(), 200);
+    let env: Value = dashboard.json().await.unwrap();
+    assert!(env["services"].as_array().unwrap().len() == 3, "{env}");
+    assert!(!env.to_string().contains("canary-https-secret"), "{env}");
 
     // Over plain HTTP, `auto` leaves `Secure` off, even when the client claims HTTPS.
     let plain = up.client("counter-demo.localhost");

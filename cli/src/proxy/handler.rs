@@ -99,6 +99,11 @@ async fn answer(
     mut head: Box<Parts>,
     body: Incoming,
 ) -> Result<Response<WatchedBody>, Infallible> {
+    // HTTP/2 names the host in `:authority`: from here on it is in `Host`, as in HTTP/1.1,
+    // for the reserved host's check as for the routing.
+    if head.version == http::Version::HTTP_2 {
+        host::authority_as_host(&head.uri, &mut head.headers);
+    }
     if let Some(reserved) = &shared.config.reserved {
         if reserved.takes(&head.headers, &client.addr) {
             let response = reserved.serve(Request::from_parts(*head, body)).await;
@@ -189,7 +194,6 @@ async fn proxy(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let mut websocket_over_http2 = false;
     if head.version == http::Version::HTTP_2 {
-        host::authority_as_host(&head.uri, &mut head.headers);
         websocket_over_http2 = forward::websocket_over_http2(head);
     }
     let requested_host = host::check_request(&head.method, head.version, &head.headers)?;
