@@ -58,11 +58,27 @@ pub fn run() -> ExitCode {
         .var(completion::VAR)
         .complete();
     let cli = args::Cli::parse();
+    if !matches!(cli.command, args::Command::Up(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(error) => {
             output::print_error(&error);
             ExitCode::from(1)
         }
+    }
+}
+
+/// `stack ls | head -1`: once `head` has what it wants, the next write ends the command as it
+/// ends `ls` or `grep` (SIGPIPE), rather than as a panic with a backtrace. Not for `stack up`,
+/// whose printing ignores a closed stdout so the stack keeps running (and stops in order).
+#[allow(unsafe_code)]
+fn end_quietly_on_a_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: called at the start of `main`, before any thread is spawned or handler relied
+    // on; SIG_DFL installs no handler code.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
     }
 }

@@ -2,6 +2,7 @@
 //! do. Colour only when the stream is a terminal and `NO_COLOR` is unset (console decides).
 
 use std::fmt;
+use std::io::{self, Write};
 
 use console::style;
 
@@ -43,35 +44,42 @@ pub type CliResult<T> = Result<T, CliError>;
 
 /// Prints `Error! <message>` (and the hint on its own line) to stderr.
 pub fn print_error(error: &CliError) {
-    eprintln!("{} {}", style("Error!").red().bold(), error.message);
+    let mut stderr = io::stderr().lock();
+    let _ = writeln!(stderr, "{} {}", style("Error!").red().bold(), error.message);
     if let Some(hint) = &error.hint {
-        eprintln!("{hint}");
+        let _ = writeln!(stderr, "{hint}");
     }
 }
 
 /// Prints `> Success! <message>` to stdout.
 pub fn success(message: impl fmt::Display) {
-    println!("{} {message}", style("> Success!").cyan());
+    line(&mut io::stdout(), style("> Success!").cyan(), message);
 }
 
 /// Prints `> Ready! <message>` to stdout.
 pub fn ready(message: impl fmt::Display) {
-    println!("{} {message}", style("> Ready!").cyan());
+    line(&mut io::stdout(), style("> Ready!").cyan(), message);
 }
 
 /// Prints `> <message>` to stdout: progress and notes.
 pub fn info(message: impl fmt::Display) {
-    println!("{} {message}", style(">").dim());
+    line(&mut io::stdout(), style(">").dim(), message);
 }
 
 /// Prints `> <message>` to stderr: for commands whose stdout is their data (`stack logs`).
 pub fn note(message: impl fmt::Display) {
-    eprintln!("{} {message}", style(">").dim());
+    line(&mut io::stderr(), style(">").dim(), message);
 }
 
 /// Prints `> Warning! <message>` to stderr.
 pub fn warn(message: impl fmt::Display) {
-    eprintln!("{} {message}", style("> Warning!").yellow());
+    line(&mut io::stderr(), style("> Warning!").yellow(), message);
+}
+
+/// One line, `<mark> <message>`. Not println!: a closed stdout (`stack up | head`) must not
+/// bring a running stack down; the other commands end on SIGPIPE (see `crate::run`).
+fn line(out: &mut impl Write, mark: impl fmt::Display, message: impl fmt::Display) {
+    let _ = writeln!(out, "{mark} {message}");
 }
 
 /// A short age, as `now ls` and `now alias ls` showed them: `12s`, `5m`, `3h`, `2d`.

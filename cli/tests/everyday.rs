@@ -1,5 +1,5 @@
 //! The everyday commands around the workflow, through the real binary: shell completions (the
-//! scripts, and the names they complete from a project) and `stack open`.
+//! scripts, and the names they complete from a project), `stack open`, and a closed stdout.
 
 use std::process::{Command, Stdio};
 
@@ -357,4 +357,39 @@ fn doctor_checks_the_local_ca_its_trust_and_the_https_port() {
     let key_pem = std::fs::read_to_string(&key).unwrap();
     let key_line = key_pem.lines().nth(1).unwrap();
     assert!(!report.to_string().contains(key_line));
+}
+
+/// `stack ls | head -1` and the like: a reader that goes away ends the command as it ends
+/// `ls` (SIGPIPE), never with a panic and a backtrace.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let project = Project::empty();
+    project.write(
+        "stack.toml",
+        "[services.web]\nrun = \"python3 -m http.server $PORT\"\n",
+    );
+    project.write("services/web/index.html", "hi");
+    for args in [&["ls"][..], &["config"], &["completions", "bash"]] {
+        let mut child = project
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reading end closes before the command writes a byte.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            output.status.success() || output.status.signal() == Some(libc_sigpipe()),
+            "{args:?}: {:?} {stderr}",
+            output.status
+        );
+    }
+}
+
+fn libc_sigpipe() -> i32 {
+    nix::sys::signal::Signal::SIGPIPE as i32
 }
