@@ -379,20 +379,21 @@ pub fn caller_environment() -> Vec<(String, String)> {
 }
 
 /// Values that must never be printed or logged: every variable whose name says it is a secret
-/// (`SESSION_SECRET`, `*PASSWORD*`, `*TOKEN*`, ...), each part of a comma-separated
-/// `SESSION_SECRET` (a rotation list), and the password inside `REDIS_SESSION_URL`.
+/// (`SESSION_SECRET`, `*PASSWORD*`, `*TOKEN*`, `API_KEY`, ...; see [`names_a_secret`]), each
+/// part of a comma-separated `SESSION_SECRET` (a rotation list), and the password inside any
+/// URL (`DATABASE_URL=postgres://app:pw@db/app`, `REDIS_SESSION_URL`).
 pub fn secret_values(env: &BTreeMap<String, String>) -> Vec<String> {
-    const SECRET_WORDS: [&str; 5] = ["SECRET", "PASSWORD", "PASSWD", "TOKEN", "PRIVATE"];
     let mut secrets = Vec::new();
     for (key, value) in env {
-        let upper = key.to_ascii_uppercase();
-        if SECRET_WORDS.iter().any(|word| upper.contains(word)) {
+        if names_a_secret(key) {
             secrets.push(value.clone());
             secrets.extend(value.split(',').map(|part| part.trim().to_string()));
         }
+        if value.contains("://") {
+            secrets.extend(redis_url_password(value));
+        }
     }
     if let Some(url) = env.get(REDIS_SESSION_URL) {
-        secrets.extend(redis_url_password(url));
         // The session crate's parser knows every form the services accept.
         if let Some(password) = session::redis_url::RedisUrl::parse(url)
             .ok()
@@ -403,6 +404,29 @@ pub fn secret_values(env: &BTreeMap<String, String>) -> Vec<String> {
     }
     secrets.retain(|secret| !secret.is_empty());
     secrets
+}
+
+/// Whether a variable's name says its value is a secret: a word of it (split at `_`, `-`,
+/// `.`) contains `SECRET`, `PASSWORD`, `PASSWD`, `TOKEN`, `PRIVATE` or `CREDENTIAL`, or is
+/// `KEY`, `APIKEY`, `PASS` or `PWD` (`API_KEY`, `STRIPE_KEY`, `DB_PASS`, `MYSQL_PWD`; not
+/// `PWD` alone, the working directory, nor `KEYBOARD` or `MONKEY`).
+pub fn names_a_secret(name: &str) -> bool {
+    const INSIDE: [&str; 6] = [
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "TOKEN",
+        "PRIVATE",
+        "CREDENTIAL",
+    ];
+    const WHOLE: [&str; 4] = ["KEY", "APIKEY", "PASS", "PWD"];
+    let upper = name.to_ascii_uppercase();
+    let words: Vec<&str> = upper.split(['_', '-', '.']).collect();
+    words.iter().any(|word| {
+        INSIDE.iter().any(|inside| word.contains(inside))
+            || (words.len() > 1 && WHOLE.contains(word))
+            || *word == "APIKEY"
+    })
 }
 
 /// The password in a Redis URL, in any form users bring: `redis://:pass@host`,
@@ -556,6 +580,43 @@ mod tests {
             assert!(secrets.contains(&expected.to_string()), "{expected}");
         }
         assert!(!secrets.contains(&"/home/me".to_string()));
+    }
+
+    #[test]
+    fn names_and_urls_that_hold_secrets() {
+        for name in [
+            "SESSION_SECRET",
+            "API_KEY",
+            "stripe_key",
+            "APIKEY",
+            "DB_PASS",
+            "MYSQL_PWD",
+            "GITHUB_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "private-key",
+        ] {
+            assert!(names_a_secret(name), "{name}");
+        }
+        for name in [
+            "PWD", "OLDPWD", "KEYBOARD", "MONKEY", "HOME", "KEYS", "PATH",
+        ] {
+            assert!(!names_a_secret(name), "{name}");
+        }
+        let env: BTreeMap<String, String> = [
+            ("DATABASE_URL", "postgres://app:db-pass-1@db/app"),
+            ("HTTP_PROXY", "http://me:proxy%2Fpass@proxy:3128"),
+            ("PUBLIC_URL", "https://example.test/app"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let secrets = secret_values(&env);
+        assert_eq!(
+            secrets,
+            ["db-pass-1", "proxy%2Fpass", "proxy/pass"],
+            "{secrets:?}"
+        );
     }
 
     #[test]

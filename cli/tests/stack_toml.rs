@@ -752,3 +752,44 @@ fn a_service_that_listens_on_ipv6_loopback_only_is_ready_checked_and_routed() {
     assert!(!up.output().contains("restarting"), "{}", up.output());
     up.stop(Signal::SIGINT);
 }
+
+/// Secrets from every source are masked alike: a service's own `env` and `env_file`, the
+/// `.env`, `-e`; by name (`*_PASSWORD`, `API_KEY`) and inside any URL (`DATABASE_URL`), in
+/// the terminal, the log files and the dashboard's environment.
+#[test]
+fn a_services_own_secrets_are_masked_like_the_stacks() {
+    let project = Project::empty().with_env("SESSION_SECRET", "canary-session-7f3a");
+    project.write("services/leak/own.env", "FILE_TOKEN=canary-file-token-19\n");
+    project.write(
+        ".env",
+        "API_KEY=canary-api-key-2b\nDATABASE_URL=postgres://app:canary-db-pass-8c@db/app\n",
+    );
+    project.write(
+        "stack.toml",
+        "[services.leak]\nkind = \"worker\"\nenv_file = \"own.env\"\nenv = { DB_PASSWORD = \"canary-toml-pass-44\" }\nrun = \"echo toml=$DB_PASSWORD file=$FILE_TOKEN api=$API_KEY db=$DATABASE_URL cli=$CLI_SECRET; exec sleep 600\"\n",
+    );
+    let mut up = Up::start(
+        &project,
+        &[
+            "--dotenv",
+            "-e",
+            "CLI_SECRET=canary-cli-secret-6d",
+            "--no-watch",
+        ],
+    );
+    let line = up.wait_for("leak.0 | toml=", COMMAND_DEADLINE);
+    assert!(
+        line.contains("toml=*** file=*** api=*** db=postgres://app:***@db/app cli=***"),
+        "{line}"
+    );
+    let env = raw_http::request(up.port, "GET", "/api/env", &[("Host", "stack.localhost")]);
+    assert_eq!(env.status, 200, "{}", env.body);
+    let output = up.stop(Signal::SIGINT);
+    for (what, text) in [
+        ("stack up's output", output),
+        ("the log files", project.all_logs()),
+        ("the dashboard's environment", env.body),
+    ] {
+        assert!(!text.contains("canary-"), "a secret in {what}:\n{text}");
+    }
+}

@@ -74,7 +74,7 @@ impl Renderer<'_> {
             time: units::rfc3339_ms(logged.time),
             method: logged.method.to_string(),
             host: self.redactor.redact(host),
-            path: self.redactor.redact(&logged.path),
+            path: mask_query_secrets(&self.redactor.redact(&logged.path)),
             status: logged.status,
             duration_ms: (logged.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
             bytes_in: logged.bytes_in,
@@ -144,6 +144,34 @@ fn mask_cookies(header: &str) -> String {
         .join("; ")
 }
 
+/// `/callback?code=1&access_token=abc` as `/callback?code=1&access_token=***`: a query
+/// parameter whose name says it is a secret (as a variable's would, see
+/// [`crate::env::names_a_secret`]: `token`, `password`, `api_key`, ...) keeps its name only.
+fn mask_query_secrets(path: &str) -> String {
+    let Some((before, query)) = path.split_once('?') else {
+        return path.to_owned();
+    };
+    let masked: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !value.is_empty() && names_a_secret_param(name) => {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{before}?{}", masked.join("&"))
+}
+
+fn names_a_secret_param(name: &str) -> bool {
+    let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+    // A single word such as `key` or `pass` is a secret in a query, as `KEY=` alone in an
+    // environment is not (`crate::env::names_a_secret` needs two words for those).
+    let word = name.to_ascii_lowercase();
+    crate::env::names_a_secret(&name)
+        || ["key", "pass", "pwd", "sig", "signature", "auth"].contains(&word.as_str())
+}
+
 /// `Bearer abc` as `Bearer ***`: the scheme stays.
 fn mask_credentials(header: &str) -> String {
     match header.split_once(' ') {
@@ -164,5 +192,18 @@ mod tests {
         );
         assert_eq!(mask_credentials("Bearer abc.def"), "Bearer ***");
         assert_eq!(mask_credentials("abc"), "***");
+    }
+
+    #[test]
+    fn secret_query_parameters_are_masked() {
+        assert_eq!(
+            mask_query_secrets("/cb?code=1&access_token=abc&password=pw&key=k&empty_token=&x"),
+            "/cb?code=1&access_token=***&password=***&key=***&empty_token=&x"
+        );
+        assert_eq!(mask_query_secrets("/plain"), "/plain");
+        assert_eq!(
+            mask_query_secrets("/a?page=2&sort=name"),
+            "/a?page=2&sort=name"
+        );
     }
 }

@@ -92,6 +92,11 @@ impl Redactor {
         }
     }
 
+    /// This redactor's secrets and `more`.
+    pub fn with(&self, more: impl IntoIterator<Item = String>) -> Self {
+        Redactor::new(self.secrets.iter().cloned().chain(more))
+    }
+
     /// Where to cut `bytes`, a piece of output longer than a line may be, so that no secret
     /// is split between the two pieces: the rest (shorter than the longest secret, or the
     /// secret that would straddle the cut) is held back for the next piece. Also never cuts a

@@ -662,11 +662,16 @@ impl SupervisorTask {
             .config
             .echo_logs
             .then(|| logs::prefix_style(&spec.service));
+        // The service's own secrets (`env`, `env_file` in stack.toml) are masked in its log too.
+        let redactor = self
+            .config
+            .redactor
+            .with(crate::env::secret_values(&spec.settings.env));
         let log = match DeploymentLog::open(
             &self.config.logs_dir,
             &spec.id,
             style.clone(),
-            self.config.redactor.clone(),
+            redactor.clone(),
             self.config.log_rotation,
         ) {
             Ok(log) => log,
@@ -676,7 +681,7 @@ impl SupervisorTask {
                     &std::env::temp_dir(),
                     &spec.id,
                     style,
-                    self.config.redactor.clone(),
+                    redactor,
                     self.config.log_rotation,
                 )
                 .expect("the temp dir is writable")
