@@ -362,7 +362,8 @@ fn get_by_id_cookie_value_and_header_verifies_signatures() {
     let run = plain.stack(&["redis", "get", &forms[2]]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
-        run.stderr.contains("`SESSION_SECRET` is not set"),
+        run.stderr
+            .contains("no `SESSION_SECRET` is set here, no `stack up` runs"),
         "{}",
         run.stderr
     );

@@ -249,6 +249,11 @@ async fn the_demo_runs_with_no_env_file_on_a_generated_secret() {
     );
     let body: Value = increment(&again).await.unwrap().json().await.unwrap();
     assert_eq!(body["count"], 2);
+    // `stack redis get <cookie>` checks it with the secret the services sign with.
+    let value = cookie.strip_prefix("connect.sid=").unwrap();
+    let found = project.stack_ok(&["redis", "get", value]);
+    assert!(found.contains(r#""count": 2"#), "{found}");
+    assert!(!found.contains(&secret), "{found}");
     let output = again.output();
     assert!(
         !output.contains(&secret),

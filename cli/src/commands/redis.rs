@@ -15,10 +15,11 @@ use serde_json::{json, Value};
 use crate::args::{RedisArgs, RedisCommand};
 use crate::output::{self, CliError, CliResult};
 use crate::redis::inspect::{self, Entry, InspectError, Inspector, Summary};
-use crate::redis::locate::{self, LocateError, Located, Variables};
+use crate::redis::locate::{self, LocateError, Located, SecretList, Variables};
 use crate::redis::lookup::{self, SessionRef, Signature};
 use crate::redis::pretty;
 use crate::redis::watch::{self, Change, ChangeKind, FeedError, FieldChange};
+use crate::state::{secret, STATE_DIR};
 
 /// Widest a value gets in a table cell or a watch line.
 const CELL_WIDTH: usize = 40;
@@ -65,6 +66,9 @@ fn inspect_error(located: &Located, error: InspectError) -> CliError {
             if located.url.is_tls() && reason.contains("certificate") =>
         {
             "The server's TLS certificate is not trusted: set REDIS_TLS_CA_FILE to the PEM file of the CA that signed it.".to_owned()
+        }
+        (InspectError::Auth { .. }, locate::UrlSource::StackUp) => {
+            "The running `stack up` gives its services this URL, whatever REDIS_SESSION_URL says here: stop it and start it again with the right password in REDIS_SESSION_URL.".to_owned()
         }
         (InspectError::Auth { .. }, _) => {
             "Put the right password in REDIS_SESSION_URL (`redis://:PASSWORD@host:port`, or `?password=`), in the environment or a file given with `--dotenv FILE`.".to_owned()
@@ -190,6 +194,28 @@ async fn keys(located: &Located, pattern: &str, as_json: bool) -> CliResult<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// The secrets a cookie is checked with: `SESSION_SECRET` as given here (environment or
+/// `--dotenv`), else the running `stack up`'s (what its services sign with), else the one a
+/// `stack up` generated for this project.
+fn cookie_secrets(cwd: &Path, variables: &Variables, located: &Located) -> CliResult<SecretList> {
+    if let Some(secrets) = variables.secrets().map_err(locate_error)? {
+        return Ok(secrets);
+    }
+    if let Some(secrets) = &located.stack_secrets {
+        return Ok(secrets.clone());
+    }
+    let generated = secret::load(&cwd.join(STATE_DIR))
+        .map_err(|error| CliError::new(format!("cannot read `.stack/session-secret`: {error}")))?;
+    generated
+        .and_then(|value| SecretList::parse(&value).ok())
+        .ok_or_else(|| {
+            CliError::new(
+                "a signed cookie was given, but no `SESSION_SECRET` is set here, no `stack up` runs in this project and it has no generated one, so its signature cannot be checked",
+            )
+            .hint("Set SESSION_SECRET in the environment or in a file given with `--dotenv FILE`, or give the session id itself.")
+        })
+}
+
 fn get(
     cwd: &Path,
     runtime: &tokio::runtime::Runtime,
@@ -202,17 +228,13 @@ fn get(
             "Give a session id (`stack redis keys` lists them), a cookie value `s%3A...` or a header `connect.sid=s%3A...`.",
         )
     })?;
+    let located = locate::locate(cwd, variables).map_err(locate_error)?;
     // A signed cookie is judged before Redis is asked anything: one that does not verify is
     // never looked up (as express-session does).
     let (id, cookie) = match reference {
         SessionRef::Id(id) => (id, None),
         SessionRef::Signed(signed) => {
-            let secrets = variables.secrets().map_err(locate_error)?.ok_or_else(|| {
-                CliError::new(
-                    "a signed cookie was given, but `SESSION_SECRET` is not set, so its signature cannot be checked",
-                )
-                .hint("Set SESSION_SECRET in the environment or in a file given with `--dotenv FILE`, or give the session id itself.")
-            })?;
+            let secrets = cookie_secrets(cwd, variables, &located)?;
             match lookup::verify(&signed, &secrets) {
                 Signature::Valid {
                     id,
@@ -247,7 +269,6 @@ fn get(
             }
         }
     };
-    let located = locate::locate(cwd, variables).map_err(locate_error)?;
     let entry = runtime.block_on(async {
         let mut inspector = connect(&located).await?;
         inspector

@@ -670,6 +670,10 @@ pub struct RedisAnswer {
     /// The managed Redis's state; `None` for one `REDIS_SESSION_URL` names.
     #[serde(default)]
     pub managed: Option<RedisStatus>,
+    /// The `SESSION_SECRET` the services get (given or generated), so `stack redis get` checks
+    /// a cookie as they do. Like the URL's password, it only crosses the 0600 socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_secret: Option<String>,
 }
 
 /// The answer to `POST /v1/down`: everything is being stopped.

@@ -757,6 +757,13 @@ impl Daemon {
         Ok(RedisAnswer {
             url: live.redis_url.clone(),
             managed: live.redis.as_ref().map(|status| status.borrow().clone()),
+            // The environment now: after a `.env` save, the new deployments' secret.
+            session_secret: live
+                .supervisor
+                .snapshot()
+                .env
+                .get(crate::env::SESSION_SECRET)
+                .cloned(),
         })
     }
 }

@@ -88,6 +88,9 @@ impl fmt::Display for UrlSource {
 pub struct Located {
     pub url: RedisUrl,
     pub source: UrlSource,
+    /// The running `stack up`'s `SESSION_SECRET` (the one its services sign with), when it is
+    /// the one that answered.
+    pub stack_secrets: Option<SecretList>,
 }
 
 /// The variables `stack redis` reads: the dotenv file's values over the process environment's.
@@ -177,6 +180,7 @@ impl Variables {
                 return Ok(Located {
                     url,
                     source: UrlSource::Dotenv(path),
+                    stack_secrets: None,
                 });
             }
         }
@@ -184,10 +188,12 @@ impl Variables {
             Some(value) if !value.trim().is_empty() => Ok(Located {
                 url: parse(value, "in the environment".into())?,
                 source: UrlSource::Environment,
+                stack_secrets: None,
             }),
             _ => Ok(Located {
                 url: RedisUrl::parse(DEFAULT_URL).expect("the default URL is valid"),
                 source: UrlSource::Default,
+                stack_secrets: None,
             }),
         }
     }
@@ -197,10 +203,18 @@ impl Variables {
         let Some((value, source_name)) = self.get(SESSION_SECRET) else {
             return Ok(None);
         };
-        let all =
-            Secrets::parse(value).map_err(|error| LocateError::BadSecret { source_name, error })?;
+        SecretList::parse(value)
+            .map(Some)
+            .map_err(|error| LocateError::BadSecret { source_name, error })
+    }
+}
+
+impl SecretList {
+    /// A `SESSION_SECRET` value: one secret, or a comma-separated rotation list.
+    pub fn parse(value: &str) -> Result<SecretList, SecretsError> {
+        let all = Secrets::parse(value)?;
         let each = value.split(',').map(|one| Secrets::new([one])).collect();
-        Ok(Some(SecretList { all, each }))
+        Ok(SecretList { all, each })
     }
 }
 
@@ -234,6 +248,10 @@ pub fn locate(project_dir: &Path, variables: &Variables) -> Result<Located, Loca
                     return Ok(Located {
                         url,
                         source: UrlSource::StackUp,
+                        stack_secrets: info
+                            .session_secret
+                            .as_deref()
+                            .and_then(|value| SecretList::parse(value).ok()),
                     })
                 }
                 Err(error) => {

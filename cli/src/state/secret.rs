@@ -25,6 +25,16 @@ pub fn path(stack_dir: &Path) -> PathBuf {
     stack_dir.join(FILE_NAME)
 }
 
+/// The project's generated session secret, if a `stack up` made one (never creates it).
+pub fn load(stack_dir: &Path) -> io::Result<Option<String>> {
+    match fs::read_to_string(path(stack_dir)) {
+        Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_string())),
+        Ok(_) => Ok(None),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// The project's session secret, created on first use. `Ok(true)` in the second field when it
 /// was made now.
 pub fn load_or_create(stack_dir: &Path) -> io::Result<(String, bool)> {
