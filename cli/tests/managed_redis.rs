@@ -134,7 +134,19 @@ fn the_managed_redis_and_everything_in_dot_stack_are_the_owners_alone() {
 
     let stack = project.path().join(".stack");
     assert_eq!(mode(&stack), 0o700);
-    assert_eq!(mode(&stack.join("redis")), 0o700);
+    // Every directory in it too, each deployment's own included (its copied files keep
+    // their modes: a program must stay executable).
+    for dir in ["redis", "logs", "pids", "deployments"] {
+        assert_eq!(mode(&stack.join(dir)), 0o700, ".stack/{dir}");
+    }
+    for deployment in fs::read_dir(stack.join("deployments")).unwrap().flatten() {
+        assert_eq!(
+            mode(&deployment.path()),
+            0o700,
+            "{}",
+            deployment.path().display()
+        );
+    }
     let mut files = Vec::new();
     let mut dirs = vec![stack.clone()];
     while let Some(dir) = dirs.pop() {

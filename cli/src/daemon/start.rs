@@ -136,7 +136,7 @@ impl Daemon {
                 leftovers.len()
             ));
         }
-        std::fs::create_dir_all(&pids_dir).map_err(|error| {
+        crate::state::create_private_dir(&pids_dir).map_err(|error| {
             CliError::new(format!("cannot create `{}`: {error}", pids_dir.display()))
         })?;
         // Lives as long as this process; if it is killed, the watchdog stops what it started.

@@ -759,7 +759,7 @@ pub fn prepare_deployment(
         path: target.display().to_string(),
         source,
     };
-    fs::create_dir_all(&target).map_err(copy_error)?;
+    crate::state::create_private_dir(&target).map_err(copy_error)?;
     let (kind, program, args) = match &built.service.kind {
         ServiceKind::Cargo { .. } => {
             let file_name = built

@@ -244,7 +244,7 @@ impl DeploymentLog {
         redactor: Redactor,
         rotation: Rotation,
     ) -> io::Result<Self> {
-        fs::create_dir_all(logs_dir)?;
+        crate::state::create_private_dir(logs_dir)?;
         let file = LogFile::open(log_path(logs_dir, deployment_id), rotation)?;
         let (followers, _) = broadcast::channel(256);
         Ok(DeploymentLog {

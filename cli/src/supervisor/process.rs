@@ -233,7 +233,7 @@ pub fn start_guard(pids_dir: &Path) -> Result<Guard, ProcessError> {
 
 /// `.stack/pids/<pgid>` holds the leader's start time (to tell a reused pid apart) and a label.
 fn record_group(pids_dir: &Path, pid: u32, label: &str) -> io::Result<PathBuf> {
-    fs::create_dir_all(pids_dir)?;
+    crate::state::create_private_dir(pids_dir)?;
     let start_time = process_start_time(pid).unwrap_or_default();
     let path = pids_dir.join(pid.to_string());
     let mut record = fs::OpenOptions::new()
