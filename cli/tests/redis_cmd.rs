@@ -431,6 +431,31 @@ fn every_error_shows_the_masked_url_never_the_password() {
             );
         }
     }
+    // A cluster's wrong password is refused credentials; a plain server is no cluster node
+    // and no sentinel, and each error says so.
+    let port = server.port();
+    for (url, first_line) in [
+        (
+            format!("redis-cluster://:{canary}@127.0.0.1:{port}"),
+            format!(
+                "Error! Redis at `redis-cluster://:***@127.0.0.1:{port}` refused the credentials"
+            ),
+        ),
+        (
+            format!("redis-cluster://:the-right-one@127.0.0.1:{port}"),
+            format!("Error! `redis-cluster://:***@127.0.0.1:{port}` is not a Redis Cluster node"),
+        ),
+        (
+            format!("redis-sentinel://:the-right-one@127.0.0.1:{port}#main"),
+            format!("Error! `redis-sentinel://:***@127.0.0.1:{port}#main` is not a Redis Sentinel"),
+        ),
+    ] {
+        let run = redis_project(&url).stack(&["redis", "keys"]);
+        assert_eq!(run.code, 1, "{}", run.all());
+        assert!(run.stderr.starts_with(&first_line), "{}", run.stderr);
+        assert!(!run.all().contains(canary) && !run.all().contains("the-right-one"));
+    }
+
     // The same through --dotenv.
     let project = redis_project("");
     std::fs::write(

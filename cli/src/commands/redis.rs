@@ -67,6 +67,9 @@ fn inspect_error(located: &Located, error: InspectError) -> CliError {
         {
             "The server's TLS certificate is not trusted: set REDIS_TLS_CA_FILE to the PEM file of the CA that signed it.".to_owned()
         }
+        (InspectError::WrongKind { .. }, _) => {
+            "Use `redis://host:port` for a single server, `redis-cluster://host:port,...` for the nodes of a cluster, `redis-sentinel://host:port,...#master` for the sentinels (26379 by default) of a Sentinel set.".to_owned()
+        }
         (InspectError::Auth { .. }, locate::UrlSource::StackUp) => {
             "The running `stack up` gives its services this URL, whatever REDIS_SESSION_URL says here: stop it and start it again with the right password in REDIS_SESSION_URL.".to_owned()
         }

@@ -40,6 +40,14 @@ pub enum InspectError {
     Unreachable { url: String, reason: String },
     #[error("Redis at `{url}` refused the credentials: {reason}")]
     Auth { url: String, reason: String },
+    /// A `redis-cluster://` URL at a server without cluster mode, or `redis-sentinel://` at
+    /// one that is no Sentinel.
+    #[error("`{url}` is not {expected}: {reason}")]
+    WrongKind {
+        url: String,
+        expected: &'static str,
+        reason: String,
+    },
     #[error("Redis at `{url}` failed during {operation}: {reason}")]
     Command {
         url: String,
@@ -236,14 +244,32 @@ impl Inspector {
         let unreachable = |error: redis::RedisError| {
             let reason = redact(url, &error.to_string());
             let url = url.to_string();
+            // A cluster's or a Sentinel set's client wraps the server's answer in its own
+            // error, so its text is what tells.
             let auth = error.kind() == redis::ErrorKind::AuthenticationFailed
-                || ["NOAUTH", "WRONGPASS", "invalid password"]
-                    .iter()
-                    .any(|word| reason.contains(word));
-            if auth {
-                InspectError::Auth { url, reason }
+                || [
+                    "NOAUTH",
+                    "WRONGPASS",
+                    "invalid password",
+                    "AuthenticationFailed",
+                ]
+                .iter()
+                .any(|word| reason.contains(word));
+            let expected = if reason.contains("cluster support disabled") {
+                Some("a Redis Cluster node (this server runs without cluster mode)")
+            } else if reason.contains("unknown command 'SENTINEL'") {
+                Some("a Redis Sentinel (this server is a Redis, not a sentinel)")
             } else {
-                InspectError::Unreachable { url, reason }
+                None
+            };
+            match (auth, expected) {
+                (true, _) => InspectError::Auth { url, reason },
+                (false, Some(expected)) => InspectError::WrongKind {
+                    url,
+                    expected,
+                    reason,
+                },
+                (false, None) => InspectError::Unreachable { url, reason },
             }
         };
         let mut topology = topology::connect(url, CONNECT_TIMEOUT, RESPONSE_TIMEOUT)
