@@ -793,3 +793,55 @@ fn a_services_own_secrets_are_masked_like_the_stacks() {
         assert!(!text.contains("canary-"), "a secret in {what}:\n{text}");
     }
 }
+
+/// A descendant that leaves the process group (`setsid`, a daemonising server) still goes with
+/// its instance: at `stack down`, and, after `stack up` was killed with SIGKILL, at the next
+/// `stack up`.
+#[test]
+fn a_process_that_left_its_group_is_stopped_with_its_instance() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/web/index.html", "hi");
+    project.write(
+        "stack.toml",
+        "[services.web]\nrun = \"setsid sleep 1777 & echo $! > ../escaped.pid; exec python3 -m http.server $PORT --bind 127.0.0.1\"\n",
+    );
+    let escaped = |project: &Project| -> u64 {
+        let deployments = project.path().join(".stack/deployments");
+        let mut pid = None;
+        support::wait_until("the escaped pid file", COMMAND_DEADLINE, || {
+            pid = std::fs::read_to_string(deployments.join("escaped.pid"))
+                .ok()
+                .and_then(|text| text.trim().parse().ok());
+            pid.is_some()
+        });
+        let _ = std::fs::remove_file(deployments.join("escaped.pid"));
+        pid.unwrap()
+    };
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_ready("web");
+    let first = escaped(&project);
+    assert!(support::alive(first));
+    project.stack_ok(&["down"]);
+    up.wait_exit(COMMAND_DEADLINE);
+    support::wait_until("the escaped process to go", COMMAND_DEADLINE, || {
+        !support::alive(first)
+    });
+
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_ready("web");
+    let second = escaped(&project);
+    nix::sys::signal::kill(up.pid(), Signal::SIGKILL).unwrap();
+    up.wait_exit(COMMAND_DEADLINE);
+    assert!(
+        support::alive(second),
+        "only the group goes with a killed stack up"
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("left running by an earlier `stack up`", COMMAND_DEADLINE);
+    support::wait_until("the escaped process to go", COMMAND_DEADLINE, || {
+        !support::alive(second)
+    });
+    up.wait_ready("web");
+    up.stop(Signal::SIGINT);
+}

@@ -46,7 +46,14 @@ pub struct RunningChild {
     pub stdout: Option<ChildStdout>,
     pub stderr: Option<ChildStderr>,
     record: Option<PathBuf>,
+    /// This start's [`MARKER`] value, inherited by everything it starts.
+    marker: String,
 }
+
+/// The variable every started process gets, unique to that start (`<label>/<stack's pid>-<n>`):
+/// a descendant that left the process group (`setsid`, a daemonising server) still carries it
+/// in its environment, so a stop finds it there ([`kill_marked`]).
+pub const MARKER: &str = "STACK_PROCESS";
 
 /// `<project>/.stack/pids/`: where the process groups `stack up` starts are recorded.
 pub fn pids_dir(project_dir: &Path) -> PathBuf {
@@ -55,18 +62,22 @@ pub fn pids_dir(project_dir: &Path) -> PathBuf {
 
 /// Starts `spec` in a new process group and records it under `pids_dir`.
 pub fn spawn(spec: &ChildSpec, pids_dir: &Path) -> Result<RunningChild, ProcessError> {
+    static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let marker = format!("{}/{}-{n}", spec.label, std::process::id());
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
         .current_dir(&spec.cwd)
         .env_clear()
         .envs(&spec.env)
+        .env(MARKER, &marker)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    let (mut child, pid, record) =
-        spawn_group(&mut command, &spec.label, pids_dir).map_err(|source| ProcessError::Spawn {
+    let (mut child, pid, record) = spawn_group(&mut command, &spec.label, pids_dir, Some(&marker))
+        .map_err(|source| ProcessError::Spawn {
             program: spec.program.display().to_string(),
             source,
         })?;
@@ -76,6 +87,7 @@ pub fn spawn(spec: &ChildSpec, pids_dir: &Path) -> Result<RunningChild, ProcessE
         stderr: child.stderr.take(),
         child,
         record,
+        marker,
     })
 }
 
@@ -98,7 +110,7 @@ pub fn spawn_tool(
     pids_dir: &Path,
 ) -> io::Result<(Child, ToolGroup)> {
     command.kill_on_drop(true);
-    let (child, pid, record) = spawn_group(command, label, pids_dir)?;
+    let (child, pid, record) = spawn_group(command, label, pids_dir, None)?;
     Ok((child, ToolGroup { pid, record }))
 }
 
@@ -109,6 +121,7 @@ fn spawn_group(
     command: &mut Command,
     label: &str,
     pids_dir: &Path,
+    marker: Option<&str>,
 ) -> io::Result<(Child, u32, Option<PathBuf>)> {
     command.process_group(0);
     set_parent_death_signal(command);
@@ -116,7 +129,7 @@ fn spawn_group(
     let pid = child
         .id()
         .expect("a child that was just spawned and not yet awaited has a pid");
-    let record = record_group(pids_dir, pid, label)
+    let record = record_group(pids_dir, pid, label, marker)
         .map_err(|error| tracing::warn!(%error, pid, "cannot record the process group"))
         .ok();
     Ok((child, pid, record))
@@ -184,9 +197,18 @@ impl RunningChild {
         status
     }
 
-    /// The leader is gone: stragglers of its group get SIGKILL and the record goes.
+    /// The leader is gone: stragglers of its group, and those that left it, get SIGKILL and
+    /// the record goes.
     fn finish(&mut self) {
         signal_group(self.pid, Signal::SIGKILL);
+        let escaped = kill_marked(&self.marker);
+        if escaped > 0 {
+            tracing::info!(
+                pid = self.pid,
+                escaped,
+                "killed processes that had left the group"
+            );
+        }
         if let Some(record) = self.record.take() {
             let _ = fs::remove_file(record);
         }
@@ -231,8 +253,41 @@ pub fn start_guard(pids_dir: &Path) -> Result<Guard, ProcessError> {
     Ok(Guard { _child: child })
 }
 
-/// `.stack/pids/<pgid>` holds the leader's start time (to tell a reused pid apart) and a label.
-fn record_group(pids_dir: &Path, pid: u32, label: &str) -> io::Result<PathBuf> {
+/// SIGKILL to every process of this user whose environment holds `MARKER=marker`: what a
+/// start left behind outside its process group. The number killed.
+pub fn kill_marked(marker: &str) -> usize {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    let wanted = format!("{MARKER}={marker}");
+    let mut killed = 0;
+    for pid in entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+    {
+        // Another user's process (or one that is gone) cannot be read: not ours.
+        let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if environ
+            .split(|byte| *byte == 0)
+            .any(|entry| entry == wanted.as_bytes())
+            && nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+        {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// `.stack/pids/<pgid>` holds the leader's start time (to tell a reused pid apart), a label
+/// and the start's [`MARKER`] value, if it has one.
+fn record_group(
+    pids_dir: &Path,
+    pid: u32,
+    label: &str,
+    marker: Option<&str>,
+) -> io::Result<PathBuf> {
     crate::state::create_private_dir(pids_dir)?;
     let start_time = process_start_time(pid).unwrap_or_default();
     let path = pids_dir.join(pid.to_string());
@@ -242,7 +297,11 @@ fn record_group(pids_dir: &Path, pid: u32, label: &str) -> io::Result<PathBuf> {
         .truncate(true)
         .mode(0o600)
         .open(&path)?;
-    io::Write::write_all(&mut record, format!("{start_time}\n{label}\n").as_bytes())?;
+    let marker = marker.unwrap_or_default();
+    io::Write::write_all(
+        &mut record,
+        format!("{start_time}\n{label}\n{marker}\n").as_bytes(),
+    )?;
     Ok(path)
 }
 
@@ -270,12 +329,17 @@ pub fn kill_leftovers(pids_dir: &Path) -> Vec<String> {
         let mut lines = text.lines();
         let recorded_start = lines.next().unwrap_or_default();
         let label = lines.next().unwrap_or("process").to_string();
+        let marker = lines.next().filter(|marker| !marker.is_empty());
         let ours = match process_start_time(pgid) {
             Some(start) => start.to_string() == recorded_start,
             None => !group_members(pgid).is_empty(),
         };
         if ours {
             signal_group(pgid, Signal::SIGKILL);
+        }
+        // What left the group carries its start's marker, whether or not the group remains.
+        let escaped = marker.map_or(0, kill_marked);
+        if ours || escaped > 0 {
             killed.push(label);
         }
         let _ = fs::remove_file(&path);
