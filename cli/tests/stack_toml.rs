@@ -80,6 +80,10 @@ error_snapshot!(
     "[services.api]\nrun = \"sh app.sh\"\nrestart = \"on-fail\"\nkind = \"daemon\"\nstop_signal = \"SIGWHAT\"\ndepends_on = { db = \"ready\" }\n\n[services.db]\npath = \"services/api\"\nrun = \"sh app.sh\"\n"
 );
 error_snapshot!(
+    error_zero_durations,
+    "[services.api]\nrun = \"sh app.sh\"\nstop_timeout = \"0s\"\nhealth = { http = \"/healthz\", interval = \"0s\", timeout = \"0ms\", start_period = \"0s\" }\n"
+);
+error_snapshot!(
     error_health_without_check,
     "[services.api]\nrun = \"sh app.sh\"\nhealth = { interval = \"1s\" }\n"
 );
@@ -752,3 +756,4 @@ fn a_service_that_listens_on_ipv6_loopback_only_is_ready_checked_and_routed() {
     assert!(!up.output().contains("restarting"), "{}", up.output());
     up.stop(Signal::SIGINT);
 }
+

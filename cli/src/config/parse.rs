@@ -280,6 +280,20 @@ impl Walker<'_> {
         parsed
     }
 
+    /// A [`duration`](Self::duration) that must be more than 0: a check every 0s, a check
+    /// that may take 0s or a stop with no time to stop have no meaning.
+    fn nonzero_duration(&mut self, value: &Value<'_>, what: &str) -> Option<Duration> {
+        let duration = self.duration(value, what)?;
+        if duration.is_zero() {
+            self.error(
+                value.span().start,
+                format!("{what} must be more than 0: write it like `500ms`, `2s` or `1m`"),
+            );
+            return None;
+        }
+        Some(duration)
+    }
+
     fn positive(&mut self, value: &Value<'_>, what: &str) -> Option<u64> {
         match value.get_ref() {
             DeValue::Integer(integer) => match integer.as_str().replace('_', "").parse::<u64>() {
@@ -442,8 +456,9 @@ impl Walker<'_> {
                     }
                 }
                 "stop_timeout" => {
-                    service.stop_timeout =
-                        self.duration(value, &what).map(|v| self.written(value, v))
+                    service.stop_timeout = self
+                        .nonzero_duration(value, &what)
+                        .map(|v| self.written(value, v))
                 }
                 "watch" => service.watch = self.globs(value, &what).map(|v| self.written(value, v)),
                 "ignore" => {
@@ -517,12 +532,12 @@ impl Walker<'_> {
                     }
                 }
                 "interval" => {
-                    if let Some(duration) = self.duration(item, &what) {
+                    if let Some(duration) = self.nonzero_duration(item, &what) {
                         health.interval = duration;
                     }
                 }
                 "timeout" => {
-                    if let Some(duration) = self.duration(item, &what) {
+                    if let Some(duration) = self.nonzero_duration(item, &what) {
                         health.timeout = duration;
                     }
                 }

@@ -373,7 +373,10 @@ impl InstanceTask {
         let interval = settings
             .health
             .as_ref()
-            .map_or(Duration::from_secs(3600), |health| health.interval);
+            .map_or(Duration::from_secs(3600), |health| health.interval)
+            // `stack.toml` refuses a zero interval; a timer of 0 would panic the task, so a
+            // zero that came another way (an old record) still cannot.
+            .max(Duration::from_millis(1));
         let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures = 0u32;
