@@ -757,3 +757,29 @@ fn a_service_that_listens_on_ipv6_loopback_only_is_ready_checked_and_routed() {
     up.stop(Signal::SIGINT);
 }
 
+#[test]
+fn a_run_changed_while_nothing_runs_makes_a_new_deployment_at_the_next_up() {
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/job/keep.txt", "unchanged\n");
+    let worker = |word: &str| {
+        format!("[services.job]\nrun = \"echo {word}; exec sleep 1000\"\nkind = \"worker\"\n")
+    };
+    project.write("stack.toml", &worker("first-run"));
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("job.0 | first-run", COMMAND_DEADLINE);
+    up.stop(Signal::SIGINT);
+    let first = project.live("job")["id"].as_str().unwrap().to_string();
+
+    // The same file and tree again: the deployment is reused.
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("job.0 | first-run", COMMAND_DEADLINE);
+    up.stop(Signal::SIGINT);
+    assert_eq!(project.live("job")["id"], first.as_str());
+
+    project.write("stack.toml", &worker("second-run"));
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("job.0 | second-run", COMMAND_DEADLINE);
+    let output = up.stop(Signal::SIGINT);
+    assert!(!output.contains("first-run"), "{output}");
+    assert_ne!(project.live("job")["id"], first.as_str(), "{output}");
+}

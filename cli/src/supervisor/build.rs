@@ -300,7 +300,28 @@ pub struct Built {
     pub service: Service,
     /// The cargo executable, or the service directory for npm.
     pub artifact: PathBuf,
+    /// The build output and what runs it ([`Built::new`]): equal only when a deployment of
+    /// it would run the same thing.
     pub fingerprint: String,
+}
+
+impl Built {
+    /// `artifact_fingerprint` (the executable's, or the tree's) joined with what the service
+    /// runs and how: its `run`, `build`, kind, health, environment and stop and restart
+    /// settings. A `stack up` after `run` changed in `stack.toml` while nothing ran makes a
+    /// new deployment, as the same save does while `stack up` runs; only an unchanged
+    /// deployment is reused.
+    fn new(service: &Service, artifact: PathBuf, artifact_fingerprint: String) -> Built {
+        let mut hasher = DefaultHasher::new();
+        // Debug text: `Signal` and `Health` have no `Hash`, and a changed text after an
+        // upgrade of stack costs only one new deployment.
+        format!("{:?}", (&service.kind, &service.settings)).hash(&mut hasher);
+        Built {
+            service: service.clone(),
+            artifact,
+            fingerprint: format!("{artifact_fingerprint}+{:016x}", hasher.finish()),
+        }
+    }
 }
 
 /// Builds every service: one cargo invocation for all Cargo services, `npm ci`/`npm install`
@@ -337,31 +358,27 @@ pub async fn build(
                         path: executable.display().to_string(),
                         source,
                     })?;
-                built.push(Built {
-                    service: service.clone(),
-                    artifact: executable,
-                    fingerprint,
-                });
+                built.push(Built::new(service, executable, fingerprint));
             }
             ServiceKind::Command { build, .. } => {
                 if let Some(build) = build {
                     progress(Progress::Said(&format!("{build} ({})", service.name)));
                     run_build_command(project, &service.dir, build, progress).await?;
                 }
-                built.push(Built {
-                    service: service.clone(),
-                    artifact: service.dir.clone(),
-                    fingerprint: tree_fingerprint(&service.dir),
-                });
+                built.push(Built::new(
+                    service,
+                    service.dir.clone(),
+                    tree_fingerprint(&service.dir),
+                ));
             }
             ServiceKind::Npm => {
                 progress(Progress::Said(&format!("npm install ({})", service.name)));
                 npm_install(project, &service.dir, progress).await?;
-                built.push(Built {
-                    service: service.clone(),
-                    artifact: service.dir.clone(),
-                    fingerprint: tree_fingerprint(&service.dir),
-                });
+                built.push(Built::new(
+                    service,
+                    service.dir.clone(),
+                    tree_fingerprint(&service.dir),
+                ));
             }
         }
     }
