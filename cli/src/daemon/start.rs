@@ -344,6 +344,7 @@ impl Daemon {
                 env: config.env.clone(),
                 managed_redis: redis.as_ref().map(ManagedRedis::url),
                 builds,
+                built_trees: Default::default(),
             };
             match redeploy::start_watching(redeployer, root.child_token()) {
                 Ok(watching) => {

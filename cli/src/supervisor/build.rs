@@ -702,7 +702,7 @@ fn has_dependencies(dir: &Path) -> bool {
 }
 
 /// Size and modification time: cargo rewrites the file on every real rebuild.
-fn file_fingerprint(path: &Path) -> io::Result<String> {
+pub fn file_fingerprint(path: &Path) -> io::Result<String> {
     let metadata = fs::metadata(path)?;
     let modified = metadata
         .modified()?
@@ -715,8 +715,16 @@ fn file_fingerprint(path: &Path) -> io::Result<String> {
 /// A hash of every file's path, size and mtime, [`LINKED_DIRS`] and [`SKIPPED_DIRS`] left out.
 fn tree_fingerprint(dir: &Path) -> String {
     let mut hasher = DefaultHasher::new();
+    let files: Vec<(PathBuf, String)> = tree_files(dir).into_iter().collect();
+    files.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Every file under `dir` with its size and mtime ([`file_fingerprint`]), [`LINKED_DIRS`] and
+/// [`SKIPPED_DIRS`] left out: what a deployment of the directory is made of.
+pub fn tree_files(dir: &Path) -> BTreeMap<PathBuf, String> {
     let mut stack = vec![dir.to_path_buf()];
-    let mut files = Vec::new();
+    let mut files = BTreeMap::new();
     while let Some(current) = stack.pop() {
         let Ok(entries) = fs::read_dir(&current) else {
             continue;
@@ -733,13 +741,11 @@ fn tree_fingerprint(dir: &Path) -> String {
             if path.is_dir() {
                 stack.push(path);
             } else if let Ok(fingerprint) = file_fingerprint(&path) {
-                files.push((path, fingerprint));
+                files.insert(path, fingerprint);
             }
         }
     }
-    files.sort();
-    files.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
+    files
 }
 
 /// `<service>-<10 random lowercase letters>`.
