@@ -490,7 +490,7 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
         &format!("{slow}\n[services.ghost]\nrun = [\"stack-no-such-program\", \"serve\"]\n"),
     );
     up.wait_for(
-        "`stack-no-such-program` (for `ghost`) not installed",
+        "`stack-no-such-program` (for `ghost`, stack.toml:7:7) not installed",
         COMMAND_DEADLINE,
     );
     up.wait_for("save `stack.toml` again", COMMAND_DEADLINE);
@@ -782,4 +782,32 @@ fn a_run_changed_while_nothing_runs_makes_a_new_deployment_at_the_next_up() {
     let output = up.stop(Signal::SIGINT);
     assert!(!output.contains("first-run"), "{output}");
     assert_ne!(project.live("job")["id"], first.as_str(), "{output}");
+}
+
+#[test]
+fn redirections_and_builtins_are_not_programs_and_a_missing_one_is_named_where_written() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/api/README", "api\n");
+    project.write(
+        "stack.toml",
+        "[services.api]\nrun = '''test -n \"$PORT\" || exit 1; \\\nexec python3 -m http.server $PORT --bind 127.0.0.1 2>&1'''\n",
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_ready("api");
+    up.stop(Signal::SIGINT);
+
+    project.write(
+        "stack.toml",
+        "[services.api]\nbuild = \"true\"\nrun = \"stack-no-such-program serve 2>&1\"\n",
+    );
+    let refused = project.stack(&["up", "--port", "0", "--no-watch"]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.stderr.contains(
+            "Error! `stack-no-such-program` (for `api`, stack.toml:3:7) not installed (not found on PATH)"
+        ),
+        "{}",
+        refused.all()
+    );
 }

@@ -297,6 +297,8 @@ fn detected_service(project_dir: &Path, service: &build::Service) -> ResolvedSer
         stop_signal: Setting::new("SIGTERM".to_string(), "default"),
         stop_timeout: Setting::new(DEFAULT_STOP_TIMEOUT, "default"),
         restart: Setting::new(Restart::Always, "default"),
+        build_at: None,
+        run_at: None,
     }
 }
 
@@ -373,11 +375,18 @@ fn declared_service(
                 stop_signal: Setting::new("SIGTERM".to_string(), "default"),
                 stop_timeout: Setting::new(DEFAULT_STOP_TIMEOUT, "default"),
                 restart: Setting::new(Restart::Always, "default"),
+                build_at: None,
+                run_at: None,
             }
         }
     };
     // `run` (and `build`) given for a detected directory: the file's word wins.
+    let at = |position: Position| format!("{FILE}:{}:{}", position.line, position.column);
+    if let Some(build) = &table.build {
+        service.build_at = Some(at(build.position));
+    }
     if let Some(run) = &table.run {
+        service.run_at = Some(at(run.position));
         let build = table.build.as_ref().map(|build| build.value.clone());
         service.builder = Setting::new(
             Builder::Command {
@@ -688,6 +697,8 @@ pub fn services(
                 .map(|ignore| ignore.value.clone())
                 .unwrap_or_default(),
             env_file: env_file(service, project_dir),
+            build_at: service.build_at.clone(),
+            run_at: service.run_at.clone(),
         });
     }
     for service in by_path {

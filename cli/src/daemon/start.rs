@@ -678,7 +678,16 @@ pub(super) fn check_programs(
             let quoted: Vec<String> = entry
                 .services
                 .iter()
-                .map(|name| format!("`{name}`"))
+                .map(|name| {
+                    let written = services
+                        .iter()
+                        .find(|service| service.name == *name)
+                        .and_then(|service| service.where_it_names(&entry.program));
+                    match written {
+                        Some(at) => format!("`{name}`, {at}"),
+                        None => format!("`{name}`"),
+                    }
+                })
                 .collect();
             format!("`{}` (for {})", entry.program, quoted.join(", "))
         })

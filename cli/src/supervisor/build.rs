@@ -107,6 +107,10 @@ pub struct Service {
     pub ignore: Vec<String>,
     /// The file `env_file` of stack.toml names (its variables are in `settings.env`).
     pub env_file: Option<PathBuf>,
+    /// Where its `build` and `run` are written (`stack.toml:4:7`, `Procfile:2:6`), for the
+    /// errors about them.
+    pub build_at: Option<String>,
+    pub run_at: Option<String>,
 }
 
 impl Service {
@@ -124,6 +128,21 @@ impl Service {
             }
         }
         programs
+    }
+
+    /// Where the command naming `program` is written (its `run`, else its `build`).
+    pub fn where_it_names(&self, program: &str) -> Option<&str> {
+        let ServiceKind::Command { build, run } = &self.kind else {
+            return None;
+        };
+        let names = |command: &CommandLine| command.programs().iter().any(|p| p == program);
+        if names(run) {
+            self.run_at.as_deref()
+        } else if build.as_ref().is_some_and(names) {
+            self.build_at.as_deref()
+        } else {
+            None
+        }
     }
 
     /// (service, program) for every program the declared services of `services` run, which
@@ -155,6 +174,8 @@ impl Service {
             watch: Vec::new(),
             ignore: Vec::new(),
             env_file: None,
+            build_at: None,
+            run_at: None,
         }
     }
 
