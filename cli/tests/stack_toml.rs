@@ -811,3 +811,27 @@ fn redirections_and_builtins_are_not_programs_and_a_missing_one_is_named_where_w
         refused.all()
     );
 }
+
+#[test]
+fn config_refuses_an_env_file_that_up_refuses() {
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/api/app.sh", "exit 0\n");
+    project.write("services/api/api.env", "GOOD=1\nBAD LINE here=x\n");
+    project.write(
+        "stack.toml",
+        "[services.api]\nrun = \"sh app.sh\"\nkind = \"worker\"\nenv_file = \"api.env\"\n",
+    );
+    let config = project.stack(&["config"]);
+    assert_eq!(config.code, 1, "{}", config.all());
+    let up = project.stack(&["up", "--port", "0", "--no-watch"]);
+    assert_eq!(up.code, 1, "{}", up.all());
+    let first_line = |stderr: &str| stderr.lines().next().unwrap_or_default().to_string();
+    assert!(
+        first_line(&config.stderr).starts_with("Error! `api`'s `env_file`: "),
+        "{}",
+        config.all()
+    );
+    assert!(config.stderr.contains("api.env:2:"), "{}", config.all());
+    assert_eq!(first_line(&config.stderr), first_line(&up.stderr));
+    assert!(!config.stderr.contains("here=x"), "values are never shown");
+}
