@@ -84,6 +84,18 @@ error_snapshot!(
     "[services.api]\nrun = \"sh app.sh\"\nstop_timeout = \"0s\"\nhealth = { http = \"/healthz\", interval = \"0s\", timeout = \"0ms\", start_period = \"0s\" }\n"
 );
 error_snapshot!(
+    error_every_bad_glob,
+    "[services.api]\nrun = \"sh app.sh\"\nwatch = [\"../outside/**\", \"services/api/**\", \"/abs/**\"]\nignore = [\"a[\", \"**/*.log\", \"b{\"]\n"
+);
+error_snapshot!(
+    error_another_tools_word,
+    "[services.api]\nrun = \"sh app.sh\"\nenviroment = { A = \"1\" }\nbanana = 1\n"
+);
+error_snapshot!(
+    error_bad_run_is_one_error,
+    "[services.a]\nrun = 5\n\n[services.b]\nrun = \"\"\n\n[services.c]\nrun = []\ndepends_on = { a = \"started\", d = \"started\" }\n"
+);
+error_snapshot!(
     error_health_without_check,
     "[services.api]\nrun = \"sh app.sh\"\nhealth = { interval = \"1s\" }\n"
 );

@@ -179,10 +179,17 @@ pub fn resolve(
             Ok(service) => {
                 services.insert(table.name.clone(), service);
             }
-            Err(error) => errors.push(error),
+            Err(error) => errors.extend(error),
         }
     }
-    let names: Vec<&str> = services.keys().map(String::as_str).collect();
+    // Declared services with errors are services all the same.
+    let names: Vec<&str> = services
+        .keys()
+        .chain(positions.keys())
+        .map(String::as_str)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut one_shots = BTreeSet::new();
     for table in &file_config.services {
         for (dependency, condition) in &table.depends_on {
@@ -307,7 +314,7 @@ fn declared_service(
     table: &ServiceTable,
     detected: &[build::Service],
     from_procfile: &[ResolvedService],
-) -> Result<ResolvedService, ConfigError> {
+) -> Result<ResolvedService, Option<ConfigError>> {
     let path = match &table.path {
         Some(path) => setting(path),
         None => Setting::new(format!("{SERVICES_DIR}/{}", table.name), "default"),
@@ -332,27 +339,31 @@ fn declared_service(
         }
         (None, None) => {
             let Some(run) = &table.run else {
+                if table.bad_run {
+                    // Its `run` has an error of its own; "has no `run`" would be a second one.
+                    return Err(None);
+                }
                 let why = if dir.is_dir() {
                     format!("stack cannot tell how to run `{}` (no Cargo package with a binary, no package.json with a `start` script)", path.value)
                 } else {
                     format!("`{}` does not exist", path.value)
                 };
-                return Err(ConfigError {
+                return Err(Some(ConfigError {
                     file: FILE,
                     position: table.position,
                     message: format!("`services.{}` has no `run`, and {why}: add `run = \"...\"` (and `path` if it lives elsewhere)", table.name),
-                });
+                }));
             };
             if !dir.is_dir() {
                 let position = table
                     .path
                     .as_ref()
                     .map_or(table.position, |path| path.position);
-                return Err(ConfigError {
+                return Err(Some(ConfigError {
                     file: FILE,
                     position,
                     message: format!("`{}` is not a directory: create it or set `path` to the service's directory", path.value),
-                });
+                }));
             }
             ResolvedService {
                 name: table.name.clone(),
@@ -399,14 +410,14 @@ fn declared_service(
         if let Builder::Command { build: slot, .. } = &mut service.builder.value {
             *slot = Some(build.value.clone());
         } else {
-            return Err(ConfigError {
+            return Err(Some(ConfigError {
                 file: FILE,
                 position: build.position,
                 message: format!(
                     "`build` replaces how stack builds `{}`, so it needs a `run` too",
                     table.name
                 ),
-            });
+            }));
         }
     }
     if let Some(kind) = &table.kind {
@@ -422,14 +433,14 @@ fn declared_service(
         .collect();
     if let Some(env_file) = &table.env_file {
         if !dir.join(&env_file.value).is_file() && !project_dir.join(&env_file.value).is_file() {
-            return Err(ConfigError {
+            return Err(Some(ConfigError {
                 file: FILE,
                 position: env_file.position,
                 message: format!(
                     "`env_file` `{}` is not a file (in `{}` or the project)",
                     env_file.value, path.value
                 ),
-            });
+            }));
         }
         service.env_file = Some(setting(env_file));
     }
@@ -443,11 +454,11 @@ fn declared_service(
                     .health
                     .as_ref()
                     .map_or(table.position, |health| health.position);
-                return Err(ConfigError {
+                return Err(Some(ConfigError {
                     file: FILE,
                     position,
                     message: format!("`{}` is a worker (no `PORT`), so its health cannot be `http` or `tcp`: use `cmd = \"...\"` or leave `health` out", table.name),
-                });
+                }));
             }
         }
     }
