@@ -847,3 +847,40 @@ fn config_refuses_an_env_file_that_up_refuses() {
     assert_eq!(first_line(&config.stderr), first_line(&up.stderr));
     assert!(!config.stderr.contains("here=x"), "values are never shown");
 }
+
+/// Answers `/healthz` 503 for its first 1.5 s, then 200, printing each check it gets.
+const COUNTED_HEALTH: &str = r#"import http.server, os, time
+START = time.time()
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        healthy = time.time() - START >= 1.5
+        print(f"check healthy={healthy}", flush=True)
+        self.send_response(200 if healthy else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[test]
+fn before_it_is_ready_an_http_check_runs_at_most_once_per_interval() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/api/app.py", COUNTED_HEALTH);
+    project.write(
+        "stack.toml",
+        "[services.api]\nrun = [\"python3\", \"app.py\"]\nhealth = { http = \"/healthz\", interval = \"300ms\" }\n",
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_ready("api");
+    let output = up.stop(Signal::SIGINT);
+    let failed = output.matches("check healthy=False").count();
+    // 1.5 s at one check per 300 ms: about 5 (at 15 ms, about 100).
+    assert!((1..=8).contains(&failed), "{failed} checks:\n{output}");
+}
