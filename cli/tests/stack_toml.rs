@@ -80,6 +80,22 @@ error_snapshot!(
     "[services.api]\nrun = \"sh app.sh\"\nrestart = \"on-fail\"\nkind = \"daemon\"\nstop_signal = \"SIGWHAT\"\ndepends_on = { db = \"ready\" }\n\n[services.db]\npath = \"services/api\"\nrun = \"sh app.sh\"\n"
 );
 error_snapshot!(
+    error_zero_durations,
+    "[services.api]\nrun = \"sh app.sh\"\nstop_timeout = \"0s\"\nhealth = { http = \"/healthz\", interval = \"0s\", timeout = \"0ms\", start_period = \"0s\" }\n"
+);
+error_snapshot!(
+    error_every_bad_glob,
+    "[services.api]\nrun = \"sh app.sh\"\nwatch = [\"../outside/**\", \"services/api/**\", \"/abs/**\"]\nignore = [\"a[\", \"**/*.log\", \"b{\"]\n"
+);
+error_snapshot!(
+    error_another_tools_word,
+    "[services.api]\nrun = \"sh app.sh\"\nenviroment = { A = \"1\" }\nbanana = 1\n"
+);
+error_snapshot!(
+    error_bad_run_is_one_error,
+    "[services.a]\nrun = 5\n\n[services.b]\nrun = \"\"\n\n[services.c]\nrun = []\ndepends_on = { a = \"started\", d = \"started\" }\n"
+);
+error_snapshot!(
     error_health_without_check,
     "[services.api]\nrun = \"sh app.sh\"\nhealth = { interval = \"1s\" }\n"
 );
@@ -486,7 +502,7 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
         &format!("{slow}\n[services.ghost]\nrun = [\"stack-no-such-program\", \"serve\"]\n"),
     );
     up.wait_for(
-        "`stack-no-such-program` (for `ghost`) not installed",
+        "`stack-no-such-program` (for `ghost`, stack.toml:7:7) not installed",
         COMMAND_DEADLINE,
     );
     up.wait_for("save `stack.toml` again", COMMAND_DEADLINE);
@@ -844,4 +860,120 @@ fn a_process_that_left_its_group_is_stopped_with_its_instance() {
     });
     up.wait_ready("web");
     up.stop(Signal::SIGINT);
+}
+
+#[test]
+fn a_run_changed_while_nothing_runs_makes_a_new_deployment_at_the_next_up() {
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/job/keep.txt", "unchanged\n");
+    let worker = |word: &str| {
+        format!("[services.job]\nrun = \"echo {word}; exec sleep 1000\"\nkind = \"worker\"\n")
+    };
+    project.write("stack.toml", &worker("first-run"));
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("job.0 | first-run", COMMAND_DEADLINE);
+    up.stop(Signal::SIGINT);
+    let first = project.live("job")["id"].as_str().unwrap().to_string();
+
+    // The same file and tree again: the deployment is reused.
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("job.0 | first-run", COMMAND_DEADLINE);
+    up.stop(Signal::SIGINT);
+    assert_eq!(project.live("job")["id"], first.as_str());
+
+    project.write("stack.toml", &worker("second-run"));
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("job.0 | second-run", COMMAND_DEADLINE);
+    let output = up.stop(Signal::SIGINT);
+    assert!(!output.contains("first-run"), "{output}");
+    assert_ne!(project.live("job")["id"], first.as_str(), "{output}");
+}
+
+#[test]
+fn redirections_and_builtins_are_not_programs_and_a_missing_one_is_named_where_written() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/api/README", "api\n");
+    project.write(
+        "stack.toml",
+        "[services.api]\nrun = '''test -n \"$PORT\" || exit 1; \\\nexec python3 -m http.server $PORT --bind 127.0.0.1 2>&1'''\n",
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_ready("api");
+    up.stop(Signal::SIGINT);
+
+    project.write(
+        "stack.toml",
+        "[services.api]\nbuild = \"true\"\nrun = \"stack-no-such-program serve 2>&1\"\n",
+    );
+    let refused = project.stack(&["up", "--port", "0", "--no-watch"]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused.stderr.contains(
+            "Error! `stack-no-such-program` (for `api`, stack.toml:3:7) not installed (not found on PATH)"
+        ),
+        "{}",
+        refused.all()
+    );
+}
+
+#[test]
+fn config_refuses_an_env_file_that_up_refuses() {
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/api/app.sh", "exit 0\n");
+    project.write("services/api/api.env", "GOOD=1\nBAD LINE here=x\n");
+    project.write(
+        "stack.toml",
+        "[services.api]\nrun = \"sh app.sh\"\nkind = \"worker\"\nenv_file = \"api.env\"\n",
+    );
+    let config = project.stack(&["config"]);
+    assert_eq!(config.code, 1, "{}", config.all());
+    let up = project.stack(&["up", "--port", "0", "--no-watch"]);
+    assert_eq!(up.code, 1, "{}", up.all());
+    let first_line = |stderr: &str| stderr.lines().next().unwrap_or_default().to_string();
+    assert!(
+        first_line(&config.stderr).starts_with("Error! `api`'s `env_file`: "),
+        "{}",
+        config.all()
+    );
+    assert!(config.stderr.contains("api.env:2:"), "{}", config.all());
+    assert_eq!(first_line(&config.stderr), first_line(&up.stderr));
+    assert!(!config.stderr.contains("here=x"), "values are never shown");
+}
+
+/// Answers `/healthz` 503 for its first 1.5 s, then 200, printing each check it gets.
+const COUNTED_HEALTH: &str = r#"import http.server, os, time
+START = time.time()
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        healthy = time.time() - START >= 1.5
+        print(f"check healthy={healthy}", flush=True)
+        self.send_response(200 if healthy else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+#[test]
+fn before_it_is_ready_an_http_check_runs_at_most_once_per_interval() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/api/app.py", COUNTED_HEALTH);
+    project.write(
+        "stack.toml",
+        "[services.api]\nrun = [\"python3\", \"app.py\"]\nhealth = { http = \"/healthz\", interval = \"300ms\" }\n",
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_ready("api");
+    let output = up.stop(Signal::SIGINT);
+    let failed = output.matches("check healthy=False").count();
+    // 1.5 s at one check per 300 ms: about 5 (at 15 ms, about 100).
+    assert!((1..=8).contains(&failed), "{failed} checks:\n{output}");
 }

@@ -691,3 +691,23 @@ async fn a_first_build_off_a_terminal_says_how_far_it_is_every_few_seconds() {
     fs::write(&gate, "").unwrap();
     up.wait_ready("hello");
 }
+
+/// A `build` that writes into its own directory (a stamp, `dist/`): the save builds once, and
+/// what the build wrote does not build again.
+#[test]
+fn what_a_build_writes_into_its_directory_does_not_build_again() {
+    require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/site/version.txt", "one\n");
+    project.write(
+        "stack.toml",
+        "[services.site]\nbuild = \"date +%s%N > stamp.txt; rm -rf dist; mkdir dist; cp version.txt dist/index.html\"\nrun = \"exec python3 -m http.server $PORT --bind 127.0.0.1 --directory dist\"\n",
+    );
+    let mut up = Up::start(&project, &[]);
+    up.wait_for("> Ready! http://site-", BUILD_DEADLINE);
+    up.wait_for("Watching for changes", DEADLINE);
+    project.write("services/site/version.txt", "two\n");
+    up.wait_for_nth("> Ready! http://site-", 2, DEADLINE);
+    up.assert_no_more("> Building", 1);
+    up.assert_no_more("> Ready! http://site-", 2);
+}

@@ -12,6 +12,25 @@ use crate::output::{CliError, CliResult};
 pub fn run(cwd: &Path, args: ConfigArgs) -> CliResult<ExitCode> {
     let resolved = config::load_resolved(cwd)
         .map_err(|errors| errors.to_cli("Fix the file and run `stack config` again."))?;
+    // Each `env_file` read as `stack up` reads it: a file `up` refuses is refused here too.
+    let env_file_errors: Vec<String> = resolved
+        .services
+        .iter()
+        .filter_map(|service| {
+            let reason = config::run_settings(service, cwd).err()?;
+            Some(
+                config::ServicesError::EnvFile {
+                    service: service.name.clone(),
+                    reason,
+                }
+                .to_string(),
+            )
+        })
+        .collect();
+    if !env_file_errors.is_empty() {
+        return Err(CliError::new(env_file_errors.join("\n"))
+            .hint("Fix the file and run `stack config` again."));
+    }
     if args.json {
         let text = serde_json::to_string_pretty(&resolved)
             .map_err(|error| CliError::new(format!("cannot write the JSON: {error}")))?;

@@ -179,10 +179,17 @@ pub fn resolve(
             Ok(service) => {
                 services.insert(table.name.clone(), service);
             }
-            Err(error) => errors.push(error),
+            Err(error) => errors.extend(error),
         }
     }
-    let names: Vec<&str> = services.keys().map(String::as_str).collect();
+    // Declared services with errors are services all the same.
+    let names: Vec<&str> = services
+        .keys()
+        .chain(positions.keys())
+        .map(String::as_str)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut one_shots = BTreeSet::new();
     for table in &file_config.services {
         for (dependency, condition) in &table.depends_on {
@@ -297,6 +304,8 @@ fn detected_service(project_dir: &Path, service: &build::Service) -> ResolvedSer
         stop_signal: Setting::new("SIGTERM".to_string(), "default"),
         stop_timeout: Setting::new(DEFAULT_STOP_TIMEOUT, "default"),
         restart: Setting::new(Restart::Always, "default"),
+        build_at: None,
+        run_at: None,
     }
 }
 
@@ -305,7 +314,7 @@ fn declared_service(
     table: &ServiceTable,
     detected: &[build::Service],
     from_procfile: &[ResolvedService],
-) -> Result<ResolvedService, ConfigError> {
+) -> Result<ResolvedService, Option<ConfigError>> {
     let path = match &table.path {
         Some(path) => setting(path),
         None => Setting::new(format!("{SERVICES_DIR}/{}", table.name), "default"),
@@ -330,27 +339,31 @@ fn declared_service(
         }
         (None, None) => {
             let Some(run) = &table.run else {
+                if table.bad_run {
+                    // Its `run` has an error of its own; "has no `run`" would be a second one.
+                    return Err(None);
+                }
                 let why = if dir.is_dir() {
                     format!("stack cannot tell how to run `{}` (no Cargo package with a binary, no package.json with a `start` script)", path.value)
                 } else {
                     format!("`{}` does not exist", path.value)
                 };
-                return Err(ConfigError {
+                return Err(Some(ConfigError {
                     file: FILE,
                     position: table.position,
                     message: format!("`services.{}` has no `run`, and {why}: add `run = \"...\"` (and `path` if it lives elsewhere)", table.name),
-                });
+                }));
             };
             if !dir.is_dir() {
                 let position = table
                     .path
                     .as_ref()
                     .map_or(table.position, |path| path.position);
-                return Err(ConfigError {
+                return Err(Some(ConfigError {
                     file: FILE,
                     position,
                     message: format!("`{}` is not a directory: create it or set `path` to the service's directory", path.value),
-                });
+                }));
             }
             ResolvedService {
                 name: table.name.clone(),
@@ -373,11 +386,18 @@ fn declared_service(
                 stop_signal: Setting::new("SIGTERM".to_string(), "default"),
                 stop_timeout: Setting::new(DEFAULT_STOP_TIMEOUT, "default"),
                 restart: Setting::new(Restart::Always, "default"),
+                build_at: None,
+                run_at: None,
             }
         }
     };
     // `run` (and `build`) given for a detected directory: the file's word wins.
+    let at = |position: Position| format!("{FILE}:{}:{}", position.line, position.column);
+    if let Some(build) = &table.build {
+        service.build_at = Some(at(build.position));
+    }
     if let Some(run) = &table.run {
+        service.run_at = Some(at(run.position));
         let build = table.build.as_ref().map(|build| build.value.clone());
         service.builder = Setting::new(
             Builder::Command {
@@ -390,14 +410,14 @@ fn declared_service(
         if let Builder::Command { build: slot, .. } = &mut service.builder.value {
             *slot = Some(build.value.clone());
         } else {
-            return Err(ConfigError {
+            return Err(Some(ConfigError {
                 file: FILE,
                 position: build.position,
                 message: format!(
                     "`build` replaces how stack builds `{}`, so it needs a `run` too",
                     table.name
                 ),
-            });
+            }));
         }
     }
     if let Some(kind) = &table.kind {
@@ -413,14 +433,14 @@ fn declared_service(
         .collect();
     if let Some(env_file) = &table.env_file {
         if !dir.join(&env_file.value).is_file() && !project_dir.join(&env_file.value).is_file() {
-            return Err(ConfigError {
+            return Err(Some(ConfigError {
                 file: FILE,
                 position: env_file.position,
                 message: format!(
                     "`env_file` `{}` is not a file (in `{}` or the project)",
                     env_file.value, path.value
                 ),
-            });
+            }));
         }
         service.env_file = Some(setting(env_file));
     }
@@ -434,11 +454,11 @@ fn declared_service(
                     .health
                     .as_ref()
                     .map_or(table.position, |health| health.position);
-                return Err(ConfigError {
+                return Err(Some(ConfigError {
                     file: FILE,
                     position,
                     message: format!("`{}` is a worker (no `PORT`), so its health cannot be `http` or `tcp`: use `cmd = \"...\"` or leave `health` out", table.name),
-                });
+                }));
             }
         }
     }
@@ -688,6 +708,8 @@ pub fn services(
                 .map(|ignore| ignore.value.clone())
                 .unwrap_or_default(),
             env_file: env_file(service, project_dir),
+            build_at: service.build_at.clone(),
+            run_at: service.run_at.clone(),
         });
     }
     for service in by_path {

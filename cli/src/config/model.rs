@@ -28,27 +28,34 @@ impl CommandLine {
 
     /// The programs a person would have to install: the first word of each simple command
     /// (`test -x .venv/bin/python || python3 -m venv .venv` names `python3`), past
-    /// assignments, `exec` and the keywords before a command (`do`, `then`); shell builtins,
-    /// keywords and paths (`.venv/bin/python`, the build's own) are not counted, and quoted
-    /// text is one word (`sh -c 'while true; do ...; done'` names `sh`).
+    /// assignments, redirections (`2>&1`, `>log`), `exec` and the keywords before a command
+    /// (`do`, `then`); shell builtins, keywords, functions the line defines and paths
+    /// (`.venv/bin/python`, the build's own) are not counted, and quoted text is one word
+    /// (`sh -c 'while true; do ...; done'` names `sh`). When a word may not be a program (a
+    /// `$(( ))` sum, text after a here-document), it is not counted: a check that refuses a
+    /// command that runs is worse than one that lets a missing program say so itself.
     pub fn programs(&self) -> Vec<String> {
         let words: Vec<String> = match self {
-            CommandLine::Shell(line) => shell_commands(line)
-                .into_iter()
-                .filter_map(|words| {
-                    let first = words.into_iter().find(|word| {
-                        !word.contains('=') && !BEFORE_A_COMMAND.contains(&word.as_str())
-                    })?;
-                    (!NOT_A_COMMAND.contains(&first.as_str())).then_some(first)
-                })
-                .collect(),
+            CommandLine::Shell(line) => {
+                let split = shell_commands(line);
+                split
+                    .commands
+                    .into_iter()
+                    .filter_map(|words| {
+                        let first = words.into_iter().find(|word| {
+                            !is_assignment(word) && !BEFORE_A_COMMAND.contains(&word.as_str())
+                        })?;
+                        (!NOT_A_COMMAND.contains(&first.as_str())
+                            && !split.functions.contains(&first))
+                        .then_some(first)
+                    })
+                    .collect()
+            }
             CommandLine::Argv(argv) => argv.first().cloned().into_iter().collect(),
         };
         let mut programs: Vec<String> = Vec::new();
         for word in words {
-            let counted = !word.contains('/')
-                && !word.starts_with('$')
-                && !SHELL_WORDS.contains(&word.as_str());
+            let counted = looks_like_a_program(&word) && !SHELL_WORDS.contains(&word.as_str());
             if counted && !programs.contains(&word) {
                 programs.push(word);
             }
@@ -57,25 +64,85 @@ impl CommandLine {
     }
 }
 
+/// `NAME=value` before a command.
+fn is_assignment(word: &str) -> bool {
+    word.split_once('=').is_some_and(|(name, _)| {
+        !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// A word that names a program on PATH: no path, no expansion, no glob; letters among its
+/// characters (not a number, not `-x`).
+fn looks_like_a_program(word: &str) -> bool {
+    !word.is_empty()
+        && !word.starts_with('-')
+        && word.chars().any(|c| c.is_ascii_alphabetic())
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '@' | ':'))
+}
+
+/// What [`shell_commands`] found in a line.
+#[derive(Debug, Default)]
+struct ShellSplit {
+    /// The words of each simple command, redirections and their targets left out.
+    commands: Vec<Vec<String>>,
+    /// The names of the functions it defines (`name() { ...; }`, `function name`).
+    functions: Vec<String>,
+}
+
 /// The words of each simple command of a shell line: split at unquoted `;`, `&`, `|`, `(`,
 /// `)`, backquotes and newlines, and at unquoted blanks; quotes removed, backslash escapes
-/// kept as the character they escape.
-fn shell_commands(line: &str) -> Vec<Vec<String>> {
-    let mut commands: Vec<Vec<String>> = vec![Vec::new()];
+/// kept as the character they escape, a backslash-newline joining two lines, `#` comments,
+/// redirections (`2>&1`, `&>log`, `> out`, `<in`) and `$(( ))` left out. A here-document
+/// (`<<EOF`) ends the reading: its body is text, not commands.
+fn shell_commands(line: &str) -> ShellSplit {
+    let mut split = ShellSplit {
+        commands: vec![Vec::new()],
+        functions: Vec::new(),
+    };
     let mut word: Option<String> = None;
     let mut quote: Option<char> = None;
-    let mut chars = line.chars();
-    let end_word = |word: &mut Option<String>, commands: &mut Vec<Vec<String>>| {
+    // The word after a redirection operator is its file, not a command's word.
+    let mut redirect_target = false;
+    // After `function`: the name it defines.
+    let mut function_name = false;
+    let chars: Vec<char> = line.chars().collect();
+    let mut index = 0;
+    let end_word = |word: &mut Option<String>,
+                    split: &mut ShellSplit,
+                    redirect_target: &mut bool,
+                    function_name: &mut bool| {
         if let Some(word) = word.take() {
-            commands.last_mut().expect("never empty").push(word);
+            if std::mem::take(redirect_target) {
+                return;
+            }
+            if std::mem::take(function_name) {
+                split.functions.push(word);
+                return;
+            }
+            let words = split.commands.last_mut().expect("never empty");
+            if words.is_empty() && word == "function" {
+                *function_name = true;
+                return;
+            }
+            words.push(word);
         }
     };
-    while let Some(c) = chars.next() {
+    while index < chars.len() {
+        let c = chars[index];
+        let next = chars.get(index + 1).copied();
+        index += 1;
         match (quote, c) {
             (Some(open), c) if c == open => quote = None,
             (Some('"') | None, '\\') => {
-                if let Some(escaped) = chars.next() {
-                    word.get_or_insert_with(String::new).push(escaped);
+                index += 1;
+                match next {
+                    // A line continuation: the two lines are one.
+                    Some('\n') | None => {}
+                    Some(escaped) => word.get_or_insert_with(String::new).push(escaped),
                 }
             }
             (Some(_), c) => word.get_or_insert_with(String::new).push(c),
@@ -83,30 +150,129 @@ fn shell_commands(line: &str) -> Vec<Vec<String>> {
                 quote = Some(c);
                 word.get_or_insert_with(String::new);
             }
-            (None, ';' | '&' | '|' | '(' | ')' | '`' | '\n') => {
-                end_word(&mut word, &mut commands);
-                commands.push(Vec::new());
+            (None, '#') if word.is_none() => {
+                while index < chars.len() && chars[index] != '\n' {
+                    index += 1;
+                }
             }
-            (None, c) if c.is_whitespace() => end_word(&mut word, &mut commands),
+            (None, '$') if next == Some('(') && chars.get(index + 1) == Some(&'(') => {
+                // Arithmetic: `$(( n + 1 ))` runs nothing; skip to its closing `))`.
+                let mut depth = 0usize;
+                while index < chars.len() {
+                    match chars[index] {
+                        '(' => depth += 1,
+                        ')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                index += 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    index += 1;
+                }
+                word.get_or_insert_with(String::new).push('$');
+            }
+            (None, '<' | '>') | (None, '&') if c != '&' || next == Some('>') => {
+                // A redirection: `2>&1`, `>>log`, `<in`, `&>log`, `>|out`, `<<EOF`. A file
+                // descriptor number just before it is part of it.
+                if word
+                    .as_deref()
+                    .is_some_and(|w| w.chars().all(|d| d.is_ascii_digit()))
+                {
+                    word = None;
+                }
+                end_word(
+                    &mut word,
+                    &mut split,
+                    &mut redirect_target,
+                    &mut function_name,
+                );
+                let mut operator = String::from(c);
+                while let Some(&more) = chars.get(index) {
+                    if matches!(more, '<' | '>' | '&' | '|') && operator.len() < 3 {
+                        operator.push(more);
+                        index += 1;
+                    } else {
+                        break;
+                    }
+                }
+                if operator.starts_with("<<") && operator != "<<<" {
+                    // A here-document: what follows is its body.
+                    break;
+                }
+                if operator.ends_with('&') {
+                    // `>&2`, `2>&1`, `<&-`: a descriptor, or a file when a word follows.
+                    while chars
+                        .get(index)
+                        .is_some_and(|d| d.is_ascii_digit() || *d == '-')
+                    {
+                        index += 1;
+                    }
+                    redirect_target = !chars
+                        .get(index)
+                        .is_none_or(|d| d.is_whitespace() || ";&|()".contains(*d));
+                } else {
+                    redirect_target = true;
+                }
+            }
+            (None, '(') if next == Some(')') => {
+                // `name() { ...; }` defines a function.
+                let words = split.commands.last_mut().expect("never empty");
+                if let (Some(name), true) = (word.take(), words.is_empty()) {
+                    split.functions.push(name);
+                } else if let Some(name) = words.pop() {
+                    split.functions.push(name);
+                }
+                index += 1;
+            }
+            (None, ';' | '&' | '|' | '(' | ')' | '`' | '\n') => {
+                end_word(
+                    &mut word,
+                    &mut split,
+                    &mut redirect_target,
+                    &mut function_name,
+                );
+                redirect_target = false;
+                split.commands.push(Vec::new());
+            }
+            (None, c) if c.is_whitespace() => end_word(
+                &mut word,
+                &mut split,
+                &mut redirect_target,
+                &mut function_name,
+            ),
             (None, c) => word.get_or_insert_with(String::new).push(c),
         }
     }
-    end_word(&mut word, &mut commands);
-    commands.retain(|words| !words.is_empty());
-    commands
+    end_word(
+        &mut word,
+        &mut split,
+        &mut redirect_target,
+        &mut function_name,
+    );
+    split.commands.retain(|words| !words.is_empty());
+    split
 }
 
 /// Words that come before a command: `do sleep 1`, `then exec node`.
 const BEFORE_A_COMMAND: &[&str] = &[
-    "exec", "do", "then", "else", "elif", "if", "while", "until", "!", "{", "time",
+    "exec", "do", "then", "else", "elif", "if", "while", "until", "!", "{", "time", "nohup",
+    "builtin", "command", "env", "nice",
 ];
 /// A simple command that starts with one of these runs no program of its own.
-const NOT_A_COMMAND: &[&str] = &["for", "case", "in", "done", "fi", "esac", "}"];
+const NOT_A_COMMAND: &[&str] = &[
+    "for", "case", "in", "done", "fi", "esac", "}", "select", "[[", "]]", "((", "))",
+];
 
-/// Builtins of `sh`: not programs on PATH (its keywords are in the two lists above).
+/// Builtins of `sh` (and of bash, which `sh` often is): not programs on PATH (its keywords
+/// are in the two lists above).
 const SHELL_WORDS: &[&str] = &[
-    ".", ":", "cd", "export", "set", "source", "test", "[", "true", "false", "echo", "printf",
-    "read", "trap", "ulimit", "umask", "wait", "eval", "command",
+    ".", ":", "alias", "bg", "break", "cd", "continue", "declare", "echo", "eval", "exit",
+    "export", "false", "fg", "getopts", "hash", "jobs", "kill", "let", "local", "printf", "pwd",
+    "read", "readonly", "return", "set", "shift", "shopt", "source", "test", "[", "times", "trap",
+    "true", "type", "typeset", "ulimit", "umask", "unalias", "unset", "wait",
 ];
 
 impl std::fmt::Display for CommandLine {
@@ -302,6 +468,12 @@ pub struct ResolvedService {
     #[serde(with = "setting_duration")]
     pub stop_timeout: Setting<Duration>,
     pub restart: Setting<Restart>,
+    /// Where `build` and `run` are written, with the column (`stack.toml:4:7`), for errors;
+    /// `stack config` shows the line in their origin.
+    #[serde(skip)]
+    pub build_at: Option<String>,
+    #[serde(skip)]
+    pub run_at: Option<String>,
 }
 
 fn masked<S: serde::Serializer>(
@@ -395,5 +567,43 @@ mod tests {
         assert_eq!(loops.programs(), ["cat", "go"]);
         let escaped = CommandLine::Shell("echo a\\;b && node 'server.js'".into());
         assert_eq!(escaped.programs(), ["node"]);
+    }
+
+    fn programs(line: &str) -> Vec<String> {
+        CommandLine::Shell(line.into()).programs()
+    }
+
+    #[test]
+    fn redirections_and_their_files_name_no_programs() {
+        let cases: &[(&str, &[&str])] = &[
+            ("python3 -m http.server $PORT 2>&1", &["python3"]),
+            ("node server.js >>log 2>&1 | tee out", &["node", "tee"]),
+            ("2>err.log gunicorn app:app", &["gunicorn"]),
+            ("> /dev/null node a.js", &["node"]),
+            ("cmd &>log; cmd2 >&2; cmd3 <&0", &["cmd", "cmd2", "cmd3"]),
+            ("go run . >| out.txt", &["go"]),
+            ("cat <<EOF\nnot-a-program here\nEOF", &["cat"]),
+            ("node a.js>out", &["node"]),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(programs(line), *expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn builtins_continuations_comments_and_functions_name_no_programs() {
+        let cases: &[(&str, &[&str])] = &[
+            ("python3 app.py || exit 1", &["python3"]),
+            ("f() { return 0; }; f; unset X; shift; local y=1", &[]),
+            ("function serve { exec node a.js; }; serve", &["node"]),
+            ("while true; do break; continue; done; readonly Z=1", &[]),
+            ("python3 \\\n  -m http.server", &["python3"]),
+            ("node a.js # then python3", &["node"]),
+            ("echo $(( 1 + 2 )); [[ -f x ]] && ruby x", &["ruby"]),
+            ("env -i HOME=/ node a.js; nohup sidekiq", &["sidekiq"]),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(programs(line), *expected, "{line}");
+        }
     }
 }

@@ -36,6 +36,8 @@ pub struct ServiceTable {
     pub stop_signal: Option<Written<String>>,
     pub stop_timeout: Option<Written<Duration>>,
     pub restart: Option<Written<Restart>>,
+    /// `run` was written, with an error of its own (already said).
+    pub bad_run: bool,
 }
 
 /// Everything `stack.toml` says, in file order, and what was wrong in its tables (checked
@@ -71,6 +73,20 @@ const HEALTH_KEYS: &[&str] = &[
     "timeout",
     "retries",
     "start_period",
+];
+/// What other tools (compose, Procfiles, systemd) call a setting, and its name here.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("environment", "env"),
+    ("command", "run"),
+    ("entrypoint", "run"),
+    ("dependencies", "depends_on"),
+    ("healthcheck", "health"),
+    ("replicas", "instances"),
+    ("scale", "instances"),
+    ("directory", "path"),
+    ("workdir", "path"),
+    ("type", "kind"),
+    ("env_files", "env_file"),
 ];
 const SIGNALS: &[&str] = &[
     "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGKILL", "SIGUSR1", "SIGUSR2",
@@ -137,7 +153,13 @@ impl Walker<'_> {
         otherwise: &str,
     ) {
         let word = key.get_ref();
-        let message = match did_you_mean(word, known) {
+        let synonym = SYNONYMS
+            .iter()
+            .find(|(other, ours)| {
+                known.contains(ours) && did_you_mean(&word.to_lowercase(), &[other]).is_some()
+            })
+            .map(|(_, ours)| *ours);
+        let message = match synonym.or_else(|| did_you_mean(word, known)) {
             Some(hint) => format!("unknown key `{word}`, did you mean `{hint}`?"),
             None => format!("unknown key `{word}`: {otherwise}"),
         };
@@ -184,23 +206,29 @@ impl Walker<'_> {
         }
     }
 
-    /// [`strings`](Self::strings) that must be globs relative to the project.
+    /// [`strings`](Self::strings) that must be globs inside the project, relative to it;
+    /// every bad one is an error at its own place.
     fn globs(&mut self, value: &Value<'_>, what: &str) -> Option<Vec<String>> {
         let globs = self.strings(value, what)?;
-        for glob in &globs {
-            if glob.starts_with('/') {
-                self.error(value.span().start, format!("{what} `{glob}` must be relative to the project (like `services/api/**/*.py`)"));
-                return None;
-            }
-            if let Err(error) = globset::Glob::new(glob) {
+        let items: Vec<usize> = match value.get_ref() {
+            DeValue::Array(items) => items.iter().map(|item| item.span().start).collect(),
+            _ => vec![value.span().start],
+        };
+        let errors_before = self.errors.len();
+        for (glob, offset) in globs.iter().zip(items) {
+            let outside = std::path::Path::new(glob)
+                .components()
+                .any(|part| part == std::path::Component::ParentDir);
+            if glob.starts_with('/') || outside {
+                self.error(offset, format!("{what} `{glob}` must be inside the project and relative to it (like `services/api/**/*.py`)"));
+            } else if let Err(error) = globset::Glob::new(glob) {
                 self.error(
-                    value.span().start,
+                    offset,
                     format!("{what} `{glob}` is not a glob: {}", error.kind()),
                 );
-                return None;
             }
         }
-        Some(globs)
+        (self.errors.len() == errors_before).then_some(globs)
     }
 
     fn strings(&mut self, value: &Value<'_>, what: &str) -> Option<Vec<String>> {
@@ -280,6 +308,20 @@ impl Walker<'_> {
         parsed
     }
 
+    /// A [`duration`](Self::duration) that must be more than 0: a check every 0s, a check
+    /// that may take 0s or a stop with no time to stop have no meaning.
+    fn nonzero_duration(&mut self, value: &Value<'_>, what: &str) -> Option<Duration> {
+        let duration = self.duration(value, what)?;
+        if duration.is_zero() {
+            self.error(
+                value.span().start,
+                format!("{what} must be more than 0: write it like `500ms`, `2s` or `1m`"),
+            );
+            return None;
+        }
+        Some(duration)
+    }
+
     fn positive(&mut self, value: &Value<'_>, what: &str) -> Option<u64> {
         match value.get_ref() {
             DeValue::Integer(integer) => match integer.as_str().replace('_', "").parse::<u64>() {
@@ -348,7 +390,10 @@ impl Walker<'_> {
                 "build" => {
                     service.build = self.command(value, &what).map(|v| self.written(value, v))
                 }
-                "run" => service.run = self.command(value, &what).map(|v| self.written(value, v)),
+                "run" => {
+                    service.run = self.command(value, &what).map(|v| self.written(value, v));
+                    service.bad_run = service.run.is_none();
+                }
                 "env_file" => {
                     service.env_file = self.string(value, &what).map(|v| self.written(value, v))
                 }
@@ -442,8 +487,9 @@ impl Walker<'_> {
                     }
                 }
                 "stop_timeout" => {
-                    service.stop_timeout =
-                        self.duration(value, &what).map(|v| self.written(value, v))
+                    service.stop_timeout = self
+                        .nonzero_duration(value, &what)
+                        .map(|v| self.written(value, v))
                 }
                 "watch" => service.watch = self.globs(value, &what).map(|v| self.written(value, v)),
                 "ignore" => {
@@ -481,7 +527,14 @@ impl Walker<'_> {
                 _ => self.unknown_key(
                     key,
                     SERVICE_KEYS,
-                    "see `stack config` for the settings a service takes",
+                    &format!(
+                        "a service takes {}",
+                        SERVICE_KEYS
+                            .iter()
+                            .map(|key| format!("`{key}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 ),
             }
         }
@@ -517,12 +570,12 @@ impl Walker<'_> {
                     }
                 }
                 "interval" => {
-                    if let Some(duration) = self.duration(item, &what) {
+                    if let Some(duration) = self.nonzero_duration(item, &what) {
                         health.interval = duration;
                     }
                 }
                 "timeout" => {
-                    if let Some(duration) = self.duration(item, &what) {
+                    if let Some(duration) = self.nonzero_duration(item, &what) {
                         health.timeout = duration;
                     }
                 }

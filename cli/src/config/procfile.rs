@@ -25,6 +25,8 @@ pub struct Entry {
     pub command: String,
     /// From 1.
     pub line: usize,
+    /// Of the command, from 1.
+    pub column: usize,
 }
 
 /// The project's `Procfile` entries (none without the file), or every bad line.
@@ -88,10 +90,14 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, Vec<ConfigError>> {
             ));
             continue;
         }
+        let after_colon = line.find(':').map_or(0, |colon| colon + 1);
+        let command_column =
+            after_colon + (line[after_colon..].len() - line[after_colon..].trim_start().len()) + 1;
         entries.push(Entry {
             name: name.into(),
             command: command.into(),
             line: number,
+            column: line[..command_column - 1].chars().count() + 1,
         });
     }
     if errors.is_empty() {
@@ -197,6 +203,8 @@ pub fn services(entries: &[Entry]) -> Vec<ResolvedService> {
                 } else {
                     Setting::new(Restart::Always, "default")
                 },
+                build_at: None,
+                run_at: Some(format!("{FILE}:{}:{}", entry.line, entry.column)),
             }
         })
         .collect()
@@ -222,6 +230,8 @@ mod tests {
                 ("release", "rake db:migrate", 5)
             ]
         );
+        let columns: Vec<usize> = entries.iter().map(|entry| entry.column).collect();
+        assert_eq!(columns, [6, 13, 10]);
     }
 
     #[test]

@@ -200,6 +200,8 @@ mod tests {
             watch: Vec::new(),
             ignore: Vec::new(),
             env_file: None,
+            build_at: None,
+            run_at: None,
         }
     }
 

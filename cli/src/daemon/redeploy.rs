@@ -62,6 +62,51 @@ pub struct Redeployer {
     pub managed_redis: Option<String>,
     /// Shared with the daemon, for `stack ls`.
     pub builds: Builds,
+    /// What each service's directory held right after its last build here ([`BuiltTrees`]).
+    pub built_trees: BuiltTrees,
+}
+
+/// Each built service's directory (canonical) and its files' fingerprints right after its
+/// last build by a redeploy. A `build` that writes into its own directory (`dist/`, a stamp)
+/// makes the watcher see its output: a change set whose every path still is as the build
+/// left it is the build's own and builds nothing, else every save would build again forever.
+/// A save made during a build that the build's copy already holds is not built again either.
+#[derive(Debug, Default)]
+pub struct BuiltTrees(std::sync::Mutex<BTreeMap<String, BuiltTree>>);
+
+/// A service's directory (canonical) and each file's size and mtime in it.
+type BuiltTree = (PathBuf, BTreeMap<PathBuf, String>);
+
+impl BuiltTrees {
+    /// After a build of `services`, good or failed (a failed one may have written too).
+    fn record(&self, services: &[Service]) {
+        let mut trees = self.0.lock().expect("never poisoned: no panics while held");
+        for service in services {
+            // A cargo build writes into `target/`, which is never watched.
+            if matches!(service.kind, build::ServiceKind::Cargo { .. }) {
+                continue;
+            }
+            let dir = service.dir.canonicalize().unwrap_or(service.dir.clone());
+            let files = build::tree_files(&dir);
+            trees.insert(service.name.clone(), (dir, files));
+        }
+    }
+
+    /// Whether `path` is as a build of a service whose directory holds it left it (the same
+    /// size and mtime, or absent then and now).
+    fn left_by_a_build(&self, path: &Path) -> bool {
+        let trees = self.0.lock().expect("never poisoned: no panics while held");
+        trees.values().any(|(dir, files)| {
+            // A directory is what its files are: they have events of their own.
+            path.starts_with(dir)
+                && (path.is_dir() || files.get(path).cloned() == build::file_fingerprint(path).ok())
+        })
+    }
+
+    /// Whether every path of `changes` is as a build left it.
+    fn explain(&self, changes: &ChangeSet) -> bool {
+        !changes.paths.is_empty() && changes.paths.iter().all(|path| self.left_by_a_build(path))
+    }
 }
 
 /// Watches the services (and the dotenv file, and `stack.toml`) and redeploys on change until
@@ -289,6 +334,10 @@ impl Redeployer {
 
     async fn redeploy(&self, changes: ChangeSet) {
         let mut names: BTreeSet<String> = changes.services.clone();
+        if !changes.dotenv && self.built_trees.explain(&changes) {
+            tracing::debug!(paths = ?changes.paths, "only what a build wrote changed");
+            return;
+        }
         if changes.dotenv {
             let stack_dir = self.project_dir().join(STATE_DIR);
             match ServiceEnv::assemble(&stack_dir, &self.env, self.managed_redis.as_deref()) {
@@ -355,6 +404,7 @@ impl Redeployer {
         let building = self.builds.start(&services);
         let built = build::build(&self.project_dir(), &services, self.release, &|_| {}).await;
         drop(building);
+        self.built_trees.record(&services);
         let mut built = match built {
             Ok(built) => built,
             Err(error) => {

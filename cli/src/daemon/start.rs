@@ -344,6 +344,7 @@ impl Daemon {
                 env: config.env.clone(),
                 managed_redis: redis.as_ref().map(ManagedRedis::url),
                 builds,
+                built_trees: Default::default(),
             };
             match redeploy::start_watching(redeployer, root.child_token()) {
                 Ok(watching) => {
@@ -677,7 +678,16 @@ pub(super) fn check_programs(
             let quoted: Vec<String> = entry
                 .services
                 .iter()
-                .map(|name| format!("`{name}`"))
+                .map(|name| {
+                    let written = services
+                        .iter()
+                        .find(|service| service.name == *name)
+                        .and_then(|service| service.where_it_names(&entry.program));
+                    match written {
+                        Some(at) => format!("`{name}`, {at}"),
+                        None => format!("`{name}`"),
+                    }
+                })
                 .collect();
             format!("`{}` (for {})", entry.program, quoted.join(", "))
         })

@@ -26,6 +26,8 @@ fn service(name: &str) -> Service {
         watch: Vec::new(),
         ignore: Vec::new(),
         env_file: None,
+        build_at: None,
+        run_at: None,
     }
 }
 

@@ -107,6 +107,10 @@ pub struct Service {
     pub ignore: Vec<String>,
     /// The file `env_file` of stack.toml names (its variables are in `settings.env`).
     pub env_file: Option<PathBuf>,
+    /// Where its `build` and `run` are written (`stack.toml:4:7`, `Procfile:2:6`), for the
+    /// errors about them.
+    pub build_at: Option<String>,
+    pub run_at: Option<String>,
 }
 
 impl Service {
@@ -124,6 +128,21 @@ impl Service {
             }
         }
         programs
+    }
+
+    /// Where the command naming `program` is written (its `run`, else its `build`).
+    pub fn where_it_names(&self, program: &str) -> Option<&str> {
+        let ServiceKind::Command { build, run } = &self.kind else {
+            return None;
+        };
+        let names = |command: &CommandLine| command.programs().iter().any(|p| p == program);
+        if names(run) {
+            self.run_at.as_deref()
+        } else if build.as_ref().is_some_and(names) {
+            self.build_at.as_deref()
+        } else {
+            None
+        }
     }
 
     /// (service, program) for every program the declared services of `services` run, which
@@ -155,6 +174,8 @@ impl Service {
             watch: Vec::new(),
             ignore: Vec::new(),
             env_file: None,
+            build_at: None,
+            run_at: None,
         }
     }
 
@@ -300,7 +321,28 @@ pub struct Built {
     pub service: Service,
     /// The cargo executable, or the service directory for npm.
     pub artifact: PathBuf,
+    /// The build output and what runs it ([`Built::new`]): equal only when a deployment of
+    /// it would run the same thing.
     pub fingerprint: String,
+}
+
+impl Built {
+    /// `artifact_fingerprint` (the executable's, or the tree's) joined with what the service
+    /// runs and how: its `run`, `build`, kind, health, environment and stop and restart
+    /// settings. A `stack up` after `run` changed in `stack.toml` while nothing ran makes a
+    /// new deployment, as the same save does while `stack up` runs; only an unchanged
+    /// deployment is reused.
+    fn new(service: &Service, artifact: PathBuf, artifact_fingerprint: String) -> Built {
+        let mut hasher = DefaultHasher::new();
+        // Debug text: `Signal` and `Health` have no `Hash`, and a changed text after an
+        // upgrade of stack costs only one new deployment.
+        format!("{:?}", (&service.kind, &service.settings)).hash(&mut hasher);
+        Built {
+            service: service.clone(),
+            artifact,
+            fingerprint: format!("{artifact_fingerprint}+{:016x}", hasher.finish()),
+        }
+    }
 }
 
 /// Builds every service: one cargo invocation for all Cargo services, `npm ci`/`npm install`
@@ -337,31 +379,27 @@ pub async fn build(
                         path: executable.display().to_string(),
                         source,
                     })?;
-                built.push(Built {
-                    service: service.clone(),
-                    artifact: executable,
-                    fingerprint,
-                });
+                built.push(Built::new(service, executable, fingerprint));
             }
             ServiceKind::Command { build, .. } => {
                 if let Some(build) = build {
                     progress(Progress::Said(&format!("{build} ({})", service.name)));
                     run_build_command(project, &service.dir, build, progress).await?;
                 }
-                built.push(Built {
-                    service: service.clone(),
-                    artifact: service.dir.clone(),
-                    fingerprint: tree_fingerprint(&service.dir),
-                });
+                built.push(Built::new(
+                    service,
+                    service.dir.clone(),
+                    tree_fingerprint(&service.dir),
+                ));
             }
             ServiceKind::Npm => {
                 progress(Progress::Said(&format!("npm install ({})", service.name)));
                 npm_install(project, &service.dir, progress).await?;
-                built.push(Built {
-                    service: service.clone(),
-                    artifact: service.dir.clone(),
-                    fingerprint: tree_fingerprint(&service.dir),
-                });
+                built.push(Built::new(
+                    service,
+                    service.dir.clone(),
+                    tree_fingerprint(&service.dir),
+                ));
             }
         }
     }
@@ -685,7 +723,7 @@ fn has_dependencies(dir: &Path) -> bool {
 }
 
 /// Size and modification time: cargo rewrites the file on every real rebuild.
-fn file_fingerprint(path: &Path) -> io::Result<String> {
+pub fn file_fingerprint(path: &Path) -> io::Result<String> {
     let metadata = fs::metadata(path)?;
     let modified = metadata
         .modified()?
@@ -698,8 +736,16 @@ fn file_fingerprint(path: &Path) -> io::Result<String> {
 /// A hash of every file's path, size and mtime, [`LINKED_DIRS`] and [`SKIPPED_DIRS`] left out.
 fn tree_fingerprint(dir: &Path) -> String {
     let mut hasher = DefaultHasher::new();
+    let files: Vec<(PathBuf, String)> = tree_files(dir).into_iter().collect();
+    files.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Every file under `dir` with its size and mtime ([`file_fingerprint`]), [`LINKED_DIRS`] and
+/// [`SKIPPED_DIRS`] left out: what a deployment of the directory is made of.
+pub fn tree_files(dir: &Path) -> BTreeMap<PathBuf, String> {
     let mut stack = vec![dir.to_path_buf()];
-    let mut files = Vec::new();
+    let mut files = BTreeMap::new();
     while let Some(current) = stack.pop() {
         let Ok(entries) = fs::read_dir(&current) else {
             continue;
@@ -716,13 +762,11 @@ fn tree_fingerprint(dir: &Path) -> String {
             if path.is_dir() {
                 stack.push(path);
             } else if let Ok(fingerprint) = file_fingerprint(&path) {
-                files.push((path, fingerprint));
+                files.insert(path, fingerprint);
             }
         }
     }
-    files.sort();
-    files.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
+    files
 }
 
 /// `<service>-<10 random lowercase letters>`.

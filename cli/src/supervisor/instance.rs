@@ -34,6 +34,8 @@ const DETECT_AFTER: Duration = Duration::from_millis(300);
 const ROTATION_CHECK: Duration = Duration::from_millis(500);
 /// How long a probe of an instance out of rotation waits for a response head.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The least time between two health checks of an instance that is not ready yet.
+const MIN_CHECK_SPACING: Duration = Duration::from_millis(100);
 
 /// What the proxy and `stack ls` see of an instance. Shared: the instance task writes, the
 /// routing table and the proxy read (the proxy counts its in-flight requests in `upstream`).
@@ -373,7 +375,10 @@ impl InstanceTask {
         let interval = settings
             .health
             .as_ref()
-            .map_or(Duration::from_secs(3600), |health| health.interval);
+            .map_or(Duration::from_secs(3600), |health| health.interval)
+            // `stack.toml` refuses a zero interval; a timer of 0 would panic the task, so a
+            // zero that came another way (an old record) still cannot.
+            .max(Duration::from_millis(1));
         let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures = 0u32;
@@ -595,14 +600,22 @@ impl InstanceTask {
                 tokio::time::sleep(poll).await;
             }
         }
-        // Before it is ready, checked more often than its interval: a start should not wait
-        // a whole interval for nothing. A command costs a process, so it is polled gentler.
+        // Before it is ready, the port is polled often (a connect costs the program nothing,
+        // so a start waits no longer than it must); a declared check runs as soon as the port
+        // accepts, then at most once per `interval` (never more often than every 100ms): a
+        // check is a request the program answers and logs, so it must not be flooded. A
+        // command costs a process, so even its port is polled gentler.
         let poll = match &health {
             Some(health) if matches!(health.check, Check::Cmd(_)) => {
                 health.interval.min(Duration::from_millis(250))
             }
             _ => Duration::from_millis(15),
         };
+        let check_every = health
+            .as_ref()
+            .map_or(Duration::ZERO, |health| health.interval)
+            .max(MIN_CHECK_SPACING);
+        let mut last_check: Option<Instant> = None;
         loop {
             let target = fixed.unwrap_or(port);
             let accepts = self.accepts(target).await;
@@ -613,10 +626,16 @@ impl InstanceTask {
             }
             let passes = accepts
                 && match &health {
-                    Some(health) => self
-                        .check(&health.check, target, health.timeout, &mut http)
-                        .await
-                        .is_ok(),
+                    Some(health) => {
+                        let due = last_check.is_none_or(|at| at.elapsed() >= check_every);
+                        if due {
+                            last_check = Some(Instant::now());
+                        }
+                        due && self
+                            .check(&health.check, target, health.timeout, &mut http)
+                            .await
+                            .is_ok()
+                    }
                     None => true,
                 };
             if passes {
