@@ -220,6 +220,76 @@ async fn no_sni_or_a_name_outside_localhost_gets_an_alert_and_a_local_name_verif
     }
 }
 
+/// An upstream that answers before it reads a large body and closes with the body unread, as
+/// hyper and axum do for an unknown path (its kernel then resets the connection): its own
+/// answer reaches curl, every time, over plain HTTP/1.1, HTTP/2 and HTTP/1.1 over TLS, and
+/// curl's upload ends cleanly (before, a mix of 502 `closed the connection while the request
+/// was being sent` and, over HTTP/2, curl's "Stream error in the HTTP/2 framing layer").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_body_was_read_reaches_the_client_over_http1_and_http2() {
+    require("curl");
+    let early = support::proxy::upstream(|_request| async {
+        http::Response::builder()
+            .status(404)
+            .body(support::proxy::full("not here"))
+            .unwrap()
+    })
+    .await;
+    let (table, _) = one_deployment("early.localhost", "early-abcdefghij", &[early.addr]);
+    let proxy = TlsProxy::start(table, test_config());
+    let files = tempfile::tempdir().unwrap();
+    let large = files.path().join("5MB.bin");
+    std::fs::write(&large, vec![0u8; 5_000_000]).unwrap();
+    let small = files.path().join("200KB.bin");
+    std::fs::write(&small, vec![0u8; 200_000]).unwrap();
+    let plain = format!("http://early.localhost:{}/x", proxy.plain.port());
+    let secure = format!("https://early.localhost:{}/x", proxy.tls.port());
+    let ca_file = proxy.ca.cert_path();
+    let resolve = format!("early.localhost:{}:127.0.0.1", proxy.tls.port());
+    let runs = [
+        ("HTTP/1.1", plain.clone(), large.clone(), "--http1.1"),
+        ("HTTP/2", secure.clone(), small.clone(), "--http2"),
+        ("HTTP/2", secure.clone(), large.clone(), "--http2"),
+        (
+            "HTTP/1.1 over TLS",
+            secure.clone(),
+            large.clone(),
+            "--http1.1",
+        ),
+    ];
+    for (what, url, body, version) in runs {
+        for attempt in 0..10 {
+            let (ca_file, resolve, url, body) =
+                (ca_file.clone(), resolve.clone(), url.clone(), body.clone());
+            let port = proxy.plain.port();
+            let output = tokio::task::spawn_blocking(move || {
+                Command::new("curl")
+                    .args(["-sS", "--max-time", "20", "-w", " %{http_code}", version])
+                    .arg("--cacert")
+                    .arg(&ca_file)
+                    .args(["--resolve", &resolve])
+                    .args(["--resolve", &format!("early.localhost:{port}:127.0.0.1")])
+                    .args(["-X", "POST", "--data-binary"])
+                    .arg(format!("@{}", body.display()))
+                    .arg(&url)
+                    .output()
+                    .expect("curl runs")
+            })
+            .await
+            .unwrap();
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(
+                output.status.success() && said == "not here 404",
+                "{what}, attempt {attempt}: {said}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_that_dribbles_is_cut_off_at_the_header_timeout() {
     let echo = echo_upstream().await;
