@@ -753,3 +753,52 @@ fn a_busy_https_port_or_a_key_others_can_read_fails_before_anything_starts() {
         .read_dir()
         .is_ok_and(|mut dir| dir.next().is_some()));
 }
+
+/// A `ca.pem` stack did not make, without the name constraints (here `openssl req`'s own):
+/// `stack up` starts nothing and says how to make a new one; `stack doctor` reports it.
+#[test]
+fn a_ca_without_name_constraints_stops_up_and_doctor_names_it() {
+    let project = Project::empty();
+    project.write(
+        "stack.toml",
+        "[services.api]\npath = \".\"\nrun = \"sleep 30\"\n",
+    );
+    let home = project.stack_home.path();
+    let output = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "365", "-subj", "/CN=my own CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-keyout"])
+        .arg(home.join(tls::CA_KEY_FILE))
+        .arg("-out")
+        .arg(home.join(tls::CA_CERT_FILE))
+        .output()
+        .expect("openssl is installed (apt-get install openssl)");
+    assert!(output.status.success(), "{output:?}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        home.join(tls::CA_KEY_FILE),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let said = format!(
+        "the local CA `{}` has no name constraints",
+        home.join(tls::CA_CERT_FILE).display()
+    );
+    let run = project.stack(&["up", "--port", "0", "--https-port", "0"]);
+    run.assert_refused(&[&said, "`stack trust --uninstall`"]);
+    assert!(!project
+        .path()
+        .join(".stack/pids")
+        .read_dir()
+        .is_ok_and(|mut dir| dir.next().is_some()));
+    let doctor = project.stack(&["doctor", "--port", "0", "--https-port", "0"]);
+    assert_eq!(doctor.code, 1, "{}", doctor.all());
+    assert!(doctor.all().contains(&said), "{}", doctor.all());
+}
