@@ -716,7 +716,7 @@ fn trust_installs_into_a_temporary_nss_database_and_store_then_uninstall_leaves_
 }
 
 #[test]
-fn a_busy_https_port_or_a_key_others_can_read_fails_before_anything_starts() {
+fn a_busy_https_port_one_port_for_both_or_a_key_others_can_read_fails_before_anything_starts() {
     let project = Project::empty();
     // Something to run (a project with nothing fails before the ports are looked at).
     project.write(
@@ -734,6 +734,14 @@ fn a_busy_https_port_or_a_key_others_can_read_fails_before_anything_starts() {
         "{}",
         run.all()
     );
+
+    // One port for both is an argument error, said before anything starts.
+    let port = support::free_port().to_string();
+    let run = project.stack(&["up", "--port", &port, "--https-port", &port]);
+    run.assert_refused(&[&format!(
+        "`--port` and `--https-port` (or `STACK_HTTPS_PORT`) are both {port}: the plain and the HTTPS port must differ"
+    )]);
+    assert!(!run.all().contains("cannot listen"), "{}", run.all());
 
     let key = project.stack_home.path().join(tls::CA_KEY_FILE);
     use std::os::unix::fs::PermissionsExt;
