@@ -290,6 +290,43 @@ async fn an_answer_before_the_body_was_read_reaches_the_client_over_http1_and_ht
     }
 }
 
+/// A header block past the head size limit (64 KiB) gets 431 over HTTP/2 as over HTTP/1.1:
+/// not a stream reset (REFUSED_STREAM), which a client takes for "not processed, send it
+/// again". (curl cannot show it: its nghttp2 refuses to send a header block over 64 KiB.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_over_the_limit_get_431_over_http2_too() {
+    let echo = echo_upstream().await;
+    let (table, _) = one_deployment("app.localhost", "app-abcdefghij", &[echo.addr]);
+    let proxy = TlsProxy::start(table, test_config());
+    let url = format!("https://app.localhost:{}/", proxy.tls.port());
+    let h2 = tls_client(proxy.ca.cert_pem(), &["app.localhost"], proxy.tls)
+        .build()
+        .unwrap();
+    let h1 = tls_client(proxy.ca.cert_pem(), &["app.localhost"], proxy.tls)
+        .http1_only()
+        .build()
+        .unwrap();
+    for (client, version, size, expected) in [
+        (&h2, reqwest::Version::HTTP_2, 40_000, 200),
+        (&h2, reqwest::Version::HTTP_2, 100_000, 431),
+        (&h1, reqwest::Version::HTTP_11, 100_000, 431),
+    ] {
+        let response = client
+            .get(&url)
+            .header("x-big", "a".repeat(size))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{version:?} with {size} bytes: {error:?}"));
+        assert_eq!(response.version(), version);
+        let status = response.status().as_u16();
+        assert_eq!(status, expected, "{version:?} with {size} bytes");
+        if version == reqwest::Version::HTTP_2 && status == 431 {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "request_header_fields_too_large", "{body}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_that_dribbles_is_cut_off_at_the_header_timeout() {
     let echo = echo_upstream().await;

@@ -33,6 +33,11 @@ use super::routing::Routing;
 use super::watchdog::{Activity, Cut, Limits, Verdict, Watchdog, WatchedIo};
 
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+/// h2's cap on a decoded header block, as a multiple of the configured head size (the handler
+/// answers 431 past the configured size; see `Secure::new`).
+const H2_HEADER_LIST_HEADROOM: usize = 4;
+/// h2's cap is at least this, whatever the configured head size.
+const H2_MIN_HEADER_LIST: usize = 256 * 1024;
 
 /// A client connection handed from the accepting thread to a worker.
 pub struct HandedOver {
@@ -280,8 +285,17 @@ impl Secure {
         if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
             http.http1().max_headers(config.max_headers);
         }
+        // Above its `max_header_list_size`, h2 answers 431 but also resets the stream with
+        // REFUSED_STREAM, which clients read as "never processed, send it again" (curl retries
+        // five times, then fails). So h2's own cap sits well above the configured head size and
+        // the handler answers 431 at that size, as the HTTP/1.1 side does; only a header block
+        // past h2's cap still gets h2's refusal.
+        let h2_cap = config
+            .max_header_size
+            .saturating_mul(H2_HEADER_LIST_HEADROOM)
+            .max(H2_MIN_HEADER_LIST);
         http.http2()
-            .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX))
+            .max_header_list_size(u32::try_from(h2_cap).unwrap_or(u32::MAX))
             // WebSocket over HTTP/2 (RFC 8441), forwarded as an HTTP/1.1 upgrade.
             .enable_connect_protocol();
         Self {
