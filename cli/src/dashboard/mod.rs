@@ -31,6 +31,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::control::api;
 use crate::daemon::Daemon;
 use crate::proxy::{ReservedBody, ReservedHost};
 use crate::state::aliases::RESERVED_HOST;
@@ -160,16 +161,8 @@ const ECHOED_AT_MOST: usize = 200;
 /// A JSON error answer, `{"error": "..."}`, the message cut to a readable length (it may
 /// repeat what the request sent, a megabyte of service name, say).
 pub(crate) fn refusal(status: StatusCode, message: impl Into<String>) -> Response {
-    let message = cut(message.into(), ECHOED_AT_MOST * 2);
+    let message = api::cut_echoed(message.into(), ECHOED_AT_MOST * 2);
     (status, Json(serde_json::json!({ "error": message }))).into_response()
-}
-
-/// `text`, at most `at_most` characters of it, `…` and how much more when cut.
-pub(crate) fn cut(text: String, at_most: usize) -> String {
-    match text.char_indices().nth(at_most) {
-        None => text,
-        Some((end, _)) => format!("{}… ({} more bytes)", &text[..end], text.len() - end),
-    }
 }
 
 /// An action's body: a JSON object with the action's fields (`Content-Type:
@@ -214,7 +207,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ActionBody<T> {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!(
                     "the body's fields are wrong: {}",
-                    cut(error.to_string(), ECHOED_AT_MOST)
+                    api::cut_echoed(error.to_string(), ECHOED_AT_MOST)
                 ),
             )
         })
@@ -239,7 +232,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
                     StatusCode::BAD_REQUEST,
                     format!(
                         "the query string is wrong: {}",
-                        cut(detail.to_owned(), ECHOED_AT_MOST)
+                        api::cut_echoed(detail.to_owned(), ECHOED_AT_MOST)
                     ),
                 ))
             }
