@@ -327,6 +327,63 @@ async fn headers_over_the_limit_get_431_over_http2_too() {
     }
 }
 
+/// Each port says what it is to a client of the other: a TLS handshake on the plain port gets a
+/// plain-text 400 naming the HTTPS port (not hyper's empty 400), plain HTTP on the TLS port a
+/// 400 saying to use `https://` (not a bare TLS alert); both then close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_port_answers_the_other_protocol_with_a_plain_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = echo_upstream().await;
+    let (table, _) = one_deployment("app.localhost", "app-abcdefghij", &[echo.addr]);
+    let proxy = TlsProxy::start(table, test_config());
+    let exchange = |addr: SocketAddr, sent: Vec<u8>| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&sent).await.unwrap();
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received))
+            .await
+            .expect("the proxy closes the connection")
+            .unwrap();
+        String::from_utf8_lossy(&received).into_owned()
+    };
+    // The start of a ClientHello: a handshake record, TLS 1.0 framing, as every client sends.
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c, 0x03, 0x03,
+    ];
+    hello.extend_from_slice(&[0u8; 60]);
+    let answer = exchange(proxy.plain, hello).await;
+    let port = proxy.tls.port();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with(&format!(
+            "This port serves plain HTTP; for HTTPS use port {port} (https://<host>.localhost:{port}/).\n"
+        )),
+        "{answer}"
+    );
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+
+    let request = b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n".to_vec();
+    let answer = exchange(proxy.tls, request).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("This port serves HTTPS only: use https:// in the URL.\n"),
+        "{answer}"
+    );
+
+    // TLS still works on the TLS port.
+    let h2 = tls_client(proxy.ca.cert_pem(), &["app.localhost"], proxy.tls)
+        .build()
+        .unwrap();
+    let url = format!("https://app.localhost:{port}/");
+    assert_eq!(h2.get(&url).send().await.unwrap().status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_that_dribbles_is_cut_off_at_the_header_timeout() {
     let echo = echo_upstream().await;
