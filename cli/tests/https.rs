@@ -220,6 +220,170 @@ async fn no_sni_or_a_name_outside_localhost_gets_an_alert_and_a_local_name_verif
     }
 }
 
+/// An upstream that answers before it reads a large body and closes with the body unread, as
+/// hyper and axum do for an unknown path (its kernel then resets the connection): its own
+/// answer reaches curl, every time, over plain HTTP/1.1, HTTP/2 and HTTP/1.1 over TLS, and
+/// curl's upload ends cleanly (before, a mix of 502 `closed the connection while the request
+/// was being sent` and, over HTTP/2, curl's "Stream error in the HTTP/2 framing layer").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_body_was_read_reaches_the_client_over_http1_and_http2() {
+    require("curl");
+    let early = support::proxy::upstream(|_request| async {
+        http::Response::builder()
+            .status(404)
+            .body(support::proxy::full("not here"))
+            .unwrap()
+    })
+    .await;
+    let (table, _) = one_deployment("early.localhost", "early-abcdefghij", &[early.addr]);
+    let proxy = TlsProxy::start(table, test_config());
+    let files = tempfile::tempdir().unwrap();
+    let large = files.path().join("5MB.bin");
+    std::fs::write(&large, vec![0u8; 5_000_000]).unwrap();
+    let small = files.path().join("200KB.bin");
+    std::fs::write(&small, vec![0u8; 200_000]).unwrap();
+    let plain = format!("http://early.localhost:{}/x", proxy.plain.port());
+    let secure = format!("https://early.localhost:{}/x", proxy.tls.port());
+    let ca_file = proxy.ca.cert_path();
+    let resolve = format!("early.localhost:{}:127.0.0.1", proxy.tls.port());
+    let runs = [
+        ("HTTP/1.1", plain.clone(), large.clone(), "--http1.1"),
+        ("HTTP/2", secure.clone(), small.clone(), "--http2"),
+        ("HTTP/2", secure.clone(), large.clone(), "--http2"),
+        (
+            "HTTP/1.1 over TLS",
+            secure.clone(),
+            large.clone(),
+            "--http1.1",
+        ),
+    ];
+    for (what, url, body, version) in runs {
+        for attempt in 0..10 {
+            let (ca_file, resolve, url, body) =
+                (ca_file.clone(), resolve.clone(), url.clone(), body.clone());
+            let port = proxy.plain.port();
+            let output = tokio::task::spawn_blocking(move || {
+                Command::new("curl")
+                    .args(["-sS", "--max-time", "20", "-w", " %{http_code}", version])
+                    .arg("--cacert")
+                    .arg(&ca_file)
+                    .args(["--resolve", &resolve])
+                    .args(["--resolve", &format!("early.localhost:{port}:127.0.0.1")])
+                    .args(["-X", "POST", "--data-binary"])
+                    .arg(format!("@{}", body.display()))
+                    .arg(&url)
+                    .output()
+                    .expect("curl runs")
+            })
+            .await
+            .unwrap();
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(
+                output.status.success() && said == "not here 404",
+                "{what}, attempt {attempt}: {said}"
+            );
+        }
+    }
+}
+
+/// A header block past the head size limit (64 KiB) gets 431 over HTTP/2 as over HTTP/1.1:
+/// not a stream reset (REFUSED_STREAM), which a client takes for "not processed, send it
+/// again". (curl cannot show it: its nghttp2 refuses to send a header block over 64 KiB.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_over_the_limit_get_431_over_http2_too() {
+    let echo = echo_upstream().await;
+    let (table, _) = one_deployment("app.localhost", "app-abcdefghij", &[echo.addr]);
+    let proxy = TlsProxy::start(table, test_config());
+    let url = format!("https://app.localhost:{}/", proxy.tls.port());
+    let h2 = tls_client(proxy.ca.cert_pem(), &["app.localhost"], proxy.tls)
+        .build()
+        .unwrap();
+    let h1 = tls_client(proxy.ca.cert_pem(), &["app.localhost"], proxy.tls)
+        .http1_only()
+        .build()
+        .unwrap();
+    for (client, version, size, expected) in [
+        (&h2, reqwest::Version::HTTP_2, 40_000, 200),
+        (&h2, reqwest::Version::HTTP_2, 100_000, 431),
+        (&h1, reqwest::Version::HTTP_11, 100_000, 431),
+    ] {
+        let response = client
+            .get(&url)
+            .header("x-big", "a".repeat(size))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{version:?} with {size} bytes: {error:?}"));
+        assert_eq!(response.version(), version);
+        let status = response.status().as_u16();
+        assert_eq!(status, expected, "{version:?} with {size} bytes");
+        if version == reqwest::Version::HTTP_2 && status == 431 {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "request_header_fields_too_large", "{body}");
+        }
+    }
+}
+
+/// Each port says what it is to a client of the other: a TLS handshake on the plain port gets a
+/// plain-text 400 naming the HTTPS port (not hyper's empty 400), plain HTTP on the TLS port a
+/// 400 saying to use `https://` (not a bare TLS alert); both then close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_port_answers_the_other_protocol_with_a_plain_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = echo_upstream().await;
+    let (table, _) = one_deployment("app.localhost", "app-abcdefghij", &[echo.addr]);
+    let proxy = TlsProxy::start(table, test_config());
+    let exchange = |addr: SocketAddr, sent: Vec<u8>| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&sent).await.unwrap();
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received))
+            .await
+            .expect("the proxy closes the connection")
+            .unwrap();
+        String::from_utf8_lossy(&received).into_owned()
+    };
+    // The start of a ClientHello: a handshake record, TLS 1.0 framing, as every client sends.
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c, 0x03, 0x03,
+    ];
+    hello.extend_from_slice(&[0u8; 60]);
+    let answer = exchange(proxy.plain, hello).await;
+    let port = proxy.tls.port();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with(&format!(
+            "This port serves plain HTTP; for HTTPS use port {port} (https://<host>.localhost:{port}/).\n"
+        )),
+        "{answer}"
+    );
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+
+    let request = b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n".to_vec();
+    let answer = exchange(proxy.tls, request).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("This port serves HTTPS only: use https:// in the URL.\n"),
+        "{answer}"
+    );
+
+    // TLS still works on the TLS port.
+    let h2 = tls_client(proxy.ca.cert_pem(), &["app.localhost"], proxy.tls)
+        .build()
+        .unwrap();
+    let url = format!("https://app.localhost:{port}/");
+    assert_eq!(h2.get(&url).send().await.unwrap().status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_that_dribbles_is_cut_off_at_the_header_timeout() {
     let echo = echo_upstream().await;
@@ -646,7 +810,7 @@ fn trust_installs_into_a_temporary_nss_database_and_store_then_uninstall_leaves_
 }
 
 #[test]
-fn a_busy_https_port_or_a_key_others_can_read_fails_before_anything_starts() {
+fn a_busy_https_port_one_port_for_both_or_a_key_others_can_read_fails_before_anything_starts() {
     let project = Project::empty();
     // Something to run (a project with nothing fails before the ports are looked at).
     project.write(
@@ -665,6 +829,14 @@ fn a_busy_https_port_or_a_key_others_can_read_fails_before_anything_starts() {
         run.all()
     );
 
+    // One port for both is an argument error, said before anything starts.
+    let port = support::free_port().to_string();
+    let run = project.stack(&["up", "--port", &port, "--https-port", &port]);
+    run.assert_refused(&[&format!(
+        "`--port` and `--https-port` (or `STACK_HTTPS_PORT`) are both {port}: the plain and the HTTPS port must differ"
+    )]);
+    assert!(!run.all().contains("cannot listen"), "{}", run.all());
+
     let key = project.stack_home.path().join(tls::CA_KEY_FILE);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -682,4 +854,53 @@ fn a_busy_https_port_or_a_key_others_can_read_fails_before_anything_starts() {
         .join(".stack/pids")
         .read_dir()
         .is_ok_and(|mut dir| dir.next().is_some()));
+}
+
+/// A `ca.pem` stack did not make, without the name constraints (here `openssl req`'s own):
+/// `stack up` starts nothing and says how to make a new one; `stack doctor` reports it.
+#[test]
+fn a_ca_without_name_constraints_stops_up_and_doctor_names_it() {
+    let project = Project::empty();
+    project.write(
+        "stack.toml",
+        "[services.api]\npath = \".\"\nrun = \"sleep 30\"\n",
+    );
+    let home = project.stack_home.path();
+    let output = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "365", "-subj", "/CN=my own CA"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-keyout"])
+        .arg(home.join(tls::CA_KEY_FILE))
+        .arg("-out")
+        .arg(home.join(tls::CA_CERT_FILE))
+        .output()
+        .expect("openssl is installed (apt-get install openssl)");
+    assert!(output.status.success(), "{output:?}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        home.join(tls::CA_KEY_FILE),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let said = format!(
+        "the local CA `{}` has no name constraints",
+        home.join(tls::CA_CERT_FILE).display()
+    );
+    let run = project.stack(&["up", "--port", "0", "--https-port", "0"]);
+    run.assert_refused(&[&said, "`stack trust --uninstall`"]);
+    assert!(!project
+        .path()
+        .join(".stack/pids")
+        .read_dir()
+        .is_ok_and(|mut dir| dir.next().is_some()));
+    let doctor = project.stack(&["doctor", "--port", "0", "--https-port", "0"]);
+    assert_eq!(doctor.code, 1, "{}", doctor.all());
+    assert!(doctor.all().contains(&said), "{}", doctor.all());
 }

@@ -271,6 +271,15 @@ fn the_dashboard_answers_only_its_own_host_and_guards_its_actions() {
             ("Origin", "http://evil.example"),
         ],
         vec![("x-stack-token", token.as_str()), ("Origin", "null")],
+        // Only the dashboard's own ports and exact host.
+        vec![
+            ("x-stack-token", token.as_str()),
+            ("Origin", "https://stack.localhost:1"),
+        ],
+        vec![
+            ("x-stack-token", token.as_str()),
+            ("Origin", &format!("http://stack.localhost.:{port}")),
+        ],
     ] {
         let (status, answer) = scale(&headers);
         assert_eq!(status, 403, "{headers:?}: {answer}");
@@ -281,6 +290,76 @@ fn the_dashboard_answers_only_its_own_host_and_guards_its_actions() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(project.live("web")["wanted"], 2);
     assert_eq!(project.live("web")["ready"], 2);
+
+    // Bad requests get the dashboard's JSON refusals with their statuses, never axum's text.
+    let own_headers = [
+        ("Host", dashboard_host.as_str()),
+        ("Content-Type", "application/json"),
+        ("x-stack-token", token.as_str()),
+        ("Origin", origin.as_str()),
+    ];
+    let long_name = "w".repeat(1 << 20);
+    let long_body = format!(r#"{{"service": "{long_name}", "instances": 1}}"#);
+    for (headers, body, expected, said) in [
+        (&own_headers[..], "{", 400, "the body is not valid JSON"),
+        (
+            &own_headers[..],
+            r#"{"service": "web", "instances": "two"}"#,
+            422,
+            "the body's fields are wrong: invalid type: string",
+        ),
+        (&own_headers[..], "[]", 422, "must be a JSON object"),
+        (
+            &own_headers[..],
+            r#"["web", 3]"#,
+            422,
+            "must be a JSON object",
+        ),
+        (
+            &[own_headers[0], own_headers[2], own_headers[3]][..],
+            body,
+            415,
+            "`Content-Type: application/json`",
+        ),
+        (
+            &own_headers[..],
+            &long_body,
+            404,
+            "service or deployment named",
+        ),
+    ] {
+        let (status, answer) = post(port, "/api/scale", headers, body);
+        let what: String = body.chars().take(60).collect();
+        let answer_start: String = answer.chars().take(300).collect();
+        assert_eq!(status, expected, "{what}: {answer_start}");
+        let refusal: Value =
+            serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{answer_start}"));
+        let message = refusal["error"].as_str().unwrap_or_default();
+        assert!(message.contains(said), "{what}: {answer_start}");
+        assert!(
+            answer.len() < 1000,
+            "a long input echoed in full: {} bytes",
+            answer.len()
+        );
+    }
+    assert_eq!(project.live("web")["wanted"], 2, "nothing changed");
+    for (method, path, expected) in [
+        ("GET", "/api/scale", 405),
+        ("GET", "/api/route", 400),
+        ("GET", "/api/route?host=x", 400),
+        ("GET", "/api/logs", 400),
+        ("GET", "/api/requests/abc", 400),
+    ] {
+        let reply = raw_http::request(port, method, path, &[("Host", &dashboard_host)]);
+        assert_eq!(reply.status, expected, "{method} {path}: {}", reply.body);
+        let refusal: Value =
+            serde_json::from_str(&reply.body).unwrap_or_else(|_| panic!("{}", reply.body));
+        assert!(
+            refusal["error"].is_string(),
+            "{method} {path}: {}",
+            reply.body
+        );
+    }
 
     // Restart one instance: a new process, counted as a restart.
     let first = project.live("web")["instances"][0].clone();

@@ -306,6 +306,21 @@ fn local_ca(home: &Path) -> Vec<Check> {
             key.display()
         ),
     )];
+    let ends = ca.not_after();
+    if ends <= time::OffsetDateTime::now_utc() + tls::LEAF_VALIDITY {
+        checks.push(Check::advice(
+            "CA validity",
+            format!(
+                "the local CA ends on {}: the certificates it signs now end with it",
+                ends.date()
+            ),
+            format!(
+                "Make a new one before then: `stack trust --uninstall`, delete `{}` and `{}`, then `stack trust`.",
+                ca.cert_path().display(),
+                key.display()
+            ),
+        ));
+    }
     checks.push(if trust::is_trusted(home) {
         Check::ok("CA trust", "installed by `stack trust`")
     } else {

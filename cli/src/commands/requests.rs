@@ -43,8 +43,11 @@ async fn requests_async(
         .filter(|record| filter.keeps(record))
         .collect();
     let first = matching.len().saturating_sub(args.lines);
+    // The host and path column is as wide as the longest of the first screen (within bounds),
+    // and keeps that width while following.
+    let width = column_width(matching[first..].iter().copied());
     for record in &matching[first..] {
-        print_record(record, args.json);
+        print_record(record, args.json, width);
     }
     if !args.follow {
         return Ok(ExitCode::SUCCESS);
@@ -60,7 +63,7 @@ async fn requests_async(
         };
         since = answer.last_seq;
         for record in answer.requests.iter().filter(|record| filter.keeps(record)) {
-            print_record(record, args.json);
+            print_record(record, args.json, width);
         }
     }
 }
@@ -151,46 +154,191 @@ struct JsonLine<'a> {
     session: Option<&'a str>,
 }
 
-fn print_record(record: &RequestRecord, json: bool) {
+/// Narrowest and widest the host and path column is padded to.
+const MIN_WIDTH: usize = 24;
+const MAX_WIDTH: usize = 72;
+
+/// The host and path column's width for `records`: the longest, within the bounds.
+fn column_width<'a>(records: impl Iterator<Item = &'a RequestRecord>) -> usize {
+    records
+        .map(|record| {
+            printable(&record.host).chars().count() + printable(&record.path).chars().count()
+        })
+        .max()
+        .unwrap_or(0)
+        .clamp(MIN_WIDTH, MAX_WIDTH)
+}
+
+fn print_record(record: &RequestRecord, json: bool, width: usize) {
     if json {
-        let line = JsonLine {
-            time: &record.time,
-            method: &record.method,
-            host: &record.host,
-            path: &record.path,
-            status: record.status,
-            duration_ms: record.duration_ms,
-            bytes_in: record.bytes_in,
-            bytes_out: record.bytes_out,
-            alias: record.alias.as_deref(),
-            rule: record.rule,
-            deployment: record.deployment.as_deref(),
-            instance: record.instance,
-            session: record.session.as_deref(),
-        };
-        println!(
-            "{}",
-            serde_json::to_string(&line).expect("a request record serialises")
-        );
-        return;
+        println!("{}", json_line(record));
+    } else {
+        println!("{}", table_row(record, width));
     }
+}
+
+/// One `--json` line. serde_json escapes C0 controls; the C1 ones (U+0080 to U+009F, which
+/// some terminals obey as escape sequences when printed in UTF-8), DEL and the
+/// bidirectional overrides are escaped too (`\u009b`), so a line is safe on a terminal and
+/// still the same JSON.
+fn json_line(record: &RequestRecord) -> String {
+    let line = JsonLine {
+        time: &record.time,
+        method: &record.method,
+        host: &record.host,
+        path: &record.path,
+        status: record.status,
+        duration_ms: record.duration_ms,
+        bytes_in: record.bytes_in,
+        bytes_out: record.bytes_out,
+        alias: record.alias.as_deref(),
+        rule: record.rule,
+        deployment: record.deployment.as_deref(),
+        instance: record.instance,
+        session: record.session.as_deref(),
+    };
+    let text = serde_json::to_string(&line).expect("a request record serialises");
+    if !text.chars().any(is_unsafe_on_a_terminal) {
+        return text;
+    }
+    // Outside strings a JSON text is ASCII without controls: only string contents change.
+    let mut escaped = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_unsafe_on_a_terminal(c) {
+            escaped.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+/// One line of the table; every field the request chose is [`printable`].
+fn table_row(record: &RequestRecord, width: usize) -> String {
     let dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
     let served_by = match (&record.deployment, record.instance) {
         (Some(deployment), Some(instance)) => format!("{deployment}.{instance}"),
         (Some(deployment), None) => deployment.clone(),
         _ => "-".into(),
     };
-    println!(
-        "{}  {} {:<7} {}{}  {:>7.1}ms  {:>6}B  rule {}  {}  session {}",
-        record.time,
+    let target = format!("{}{}", printable(&record.host), printable(&record.path));
+    format!(
+        "{}  {} {:<7} {:<width$}  {:>7.1}ms  {:>6}B  rule {}  {}  session {}",
+        printable(&record.time),
         record.status,
-        record.method,
-        record.host,
-        record.path,
+        printable(&record.method),
+        target,
         record.duration_ms,
         record.bytes_out,
         dash(record.rule.map(|rule| rule.to_string())),
-        served_by,
-        dash(record.session.clone()),
-    );
+        printable(&served_by),
+        printable(&dash(record.session.clone())),
+    )
+}
+
+/// Whether printing `c` raw could make a terminal do something: a control character (C0, DEL,
+/// C1: an escape sequence, a cursor move, a bell) or a bidirectional override or isolate
+/// (text that reads differently from what it is).
+fn is_unsafe_on_a_terminal(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` as it can be printed on a terminal: what [`is_unsafe_on_a_terminal`] names as an
+/// escape (`\x1b`, `\u{9b}`), and a backslash doubled so the escapes are unambiguous.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| c == '\\' || is_unsafe_on_a_terminal(c))
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => shown.push_str("\\\\"),
+            c if is_unsafe_on_a_terminal(c) && u32::from(c) < 0x80 => {
+                shown.push_str(&format!("\\x{:02x}", u32::from(c)));
+            }
+            c if is_unsafe_on_a_terminal(c) => {
+                shown.push_str(&format!("\\u{{{:x}}}", u32::from(c)))
+            }
+            c => shown.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(host: &str, path: &str) -> RequestRecord {
+        RequestRecord {
+            seq: 1,
+            time: "2026-01-01T00:00:00.000Z".into(),
+            method: "GET".into(),
+            host: host.into(),
+            path: path.into(),
+            status: 400,
+            duration_ms: 1.0,
+            bytes_in: 0,
+            bytes_out: 10,
+            alias: None,
+            rule: None,
+            deployment: None,
+            instance: None,
+            session: None,
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn control_characters_are_printed_as_escapes() {
+        for (raw, shown) in [
+            ("/plain", "/plain"),
+            ("/\u{1b}[2J", "/\\x1b[2J"),
+            ("/\u{9b}31m", "/\\u{9b}31m"),
+            ("/a\u{7f}b", "/a\\x7fb"),
+            ("/\u{7}\r\n", "/\\x07\\x0d\\x0a"),
+            ("/\u{202e}gpj.exe", "/\\u{202e}gpj.exe"),
+            ("/back\\slash", "/back\\\\slash"),
+            ("/café", "/café"),
+        ] {
+            assert_eq!(printable(raw), shown, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_table_row_escapes_every_field_and_pads_the_target() {
+        let mut evil = record("app.localhost", "/\u{9b}2J\u{1b}]0;owned\u{7}");
+        evil.method = "G\u{1b}T".into();
+        evil.deployment = Some("app-\u{9b}x".into());
+        let row = table_row(&evil, 40);
+        assert!(!row.chars().any(is_unsafe_on_a_terminal), "{row:?}");
+        assert!(
+            row.contains("app.localhost/\\u{9b}2J\\x1b]0;owned\\x07"),
+            "{row}"
+        );
+        assert!(row.contains("G\\x1bT"), "{row}");
+        let short = table_row(&record("a.localhost", "/"), 40);
+        let long = table_row(&record("a.localhost", "/a/longer/path"), 40);
+        assert_eq!(short.find("ms"), long.find("ms"), "\n{short}\n{long}");
+        assert_eq!(
+            column_width([record("a.localhost", "/x")].iter()),
+            MIN_WIDTH
+        );
+    }
+
+    #[test]
+    fn a_json_line_escapes_c1_and_del_and_stays_the_same_json() {
+        let evil = record("app.localhost", "/\u{9b}2J\u{7f}\u{1b}\u{202e}");
+        let line = json_line(&evil);
+        assert!(!line.chars().any(is_unsafe_on_a_terminal), "{line:?}");
+        assert!(
+            line.contains(r#""path":"/\u009b2J\u007f\u001b\u202e""#),
+            "{line}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["path"], evil.path);
+    }
 }

@@ -15,6 +15,15 @@ use crate::supervisor::logs::Rotation;
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
 
 pub fn run(cwd: &Path, args: UpArgs) -> CliResult<ExitCode> {
+    // One port cannot serve both: said as the argument error it is, before anything starts
+    // (0 for both picks two free ports).
+    if !args.no_https && args.port == args.https_port && args.port != 0 {
+        return Err(CliError::new(format!(
+            "`--port` and `--https-port` (or `STACK_HTTPS_PORT`) are both {}: the plain and the HTTPS port must differ",
+            args.port
+        ))
+        .hint("Give `--https-port` another port (0 picks a free one), or run with `--no-https`."));
+    }
     let config = daemon::DaemonConfig {
         project_dir: cwd.to_path_buf(),
         services: args.services,

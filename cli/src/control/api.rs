@@ -682,6 +682,15 @@ pub struct DownAnswer {
     pub stopping: bool,
 }
 
+/// `text`, at most `at_most` characters of it, then `…` and how many bytes were left out: an
+/// error that repeats what a request sent (a megabyte of service name) stays readable.
+pub fn cut_echoed(text: String, at_most: usize) -> String {
+    match text.char_indices().nth(at_most) {
+        None => text,
+        Some((end, _)) => format!("{}… ({} more bytes)", &text[..end], text.len() - end),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -811,5 +820,14 @@ mod tests {
             Request::parse(&Method::POST, "/v1/scale", b"{"),
             Err(BadRequest::Body(_))
         ));
+    }
+
+    #[test]
+    fn a_long_echo_is_cut_and_a_short_one_kept() {
+        assert_eq!(cut_echoed("short".into(), 10), "short");
+        assert_eq!(
+            cut_echoed(format!("`{}`", "é".repeat(20)), 5),
+            "`éééé… (33 more bytes)"
+        );
     }
 }

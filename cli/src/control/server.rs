@@ -127,6 +127,9 @@ async fn route(
     }
 }
 
+/// Most characters of a refusal's message: one may repeat what the request sent.
+const MAX_ERROR_CHARS: usize = 400;
+
 fn answer<T: Serialize>(result: Result<T, DaemonError>) -> Response<Body> {
     match result {
         Ok(value) => json(StatusCode::OK, &value),
@@ -139,7 +142,7 @@ fn daemon_error(error: DaemonError) -> Response<Body> {
     json(
         status_of(&error),
         &ErrorBody {
-            error: error.to_string(),
+            error: api::cut_echoed(error.to_string(), MAX_ERROR_CHARS),
             hint: error.hint(),
             starting: matches!(error, DaemonError::Starting { .. }),
         },
@@ -228,7 +231,7 @@ fn refusal(status: StatusCode, message: String, hint: Option<String>) -> Respons
     json(
         status,
         &ErrorBody {
-            error: message,
+            error: api::cut_echoed(message, MAX_ERROR_CHARS),
             hint,
             starting: false,
         },

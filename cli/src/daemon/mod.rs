@@ -49,8 +49,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control::api::{
     self, AliasAnswer, AliasChange, Applied, DeploymentStatus, EnvAnswer, LogsQuery, RedisAnswer,
-    RemoveAnswer, RequestRecord, RequestsAnswer, RestartAnswer, RestartRequest, RollbackAnswer,
-    RollbackRequest, ScaleAnswer, ScaleRequest,
+    RemoveAnswer, RequestsAnswer, RestartAnswer, RestartRequest, RollbackAnswer, RollbackRequest,
+    ScaleAnswer, ScaleRequest,
 };
 use crate::proxy::{LoggedRequest, RequestLog};
 use crate::redis::managed::RedisStatus;
@@ -712,10 +712,10 @@ impl Daemon {
         self.read_requests(since, |log| log.since_brief(since, at_most))
     }
 
-    /// One logged request with its (masked) headers, if it is still kept.
-    pub async fn request(&self, seq: u64) -> Result<Option<RequestRecord>, DaemonError> {
-        let answer = self.read_requests(seq, |log| log.get(seq).into_iter().collect())?;
-        Ok(answer.requests.into_iter().next())
+    /// One logged request with its (masked) headers in `requests`, if it is still kept;
+    /// `enabled` says whether the proxy logs requests at all.
+    pub async fn request(&self, seq: u64) -> Result<RequestsAnswer, DaemonError> {
+        self.read_requests(seq, |log| log.get(seq).into_iter().collect())
     }
 
     fn read_requests(

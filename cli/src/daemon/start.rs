@@ -257,6 +257,7 @@ impl Daemon {
         proxy_config.reserved = Some(crate::dashboard::reserved_host(
             daemon.clone(),
             proxy_port,
+            https_port,
             root.child_token(),
         ));
         let https_ca = https.as_ref().map(|https| Arc::clone(&https.ca));

@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,7 @@ use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{refusal, Dashboard};
+use super::{refusal, Dashboard, QueryParams};
 use crate::control::api::{DeploymentStatus, LogsQuery};
 use crate::proxy::requests;
 use crate::supervisor::logs::LogLine;
@@ -192,7 +192,7 @@ pub struct LogsParams {
 /// `lines` events (each a JSON array).
 pub async fn logs(
     State(dashboard): State<Dashboard>,
-    Query(params): Query<LogsParams>,
+    QueryParams(params): QueryParams<LogsParams>,
 ) -> Response {
     let query = LogsQuery {
         target: params.target,

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use session::redis_url::RedisUrl;
 
-use super::{refusal, Dashboard};
+use super::{refusal, ActionBody, Dashboard, QueryParams};
 use crate::control::api::{RestartRequest, RollbackRequest, ScaleRequest};
 use crate::control::server::status_of;
 use crate::daemon::DaemonError;
@@ -49,7 +49,7 @@ pub struct RouteParams {
 /// it goes.
 pub async fn explain_route(
     State(dashboard): State<Dashboard>,
-    Query(params): Query<RouteParams>,
+    QueryParams(params): QueryParams<RouteParams>,
 ) -> Response {
     let Some(live) = dashboard.daemon.live_parts() else {
         return refusal(
@@ -102,11 +102,23 @@ pub async fn explain_route(
 /// One logged request with its (masked) headers, for a click in the listing.
 pub async fn request(
     State(dashboard): State<Dashboard>,
-    axum::extract::Path(seq): axum::extract::Path<u64>,
+    seq: Result<axum::extract::Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> Response {
+    let Ok(axum::extract::Path(seq)) = seq else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "a request is named by its number: `/api/requests/<number>`",
+        );
+    };
     match dashboard.daemon.request(seq).await {
-        Ok(Some(record)) => Json(record).into_response(),
-        Ok(None) => refusal(StatusCode::NOT_FOUND, "that request is no longer kept"),
+        Ok(answer) if !answer.enabled => refusal(
+            StatusCode::NOT_FOUND,
+            "the request log is off (`STACK_REQUEST_LOG=off`): no request is kept",
+        ),
+        Ok(answer) => match answer.requests.into_iter().next() {
+            Some(record) => Json(record).into_response(),
+            None => refusal(StatusCode::NOT_FOUND, "that request is no longer kept"),
+        },
         Err(error) => refusal(status_of(&error), error.to_string()),
     }
 }
@@ -255,7 +267,10 @@ pub struct ScaleBody {
     instances: usize,
 }
 
-pub async fn scale(State(dashboard): State<Dashboard>, Json(body): Json<ScaleBody>) -> Response {
+pub async fn scale(
+    State(dashboard): State<Dashboard>,
+    ActionBody(body): ActionBody<ScaleBody>,
+) -> Response {
     answer(
         dashboard
             .daemon
@@ -269,7 +284,7 @@ pub async fn scale(State(dashboard): State<Dashboard>, Json(body): Json<ScaleBod
 
 pub async fn rollback(
     State(dashboard): State<Dashboard>,
-    Json(body): Json<RollbackRequest>,
+    ActionBody(body): ActionBody<RollbackRequest>,
 ) -> Response {
     answer(dashboard.daemon.rollback(body).await)
 }
@@ -279,7 +294,10 @@ pub struct RemoveBody {
     deployment: String,
 }
 
-pub async fn remove(State(dashboard): State<Dashboard>, Json(body): Json<RemoveBody>) -> Response {
+pub async fn remove(
+    State(dashboard): State<Dashboard>,
+    ActionBody(body): ActionBody<RemoveBody>,
+) -> Response {
     answer(dashboard.daemon.remove(&body.deployment).await)
 }
 
@@ -294,7 +312,7 @@ pub struct RestartBody {
 
 pub async fn restart(
     State(dashboard): State<Dashboard>,
-    Json(body): Json<RestartBody>,
+    ActionBody(body): ActionBody<RestartBody>,
 ) -> Response {
     let request = RestartRequest {
         target: body.deployment,
@@ -311,7 +329,7 @@ pub struct DeleteSessionBody {
 
 pub async fn delete_session(
     State(dashboard): State<Dashboard>,
-    Json(body): Json<DeleteSessionBody>,
+    ActionBody(body): ActionBody<DeleteSessionBody>,
 ) -> Response {
     let prefix = body.session;
     let well_formed = prefix.len() == SESSION_PREFIX

@@ -14,9 +14,11 @@
 //! Parsing is httparse's, as in hyper.
 //!
 //! A request body goes up while the response head is awaited: an upstream that answers before
-//! reading the whole body (a 413 for an upload) is answered with that, the rest of the body is
-//! not sent, and the connection is not reused. (An upstream that streams its answer while it
-//! still reads the upload, full duplex, is cut off at its head; HTTP/1.1 rarely does that.)
+//! reading the whole body (a 413 for an upload), even one that then closes and so resets the
+//! connection, is answered with that; the rest of the body is not sent (the client's is read
+//! off and dropped, so its upload ends cleanly), and the connection is not reused. (An
+//! upstream that streams its answer while it still reads the upload, full duplex, is cut off
+//! at its head; HTTP/1.1 rarely does that.)
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -24,6 +26,7 @@ use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
@@ -158,28 +161,59 @@ impl Connection {
     }
 
     /// Sends the body while the response head is awaited: an upstream may answer before it
-    /// read the whole body (a 413, a 401), and then stop reading it. Returns the head and
-    /// whether the whole body went out.
+    /// read the whole body (a 413, a 401, a 404), and then stop reading it. Returns the head
+    /// and whether the whole body went out.
+    ///
+    /// An upstream that answers early often closes at once (hyper, Node): its kernel then
+    /// resets the connection because of the unread body, and the next write here fails. The
+    /// answer came before the reset and is still in the socket's buffer (Linux hands queued
+    /// data out before the reset's error), so a failed write is followed by reading the head:
+    /// the upstream's own answer goes to the client, and only when there is none is the failed
+    /// write the error. What the client still sends of its body is read off and dropped
+    /// ([`drain_rest`]), so the client sees a clean end of its request rather than a reset.
     async fn exchange_body(
         &mut self,
-        body: Incoming,
+        mut body: Incoming,
         chunked: bool,
         body_limit: Option<u64>,
     ) -> Result<(Response<()>, bool), ClientError> {
         let (mut reader, mut writer) = self.stream.split();
-        let writing = write_body(&mut writer, &mut self.write_buf, body, chunked, body_limit);
-        let reading = read_head(&mut reader, &mut self.read_buf);
-        let (mut writing, mut reading) = (pin!(writing), pin!(reading));
-        tokio::select! {
-            biased;
-            written = &mut writing => {
-                written?;
-                Ok((reading.await?, true))
+        let response = {
+            let writing = write_body(
+                &mut writer,
+                &mut self.write_buf,
+                &mut body,
+                chunked,
+                body_limit,
+            );
+            let reading = read_head(&mut reader, &mut self.read_buf);
+            let (mut writing, mut reading) = (pin!(writing), pin!(reading));
+            tokio::select! {
+                biased;
+                written = &mut writing => match written {
+                    Ok(()) => return Ok((reading.await?, true)),
+                    // The upstream closed while the body went up: its answer, if it sent one,
+                    // is already here (a reset connection reads what came before the reset,
+                    // then fails at once, so this wait is short).
+                    Err(ClientError::Write(error)) => match reading.await {
+                        Ok(response) => response,
+                        Err(_) => return Err(ClientError::Write(error)),
+                    },
+                    // The client's body failed or grew past the limit: an answer already
+                    // read is passed on, but none is waited for (the upstream still waits for
+                    // the rest of the body).
+                    Err(error) => match reading.as_mut().now_or_never() {
+                        Some(Ok(response)) => return Ok((response, false)),
+                        _ => return Err(error),
+                    },
+                },
+                // Answered early: the rest of the body is not sent, and the connection, its
+                // request cut short, is not used again.
+                response = &mut reading => response?,
             }
-            // Answered early: the rest of the body is not sent, and the connection, its
-            // request cut short, is not used again.
-            response = &mut reading => Ok((response?, false)),
-        }
+        };
+        drain_rest(body);
+        Ok((response, false))
     }
 
     /// What follows a final response head: an upgraded connection, or a body read off it.
@@ -216,7 +250,7 @@ impl Connection {
 async fn write_body<W: AsyncWrite + Unpin>(
     stream: &mut W,
     buf: &mut Vec<u8>,
-    mut body: Incoming,
+    body: &mut Incoming,
     chunked: bool,
     limit: Option<u64>,
 ) -> Result<(), ClientError> {
@@ -293,6 +327,37 @@ async fn read_head<R: AsyncRead + Unpin>(
             return Err(ClientError::Closed);
         }
     }
+}
+
+/// Most of a request body read off and dropped after the upstream answered without it.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+/// Longest a request body is drained after the upstream answered without it.
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads what is left of a request body the upstream answered before reading, and drops it,
+/// up to [`DRAIN_MAX_BYTES`] and [`DRAIN_MAX_TIME`] (nginx's lingering close does the same).
+/// Without it the client's upload is cut under it: over HTTP/1.1 the connection is closed
+/// with the body unread, which makes the kernel reset it, and a client still sending may lose
+/// the answer; over HTTP/2 the client's stream is reset. A task of its own: the response goes
+/// to the client meanwhile. Its end is bounded, so nothing waits for it.
+fn drain_rest(mut body: Incoming) {
+    if body.is_end_stream() {
+        return;
+    }
+    tokio::spawn(async move {
+        let draining = async {
+            let mut drained: u64 = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    drained += data.len() as u64;
+                    if drained > DRAIN_MAX_BYTES {
+                        break;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_MAX_TIME, draining).await;
+    });
 }
 
 fn failure(error: ClientError, written: usize, body: Incoming) -> Failure {

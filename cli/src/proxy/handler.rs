@@ -102,6 +102,13 @@ async fn answer(
     // HTTP/2 names the host in `:authority`: from here on it is in `Host`, as in HTTP/1.1,
     // for the reserved host's check as for the routing.
     if head.version == http::Version::HTTP_2 {
+        // h2's own cap is set above this (`server.rs`): past it h2 would reset the stream,
+        // which clients retry, rather than let a 431 be the answer.
+        let limit = shared.config.max_header_size;
+        if header_list_size(&head) > limit {
+            let response = ProxyError::HeadersTooLarge { limit }.into_response();
+            return Ok(response.map(|body| WatchedBody::new(body, exchange, None)));
+        }
         host::authority_as_host(&head.uri, &mut head.headers);
     }
     if let Some(reserved) = &shared.config.reserved {
@@ -138,6 +145,38 @@ async fn answer(
         _ => None,
     };
     Ok(response.map(|body| WatchedBody::new(body, exchange, pending)))
+}
+
+/// An HTTP/2 request's header list size as SETTINGS_MAX_HEADER_LIST_SIZE counts it (RFC 9113,
+/// 6.5.2: each field's name and value plus 32), its pseudo-header fields included.
+fn header_list_size(head: &Parts) -> usize {
+    const PER_FIELD: usize = 32;
+    let pseudo = [
+        (":method".len(), head.method.as_str().len()),
+        (
+            ":path".len(),
+            head.uri
+                .path_and_query()
+                .map_or(1, |path| path.as_str().len()),
+        ),
+        (
+            ":authority".len(),
+            head.uri
+                .authority()
+                .map_or(0, |authority| authority.as_str().len()),
+        ),
+        (":scheme".len(), head.uri.scheme_str().map_or(0, str::len)),
+    ];
+    let pseudo: usize = pseudo
+        .iter()
+        .map(|(name, value)| name + value + PER_FIELD)
+        .sum();
+    let fields: usize = head
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + PER_FIELD)
+        .sum();
+    pseudo + fields
 }
 
 /// The log entry of a request answered with `response`, to be finished when its body is done.

@@ -86,8 +86,9 @@
 //! Every answer of the proxy itself is JSON, `{"error": "<code>", "message": "..."}`, with a
 //! stable code: `no_route` (404; unknown host, with a `hosts` list, or no matching rule),
 //! `bad_request` (400), `method_not_allowed` (405, `CONNECT`), `payload_too_large` (413),
-//! `bad_gateway` (502), `service_unavailable` (503), `gateway_timeout` (504). Request heads
-//! over the size caps get hyper's 431; a client too slow to send its head is disconnected.
+//! `bad_gateway` (502), `service_unavailable` (503), `gateway_timeout` (504),
+//! `request_header_fields_too_large` (431, HTTP/2). HTTP/1.1 request heads over the size caps
+//! get hyper's 431; a client too slow to send its head is disconnected.
 
 mod body;
 mod client;

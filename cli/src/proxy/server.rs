@@ -30,9 +30,16 @@ use super::handler::{self, Shared};
 use super::limits::ProxyConfig;
 use super::pool::Pool;
 use super::routing::Routing;
-use super::watchdog::{Activity, Cut, Limits, Verdict, Watchdog, WatchedIo};
+use super::watchdog::{
+    Activity, Cut, Limits, Verdict, Watchdog, WatchedIo, WrongProtocol, TLS_HANDSHAKE,
+};
 
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+/// h2's cap on a decoded header block, as a multiple of the configured head size (the handler
+/// answers 431 past the configured size; see `Secure::new`).
+const H2_HEADER_LIST_HEADROOM: usize = 4;
+/// h2's cap is at least this, whatever the configured head size.
+const H2_MIN_HEADER_LIST: usize = 256 * 1024;
 
 /// A client connection handed from the accepting thread to a worker.
 pub struct HandedOver {
@@ -87,7 +94,10 @@ pub async fn serve(
     https_port: Option<u16>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let h2_refusal = h2_refusal(https_port);
+    let refusals = Arc::new(WrongProtocol {
+        h2: h2_refusal(https_port),
+        tls: tls_refusal(https_port),
+    });
     let shared = Arc::new(Shared {
         routing,
         pool: Pool::new(&config),
@@ -150,7 +160,7 @@ pub async fn serve(
                     connections.spawn(secure.serve(io, client_addr, activity, Arc::clone(&shared)));
                     continue;
                 }
-                let io = TokioIo::new(WatchedIo::plain(stream, Arc::clone(&activity), Arc::clone(&h2_refusal)));
+                let io = TokioIo::new(WatchedIo::plain(stream, Arc::clone(&activity), Arc::clone(&refusals)));
                 let request_shared = Arc::clone(&shared);
                 let client = Arc::new(handler::Peer::new(client_addr));
                 let request_activity = Arc::clone(&activity);
@@ -227,6 +237,37 @@ fn h2_refusal(https_port: Option<u16>) -> Arc<[u8]> {
     frames.into()
 }
 
+/// What a TLS client on the plain port gets: a plain-text 400 that names the HTTPS port.
+fn tls_refusal(https_port: Option<u16>) -> Arc<[u8]> {
+    let text = match https_port {
+        Some(port) => format!(
+            "This port serves plain HTTP; for HTTPS use port {port} (https://<host>.localhost:{port}/).\n"
+        ),
+        None => "This port serves plain HTTP; HTTPS is off (`--no-https`).\n".to_string(),
+    };
+    plain_400(&text).into()
+}
+
+/// An HTTP/1.1 400 with `text` as its body, closing the connection.
+fn plain_400(text: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        text.len()
+    )
+    .into_bytes()
+}
+
+/// A client that sent plain HTTP to the TLS port: the request head is read (so the close
+/// does not reset the connection under the answer), then a 400 saying to use `https://`.
+async fn refuse_plain_http(mut io: WatchedIo) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = [0u8; 8192];
+    let _ = io.read(&mut head).await;
+    let text = "This port serves HTTPS only: use https:// in the URL.\n";
+    let _ = io.write_all(&plain_400(text)).await;
+    let _ = io.shutdown().await;
+}
+
 /// How a connection's task ended, in the log.
 fn log_end<E: std::fmt::Display>(client_addr: SocketAddr, served: Result<Result<(), E>, Cut>) {
     match served {
@@ -280,8 +321,17 @@ impl Secure {
         if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
             http.http1().max_headers(config.max_headers);
         }
+        // Above its `max_header_list_size`, h2 answers 431 but also resets the stream with
+        // REFUSED_STREAM, which clients read as "never processed, send it again" (curl retries
+        // five times, then fails). So h2's own cap sits well above the configured head size and
+        // the handler answers 431 at that size, as the HTTP/1.1 side does; only a header block
+        // past h2's cap still gets h2's refusal.
+        let h2_cap = config
+            .max_header_size
+            .saturating_mul(H2_HEADER_LIST_HEADROOM)
+            .max(H2_MIN_HEADER_LIST);
         http.http2()
-            .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX))
+            .max_header_list_size(u32::try_from(h2_cap).unwrap_or(u32::MAX))
             // WebSocket over HTTP/2 (RFC 8441), forwarded as an HTTP/1.1 upgrade.
             .enable_connect_protocol();
         Self {
@@ -300,10 +350,28 @@ impl Secure {
         activity: Arc<Activity>,
         shared: Arc<Shared>,
     ) -> impl Future<Output = ()> + Send + 'static {
-        let accept = self.acceptor.accept(io);
+        let acceptor = self.acceptor.clone();
         let http = Arc::clone(&self.http);
         let response_timeout = self.response_timeout;
         async move {
+            // A TLS client starts with a handshake record; anything else (plain HTTP, `curl
+            // http://` to this port) gets a plain answer saying to use `https://`, rather
+            // than a TLS alert it cannot read.
+            let first = watched(&activity, pin!(io.peek_first_byte()), |_| {}).await;
+            match first {
+                Ok(Ok(Some(TLS_HANDSHAKE))) => {}
+                Ok(Ok(Some(_))) => {
+                    tracing::debug!(client = %client_addr, "plain HTTP on the TLS port");
+                    let _ = watched(&activity, pin!(refuse_plain_http(io)), |_| {}).await;
+                    activity.close();
+                    return;
+                }
+                Ok(Ok(None) | Err(_)) | Err(_) => {
+                    activity.close();
+                    return;
+                }
+            }
+            let accept = acceptor.accept(io);
             let handshake = watched(&activity, pin!(accept), |_| {}).await;
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,

@@ -467,8 +467,18 @@ pub struct WatchedIo {
     stream: TcpStream,
     activity: Arc<Activity>,
     /// Until the first bytes arrive on a plain connection: what to write back if they are an
-    /// HTTP/2 connection preface (hyper's HTTP/1.1 server then closes the connection).
-    h2_refusal: Option<Arc<[u8]>>,
+    /// HTTP/2 connection preface or a TLS handshake (then the connection reads as closed, so
+    /// hyper's HTTP/1.1 server ends it without an answer of its own).
+    refusals: Option<Arc<WrongProtocol>>,
+}
+
+/// What a plain connection answers a client that speaks another protocol to it.
+pub struct WrongProtocol {
+    /// To an HTTP/2 connection preface: SETTINGS and a GOAWAY whose text names the HTTPS port.
+    pub h2: Arc<[u8]>,
+    /// To a TLS ClientHello: a plain-text HTTP 400 naming the HTTPS port (a TLS client shows
+    /// a handshake error; one that prints what it got, or a person with `nc`, reads why).
+    pub tls: Arc<[u8]>,
 }
 
 impl WatchedIo {
@@ -476,23 +486,33 @@ impl WatchedIo {
         Self {
             stream,
             activity,
-            h2_refusal: None,
+            refusals: None,
         }
     }
 
     /// A plain HTTP/1.1 connection: a client that opens it with the HTTP/2 preface (`curl
-    /// --http2-prior-knowledge`) gets `h2_refusal` (frames that say why) before the close.
-    pub fn plain(stream: TcpStream, activity: Arc<Activity>, h2_refusal: Arc<[u8]>) -> Self {
+    /// --http2-prior-knowledge`) or a TLS handshake gets what `refusals` says, then the close.
+    pub fn plain(stream: TcpStream, activity: Arc<Activity>, refusals: Arc<WrongProtocol>) -> Self {
         Self {
             stream,
             activity,
-            h2_refusal: Some(h2_refusal),
+            refusals: Some(refusals),
         }
+    }
+
+    /// The first byte the client sent, left to be read (bounded by the watchdog like any
+    /// wait for a head).
+    pub async fn peek_first_byte(&self) -> io::Result<Option<u8>> {
+        let mut first = [0u8; 1];
+        let n = self.stream.peek(&mut first).await?;
+        Ok((n == 1).then_some(first[0]))
     }
 }
 
 /// The start of the HTTP/2 connection preface (RFC 9113, 3.4).
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+/// A TLS record of type handshake (a ClientHello's first byte; the version's major, 3, next).
+pub const TLS_HANDSHAKE: u8 = 0x16;
 
 impl AsyncRead for WatchedIo {
     fn poll_read(
@@ -504,15 +524,25 @@ impl AsyncRead for WatchedIo {
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         if polled.is_ready() {
             self.activity.touch();
-            if self.h2_refusal.is_some() && buf.filled().len() > before {
-                let refusal = self.h2_refusal.take();
-                if let Some(refusal) =
-                    refusal.filter(|_| buf.filled()[before..].starts_with(H2_PREFACE_START))
-                {
-                    // A few dozen bytes into an empty send buffer: written whole or not at all.
-                    if let Err(error) = self.stream.try_write(&refusal) {
-                        tracing::debug!(%error, "could not answer an HTTP/2 preface");
+            if self.refusals.is_some() && buf.filled().len() > before {
+                let refusals = self.refusals.take().expect("checked just above");
+                let first = &buf.filled()[before..];
+                let refusal = if first.starts_with(H2_PREFACE_START) {
+                    Some(&refusals.h2)
+                } else if first.starts_with(&[TLS_HANDSHAKE, 3]) {
+                    Some(&refusals.tls)
+                } else {
+                    None
+                };
+                if let Some(refusal) = refusal {
+                    // A few hundred bytes into an empty send buffer: written whole or not at
+                    // all.
+                    if let Err(error) = self.stream.try_write(refusal) {
+                        tracing::debug!(%error, "could not answer a client of another protocol");
                     }
+                    // Read as a close: hyper ends the connection without answering bytes it
+                    // cannot parse.
+                    buf.set_filled(before);
                 }
             }
         }

@@ -45,6 +45,8 @@ pub struct Ca {
     cert_pem: String,
     cert_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
+    /// The end of its validity: no leaf it signs outlives it.
+    not_after: OffsetDateTime,
     created: bool,
 }
 
@@ -136,6 +138,7 @@ impl Ca {
         let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
             .map_err(|error| corrupt_cert(error.to_string()))?;
         let cert_der = CertificateDer::from(pem.contents.clone());
+        let not_after;
         {
             let x509 = pem
                 .parse_x509()
@@ -149,9 +152,15 @@ impl Ca {
             if !x509.is_ca() {
                 return Err(corrupt_cert("it is not a CA certificate".into()));
             }
-            let not_after = x509.validity().not_after.to_datetime();
-            if not_after <= OffsetDateTime::now_utc() + LEAF_VALIDITY {
-                // Also when it ends within a leaf's lifetime: its leaves would outlive it.
+            if let Err(found) = check_name_constraints(&x509) {
+                return Err(TlsError::Unconstrained {
+                    path: cert_path.clone(),
+                    found,
+                });
+            }
+            not_after = x509.validity().not_after.to_datetime();
+            // One that ends within a leaf's lifetime still serves: its leaves end with it.
+            if not_after <= OffsetDateTime::now_utc() {
                 return Err(TlsError::Expired {
                     path: cert_path.clone(),
                     expired: not_after.date().to_string(),
@@ -165,6 +174,7 @@ impl Ca {
             cert_pem,
             cert_der,
             issuer,
+            not_after,
             created: false,
         })
     }
@@ -174,6 +184,7 @@ impl Ca {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|error| TlsError::Issue(error.to_string()))?;
         let params = ca_params(OffsetDateTime::now_utc());
+        let not_after = params.not_after;
         let cert = params
             .self_signed(&key)
             .map_err(|error| TlsError::Issue(error.to_string()))?;
@@ -191,6 +202,7 @@ impl Ca {
             cert_pem,
             cert_der: cert.der().clone(),
             issuer: Issuer::new(params, key),
+            not_after,
             created: true,
         })
     }
@@ -217,12 +229,18 @@ impl Ca {
         &self.cert_der
     }
 
+    /// When the CA ends; within [`LEAF_VALIDITY`] of now, its leaves end with it.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
     /// A leaf for exactly `name` (a DNS name or an IP address), ECDSA P-256, valid for
-    /// [`LEAF_VALIDITY`], as rustls serves it.
+    /// [`LEAF_VALIDITY`] (or until the CA ends, if that is sooner), as rustls serves it.
     pub fn issue(&self, name: &str) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
         let issue_error = |error: rcgen::Error| TlsError::Issue(format!("for `{name}`: {error}"));
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(issue_error)?;
-        let params = leaf_params(name, OffsetDateTime::now_utc()).map_err(issue_error)?;
+        let mut params = leaf_params(name, OffsetDateTime::now_utc()).map_err(issue_error)?;
+        params.not_after = params.not_after.min(self.not_after);
         let cert = params.signed_by(&key, &self.issuer).map_err(issue_error)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let signing_key = rustls::crypto::ring::sign::any_ecdsa_type(&key_der)
@@ -272,6 +290,73 @@ pub(super) fn ca_params(now: OffsetDateTime) -> CertificateParams {
     params.not_after = now + CA_VALIDITY;
     params.serial_number = Some(random_serial());
     params
+}
+
+/// The name constraints every local CA carries, as `ca_params` writes them: `Err` says what
+/// the certificate has instead. A CA without them (one made by hand, or a `ca.pem` swapped
+/// for another) could sign a certificate for any site, and a browser that trusts it would
+/// believe it.
+fn check_name_constraints(
+    x509: &x509_parser::certificate::X509Certificate<'_>,
+) -> Result<(), String> {
+    use x509_parser::extensions::GeneralName;
+    const V4_LOOPBACK: [u8; 8] = [127, 0, 0, 0, 255, 0, 0, 0];
+    let v6_loopback: [u8; 32] = {
+        let mut bytes = [0xffu8; 32];
+        bytes[..16].copy_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        bytes
+    };
+    let constraints = match x509.name_constraints() {
+        Ok(Some(constraints)) => constraints.value,
+        Ok(None) => return Err("no name constraints".into()),
+        Err(error) => return Err(format!("unreadable name constraints ({error})")),
+    };
+    let permitted = constraints
+        .permitted_subtrees
+        .as_deref()
+        .unwrap_or_default();
+    let (mut dns, mut v4, mut v6) = (false, false, false);
+    let mut others = Vec::new();
+    for subtree in permitted {
+        match &subtree.base {
+            GeneralName::DNSName(name) if name.eq_ignore_ascii_case("localhost") => dns = true,
+            GeneralName::IPAddress(ip) if *ip == V4_LOOPBACK => v4 = true,
+            GeneralName::IPAddress(ip) if *ip == v6_loopback => v6 = true,
+            other => others.push(describe_subtree(other)),
+        }
+    }
+    if !others.is_empty() {
+        return Err(format!(
+            "name constraints that also permit {}",
+            others.join(", ")
+        ));
+    }
+    let missing: Vec<&str> = [(dns, "DNS `localhost`"), (v4, "127.0.0.0/8"), (v6, "::1")]
+        .into_iter()
+        .filter_map(|(present, what)| (!present).then_some(what))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("name constraints without {}", missing.join(", ")));
+    }
+    Ok(())
+}
+
+/// A permitted subtree as people write it: DNS `example.com`, 10.0.0.0/8.
+fn describe_subtree(name: &x509_parser::extensions::GeneralName<'_>) -> String {
+    use x509_parser::extensions::GeneralName;
+    let prefix = |mask: &[u8]| mask.iter().map(|byte| byte.count_ones()).sum::<u32>();
+    match name {
+        GeneralName::DNSName(dns) => format!("DNS `{dns}`"),
+        GeneralName::IPAddress(bytes) if bytes.len() == 8 => {
+            let ip: [u8; 4] = bytes[..4].try_into().expect("4 of 8 bytes");
+            format!("{}/{}", std::net::Ipv4Addr::from(ip), prefix(&bytes[4..]))
+        }
+        GeneralName::IPAddress(bytes) if bytes.len() == 32 => {
+            let ip: [u8; 16] = bytes[..16].try_into().expect("16 of 32 bytes");
+            format!("{}/{}", std::net::Ipv6Addr::from(ip), prefix(&bytes[16..]))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// A leaf for `name`: its one subject alternative name, for TLS servers.

@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //!
-//! - `ca`: [`Ca`]: create on first use, load and check (permissions, corrupt, expired), issue.
+//! - `ca`: [`Ca`]: create on first use, load and check (permissions, corrupt, name
+//!   constraints, expired), issue.
 //! - `resolver`: [`LeafResolver`], rustls's certificate choice: a local SNI name gets its own
 //!   leaf (ECDSA P-256, 30 days) from a bounded cache; no SNI or another name gets an alert.
 //! - `trust`: `stack trust`: the system store, NSS databases, the macOS keychain.
@@ -21,7 +22,7 @@ pub mod trust;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use ca::{Ca, CA_CERT_FILE, CA_KEY_FILE};
+pub use ca::{Ca, CA_CERT_FILE, CA_KEY_FILE, LEAF_VALIDITY};
 pub use resolver::{is_local_name, LeafResolver};
 
 /// The variable that moves stack's per-user directory (the CA lives there).
@@ -50,6 +51,8 @@ pub enum TlsError {
         what: &'static str,
         detail: String,
     },
+    #[error("the local CA `{path}` has {found}: it must permit only `localhost` names, 127.0.0.0/8 and ::1")]
+    Unconstrained { path: PathBuf, found: String },
     #[error("the local CA `{path}` expired on {expired}")]
     Expired { path: PathBuf, expired: String },
     #[error("`{path}` is there but `{missing}` is not")]
@@ -74,6 +77,14 @@ impl TlsError {
                 let dir = path.parent().unwrap_or(path);
                 format!(
                     "Delete `{}` and `{}`, then run `stack up` (a new CA is made) and `stack trust` again; `stack trust --uninstall` first removes the old one from the stores. Or run with `--no-https`.",
+                    dir.join(CA_CERT_FILE).display(),
+                    dir.join(CA_KEY_FILE).display()
+                )
+            }
+            Self::Unconstrained { path, .. } => {
+                let dir = path.parent().unwrap_or(path);
+                format!(
+                    "It was not made by stack, or was changed: run `stack trust --uninstall` (if `stack trust` installed it), delete `{}` and `{}`, then `stack trust` again (it makes a new CA). Or run with `--no-https`.",
                     dir.join(CA_CERT_FILE).display(),
                     dir.join(CA_KEY_FILE).display()
                 )

@@ -241,3 +241,130 @@ fn the_resolver_serves_local_names_only_from_a_bounded_cache() {
     }
     assert_eq!(resolver.n_cached(), resolver::CACHE_CAPACITY);
 }
+
+/// A CA made by hand with `openssl req` (no name constraints) in `dir`, its key 0600.
+fn openssl_ca(dir: &std::path::Path) {
+    let output = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "365",
+            "-subj",
+            "/CN=my own CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-keyout",
+        ])
+        .arg(dir.join(CA_KEY_FILE))
+        .arg("-out")
+        .arg(dir.join(CA_CERT_FILE))
+        .output()
+        .expect("openssl is installed (apt-get install openssl)");
+    assert!(output.status.success(), "{output:?}");
+    std::fs::set_permissions(
+        dir.join(CA_KEY_FILE),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_ca_without_the_local_name_constraints_is_refused_with_the_fix() {
+    let home = tempfile::tempdir().unwrap();
+    openssl_ca(home.path());
+    let cert = home.path().join(CA_CERT_FILE);
+    let error = Ca::load_or_create(home.path()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "the local CA `{}` has no name constraints: it must permit only `localhost` names, 127.0.0.0/8 and ::1",
+            cert.display()
+        )
+    );
+    assert_eq!(
+        error.hint(),
+        format!(
+            "It was not made by stack, or was changed: run `stack trust --uninstall` (if `stack trust` installed it), delete `{}` and `{}`, then `stack trust` again (it makes a new CA). Or run with `--no-https`.",
+            cert.display(),
+            home.path().join(CA_KEY_FILE).display()
+        )
+    );
+
+    // Made with rcgen and the same key: constraints that permit more, or fewer.
+    let key_pem = std::fs::read_to_string(home.path().join(CA_KEY_FILE)).unwrap();
+    let key = rcgen::KeyPair::from_pem(&key_pem).unwrap();
+    let mut params = ca_params(time::OffsetDateTime::now_utc());
+    params.name_constraints = None;
+    std::fs::write(&cert, params.self_signed(&key).unwrap().pem()).unwrap();
+    let error = Ca::load(home.path()).unwrap_err();
+    assert!(matches!(error, TlsError::Unconstrained { .. }), "{error}");
+
+    let mut params = ca_params(time::OffsetDateTime::now_utc());
+    let constraints = params.name_constraints.as_mut().unwrap();
+    constraints
+        .permitted_subtrees
+        .push(rcgen::GeneralSubtree::DnsName("example.com".into()));
+    std::fs::write(&cert, params.self_signed(&key).unwrap().pem()).unwrap();
+    let error = Ca::load(home.path()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("has name constraints that also permit DNS `example.com`:"),
+        "{error}"
+    );
+
+    let mut params = ca_params(time::OffsetDateTime::now_utc());
+    params
+        .name_constraints
+        .as_mut()
+        .unwrap()
+        .permitted_subtrees
+        .truncate(1);
+    std::fs::write(&cert, params.self_signed(&key).unwrap().pem()).unwrap();
+    let error = Ca::load(home.path()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("has name constraints without 127.0.0.0/8, ::1:"),
+        "{error}"
+    );
+
+    // stack's own, with the same key, loads.
+    let params = ca_params(time::OffsetDateTime::now_utc());
+    std::fs::write(&cert, params.self_signed(&key).unwrap().pem()).unwrap();
+    Ca::load(home.path()).unwrap();
+}
+
+#[test]
+fn a_ca_ending_within_a_leafs_lifetime_still_serves_and_its_leaves_end_with_it() {
+    let home = tempfile::tempdir().unwrap();
+    Ca::load_or_create(home.path()).unwrap();
+    let key_pem = std::fs::read_to_string(home.path().join(CA_KEY_FILE)).unwrap();
+    let key = rcgen::KeyPair::from_pem(&key_pem).unwrap();
+    let mut params = ca_params(time::OffsetDateTime::now_utc() - time::Duration::days(3640));
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(10);
+    let ca_end = params.not_after;
+    std::fs::write(
+        home.path().join(CA_CERT_FILE),
+        params.self_signed(&key).unwrap().pem(),
+    )
+    .unwrap();
+    let ca = Ca::load(home.path()).unwrap();
+    assert_eq!(ca.not_after().unix_timestamp(), ca_end.unix_timestamp());
+    let leaf = ca.issue("app.localhost").unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(leaf.cert[0].as_ref()).unwrap();
+    let leaf_end = leaf.validity().not_after.to_datetime();
+    assert!(leaf_end <= ca_end, "{leaf_end} after {ca_end}");
+    assert!(rustls_verifies(
+        &ca,
+        &ca.issue("app.localhost").unwrap().cert[0],
+        "app.localhost"
+    )
+    .is_ok());
+}
