@@ -94,6 +94,16 @@ impl fmt::Display for Place {
 #[derive(Debug, PartialEq, Eq)]
 pub struct EnvErrors(pub Vec<EnvError>);
 
+impl EnvErrors {
+    /// Only files that could not be read (missing, a directory, not UTF-8), no bad line:
+    /// advice about `KEY=VALUE` lines would not fit.
+    pub fn only_unreadable(&self) -> bool {
+        self.0
+            .iter()
+            .all(|error| matches!(error, EnvError::Read { .. }))
+    }
+}
+
 impl fmt::Display for EnvErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (index, error) in self.0.iter().enumerate() {
@@ -113,17 +123,62 @@ pub type Pairs = Vec<(String, String)>;
 
 /// Reads and parses a dotenv file. A missing file is an error: the user asked for it.
 pub fn read_dotenv(path: &Path) -> Result<Pairs, EnvErrors> {
-    let text = fs::read_to_string(path).map_err(|error| {
-        let reason = match error.kind() {
-            io::ErrorKind::NotFound => "no such file".to_string(),
-            _ => error.to_string(),
-        };
+    let refused = |reason: String| {
         EnvErrors(vec![EnvError::Read {
             path: path.to_path_buf(),
             reason,
         }])
+    };
+    let bytes = read_bounded(path).map_err(|error| {
+        refused(match error.kind() {
+            io::ErrorKind::NotFound => "no such file".to_string(),
+            _ => error.to_string(),
+        })
+    })?;
+    let text = String::from_utf8(bytes).map_err(|error| {
+        let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|byte| **byte == b'\n').count() + 1;
+        let line_start = valid
+            .iter()
+            .rposition(|byte| *byte == b'\n')
+            .map_or(0, |newline| newline + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
+        refused(format!(
+            "line {line}, column {column}: not UTF-8 text (save the file as UTF-8)"
+        ))
     })?;
     parse_dotenv(path, &text)
+}
+
+/// Larger than any `.env` a person writes; `/dev/zero` or a log given by mistake stops here.
+const MAX_DOTENV: u64 = 4 << 20;
+
+/// The file's bytes, at most [`MAX_DOTENV`] of them. A pipe (`--dotenv=<(sops -d .env)`) is
+/// read like a file; a device is refused before it is opened.
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = fs::metadata(path)?.file_type();
+    if kind.is_dir() {
+        return Err(io::Error::other("it is a directory, not a file"));
+    }
+    if kind.is_char_device() || kind.is_block_device() || kind.is_socket() {
+        return Err(io::Error::other("it is a device or a socket, not a file"));
+    }
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(
+        &mut io::Read::take(fs::File::open(path)?, MAX_DOTENV + 1),
+        &mut bytes,
+    )?;
+    if bytes.len() as u64 > MAX_DOTENV {
+        return Err(io::Error::other(format!(
+            "it is larger than {} MiB, more than a `.env` file holds",
+            MAX_DOTENV >> 20
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Parses dotenv text as dotenvy reads it (the crate the design names): `KEY=VALUE`, an
@@ -580,6 +635,25 @@ mod tests {
             assert!(secrets.contains(&expected.to_string()), "{expected}");
         }
         assert!(!secrets.contains(&"/home/me".to_string()));
+    }
+
+    #[test]
+    fn a_device_a_directory_a_huge_file_or_bytes_that_are_not_utf8_are_refused_with_where() {
+        let reason = |path: &Path| match read_dotenv(path) {
+            Err(EnvErrors(errors)) => errors[0].to_string(),
+            Ok(_) => panic!("{} was read", path.display()),
+        };
+        assert!(reason(Path::new("/dev/zero")).contains("a device or a socket, not a file"));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(reason(dir.path()).contains("a directory, not a file"));
+        let huge = dir.path().join("huge.env");
+        fs::write(&huge, vec![b'#'; (MAX_DOTENV + 1) as usize]).unwrap();
+        assert!(reason(&huge).contains("larger than 4 MiB"));
+        let latin1 = dir.path().join("latin1.env");
+        fs::write(&latin1, b"A=1\nB=caf\xe9\n").unwrap();
+        let said = reason(&latin1);
+        assert!(said.contains("line 2, column 6: not UTF-8"), "{said}");
+        assert!(!said.contains("caf"), "{said}");
     }
 
     #[test]

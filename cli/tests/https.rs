@@ -704,7 +704,8 @@ async fn every_host_over_https_with_http2_and_one_secure_login_for_rust_and_node
     let aliases = project.stack_ok(&["alias", "ls"]);
     assert!(
         aliases.contains(&format!(
-            "counter-demo.localhost https://counter-demo.localhost:{port}"
+            "http://counter-demo.localhost:{} https://counter-demo.localhost:{port}",
+            up.port
         )),
         "{aliases}"
     );

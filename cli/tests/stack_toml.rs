@@ -977,3 +977,56 @@ fn before_it_is_ready_an_http_check_runs_at_most_once_per_interval() {
     // 1.5 s at one check per 300 ms: about 5 (at 15 ms, about 100).
     assert!((1..=8).contains(&failed), "{failed} checks:\n{output}");
 }
+
+/// A closed terminal (SIGHUP) stops the stack in order, as SIGTERM does; after a SIGKILL,
+/// `stack down` removes the socket nobody answers on; a scale recorded offline is checked
+/// (no empty name) and held to `--max-instances` at the start.
+#[test]
+fn hangup_stops_in_order_down_cleans_a_stale_socket_and_a_recorded_scale_is_capped() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/web/app.py", SLOW_SERVICE);
+    project.write(
+        "stack.toml",
+        "[services.web]\nrun = [\"python3\", \"app.py\"]\nenv = { LOG_REQUESTS = \"0\" }\n",
+    );
+    project
+        .stack(&["scale", "", "2"])
+        .assert_refused(&["Error! `` is not a service or deployment name"]);
+    let recorded = project.stack_ok(&["scale", "web", "3"]);
+    assert!(
+        recorded.contains("applies at the next `stack up`"),
+        "{recorded}"
+    );
+
+    let mut up = Up::start(&project, &["--no-watch", "--max-instances", "2"]);
+    up.wait_for(
+        "`web` was to run 3 instances, more than `--max-instances 2`: it runs 2",
+        COMMAND_DEADLINE,
+    );
+    up.wait_ready("web");
+    assert_eq!(project.live("web")["ready"], 2, "{}", up.output());
+    let output = up.stop(Signal::SIGHUP);
+    assert!(output.contains("> Stopping"), "{output}");
+    assert!(output.contains("Stopped everything"), "{output}");
+    let socket = project.path().join(".stack/stack.sock");
+    assert!(!socket.exists());
+
+    let mut up = Up::start(&project, &["--no-watch", "--max-instances", "2"]);
+    up.wait_ready("web");
+    nix::sys::signal::kill(up.pid(), Signal::SIGKILL).unwrap();
+    up.wait_exit(COMMAND_DEADLINE);
+    assert!(socket.exists(), "a killed stack up leaves its socket");
+    let down = project.stack_ok(&["down"]);
+    assert!(
+        down.contains("removed the control socket") || down.contains("Stopped"),
+        "{down}"
+    );
+    assert!(!socket.exists(), "{down}");
+    let doctor = project.stack(&["doctor"]);
+    assert!(
+        !doctor.all().contains("control socket: `"),
+        "{}",
+        doctor.all()
+    );
+}

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::args::{AliasArgs, AliasCommand};
-use crate::control::api::https_url;
+use crate::control::api::{http_url, https_url};
 use crate::control::{self, AliasChange, Applied};
 use crate::output::{self, CliError, CliResult};
 use crate::rules::{
@@ -104,7 +104,11 @@ fn set_rules(project_dir: &Path, host: &str, file: &Path) -> CliResult<ExitCode>
                 )),
             )
         }
-        Err(error) => return Err(CliError::new(format!("cannot read `{name}`: {error}"))),
+        Err(error) => {
+            return Err(CliError::new(format!("cannot read `{name}`: {error}")).hint(
+                "Give `--rules` a readable JSON file of now's rules (`{\"rules\": [{\"pathname\": \"/api/**\", \"dest\": \"api\"}]}`); nothing was changed.",
+            ))
+        }
     };
     let loaded =
         RuleSet::parse(&name, &text).map_err(|errors| file_errors(&host, &name, &errors))?;
@@ -251,9 +255,13 @@ fn list(project_dir: &Path, json: bool) -> CliResult<ExitCode> {
     let now = now_millis();
     let mut rows = vec![["source".to_string(), "url".into(), "age".into()]];
     for (host, alias) in &state.aliases {
+        // The URLs on the ports of the running or last `stack up`; the bare host before any.
+        let http = state
+            .proxy_port
+            .map_or_else(|| host.clone(), |port| http_url(host, port));
         let url = match state.https_port {
-            Some(port) => format!("{host} {}", https_url(host, port)),
-            None => host.clone(),
+            Some(port) => format!("{http} {}", https_url(host, port)),
+            None => http,
         };
         rows.push([alias.source(), url, output::age(alias.created, now)]);
     }

@@ -24,13 +24,17 @@ pub fn run(project_dir: &Path) -> CliResult<ExitCode> {
                 .hint("Stop it with Ctrl-C in its terminal."));
             }
             let leftovers = process::kill_leftovers(&process::pids_dir(project_dir));
-            if leftovers.is_empty() {
-                output::info("Nothing is running here");
-            } else {
-                output::success(format!(
-                    "Stopped {} process(es) left by a `stack up` that did not exit cleanly",
-                    leftovers.len()
-                ));
+            // No `stack up` holds the lock, so nobody answers on a socket that is still there.
+            let socket = control::socket_path(project_dir);
+            let stale_socket = socket.exists() && std::fs::remove_file(&socket).is_ok();
+            match (leftovers.len(), stale_socket) {
+                (0, false) => output::info("Nothing is running here"),
+                (0, true) => output::success(
+                    "Nothing was running; removed the control socket a `stack up` that did not exit cleanly left",
+                ),
+                (n, _) => output::success(format!(
+                    "Stopped {n} process(es) left by a `stack up` that did not exit cleanly"
+                )),
             }
             return Ok(ExitCode::SUCCESS);
         }

@@ -54,6 +54,13 @@ fn record(project_dir: &Path, args: &ScaleArgs) -> CliResult<ExitCode> {
         .target
         .strip_suffix(".localhost")
         .unwrap_or(&args.target);
+    // `services/` itself, or a path, is no service (the directory test below would pass).
+    if target.is_empty() || target.contains('/') || target == "." || target == ".." {
+        return Err(
+            CliError::new(format!("`{target}` is not a service or deployment name"))
+                .hint("Name a service (`stack ls` lists them, and the directories under `services/`) or a deployment id."),
+        );
+    }
     let recorded = Store::new(project_dir).update(|state| {
         let service = if state.deployments.contains_key(target)
             || project_dir.join("services").join(target).is_dir()

@@ -469,10 +469,15 @@ impl DeploymentStatus {
 
 /// `http://<deployment>.localhost:<port>` (no port for 80).
 pub fn deployment_url(host_label: &str, proxy_port: u16) -> String {
+    http_url(&format!("{host_label}.localhost"), proxy_port)
+}
+
+/// `http://<host>:<port>` (no port for 80): a host's URL on the proxy's port.
+pub fn http_url(host: &str, proxy_port: u16) -> String {
     if proxy_port == 80 {
-        format!("http://{host_label}.localhost")
+        format!("http://{host}")
     } else {
-        format!("http://{host_label}.localhost:{proxy_port}")
+        format!("http://{host}:{proxy_port}")
     }
 }
 

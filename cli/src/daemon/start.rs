@@ -217,7 +217,7 @@ impl Daemon {
             https_port,
         };
         let specs = match history::record_start(daemon.store(), &built, &record) {
-            Ok(specs) => specs,
+            Ok(specs) => cap_instances(specs, config.max_instances),
             Err(error) => {
                 if let Some(redis) = redis {
                     redis.stop(supervisor::DEFAULT_GRACE).await;
@@ -461,7 +461,11 @@ fn start_environment(project_dir: &Path, config: &DaemonConfig) -> CliResult<Ser
                 "the environment has {} ({n_errors} shown; values are never printed):\n{errors}",
                 if n_errors == 1 { "an error".to_string() } else { format!("{n_errors} errors") },
             ))
-            .hint("Fix the lines above (`KEY=VALUE`, keys of letters, digits and `_`). Nothing was started.")
+            .hint(if errors.only_unreadable() {
+                "Give `--dotenv` a readable UTF-8 text file of `KEY=VALUE` lines, or leave it out. Nothing was started."
+            } else {
+                "Fix the lines above (`KEY=VALUE`, keys of letters, digits and `_`). Nothing was started."
+            })
         }
         secret @ ServiceEnvError::Secret { .. } => CliError::new(secret.to_string()).hint(
             "Set SESSION_SECRET in `.env` (with `--dotenv`) or with `-e SESSION_SECRET=...`.",
@@ -855,6 +859,26 @@ async fn say_when_ready(
             format!("The other services keep running. See `stack logs {service}`."),
         )),
     }
+}
+
+/// A scale recorded while no `stack up` ran (or by one with a higher `--max-instances`) is
+/// held to this run's cap, said once per service.
+fn cap_instances(
+    specs: Vec<(supervisor::DeploymentSpec, usize)>,
+    cap: usize,
+) -> Vec<(supervisor::DeploymentSpec, usize)> {
+    specs
+        .into_iter()
+        .map(|(spec, instances)| {
+            if instances > cap {
+                output::warn(format!(
+                    "`{}` was to run {instances} instances, more than `--max-instances {cap}`: it runs {cap}",
+                    spec.service
+                ));
+            }
+            (spec, instances.min(cap))
+        })
+        .collect()
 }
 
 fn port_suffix(port: u16) -> String {

@@ -1,4 +1,5 @@
-//! What ends a `stack up`: Ctrl-C, SIGTERM, or `stack down` through the control socket. The
+//! What ends a `stack up`: Ctrl-C, SIGTERM, SIGHUP (its terminal closed), or `stack down`
+//! through the control socket. The
 //! signal handlers are installed before anything starts, so a Ctrl-C during the first build
 //! still stops everything cleanly.
 
@@ -12,6 +13,8 @@ use crate::output::{CliError, CliResult};
 pub enum StopReason {
     Interrupt,
     Terminate,
+    /// The terminal went away: stopped in order, as for SIGTERM.
+    Hangup,
     Down,
     /// A dependency failed the start (it never became healthy, a one-shot exited non-zero).
     StartFailed,
@@ -23,16 +26,18 @@ impl StopReason {
         match self {
             StopReason::Interrupt => 130,
             StopReason::Terminate => 143,
+            StopReason::Hangup => 129,
             StopReason::Down => 0,
             StopReason::StartFailed => 1,
         }
     }
 }
 
-/// SIGINT and SIGTERM, watched from [`Signals::listen`] on.
+/// SIGINT, SIGTERM and SIGHUP, watched from [`Signals::listen`] on.
 pub struct Signals {
     interrupt: Signal,
     terminate: Signal,
+    hangup: Signal,
 }
 
 impl Signals {
@@ -43,6 +48,7 @@ impl Signals {
         Ok(Signals {
             interrupt: watch(SignalKind::interrupt(), "Ctrl-C")?,
             terminate: watch(SignalKind::terminate(), "SIGTERM")?,
+            hangup: watch(SignalKind::hangup(), "SIGHUP")?,
         })
     }
 
@@ -51,6 +57,7 @@ impl Signals {
         tokio::select! {
             _ = self.interrupt.recv() => StopReason::Interrupt,
             _ = self.terminate.recv() => StopReason::Terminate,
+            _ = self.hangup.recv() => StopReason::Hangup,
             () = down.cancelled() => StopReason::Down,
         }
     }

@@ -106,6 +106,9 @@ impl RuleSet {
                 kind: RuleErrorKind::TooLarge(text.len()),
             }]));
         }
+        // Editors on Windows start UTF-8 files with a byte-order mark; JSON has no place for it,
+        // and the editor shows none, so positions are counted without it.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let parsed = parse::parse(file, text).map_err(to_errors)?;
         let rules: Vec<Rule> = parsed
             .rules

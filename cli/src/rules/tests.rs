@@ -35,6 +35,12 @@ fn demo_file() {
 }
 
 #[test]
+fn a_byte_order_mark_is_no_part_of_the_file() {
+    let text = format!("\u{feff}{}", include_str!("../../../aliases.json"));
+    check(&rules(&text), "GET", "/login", Some(0));
+}
+
+#[test]
 fn rules_md_example() {
     let set = rules(
         r#"{"rules": [
