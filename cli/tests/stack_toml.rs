@@ -347,6 +347,78 @@ fn depends_on_orders_the_start_and_the_stop_is_reversed() {
     );
 }
 
+/// A worker that prints when it gets its stop signal and when it exits (`SLOW_EXIT` seconds
+/// later), as seconds since the epoch.
+const SIGNAL_STAMPS: &str = r#"import os, signal, sys, time
+name = os.environ["NAME"]
+def stop(sig, frame):
+    print(f"{name} got {signal.Signals(sig).name} at {time.time():.3f}", flush=True)
+    time.sleep(float(os.environ.get("SLOW_EXIT", "0")))
+    print(f"{name} exits at {time.time():.3f}", flush=True)
+    sys.exit(0)
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+    signal.signal(sig, stop)
+print(name, "up", flush=True)
+while True:
+    time.sleep(1)
+"#;
+
+/// The seconds on the line with `needle` (`a got SIGINT at 1796354841.280`).
+fn stamp(output: &str, needle: &str) -> f64 {
+    let line = &output.lines().nth(line_of(output, needle)).unwrap();
+    line.rsplit(' ')
+        .next()
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or_else(|| panic!("no time at the end of `{line}`"))
+}
+
+#[test]
+fn a_dependency_gets_its_stop_signal_only_after_its_dependents_exited() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/a/s.py", SIGNAL_STAMPS);
+    project.write("services/b/s.py", SIGNAL_STAMPS);
+    project.write(
+        "stack.toml",
+        r#"[services.a]
+run = ["python3", "s.py"]
+kind = "worker"
+env = { NAME = "a" }
+stop_signal = "SIGINT"
+
+[services.b]
+run = ["python3", "s.py"]
+kind = "worker"
+env = { NAME = "b", SLOW_EXIT = "1" }
+stop_signal = "SIGUSR1"
+depends_on = { a = "started" }
+"#,
+    );
+    for how in ["Ctrl-C", "stack down"] {
+        let mut up = Up::start(&project, &["--no-watch"]);
+        up.wait_for("a.0 | a up", COMMAND_DEADLINE);
+        up.wait_for("b.0 | b up", COMMAND_DEADLINE);
+        let output = if how == "Ctrl-C" {
+            up.stop(Signal::SIGINT)
+        } else {
+            project.stack(&["down"]);
+            up.wait_exit(COMMAND_DEADLINE);
+            up.output()
+        };
+        let b_exits = stamp(&output, "b exits at");
+        let a_signalled = stamp(&output, "a got SIGINT at");
+        assert!(
+            stamp(&output, "b got SIGUSR1 at") + 0.9 <= b_exits,
+            "{how}:\n{output}"
+        );
+        assert!(
+            a_signalled >= b_exits,
+            "{how}: `a` was signalled before `b`, which depends on it, exited:\n{output}"
+        );
+        assert!(output.contains("Stopped everything"), "{how}:\n{output}");
+    }
+}
+
 #[test]
 fn a_failing_one_shot_stops_the_start_with_its_exit_status_and_last_lines() {
     let project = ordered_project("echo cannot reach the schema; exit 3\n");

@@ -42,6 +42,9 @@ use logs::{DeploymentLog, Redactor, Rotation};
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// How many instances start at the same time; more wait for a turn.
 const CONCURRENT_STARTS: usize = 4;
+/// In an ordered stop, how long past its stop timeout a service may take (draining is skipped
+/// at shutdown; this covers the SIGKILL and the exit) before the next one is stopped anyway.
+const ORDERED_STOP_SLACK: Duration = Duration::from_secs(2);
 /// The default time an instance gets to accept connections.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -355,6 +358,7 @@ impl Supervisor {
             config: Arc::new(config),
             deployments: Vec::new(),
             removed: Vec::new(),
+            lagging: Vec::new(),
             snapshot: snapshot_tx,
             env,
             events: event_tx,
@@ -557,6 +561,9 @@ struct SupervisorTask {
     deployments: Vec<RunningDeployment>,
     /// Instances of removed deployments, still draining; awaited by a full stop.
     removed: Vec<Slot>,
+    /// Instance tasks an ordered stop stopped waiting for (their stop timeout passed); awaited
+    /// by `stop_all`.
+    lagging: Vec<JoinHandle<()>>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     /// `config.env`, shared by every snapshot until a `.env` save replaces it.
     env: Arc<BTreeMap<String, String>>,
@@ -781,7 +788,10 @@ impl SupervisorTask {
         while running.slots.len() < n_instances {
             let number = free.next().expect("some number is free");
             let instance = Arc::new(Instance::new(number));
-            let stop = self.config.shutdown.child_token();
+            // Not a child of `config.shutdown`: a shutdown stops services in reverse
+            // `depends_on` order, so each instance is stopped by its own token, when its turn
+            // comes (`stop_service`, `stop_all`), never all at once by the shutdown.
+            let stop = CancellationToken::new();
             let task = InstanceTask {
                 instance: instance.clone(),
                 deployment: running.spec.clone(),
@@ -802,10 +812,13 @@ impl SupervisorTask {
         running.slots.sort_by_key(|slot| slot.instance.number);
     }
 
-    /// Stops every deployment of `service`, waits for them, and says so in their logs.
+    /// Stops every deployment of `service`, waits for them (at most their stop timeout and
+    /// [`ORDERED_STOP_SLACK`]: a dependency is not held back for ever by a dependent that will
+    /// not die; it is killed with the rest by `stop_all`), and says so in their logs.
     async fn stop_service(&mut self, service: &str) {
         let mut stopped = Vec::new();
         let mut tasks = Vec::new();
+        let mut bound = Duration::ZERO;
         for running in &mut self.deployments {
             if running.spec.service != service {
                 continue;
@@ -815,10 +828,18 @@ impl SupervisorTask {
                 tasks.push(slot.task);
             }
             stopped.push(running.log.clone());
+            bound = bound.max(running.spec.settings.stop_timeout);
         }
-        for task in tasks {
-            let _ = task.await;
+        let deadline = tokio::time::Instant::now() + bound + ORDERED_STOP_SLACK;
+        for task in &mut tasks {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                tracing::warn!(service, "did not stop in time; stopping the rest");
+                break;
+            }
         }
+        // A task that did not end in time is awaited by `stop_all`, which kills what is left.
+        self.lagging
+            .extend(tasks.into_iter().filter(|task| !task.is_finished()));
         for log in stopped {
             log.push(
                 &format!("{service}.0"),
@@ -832,6 +853,7 @@ impl SupervisorTask {
 
     async fn stop_all(&mut self) {
         let mut tasks: Vec<JoinHandle<()>> = self.removed.drain(..).map(|slot| slot.task).collect();
+        tasks.append(&mut self.lagging);
         for running in &mut self.deployments {
             for slot in running.slots.drain(..).chain(running.stopping.drain(..)) {
                 slot.stop.cancel();
