@@ -1049,3 +1049,68 @@ fn before_it_is_ready_an_http_check_runs_at_most_once_per_interval() {
     // 1.5 s at one check per 300 ms: about 5 (at 15 ms, about 100).
     assert!((1..=8).contains(&failed), "{failed} checks:\n{output}");
 }
+
+#[test]
+fn a_worker_is_ready_when_its_check_passes_and_a_one_shot_is_said_done_when_it_exited_0() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/api/version.txt", "api\n");
+    project.write("services/api/app.py", SLOW_SERVICE);
+    project.write("services/db/.keep", "");
+    project.write("services/migrate/.keep", "");
+    project.write(
+        "stack.toml",
+        r#"[services.api]
+run = "python3 app.py"
+depends_on = { migrate = "completed" }
+
+[services.db]
+run = "sleep 1000"
+kind = "worker"
+health = { cmd = "test -f up" }
+
+[services.migrate]
+run = "echo migrating; sleep 4; echo migrated"
+kind = "worker"
+"#,
+    );
+    // A 2 s ready timeout: the one-shot runs longer than that, and `completed` still waits.
+    let mut up = Up::start(&project, &["--no-watch", "--ready-timeout", "2s"]);
+    let error = up.wait_for("Error! db:", COMMAND_DEADLINE);
+    assert!(
+        error.contains("is not ready after 2s (`--ready-timeout`)"),
+        "{error}"
+    );
+    up.wait_for("still waits for `migrate` to complete", COMMAND_DEADLINE);
+    let done = up.wait_for("(one-shot `migrate`) ran and exited 0", COMMAND_DEADLINE);
+    assert!(done.starts_with("> Success! migrate-"), "{done}");
+    up.wait_ready("api");
+    let output = up.output();
+    assert!(
+        line_of(&output, "migrate.0 | migrated") < line_of(&output, "(one-shot `migrate`)"),
+        "{output}"
+    );
+    assert!(!output.contains("> Ready! db-"), "{output}");
+    assert!(!output.contains("> Ready! migrate-"), "{output}");
+    let migrate = project.live("migrate");
+    assert_eq!(migrate["state"], "COMPLETED", "{migrate}");
+    assert_eq!(migrate["instances"][0]["state"], "COMPLETED", "{migrate}");
+    // A scale-up of a one-shot is done once its new run exited 0.
+    let started = Instant::now();
+    let scaled = project.stack(&["scale", "migrate", "2"]);
+    assert_eq!(scaled.code, 0, "{}", scaled.all());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{}",
+        scaled.all()
+    );
+    let output = up.stop(Signal::SIGINT);
+    assert!(output.contains("Stopped everything"), "{output}");
+    let stopped = project.stack(&["ls"]).all();
+    let db_row = stopped
+        .lines()
+        .find(|line| line.contains("db-"))
+        .unwrap_or_else(|| panic!("{stopped}"));
+    assert!(db_row.contains("(worker)"), "{stopped}");
+    assert!(!db_row.contains("http"), "{stopped}");
+}

@@ -858,6 +858,7 @@ pub fn prepare_deployment(
         fingerprint: built.fingerprint.clone(),
         release,
         health: built.service.health_path(),
+        worker: built.service.settings.is_worker(),
     };
     Ok((record, true))
 }

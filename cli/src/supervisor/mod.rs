@@ -45,6 +45,9 @@ const CONCURRENT_STARTS: usize = 4;
 /// In an ordered stop, how long past its stop timeout a service may take (draining is skipped
 /// at shutdown; this covers the SIGKILL and the exit) before the next one is stopped anyway.
 const ORDERED_STOP_SLACK: Duration = Duration::from_secs(2);
+/// How much longer than its instances' own readiness timeout a wait for a deployment goes on,
+/// so the instance's own error (what its check saw, its last lines) is what gets said.
+const WAIT_SLACK: Duration = Duration::from_secs(2);
 /// The default time an instance gets to accept connections.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -61,10 +64,13 @@ pub enum SupervisorError {
     FixedPort { deployment: String, port: u16 },
     #[error("`{deployment}` crashed: {reason}")]
     Crashed { deployment: String, reason: String },
-    #[error("`{deployment}` is not ready after {seconds}s: {reason}")]
+    #[error("`{deployment}` is not ready after {seconds}s ({limit}): {reason}")]
     NotReady {
         deployment: String,
+        /// The time it had: the ready timeout, with its `start_period` when it has one.
         seconds: u64,
+        /// Which timeout that is: `--ready-timeout`, `--ready-timeout 5s + start_period 10s`.
+        limit: String,
         reason: String,
     },
     #[error("the supervisor has stopped")]
@@ -444,32 +450,40 @@ impl Supervisor {
             .map_err(|_| SupervisorError::Stopped)
     }
 
-    /// Waits until every wanted instance of `deployment_id` takes traffic. Fails when the
-    /// deployment crashes or `timeout` passes first.
+    /// Waits until every wanted instance of `deployment_id` takes traffic (or, a one-shot,
+    /// did its work: exited 0). Fails when the deployment crashes or its instances' readiness
+    /// timeout (`ready_timeout`, plus the health check's `start_period`) passes first.
     pub async fn wait_ready(
         &self,
         deployment_id: &str,
-        timeout: Duration,
+        ready_timeout: Duration,
     ) -> Result<(), SupervisorError> {
-        self.wait_until(deployment_id, timeout, |deployment| {
-            let active = deployment.active().count();
-            deployment.n_ready() >= deployment.wanted && active == deployment.wanted
+        self.wait_until(deployment_id, Some(ready_timeout), |deployment| {
+            let active: Vec<_> = deployment.active().collect();
+            active.len() == deployment.wanted
+                && active.iter().all(|instance| {
+                    (instance.takes_traffic() && !instance.unresponsive.load(Ordering::Acquire))
+                        || instance.completed.load(Ordering::Acquire)
+                })
         })
         .await
     }
 
     /// Waits until `deployment_id` meets what a dependent waits for: a process running
-    /// (`started`), ready (`healthy`), or every instance exited 0 (`completed`).
+    /// (`started`), ready (`healthy`), both within `ready_timeout`, or every instance exited 0
+    /// (`completed`): that one has no time limit, a migration takes what it takes; it ends
+    /// when the one-shot exits 0, crashes (a non-zero exit under `restart = "never"`), or
+    /// the supervisor stops.
     pub async fn wait_for(
         &self,
         deployment_id: &str,
         condition: Condition,
-        timeout: Duration,
+        ready_timeout: Duration,
     ) -> Result<(), SupervisorError> {
         match condition {
-            Condition::Healthy => self.wait_ready(deployment_id, timeout).await,
+            Condition::Healthy => self.wait_ready(deployment_id, ready_timeout).await,
             Condition::Started => {
-                self.wait_until(deployment_id, timeout, |deployment| {
+                self.wait_until(deployment_id, Some(ready_timeout), |deployment| {
                     deployment.instances.iter().any(|instance| {
                         instance.pid.load(Ordering::Acquire) != 0
                             || instance.completed.load(Ordering::Acquire)
@@ -478,7 +492,7 @@ impl Supervisor {
                 .await
             }
             Condition::Completed => {
-                self.wait_until(deployment_id, timeout, |deployment| {
+                self.wait_until(deployment_id, None, |deployment| {
                     deployment.state() == DeploymentState::Completed
                 })
                 .await
@@ -487,15 +501,16 @@ impl Supervisor {
     }
 
     /// Waits until `done` holds for the deployment; fails when it crashes (or, for a one-shot,
-    /// exits non-zero) or `timeout` passes first.
+    /// exits non-zero) or, with a `ready_timeout`, its instances' readiness timeout passes.
     async fn wait_until(
         &self,
         deployment_id: &str,
-        timeout: Duration,
+        ready_timeout: Option<Duration>,
         done: impl Fn(&LiveDeployment) -> bool,
     ) -> Result<(), SupervisorError> {
         let mut receiver = self.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let started = tokio::time::Instant::now();
+        let mut limit: Option<(Duration, String)> = None;
         loop {
             {
                 let snapshot = receiver.borrow_and_update().clone();
@@ -518,23 +533,57 @@ impl Supervisor {
                         reason: deployment.last_error().unwrap_or_default(),
                     });
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(SupervisorError::NotReady {
-                        deployment: deployment_id.to_string(),
-                        seconds: timeout.as_secs(),
-                        reason: deployment
-                            .last_error()
-                            .unwrap_or_else(|| "still starting".into()),
+                if let Some(ready_timeout) = ready_timeout {
+                    let (applies, which) = limit.get_or_insert_with(|| {
+                        readiness_limit(ready_timeout, &deployment.spec.settings)
                     });
+                    if started.elapsed() >= *applies + WAIT_SLACK {
+                        return Err(SupervisorError::NotReady {
+                            deployment: deployment_id.to_string(),
+                            seconds: applies.as_secs(),
+                            limit: which.clone(),
+                            reason: deployment
+                                .last_error()
+                                .unwrap_or_else(|| "still starting".into()),
+                        });
+                    }
                 }
             }
-            if tokio::time::timeout_at(deadline, receiver.changed())
-                .await
-                .is_ok_and(|changed| changed.is_err())
-            {
+            let changed = match &limit {
+                Some((applies, _)) => {
+                    let deadline = started + *applies + WAIT_SLACK;
+                    match tokio::time::timeout_at(deadline, receiver.changed()).await {
+                        Ok(changed) => changed,
+                        Err(_) => Ok(()),
+                    }
+                }
+                None => receiver.changed().await,
+            };
+            if changed.is_err() {
                 return Err(SupervisorError::Stopped);
             }
         }
+    }
+}
+
+/// The time an instance of `settings` has to be ready, and which settings make it: the ready
+/// timeout, plus its health check's `start_period`.
+pub fn readiness_limit(ready_timeout: Duration, settings: &RunSettings) -> (Duration, String) {
+    let start_period = settings
+        .health
+        .as_ref()
+        .map_or(Duration::ZERO, |health| health.start_period);
+    if start_period.is_zero() {
+        (ready_timeout, "`--ready-timeout`".to_string())
+    } else {
+        (
+            ready_timeout + start_period,
+            format!(
+                "`--ready-timeout` {}s + its `start_period` {}s",
+                ready_timeout.as_secs(),
+                start_period.as_secs()
+            ),
+        )
     }
 }
 
