@@ -347,6 +347,78 @@ fn depends_on_orders_the_start_and_the_stop_is_reversed() {
     );
 }
 
+/// A worker that prints when it gets its stop signal and when it exits (`SLOW_EXIT` seconds
+/// later), as seconds since the epoch.
+const SIGNAL_STAMPS: &str = r#"import os, signal, sys, time
+name = os.environ["NAME"]
+def stop(sig, frame):
+    print(f"{name} got {signal.Signals(sig).name} at {time.time():.3f}", flush=True)
+    time.sleep(float(os.environ.get("SLOW_EXIT", "0")))
+    print(f"{name} exits at {time.time():.3f}", flush=True)
+    sys.exit(0)
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+    signal.signal(sig, stop)
+print(name, "up", flush=True)
+while True:
+    time.sleep(1)
+"#;
+
+/// The seconds on the line with `needle` (`a got SIGINT at 1796354841.280`).
+fn stamp(output: &str, needle: &str) -> f64 {
+    let line = &output.lines().nth(line_of(output, needle)).unwrap();
+    line.rsplit(' ')
+        .next()
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or_else(|| panic!("no time at the end of `{line}`"))
+}
+
+#[test]
+fn a_dependency_gets_its_stop_signal_only_after_its_dependents_exited() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/a/s.py", SIGNAL_STAMPS);
+    project.write("services/b/s.py", SIGNAL_STAMPS);
+    project.write(
+        "stack.toml",
+        r#"[services.a]
+run = ["python3", "s.py"]
+kind = "worker"
+env = { NAME = "a" }
+stop_signal = "SIGINT"
+
+[services.b]
+run = ["python3", "s.py"]
+kind = "worker"
+env = { NAME = "b", SLOW_EXIT = "1" }
+stop_signal = "SIGUSR1"
+depends_on = { a = "started" }
+"#,
+    );
+    for how in ["Ctrl-C", "stack down"] {
+        let mut up = Up::start(&project, &["--no-watch"]);
+        up.wait_for("a.0 | a up", COMMAND_DEADLINE);
+        up.wait_for("b.0 | b up", COMMAND_DEADLINE);
+        let output = if how == "Ctrl-C" {
+            up.stop(Signal::SIGINT)
+        } else {
+            project.stack(&["down"]);
+            up.wait_exit(COMMAND_DEADLINE);
+            up.output()
+        };
+        let b_exits = stamp(&output, "b exits at");
+        let a_signalled = stamp(&output, "a got SIGINT at");
+        assert!(
+            stamp(&output, "b got SIGUSR1 at") + 0.9 <= b_exits,
+            "{how}:\n{output}"
+        );
+        assert!(
+            a_signalled >= b_exits,
+            "{how}: `a` was signalled before `b`, which depends on it, exited:\n{output}"
+        );
+        assert!(output.contains("Stopped everything"), "{how}:\n{output}");
+    }
+}
+
 #[test]
 fn a_failing_one_shot_stops_the_start_with_its_exit_status_and_last_lines() {
     let project = ordered_project("echo cannot reach the schema; exit 3\n");
@@ -1029,4 +1101,69 @@ fn hangup_stops_in_order_down_cleans_a_stale_socket_and_a_recorded_scale_is_capp
         "{}",
         doctor.all()
     );
+}
+
+#[test]
+fn a_worker_is_ready_when_its_check_passes_and_a_one_shot_is_said_done_when_it_exited_0() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/api/version.txt", "api\n");
+    project.write("services/api/app.py", SLOW_SERVICE);
+    project.write("services/db/.keep", "");
+    project.write("services/migrate/.keep", "");
+    project.write(
+        "stack.toml",
+        r#"[services.api]
+run = "python3 app.py"
+depends_on = { migrate = "completed" }
+
+[services.db]
+run = "sleep 1000"
+kind = "worker"
+health = { cmd = "test -f up" }
+
+[services.migrate]
+run = "echo migrating; sleep 4; echo migrated"
+kind = "worker"
+"#,
+    );
+    // A 2 s ready timeout: the one-shot runs longer than that, and `completed` still waits.
+    let mut up = Up::start(&project, &["--no-watch", "--ready-timeout", "2s"]);
+    let error = up.wait_for("Error! db:", COMMAND_DEADLINE);
+    assert!(
+        error.contains("is not ready after 2s (`--ready-timeout`)"),
+        "{error}"
+    );
+    up.wait_for("still waits for `migrate` to complete", COMMAND_DEADLINE);
+    let done = up.wait_for("(one-shot `migrate`) ran and exited 0", COMMAND_DEADLINE);
+    assert!(done.starts_with("> Success! migrate-"), "{done}");
+    up.wait_ready("api");
+    let output = up.output();
+    assert!(
+        line_of(&output, "migrate.0 | migrated") < line_of(&output, "(one-shot `migrate`)"),
+        "{output}"
+    );
+    assert!(!output.contains("> Ready! db-"), "{output}");
+    assert!(!output.contains("> Ready! migrate-"), "{output}");
+    let migrate = project.live("migrate");
+    assert_eq!(migrate["state"], "COMPLETED", "{migrate}");
+    assert_eq!(migrate["instances"][0]["state"], "COMPLETED", "{migrate}");
+    // A scale-up of a one-shot is done once its new run exited 0.
+    let started = Instant::now();
+    let scaled = project.stack(&["scale", "migrate", "2"]);
+    assert_eq!(scaled.code, 0, "{}", scaled.all());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{}",
+        scaled.all()
+    );
+    let output = up.stop(Signal::SIGINT);
+    assert!(output.contains("Stopped everything"), "{output}");
+    let stopped = project.stack(&["ls"]).all();
+    let db_row = stopped
+        .lines()
+        .find(|line| line.contains("db-"))
+        .unwrap_or_else(|| panic!("{stopped}"));
+    assert!(db_row.contains("(worker)"), "{stopped}");
+    assert!(!db_row.contains("http"), "{stopped}");
 }

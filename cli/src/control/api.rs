@@ -327,6 +327,8 @@ pub enum InstanceState {
     Unresponsive,
     Draining,
     Crashed,
+    /// Exited 0 and stays stopped: a one-shot that did its work.
+    Completed,
 }
 
 /// One instance in `stack ls`.
@@ -379,6 +381,8 @@ impl DeploymentStatus {
                     InstanceState::Unresponsive
                 } else if instance.ready.load(Ordering::Acquire) {
                     InstanceState::Ready
+                } else if instance.completed.load(Ordering::Acquire) {
+                    InstanceState::Completed
                 } else {
                     InstanceState::Starting
                 };
@@ -450,8 +454,17 @@ impl DeploymentStatus {
                     DeploymentStatus {
                         id: record.id.clone(),
                         service: service.clone(),
-                        url: deployment_url(&record.id, proxy_port),
-                        https_url: deployment_https_url(&record.id, state.https_port),
+                        // A worker has no port and no host, running or not.
+                        url: if record.worker {
+                            "(worker)".into()
+                        } else {
+                            deployment_url(&record.id, proxy_port)
+                        },
+                        https_url: if record.worker {
+                            None
+                        } else {
+                            deployment_https_url(&record.id, state.https_port)
+                        },
                         state: DeploymentState::Stopped,
                         ready: 0,
                         wanted: if current { state.scale_of(service) } else { 0 },

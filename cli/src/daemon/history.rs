@@ -309,6 +309,7 @@ mod tests {
             fingerprint: id.into(),
             release: false,
             health: None,
+            worker: false,
         }
     }
 

@@ -437,7 +437,7 @@ impl Redeployer {
     /// Waits, as the start does, for each running dependency of a service that starts now.
     async fn dependencies_ready(&self, service: &Service) -> bool {
         let supervisor = &self.live.supervisor;
-        let timeout = self.live.ready_timeout + Duration::from_secs(2);
+        let timeout = self.live.ready_timeout;
         for (dependency, condition) in &service.depends_on {
             let Some(id) = supervisor
                 .snapshot()

@@ -1,5 +1,6 @@
 //! The ordered stop of a started `stack up` (Ctrl-C, SIGTERM, `stack down`): no new builds,
-//! then the instances (each drains and gets its grace period, in parallel), then the routing
+//! then the instances (the services of the stop order one after another, dependents before
+//! what they depend on, each within its stop timeout; the rest in parallel), then the routing
 //! follower, the proxy (requests in flight finish), the control socket, and Redis last, so no
 //! service ever loses its session store while it still answers. Each wait is bounded by a named
 //! timeout; the guards (socket file, process watchdog, lock) are released at the very end.

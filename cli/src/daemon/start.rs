@@ -48,7 +48,7 @@ use crate::redis::managed::{self, ManagedRedis};
 use crate::state::{self, secret};
 use crate::supervisor::build::{self, BuildError, Built, Service};
 use crate::supervisor::logs::{self, Redactor};
-use crate::supervisor::{self, process, Supervisor, SupervisorError};
+use crate::supervisor::{self, process, DeploymentState, Supervisor, SupervisorError};
 use crate::tls;
 
 /// How a start ended.
@@ -735,10 +735,17 @@ impl OrderedStart {
             .iter()
             .map(|(spec, _)| (spec.service.clone(), spec.id.clone()))
             .collect();
-        // A little longer than an instance's own readiness timeout, so its error (with the
-        // last log lines) is what gets said.
-        let timeout = self.live.ready_timeout + Duration::from_secs(2);
-        for (spec, instances) in self.specs {
+        let timeout = self.live.ready_timeout;
+        // What others wait on to complete: it says so when it did, not that it is ready.
+        let one_shots: std::collections::BTreeSet<&String> = self
+            .depends_on
+            .values()
+            .flat_map(|dependencies| dependencies.iter())
+            .filter(|(_, condition)| **condition == Condition::Completed)
+            .map(|(dependency, _)| dependency)
+            .collect();
+        for (spec, instances) in &self.specs {
+            let (spec, instances) = (spec.clone(), *instances);
             let service = spec.service.clone();
             let dependencies = self.depends_on.get(&service).cloned().unwrap_or_default();
             for (dependency, condition) in dependencies {
@@ -746,7 +753,7 @@ impl OrderedStart {
                     continue;
                 };
                 let waited = tokio::select! {
-                    waited = self.live.supervisor.wait_for(dependency_id, condition, timeout) => waited,
+                    waited = self.wait_for(&service, &dependency, dependency_id, condition, timeout) => waited,
                     () = shutdown.cancelled() => return,
                 };
                 if let Err(error) = waited {
@@ -765,7 +772,13 @@ impl OrderedStart {
                 }
             }
             let id = spec.id.clone();
-            let worker = spec.settings.is_worker();
+            let readiness = if one_shots.contains(&service) {
+                Readiness::OneShot
+            } else if spec.settings.is_worker() {
+                Readiness::Worker
+            } else {
+                Readiness::Web
+            };
             if self.live.supervisor.deploy(spec, instances).await.is_err() {
                 return;
             }
@@ -773,11 +786,53 @@ impl OrderedStart {
                 self.live.clone(),
                 id,
                 service,
-                worker,
+                readiness,
                 self.started,
             ));
         }
     }
+
+    /// Waits for `dependency` as `service` asks; a `completed` wait has no time limit, and
+    /// says once, after the ready timeout, that it still waits for a one-shot that still runs.
+    async fn wait_for(
+        &self,
+        service: &str,
+        dependency: &str,
+        dependency_id: &str,
+        condition: Condition,
+        timeout: Duration,
+    ) -> Result<(), SupervisorError> {
+        let wait = self
+            .live
+            .supervisor
+            .wait_for(dependency_id, condition, timeout);
+        if condition != Condition::Completed {
+            return wait.await;
+        }
+        tokio::pin!(wait);
+        tokio::select! {
+            waited = &mut wait => return waited,
+            () = tokio::time::sleep(timeout) => {}
+        }
+        output::info(format!(
+            "`{service}` still waits for `{dependency}` to complete: it runs for {}s now (`completed` waits as long as it runs; `--ready-timeout` limits only its start)",
+            timeout.as_secs()
+        ));
+        wait.await
+    }
+}
+
+/// What `> Ready!` waits for and says of a first deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// Takes traffic: its URLs.
+    Web,
+    /// Its `cmd` check passed, or (without one) it runs; or it exited 0 (`restart` not
+    /// `always`), said as done.
+    Worker,
+    /// Others wait for it to complete: said once it exited 0; a failure is said by what waits
+    /// for it.
+    OneShot,
 }
 
 /// `stats` waits for `writer` to be healthy, and what `writer` said instead.
@@ -826,35 +881,49 @@ pub(super) fn dependency_failed(
     ))
 }
 
-/// Prints `> Ready!` once a first deployment takes traffic (a worker: runs), or why it does not.
+/// Prints `> Ready!` once a first deployment takes traffic (a worker: passes its check, or
+/// runs), `> Success!` once a one-shot did its work, or why not.
 async fn say_when_ready(
     live: Arc<Live>,
     id: String,
     service: String,
-    worker: bool,
+    readiness: Readiness,
     started: Instant,
 ) {
-    // A little longer than an instance's own readiness timeout, so its error (with the last
-    // log lines) is what gets printed.
-    let timeout = live.ready_timeout + Duration::from_secs(2);
-    let ready = if worker {
+    let ready = match readiness {
+        Readiness::OneShot => {
+            live.supervisor
+                .wait_for(&id, Condition::Completed, live.ready_timeout)
+                .await
+        }
+        Readiness::Web | Readiness::Worker => {
+            live.supervisor.wait_ready(&id, live.ready_timeout).await
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let completed = || {
         live.supervisor
-            .wait_for(&id, Condition::Started, timeout)
-            .await
-    } else {
-        live.supervisor.wait_ready(&id, timeout).await
+            .snapshot()
+            .resolve(&id)
+            .is_some_and(|deployment| deployment.state() == DeploymentState::Completed)
     };
     match ready {
-        Ok(()) if worker => output::ready(format!(
-            "{id} (worker `{service}`) [{:.1}s]",
-            started.elapsed().as_secs_f64()
+        Ok(()) if readiness == Readiness::OneShot => output::success(format!(
+            "{id} (one-shot `{service}`) ran and exited 0 [{seconds:.1}s]"
         )),
+        Ok(()) if completed() => output::success(format!(
+            "{id} (worker `{service}`) ran and exited 0 [{seconds:.1}s]"
+        )),
+        Ok(()) if readiness == Readiness::Worker => {
+            output::ready(format!("{id} (worker `{service}`) [{seconds:.1}s]"))
+        }
         Ok(()) => output::ready(format!(
-            "{} [{:.1}s]",
+            "{} [{seconds:.1}s]",
             deployment_urls(&id, live.proxy_port, live.https_port),
-            started.elapsed().as_secs_f64()
         )),
         Err(SupervisorError::Stopped) => {}
+        // What waits for it says why it did not complete, with its last lines.
+        Err(_) if readiness == Readiness::OneShot => {}
         Err(error) => output::print_error(&CliError::new(format!("{service}: {error}")).hint(
             format!("The other services keep running. See `stack logs {service}`."),
         )),

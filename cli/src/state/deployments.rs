@@ -36,6 +36,9 @@ pub struct DeploymentRecord {
     /// The HTTP path that must answer before an instance is ready (see `supervisor::build`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
+    /// A worker (`kind = "worker"`, a Procfile entry that is not web): no URL.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub worker: bool,
 }
 
 impl ServiceHistory {

@@ -858,6 +858,7 @@ pub fn prepare_deployment(
         fingerprint: built.fingerprint.clone(),
         release,
         health: built.service.health_path(),
+        worker: built.service.settings.is_worker(),
     };
     Ok((record, true))
 }
@@ -870,8 +871,17 @@ const LINKED_DIRS: &[&str] = &["node_modules", ".venv", "venv"];
 /// copied, it would copy itself without end and put secrets into every deployment.
 const SKIPPED_DIRS: &[&str] = &[".git", "target", "__pycache__", crate::state::STATE_DIR];
 
-/// Copies a source tree, leaving out what [`LINKED_DIRS`] links and [`SKIPPED_DIRS`].
+/// Copies a source tree, leaving out what [`LINKED_DIRS`] links and [`SKIPPED_DIRS`]. A
+/// symlink stays a symlink: one that resolves inside the tree keeps its own (relative) text,
+/// so it points into the deployment's copy; any other one (absolute, leaving the tree through
+/// `..`) points at its resolved absolute target, so it still resolves from the deployment's
+/// directory, as it did from the service's. One that resolves nowhere is copied as written.
 fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    let root = from.canonicalize()?;
+    copy_tree_in(&root, from, to)
+}
+
+fn copy_tree_in(root: &Path, from: &Path, to: &Path) -> io::Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
@@ -882,9 +892,17 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
         }
         let file_type = entry.file_type()?;
         if file_type.is_dir() {
-            copy_tree(&entry.path(), &to.join(&name))?;
+            copy_tree_in(root, &entry.path(), &to.join(&name))?;
         } else if file_type.is_file() {
             fs::copy(entry.path(), to.join(&name))?;
+        } else if file_type.is_symlink() {
+            let written = fs::read_link(entry.path())?;
+            let link = match entry.path().canonicalize() {
+                Ok(target) if written.is_relative() && target.starts_with(root) => written,
+                Ok(target) => target,
+                Err(_) => written,
+            };
+            std::os::unix::fs::symlink(link, to.join(&name))?;
         }
     }
     Ok(())
@@ -892,6 +910,41 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_copied_tree_keeps_its_symlinks_and_they_resolve_from_the_copy() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let service = dir.path().join("service");
+        std::fs::create_dir_all(service.join("config")).unwrap();
+        std::fs::write(service.join("config/app.toml"), "inside").unwrap();
+        std::fs::write(dir.path().join("shared.txt"), "outside").unwrap();
+        symlink("config/app.toml", service.join("app.toml")).unwrap();
+        symlink("config", service.join("conf.d")).unwrap();
+        symlink("../shared.txt", service.join("shared.txt")).unwrap();
+        symlink(dir.path().join("shared.txt"), service.join("absolute.txt")).unwrap();
+        symlink("missing", service.join("dangling")).unwrap();
+        let copy = dir.path().join("deployment");
+        super::copy_tree(&service, &copy).unwrap();
+        let read = |name: &str| std::fs::read_to_string(copy.join(name)).unwrap();
+        assert_eq!(read("app.toml"), "inside");
+        assert_eq!(read("conf.d/app.toml"), "inside");
+        assert_eq!(read("shared.txt"), "outside");
+        assert_eq!(read("absolute.txt"), "outside");
+        // Inside links stay relative, so they point into the copy, not the source.
+        assert_eq!(
+            std::fs::read_link(copy.join("app.toml")).unwrap(),
+            std::path::Path::new("config/app.toml")
+        );
+        assert_eq!(
+            std::fs::read_link(copy.join("shared.txt")).unwrap(),
+            dir.path().canonicalize().unwrap().join("shared.txt")
+        );
+        assert_eq!(
+            std::fs::read_link(copy.join("dangling")).unwrap(),
+            std::path::Path::new("missing")
+        );
+    }
+
     #[test]
     fn cargo_names_the_crates_that_failed() {
         let output = "   Compiling writer v0.1.0\nerror[E0308]: mismatched types\nerror: could not compile `writer` (bin \"writer\") due to 1 previous error\nerror: could not compile `writer` (lib) due to 1 previous error\n";

@@ -42,6 +42,12 @@ use logs::{DeploymentLog, Redactor, Rotation};
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// How many instances start at the same time; more wait for a turn.
 const CONCURRENT_STARTS: usize = 4;
+/// In an ordered stop, how long past its stop timeout a service may take (draining is skipped
+/// at shutdown; this covers the SIGKILL and the exit) before the next one is stopped anyway.
+const ORDERED_STOP_SLACK: Duration = Duration::from_secs(2);
+/// How much longer than its instances' own readiness timeout a wait for a deployment goes on,
+/// so the instance's own error (what its check saw, its last lines) is what gets said.
+const WAIT_SLACK: Duration = Duration::from_secs(2);
 /// The default time an instance gets to accept connections.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -58,10 +64,13 @@ pub enum SupervisorError {
     FixedPort { deployment: String, port: u16 },
     #[error("`{deployment}` crashed: {reason}")]
     Crashed { deployment: String, reason: String },
-    #[error("`{deployment}` is not ready after {seconds}s: {reason}")]
+    #[error("`{deployment}` is not ready after {seconds}s ({limit}): {reason}")]
     NotReady {
         deployment: String,
+        /// The time it had: the ready timeout, with its `start_period` when it has one.
         seconds: u64,
+        /// Which timeout that is: `--ready-timeout`, `--ready-timeout 5s + start_period 10s`.
+        limit: String,
         reason: String,
     },
     #[error("the supervisor has stopped")]
@@ -355,6 +364,7 @@ impl Supervisor {
             config: Arc::new(config),
             deployments: Vec::new(),
             removed: Vec::new(),
+            lagging: Vec::new(),
             snapshot: snapshot_tx,
             env,
             events: event_tx,
@@ -440,32 +450,40 @@ impl Supervisor {
             .map_err(|_| SupervisorError::Stopped)
     }
 
-    /// Waits until every wanted instance of `deployment_id` takes traffic. Fails when the
-    /// deployment crashes or `timeout` passes first.
+    /// Waits until every wanted instance of `deployment_id` takes traffic (or, a one-shot,
+    /// did its work: exited 0). Fails when the deployment crashes or its instances' readiness
+    /// timeout (`ready_timeout`, plus the health check's `start_period`) passes first.
     pub async fn wait_ready(
         &self,
         deployment_id: &str,
-        timeout: Duration,
+        ready_timeout: Duration,
     ) -> Result<(), SupervisorError> {
-        self.wait_until(deployment_id, timeout, |deployment| {
-            let active = deployment.active().count();
-            deployment.n_ready() >= deployment.wanted && active == deployment.wanted
+        self.wait_until(deployment_id, Some(ready_timeout), |deployment| {
+            let active: Vec<_> = deployment.active().collect();
+            active.len() == deployment.wanted
+                && active.iter().all(|instance| {
+                    (instance.takes_traffic() && !instance.unresponsive.load(Ordering::Acquire))
+                        || instance.completed.load(Ordering::Acquire)
+                })
         })
         .await
     }
 
     /// Waits until `deployment_id` meets what a dependent waits for: a process running
-    /// (`started`), ready (`healthy`), or every instance exited 0 (`completed`).
+    /// (`started`), ready (`healthy`), both within `ready_timeout`, or every instance exited 0
+    /// (`completed`): that one has no time limit, a migration takes what it takes; it ends
+    /// when the one-shot exits 0, crashes (a non-zero exit under `restart = "never"`), or
+    /// the supervisor stops.
     pub async fn wait_for(
         &self,
         deployment_id: &str,
         condition: Condition,
-        timeout: Duration,
+        ready_timeout: Duration,
     ) -> Result<(), SupervisorError> {
         match condition {
-            Condition::Healthy => self.wait_ready(deployment_id, timeout).await,
+            Condition::Healthy => self.wait_ready(deployment_id, ready_timeout).await,
             Condition::Started => {
-                self.wait_until(deployment_id, timeout, |deployment| {
+                self.wait_until(deployment_id, Some(ready_timeout), |deployment| {
                     deployment.instances.iter().any(|instance| {
                         instance.pid.load(Ordering::Acquire) != 0
                             || instance.completed.load(Ordering::Acquire)
@@ -474,7 +492,7 @@ impl Supervisor {
                 .await
             }
             Condition::Completed => {
-                self.wait_until(deployment_id, timeout, |deployment| {
+                self.wait_until(deployment_id, None, |deployment| {
                     deployment.state() == DeploymentState::Completed
                 })
                 .await
@@ -483,15 +501,16 @@ impl Supervisor {
     }
 
     /// Waits until `done` holds for the deployment; fails when it crashes (or, for a one-shot,
-    /// exits non-zero) or `timeout` passes first.
+    /// exits non-zero) or, with a `ready_timeout`, its instances' readiness timeout passes.
     async fn wait_until(
         &self,
         deployment_id: &str,
-        timeout: Duration,
+        ready_timeout: Option<Duration>,
         done: impl Fn(&LiveDeployment) -> bool,
     ) -> Result<(), SupervisorError> {
         let mut receiver = self.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let started = tokio::time::Instant::now();
+        let mut limit: Option<(Duration, String)> = None;
         loop {
             {
                 let snapshot = receiver.borrow_and_update().clone();
@@ -514,23 +533,57 @@ impl Supervisor {
                         reason: deployment.last_error().unwrap_or_default(),
                     });
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(SupervisorError::NotReady {
-                        deployment: deployment_id.to_string(),
-                        seconds: timeout.as_secs(),
-                        reason: deployment
-                            .last_error()
-                            .unwrap_or_else(|| "still starting".into()),
+                if let Some(ready_timeout) = ready_timeout {
+                    let (applies, which) = limit.get_or_insert_with(|| {
+                        readiness_limit(ready_timeout, &deployment.spec.settings)
                     });
+                    if started.elapsed() >= *applies + WAIT_SLACK {
+                        return Err(SupervisorError::NotReady {
+                            deployment: deployment_id.to_string(),
+                            seconds: applies.as_secs(),
+                            limit: which.clone(),
+                            reason: deployment
+                                .last_error()
+                                .unwrap_or_else(|| "still starting".into()),
+                        });
+                    }
                 }
             }
-            if tokio::time::timeout_at(deadline, receiver.changed())
-                .await
-                .is_ok_and(|changed| changed.is_err())
-            {
+            let changed = match &limit {
+                Some((applies, _)) => {
+                    let deadline = started + *applies + WAIT_SLACK;
+                    match tokio::time::timeout_at(deadline, receiver.changed()).await {
+                        Ok(changed) => changed,
+                        Err(_) => Ok(()),
+                    }
+                }
+                None => receiver.changed().await,
+            };
+            if changed.is_err() {
                 return Err(SupervisorError::Stopped);
             }
         }
+    }
+}
+
+/// The time an instance of `settings` has to be ready, and which settings make it: the ready
+/// timeout, plus its health check's `start_period`.
+pub fn readiness_limit(ready_timeout: Duration, settings: &RunSettings) -> (Duration, String) {
+    let start_period = settings
+        .health
+        .as_ref()
+        .map_or(Duration::ZERO, |health| health.start_period);
+    if start_period.is_zero() {
+        (ready_timeout, "`--ready-timeout`".to_string())
+    } else {
+        (
+            ready_timeout + start_period,
+            format!(
+                "`--ready-timeout` {}s + its `start_period` {}s",
+                ready_timeout.as_secs(),
+                start_period.as_secs()
+            ),
+        )
     }
 }
 
@@ -557,6 +610,9 @@ struct SupervisorTask {
     deployments: Vec<RunningDeployment>,
     /// Instances of removed deployments, still draining; awaited by a full stop.
     removed: Vec<Slot>,
+    /// Instance tasks an ordered stop stopped waiting for (their stop timeout passed); awaited
+    /// by `stop_all`.
+    lagging: Vec<JoinHandle<()>>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     /// `config.env`, shared by every snapshot until a `.env` save replaces it.
     env: Arc<BTreeMap<String, String>>,
@@ -781,7 +837,10 @@ impl SupervisorTask {
         while running.slots.len() < n_instances {
             let number = free.next().expect("some number is free");
             let instance = Arc::new(Instance::new(number));
-            let stop = self.config.shutdown.child_token();
+            // Not a child of `config.shutdown`: a shutdown stops services in reverse
+            // `depends_on` order, so each instance is stopped by its own token, when its turn
+            // comes (`stop_service`, `stop_all`), never all at once by the shutdown.
+            let stop = CancellationToken::new();
             let task = InstanceTask {
                 instance: instance.clone(),
                 deployment: running.spec.clone(),
@@ -802,10 +861,13 @@ impl SupervisorTask {
         running.slots.sort_by_key(|slot| slot.instance.number);
     }
 
-    /// Stops every deployment of `service`, waits for them, and says so in their logs.
+    /// Stops every deployment of `service`, waits for them (at most their stop timeout and
+    /// [`ORDERED_STOP_SLACK`]: a dependency is not held back for ever by a dependent that will
+    /// not die; it is killed with the rest by `stop_all`), and says so in their logs.
     async fn stop_service(&mut self, service: &str) {
         let mut stopped = Vec::new();
         let mut tasks = Vec::new();
+        let mut bound = Duration::ZERO;
         for running in &mut self.deployments {
             if running.spec.service != service {
                 continue;
@@ -815,10 +877,18 @@ impl SupervisorTask {
                 tasks.push(slot.task);
             }
             stopped.push(running.log.clone());
+            bound = bound.max(running.spec.settings.stop_timeout);
         }
-        for task in tasks {
-            let _ = task.await;
+        let deadline = tokio::time::Instant::now() + bound + ORDERED_STOP_SLACK;
+        for task in &mut tasks {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                tracing::warn!(service, "did not stop in time; stopping the rest");
+                break;
+            }
         }
+        // A task that did not end in time is awaited by `stop_all`, which kills what is left.
+        self.lagging
+            .extend(tasks.into_iter().filter(|task| !task.is_finished()));
         for log in stopped {
             log.push(
                 &format!("{service}.0"),
@@ -832,6 +902,7 @@ impl SupervisorTask {
 
     async fn stop_all(&mut self) {
         let mut tasks: Vec<JoinHandle<()>> = self.removed.drain(..).map(|slot| slot.task).collect();
+        tasks.append(&mut self.lagging);
         for running in &mut self.deployments {
             for slot in running.slots.drain(..).chain(running.stopping.drain(..)) {
                 slot.stop.cancel();

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::logs::Redactor;
 use super::{
@@ -73,8 +73,9 @@ impl Supervisor {
         timeout: Duration,
     ) -> Result<(), SupervisorError> {
         let mut receiver = self.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
+        let mut deadline;
+        let mut limit: Option<(Duration, String)> = None;
         loop {
             {
                 let snapshot = receiver.borrow_and_update().clone();
@@ -85,6 +86,10 @@ impl Supervisor {
                 else {
                     return Err(SupervisorError::Stopped);
                 };
+                let (applies, _) = limit.get_or_insert_with(|| {
+                    super::readiness_limit(timeout, &deployment.spec.settings)
+                });
+                deadline = started + *applies + super::WAIT_SLACK;
                 let active: Vec<_> = deployment.active().collect();
                 // A one-shot that already did its work (exited 0) started well.
                 if active.len() == deployment.wanted
@@ -111,10 +116,14 @@ impl Supervisor {
                     });
                 }
                 if tokio::time::Instant::now() >= deadline {
+                    let (applies, which) = limit.clone().expect("set above");
                     return Err(SupervisorError::NotReady {
                         deployment: deployment_id.to_string(),
-                        seconds: started.elapsed().as_secs(),
-                        reason: "still starting".into(),
+                        seconds: applies.as_secs(),
+                        limit: which,
+                        reason: deployment
+                            .last_error()
+                            .unwrap_or_else(|| "still starting".into()),
                     });
                 }
             }
