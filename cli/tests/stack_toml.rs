@@ -1167,3 +1167,21 @@ kind = "worker"
     assert!(db_row.contains("(worker)"), "{stopped}");
     assert!(!db_row.contains("http"), "{stopped}");
 }
+
+/// Ctrl-C while a service is still starting stops everything and says nothing went wrong
+/// with the service (its deployment going away is the stop, not a failure).
+#[test]
+fn ctrl_c_while_a_service_starts_is_no_error() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/web/app.py", SLOW_SERVICE);
+    project.write(
+        "stack.toml",
+        "[services.web]\nrun = [\"python3\", \"app.py\"]\nenv = { HEALTHY_AFTER = \"20\", LOG_REQUESTS = \"0\" }\nhealth = { http = \"/healthz\", interval = \"200ms\" }\n",
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("web.0 | listening on", COMMAND_DEADLINE);
+    let output = up.stop(Signal::SIGINT);
+    assert!(output.contains("Stopped everything"), "{output}");
+    assert!(!output.contains("Error!"), "{output}");
+}

@@ -788,6 +788,7 @@ impl OrderedStart {
                 service,
                 readiness,
                 self.started,
+                shutdown.clone(),
             ));
         }
     }
@@ -889,17 +890,29 @@ async fn say_when_ready(
     service: String,
     readiness: Readiness,
     started: Instant,
+    shutdown: CancellationToken,
 ) {
-    let ready = match readiness {
-        Readiness::OneShot => {
-            live.supervisor
-                .wait_for(&id, Condition::Completed, live.ready_timeout)
-                .await
-        }
-        Readiness::Web | Readiness::Worker => {
-            live.supervisor.wait_ready(&id, live.ready_timeout).await
+    let waiting = async {
+        match readiness {
+            Readiness::OneShot => {
+                live.supervisor
+                    .wait_for(&id, Condition::Completed, live.ready_timeout)
+                    .await
+            }
+            Readiness::Web | Readiness::Worker => {
+                live.supervisor.wait_ready(&id, live.ready_timeout).await
+            }
         }
     };
+    // Stopped while it started (Ctrl-C, `stack down`): nothing to say; its deployment going
+    // away is no failure of the service.
+    let ready = tokio::select! {
+        ready = waiting => ready,
+        () = shutdown.cancelled() => return,
+    };
+    if shutdown.is_cancelled() {
+        return;
+    }
     let seconds = started.elapsed().as_secs_f64();
     let completed = || {
         live.supervisor
