@@ -1185,3 +1185,29 @@ fn ctrl_c_while_a_service_starts_is_no_error() {
     assert!(output.contains("Stopped everything"), "{output}");
     assert!(!output.contains("Error!"), "{output}");
 }
+
+/// `stack down` during a `stack scale` that waits for new instances: the scale says the stop
+/// cut it short, not that its deployment is unknown.
+#[test]
+fn a_scale_cut_short_by_down_says_so() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/web/app.py", SLOW_SERVICE);
+    // Ready at once the first time; the instances the scale adds wait for the marker.
+    project.write(
+        "stack.toml",
+        "[services.web]\nrun = \"if [ -f ../started ]; then export HEALTHY_AFTER=30; fi; touch ../started; exec python3 app.py\"\nenv = { LOG_REQUESTS = \"0\" }\nhealth = { http = \"/healthz\", interval = \"200ms\" }\n",
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_ready("web");
+    std::thread::scope(|scope| {
+        let scale = scope.spawn(|| project.stack(&["scale", "web", "2"]));
+        up.wait_for("web.1 | listening on", COMMAND_DEADLINE);
+        project.stack_ok(&["down"]);
+        scale.join().unwrap().assert_refused(&[
+            "Error! `stack up` is stopping, so the scale did not finish",
+            "run `stack up` again",
+        ]);
+    });
+    up.wait_exit(COMMAND_DEADLINE);
+}

@@ -108,15 +108,23 @@ async fn route(
     };
     match request {
         api::Request::Deployments => json(StatusCode::OK, &daemon.deployments().await),
-        api::Request::Scale(scale) => answer(daemon.scale(scale).await),
-        api::Request::Remove { deployment } => answer(daemon.remove(&deployment).await),
+        api::Request::Scale(scale) => {
+            answer(until_stopped(&shutdown, "the scale", daemon.scale(scale)).await)
+        }
+        api::Request::Remove { deployment } => {
+            answer(until_stopped(&shutdown, "the removal", daemon.remove(&deployment)).await)
+        }
         api::Request::Logs(query) => match daemon.logs(&query).await {
             Ok(feed) => ndjson(feed, shutdown),
             Err(error) => daemon_error(error),
         },
         api::Request::Alias(change) => answer(daemon.change_alias(change).await),
-        api::Request::Rollback(rollback) => answer(daemon.rollback(rollback).await),
-        api::Request::Restart(restart) => answer(daemon.restart(restart).await),
+        api::Request::Rollback(rollback) => {
+            answer(until_stopped(&shutdown, "the rollback", daemon.rollback(rollback)).await)
+        }
+        api::Request::Restart(restart) => {
+            answer(until_stopped(&shutdown, "the restart", daemon.restart(restart)).await)
+        }
         api::Request::Env { target } => answer(daemon.environment(&target).await),
         api::Request::Redis => answer(daemon.redis().await),
         api::Request::Requests { since } => answer(daemon.requests(since).await),
@@ -124,6 +132,24 @@ async fn route(
             daemon.down();
             json(StatusCode::OK, &DownAnswer { stopping: true })
         }
+    }
+}
+
+/// A call that `stack up`'s stop cuts short (`stack down` during `stack scale` or `stack
+/// restart`) answers that at once, rather than with what the stop did to it (its deployment
+/// gone) or not at all (the socket closing under it).
+async fn until_stopped<T>(
+    shutdown: &CancellationToken,
+    what: &'static str,
+    call: impl std::future::Future<Output = Result<T, DaemonError>>,
+) -> Result<T, DaemonError> {
+    let result = tokio::select! {
+        result = call => result,
+        () = shutdown.cancelled() => return Err(DaemonError::Stopping { what }),
+    };
+    match result {
+        Err(_) if shutdown.is_cancelled() => Err(DaemonError::Stopping { what }),
+        result => result,
     }
 }
 
@@ -152,7 +178,9 @@ fn daemon_error(error: DaemonError) -> Response<Body> {
 /// The HTTP status of a refusal (the control socket's and the dashboard's).
 pub fn status_of(error: &DaemonError) -> StatusCode {
     match error {
-        DaemonError::Starting { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        DaemonError::Starting { .. } | DaemonError::Stopping { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         DaemonError::UnknownTarget { .. }
         | DaemonError::UnknownDeployment { .. }
         | DaemonError::UnknownInstance { .. } => StatusCode::NOT_FOUND,

@@ -147,6 +147,8 @@ pub struct Live {
 pub enum DaemonError {
     #[error("the `stack up` in `{dir}` is still starting ({doing})")]
     Starting { dir: String, doing: String },
+    #[error("`stack up` is stopping, so {what} did not finish")]
+    Stopping { what: &'static str },
     #[error("no service or deployment named `{target}`")]
     UnknownTarget { target: String },
     #[error("no deployment `{id}`")]
@@ -188,6 +190,7 @@ impl DaemonError {
     pub fn hint(&self) -> Option<String> {
         Some(match self {
             DaemonError::Starting { .. } => "Run this again once it prints `> Ready!`; `stack ls` shows its progress, `stack down` stops it.".into(),
+            DaemonError::Stopping { .. } => "Everything it started is being stopped; run `stack up` again to go on.".into(),
             DaemonError::UnknownTarget { .. } | DaemonError::UnknownDeployment { .. } => {
                 "See `stack ls` for the deployments.".into()
             }
