@@ -1211,3 +1211,24 @@ fn a_scale_cut_short_by_down_says_so() {
     });
     up.wait_exit(COMMAND_DEADLINE);
 }
+
+/// A declared service is named by its path as by its name (`stack up ./services/web`).
+#[test]
+fn a_declared_service_is_named_by_its_path_too() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/web/app.py", SLOW_SERVICE);
+    project.write("services/api/app.py", SLOW_SERVICE);
+    project.write(
+        "stack.toml",
+        "[services.web]\nrun = [\"python3\", \"app.py\"]\n\n[services.api]\nrun = [\"python3\", \"app.py\"]\n",
+    );
+    let mut up = Up::start(&project, &["./services/web", "--no-watch"]);
+    up.wait_ready("web");
+    let listed = project.stack_ok(&["ls"]);
+    assert!(
+        !listed.contains("api-"),
+        "only web was asked for:\n{listed}"
+    );
+    up.stop(Signal::SIGINT);
+}

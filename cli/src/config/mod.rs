@@ -635,8 +635,27 @@ pub fn services(
 ) -> Result<Vec<build::Service>, ServicesError> {
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     let mut by_path = Vec::new();
+    // `./services/web` names the declared service whose `path` it is, as `web` does.
+    let same_dir = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
     for name in requested {
         let looks_like_path = name.contains('/') || name.starts_with('.');
+        let declared_at = looks_like_path
+            .then(|| {
+                resolved.services.iter().find(|service| {
+                    same_dir(
+                        &project_dir.join(name),
+                        &project_dir.join(&service.path.value),
+                    )
+                })
+            })
+            .flatten();
+        if let Some(service) = declared_at {
+            add_with_dependencies(resolved, &service.name.clone(), &mut wanted);
+            continue;
+        }
         match resolved
             .services
             .iter()
