@@ -6,9 +6,21 @@ use support::Project;
 
 const DEMO_RULES: &str = include_str!("../../aliases.json");
 
+/// Services named `names` in `project`'s `stack.toml`, so the rules' `dest`s name something
+/// (an alias recorded with no `stack up` warns about a `dest` that names nothing).
+fn with_services(project: &Project, names: &[&str]) {
+    let mut toml = String::new();
+    for name in names {
+        project.write(&format!("services/{name}/index.html"), "");
+        toml.push_str(&format!("[services.{name}]\nrun = \"true\"\n\n"));
+    }
+    project.write("stack.toml", &toml);
+}
+
 #[test]
 fn rules_alias_prints_success_and_is_stored() {
     let project = Project::empty();
+    with_services(&project, &["writer", "reader", "stats"]);
     project.write("aliases.json", DEMO_RULES);
     let run = project.stack(&["alias", "counter-demo.localhost", "--rules", "aliases.json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -36,6 +48,7 @@ fn rules_alias_prints_success_and_is_stored() {
 #[test]
 fn warnings_are_printed_and_the_alias_is_still_set() {
     let project = Project::empty();
+    with_services(&project, &["api", "reader", "writer"]);
     project.write(
         "rules.json",
         r#"{"rules": [
@@ -94,6 +107,19 @@ fn plain_alias_points_at_a_service_or_deployment() {
         "> Success! w.localhost now points to writer-gkdldldejq\n\
          > No `stack up` is running: the alias applies at the next `stack up`.\n"
     );
+    // Nothing of that name in this empty project: said now rather than as a 502 later.
+    assert!(
+        run.stderr.contains(
+            "> Warning! `writer-gkdldldejq` names no service, deployment or alias of this project"
+        ),
+        "{}",
+        run.stderr
+    );
+    project.write("services/writer/index.html", "");
+    project.write("stack.toml", "[services.writer]\nrun = \"true\"\n");
+    let known = project.stack(&["alias", "v.localhost", "writer"]);
+    assert_eq!(known.code, 0, "{}", known.stderr);
+    assert!(!known.stderr.contains("Warning!"), "{}", known.stderr);
     let table = project.stack_ok(&["alias", "ls", "w.localhost"]);
     assert_eq!(
         table,
@@ -178,6 +204,7 @@ fn alias_ls_host_prints_the_rules_in_order() {
 #[test]
 fn json_output_round_trips_to_the_same_table() {
     let project = Project::empty();
+    with_services(&project, &["writer", "static", "reader"]);
     project.write(
         "rules.json",
         r#"{"rules": [

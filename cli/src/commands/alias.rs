@@ -131,7 +131,46 @@ fn set_rules(project_dir: &Path, host: &str, file: &Path) -> CliResult<ExitCode>
     )?;
     output::success(format!("{} configured for {host}", plural(n_rules, "rule")));
     say_where(applied);
+    if applied == Applied::Recorded {
+        let names = loaded
+            .rules
+            .rules()
+            .iter()
+            .filter_map(|rule| match &rule.dest {
+                Dest::Local(name) => Some(name.as_str()),
+                _ => None,
+            });
+        warn_unknown(project_dir, &host, names);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Recorded with no `stack up` to check them: a local `dest` that names no service,
+/// deployment or alias of the project is said now, not found out as a 502 later.
+fn warn_unknown<'a>(project_dir: &Path, host: &str, names: impl Iterator<Item = &'a str>) {
+    let Ok(state) = State::load(project_dir) else {
+        return;
+    };
+    let services = crate::config::service_names(project_dir);
+    let mut unknown: Vec<&str> = names
+        .filter(|name| {
+            let name = name.strip_suffix(".localhost").unwrap_or(name);
+            !services.iter().any(|service| service == name)
+                && state.resolve_deployment(name).is_none()
+                && !state.aliases.contains_key(&format!("{name}.localhost"))
+                && !state.aliases.contains_key(name)
+                && format!("{name}.localhost") != host
+        })
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        let quoted: Vec<String> = unknown.iter().map(|name| format!("`{name}`")).collect();
+        output::warn(format!(
+            "{} names no service, deployment or alias of this project: its requests will get 502 until one does",
+            quoted.join(", ")
+        ));
+    }
 }
 
 /// Every error of the file, one per line, and the promise that nothing changed.
@@ -179,6 +218,9 @@ fn set_plain(project_dir: &Path, host: &str, target: &str) -> CliResult<ExitCode
     )?;
     output::success(format!("{host} now points to {target}"));
     say_where(applied);
+    if applied == Applied::Recorded {
+        warn_unknown(project_dir, &host, std::iter::once(target));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
