@@ -77,10 +77,17 @@ pub fn duration(text: &str) -> Option<Duration> {
     Some(Duration::from_millis(total))
 }
 
-/// For clap: a duration argument, or what it should look like.
+/// For clap: a timeout argument (longer than 0), or what it should look like.
 pub fn duration_arg(text: &str) -> Result<Duration, String> {
-    duration(text.trim())
-        .ok_or_else(|| format!("`{text}` is not a duration (use `500ms`, `30s`, `2m`, `1h30m`)"))
+    let parsed = duration(text.trim())
+        .ok_or_else(|| format!("`{text}` is not a duration (use `500ms`, `30s`, `2m`, `1h30m`)"))?;
+    // Every duration flag is a timeout: zero would fail everything it bounds.
+    if parsed.is_zero() {
+        return Err(format!(
+            "`{text}` is no time at all: give a timeout longer than 0 (`500ms`, `30s`)"
+        ));
+    }
+    Ok(parsed)
 }
 
 /// A size in bytes; `None` for anything else (a fraction, a sign, an unknown unit, overflow).
@@ -124,6 +131,13 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_timeout_argument_is_longer_than_zero() {
+        assert_eq!(duration_arg("500ms"), Ok(Duration::from_millis(500)));
+        assert!(duration_arg("0s").unwrap_err().contains("longer than 0"));
+        assert!(duration_arg("soon").unwrap_err().contains("not a duration"));
+    }
 
     #[test]
     fn pairs_add_up_and_anything_else_is_refused() {

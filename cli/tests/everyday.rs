@@ -192,6 +192,16 @@ fn doctor_finds_everything_in_place_and_says_what_is_missing_and_who_holds_the_p
         "the test process holds it: {busy}"
     );
     assert!(busy["fix"].as_str().unwrap().contains("--port"), "{busy}");
+    // The port it suggests is one that is free.
+    let suggested: u16 = busy["fix"]
+        .as_str()
+        .unwrap()
+        .rsplit("--port ")
+        .next()
+        .and_then(|rest| rest.trim_end_matches(['`', '.']).parse().ok())
+        .unwrap_or_else(|| panic!("{busy}"));
+    assert_ne!(suggested, port);
+    assert!(std::net::TcpListener::bind(("127.0.0.1", suggested)).is_ok());
 }
 
 #[test]

@@ -85,12 +85,14 @@ struct Report {
 
 pub fn run(project_dir: &Path, args: DoctorArgs) -> CliResult<ExitCode> {
     let mut checks = programs(project_dir);
-    checks.push(port(project_dir, args.port, "port", "--port"));
+    let ports = [args.port, args.https_port];
+    checks.push(port(project_dir, args.port, "port", "--port", &ports));
     checks.push(port(
         project_dir,
         args.https_port,
         "HTTPS port",
         "--https-port",
+        &ports,
     ));
     checks.extend(local_ca(&tls::stack_home()));
     checks.extend(leftovers(project_dir));
@@ -244,8 +246,17 @@ fn missing(tool: Tool) -> Check {
     )
 }
 
-/// Whether `port` on 127.0.0.1 is free, and if not, who holds it; `flag` chooses another.
-fn port(project_dir: &Path, port: u16, what: &str, flag: &str) -> Check {
+/// Whether `port` on 127.0.0.1 is free, and if not, who holds it; `flag` chooses another,
+/// and the advice names one that is free and none of `taken` (the other port stack wants).
+fn port(project_dir: &Path, port: u16, what: &str, flag: &str, taken: &[u16]) -> Check {
+    let free_after = || {
+        (port.saturating_add(1)..=port.saturating_add(100))
+            .find(|candidate| {
+                !taken.contains(candidate)
+                    && std::net::TcpListener::bind(("127.0.0.1", *candidate)).is_ok()
+            })
+            .unwrap_or(0)
+    };
     let name = format!("{what} {port}");
     if port == 0 {
         return Check::ok(name, "a free one is picked at start");
@@ -264,7 +275,7 @@ fn port(project_dir: &Path, port: u16, what: &str, flag: &str) -> Check {
             format!("held by `{command}` (pid {pid})"),
             format!(
                 "Stop it, or start stack on another port: `stack up {flag} {}`.",
-                port.saturating_add(1)
+                free_after()
             ),
         ),
         None => Check::problem(
@@ -272,7 +283,7 @@ fn port(project_dir: &Path, port: u16, what: &str, flag: &str) -> Check {
             "held by a process of another user, or in use",
             format!(
                 "Start stack on another port: `stack up {flag} {}`.",
-                port.saturating_add(1)
+                free_after()
             ),
         ),
     }
