@@ -1232,3 +1232,39 @@ fn a_declared_service_is_named_by_its_path_too() {
     );
     up.stop(Signal::SIGINT);
 }
+
+/// A program on a port of its own (it ignores `PORT`) can redeploy: the live deployment stops
+/// first, said in its log, and the new one takes the port.
+#[test]
+fn a_save_redeploys_a_program_that_listens_on_a_port_of_its_own() {
+    support::require("python3");
+    let port = support::free_port();
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/fixed/index.html", "one");
+    project.write(
+        "stack.toml",
+        &format!(
+            "[services.fixed]\nrun = \"exec python3 -m http.server {port} --bind 127.0.0.1\"\n"
+        ),
+    );
+    let mut up = Up::start(&project, &[]);
+    up.wait_ready("fixed");
+    up.wait_for("Watching for changes", COMMAND_DEADLINE);
+    let first = project.live("fixed")["id"].as_str().unwrap().to_string();
+    let proxy = up.port;
+    let get = || raw_http::request(proxy, "GET", "/", &[("Host", "fixed.localhost")]);
+    assert_eq!(get().body, "one");
+
+    project.write("services/fixed/index.html", "two");
+    up.wait_for(
+        &format!("[stack] it listens on port {port} of its own, which the new deployment needs: stopping it first"),
+        COMMAND_DEADLINE,
+    );
+    support::wait_until("the new deployment to serve", COMMAND_DEADLINE, || {
+        get().body == "two"
+    });
+    let second = project.live("fixed")["id"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    assert!(!up.output().contains("Error!"), "{}", up.output());
+    up.stop(Signal::SIGINT);
+}

@@ -251,6 +251,9 @@ pub struct LiveDeployment {
     /// Every instance, draining ones included (they take no traffic).
     pub instances: Vec<Arc<Instance>>,
     pub log: DeploymentLog,
+    /// The port its program listens on when it ignores `PORT` (one instance only, and a new
+    /// deployment of it can only start once this one has stopped).
+    pub fixed_port: Option<u16>,
 }
 
 impl LiveDeployment {
@@ -934,6 +937,10 @@ impl SupervisorTask {
                     .map(|slot| slot.instance.clone())
                     .collect(),
                 log: running.log.clone(),
+                fixed_port: *running
+                    .fixed_port
+                    .lock()
+                    .expect("never poisoned: no panics while held"),
             })
             .collect();
         self.snapshot.send_replace(Arc::new(Snapshot {

@@ -50,6 +50,10 @@ impl Supervisor {
 
     /// Stage, wait until every instance is ready, promote. A deployment that fails to start
     /// is removed again and the live one keeps serving. Answers with the retired ids.
+    ///
+    /// A live deployment whose program listens on a port of its own (it ignores `PORT`) holds
+    /// the port the new one needs: it is stopped first (a gap, said in its log), and started
+    /// again when the new one fails.
     pub async fn swap_in(
         &self,
         spec: DeploymentSpec,
@@ -57,12 +61,52 @@ impl Supervisor {
         timeout: Duration,
     ) -> Result<Vec<String>, SupervisorError> {
         let deployment_id = spec.id.clone();
+        let holding = self
+            .snapshot()
+            .deployments
+            .iter()
+            .find(|live| live.current && live.spec.service == spec.service && live.wanted > 0)
+            .and_then(|live| Some((live.clone(), live.fixed_port?)));
+        if let Some((live, port)) = &holding {
+            self.stop_holder(live, *port).await?;
+        }
         self.stage(spec, instances).await?;
         if let Err(error) = self.wait_started(&deployment_id, timeout).await {
             let _ = self.remove(&deployment_id).await;
+            if let Some((live, _)) = &holding {
+                live.log.push(
+                    &live.spec.service,
+                    "[stack] the new deployment did not start: this one starts again",
+                );
+                let _ = self.scale(&live.spec.id, live.wanted).await;
+            }
             return Err(error);
         }
         self.promote(&deployment_id).await
+    }
+
+    /// Stops `live`, which holds `port`, and waits (its stop timeout and grace, at most) until
+    /// the port is free for its successor.
+    async fn stop_holder(
+        &self,
+        live: &super::LiveDeployment,
+        port: u16,
+    ) -> Result<(), SupervisorError> {
+        live.log.push(
+            &live.spec.service,
+            &format!("[stack] it listens on port {port} of its own, which the new deployment needs: stopping it first (its requests get 503 until the new one is ready)"),
+        );
+        self.scale(&live.spec.id, 0).await?;
+        let deadline = tokio::time::Instant::now()
+            + live.spec.settings.stop_timeout
+            + super::DEFAULT_GRACE
+            + Duration::from_secs(2);
+        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     /// Like [`Supervisor::wait_ready`], but gives up on an instance that failed to start twice
