@@ -1268,3 +1268,45 @@ fn a_save_redeploys_a_program_that_listens_on_a_port_of_its_own() {
     assert!(!up.output().contains("Error!"), "{}", up.output());
     up.stop(Signal::SIGINT);
 }
+
+/// A program that outlives its stop signal's grace is killed, and the stop says so.
+#[test]
+fn a_program_killed_after_its_stop_timeout_is_named() {
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write(
+        "services/stubborn/run.sh",
+        "trap '' TERM\necho up\nwhile true; do sleep 0.1; done\n",
+    );
+    project.write(
+        "stack.toml",
+        "[services.stubborn]\nrun = [\"sh\", \"run.sh\"]\nkind = \"worker\"\nstop_timeout = \"500ms\"\n",
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("stubborn.0 | up", COMMAND_DEADLINE);
+    let output = up.stop(Signal::SIGINT);
+    assert!(
+        output.contains("was still running 0.5s after SIGTERM: killed (SIGKILL)"),
+        "{output}"
+    );
+}
+
+/// A string `run` goes through `sh -c`, which exits on the stop signal at once (dash does
+/// not exec its last command): the program it started still gets its grace to stop cleanly.
+#[test]
+fn a_program_behind_a_shell_gets_its_grace_to_stop() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write(
+        "services/graceful/app.py",
+        "import signal, sys, time\ndef stop(*_):\n    time.sleep(0.3)\n    print('finished cleanly', flush=True)\n    sys.exit(0)\nsignal.signal(signal.SIGTERM, stop)\nprint('working', flush=True)\nwhile True:\n    time.sleep(0.1)\n",
+    );
+    project.write(
+        "stack.toml",
+        "[services.graceful]\nrun = \"python3 app.py\"\nkind = \"worker\"\nstop_timeout = \"5s\"\n",
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_for("graceful.0 | working", COMMAND_DEADLINE);
+    let output = up.stop(Signal::SIGINT);
+    assert!(output.contains("graceful.0 | finished cleanly"), "{output}");
+    assert!(!output.contains("killed (SIGKILL)"), "{output}");
+}

@@ -755,6 +755,18 @@ impl InstanceTask {
         let _ = child
             .stop_with(settings.stop_signal, settings.stop_timeout)
             .await;
+        if child.killed {
+            let source = format!("{}.{}", self.deployment.service, self.instance.number);
+            self.log.push(
+                &source,
+                &format!(
+                    "[stack] pid {} (or what it started) was still running {}s after {}: killed (SIGKILL)",
+                    child.pid,
+                    settings.stop_timeout.as_secs_f64(),
+                    settings.stop_signal
+                ),
+            );
+        }
     }
 
     /// A restart on request of a running process. A web instance on `PORT` starts its new

@@ -48,6 +48,8 @@ pub struct RunningChild {
     record: Option<PathBuf>,
     /// This start's [`MARKER`] value, inherited by everything it starts.
     marker: String,
+    /// The last stop had to send SIGKILL: the program outlived its stop signal's grace.
+    pub killed: bool,
 }
 
 /// The variable every started process gets, unique to that start (`<label>/<stack's pid>-<n>`):
@@ -88,6 +90,7 @@ pub fn spawn(spec: &ChildSpec, pids_dir: &Path) -> Result<RunningChild, ProcessE
         child,
         record,
         marker,
+        killed: false,
     })
 }
 
@@ -179,20 +182,38 @@ impl RunningChild {
     }
 
     /// [`stop`](Self::stop) with another first signal (a service's `stop_signal`).
+    ///
+    /// The whole group has the grace, not only its leader: `sh -c "python3 app.py"` (a
+    /// string `run`; dash does not exec its last command) exits on the signal at once, while
+    /// the program it started is still shutting down cleanly, and is not cut short for that.
     pub async fn stop_with(&mut self, signal: Signal, grace: Duration) -> io::Result<ExitStatus> {
         signal_group(self.pid, signal);
-        let status = match tokio::time::timeout(grace, self.child.wait()).await {
+        let deadline = tokio::time::Instant::now() + grace;
+        let status = match tokio::time::timeout_at(deadline, self.child.wait()).await {
             Ok(status) => status,
             Err(_) => {
                 tracing::warn!(
                     pid = self.pid,
                     ?grace,
-                    "still running after SIGTERM; SIGKILL"
+                    "still running after its stop signal; SIGKILL"
                 );
                 signal_group(self.pid, Signal::SIGKILL);
+                self.killed = true;
                 self.child.wait().await
             }
         };
+        while !self.killed && !group_members(self.pid).is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    pid = self.pid,
+                    ?grace,
+                    "its group outlived the stop signal; SIGKILL"
+                );
+                self.killed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.finish();
         status
     }
