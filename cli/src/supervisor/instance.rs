@@ -256,7 +256,15 @@ impl InstanceTask {
             let (reason, status) = match started {
                 Started::Stopped => return,
                 Started::Failed(reason, status) => {
-                    self.instance.answer_restart(Err(reason.clone()));
+                    // A worker that ran to exit 0 before it counted as started is a one-shot
+                    // that did its work: a restart asked for exactly that.
+                    let completed = self.deployment.settings.is_worker()
+                        && status.is_some_and(|status| status.success());
+                    self.instance.answer_restart(if completed {
+                        Ok(())
+                    } else {
+                        Err(reason.clone())
+                    });
                     (reason, status)
                 }
                 Started::Ready(child) => {
