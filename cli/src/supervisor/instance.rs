@@ -394,10 +394,13 @@ impl InstanceTask {
         let mut http = HttpConnection::default();
         loop {
             tokio::select! {
-                status = child.wait() => return match status {
-                    Ok(status) => Ended::Exited(format!("exited ({status})"), Some(status)),
-                    Err(error) => Ended::Exited(format!("could not be waited on: {error}"), None),
-                },
+                status = child.wait() => {
+                    child.output_done().await;
+                    return match status {
+                        Ok(status) => Ended::Exited(format!("exited ({status})"), Some(status)),
+                        Err(error) => Ended::Exited(format!("could not be waited on: {error}"), None),
+                    };
+                }
                 () = self.stop.cancelled() => {
                     http.close();
                     self.drain_and_stop(child).await;
@@ -509,10 +512,14 @@ impl InstanceTask {
         };
         self.instance.pid.store(child.pid, Ordering::Release);
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(self.log.clone().pump(source.to_string(), stdout));
+            child.keep_output(tokio::spawn(
+                self.log.clone().pump(source.to_string(), stdout),
+            ));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(self.log.clone().pump(source.to_string(), stderr));
+            child.keep_output(tokio::spawn(
+                self.log.clone().pump(source.to_string(), stderr),
+            ));
         }
         let start_period = settings
             .health
@@ -523,6 +530,7 @@ impl InstanceTask {
         let ready = tokio::select! {
             ready = self.wait_ready(port, child.pid, deadline, source) => ready,
             status = child.wait() => {
+                child.output_done().await;
                 return match status {
                     Ok(status) => Started::Failed(format!("exited before it was ready ({status})"), Some(status)),
                     Err(error) => Started::Failed(format!("could not be waited on: {error}"), None),

@@ -50,6 +50,8 @@ pub struct RunningChild {
     marker: String,
     /// The last stop had to send SIGKILL: the program outlived its stop signal's grace.
     pub killed: bool,
+    /// The tasks that log its stdout and stderr ([`RunningChild::keep_output`]).
+    output: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The variable every started process gets, unique to that start (`<label>/<stack's pid>-<n>`):
@@ -91,6 +93,7 @@ pub fn spawn(spec: &ChildSpec, pids_dir: &Path) -> Result<RunningChild, ProcessE
         record,
         marker,
         killed: false,
+        output: Vec::new(),
     })
 }
 
@@ -216,6 +219,19 @@ impl RunningChild {
         }
         self.finish();
         status
+    }
+
+    /// A task reading its output, so that [`RunningChild::output_done`] can wait for it.
+    pub fn keep_output(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.output.push(task);
+    }
+
+    /// After an exit: waits (a second at most) until what it printed last is logged, so a
+    /// line about its exit never comes before its own last lines.
+    pub async fn output_done(&mut self) {
+        for task in self.output.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
     }
 
     /// The leader is gone: stragglers of its group, and those that left it, get SIGKILL and
