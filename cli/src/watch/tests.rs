@@ -87,16 +87,25 @@ fn names(changes: &ChangeSet) -> Vec<&str> {
 async fn twenty_saves_in_200_ms_are_one_change() {
     // A quiet period well above the 10 ms between saves: with the default 100 ms, a test
     // thread stalled for 90 ms on a loaded machine split the burst (seen once in CI).
-    let mut fixture = Fixture::with_quiet(Duration::from_millis(400));
+    let quiet = Duration::from_millis(400);
+    let mut fixture = Fixture::with_quiet(quiet);
     let main = fixture.path("services/web/src/main.rs");
+    // The longest pause between two saves: past the quiet period (a machine so loaded that
+    // this thread slept that long), two change sets are what the watcher must send.
+    let mut longest = Duration::ZERO;
+    let mut last = std::time::Instant::now();
     for round in 0..20 {
         fs::write(&main, format!("fn main() {{ /* {round} */ }}\n")).unwrap();
+        longest = longest.max(last.elapsed());
+        last = std::time::Instant::now();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let changes = fixture.next().await;
     assert_eq!(names(&changes), ["web"]);
     assert!(!changes.dotenv);
-    fixture.assert_silent().await;
+    if longest < quiet {
+        fixture.assert_silent().await;
+    }
 }
 
 #[tokio::test]
