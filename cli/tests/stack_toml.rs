@@ -347,6 +347,69 @@ fn depends_on_orders_the_start_and_the_stop_is_reversed() {
     );
 }
 
+#[test]
+fn a_service_waiting_for_its_dependency_shows_waiting_and_holds_up_no_other_service() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    for name in ["api", "db", "web"] {
+        project.write(&format!("services/{name}/app.py"), SLOW_SERVICE);
+        project.write(
+            &format!("services/{name}/version.txt"),
+            &format!("{name}\n"),
+        );
+    }
+    // In start order `web` comes after `api`, which waits for `db` (healthy after 3 s).
+    project.write(
+        "stack.toml",
+        r#"[services.api]
+run = "exec python3 app.py"
+depends_on = { db = "healthy" }
+stop_timeout = "2s"
+
+[services.db]
+run = "exec python3 app.py"
+env = { HEALTHY_AFTER = "3" }
+health = { http = "/healthz", interval = "200ms" }
+stop_timeout = "2s"
+
+[services.web]
+run = "exec python3 app.py"
+stop_timeout = "2s"
+"#,
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_ready("web");
+    assert!(
+        !up.output().contains("> Ready! http://db-"),
+        "`web` waited for `db`, which it does not depend on:\n{}",
+        up.output()
+    );
+    let api = project.live("api");
+    assert_eq!(
+        (&api["state"], &api["waiting_for"], &api["wanted"]),
+        (&"WAITING".into(), &"db healthy".into(), &1.into()),
+        "{api}"
+    );
+    let table = project.stack_ok(&["ls"]);
+    let api_row = table
+        .lines()
+        .find(|line| line.trim_start().starts_with("api-"))
+        .unwrap_or_else(|| panic!("no row of api:\n{table}"));
+    assert!(
+        api_row.contains("0/1") && api_row.contains("WAITING for db healthy"),
+        "{table}"
+    );
+    up.wait_ready("api");
+    let api = project.live("api");
+    assert_eq!(api["state"], "READY", "{api}");
+    assert!(api.get("waiting_for").is_none(), "{api}");
+    let output = up.stop(Signal::SIGINT);
+    assert!(
+        line_of(&output, "> Ready! http://db-") < line_of(&output, "api.0 | listening"),
+        "{output}"
+    );
+}
+
 /// A worker that prints when it gets its stop signal and when it exits (`SLOW_EXIT` seconds
 /// later), as seconds since the epoch.
 const SIGNAL_STAMPS: &str = r#"import os, signal, sys, time
@@ -1166,6 +1229,64 @@ kind = "worker"
         .unwrap_or_else(|| panic!("{stopped}"));
     assert!(db_row.contains("(worker)"), "{stopped}");
     assert!(!db_row.contains("http"), "{stopped}");
+}
+
+#[test]
+fn a_saved_one_shot_runs_again_and_is_said_done_or_failed_not_ready() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/api/version.txt", "api\n");
+    project.write("services/api/app.py", SLOW_SERVICE);
+    project.write(
+        "services/migrate/run.sh",
+        "echo migrating one; echo migrated one\n",
+    );
+    project.write(
+        "stack.toml",
+        r#"[services.api]
+run = "exec python3 app.py"
+depends_on = { migrate = "completed" }
+stop_timeout = "2s"
+
+[services.migrate]
+run = "sh run.sh"
+kind = "worker"
+"#,
+    );
+    let mut up = Up::start(&project, &[]);
+    up.wait_ready("api");
+    up.wait_for("Watching for changes", COMMAND_DEADLINE);
+    // Still running a second after the swap took it: said done only once it exited 0.
+    project.write(
+        "services/migrate/run.sh",
+        "echo migrating two; sleep 1; echo migrated two\n",
+    );
+    let done = up.wait_for_parts(
+        &["(one-shot `migrate`) ran and exited 0 [build "],
+        1,
+        COMMAND_DEADLINE,
+    );
+    assert!(done.starts_with("> Success! migrate-"), "{done}");
+    let output = up.output();
+    assert!(
+        line_of(&output, "migrate.0 | migrated two") < line_of(&output, "ran and exited 0 [build "),
+        "{output}"
+    );
+    assert!(!output.contains("> Ready! migrate-"), "{output}");
+    assert_eq!(project.live("migrate")["state"], "COMPLETED");
+    // One that fails after it started is an error naming it; the other services keep running.
+    project.write(
+        "services/migrate/run.sh",
+        "echo migrating three; sleep 1; exit 3\n",
+    );
+    let failed = up.wait_for(
+        "migrate: the new deployment did not complete",
+        COMMAND_DEADLINE,
+    );
+    assert!(failed.contains("Error!"), "{failed}");
+    assert_serves(&up, "api.localhost", "api");
+    let output = up.stop(Signal::SIGINT);
+    assert!(!output.contains("> Ready! migrate-"), "{output}");
 }
 
 /// Ctrl-C while a service is still starting stops everything and says nothing went wrong

@@ -1,7 +1,8 @@
 //! `stack ls [--json]`: deployments with url, instances (ready/wanted), state and age; from the
 //! running `stack up` (which adds the kept, stopped ones a rollback can return to), else from
 //! `.stack/state.json` (everything STOPPED). `(live)` marks each service's current deployment;
-//! a service a redeploy is building shows as `<service> (building)`, state BUILDING.
+//! a service a redeploy is building shows as `<service> (building)`, state BUILDING; a first
+//! deployment that waits for its `depends_on` shows WAITING and for what (`WAITING for db healthy`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -87,7 +88,10 @@ pub fn run(project_dir: &Path, args: LsArgs) -> CliResult<ExitCode> {
                 None => deployment.url.clone(),
             },
             format!("{}/{}", deployment.ready, deployment.wanted),
-            deployment.state.to_string(),
+            match &deployment.waiting_for {
+                Some(on) => format!("{} for {on}", deployment.state),
+                None => deployment.state.to_string(),
+            },
             output::age(deployment.created_ms, now),
         ]);
     }

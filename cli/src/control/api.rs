@@ -358,6 +358,9 @@ pub struct DeploymentStatus {
     pub created_ms: u64,
     #[serde(default)]
     pub instances: Vec<InstanceStatus>,
+    /// What a WAITING first deployment still waits for (`db healthy, migrate completed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 impl DeploymentStatus {
@@ -415,6 +418,7 @@ impl DeploymentStatus {
             current: deployment.current,
             created_ms: deployment.spec.created_ms,
             instances,
+            waiting_for: None,
         }
     }
 
@@ -440,6 +444,7 @@ impl DeploymentStatus {
             current: false,
             created_ms: started_ms,
             instances: Vec::new(),
+            waiting_for: None,
         }
     }
 
@@ -471,6 +476,7 @@ impl DeploymentStatus {
                         current,
                         created_ms: record.created_ms,
                         instances: Vec::new(),
+                        waiting_for: None,
                     }
                 })
             })

@@ -140,7 +140,13 @@ pub struct Live {
     pub redactor: Redactor,
     /// Session cookies the request log's readers verified already.
     pub session_cache: requests::SessionCache,
+    /// First deployments that wait for what they depend on before they start.
+    pub waiting: WaitingStarts,
 }
+
+/// First deployments not yet started because they wait for their `depends_on`, by id: the
+/// instances each will run and what it still waits for (`stack ls` shows them WAITING).
+pub type WaitingStarts = Mutex<BTreeMap<String, (usize, String)>>;
 
 /// Why a call was refused, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -395,11 +401,28 @@ impl Daemon {
         if let Ok(state) = self.inner.store.load() {
             let mut kept = DeploymentStatus::all_stored(&state, live.proxy_port);
             kept.retain(|stored| !deployments.iter().any(|shown| shown.id == stored.id));
-            deployments.extend(kept.into_iter().map(|stored| DeploymentStatus {
-                current: false,
-                wanted: 0,
-                ..stored
-            }));
+            let waiting = live
+                .waiting
+                .lock()
+                .expect("never poisoned: no panics while held")
+                .clone();
+            deployments.extend(
+                kept.into_iter()
+                    .map(|stored| match waiting.get(&stored.id) {
+                        Some((instances, on)) => DeploymentStatus {
+                            state: supervisor::DeploymentState::Waiting,
+                            current: true,
+                            wanted: *instances,
+                            waiting_for: Some(on.clone()),
+                            ..stored
+                        },
+                        None => DeploymentStatus {
+                            current: false,
+                            wanted: 0,
+                            ..stored
+                        },
+                    }),
+            );
         }
         deployments
     }

@@ -26,13 +26,14 @@ use super::reconfigure::{self, Plan, StopOrder};
 use super::report::{self, Redeploy};
 use super::start::{check_prerequisites, check_programs, dependency_failed};
 use super::Live;
-use crate::config::{self, ServicesError};
+use crate::config::{self, model::Condition, ServicesError};
 use crate::control::api::deployment_urls;
 use crate::output::{self, CliError};
 use crate::state::deployments::deployments_dir;
 use crate::state::{Store, STATE_DIR};
 use crate::supervisor::build::{self, Built, Service};
 use crate::supervisor::logs::now_ms;
+use crate::supervisor::SupervisorError;
 use crate::watch::{self, ChangeSet, WatchConfig, Watcher};
 
 /// What a `stack.toml` error or a missing program asks for, while the stack runs.
@@ -523,9 +524,20 @@ impl Redeployer {
             Ok(_retired) => {
                 if let Err(error) = history::record_live(&self.store, &record, self.keep) {
                     report::print(Redeploy::NotRecorded {
-                        service: name,
+                        service: name.clone(),
                         error,
                     });
+                }
+                if self.is_one_shot(&name) {
+                    // Said once it exited 0, or why not; later saves do not wait for it.
+                    tokio::spawn(say_when_completed(
+                        self.live.clone(),
+                        record.id,
+                        name,
+                        build_time,
+                        swap_started,
+                    ));
+                    return;
                 }
                 // A worker has no URL: its id and service, as the start says it.
                 let url = if built.service.settings.is_worker() {
@@ -550,6 +562,13 @@ impl Redeployer {
         }
     }
 
+    /// Whether others wait for `service` to complete (`depends_on ... = "completed"`).
+    fn is_one_shot(&self, service: &str) -> bool {
+        self.services
+            .iter()
+            .any(|other| other.depends_on.get(service) == Some(&Condition::Completed))
+    }
+
     /// The live deployment's instance count, else the recorded scale, else `instances` of
     /// `stack.toml`, else 1.
     fn instances_of(&self, service: &Service) -> usize {
@@ -568,6 +587,35 @@ impl Redeployer {
         })
         .or(service.instances)
         .unwrap_or(1)
+    }
+}
+
+/// Says `> Success!` once a new deployment of a one-shot exited 0, or why it did not; nothing
+/// when the stack stops or a newer deployment replaced it first.
+async fn say_when_completed(
+    live: Arc<Live>,
+    deployment: String,
+    service: String,
+    build: Duration,
+    started: Instant,
+) {
+    let completed = live
+        .supervisor
+        .wait_for(&deployment, Condition::Completed, live.ready_timeout)
+        .await;
+    match completed {
+        Ok(()) => report::print(Redeploy::Completed {
+            deployment,
+            service,
+            build,
+            ran: started.elapsed(),
+        }),
+        Err(SupervisorError::Stopped | SupervisorError::UnknownTarget { .. }) => {}
+        Err(error) => report::print(Redeploy::NotCompleted {
+            service,
+            deployment,
+            error,
+        }),
     }
 }
 

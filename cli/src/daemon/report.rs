@@ -39,6 +39,20 @@ pub enum Redeploy {
         build: Duration,
         swap: Duration,
     },
+    /// A new deployment of a one-shot ran and exited 0.
+    Completed {
+        deployment: String,
+        service: String,
+        build: Duration,
+        /// From the swap's start to its exit.
+        ran: Duration,
+    },
+    /// A new deployment of a one-shot started, then did not exit 0.
+    NotCompleted {
+        service: String,
+        deployment: String,
+        error: SupervisorError,
+    },
     /// The new deployment did not start; the live one keeps serving.
     StartFailed {
         service: String,
@@ -97,6 +111,28 @@ pub fn print(event: Redeploy) {
             build.as_secs_f64(),
             swap.as_millis()
         )),
+        Redeploy::Completed {
+            deployment,
+            service,
+            build,
+            ran,
+        } => output::success(format!(
+            "{deployment} (one-shot `{service}`) ran and exited 0 [build {:.1}s, ran {:.1}s]",
+            build.as_secs_f64(),
+            ran.as_secs_f64()
+        )),
+        Redeploy::NotCompleted {
+            service,
+            deployment,
+            error,
+        } => output::print_error(
+            &CliError::new(format!(
+                "{service}: the new deployment did not complete: {error}"
+            ))
+            .hint(format!(
+                "The other services keep running. See `stack logs {deployment}`, fix it and save again (`stack restart {service}` runs it again)."
+            )),
+        ),
         Redeploy::StartFailed {
             service,
             deployment,

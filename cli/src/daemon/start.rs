@@ -297,6 +297,7 @@ impl Daemon {
             session_secrets,
             redactor: live_redactor,
             session_cache: Default::default(),
+            waiting: Default::default(),
         });
         daemon.run(live.clone());
         drop(first_build);
@@ -711,13 +712,27 @@ pub(super) fn check_programs(
 }
 
 /// The first start of every deployment in `depends_on` order: each waits for what it depends
-/// on (running, ready, or exited 0) before it starts. A dependency that fails that ends the
-/// start, naming it and what its check or its exit said.
+/// on (running, ready, or exited 0) before it starts, and only for that: a service that depends
+/// on nothing, or on what is there already, starts while others still wait. A dependency that
+/// fails ends the start, naming it and what its check or its exit said.
 struct OrderedStart {
     live: Arc<Live>,
     specs: Vec<(supervisor::DeploymentSpec, usize)>,
-    depends_on: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Condition>>,
+    depends_on: BTreeMap<String, BTreeMap<String, Condition>>,
     started: Instant,
+}
+
+/// What one first deployment's start shares with the others'.
+struct StartShared<'a> {
+    /// Each service's deployment id.
+    ids: BTreeMap<String, String>,
+    /// Cancelled once that service's first deployment is with the supervisor: only then can
+    /// what depends on it wait for it.
+    handed: BTreeMap<String, CancellationToken>,
+    /// What others wait on to complete: it says so when it did, not that it is ready.
+    one_shots: std::collections::BTreeSet<String>,
+    start_failed: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
 }
 
 impl OrderedStart {
@@ -730,67 +745,159 @@ impl OrderedStart {
         shutdown: CancellationToken,
     ) {
         let _deployed = deployed.drop_guard();
-        let ids: std::collections::BTreeMap<String, String> = self
+        let shared = StartShared {
+            ids: self
+                .specs
+                .iter()
+                .map(|(spec, _)| (spec.service.clone(), spec.id.clone()))
+                .collect(),
+            handed: self
+                .specs
+                .iter()
+                .map(|(spec, _)| (spec.service.clone(), CancellationToken::new()))
+                .collect(),
+            one_shots: self
+                .depends_on
+                .values()
+                .flat_map(|dependencies| dependencies.iter())
+                .filter(|(_, condition)| **condition == Condition::Completed)
+                .map(|(dependency, _)| dependency.clone())
+                .collect(),
+            start_failed: &start_failed,
+            shutdown: &shutdown,
+        };
+        for (spec, instances) in &self.specs {
+            let waits_for = self.unmet(&spec.service, &shared, &[]);
+            if !waits_for.is_empty() {
+                self.set_waiting(&spec.id, Some((*instances, waits_for)));
+            }
+        }
+        let starts = self
             .specs
             .iter()
-            .map(|(spec, _)| (spec.service.clone(), spec.id.clone()))
-            .collect();
-        let timeout = self.live.ready_timeout;
-        // What others wait on to complete: it says so when it did, not that it is ready.
-        let one_shots: std::collections::BTreeSet<&String> = self
-            .depends_on
-            .values()
-            .flat_map(|dependencies| dependencies.iter())
-            .filter(|(_, condition)| **condition == Condition::Completed)
-            .map(|(dependency, _)| dependency)
-            .collect();
-        for (spec, instances) in &self.specs {
-            let (spec, instances) = (spec.clone(), *instances);
-            let service = spec.service.clone();
-            let dependencies = self.depends_on.get(&service).cloned().unwrap_or_default();
-            for (dependency, condition) in dependencies {
-                let Some(dependency_id) = ids.get(&dependency) else {
-                    continue;
-                };
-                let waited = tokio::select! {
-                    waited = self.wait_for(&service, &dependency, dependency_id, condition, timeout) => waited,
-                    () = shutdown.cancelled() => return,
-                };
-                if let Err(error) = waited {
-                    if !matches!(error, SupervisorError::Stopped) {
-                        output::print_error(&dependency_failed(
-                            &self.live,
-                            &service,
-                            &dependency,
-                            dependency_id,
-                            condition,
-                            &error,
-                        ));
-                        start_failed.cancel();
-                    }
-                    return;
-                }
-            }
-            let id = spec.id.clone();
-            let readiness = if one_shots.contains(&service) {
-                Readiness::OneShot
-            } else if spec.settings.is_worker() {
-                Readiness::Worker
-            } else {
-                Readiness::Web
+            .map(|(spec, instances)| self.start_one(spec, *instances, &shared));
+        // A failed dependency or a shutdown ends every start still waiting.
+        tokio::select! {
+            _ = futures_util::future::join_all(starts) => {}
+            () = start_failed.cancelled() => {}
+            () = shutdown.cancelled() => {}
+        }
+        self.live
+            .waiting
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .clear();
+    }
+
+    /// Waits for each of `spec`'s dependencies, then hands it to the supervisor and says when
+    /// it is ready.
+    async fn start_one(
+        &self,
+        spec: &supervisor::DeploymentSpec,
+        instances: usize,
+        shared: &StartShared<'_>,
+    ) {
+        let service = &spec.service;
+        let dependencies = self.depends_on.get(service).cloned().unwrap_or_default();
+        let mut met: Vec<&str> = Vec::new();
+        for (dependency, condition) in &dependencies {
+            let (Some(dependency_id), Some(handed)) =
+                (shared.ids.get(dependency), shared.handed.get(dependency))
+            else {
+                continue;
             };
-            if self.live.supervisor.deploy(spec, instances).await.is_err() {
+            handed.cancelled().await;
+            let waited = self
+                .wait_for(service, dependency, dependency_id, *condition)
+                .await;
+            if let Err(error) = waited {
+                // Only the first failure is said: the start stops on it.
+                if !matches!(error, SupervisorError::Stopped)
+                    && !shared.start_failed.is_cancelled()
+                    && !shared.shutdown.is_cancelled()
+                {
+                    output::print_error(&dependency_failed(
+                        &self.live,
+                        service,
+                        dependency,
+                        dependency_id,
+                        *condition,
+                        &error,
+                    ));
+                    shared.start_failed.cancel();
+                }
                 return;
             }
-            tokio::spawn(say_when_ready(
-                self.live.clone(),
-                id,
-                service,
-                readiness,
-                self.started,
-                shutdown.clone(),
-            ));
+            met.push(dependency);
+            let waits_for = self.unmet(service, shared, &met);
+            self.set_waiting(
+                &spec.id,
+                Some((instances, waits_for)).filter(|(_, w)| !w.is_empty()),
+            );
         }
+        self.set_waiting(&spec.id, None);
+        let readiness = if shared.one_shots.contains(service) {
+            Readiness::OneShot
+        } else if spec.settings.is_worker() {
+            Readiness::Worker
+        } else {
+            Readiness::Web
+        };
+        if self
+            .live
+            .supervisor
+            .deploy(spec.clone(), instances)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if let Some(handed) = shared.handed.get(service) {
+            handed.cancel();
+        }
+        tokio::spawn(say_when_ready(
+            self.live.clone(),
+            spec.id.clone(),
+            service.clone(),
+            readiness,
+            self.started,
+            shared.shutdown.clone(),
+        ));
+    }
+
+    /// What `service` still waits for, `met` aside: `db healthy, migrate completed`.
+    fn unmet(&self, service: &str, shared: &StartShared<'_>, met: &[&str]) -> String {
+        let Some(dependencies) = self.depends_on.get(service) else {
+            return String::new();
+        };
+        dependencies
+            .iter()
+            .filter(|(dependency, _)| {
+                shared.ids.contains_key(*dependency) && !met.contains(&dependency.as_str())
+            })
+            .map(|(dependency, condition)| {
+                let condition = match condition {
+                    Condition::Started => "started",
+                    Condition::Healthy => "healthy",
+                    Condition::Completed => "completed",
+                };
+                format!("{dependency} {condition}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Shows `id` as WAITING (for `stack ls` and the dashboard), or no longer.
+    fn set_waiting(&self, id: &str, waiting: Option<(usize, String)>) {
+        let mut all = self
+            .live
+            .waiting
+            .lock()
+            .expect("never poisoned: no panics while held");
+        match waiting {
+            Some(waiting) => all.insert(id.to_string(), waiting),
+            None => all.remove(id),
+        };
     }
 
     /// Waits for `dependency` as `service` asks; a `completed` wait has no time limit, and
@@ -801,8 +908,8 @@ impl OrderedStart {
         dependency: &str,
         dependency_id: &str,
         condition: Condition,
-        timeout: Duration,
     ) -> Result<(), SupervisorError> {
+        let timeout = self.live.ready_timeout;
         let wait = self
             .live
             .supervisor

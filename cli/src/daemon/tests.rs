@@ -100,6 +100,7 @@ impl Served {
             session_secrets: None,
             redactor: Redactor::default(),
             session_cache: Default::default(),
+            waiting: Default::default(),
         }));
         supervisor
     }

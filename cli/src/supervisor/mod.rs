@@ -219,6 +219,8 @@ pub(crate) enum Event {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeploymentState {
     Building,
+    /// A first deployment that waits for what it depends on (`depends_on`) before it starts.
+    Waiting,
     Starting,
     Ready,
     Crashed,
@@ -231,6 +233,7 @@ impl std::fmt::Display for DeploymentState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let text = match self {
             DeploymentState::Building => "BUILDING",
+            DeploymentState::Waiting => "WAITING",
             DeploymentState::Starting => "STARTING",
             DeploymentState::Ready => "READY",
             DeploymentState::Crashed => "CRASHED",

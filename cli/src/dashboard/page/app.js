@@ -63,8 +63,8 @@ function drawDeployments() {
     if (!d.instances.length) instances.textContent = `${d.ready}/${d.wanted}`;
     const actions = el("td");
     // A kept deployment that does not run (STOPPED) can be rolled back to or removed; one
-    // being built has no actions yet.
-    const running = d.state !== "STOPPED" && d.state !== "BUILDING";
+    // being built, or waiting for what it depends on, has no actions yet.
+    const running = !["STOPPED", "BUILDING", "WAITING"].includes(d.state);
     if (running) {
       actions.append(
         button("+1", () => act("scale", { service: d.id, instances: d.wanted + 1 })),
@@ -79,7 +79,8 @@ function drawDeployments() {
         button("remove", () => act("remove", { deployment: d.id })),
       );
     }
-    body.appendChild(row([name, el("td", d.state, d.state), instances, uptime(d.created_ms), actions]));
+    const state = el("td", d.waiting_for ? `${d.state} for ${d.waiting_for}` : d.state, d.state);
+    body.appendChild(row([name, state, instances, uptime(d.created_ms), actions]));
   }
   const select = $("#log-target");
   const chosen = select.value;
