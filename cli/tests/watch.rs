@@ -692,6 +692,23 @@ async fn a_first_build_off_a_terminal_says_how_far_it_is_every_few_seconds() {
     up.wait_ready("hello");
 }
 
+/// A declared `build` that says nothing for a while: the periodic line names its command,
+/// and the service once.
+#[test]
+fn a_quiet_build_command_is_named_by_the_periodic_line() {
+    require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/web/index.html", "web\n");
+    project.write(
+        "stack.toml",
+        "[services.web]\nbuild = \"sleep 3.5\"\nrun = \"exec python3 -m http.server $PORT --bind 127.0.0.1\"\n",
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    let line = up.wait_for("> Building web: ", DEADLINE);
+    assert_eq!(line.trim_end(), "> Building web: sleep 3.5");
+    up.wait_ready("web");
+}
+
 /// A `build` that writes into its own directory (a stamp, `dist/`): the save builds once, and
 /// what the build wrote does not build again.
 #[test]

@@ -82,6 +82,11 @@ impl BuildView {
             // cargo's own `Compiling x` lines say less than the counts; other lines (npm's)
             // are what there is to show.
             Progress::Said(line) => {
+                // `pip install (web)` names the service a line is of; said of the only service
+                // being built, `Building web: pip install` says it already.
+                let line = line
+                    .strip_suffix(&format!(" ({})", self.what))
+                    .unwrap_or(line);
                 if let Some(bar) = &self.bar {
                     if bar.length().is_none() {
                         bar.set_message(line.to_string());
