@@ -685,11 +685,22 @@ fn a_stack_toml_saved_while_up_runs_is_applied_to_what_changed_and_a_bad_one_cha
         "`stack.toml` changed: `slow` scales to 3; `seed` starts; `extra` starts",
         COMMAND_DEADLINE,
     );
-    // A one-shot that the new service waits for runs first; a worker has no URL.
-    up.wait_for("> Ready! seed-", COMMAND_DEADLINE);
-    assert!(up.output().contains("(worker `seed`)"), "{}", up.output());
+    // A one-shot that the new service waits for runs first, said done when it exited 0; it
+    // has no URL.
+    up.wait_for("> Success! seed-", COMMAND_DEADLINE);
+    assert!(
+        up.output().contains("(one-shot `seed`) ran and exited 0"),
+        "{}",
+        up.output()
+    );
+    assert!(!up.output().contains("> Ready! seed-"), "{}", up.output());
     assert!(!up.output().contains("http://seed-"), "{}", up.output());
     up.wait_for("> Ready! http://extra-", COMMAND_DEADLINE);
+    assert!(
+        line_of(&up.output(), "seed.0 | seeded") < line_of(&up.output(), "extra.0 | listening"),
+        "{}",
+        up.output()
+    );
     assert_serves(&up, "extra.localhost", "extra");
     assert_eq!(project.live("slow")["id"], second.as_str());
     let deadline = Instant::now() + COMMAND_DEADLINE;
