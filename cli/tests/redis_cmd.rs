@@ -590,6 +590,93 @@ fn watch_shows_a_login_an_increment_and_a_logout_made_through_the_writer() {
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
+/// Whether printing `text` raw could make a terminal do something (as `stack requests` judges).
+fn drives_a_terminal(text: &str) -> bool {
+    text.chars().any(|c| {
+        c.is_control() && c != '\n'
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
+/// Anyone who can write to the store chooses its keys and values (a service storing a name
+/// from a form): `keys`, `get` and `watch` escape what could drive the terminal, and their
+/// JSON stays the same JSON.
+#[test]
+fn no_session_key_or_value_reaches_the_terminal_raw() {
+    let server = RedisServer::start();
+    let mut redis = server.connection();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("KEA")
+        .exec(&mut redis)
+        .expect("CONFIG SET");
+    let project = redis_project(&server.url());
+    let mut watch = Up::spawn(&project, &["redis", "watch"], &[]);
+    watch.wait_for_parts(&["> Watching sessions in ", "0 known"], 1, LINE_DEADLINE);
+
+    let id = "evil\u{1b}]0;owned\u{7}";
+    // Valid JSON: C1 controls and bidirectional overrides may stand raw in its strings.
+    let value = concat!(
+        r#"{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"#,
+        "\"user\":{\"name\":\"\u{9b}2J\u{202e}nimda\"},",
+        // A C0 control only as JSON's escape: raw, it would not be JSON.
+        r#""\u001b[31mfield":1}"#
+    );
+    redis::cmd("SET")
+        .arg(format!("sess:{id}"))
+        .arg(value)
+        .arg("EX")
+        .arg(600)
+        .exec(&mut redis)
+        .expect("SET");
+
+    let keys = project.stack(&["redis", "keys"]);
+    assert_eq!(keys.code, 0, "{}", keys.all());
+    assert!(!drives_a_terminal(&keys.all()), "{:?}", keys.all());
+    assert!(
+        keys.stdout.contains(r"evil\x1b]0;owned\x07"),
+        "{}",
+        keys.stdout
+    );
+    assert!(
+        keys.stdout.contains(r"\u009b2J\u202enimda"),
+        "{}",
+        keys.stdout
+    );
+
+    let listed = project.stack(&["redis", "keys", "--json"]);
+    assert!(!drives_a_terminal(&listed.stdout), "{:?}", listed.stdout);
+    let listed = json(&listed.stdout);
+    assert_eq!(listed["sessions"][0]["id"], id, "{listed}");
+    assert_eq!(
+        listed["sessions"][0]["user"]["name"], "\u{9b}2J\u{202e}nimda",
+        "{listed}"
+    );
+
+    // The id as a whole key: it holds `;`, which alone would read as a cookie header.
+    let key = format!("sess:{id}");
+    let got = project.stack(&["redis", "get", &key]);
+    assert_eq!(got.code, 0, "{}", got.all());
+    assert!(!drives_a_terminal(&got.all()), "{:?}", got.all());
+    assert!(
+        got.stdout.contains(r"\u009b2J\u202enimda"),
+        "{}",
+        got.stdout
+    );
+    let got = project.stack(&["redis", "get", &key, "--json"]);
+    assert!(!drives_a_terminal(&got.stdout), "{:?}", got.stdout);
+    let got = json(&got.stdout);
+    assert_eq!(got["session"]["\u{1b}[31mfield"], 1, "{got}");
+
+    let line = watch.wait_for_parts(&["created", r"evil\x1b]0;owned\x07"], 1, LINE_DEADLINE);
+    assert!(!drives_a_terminal(&line), "{line:?}");
+    assert!(line.contains(r"\u009b2J\u202enimda"), "{line}");
+    assert!(line.contains(r"\x1b[31mfield 1"), "{line}");
+    kill(watch.pid(), Signal::SIGINT).expect("SIGINT");
+    watch.wait_exit(Duration::from_secs(5));
+}
+
 /// A project with one tiny Node service, enough for `stack up` to run its managed Redis.
 fn node_project() -> Project {
     require("node");

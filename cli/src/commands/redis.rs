@@ -116,10 +116,9 @@ async fn keys(located: &Located, pattern: &str, as_json: bool) -> CliResult<Exit
             "bytes": total_bytes,
             "sessions": summaries,
         });
-        let written = serde_json::to_writer_pretty(&mut out, &document)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(out))
-            .and_then(|()| out.flush());
+        let text = serde_json::to_string_pretty(&document).expect("JSON values always serialise");
+        let written =
+            writeln!(out, "{}", output::terminal_safe_json_lines(&text)).and_then(|()| out.flush());
         stdout_written(written)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -135,18 +134,21 @@ async fn keys(located: &Located, pattern: &str, as_json: bool) -> CliResult<Exit
     let rows: Vec<[String; 5]> = summaries
         .iter()
         .map(|summary| {
+            // Keys and values are anyone's who can write to Redis: never raw on a terminal.
             let user = match (&summary.user, summary.problem) {
                 (_, Some(problem)) => format!("({problem})"),
-                (Some(user), None) => pretty::shorten(user.get(), CELL_WIDTH),
+                (Some(user), None) => {
+                    pretty::shorten(&output::terminal_safe_json(user.get()), CELL_WIDTH)
+                }
                 (None, None) => "-".into(),
             };
             let fields = if summary.fields.is_empty() {
                 "-".into()
             } else {
-                pretty::shorten(&summary.fields.join(","), CELL_WIDTH)
+                pretty::shorten(&output::printable(&summary.fields.join(",")), CELL_WIDTH)
             };
             [
-                summary.id.clone(),
+                output::printable(&summary.id).into_owned(),
                 pretty::ttl(summary.ttl),
                 user,
                 fields,
@@ -306,16 +308,14 @@ fn get(
             "cookie": cookie.map(|(secret, _)| json!({"valid": true, "secret": secret})),
             "session": session,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&document).expect("JSON values always serialise")
-        );
+        let text = serde_json::to_string_pretty(&document).expect("JSON values always serialise");
+        println!("{}", output::terminal_safe_json_lines(&text));
         return Ok(ExitCode::SUCCESS);
     }
     if let Some((secret, n_secrets)) = cookie {
         output::info(format!(
             "Cookie verifies (valid, signed with secret {secret} of {n_secrets}): it names session `{}`",
-            entry.id
+            output::printable(&entry.id)
         ));
     }
     let problem = entry
@@ -325,7 +325,7 @@ fn get(
         .unwrap_or_default();
     output::info(format!(
         "Session `{}` in {}: TTL {}, {}{problem}",
-        entry.id,
+        output::printable(&entry.id),
         located.url,
         pretty::ttl(entry.ttl.seconds()),
         pretty::size(entry.value.as_ref().map_or(0, String::len) as u64),
@@ -476,14 +476,16 @@ fn change_line(time: SystemTime, change: &Change) -> String {
         ChangeKind::Deleted => style(kind).red(),
         ChangeKind::Expired | ChangeKind::Evicted => style(kind).dim(),
     };
-    let short = |text: &str| pretty::shorten(text, CELL_WIDTH);
+    // Names and values are anyone's who can write to Redis: never raw on a terminal.
+    let short = |value: &str| pretty::shorten(&output::terminal_safe_json(value), CELL_WIDTH);
+    let name = |name: &str| output::printable(name).into_owned();
     let details: Vec<String> = match change.kind {
         ChangeKind::Created => change
             .fields
             .iter()
             .filter_map(|field| match field {
-                FieldChange::Added { name, value } if name != "cookie" => {
-                    Some(format!("{name} {}", short(value)))
+                FieldChange::Added { name: field, value } if field != "cookie" => {
+                    Some(format!("{} {}", name(field), short(value)))
                 }
                 _ => None,
             })
@@ -492,21 +494,29 @@ fn change_line(time: SystemTime, change: &Change) -> String {
             .fields
             .iter()
             .map(|field| match field {
-                FieldChange::Added { name, value } => format!("{name} added {}", short(value)),
-                FieldChange::Removed { name, value } => {
-                    format!("{name} removed (was {})", short(value))
+                FieldChange::Added { name: field, value } => {
+                    format!("{} added {}", name(field), short(value))
                 }
-                FieldChange::Changed { name, old, new } => {
-                    format!("{name} {} → {}", short(old), short(new))
+                FieldChange::Removed { name: field, value } => {
+                    format!("{} removed (was {})", name(field), short(value))
+                }
+                FieldChange::Changed {
+                    name: field,
+                    old,
+                    new,
+                } => {
+                    format!("{} {} → {}", name(field), short(old), short(new))
                 }
             })
             .collect(),
         ChangeKind::Deleted | ChangeKind::Expired | ChangeKind::Evicted => {
-            let names: Vec<&str> = change
+            let names: Vec<String> = change
                 .fields
                 .iter()
                 .filter_map(|field| match field {
-                    FieldChange::Removed { name, .. } if name != "cookie" => Some(name.as_str()),
+                    FieldChange::Removed { name: field, .. } if field != "cookie" => {
+                        Some(name(field))
+                    }
                     _ => None,
                 })
                 .collect();
@@ -525,7 +535,7 @@ fn change_line(time: SystemTime, change: &Change) -> String {
     format!(
         "{}  {kind}  {}  {details}",
         pretty::time_of_day(time),
-        change.id
+        output::printable(&change.id)
     )
     .trim_end()
     .to_owned()

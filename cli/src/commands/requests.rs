@@ -162,7 +162,8 @@ const MAX_WIDTH: usize = 72;
 fn column_width<'a>(records: impl Iterator<Item = &'a RequestRecord>) -> usize {
     records
         .map(|record| {
-            printable(&record.host).chars().count() + printable(&record.path).chars().count()
+            output::printable(&record.host).chars().count()
+                + output::printable(&record.path).chars().count()
         })
         .max()
         .unwrap_or(0)
@@ -198,22 +199,10 @@ fn json_line(record: &RequestRecord) -> String {
         session: record.session.as_deref(),
     };
     let text = serde_json::to_string(&line).expect("a request record serialises");
-    if !text.chars().any(is_unsafe_on_a_terminal) {
-        return text;
-    }
-    // Outside strings a JSON text is ASCII without controls: only string contents change.
-    let mut escaped = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if is_unsafe_on_a_terminal(c) {
-            escaped.push_str(&format!("\\u{:04x}", u32::from(c)));
-        } else {
-            escaped.push(c);
-        }
-    }
-    escaped
+    output::terminal_safe_json(&text).into_owned()
 }
 
-/// One line of the table; every field the request chose is [`printable`].
+/// One line of the table; every field the request chose is [`output::printable`].
 fn table_row(record: &RequestRecord, width: usize) -> String {
     let dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
     let served_by = match (&record.deployment, record.instance) {
@@ -221,51 +210,23 @@ fn table_row(record: &RequestRecord, width: usize) -> String {
         (Some(deployment), None) => deployment.clone(),
         _ => "-".into(),
     };
-    let target = format!("{}{}", printable(&record.host), printable(&record.path));
+    let target = format!(
+        "{}{}",
+        output::printable(&record.host),
+        output::printable(&record.path)
+    );
     format!(
         "{}  {} {:<7} {:<width$}  {:>7.1}ms  {:>6}B  rule {}  {}  session {}",
-        printable(&record.time),
+        output::printable(&record.time),
         record.status,
-        printable(&record.method),
+        output::printable(&record.method),
         target,
         record.duration_ms,
         record.bytes_out,
         dash(record.rule.map(|rule| rule.to_string())),
-        printable(&served_by),
-        printable(&dash(record.session.clone())),
+        output::printable(&served_by),
+        output::printable(&dash(record.session.clone())),
     )
-}
-
-/// Whether printing `c` raw could make a terminal do something: a control character (C0, DEL,
-/// C1: an escape sequence, a cursor move, a bell) or a bidirectional override or isolate
-/// (text that reads differently from what it is).
-fn is_unsafe_on_a_terminal(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-/// `text` as it can be printed on a terminal: what [`is_unsafe_on_a_terminal`] names as an
-/// escape (`\x1b`, `\u{9b}`), and a backslash doubled so the escapes are unambiguous.
-fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text
-        .chars()
-        .any(|c| c == '\\' || is_unsafe_on_a_terminal(c))
-    {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut shown = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\\' => shown.push_str("\\\\"),
-            c if is_unsafe_on_a_terminal(c) && u32::from(c) < 0x80 => {
-                shown.push_str(&format!("\\x{:02x}", u32::from(c)));
-            }
-            c if is_unsafe_on_a_terminal(c) => {
-                shown.push_str(&format!("\\u{{{:x}}}", u32::from(c)))
-            }
-            c => shown.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(shown)
 }
 
 #[cfg(test)]
@@ -304,7 +265,7 @@ mod tests {
             ("/back\\slash", "/back\\\\slash"),
             ("/café", "/café"),
         ] {
-            assert_eq!(printable(raw), shown, "{raw:?}");
+            assert_eq!(output::printable(raw), shown, "{raw:?}");
         }
     }
 
@@ -314,7 +275,7 @@ mod tests {
         evil.method = "G\u{1b}T".into();
         evil.deployment = Some("app-\u{9b}x".into());
         let row = table_row(&evil, 40);
-        assert!(!row.chars().any(is_unsafe_on_a_terminal), "{row:?}");
+        assert!(!row.chars().any(output::is_unsafe_on_a_terminal), "{row:?}");
         assert!(
             row.contains("app.localhost/\\u{9b}2J\\x1b]0;owned\\x07"),
             "{row}"
@@ -333,7 +294,10 @@ mod tests {
     fn a_json_line_escapes_c1_and_del_and_stays_the_same_json() {
         let evil = record("app.localhost", "/\u{9b}2J\u{7f}\u{1b}\u{202e}");
         let line = json_line(&evil);
-        assert!(!line.chars().any(is_unsafe_on_a_terminal), "{line:?}");
+        assert!(
+            !line.chars().any(output::is_unsafe_on_a_terminal),
+            "{line:?}"
+        );
         assert!(
             line.contains(r#""path":"/\u009b2J\u007f\u001b\u202e""#),
             "{line}"

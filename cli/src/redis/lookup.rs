@@ -21,14 +21,15 @@ pub enum LookupError {
         "the `{COOKIE_NAME}` cookie is not signed (no `s:` prefix), so express-session ignores it"
     )]
     Unsigned,
-    #[error("`{0}` is not a session id (ids have no spaces, `;` or `=`)")]
+    #[error("`{0}` is not a session id (ids have no spaces, `;` or `=`; to name a key exactly as it is, give `sess:` and the rest of it)")]
     NotAnId(String),
 }
 
 /// What the argument names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionRef {
-    /// A plain id (a `sess:` prefix is dropped).
+    /// A plain id (a `sess:` prefix is dropped; with it, the rest is the id exactly, whatever
+    /// it holds, as `stack redis keys` may list a key that another program wrote).
     Id(String),
     /// A signed value `s:<id>.<signature>`, percent-decoded.
     Signed(String),
@@ -37,6 +38,9 @@ pub enum SessionRef {
 impl SessionRef {
     /// Recognises every form `get` takes.
     pub fn parse(input: &str) -> Result<Self, LookupError> {
+        if let Some(id) = input.strip_prefix(KEY_PREFIX).filter(|id| !id.is_empty()) {
+            return Ok(SessionRef::Id(id.to_owned()));
+        }
         let mut text = input.trim();
         if text.is_empty() {
             return Err(LookupError::Empty);
@@ -135,6 +139,10 @@ mod tests {
         check("theme=dark", Err(LookupError::NoSessionCookie));
         check("connect.sid=abc123", Err(LookupError::Unsigned));
         check("two words", Err(LookupError::NotAnId("two words".into())));
+        // A whole key is taken as it is: spaces, `;`, `=` and `%` included.
+        check("sess:a b;c=d%41 ", Ok(SessionRef::Id("a b;c=d%41 ".into())));
+        check("sess: ", Ok(SessionRef::Id(" ".into())));
+        check("sess:", Err(LookupError::NotAnId(String::new())));
     }
 
     fn secrets(list: &[&str]) -> SecretList {

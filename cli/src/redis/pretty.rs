@@ -23,6 +23,7 @@ fn write_value(out: &mut String, value: &Value, depth: usize) {
             out.push_str("{\n");
             for (index, (key, item)) in map.iter().enumerate() {
                 let key = serde_json::to_string(key).expect("a string always serialises");
+                let key = crate::output::terminal_safe_json(&key).into_owned();
                 let _ = write!(out, "{}{}: ", pad(depth + 1), style(key).cyan());
                 write_value(out, item, depth + 1);
                 out.push_str(if index + 1 < map.len() { ",\n" } else { "\n" });
@@ -41,7 +42,12 @@ fn write_value(out: &mut String, value: &Value, depth: usize) {
         Value::Object(_) => out.push_str("{}"),
         Value::Array(_) => out.push_str("[]"),
         Value::String(_) => {
-            let _ = write!(out, "{}", style(value.to_string()).green());
+            let text = value.to_string();
+            let _ = write!(
+                out,
+                "{}",
+                style(crate::output::terminal_safe_json(&text)).green()
+            );
         }
         Value::Number(number) => {
             let _ = write!(out, "{}", style(number).yellow());
