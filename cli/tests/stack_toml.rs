@@ -358,7 +358,7 @@ fn a_service_waiting_for_its_dependency_shows_waiting_and_holds_up_no_other_serv
             &format!("{name}\n"),
         );
     }
-    // In start order `web` comes after `api`, which waits for `db` (healthy after 3 s).
+    // In start order `web` comes after `api`, which waits for `db` (healthy after 5 s).
     project.write(
         "stack.toml",
         r#"[services.api]
@@ -368,7 +368,7 @@ stop_timeout = "2s"
 
 [services.db]
 run = "exec python3 app.py"
-env = { HEALTHY_AFTER = "3" }
+env = { HEALTHY_AFTER = "5" }
 health = { http = "/healthz", interval = "200ms" }
 stop_timeout = "2s"
 
@@ -399,7 +399,38 @@ stop_timeout = "2s"
         api_row.contains("0/1") && api_row.contains("WAITING for db healthy"),
         "{table}"
     );
+    // What needs it running is refused, saying why; a scale is kept for its start, and a
+    // follow of its logs waits for it.
+    let api_id = api["id"].as_str().unwrap().to_string();
+    for args in [
+        vec!["rm", api_id.as_str()],
+        vec!["restart", "api"],
+        vec!["exec", "api", "--", "true"],
+    ] {
+        let refused = project.stack(&args);
+        assert_eq!(refused.code, 1, "{}", refused.all());
+        assert!(
+            refused
+                .stderr
+                .contains("has not started yet: it waits for db healthy"),
+            "stack {args:?}: {}",
+            refused.all()
+        );
+    }
+    let scaled = project.stack_ok(&["scale", "api", "2"]);
+    assert!(scaled.contains("will run 2 instances"), "{scaled}");
+    let mut follow = Up::spawn(&project, &["logs", "-f", "api"], &[]);
     up.wait_ready("api");
+    follow.wait_for("api.1 | listening", COMMAND_DEADLINE);
+    assert_eq!(instances_of(&project, "api"), Some(2));
+    assert!(
+        project
+            .path()
+            .join(".stack/deployments")
+            .join(&api_id)
+            .is_dir(),
+        "the refused `stack rm` removed its files"
+    );
     let api = project.live("api");
     assert_eq!(api["state"], "READY", "{api}");
     assert!(api.get("waiting_for").is_none(), "{api}");

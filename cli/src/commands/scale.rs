@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 
 use crate::args::ScaleArgs;
-use crate::control::api::ScaleRequest;
+use crate::control::api::{ScaleAnswer, ScaleRequest};
 use crate::control::{Client, ControlError};
 use crate::output::{self, CliError, CliResult};
 use crate::state::Store;
@@ -26,6 +26,18 @@ pub fn run(project_dir: &Path, args: ScaleArgs) -> CliResult<ExitCode> {
     let answer = client.blocking(client.scale(request));
     spinner.finish_and_clear();
     match answer {
+        Ok(ScaleAnswer {
+            deployment,
+            wanted,
+            waiting_for: Some(on),
+            ..
+        }) => {
+            output::success(format!(
+                "`{deployment}` will run {}: it starts once its `depends_on` is met (it waits for {on})",
+                plural_instances(wanted)
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
         Ok(answer) if answer.at_start => {
             output::success(format!(
                 "`{}` will run {}: `stack up` is still building it, and starts that many",

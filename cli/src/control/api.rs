@@ -612,6 +612,10 @@ pub struct ScaleAnswer {
     /// deployment starts with `wanted` instances.
     #[serde(default)]
     pub at_start: bool,
+    /// With `at_start`: the deployment has not started because it waits for its
+    /// `depends_on` (`db healthy`); it starts with `wanted` instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// The answer to `DELETE /v1/deployments/<id>`.

@@ -185,6 +185,7 @@ pub fn status_of(error: &DaemonError) -> StatusCode {
         | DaemonError::UnknownDeployment { .. }
         | DaemonError::UnknownInstance { .. } => StatusCode::NOT_FOUND,
         DaemonError::LiveDeployment { .. }
+        | DaemonError::Waiting { .. }
         | DaemonError::HostTaken(_)
         | DaemonError::NothingToRestart { .. } => StatusCode::CONFLICT,
         DaemonError::RestartFailed { .. } => StatusCode::GATEWAY_TIMEOUT,

@@ -144,9 +144,51 @@ pub struct Live {
     pub waiting: WaitingStarts,
 }
 
-/// First deployments not yet started because they wait for their `depends_on`, by id: the
-/// instances each will run and what it still waits for (`stack ls` shows them WAITING).
-pub type WaitingStarts = Mutex<BTreeMap<String, (usize, String)>>;
+/// First deployments not yet started because they wait for their `depends_on`, by id
+/// (`stack ls` shows them WAITING).
+pub type WaitingStarts = Mutex<BTreeMap<String, WaitingStart>>;
+
+/// A first deployment that waits for its `depends_on`.
+#[derive(Debug, Clone)]
+pub struct WaitingStart {
+    pub service: String,
+    /// What it starts with (`stack scale` meanwhile changes it).
+    pub instances: usize,
+    /// What it still waits for: `db healthy, migrate completed`.
+    pub on: String,
+}
+
+impl Live {
+    /// The waiting first deployment that `target` names (its id or its service, or one
+    /// instance of either: `api.0`), with its id.
+    /// A [`DaemonError::Waiting`] when `target` names a waiting first deployment.
+    pub fn refuse_waiting(&self, target: &str) -> Result<(), DaemonError> {
+        match self.waiting(target) {
+            Some((_, start)) => Err(DaemonError::Waiting {
+                target: target.to_string(),
+                on: start.on,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn waiting(&self, target: &str) -> Option<(String, WaitingStart)> {
+        let waiting = self
+            .waiting
+            .lock()
+            .expect("never poisoned: no panics while held");
+        let named = |target: &str| {
+            waiting
+                .iter()
+                .find(|(id, start)| *id == target || start.service == target)
+                .map(|(id, start)| (id.clone(), start.clone()))
+        };
+        named(target).or_else(|| match api::split_instance(target) {
+            (base, Some(_)) => named(base),
+            (_, None) => None,
+        })
+    }
+}
 
 /// Why a call was refused, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +199,8 @@ pub enum DaemonError {
     Stopping { what: &'static str },
     #[error("no service or deployment named `{target}`")]
     UnknownTarget { target: String },
+    #[error("`{target}` has not started yet: it waits for {on}")]
+    Waiting { target: String, on: String },
     #[error("no deployment `{id}`")]
     UnknownDeployment { id: String },
     #[error("{asked} instances is more than the {cap} a deployment may run")]
@@ -200,6 +244,7 @@ impl DaemonError {
             DaemonError::UnknownTarget { .. } | DaemonError::UnknownDeployment { .. } => {
                 "See `stack ls` for the deployments.".into()
             }
+            DaemonError::Waiting { .. } => "It starts once what it depends on is there (`depends_on` in `stack.toml`); run this again when `stack ls` shows it running.".into(),
             DaemonError::LiveDeployment { id, .. } => {
                 format!("Stop it first with `stack scale {id} 0`, then run `stack rm {id}` again.")
             }
@@ -409,11 +454,11 @@ impl Daemon {
             deployments.extend(
                 kept.into_iter()
                     .map(|stored| match waiting.get(&stored.id) {
-                        Some((instances, on)) => DeploymentStatus {
+                        Some(start) => DeploymentStatus {
                             state: supervisor::DeploymentState::Waiting,
                             current: true,
-                            wanted: *instances,
-                            waiting_for: Some(on.clone()),
+                            wanted: start.instances,
+                            waiting_for: Some(start.on.clone()),
                             ..stored
                         },
                         None => DeploymentStatus {
@@ -461,11 +506,15 @@ impl Daemon {
                             ready: 0,
                             wanted: request.instances,
                             at_start: true,
+                            waiting_for: None,
                         })
                     }
                 }
             }
         };
+        if let Some(answer) = self.scale_waiting(&live, &target, request.instances)? {
+            return Ok(answer);
+        }
         let before = live
             .supervisor
             .snapshot()
@@ -499,13 +548,49 @@ impl Daemon {
             ready,
             wanted: request.instances,
             at_start: false,
+            waiting_for: None,
         })
+    }
+
+    /// A scale of a first deployment that waits for its `depends_on`: it starts with that
+    /// many instances, recorded as a running one's scale is.
+    fn scale_waiting(
+        &self,
+        live: &Live,
+        target: &str,
+        instances: usize,
+    ) -> Result<Option<ScaleAnswer>, DaemonError> {
+        let mut waiting = live
+            .waiting
+            .lock()
+            .expect("never poisoned: no panics while held");
+        // Under the lock: the start takes the count from here when it deploys.
+        let Some((id, start)) = waiting
+            .iter_mut()
+            .find(|(id, start)| *id == target || start.service == target)
+        else {
+            return Ok(None);
+        };
+        start.instances = instances;
+        let (id, service, on) = (id.clone(), start.service.clone(), start.on.clone());
+        drop(waiting);
+        self.inner
+            .store
+            .update(|state| state.set_scale(&service, instances))?;
+        Ok(Some(ScaleAnswer {
+            deployment: id,
+            ready: 0,
+            wanted: instances,
+            at_start: true,
+            waiting_for: Some(on),
+        }))
     }
 
     /// Stops a deployment that is not its service's running live one and forgets it: record
     /// and artifact (`stack rm`).
     pub async fn remove(&self, id: &str) -> Result<RemoveAnswer, DaemonError> {
         let live = self.live()?;
+        live.refuse_waiting(id)?;
         let running = live
             .supervisor
             .snapshot()
@@ -543,6 +628,7 @@ impl Daemon {
     /// the last one is, or with the first one that fails.
     pub async fn restart(&self, request: RestartRequest) -> Result<RestartAnswer, DaemonError> {
         let live = self.live()?;
+        live.refuse_waiting(&request.target)?;
         let snapshot = live.supervisor.snapshot();
         let running =
             snapshot
@@ -619,6 +705,7 @@ impl Daemon {
     /// environment (the one `stack up` was started in) lacks or has otherwise, `PORT` aside.
     pub async fn environment(&self, target: &str) -> Result<EnvAnswer, DaemonError> {
         let live = self.live()?;
+        live.refuse_waiting(target)?;
         let snapshot = live.supervisor.snapshot();
         // Every instance gets the same: `reader.1` is `reader`.
         let Ok(found) = api::find_with_instance(target, |target| {
@@ -670,6 +757,15 @@ impl Daemon {
     /// and the live ones when following.
     pub async fn logs(&self, query: &LogsQuery) -> Result<LogFeed, DaemonError> {
         let live = self.live()?;
+        if query.follow {
+            // As during the first build: a follow waits for the start, then follows.
+            let mut changes = live.supervisor.subscribe();
+            while live.waiting(&query.target).is_some() {
+                if changes.changed().await.is_err() {
+                    return Err(DaemonError::Stopping { what: "the follow" });
+                }
+            }
+        }
         let snapshot = live.supervisor.snapshot();
         // A service or deployment (running, else kept), else one instance of it (`reader.1`).
         let find = |target: &str| -> Result<_, DaemonError> {

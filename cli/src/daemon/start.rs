@@ -32,7 +32,7 @@ use super::reconfigure::{self, StopOrder};
 use super::redeploy::{self, Redeployer};
 use super::report;
 use super::stop::{Signals, StopReason};
-use super::{redis, Daemon, DaemonConfig, Live};
+use super::{redis, Daemon, DaemonConfig, Live, WaitingStart};
 use crate::config::{self, model::Condition, ServicesError};
 use crate::control::{
     self,
@@ -722,6 +722,23 @@ struct OrderedStart {
     started: Instant,
 }
 
+/// One first deployment's entry in [`Live::waiting`], under its lock.
+struct WaitingEntry<'a> {
+    all: std::sync::MutexGuard<'a, std::collections::BTreeMap<String, WaitingStart>>,
+    id: String,
+}
+
+impl WaitingEntry<'_> {
+    fn as_mut(&mut self) -> Option<&mut WaitingStart> {
+        self.all.get_mut(&self.id)
+    }
+
+    /// No longer waiting: what it was.
+    fn take(&mut self) -> Option<WaitingStart> {
+        self.all.remove(&self.id)
+    }
+}
+
 /// What one first deployment's start shares with the others'.
 struct StartShared<'a> {
     /// Each service's deployment id.
@@ -766,10 +783,22 @@ impl OrderedStart {
             start_failed: &start_failed,
             shutdown: &shutdown,
         };
-        for (spec, instances) in &self.specs {
-            let waits_for = self.unmet(&spec.service, &shared, &[]);
-            if !waits_for.is_empty() {
-                self.set_waiting(&spec.id, Some((*instances, waits_for)));
+        {
+            let mut waiting = self
+                .live
+                .waiting
+                .lock()
+                .expect("never poisoned: no panics while held");
+            for (spec, instances) in &self.specs {
+                let on = self.unmet(&spec.service, &shared, &[]);
+                if !on.is_empty() {
+                    let start = WaitingStart {
+                        service: spec.service.clone(),
+                        instances: *instances,
+                        on,
+                    };
+                    waiting.insert(spec.id.clone(), start);
+                }
             }
         }
         let starts = self
@@ -829,13 +858,17 @@ impl OrderedStart {
                 return;
             }
             met.push(dependency);
-            let waits_for = self.unmet(service, shared, &met);
-            self.set_waiting(
-                &spec.id,
-                Some((instances, waits_for)).filter(|(_, w)| !w.is_empty()),
-            );
+            let on = self.unmet(service, shared, &met);
+            if let Some(start) = self.waiting_start(&spec.id).as_mut() {
+                start.on = on;
+            }
         }
-        self.set_waiting(&spec.id, None);
+        // A `stack scale` made while it waited counts. Its entry goes only once it is with
+        // the supervisor, so that whoever sees it gone finds it there.
+        let instances = self
+            .waiting_start(&spec.id)
+            .as_mut()
+            .map_or(instances, |start| start.instances);
         let readiness = if shared.one_shots.contains(service) {
             Readiness::OneShot
         } else if spec.settings.is_worker() {
@@ -851,6 +884,16 @@ impl OrderedStart {
             .is_err()
         {
             return;
+        }
+        let scaled_meanwhile = self
+            .waiting_start(&spec.id)
+            .take()
+            .map(|start| start.instances)
+            .filter(|wanted| *wanted != instances);
+        if let Some(wanted) = scaled_meanwhile {
+            if let Err(error) = self.live.supervisor.scale(&spec.id, wanted).await {
+                tracing::warn!(%error, deployment = spec.id, "cannot apply the scale");
+            }
         }
         if let Some(handed) = shared.handed.get(service) {
             handed.cancel();
@@ -887,17 +930,16 @@ impl OrderedStart {
             .join(", ")
     }
 
-    /// Shows `id` as WAITING (for `stack ls` and the dashboard), or no longer.
-    fn set_waiting(&self, id: &str, waiting: Option<(usize, String)>) {
-        let mut all = self
-            .live
-            .waiting
-            .lock()
-            .expect("never poisoned: no panics while held");
-        match waiting {
-            Some(waiting) => all.insert(id.to_string(), waiting),
-            None => all.remove(id),
-        };
+    /// The WAITING entry of `id` (for `stack ls` and the dashboard), to change or take.
+    fn waiting_start(&self, id: &str) -> WaitingEntry<'_> {
+        WaitingEntry {
+            all: self
+                .live
+                .waiting
+                .lock()
+                .expect("never poisoned: no panics while held"),
+            id: id.to_string(),
+        }
     }
 
     /// Waits for `dependency` as `service` asks; a `completed` wait has no time limit, and
