@@ -1327,8 +1327,30 @@ kind = "worker"
     );
     assert!(failed.contains("Error!"), "{failed}");
     assert_serves(&up, "api.localhost", "api");
+    // One that fails at once is said the same way, and its log can be read by its id.
+    project.write("services/migrate/run.sh", "echo failing fast; exit 5\n");
+    let failed = up.wait_for_parts(
+        &[
+            "migrate: the new deployment did not complete",
+            "exit status: 5",
+        ],
+        1,
+        COMMAND_DEADLINE,
+    );
+    let id = failed
+        .split('`')
+        .nth(1)
+        .expect("the deployment in backticks");
+    assert!(id.starts_with("migrate-"), "{failed}");
+    let logs = project.stack_ok(&["logs", id]);
+    assert!(logs.contains("failing fast"), "{logs}");
+    assert_serves(&up, "api.localhost", "api");
     let output = up.stop(Signal::SIGINT);
     assert!(!output.contains("> Ready! migrate-"), "{output}");
+    assert!(!output.contains("did not start"), "{output}");
+    // Read from disk when nothing runs, too.
+    let logs = project.stack_ok(&["logs", id]);
+    assert!(logs.contains("failing fast"), "{logs}");
 }
 
 /// Ctrl-C while a service is still starting stops everything and says nothing went wrong

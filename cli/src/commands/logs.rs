@@ -88,8 +88,13 @@ async fn logs_async(
 fn from_disk(project_dir: &Path, args: &LogsArgs, selection: &Selection) -> CliResult<ExitCode> {
     let state = State::load(project_dir).map_err(|error| CliError::new(error.to_string()))?;
     // A service or deployment, else one instance of it (`reader.1`).
+    let logs_dir = logs::logs_dir(project_dir);
     let Ok(found) = api::find_with_instance(&args.target, |target| {
-        Ok::<_, std::convert::Infallible>(state.resolve_deployment(target))
+        Ok::<_, std::convert::Infallible>(
+            state
+                .resolve_deployment(target)
+                .or_else(|| logs::unkept_with_log(&logs_dir, target)),
+        )
     });
     let Some((deployment, instance)) = found else {
         return Err(
@@ -97,7 +102,6 @@ fn from_disk(project_dir: &Path, args: &LogsArgs, selection: &Selection) -> CliR
                 .hint("See `stack ls` for the deployments."),
         );
     };
-    let logs_dir = logs::logs_dir(project_dir);
     let lines = logs::read_stored(
         &logs_dir,
         &deployment,

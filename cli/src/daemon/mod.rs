@@ -773,7 +773,8 @@ impl Daemon {
                 return Ok(Some((running.spec.id.clone(), Some(running))));
             }
             let kept = self.inner.store.load()?.resolve_deployment(target);
-            Ok(kept.map(|id| (id, None)))
+            let failed = || logs::unkept_with_log(&logs::logs_dir(&self.inner.project_dir), target);
+            Ok(kept.or_else(failed).map(|id| (id, None)))
         };
         let ((deployment_id, running), instance) = api::find_with_instance(&query.target, find)?
             .ok_or_else(|| DaemonError::UnknownTarget {

@@ -553,11 +553,22 @@ impl Redeployer {
             }
             Err(error) => {
                 let _ = std::fs::remove_dir_all(deployments_dir.join(&record.id));
-                report::print(Redeploy::StartFailed {
-                    service: name,
-                    deployment: record.id,
-                    error,
-                });
+                // A one-shot that exits non-zero at once did not start, as a server that
+                // crashes does; for a one-shot that is: it did not complete.
+                let failed = if self.is_one_shot(&name) {
+                    Redeploy::NotCompleted {
+                        service: name,
+                        deployment: record.id,
+                        error,
+                    }
+                } else {
+                    Redeploy::StartFailed {
+                        service: name,
+                        deployment: record.id,
+                        error,
+                    }
+                };
+                report::print(failed);
             }
         }
     }

@@ -74,6 +74,16 @@ pub fn log_path(logs_dir: &Path, deployment_id: &str) -> PathBuf {
     logs_dir.join(format!("{deployment_id}.log"))
 }
 
+/// A deployment that is neither running nor kept but left a log: one whose start failed
+/// (a redeploy's error names it for `stack logs`). Only a plain id is looked for.
+pub fn unkept_with_log(logs_dir: &Path, target: &str) -> Option<String> {
+    let plain = !target.is_empty()
+        && target
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (plain && log_path(logs_dir, target).is_file()).then(|| target.to_string())
+}
+
 /// Values that must never be written anywhere (secrets from the environment).
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
