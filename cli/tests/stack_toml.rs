@@ -1316,6 +1316,45 @@ kind = "worker"
     );
     assert!(!output.contains("> Ready! migrate-"), "{output}");
     assert_eq!(project.live("migrate")["state"], "COMPLETED");
+    // One save that changes both: the new `api` goes live only once its migration ran.
+    project.write(
+        "stack.toml",
+        r#"[services.api]
+run = "exec python3 app.py"
+env = { VERSION = "api four" }
+depends_on = { migrate = "completed" }
+stop_timeout = "2s"
+
+[services.migrate]
+run = "echo migrating four; sleep 1; echo migrated four"
+kind = "worker"
+"#,
+    );
+    up.wait_for_parts(&["> Ready! http://api-", "[build "], 1, COMMAND_DEADLINE);
+    assert_serves(&up, "api.localhost", "api four");
+    let output = up.output();
+    let lines: Vec<&str> = output.lines().collect();
+    let new_api_started = lines
+        .iter()
+        .rposition(|line| line.contains("api.0 | listening on"))
+        .unwrap();
+    assert!(
+        line_of(&output, "migrate.0 | migrated four") < new_api_started,
+        "{output}"
+    );
+    project.write(
+        "stack.toml",
+        r#"[services.api]
+run = "exec python3 app.py"
+depends_on = { migrate = "completed" }
+stop_timeout = "2s"
+
+[services.migrate]
+run = "sh run.sh"
+kind = "worker"
+"#,
+    );
+    up.wait_for_parts(&["> Ready! http://api-", "[build "], 2, COMMAND_DEADLINE);
     // One that fails after it started is an error naming it; the other services keep running.
     project.write(
         "services/migrate/run.sh",

@@ -419,27 +419,67 @@ impl Redeployer {
                 return;
             }
         };
+        // Start order: what a service depends on is swapped in before it.
         built.sort_by_key(|build| {
-            services
+            self.services
                 .iter()
+                .chain(&services)
                 .position(|service| service.name == build.service.name)
         });
+        let in_batch: BTreeSet<String> = built
+            .iter()
+            .map(|build| build.service.name.clone())
+            .collect();
+        let mut failed: BTreeSet<String> = BTreeSet::new();
         let build_time = started.elapsed();
         for build in &built {
-            if fresh.contains(&build.service.name) && !self.dependencies_ready(&build.service).await
-            {
+            let service = &build.service;
+            let is_fresh = fresh.contains(&service.name);
+            // New code waits for what this save changes beside it (its migration) as a new
+            // service waits for all it depends on.
+            let waits_for: Vec<&String> = service
+                .depends_on
+                .keys()
+                .filter(|dependency| is_fresh || in_batch.contains(*dependency))
+                .collect();
+            if let Some(dependency) = waits_for.iter().find(|d| failed.contains(**d)) {
+                output::print_error(
+                    &CliError::new(format!(
+                        "`{}` depends on `{dependency}`, whose new deployment failed, so {}",
+                        service.name,
+                        not_started(&service.name, is_fresh)
+                    ))
+                    .hint(format!("Fix `{dependency}` and save again.")),
+                );
+                failed.insert(service.name.clone());
                 continue;
             }
-            let scale = rescale.get(&build.service.name).copied();
-            self.swap_in_build(build, build_time, renew, scale).await;
+            if !self.dependencies_ready(service, &waits_for, is_fresh).await {
+                failed.insert(service.name.clone());
+                continue;
+            }
+            let scale = rescale.get(&service.name).copied();
+            if !self.swap_in_build(build, build_time, renew, scale).await {
+                failed.insert(service.name.clone());
+            }
         }
     }
 
-    /// Waits, as the start does, for each running dependency of a service that starts now.
-    async fn dependencies_ready(&self, service: &Service) -> bool {
+    /// Waits, as the start does, for each of `dependencies` of a service that starts now or
+    /// whose new deployment does (`is_fresh`: it has none yet).
+    async fn dependencies_ready(
+        &self,
+        service: &Service,
+        dependencies: &[&String],
+        is_fresh: bool,
+    ) -> bool {
         let supervisor = &self.live.supervisor;
         let timeout = self.live.ready_timeout;
-        for (dependency, condition) in &service.depends_on {
+        for (dependency, condition) in service
+            .depends_on
+            .iter()
+            .filter(|(dependency, _)| dependencies.contains(dependency))
+        {
             let Some(id) = supervisor
                 .snapshot()
                 .resolve(dependency)
@@ -451,27 +491,28 @@ impl Redeployer {
                         service.name
                     ))
                     .hint(format!(
-                        "`{}` was not started; the rest keeps running. Fix `{dependency}`, then save `{}` again.",
-                        service.name,
+                        "{}; the rest keeps running. Fix `{dependency}`, then save `{}` again.",
+                        not_started(&service.name, is_fresh),
                         config::FILE
                     )),
                 );
                 return false;
             };
             if let Err(error) = supervisor.wait_for(&id, *condition, timeout).await {
-                output::print_error(&dependency_failed(
-                    &self.live,
-                    &service.name,
-                    dependency,
-                    &id,
-                    *condition,
-                    &error,
-                )
-                .hint(format!(
-                    "`{}` was not started; the rest keeps running. See `stack logs {dependency}`, then save `{}` again.",
-                    service.name,
-                    config::FILE
-                )));
+                output::print_error(
+                    &dependency_failed(
+                        &self.live,
+                        &service.name,
+                        dependency,
+                        &id,
+                        *condition,
+                        &error,
+                    )
+                    .hint(format!(
+                    "{}; the rest keeps running. See `stack logs {dependency}`, then save again.",
+                    not_started(&service.name, is_fresh),
+                )),
+                );
                 return false;
             }
         }
@@ -486,7 +527,7 @@ impl Redeployer {
         build_time: Duration,
         renew: bool,
         scale: Option<usize>,
-    ) {
+    ) -> bool {
         let swap_started = Instant::now();
         let name = built.service.name.clone();
         let deployments_dir = deployments_dir(self.store.project_dir());
@@ -504,13 +545,17 @@ impl Redeployer {
                     .map_err(|error| error.to_string())
             });
         let record = match prepared {
-            Ok((_, false)) => return report::print(Redeploy::Unchanged { service: name }),
+            Ok((_, false)) => {
+                report::print(Redeploy::Unchanged { service: name });
+                return true;
+            }
             Ok((record, true)) => record,
             Err(reason) => {
-                return report::print(Redeploy::NotPrepared {
+                report::print(Redeploy::NotPrepared {
                     service: name,
                     reason,
-                })
+                });
+                return false;
             }
         };
         let instances = scale.unwrap_or_else(|| self.instances_of(&built.service));
@@ -537,7 +582,7 @@ impl Redeployer {
                         build_time,
                         swap_started,
                     ));
-                    return;
+                    return true;
                 }
                 // A worker has no URL: its id and service, as the start says it.
                 let url = if built.service.settings.is_worker() {
@@ -550,6 +595,7 @@ impl Redeployer {
                     build: build_time,
                     swap: swap_started.elapsed(),
                 });
+                true
             }
             Err(error) => {
                 let _ = std::fs::remove_dir_all(deployments_dir.join(&record.id));
@@ -569,6 +615,7 @@ impl Redeployer {
                     }
                 };
                 report::print(failed);
+                false
             }
         }
     }
@@ -598,6 +645,16 @@ impl Redeployer {
         })
         .or(service.instances)
         .unwrap_or(1)
+    }
+}
+
+/// What did not happen to `service` when what it depends on failed: it has no deployment yet
+/// (`is_fresh`), or its live one stays.
+fn not_started(service: &str, is_fresh: bool) -> String {
+    if is_fresh {
+        format!("`{service}` was not started")
+    } else {
+        format!("the new deployment of `{service}` was not swapped in: the live one keeps serving")
     }
 }
 
