@@ -528,6 +528,58 @@ fn a_failing_one_shot_stops_the_start_with_its_exit_status_and_last_lines() {
     assert!(error.contains("exit status: 3"), "{output}");
     assert!(error.contains("cannot reach the schema"), "{output}");
     assert!(!output.contains("api.0 |"), "api must not start:\n{output}");
+    assert!(
+        error.contains("`api` was not started; stopping"),
+        "{output}"
+    );
+    assert!(output.contains("Stopped everything"), "{output}");
+}
+
+#[test]
+fn a_dependency_that_never_becomes_healthy_stops_the_start_with_one_error_naming_it() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    for name in ["api", "db", "worker"] {
+        project.write(&format!("services/{name}/app.py"), SLOW_SERVICE);
+    }
+    project.write(
+        "stack.toml",
+        r#"[services.api]
+run = "exec python3 app.py"
+depends_on = { db = "healthy" }
+
+[services.db]
+run = "exec python3 app.py"
+env = { HEALTHY_AFTER = "1000" }
+health = { http = "/healthz", interval = "200ms" }
+
+[services.worker]
+run = "sleep 1000"
+kind = "worker"
+depends_on = { db = "healthy" }
+"#,
+    );
+    let mut up = Up::launch(&project, &["--no-watch", "--ready-timeout", "2s"], &[]);
+    let status = up.wait_exit(COMMAND_DEADLINE);
+    let output = up.output();
+    assert_eq!(status.code(), Some(1), "{output}");
+    // One error, naming the dependency, its last check and everything that did not start.
+    assert_eq!(output.matches("Error!").count(), 1, "{output}");
+    let error = &output[line_of(&output, "Error!")..];
+    assert!(
+        error.contains("waits for `db` to become healthy, and it did not"),
+        "{output}"
+    );
+    assert!(error.contains("its last health check:"), "{output}");
+    assert!(
+        error.contains("`api` and `worker` were not started; stopping"),
+        "{output}"
+    );
+    assert!(!output.contains("keep running"), "{output}");
+    assert!(
+        !output.contains("api.0 |") && !output.contains("worker.0 |"),
+        "{output}"
+    );
     assert!(output.contains("Stopped everything"), "{output}");
 }
 

@@ -845,14 +845,18 @@ impl OrderedStart {
                     && !shared.start_failed.is_cancelled()
                     && !shared.shutdown.is_cancelled()
                 {
-                    output::print_error(&dependency_failed(
+                    let error = dependency_failed(
                         &self.live,
                         service,
                         dependency,
                         dependency_id,
                         *condition,
                         &error,
-                    ));
+                    );
+                    output::print_error(&error.hint(format!(
+                        "{} not started; stopping. See `stack logs {dependency}`.",
+                        self.not_started()
+                    )));
                     shared.start_failed.cancel();
                 }
                 return;
@@ -898,14 +902,38 @@ impl OrderedStart {
         if let Some(handed) = shared.handed.get(service) {
             handed.cancel();
         }
+        // What waits for it to be healthy says so when it is not, and the start stops then.
+        let said_by_dependents = self.depends_on.iter().any(|(dependent, dependencies)| {
+            shared.ids.contains_key(dependent)
+                && dependencies.get(service) == Some(&Condition::Healthy)
+        });
         tokio::spawn(say_when_ready(
             self.live.clone(),
             spec.id.clone(),
             service.clone(),
             readiness,
+            said_by_dependents,
             self.started,
             shared.shutdown.clone(),
         ));
+    }
+
+    /// The services still waiting, as a sentence's subject: "`a`, `b` and `d` were".
+    fn not_started(&self) -> String {
+        let mut services: Vec<String> = self
+            .live
+            .waiting
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .values()
+            .map(|start| format!("`{}`", start.service))
+            .collect();
+        services.sort();
+        match services.as_slice() {
+            [one] => format!("{one} was"),
+            [first @ .., last] => format!("{} and {last} were", first.join(", ")),
+            [] => "nothing else was".to_string(),
+        }
     }
 
     /// What `service` still waits for, `met` aside: `db healthy, migrate completed`.
@@ -1038,6 +1066,7 @@ async fn say_when_ready(
     id: String,
     service: String,
     readiness: Readiness,
+    said_by_dependents: bool,
     started: Instant,
     shutdown: CancellationToken,
 ) {
@@ -1085,7 +1114,7 @@ async fn say_when_ready(
         )),
         Err(SupervisorError::Stopped) => {}
         // What waits for it says why it did not complete, with its last lines.
-        Err(_) if readiness == Readiness::OneShot => {}
+        Err(_) if readiness == Readiness::OneShot || said_by_dependents => {}
         Err(error) => output::print_error(&CliError::new(format!("{service}: {error}")).hint(
             format!("The other services keep running. See `stack logs {service}`."),
         )),
