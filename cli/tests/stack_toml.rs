@@ -1436,6 +1436,10 @@ kind = "worker"
     let logs = project.stack_ok(&["logs", id]);
     assert!(logs.contains("failing fast"), "{logs}");
     assert_serves(&up, "api.localhost", "api");
+    // A one-shot has no URL to show after a rollback either.
+    let rolled = project.stack_ok(&["rollback", "migrate"]);
+    assert!(rolled.contains("migrate now serves migrate-"), "{rolled}");
+    assert!(!rolled.contains("http"), "{rolled}");
     let output = up.stop(Signal::SIGINT);
     assert!(!output.contains("> Ready! migrate-"), "{output}");
     assert!(!output.contains("did not start"), "{output}");

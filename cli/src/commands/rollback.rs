@@ -27,7 +27,9 @@ pub fn run(project_dir: &Path, args: RollbackArgs) -> CliResult<ExitCode> {
                 "{} now serves {}{previous} [{}ms]",
                 args.service, answer.deployment, answer.elapsed_ms
             ));
-            output::info(answer.url);
+            if let Some(url) = answer.url {
+                output::info(url);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(ControlError::NotRunning { dir }) => Err(CliError::new(format!(

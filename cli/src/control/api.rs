@@ -686,7 +686,9 @@ pub struct RollbackAnswer {
     pub deployment: String,
     /// Live before, now stopped.
     pub previous: Option<String>,
-    pub url: String,
+    /// Its URL; a worker has none.
+    #[serde(default)]
+    pub url: Option<String>,
     pub elapsed_ms: u64,
 }
 

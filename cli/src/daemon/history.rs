@@ -230,6 +230,7 @@ pub async fn rollback(
         .resolve(&service)
         .map(|deployment| deployment.spec.settings.clone())
         .unwrap_or_default();
+    let is_worker = settings.is_worker();
     let spec = spec_for(&deployments_dir, &record, settings);
     live.supervisor
         .swap_in(spec, instances, live.ready_timeout)
@@ -238,7 +239,7 @@ pub async fn rollback(
         state.deployments.entry(service).or_default().current = Some(record.id.clone());
     })?;
     Ok(RollbackAnswer {
-        url: deployment_url(&record.id, live.proxy_port),
+        url: (!is_worker).then(|| deployment_url(&record.id, live.proxy_port)),
         deployment: record.id,
         previous,
         elapsed_ms: started.elapsed().as_millis() as u64,
