@@ -1305,7 +1305,7 @@ kind = "worker"
     let migrate = project.live("migrate");
     assert_eq!(migrate["state"], "COMPLETED", "{migrate}");
     assert_eq!(migrate["instances"][0]["state"], "COMPLETED", "{migrate}");
-    // A scale-up of a one-shot is done once its new run exited 0.
+    // A scale-up of a one-shot is done once its new run exited 0, and so is a restart.
     let started = Instant::now();
     let scaled = project.stack(&["scale", "migrate", "2"]);
     assert_eq!(scaled.code, 0, "{}", scaled.all());
@@ -1314,6 +1314,11 @@ kind = "worker"
         "{}",
         scaled.all()
     );
+    // Printed before it answered (the reader of the output may lag a little; the run takes 4 s).
+    up.wait_for("migrate.1 | migrated", Duration::from_secs(2));
+    let restarted = project.stack(&["restart", "migrate.0"]);
+    assert_eq!(restarted.code, 0, "{}", restarted.all());
+    up.wait_for_parts(&["migrate.0 | migrated"], 2, Duration::from_secs(2));
     let output = up.stop(Signal::SIGINT);
     assert!(output.contains("Stopped everything"), "{output}");
     let stopped = project.stack(&["ls"]).all();
@@ -1407,6 +1412,23 @@ kind = "worker"
 "#,
     );
     up.wait_for_parts(&["> Ready! http://api-", "[build "], 2, COMMAND_DEADLINE);
+    // One replaced by a save while it runs is said to be cut short.
+    project.write(
+        "services/migrate/run.sh",
+        "echo migrating five; sleep 30; echo migrated five\n",
+    );
+    up.wait_for("migrate.0 | migrating five", COMMAND_DEADLINE);
+    project.write("services/migrate/run.sh", "echo migrating six\n");
+    up.wait_for(
+        "migrate.0 | [stack] migrate.0 stopped before it exited",
+        COMMAND_DEADLINE,
+    );
+    up.wait_for_parts(
+        &["(one-shot `migrate`) ran and exited 0 [build "],
+        3,
+        COMMAND_DEADLINE,
+    );
+    assert!(!up.output().contains("migrated five"), "{}", up.output());
     // One that fails after it started is an error naming it; the other services keep running.
     project.write(
         "services/migrate/run.sh",

@@ -47,6 +47,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::model::Condition;
 use crate::control::api::{
     self, AliasAnswer, AliasChange, Applied, DeploymentStatus, EnvAnswer, LogsQuery, RedisAnswer,
     RemoveAnswer, RequestsAnswer, RestartAnswer, RestartRequest, RollbackAnswer, RollbackRequest,
@@ -515,11 +516,14 @@ impl Daemon {
         if let Some(answer) = self.scale_waiting(&live, &target, request.instances)? {
             return Ok(answer);
         }
-        let before = live
-            .supervisor
-            .snapshot()
-            .resolve(&target)
-            .map_or(0, |running| running.wanted);
+        let (before, one_shot) =
+            live.supervisor
+                .snapshot()
+                .resolve(&target)
+                .map_or((0, false), |running| {
+                    let completed = running.state() == supervisor::DeploymentState::Completed;
+                    (running.wanted, completed)
+                });
         let deployment = live.supervisor.scale(&target, request.instances).await?;
         if let Some(running) = live.supervisor.snapshot().resolve(&deployment) {
             let service = running.spec.service.clone();
@@ -537,6 +541,12 @@ impl Daemon {
             live.supervisor
                 .wait_ready(&deployment, live.ready_timeout)
                 .await?;
+            // A one-shot's new runs are done once they exited 0.
+            if one_shot {
+                live.supervisor
+                    .wait_for(&deployment, Condition::Completed, live.ready_timeout)
+                    .await?;
+            }
         }
         let ready = live
             .supervisor
@@ -673,9 +683,24 @@ impl Daemon {
             + supervisor::DEFAULT_GRACE
             + settings.stop_timeout
             + Duration::from_secs(5);
+        // A one-shot that did its work runs again: done once it exited 0 again.
+        let one_shot = running.state() == supervisor::DeploymentState::Completed;
         let mut restarted = Vec::new();
         for instance in instances {
             let reason = match tokio::time::timeout(limit, instance.request_restart()).await {
+                Ok(Ok(Ok(()))) if one_shot => {
+                    let completed = live
+                        .supervisor
+                        .wait_for(&running.spec.id, Condition::Completed, live.ready_timeout)
+                        .await;
+                    match completed {
+                        Ok(()) => {
+                            restarted.push(instance.number);
+                            continue;
+                        }
+                        Err(error) => error.to_string(),
+                    }
+                }
                 Ok(Ok(Ok(()))) => {
                     restarted.push(instance.number);
                     continue;

@@ -1112,7 +1112,9 @@ async fn say_when_ready(
             "{} [{seconds:.1}s]",
             deployment_urls(&id, live.proxy_port, live.https_port),
         )),
-        Err(SupervisorError::Stopped) => {}
+        // Stopped, or gone before it was ready (a `stack.toml` save took it out): nothing of
+        // it to say.
+        Err(SupervisorError::Stopped | SupervisorError::UnknownTarget { .. }) => {}
         // What waits for it says why it did not complete, with its last lines.
         Err(_) if readiness == Readiness::OneShot || said_by_dependents => {}
         Err(error) => output::print_error(&CliError::new(format!("{service}: {error}")).hint(

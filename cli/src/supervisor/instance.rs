@@ -404,6 +404,11 @@ impl InstanceTask {
                 () = self.stop.cancelled() => {
                     http.close();
                     self.drain_and_stop(child).await;
+                    // A worker's work may be cut short (a migration replaced by a newer save):
+                    // its log says it did not end on its own.
+                    if settings.is_worker() {
+                        self.log.push(source, &format!("[stack] {source} stopped before it exited"));
+                    }
                     return Ended::Stopped;
                 }
                 () = self.instance.restart.notified() => {
