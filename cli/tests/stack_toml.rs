@@ -358,7 +358,8 @@ fn a_service_waiting_for_its_dependency_shows_waiting_and_holds_up_no_other_serv
             &format!("{name}\n"),
         );
     }
-    // In start order `web` comes after `api`, which waits for `db` (healthy after 5 s).
+    // In start order `web` comes after `api`, which waits for `db` (healthy after 8 s: time
+    // for every check below).
     project.write(
         "stack.toml",
         r#"[services.api]
@@ -368,7 +369,7 @@ stop_timeout = "2s"
 
 [services.db]
 run = "exec python3 app.py"
-env = { HEALTHY_AFTER = "5" }
+env = { HEALTHY_AFTER = "8" }
 health = { http = "/healthz", interval = "200ms" }
 stop_timeout = "2s"
 
@@ -419,6 +420,22 @@ stop_timeout = "2s"
     }
     let scaled = project.stack_ok(&["scale", "api", "2"]);
     assert!(scaled.contains("will run 2 instances"), "{scaled}");
+    // Its hosts say it is starting, and are its own: an alias may point at it, not take them.
+    let reply = raw_http::request(up.port, "GET", "/", &[("Host", "api.localhost")]);
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .contains("`api` is starting: it waits for db healthy"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    project.stack_ok(&["alias", "app.localhost", "api"]);
+    let reply = raw_http::request(up.port, "GET", "/", &[("Host", "app.localhost")]);
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    let taken = project.stack(&["alias", "api.localhost", "web"]);
+    assert_eq!(taken.code, 1, "{}", taken.all());
     let mut follow = Up::spawn(&project, &["logs", "-f", "api"], &[]);
     up.wait_ready("api");
     follow.wait_for("api.1 | listening", COMMAND_DEADLINE);
@@ -434,6 +451,7 @@ stop_timeout = "2s"
     let api = project.live("api");
     assert_eq!(api["state"], "READY", "{api}");
     assert!(api.get("waiting_for").is_none(), "{api}");
+    assert_serves(&up, "app.localhost", "api");
     let output = up.stop(Signal::SIGINT);
     assert!(
         line_of(&output, "> Ready! http://db-") < line_of(&output, "api.0 | listening"),

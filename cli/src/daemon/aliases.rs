@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use super::routes;
-use super::DaemonError;
+use super::{DaemonError, WaitingStart, WaitingStarts};
 use crate::control::api::AliasChange;
 use crate::output;
 use crate::proxy::Routing;
@@ -18,14 +18,28 @@ use crate::supervisor::{Snapshot, Supervisor};
 pub struct Aliases {
     current: Mutex<BTreeMap<String, Alias>>,
     routing: Routing,
+    /// First deployments still waiting for their `depends_on`: their hosts are theirs.
+    waiting: Arc<WaitingStarts>,
 }
 
 impl Aliases {
-    pub fn new(aliases: BTreeMap<String, Alias>, routing: Routing) -> Aliases {
+    pub fn new(
+        aliases: BTreeMap<String, Alias>,
+        routing: Routing,
+        waiting: Arc<WaitingStarts>,
+    ) -> Aliases {
         Aliases {
             current: Mutex::new(aliases),
             routing,
+            waiting,
         }
+    }
+
+    fn waiting(&self) -> BTreeMap<String, WaitingStart> {
+        self.waiting
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Alias>> {
@@ -42,7 +56,7 @@ impl Aliases {
     /// Rebuilds the table for `snapshot` and swaps it in; returns what building it noted.
     pub fn refresh(&self, snapshot: &Snapshot) -> Vec<String> {
         let aliases = self.lock();
-        let built = routes::build(snapshot, &aliases);
+        let built = routes::build(snapshot, &self.waiting(), &aliases);
         self.routing.swap(built.table);
         built.notes
     }
@@ -59,7 +73,7 @@ impl Aliases {
         let mut candidate = aliases.clone();
         match change {
             AliasChange::Set { host, alias } => {
-                if let Some(owner) = routes::owner(snapshot, host) {
+                if let Some(owner) = routes::owner(snapshot, &self.waiting(), host) {
                     return Err(DaemonError::HostTaken(owner));
                 }
                 candidate.insert(host.clone(), alias.clone());
@@ -68,7 +82,7 @@ impl Aliases {
                 candidate.remove(host);
             }
         }
-        let built = routes::build(snapshot, &candidate);
+        let built = routes::build(snapshot, &self.waiting(), &candidate);
         let unresolved: Vec<_> = built
             .unresolved
             .into_iter()

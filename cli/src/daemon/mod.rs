@@ -141,8 +141,9 @@ pub struct Live {
     pub redactor: Redactor,
     /// Session cookies the request log's readers verified already.
     pub session_cache: requests::SessionCache,
-    /// First deployments that wait for what they depend on before they start.
-    pub waiting: WaitingStarts,
+    /// First deployments that wait for what they depend on before they start (shared with
+    /// the aliases: their hosts answer 503 meanwhile).
+    pub waiting: Arc<WaitingStarts>,
 }
 
 /// First deployments not yet started because they wait for their `depends_on`, by id
@@ -157,6 +158,8 @@ pub struct WaitingStart {
     pub instances: usize,
     /// What it still waits for: `db healthy, migrate completed`.
     pub on: String,
+    /// A worker has no host.
+    pub worker: bool,
 }
 
 impl Live {

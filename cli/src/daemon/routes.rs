@@ -4,13 +4,15 @@
 //!
 //! Hosts: `<deployment-id>.localhost` for every running deployment, `<service>.localhost` for
 //! each service's current deployment, and every alias. A CRASHED deployment answers 503 JSON
-//! naming its service; a `dest` whose deployment is gone answers 502 for that rule only.
+//! naming its service, and so does a first deployment that waits for its `depends_on`, saying
+//! for what; a `dest` whose deployment is gone answers 502 for that rule only.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::StatusCode;
 
+use super::WaitingStart;
 use crate::proxy::{self, HostRoute, RoutingTable, Target};
 use crate::rules::Dest;
 use crate::state::aliases::{owner_of, Alias, AliasTarget, HostOwner};
@@ -38,9 +40,37 @@ pub struct Routes {
 
 /// Builds the table. Unresolvable `dest`s become 502 targets and are listed in `unresolved`
 /// (at `stack up` that is a warning; for a live alias change it is a refusal).
-pub fn build(snapshot: &Snapshot, aliases: &BTreeMap<String, Alias>) -> Routes {
+pub fn build(
+    snapshot: &Snapshot,
+    waiting: &BTreeMap<String, WaitingStart>,
+    aliases: &BTreeMap<String, Alias>,
+) -> Routes {
     let mut built = Routes::default();
     let mut table = RoutingTable::new();
+    // Not started yet: 503 until they are (a deployment that runs already is what it is).
+    let waiting: Vec<(&String, &WaitingStart, Target)> = waiting
+        .iter()
+        .filter(|(id, start)| {
+            !start.worker && !snapshot.deployments.iter().any(|d| d.spec.id == **id)
+        })
+        .map(|(id, start)| {
+            let target = Target::Unavailable {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!("`{}` is starting: it waits for {}", start.service, start.on),
+            };
+            (id, start, target)
+        })
+        .collect();
+    for (id, start, target) in &waiting {
+        table.insert(
+            &format!("{id}.localhost"),
+            HostRoute::Target(target.clone()),
+        );
+        table.insert(
+            &format!("{}.localhost", start.service),
+            HostRoute::Target(target.clone()),
+        );
+    }
     let targets: Vec<(&LiveDeployment, Target)> = snapshot
         .deployments
         .iter()
@@ -62,12 +92,17 @@ pub fn build(snapshot: &Snapshot, aliases: &BTreeMap<String, Alias>) -> Routes {
     }
     let resolver = Resolver {
         targets: &targets,
+        waiting: &waiting,
         aliases,
     };
+    let waiting_starts: BTreeMap<String, WaitingStart> = waiting
+        .iter()
+        .map(|(id, start, _)| ((*id).clone(), (*start).clone()))
+        .collect();
     for (host, alias) in aliases {
         // An alias recorded before its host was a service's or a deployment's URL (offline)
         // never takes that URL over.
-        if let Some(owner) = owner(snapshot, host) {
+        if let Some(owner) = owner(snapshot, &waiting_starts, host) {
             built
                 .notes
                 .push(format!("alias `{host}` is not served: {owner}"));
@@ -115,15 +150,24 @@ pub fn build(snapshot: &Snapshot, aliases: &BTreeMap<String, Alias>) -> Routes {
     built
 }
 
-/// What owns `host` among the running services and deployments (and the reserved host).
-pub fn owner(snapshot: &Snapshot, host: &str) -> Option<HostOwner> {
+/// What owns `host` among the running services and deployments, those waiting to start,
+/// and the reserved host.
+pub fn owner(
+    snapshot: &Snapshot,
+    waiting: &BTreeMap<String, WaitingStart>,
+    host: &str,
+) -> Option<HostOwner> {
     let deployments = &snapshot.deployments;
     owner_of(
         host,
         deployments
             .iter()
-            .map(|running| running.spec.service.as_str()),
-        deployments.iter().map(|running| running.spec.id.as_str()),
+            .map(|running| running.spec.service.as_str())
+            .chain(waiting.values().map(|start| start.service.as_str())),
+        deployments
+            .iter()
+            .map(|running| running.spec.id.as_str())
+            .chain(waiting.keys().map(String::as_str)),
     )
 }
 
@@ -161,6 +205,8 @@ fn deployment_target(deployment: &LiveDeployment) -> Target {
 
 struct Resolver<'a> {
     targets: &'a [(&'a LiveDeployment, Target)],
+    /// Web deployments waiting to start, as their 503.
+    waiting: &'a [(&'a String, &'a WaitingStart, Target)],
     aliases: &'a BTreeMap<String, Alias>,
 }
 
@@ -214,6 +260,12 @@ impl Resolver<'_> {
             .iter()
             .find(|(deployment, _)| deployment.current && deployment.spec.service == name)
             .map(|(_, target)| target.clone())
+            .or_else(|| {
+                self.waiting
+                    .iter()
+                    .find(|(_, start, _)| start.service == name)
+                    .map(|(_, _, target)| target.clone())
+            })
     }
 
     fn deployment(&self, id: &str) -> Option<Target> {
@@ -221,6 +273,12 @@ impl Resolver<'_> {
             .iter()
             .find(|(deployment, _)| deployment.spec.id == id)
             .map(|(_, target)| target.clone())
+            .or_else(|| {
+                self.waiting
+                    .iter()
+                    .find(|(waiting, _, _)| **waiting == id)
+                    .map(|(_, _, target)| target.clone())
+            })
     }
 
     fn names(&self) -> String {

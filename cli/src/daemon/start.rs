@@ -250,7 +250,12 @@ impl Daemon {
 
         // Routing: rebuilt whole after every change of the supervisor or of the aliases.
         let routing = Routing::new(RoutingTable::new());
-        let aliases = Arc::new(Aliases::new(state.aliases, routing.clone()));
+        let waiting: Arc<super::WaitingStarts> = Arc::default();
+        let aliases = Arc::new(Aliases::new(
+            state.aliases,
+            routing.clone(),
+            waiting.clone(),
+        ));
         let request_log = request_log_wanted().then(proxy::RequestLog::new);
         let mut proxy_config = proxy::ProxyConfig::with_response_timeout(config.upstream_timeout);
         proxy_config.request_log = request_log.clone();
@@ -297,7 +302,7 @@ impl Daemon {
             session_secrets,
             redactor: live_redactor,
             session_cache: Default::default(),
-            waiting: Default::default(),
+            waiting,
         });
         daemon.run(live.clone());
         drop(first_build);
@@ -796,6 +801,7 @@ impl OrderedStart {
                         service: spec.service.clone(),
                         instances: *instances,
                         on,
+                        worker: spec.settings.is_worker(),
                     };
                     waiting.insert(spec.id.clone(), start);
                 }

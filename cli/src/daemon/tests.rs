@@ -89,6 +89,7 @@ impl Served {
             aliases: Arc::new(Aliases::new(
                 state.aliases,
                 Routing::new(RoutingTable::new()),
+                Default::default(),
             )),
             proxy_port: 3000,
             https_port: None,

@@ -88,6 +88,10 @@ impl ProxyError {
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if matches!(self, Self::ServiceUnavailable(_)) {
+            // A deployment starting (or waiting for what it depends on) is worth asking again.
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if matches!(self, Self::MethodNotAllowed) {
             // A CONNECT client expects a tunnel on this connection; it gets none.
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
