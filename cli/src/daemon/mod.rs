@@ -163,8 +163,6 @@ pub struct WaitingStart {
 }
 
 impl Live {
-    /// The waiting first deployment that `target` names (its id or its service, or one
-    /// instance of either: `api.0`), with its id.
     /// A [`DaemonError::Waiting`] when `target` names a waiting first deployment.
     pub fn refuse_waiting(&self, target: &str) -> Result<(), DaemonError> {
         match self.waiting(target) {
@@ -176,6 +174,8 @@ impl Live {
         }
     }
 
+    /// The waiting first deployment that `target` names (its id or its service, or one
+    /// instance of either: `api.0`), with its id.
     pub fn waiting(&self, target: &str) -> Option<(String, WaitingStart)> {
         let waiting = self
             .waiting
