@@ -1488,6 +1488,58 @@ kind = "worker"
     assert!(logs.contains("failing fast"), "{logs}");
 }
 
+#[test]
+fn a_one_shots_restart_and_scale_answer_once_its_runs_ended_and_say_why_one_failed() {
+    support::require("python3");
+    let project = Project::empty().with_env("SESSION_SECRET", "test-secret");
+    project.write("services/api/app.py", SLOW_SERVICE);
+    project.write("services/api/version.txt", "api\n");
+    let code = project.path().join("exit-code");
+    std::fs::write(&code, "0").unwrap();
+    project.write(
+        "services/migrate/run.sh",
+        "code=$(cat \"$CODE_FILE\"); echo \"run to $code\"; sleep 1; exit \"$code\"\n",
+    );
+    project.write(
+        "stack.toml",
+        &format!(
+            "[services.api]\nrun = \"exec python3 app.py\"\ndepends_on = {{ migrate = \"completed\" }}\n\n[services.migrate]\nrun = \"sh run.sh\"\nkind = \"worker\"\nenv = {{ CODE_FILE = \"{}\" }}\n",
+            code.display()
+        ),
+    );
+    let mut up = Up::start(&project, &["--no-watch"]);
+    up.wait_ready("api");
+    let timed = |args: &[&str]| {
+        let started = Instant::now();
+        let run = project.stack(args);
+        (run, started.elapsed())
+    };
+    // A run that fails is the command's error, with its exit status; it never hangs.
+    std::fs::write(&code, "3").unwrap();
+    let (failed, took) = timed(&["restart", "migrate"]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert!(failed.stderr.contains("exit status: 3"), "{}", failed.all());
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered before the run ended: {took:?}"
+    );
+    // Run again from CRASHED, to exit 0: done once it did.
+    std::fs::write(&code, "0").unwrap();
+    let (restarted, took) = timed(&["restart", "migrate"]);
+    assert_eq!(restarted.code, 0, "{}", restarted.all());
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered before the run ended: {took:?}"
+    );
+    assert_eq!(project.live("migrate")["state"], "COMPLETED");
+    // A scale whose new run fails says so too.
+    std::fs::write(&code, "4").unwrap();
+    let (scaled, _) = timed(&["scale", "migrate", "2"]);
+    assert_eq!(scaled.code, 1, "{}", scaled.all());
+    assert!(scaled.stderr.contains("exit status: 4"), "{}", scaled.all());
+    up.stop(Signal::SIGINT);
+}
+
 /// Ctrl-C while a service is still starting stops everything and says nothing went wrong
 /// with the service (its deployment going away is the stop, not a failure).
 #[test]

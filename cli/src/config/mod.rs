@@ -607,6 +607,7 @@ pub fn run_settings(
         stop_signal,
         stop_timeout: service.stop_timeout.value,
         restart: service.restart.value,
+        one_shot: false,
     })
 }
 

@@ -47,7 +47,6 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::model::Condition;
 use crate::control::api::{
     self, AliasAnswer, AliasChange, Applied, DeploymentStatus, EnvAnswer, LogsQuery, RedisAnswer,
     RemoveAnswer, RequestsAnswer, RestartAnswer, RestartRequest, RollbackAnswer, RollbackRequest,
@@ -519,14 +518,13 @@ impl Daemon {
         if let Some(answer) = self.scale_waiting(&live, &target, request.instances)? {
             return Ok(answer);
         }
-        let (before, one_shot) =
-            live.supervisor
-                .snapshot()
-                .resolve(&target)
-                .map_or((0, false), |running| {
-                    let completed = running.state() == supervisor::DeploymentState::Completed;
-                    (running.wanted, completed)
-                });
+        let (before, one_shot) = live
+            .supervisor
+            .snapshot()
+            .resolve(&target)
+            .map_or((0, false), |running| {
+                (running.wanted, running.spec.settings.one_shot)
+            });
         let deployment = live.supervisor.scale(&target, request.instances).await?;
         if let Some(running) = live.supervisor.snapshot().resolve(&deployment) {
             let service = running.spec.service.clone();
@@ -546,9 +544,7 @@ impl Daemon {
                 .await?;
             // A one-shot's new runs are done once they exited 0.
             if one_shot {
-                live.supervisor
-                    .wait_for(&deployment, Condition::Completed, live.ready_timeout)
-                    .await?;
+                live.supervisor.wait_runs_done(&deployment, None).await?;
             }
         }
         let ready = live
@@ -686,15 +682,15 @@ impl Daemon {
             + supervisor::DEFAULT_GRACE
             + settings.stop_timeout
             + Duration::from_secs(5);
-        // A one-shot that did its work runs again: done once it exited 0 again.
-        let one_shot = running.state() == supervisor::DeploymentState::Completed;
+        // A one-shot runs again: done once it exited 0 again, one instance after the other.
+        let one_shot = settings.one_shot;
         let mut restarted = Vec::new();
         for instance in instances {
             let reason = match tokio::time::timeout(limit, instance.request_restart()).await {
                 Ok(Ok(Ok(()))) if one_shot => {
                     let completed = live
                         .supervisor
-                        .wait_for(&running.spec.id, Condition::Completed, live.ready_timeout)
+                        .wait_runs_done(&running.spec.id, Some(&[instance.number]))
                         .await;
                     match completed {
                         Ok(()) => {

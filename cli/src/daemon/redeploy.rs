@@ -559,7 +559,8 @@ impl Redeployer {
             }
         };
         let instances = scale.unwrap_or_else(|| self.instances_of(&built.service));
-        let spec = spec_for(&deployments_dir, &record, built.service.settings.clone());
+        let mut spec = spec_for(&deployments_dir, &record, built.service.settings.clone());
+        spec.settings.one_shot = self.is_one_shot(&name);
         let swapped = self
             .live
             .supervisor

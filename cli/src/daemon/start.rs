@@ -886,10 +886,12 @@ impl OrderedStart {
         } else {
             Readiness::Web
         };
+        let mut deployed = spec.clone();
+        deployed.settings.one_shot = readiness == Readiness::OneShot;
         if self
             .live
             .supervisor
-            .deploy(spec.clone(), instances)
+            .deploy(deployed, instances)
             .await
             .is_err()
         {

@@ -131,6 +131,9 @@ pub struct RunSettings {
     /// Between the stop signal and SIGKILL.
     pub stop_timeout: Duration,
     pub restart: Restart,
+    /// Others wait for it to complete (`depends_on ... = "completed"`): a scale or restart of
+    /// it is done once the new runs exited 0. Set by the daemon, which knows who waits on whom.
+    pub one_shot: bool,
 }
 
 impl RunSettings {
@@ -151,6 +154,7 @@ impl Default for RunSettings {
             stop_signal: nix::sys::signal::Signal::SIGTERM,
             stop_timeout: DEFAULT_GRACE,
             restart: Restart::Always,
+            one_shot: false,
         }
     }
 }
@@ -502,6 +506,63 @@ impl Supervisor {
                     deployment.state() == DeploymentState::Completed
                 })
                 .await
+            }
+        }
+    }
+
+    /// Waits until the runs of a one-shot's instances (those numbered `numbers`, else all it
+    /// wants) have ended: `Ok` once each exited 0, the error of the first that exited non-zero
+    /// and is not restarted (CRASHED) otherwise. No time limit: a migration takes what it takes.
+    pub async fn wait_runs_done(
+        &self,
+        deployment_id: &str,
+        numbers: Option<&[usize]>,
+    ) -> Result<(), SupervisorError> {
+        let mut receiver = self.subscribe();
+        loop {
+            {
+                let snapshot = receiver.borrow_and_update().clone();
+                let Some(deployment) = snapshot
+                    .deployments
+                    .iter()
+                    .find(|deployment| deployment.spec.id == deployment_id)
+                else {
+                    return Err(SupervisorError::UnknownTarget {
+                        target: deployment_id.to_string(),
+                        running: snapshot.names(),
+                    });
+                };
+                let runs: Vec<&Arc<Instance>> = deployment
+                    .active()
+                    .filter(|instance| {
+                        numbers.is_none_or(|numbers| numbers.contains(&instance.number))
+                    })
+                    .collect();
+                if let Some(crashed) = runs
+                    .iter()
+                    .find(|instance| instance.crashed.load(Ordering::Acquire))
+                {
+                    let reason = crashed
+                        .last_error
+                        .lock()
+                        .expect("never poisoned: no panics while held")
+                        .clone();
+                    return Err(SupervisorError::Crashed {
+                        deployment: deployment_id.to_string(),
+                        reason: reason.unwrap_or_else(|| "it did not exit 0".into()),
+                    });
+                }
+                let all = numbers.map_or(deployment.wanted, <[usize]>::len);
+                if runs.len() >= all
+                    && runs
+                        .iter()
+                        .all(|instance| instance.completed.load(Ordering::Acquire))
+                {
+                    return Ok(());
+                }
+            }
+            if receiver.changed().await.is_err() {
+                return Err(SupervisorError::Stopped);
             }
         }
     }
