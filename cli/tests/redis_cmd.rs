@@ -669,6 +669,21 @@ fn no_session_key_or_value_reaches_the_terminal_raw() {
     let got = json(&got.stdout);
     assert_eq!(got["session"]["\u{1b}[31mfield"], 1, "{got}");
 
+    // Nor does what someone typed, echoed in an error.
+    for args in [
+        ["redis", "get", "sess:nope\u{1b}[2J\u{202e}"],
+        ["redis", "del", "sess:nope\u{1b}[2J\u{202e}"],
+        ["redis", "get", "two\u{1b}[2J words"],
+    ] {
+        let refused = project.stack(&args);
+        assert_ne!(refused.code, 0, "{}", refused.all());
+        assert!(
+            !drives_a_terminal(&refused.all()),
+            "{args:?}: {:?}",
+            refused.all()
+        );
+    }
+
     let line = watch.wait_for_parts(&["created", r"evil\x1b]0;owned\x07"], 1, LINE_DEADLINE);
     assert!(!drives_a_terminal(&line), "{line:?}");
     assert!(line.contains(r"\u009b2J\u202enimda"), "{line}");

@@ -229,7 +229,7 @@ fn get(
     as_json: bool,
 ) -> CliResult<ExitCode> {
     let reference = SessionRef::parse(what).map_err(|error| {
-        CliError::new(error.to_string()).hint(
+        CliError::new(output::printable(&error.to_string())).hint(
             "Give a session id (`stack redis keys` lists them), a cookie value `s%3A...` or a header `connect.sid=s%3A...`.",
         )
     })?;
@@ -251,17 +251,16 @@ fn get(
                     n_secrets,
                 } => {
                     if as_json {
-                        println!(
-                            "{}",
-                            json!({"cookie": {"valid": false, "claimed_id": claimed_id}})
-                        );
+                        let text = json!({"cookie": {"valid": false, "claimed_id": claimed_id}});
+                        println!("{}", output::terminal_safe_json(&text.to_string()));
                     }
-                    let claimed = claimed_id
-                        .as_deref()
-                        .map_or("no id".to_owned(), |id| format!("session `{id}`"));
+                    let claimed = claimed_id.as_deref().map_or("no id".to_owned(), |id| {
+                        format!("session `{}`", output::printable(id))
+                    });
                     let hint = match &claimed_id {
                         Some(id) => format!(
-                            "It was altered, or signed with another secret: check SESSION_SECRET. To look the id up regardless: `stack redis get {id}`."
+                            "It was altered, or signed with another secret: check SESSION_SECRET. To look the id up regardless: `stack redis get {}`.",
+                            output::printable(id)
                         ),
                         None => "It was altered, or signed with another secret: check SESSION_SECRET.".to_owned(),
                     };
@@ -283,13 +282,12 @@ fn get(
     })?;
     let Some(entry) = entry else {
         if as_json {
-            println!(
-                "{}",
-                json!({"id": id, "found": false, "cookie": cookie.map(|(secret, _)| json!({"valid": true, "secret": secret}))})
-            );
+            let text = json!({"id": id, "found": false, "cookie": cookie.map(|(secret, _)| json!({"valid": true, "secret": secret}))});
+            println!("{}", output::terminal_safe_json(&text.to_string()));
         }
         return Err(CliError::new(format!(
-            "no session `{id}` in {} (it expired, was deleted, or never existed)",
+            "no session `{}` in {} (it expired, was deleted, or never existed)",
+            output::printable(&id),
             located.url
         ))
         .hint("List the sessions with `stack redis keys`."));
@@ -340,7 +338,7 @@ async fn del(located: &Located, ids: &[String]) -> CliResult<ExitCode> {
         match SessionRef::parse(id) {
             Ok(SessionRef::Id(id)) => clean.push(id),
             _ => {
-                return Err(CliError::new(format!("`{id}` is not a session id"))
+                return Err(CliError::new(format!("`{}` is not a session id", output::printable(id)))
                     .hint("Give ids as `stack redis keys` lists them (a `sess:` prefix is fine). Nothing was deleted."))
             }
         }
@@ -552,7 +550,7 @@ fn plural(n: usize, noun: &str) -> String {
 fn quoted_list(items: &[&String]) -> String {
     items
         .iter()
-        .map(|item| format!("`{item}`"))
+        .map(|item| format!("`{}`", output::printable(item)))
         .collect::<Vec<_>>()
         .join(", ")
 }
