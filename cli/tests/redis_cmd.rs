@@ -631,9 +631,23 @@ fn no_session_key_or_value_reaches_the_terminal_raw() {
         .exec(&mut redis)
         .expect("SET");
 
+    // A key and a value that are not UTF-8 hide nothing else and show as `\xNN`.
+    redis::cmd("SET")
+        .arg(b"sess:bad\xff\xfeutf".as_slice())
+        .arg(b"{\"user\":\"\xff\"}".as_slice())
+        .arg("EX")
+        .arg(600)
+        .exec(&mut redis)
+        .expect("SET");
     let keys = project.stack(&["redis", "keys"]);
     assert_eq!(keys.code, 0, "{}", keys.all());
     assert!(!drives_a_terminal(&keys.all()), "{:?}", keys.all());
+    assert!(keys.stdout.contains(r"bad\\xff\\xfeutf"), "{}", keys.stdout);
+    assert!(keys.stdout.contains("(not JSON)"), "{}", keys.stdout);
+    redis::cmd("DEL")
+        .arg(b"sess:bad\xff\xfeutf".as_slice())
+        .exec(&mut redis)
+        .expect("DEL");
     assert!(
         keys.stdout.contains(r"evil\x1b]0;owned\x07"),
         "{}",

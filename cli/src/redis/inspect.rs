@@ -326,7 +326,7 @@ impl Inspector {
         let key = format!("{KEY_PREFIX}{id}");
         let mut pipe = redis::pipe();
         pipe.cmd("MGET").arg(&key).cmd("TTL").arg(&key);
-        let (values, ttl): (Vec<Option<String>>, i64) = match &mut self.topology.keyed {
+        let (values, ttl): (Vec<Option<Vec<u8>>>, i64) = match &mut self.topology.keyed {
             Keyed::Server(connection) => pipe.query_async(connection).await,
             Keyed::Cluster(connection) => pipe.query_async(connection).await,
         }
@@ -334,7 +334,7 @@ impl Inspector {
         Ok(Ttl::from_reply(ttl).map(|ttl| Entry {
             id: id.to_owned(),
             ttl,
-            value: values.into_iter().next().flatten(),
+            value: values.into_iter().next().flatten().as_deref().map(text_of),
         }))
     }
 
@@ -369,7 +369,7 @@ impl Inspector {
 
     /// How many `sess:` keys there are (a `SCAN` pass on every server; no values read).
     pub async fn count(&mut self) -> Result<usize, InspectError> {
-        let mut seen: HashSet<String> = HashSet::new();
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
         for server in &mut self.topology.servers {
             let mut cursor = 0_u64;
             loop {
@@ -422,6 +422,30 @@ impl Inspector {
     }
 }
 
+/// Bytes from Redis as text: UTF-8 as it is, any other byte as `\xNN` (a key or value another
+/// program wrote need not be UTF-8, and one such key must not hide every other session).
+fn text_of(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    let mut rest = bytes;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(valid) => {
+                text.push_str(valid);
+                return text;
+            }
+            Err(error) => {
+                let (valid, after) = rest.split_at(error.valid_up_to());
+                text.push_str(std::str::from_utf8(valid).expect("valid up to here"));
+                let bad = error.error_len().unwrap_or(after.len());
+                for byte in &after[..bad] {
+                    text.push_str(&format!("\\x{byte:02x}"));
+                }
+                rest = &after[bad..];
+            }
+        }
+    }
+}
+
 /// A command failure, with the masked URL.
 fn failed(url: &RedisUrl, operation: &'static str, error: &redis::RedisError) -> InspectError {
     InspectError::Command {
@@ -450,7 +474,8 @@ async fn scan_server(
             .arg(SCAN_COUNT);
         cmd
     };
-    let (mut cursor, mut keys): (u64, Vec<String>) = scan(0)
+    // Keys and values as bytes: another program may have written ones that are not UTF-8.
+    let (mut cursor, mut keys): (u64, Vec<Vec<u8>>) = scan(0)
         .query_async(connection)
         .await
         .map_err(|error| failed(url, "SCAN", &error))?;
@@ -481,7 +506,7 @@ async fn scan_server(
         let next = if cursor != 0 {
             let reply = replies.pop().expect("the pipeline ends with its SCAN");
             Some(
-                redis::from_redis_value::<(u64, Vec<String>)>(&reply)
+                redis::from_redis_value::<(u64, Vec<Vec<u8>>)>(&reply)
                     .map_err(|error| failed(url, "SCAN", &error))?,
             )
         } else {
@@ -489,11 +514,11 @@ async fn scan_server(
         };
         if !keys.is_empty() {
             let ttls = replies.split_off(if is_cluster { keys.len() } else { 1 });
-            let values: Vec<Option<String>> = if is_cluster {
+            let values: Vec<Option<Vec<u8>>> = if is_cluster {
                 replies
                     .iter()
                     .map(|reply| {
-                        redis::from_redis_value::<Vec<Option<String>>>(reply)
+                        redis::from_redis_value::<Vec<Option<Vec<u8>>>>(reply)
                             .map(|value| value.into_iter().next().flatten())
                     })
                     .collect()
@@ -507,9 +532,9 @@ async fn scan_server(
                     redis::from_redis_value(&ttl).map_err(|error| failed(url, "TTL", &error))?;
                 if let Some(ttl) = Ttl::from_reply(ttl) {
                     batch.push(Entry {
-                        id: key[KEY_PREFIX.len()..].to_owned(),
+                        id: text_of(&key[KEY_PREFIX.len()..]),
                         ttl,
-                        value,
+                        value: value.as_deref().map(text_of),
                     });
                 }
             }
@@ -530,7 +555,7 @@ async fn scan_step(
     connection: &mut MultiplexedConnection,
     cursor: u64,
     url: &RedisUrl,
-) -> Result<(u64, Vec<String>), InspectError> {
+) -> Result<(u64, Vec<Vec<u8>>), InspectError> {
     redis::cmd("SCAN")
         .arg(cursor)
         .arg("MATCH")
@@ -557,6 +582,16 @@ pub fn redact(url: &RedisUrl, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_show_as_escapes_and_the_rest_as_it_is() {
+        assert_eq!(text_of(b"plain"), "plain");
+        assert_eq!(text_of("é✓".as_bytes()), "é✓");
+        assert_eq!(text_of(b"bad\xff\xfeutf"), r"bad\xff\xfeutf");
+        // A sequence cut short at the end, and one cut short in the middle.
+        assert_eq!(text_of(b"a\xe2\x9c"), r"a\xe2\x9c");
+        assert_eq!(text_of(b"a\xe2\x9cb"), r"a\xe2\x9cb");
+    }
 
     #[test]
     fn patterns_stay_inside_the_session_namespace() {
