@@ -1476,6 +1476,16 @@ kind = "worker"
     let logs = project.stack_ok(&["logs", id]);
     assert!(logs.contains("failing fast"), "{logs}");
     assert_serves(&up, "api.localhost", "api");
+    // Nor a route: an alias to it is refused, saying why.
+    let refused = project.stack(&["alias", "jobs.localhost", "migrate"]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused
+            .stderr
+            .contains("`migrate` is a worker: it has no port"),
+        "{}",
+        refused.all()
+    );
     // A one-shot has no URL to show after a rollback either.
     let rolled = project.stack_ok(&["rollback", "migrate"]);
     assert!(rolled.contains("migrate now serves migrate-"), "{rolled}");

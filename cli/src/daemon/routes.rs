@@ -20,12 +20,14 @@ use crate::supervisor::{DeploymentState, LiveDeployment, Snapshot};
 
 /// A `dest` that names nothing, for the error of `stack alias` against a running stack.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{host}: rule {rule}: `{dest}` is not a service, deployment or alias of this stack (running: {running})")]
+#[error("{host}: rule {rule}: `{dest}` {why} (running: {running})")]
 pub struct UnresolvedDest {
     pub host: String,
     /// 1-based, as people count rules.
     pub rule: usize,
     pub dest: String,
+    /// `is not a service, ...`, or what it is instead (a worker).
+    pub why: String,
     pub running: String,
 }
 
@@ -127,10 +129,22 @@ pub fn build(
                     target
                 }
                 None => {
+                    let dest = rule.dest.to_string();
+                    let bare = dest.to_ascii_lowercase();
+                    let bare = bare.strip_suffix(".localhost").unwrap_or(&bare);
+                    let worker = snapshot.deployments.iter().any(|deployment| {
+                        deployment.spec.settings.is_worker()
+                            && (deployment.spec.service == bare || deployment.spec.id == bare)
+                    });
                     built.unresolved.push(UnresolvedDest {
                         host: host.clone(),
                         rule: rule.index + 1,
-                        dest: rule.dest.to_string(),
+                        why: if worker {
+                            "is a worker: it has no port, so no rule can send requests to it".into()
+                        } else {
+                            "is not a service, deployment or alias of this stack".into()
+                        },
+                        dest,
                         running: resolver.names(),
                     });
                     Target::Unavailable {
