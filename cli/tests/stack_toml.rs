@@ -420,6 +420,16 @@ stop_timeout = "2s"
     }
     let scaled = project.stack_ok(&["scale", "api", "2"]);
     assert!(scaled.contains("will run 2 instances"), "{scaled}");
+    // What it waits for cannot be stopped under it.
+    let stopped = project.stack(&["scale", "db", "0"]);
+    assert_eq!(stopped.code, 1, "{}", stopped.all());
+    assert!(
+        stopped
+            .stderr
+            .contains("`db` cannot stop now: `api` waits for it to start (db healthy)"),
+        "{}",
+        stopped.all()
+    );
     // Its hosts say it is starting, and are its own: an alias may point at it, not take them.
     let reply = raw_http::request(up.port, "GET", "/", &[("Host", "api.localhost")]);
     assert_eq!(reply.status, 503, "{}", reply.body);

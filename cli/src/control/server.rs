@@ -186,6 +186,7 @@ pub fn status_of(error: &DaemonError) -> StatusCode {
         | DaemonError::UnknownInstance { .. } => StatusCode::NOT_FOUND,
         DaemonError::LiveDeployment { .. }
         | DaemonError::Waiting { .. }
+        | DaemonError::WaitedOn { .. }
         | DaemonError::HostTaken(_)
         | DaemonError::NothingToRestart { .. } => StatusCode::CONFLICT,
         DaemonError::RestartFailed { .. } => StatusCode::GATEWAY_TIMEOUT,

@@ -157,11 +157,38 @@ pub struct WaitingStart {
     pub instances: usize,
     /// What it still waits for: `db healthy, migrate completed`.
     pub on: String,
+    /// Those services: `db`, `migrate`.
+    pub waits_on: Vec<String>,
     /// A worker has no host.
     pub worker: bool,
 }
 
 impl Live {
+    /// A [`DaemonError::WaitedOn`] when a waiting first deployment waits for the service
+    /// `target` names (its own name, or its current deployment's id).
+    pub fn refuse_waited_on(&self, target: &str) -> Result<(), DaemonError> {
+        let snapshot = self.supervisor.snapshot();
+        let Some(running) = snapshot.resolve(target).filter(|running| running.current) else {
+            return Ok(());
+        };
+        let service = &running.spec.service;
+        let waiting = self
+            .waiting
+            .lock()
+            .expect("never poisoned: no panics while held");
+        match waiting
+            .values()
+            .find(|start| start.waits_on.contains(service))
+        {
+            Some(start) => Err(DaemonError::WaitedOn {
+                service: service.clone(),
+                dependent: start.service.clone(),
+                on: start.on.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// A [`DaemonError::Waiting`] when `target` names a waiting first deployment.
     pub fn refuse_waiting(&self, target: &str) -> Result<(), DaemonError> {
         match self.waiting(target) {
@@ -204,6 +231,12 @@ pub enum DaemonError {
     UnknownTarget { target: String },
     #[error("`{target}` has not started yet: it waits for {on}")]
     Waiting { target: String, on: String },
+    #[error("`{service}` cannot stop now: `{dependent}` waits for it to start ({on})")]
+    WaitedOn {
+        service: String,
+        dependent: String,
+        on: String,
+    },
     #[error("no deployment `{id}`")]
     UnknownDeployment { id: String },
     #[error("{asked} instances is more than the {cap} a deployment may run")]
@@ -248,6 +281,7 @@ impl DaemonError {
                 "See `stack ls` for the deployments.".into()
             }
             DaemonError::Waiting { .. } => "It starts once what it depends on is there (`depends_on` in `stack.toml`); run this again when `stack ls` shows it running.".into(),
+            DaemonError::WaitedOn { dependent, .. } => format!("Scale it down once `{dependent}` runs, or stop everything with `stack down`. Nothing was changed."),
             DaemonError::LiveDeployment { id, .. } => {
                 format!("Stop it first with `stack scale {id} 0`, then run `stack rm {id}` again.")
             }
@@ -517,6 +551,9 @@ impl Daemon {
         };
         if let Some(answer) = self.scale_waiting(&live, &target, request.instances)? {
             return Ok(answer);
+        }
+        if request.instances == 0 {
+            live.refuse_waited_on(&target)?;
         }
         let (before, one_shot) = live
             .supervisor

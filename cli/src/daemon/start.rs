@@ -795,12 +795,13 @@ impl OrderedStart {
                 .lock()
                 .expect("never poisoned: no panics while held");
             for (spec, instances) in &self.specs {
-                let on = self.unmet(&spec.service, &shared, &[]);
+                let (on, waits_on) = self.unmet(&spec.service, &shared, &[]);
                 if !on.is_empty() {
                     let start = WaitingStart {
                         service: spec.service.clone(),
                         instances: *instances,
                         on,
+                        waits_on,
                         worker: spec.settings.is_worker(),
                     };
                     waiting.insert(spec.id.clone(), start);
@@ -868,9 +869,9 @@ impl OrderedStart {
                 return;
             }
             met.push(dependency);
-            let on = self.unmet(service, shared, &met);
+            let (on, waits_on) = self.unmet(service, shared, &met);
             if let Some(start) = self.waiting_start(&spec.id).as_mut() {
-                start.on = on;
+                (start.on, start.waits_on) = (on, waits_on);
             }
         }
         // A `stack scale` made while it waited counts. Its entry goes only once it is with
@@ -944,16 +945,25 @@ impl OrderedStart {
         }
     }
 
-    /// What `service` still waits for, `met` aside: `db healthy, migrate completed`.
-    fn unmet(&self, service: &str, shared: &StartShared<'_>, met: &[&str]) -> String {
+    /// What `service` still waits for, `met` aside: `db healthy, migrate completed`, and
+    /// those services.
+    fn unmet(
+        &self,
+        service: &str,
+        shared: &StartShared<'_>,
+        met: &[&str],
+    ) -> (String, Vec<String>) {
         let Some(dependencies) = self.depends_on.get(service) else {
-            return String::new();
+            return (String::new(), Vec::new());
         };
-        dependencies
+        let unmet: Vec<(&String, &Condition)> = dependencies
             .iter()
             .filter(|(dependency, _)| {
                 shared.ids.contains_key(*dependency) && !met.contains(&dependency.as_str())
             })
+            .collect();
+        let text = unmet
+            .iter()
             .map(|(dependency, condition)| {
                 let condition = match condition {
                     Condition::Started => "started",
@@ -963,7 +973,12 @@ impl OrderedStart {
                 format!("{dependency} {condition}")
             })
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        let services = unmet
+            .iter()
+            .map(|(dependency, _)| (*dependency).clone())
+            .collect();
+        (text, services)
     }
 
     /// The WAITING entry of `id` (for `stack ls` and the dashboard), to change or take.
