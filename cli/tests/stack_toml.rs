@@ -1496,10 +1496,22 @@ kind = "worker"
         "{}",
         refused.all()
     );
-    // A one-shot has no URL to show after a rollback either.
-    let rolled = project.stack_ok(&["rollback", "migrate"]);
+    // A rollback to the last good run's deployment runs it again, and is done once it exited
+    // 0; a one-shot has no URL to show.
+    let output = up.output();
+    let good = output
+        .lines()
+        .skip(line_of(&output, "migrate.0 | migrating six"))
+        .find(|line| line.contains("(one-shot `migrate`) ran and exited 0"))
+        .and_then(|line| line.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("no success of the sixth run:\n{output}"))
+        .to_string();
+    assert!(good.starts_with("migrate-"), "{good}");
+    let rolled = project.stack_ok(&["rollback", "migrate", &good]);
     assert!(rolled.contains("migrate now serves migrate-"), "{rolled}");
     assert!(!rolled.contains("http"), "{rolled}");
+    up.wait_for_parts(&["migrate.0 | migrating six"], 2, Duration::from_secs(2));
+    assert_eq!(project.live("migrate")["state"], "COMPLETED");
     let output = up.stop(Signal::SIGINT);
     assert!(!output.contains("> Ready! migrate-"), "{output}");
     assert!(!output.contains("did not start"), "{output}");

@@ -230,7 +230,7 @@ pub async fn rollback(
         .resolve(&service)
         .map(|deployment| deployment.spec.settings.clone())
         .unwrap_or_default();
-    let is_worker = settings.is_worker();
+    let (is_worker, one_shot) = (settings.is_worker(), settings.one_shot);
     let spec = spec_for(&deployments_dir, &record, settings);
     live.supervisor
         .swap_in(spec, instances, live.ready_timeout)
@@ -238,6 +238,10 @@ pub async fn rollback(
     store.update(|state| {
         state.deployments.entry(service).or_default().current = Some(record.id.clone());
     })?;
+    // A one-shot rolled back runs that deployment again: done once it exited 0.
+    if one_shot {
+        live.supervisor.wait_runs_done(&record.id, None).await?;
+    }
     Ok(RollbackAnswer {
         url: (!is_worker).then(|| deployment_url(&record.id, live.proxy_port)),
         deployment: record.id,
