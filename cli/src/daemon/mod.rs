@@ -47,6 +47,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::model::Condition;
 use crate::control::api::{
     self, AliasAnswer, AliasChange, Applied, DeploymentStatus, EnvAnswer, LogsQuery, RedisAnswer,
     RemoveAnswer, RequestsAnswer, RestartAnswer, RestartRequest, RollbackAnswer, RollbackRequest,
@@ -155,12 +156,28 @@ pub struct WaitingStart {
     pub service: String,
     /// What it starts with (`stack scale` meanwhile changes it).
     pub instances: usize,
-    /// What it still waits for: `db healthy, migrate completed`.
-    pub on: String,
-    /// Those services: `db`, `migrate`.
-    pub waits_on: Vec<String>,
+    /// What it still waits for, and for what of it.
+    pub waits_on: Vec<(String, Condition)>,
     /// A worker has no host.
     pub worker: bool,
+}
+
+impl WaitingStart {
+    /// What it still waits for, as said: `db healthy, migrate completed`.
+    pub fn on(&self) -> String {
+        self.waits_on
+            .iter()
+            .map(|(dependency, condition)| {
+                let condition = match condition {
+                    Condition::Started => "started",
+                    Condition::Healthy => "healthy",
+                    Condition::Completed => "completed",
+                };
+                format!("{dependency} {condition}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl Live {
@@ -178,12 +195,12 @@ impl Live {
             .expect("never poisoned: no panics while held");
         match waiting
             .values()
-            .find(|start| start.waits_on.contains(service))
+            .find(|start| start.waits_on.iter().any(|(waited, _)| waited == service))
         {
             Some(start) => Err(DaemonError::WaitedOn {
                 service: service.clone(),
                 dependent: start.service.clone(),
-                on: start.on.clone(),
+                on: start.on(),
             }),
             None => Ok(()),
         }
@@ -194,7 +211,7 @@ impl Live {
         match self.waiting(target) {
             Some((_, start)) => Err(DaemonError::Waiting {
                 target: target.to_string(),
-                on: start.on,
+                on: start.on(),
             }),
             None => Ok(()),
         }
@@ -495,7 +512,7 @@ impl Daemon {
                             state: supervisor::DeploymentState::Waiting,
                             current: true,
                             wanted: start.instances,
-                            waiting_for: Some(start.on.clone()),
+                            waiting_for: Some(start.on()),
                             ..stored
                         },
                         None => DeploymentStatus {
@@ -618,7 +635,7 @@ impl Daemon {
             return Ok(None);
         };
         start.instances = instances;
-        let (id, service, on) = (id.clone(), start.service.clone(), start.on.clone());
+        let (id, service, on) = (id.clone(), start.service.clone(), start.on());
         drop(waiting);
         self.inner
             .store

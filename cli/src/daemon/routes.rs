@@ -44,13 +44,13 @@ pub struct Routes {
 /// (at `stack up` that is a warning; for a live alias change it is a refusal).
 pub fn build(
     snapshot: &Snapshot,
-    waiting: &BTreeMap<String, WaitingStart>,
+    waiting_starts: &BTreeMap<String, WaitingStart>,
     aliases: &BTreeMap<String, Alias>,
 ) -> Routes {
     let mut built = Routes::default();
     let mut table = RoutingTable::new();
     // Not started yet: 503 until they are (a deployment that runs already is what it is).
-    let waiting: Vec<(&String, &WaitingStart, Target)> = waiting
+    let waiting: Vec<(&String, &WaitingStart, Target)> = waiting_starts
         .iter()
         .filter(|(id, start)| {
             !start.worker && !snapshot.deployments.iter().any(|d| d.spec.id == **id)
@@ -58,7 +58,11 @@ pub fn build(
         .map(|(id, start)| {
             let target = Target::Unavailable {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                message: format!("`{}` is starting: it waits for {}", start.service, start.on),
+                message: format!(
+                    "`{}` is starting: it waits for {}",
+                    start.service,
+                    start.on()
+                ),
             };
             (id, start, target)
         })
@@ -97,14 +101,10 @@ pub fn build(
         waiting: &waiting,
         aliases,
     };
-    let waiting_starts: BTreeMap<String, WaitingStart> = waiting
-        .iter()
-        .map(|(id, start, _)| ((*id).clone(), (*start).clone()))
-        .collect();
     for (host, alias) in aliases {
         // An alias recorded before its host was a service's or a deployment's URL (offline)
         // never takes that URL over.
-        if let Some(owner) = owner(snapshot, &waiting_starts, host) {
+        if let Some(owner) = owner(snapshot, waiting_starts, host) {
             built
                 .notes
                 .push(format!("alias `{host}` is not served: {owner}"));

@@ -795,12 +795,11 @@ impl OrderedStart {
                 .lock()
                 .expect("never poisoned: no panics while held");
             for (spec, instances) in &self.specs {
-                let (on, waits_on) = self.unmet(&spec.service, &shared, &[]);
-                if !on.is_empty() {
+                let waits_on = self.unmet(&spec.service, &shared, &[]);
+                if !waits_on.is_empty() {
                     let start = WaitingStart {
                         service: spec.service.clone(),
                         instances: *instances,
-                        on,
                         waits_on,
                         worker: spec.settings.is_worker(),
                     };
@@ -869,9 +868,9 @@ impl OrderedStart {
                 return;
             }
             met.push(dependency);
-            let (on, waits_on) = self.unmet(service, shared, &met);
+            let waits_on = self.unmet(service, shared, &met);
             if let Some(start) = self.waiting_start(&spec.id).as_mut() {
-                (start.on, start.waits_on) = (on, waits_on);
+                start.waits_on = waits_on;
             }
         }
         // A `stack scale` made while it waited counts. Its entry goes only once it is with
@@ -945,40 +944,22 @@ impl OrderedStart {
         }
     }
 
-    /// What `service` still waits for, `met` aside: `db healthy, migrate completed`, and
-    /// those services.
+    /// What `service` still waits for, `met` aside.
     fn unmet(
         &self,
         service: &str,
         shared: &StartShared<'_>,
         met: &[&str],
-    ) -> (String, Vec<String>) {
-        let Some(dependencies) = self.depends_on.get(service) else {
-            return (String::new(), Vec::new());
-        };
-        let unmet: Vec<(&String, &Condition)> = dependencies
-            .iter()
+    ) -> Vec<(String, Condition)> {
+        self.depends_on
+            .get(service)
+            .into_iter()
+            .flatten()
             .filter(|(dependency, _)| {
                 shared.ids.contains_key(*dependency) && !met.contains(&dependency.as_str())
             })
-            .collect();
-        let text = unmet
-            .iter()
-            .map(|(dependency, condition)| {
-                let condition = match condition {
-                    Condition::Started => "started",
-                    Condition::Healthy => "healthy",
-                    Condition::Completed => "completed",
-                };
-                format!("{dependency} {condition}")
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let services = unmet
-            .iter()
-            .map(|(dependency, _)| (*dependency).clone())
-            .collect();
-        (text, services)
+            .map(|(dependency, condition)| (dependency.clone(), *condition))
+            .collect()
     }
 
     /// The WAITING entry of `id` (for `stack ls` and the dashboard), to change or take.

@@ -323,6 +323,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The deployment `deployment_id`, or the error naming what runs instead.
+    fn running(&self, deployment_id: &str) -> Result<&LiveDeployment, SupervisorError> {
+        self.deployments
+            .iter()
+            .find(|deployment| deployment.spec.id == deployment_id)
+            .ok_or_else(|| SupervisorError::UnknownTarget {
+                target: deployment_id.to_string(),
+                running: self.names(),
+            })
+    }
+
     /// What a new instance of `deployment` gets, its `PORT` aside.
     pub fn environment(&self, deployment: &LiveDeployment) -> BTreeMap<String, String> {
         deployment.spec.settings.environment(&self.env)
@@ -468,7 +479,7 @@ impl Supervisor {
         deployment_id: &str,
         ready_timeout: Duration,
     ) -> Result<(), SupervisorError> {
-        self.wait_until(deployment_id, Some(ready_timeout), |deployment| {
+        self.wait_until(deployment_id, ready_timeout, |deployment| {
             let active: Vec<_> = deployment.active().collect();
             active.len() == deployment.wanted
                 && active.iter().all(|instance| {
@@ -481,9 +492,9 @@ impl Supervisor {
 
     /// Waits until `deployment_id` meets what a dependent waits for: a process running
     /// (`started`), ready (`healthy`), both within `ready_timeout`, or every instance exited 0
-    /// (`completed`): that one has no time limit, a migration takes what it takes; it ends
-    /// when the one-shot exits 0, crashes (a non-zero exit under `restart = "never"`), or
-    /// the supervisor stops.
+    /// (`completed`, [`Supervisor::wait_runs_done`]): that one has no time limit, a migration
+    /// takes what it takes; it ends when the one-shot exits 0, any of its instances crashes (a
+    /// non-zero exit under `restart = "never"`), or the supervisor stops.
     pub async fn wait_for(
         &self,
         deployment_id: &str,
@@ -493,7 +504,7 @@ impl Supervisor {
         match condition {
             Condition::Healthy => self.wait_ready(deployment_id, ready_timeout).await,
             Condition::Started => {
-                self.wait_until(deployment_id, Some(ready_timeout), |deployment| {
+                self.wait_until(deployment_id, ready_timeout, |deployment| {
                     deployment.instances.iter().any(|instance| {
                         instance.pid.load(Ordering::Acquire) != 0
                             || instance.completed.load(Ordering::Acquire)
@@ -501,12 +512,7 @@ impl Supervisor {
                 })
                 .await
             }
-            Condition::Completed => {
-                self.wait_until(deployment_id, None, |deployment| {
-                    deployment.state() == DeploymentState::Completed
-                })
-                .await
-            }
+            Condition::Completed => self.wait_runs_done(deployment_id, None).await,
         }
     }
 
@@ -522,16 +528,7 @@ impl Supervisor {
         loop {
             {
                 let snapshot = receiver.borrow_and_update().clone();
-                let Some(deployment) = snapshot
-                    .deployments
-                    .iter()
-                    .find(|deployment| deployment.spec.id == deployment_id)
-                else {
-                    return Err(SupervisorError::UnknownTarget {
-                        target: deployment_id.to_string(),
-                        running: snapshot.names(),
-                    });
-                };
+                let deployment = snapshot.running(deployment_id)?;
                 let runs: Vec<&Arc<Instance>> = deployment
                     .active()
                     .filter(|instance| {
@@ -567,12 +564,12 @@ impl Supervisor {
         }
     }
 
-    /// Waits until `done` holds for the deployment; fails when it crashes (or, for a one-shot,
-    /// exits non-zero) or, with a `ready_timeout`, its instances' readiness timeout passes.
+    /// Waits until `done` holds for the deployment; fails when it crashes or its instances'
+    /// readiness timeout passes.
     async fn wait_until(
         &self,
         deployment_id: &str,
-        ready_timeout: Option<Duration>,
+        ready_timeout: Duration,
         done: impl Fn(&LiveDeployment) -> bool,
     ) -> Result<(), SupervisorError> {
         let mut receiver = self.subscribe();
@@ -581,16 +578,7 @@ impl Supervisor {
         loop {
             {
                 let snapshot = receiver.borrow_and_update().clone();
-                let Some(deployment) = snapshot
-                    .deployments
-                    .iter()
-                    .find(|deployment| deployment.spec.id == deployment_id)
-                else {
-                    return Err(SupervisorError::UnknownTarget {
-                        target: deployment_id.to_string(),
-                        running: snapshot.names(),
-                    });
-                };
+                let deployment = snapshot.running(deployment_id)?;
                 if done(deployment) {
                     return Ok(());
                 }
@@ -600,32 +588,25 @@ impl Supervisor {
                         reason: deployment.last_error().unwrap_or_default(),
                     });
                 }
-                if let Some(ready_timeout) = ready_timeout {
-                    let (applies, which) = limit.get_or_insert_with(|| {
-                        readiness_limit(ready_timeout, &deployment.spec.settings)
+                let (applies, which) = limit.get_or_insert_with(|| {
+                    readiness_limit(ready_timeout, &deployment.spec.settings)
+                });
+                if started.elapsed() >= *applies + WAIT_SLACK {
+                    return Err(SupervisorError::NotReady {
+                        deployment: deployment_id.to_string(),
+                        seconds: applies.as_secs(),
+                        limit: which.clone(),
+                        reason: deployment
+                            .last_error()
+                            .unwrap_or_else(|| "still starting".into()),
                     });
-                    if started.elapsed() >= *applies + WAIT_SLACK {
-                        return Err(SupervisorError::NotReady {
-                            deployment: deployment_id.to_string(),
-                            seconds: applies.as_secs(),
-                            limit: which.clone(),
-                            reason: deployment
-                                .last_error()
-                                .unwrap_or_else(|| "still starting".into()),
-                        });
-                    }
                 }
             }
-            let changed = match &limit {
-                Some((applies, _)) => {
-                    let deadline = started + *applies + WAIT_SLACK;
-                    match tokio::time::timeout_at(deadline, receiver.changed()).await {
-                        Ok(changed) => changed,
-                        Err(_) => Ok(()),
-                    }
-                }
-                None => receiver.changed().await,
-            };
+            let (applies, _) = limit.as_ref().expect("set on the first pass");
+            let deadline = started + *applies + WAIT_SLACK;
+            let changed = tokio::time::timeout_at(deadline, receiver.changed())
+                .await
+                .unwrap_or(Ok(()));
             if changed.is_err() {
                 return Err(SupervisorError::Stopped);
             }
